@@ -1,0 +1,217 @@
+/**
+ * CheckRunner: the one way a check runs, whoever asks (scheduler, API, CLI).
+ *
+ * Invariants:
+ * - A check never runs twice at once on this node. A request with the same parameters as a run
+ *   that is queued or in progress joins it and gets its result; other requests queue behind it.
+ * - GPU checks share the GPUs; exclusive checks hold them alone (GpuLock).
+ * - Every request has a deadline (the check's timeout) that covers waiting and running. When it
+ *   passes, the caller gets an ERROR result at once, but the lane stays closed until the work
+ *   really ends, so a hung run is never overlapped by the next one.
+ * - Every result, ERROR included, is recorded in the store.
+ */
+
+import type {
+  Check,
+  CheckOutcome,
+  CheckParams,
+  CheckRun,
+  Trigger,
+  Verdict,
+} from './checks/check.js';
+import { summariseOutcome } from './checks/check.js';
+import type { Clock } from './clock.js';
+import type { GpuLock, Release } from './gpu-lock.js';
+import type { Logger } from './log.js';
+import type { ResultStore } from './store.js';
+
+export interface CheckRunner {
+  run(name: string, params: CheckParams, trigger: Trigger): Promise<CheckRun>;
+  /** Names of checks with a run queued or in progress. */
+  active(): string[];
+  /** Aborts every run and waits, at most graceMs, for their work to end. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+export interface CheckRunnerDeps {
+  readonly checks: ReadonlyMap<string, Check>;
+  readonly store: ResultStore;
+  readonly clock: Clock;
+  readonly gpuLock: GpuLock;
+  readonly logger: Logger;
+}
+
+interface Pending {
+  readonly key: string;
+  joinable: boolean;
+  result?: Promise<CheckRun>;
+}
+
+interface Lane {
+  /** Resolves when the work of the last request queued on this lane has ended. */
+  tail: Promise<void>;
+  readonly pending: Pending[];
+}
+
+class RunAborted extends Error {
+  constructor(readonly why: string) {
+    super(why);
+    this.name = 'RunAborted';
+  }
+}
+
+export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
+  const lanes = new Map<string, Lane>();
+  const controllers = new Set<AbortController>();
+  const work = new Set<Promise<unknown>>();
+
+  const laneOf = (name: string): Lane => {
+    let lane = lanes.get(name);
+    if (lane === undefined) {
+      lane = { tail: Promise.resolve(), pending: [] };
+      lanes.set(name, lane);
+    }
+    return lane;
+  };
+
+  async function execute(
+    check: Check,
+    params: CheckParams,
+    trigger: Trigger,
+    previous: Promise<void>,
+    laneFree: () => void,
+  ): Promise<CheckRun> {
+    const controller = new AbortController();
+    controllers.add(controller);
+    const timeoutText = `timed out after ${formatSeconds(check.timeoutMs)}`;
+    const cancelTimer = deps.clock.setTimer(
+      () => controller.abort(new RunAborted(timeoutText)),
+      check.timeoutMs,
+    );
+    const logger = deps.logger.child({ check: check.name, trigger });
+    let phase = 'waiting for the previous run of this check to end';
+    let startedAt = deps.clock.now();
+    let release: Release | undefined;
+    let running: Promise<CheckOutcome> | undefined;
+
+    const finish = (outcome: CheckOutcome): CheckRun => {
+      const { verdict, reason } = summariseOutcome(outcome);
+      const run: CheckRun = {
+        check: check.name,
+        trigger,
+        params,
+        startedAt,
+        finishedAt: deps.clock.now(),
+        verdict,
+        reason,
+        devices: outcome.devices,
+        samples: outcome.samples ?? [],
+      };
+      deps.store.record(run);
+      logger.info('check finished', {
+        verdict,
+        reason,
+        durationSeconds: (run.finishedAt - run.startedAt) / 1000,
+      });
+      return run;
+    };
+
+    try {
+      await abortable(previous, controller.signal);
+      if (check.usesGpu || check.exclusive) {
+        phase = 'waiting for the GPUs';
+        release = await deps.gpuLock.acquire(
+          check.exclusive ? 'exclusive' : 'shared',
+          controller.signal,
+        );
+      }
+      phase = 'running';
+      startedAt = deps.clock.now();
+      logger.debug('check started', { params });
+      running = Promise.resolve().then(() =>
+        check.run({ signal: controller.signal, logger, params }),
+      );
+      return finish(await abortable(running, controller.signal));
+    } catch (error) {
+      const reason =
+        error instanceof RunAborted
+          ? phase === 'running'
+            ? error.why
+            : `${error.why} ${phase}`
+          : `check crashed: ${error instanceof Error ? error.message : String(error)}`;
+      if (!(error instanceof RunAborted)) logger.error('check crashed', { error });
+      return finish({ devices: [], verdict: 'ERROR' satisfies Verdict, reason });
+    } finally {
+      cancelTimer();
+      controllers.delete(controller);
+      const ended = Promise.all([previous, running?.catch(() => undefined)]).then(() => {
+        release?.();
+        laneFree();
+      });
+      work.add(ended);
+      void ended.finally(() => work.delete(ended));
+    }
+  }
+
+  return {
+    run(name, params, trigger) {
+      const check = deps.checks.get(name);
+      if (check === undefined) return Promise.reject(new Error(`unknown check "${name}"`));
+      const key = paramsKey(params);
+      const lane = laneOf(name);
+      const joinable = lane.pending.find((p) => p.joinable && p.key === key);
+      if (joinable?.result !== undefined) return joinable.result;
+
+      const previous = lane.tail;
+      let laneFree: () => void = () => undefined;
+      lane.tail = new Promise<void>((resolve) => (laneFree = resolve));
+      const pending: Pending = { key, joinable: true };
+      lane.pending.push(pending);
+      pending.result = execute(check, params, trigger, previous, laneFree).finally(() => {
+        pending.joinable = false;
+        lane.pending.splice(lane.pending.indexOf(pending), 1);
+      });
+      return pending.result;
+    },
+    active: () => [...lanes.entries()].filter(([, l]) => l.pending.length > 0).map(([n]) => n),
+    async shutdown(graceMs) {
+      for (const controller of controllers)
+        controller.abort(new RunAborted('exporter shutting down'));
+      let cancel: () => void = () => undefined;
+      const grace = new Promise<void>(
+        (resolve) => (cancel = deps.clock.setTimer(resolve, graceMs)),
+      );
+      await Promise.race([Promise.all([...work]), grace]);
+      cancel();
+    },
+  };
+}
+
+function paramsKey(params: CheckParams): string {
+  return JSON.stringify(Object.entries(params).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+}
+
+export function formatSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(3))}s`;
+}

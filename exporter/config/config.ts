@@ -1,0 +1,354 @@
+/**
+ * Configuration: Autopilot's flags and environment variables with their meaning kept, new settings
+ * under AUTOPILOT_*. parseConfig is pure and validates everything at once, so a bad setting stops
+ * the program before anything starts, with one message naming the setting, the value and what is
+ * accepted.
+ */
+
+import { isIP } from 'node:net';
+import { LOG_LEVELS, type LogLevel } from '../log.js';
+import { formatDuration, parseGoDuration } from './duration.js';
+import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
+
+export interface PingSettings {
+  readonly command: string;
+  readonly count: number;
+  readonly replyTimeoutMs: number;
+  readonly concurrency: number;
+}
+
+export interface Config {
+  readonly nodeName: string;
+  readonly namespace: string | undefined;
+  readonly podName: string | undefined;
+  readonly listenAddress: string | undefined;
+  readonly apiPort: number;
+  readonly metricsPort: number;
+  readonly readinessPort: number;
+  /** --bw: PCIe bandwidth threshold in GB/s. */
+  readonly bandwidthThresholdGBps: number;
+  /** --w: the periodic round. */
+  readonly periodic: Schedule;
+  /** --invasive-check-timer: the deep check (run by a later capability; validated now). */
+  readonly invasive: Schedule;
+  readonly logLevel: LogLevel;
+  readonly periodicChecks: readonly string[];
+  readonly peers: readonly string[];
+  readonly ping: PingSettings;
+  readonly historySize: number;
+  readonly dcgmFatalErrors: readonly string[];
+  readonly invasiveJobTtlSeconds: number;
+  readonly pvcStorageClass: string | undefined;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    readonly value: string,
+    readonly accepted: string,
+  ) {
+    super(`invalid ${setting} ${JSON.stringify(value)}: expected ${accepted}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export interface ConfigInputs {
+  /** Flag values by name without dashes ("port", "w"), as the command line gave them. */
+  readonly flags: ReadonlyMap<string, string>;
+  readonly env: Env;
+  readonly hostname: string;
+  /** Names of the checks this build has, in catalogue order. */
+  readonly knownChecks: readonly string[];
+}
+
+/** Autopilot's flags: name, default, what it means. Order is the order of --help. */
+export const FLAGS = [
+  { name: 'port', defaultValue: '3333', help: 'port of the health-check API' },
+  { name: 'bw', defaultValue: '4', help: 'PCIe bandwidth threshold in GB/s (pciebw)' },
+  { name: 'w', defaultValue: '1h', help: `periodic round: ${SCHEDULE_ACCEPTED}` },
+  {
+    name: 'invasive-check-timer',
+    defaultValue: '4h',
+    help: 'deep check on idle GPUs: a Go duration (0 disables) or a cron expression',
+  },
+  {
+    name: 'loglevel',
+    defaultValue: '2',
+    help: 'error, warn, info or debug, or a klog verbosity number (0-2 info, 3 and above debug)',
+  },
+] as const;
+
+export const FLAG_NAMES: ReadonlySet<string> = new Set(FLAGS.map((f) => f.name));
+
+/** Autopilot's default periodic list; checks this build lacks are left out. */
+export const AUTOPILOT_PERIODIC_CHECKS = [
+  'pciebw',
+  'remapped',
+  'dcgm',
+  'ping',
+  'gpupower',
+] as const;
+const DEFAULT_DCGM_FATAL_ERRORS = ['PCIe', 'NVLink', 'ECC', 'GPU Memory'];
+
+export function parseConfig(inputs: ConfigInputs): Config {
+  const { env } = inputs;
+  const flag = (name: (typeof FLAGS)[number]['name']): string =>
+    inputs.flags.get(name) ?? FLAGS.find((f) => f.name === name)!.defaultValue;
+  const setting = (name: string): string | undefined => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+
+  const apiPort = parsePort('--port', flag('port'));
+  const metricsPort = parsePort(
+    'AUTOPILOT_METRICS_PORT',
+    setting('AUTOPILOT_METRICS_PORT') ?? '8081',
+  );
+  const readinessPort = parsePort(
+    'AUTOPILOT_READINESS_PORT',
+    setting('AUTOPILOT_READINESS_PORT') ?? '8080',
+  );
+  rejectSharedPorts({
+    '--port': apiPort,
+    AUTOPILOT_METRICS_PORT: metricsPort,
+    AUTOPILOT_READINESS_PORT: readinessPort,
+  });
+
+  const nodeName = setting('NODE_NAME') ?? inputs.hostname;
+  checkName('NODE_NAME', nodeName);
+
+  return {
+    nodeName,
+    namespace: setting('NAMESPACE'),
+    podName: setting('POD_NAME'),
+    listenAddress: parseListenAddress(setting('AUTOPILOT_LISTEN_ADDRESS')),
+    apiPort,
+    metricsPort,
+    readinessPort,
+    bandwidthThresholdGBps: parsePositiveNumber(
+      '--bw',
+      flag('bw'),
+      'a number of GB/s above 0, such as 4 or 12.5',
+    ),
+    periodic: parseScheduleSetting('--w', flag('w')),
+    invasive: parseScheduleSetting('--invasive-check-timer', flag('invasive-check-timer')),
+    logLevel: parseLogLevel(flag('loglevel')),
+    periodicChecks: parseCheckList(setting('PERIODIC_CHECKS'), inputs.knownChecks),
+    peers: parsePeers(setting('AUTOPILOT_PEERS')),
+    ping: {
+      command: setting('AUTOPILOT_PING_COMMAND') ?? 'ping',
+      count: parseInteger('AUTOPILOT_PING_COUNT', setting('AUTOPILOT_PING_COUNT') ?? '3', 1, 100),
+      replyTimeoutMs: parseDurationSetting(
+        'AUTOPILOT_PING_REPLY_TIMEOUT',
+        setting('AUTOPILOT_PING_REPLY_TIMEOUT') ?? '1s',
+        100,
+        60_000,
+      ),
+      concurrency: parseInteger(
+        'AUTOPILOT_PING_CONCURRENCY',
+        setting('AUTOPILOT_PING_CONCURRENCY') ?? '64',
+        1,
+        1024,
+      ),
+    },
+    historySize: parseInteger(
+      'AUTOPILOT_HISTORY_SIZE',
+      setting('AUTOPILOT_HISTORY_SIZE') ?? '20',
+      1,
+      1000,
+    ),
+    dcgmFatalErrors: parseFatalErrors(setting('DCGM_FATAL_ERRORS')),
+    invasiveJobTtlSeconds: parseInteger(
+      'INVASIVE_JOB_TTLSEC',
+      setting('INVASIVE_JOB_TTLSEC') ?? '30',
+      0,
+      7 * 24 * 3600,
+    ),
+    pvcStorageClass: parseStorageClass(env.PVC_TEST_STORAGE_CLASS),
+  };
+}
+
+function parsePort(name: string, value: string): number {
+  return parseInteger(name, value, 1, 65535, 'a TCP port number from 1 to 65535');
+}
+
+function rejectSharedPorts(ports: Readonly<Record<string, number>>): void {
+  const seen = new Map<number, string>();
+  for (const [name, port] of Object.entries(ports)) {
+    const other = seen.get(port);
+    if (other !== undefined) {
+      throw new ConfigError(name, String(port), `a port different from ${other} (${port})`);
+    }
+    seen.set(port, name);
+  }
+}
+
+function parseInteger(
+  name: string,
+  value: string,
+  min: number,
+  max: number,
+  accepted?: string,
+): number {
+  const trimmed = value.trim();
+  const number = Number(trimmed);
+  if (!/^\d+$/.test(trimmed) || number < min || number > max) {
+    throw new ConfigError(name, value, accepted ?? `a whole number from ${min} to ${max}`);
+  }
+  return number;
+}
+
+function parsePositiveNumber(name: string, value: string, accepted: string): number {
+  const number = Number(value.trim());
+  if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(number) || number <= 0) {
+    throw new ConfigError(name, value, accepted);
+  }
+  return number;
+}
+
+function parseScheduleSetting(name: string, value: string): Schedule {
+  const schedule = parseSchedule(value);
+  if (schedule === undefined) throw new ConfigError(name, value, SCHEDULE_ACCEPTED);
+  return schedule;
+}
+
+function parseDurationSetting(name: string, value: string, minMs: number, maxMs: number): number {
+  const ms = parseGoDuration(value);
+  if (ms === undefined || ms < minMs || ms > maxMs) {
+    throw new ConfigError(
+      name,
+      value,
+      `a Go duration from ${formatDuration(minMs)} to ${formatDuration(maxMs)}, such as 1s or 500ms`,
+    );
+  }
+  return ms;
+}
+
+function parseLogLevel(value: string): LogLevel {
+  const lower = value.trim().toLowerCase();
+  if ((LOG_LEVELS as readonly string[]).includes(lower)) return lower as LogLevel;
+  if (/^\d+$/.test(lower) && Number(lower) <= 10) return Number(lower) >= 3 ? 'debug' : 'info';
+  throw new ConfigError(
+    '--loglevel',
+    value,
+    `one of ${LOG_LEVELS.join(', ')}, or a klog verbosity from 0 to 10`,
+  );
+}
+
+function parseCheckList(value: string | undefined, known: readonly string[]): string[] {
+  const defaults = AUTOPILOT_PERIODIC_CHECKS.filter((name) => known.includes(name));
+  if (value === undefined) return defaults;
+  const names = value
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== '');
+  const accepted = `a comma-separated list of ${[...known, 'all'].join(', ')}`;
+  if (names.length === 0) throw new ConfigError('PERIODIC_CHECKS', value, accepted);
+  const result: string[] = [];
+  for (const name of names) {
+    if (name === 'all') result.push(...defaults);
+    else if (known.includes(name)) result.push(name);
+    else throw new ConfigError('PERIODIC_CHECKS', value, `${accepted} (unknown check "${name}")`);
+  }
+  return [...new Set(result)];
+}
+
+const DNS_NAME =
+  /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/i;
+
+/** True for a DNS name, an IPv4 or an IPv6 address; never for something that could be an option. */
+export function isHostOrAddress(text: string): boolean {
+  return isIP(text) !== 0 || DNS_NAME.test(text);
+}
+
+function checkName(name: string, value: string): void {
+  if (!DNS_NAME.test(value)) {
+    throw new ConfigError(name, value, 'a node name made of letters, digits, "-" and "."');
+  }
+}
+
+function parsePeers(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  const peers = value.split(/[\s,]+/).filter((peer) => peer !== '');
+  for (const peer of peers) {
+    if (!isHostOrAddress(peer)) {
+      throw new ConfigError(
+        'AUTOPILOT_PEERS',
+        value,
+        `a comma-separated list of host names or IP addresses ("${peer}" is neither)`,
+      );
+    }
+  }
+  return [...new Set(peers)];
+}
+
+function parseListenAddress(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (isIP(value) === 0)
+    throw new ConfigError(
+      'AUTOPILOT_LISTEN_ADDRESS',
+      value,
+      'an IPv4 or IPv6 address such as 0.0.0.0 or ::',
+    );
+  return value;
+}
+
+function parseFatalErrors(value: string | undefined): string[] {
+  // Autopilot iterated a set value character by character; a comma-separated list is what it meant.
+  if (value === undefined) return DEFAULT_DCGM_FATAL_ERRORS;
+  const names = value
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== '');
+  if (names.length === 0) {
+    throw new ConfigError(
+      'DCGM_FATAL_ERRORS',
+      value,
+      'a comma-separated list of DCGM test names, such as PCIe,NVLink',
+    );
+  }
+  return names;
+}
+
+function parseStorageClass(value: string | undefined): string | undefined {
+  // Autopilot's Helm chart sets this to "", which it then used as a class name; unset it is.
+  if (value === undefined || value.trim() === '') return undefined;
+  if (!DNS_NAME.test(value.trim())) {
+    throw new ConfigError(
+      'PVC_TEST_STORAGE_CLASS',
+      value,
+      'a StorageClass name (lower-case DNS subdomain)',
+    );
+  }
+  return value.trim();
+}
+
+/** Environment variables, for --help and docs/configuration.md. */
+export const ENV_SETTINGS = [
+  ['NODE_NAME', 'the host name', 'name of this node (Kubernetes downward API)'],
+  ['NAMESPACE', '', 'namespace of the exporter pod'],
+  ['POD_NAME', '', 'name of the exporter pod'],
+  [
+    'PERIODIC_CHECKS',
+    'pciebw,remapped,dcgm,ping,gpupower (those this build has)',
+    'checks of the periodic round; all = the default list',
+  ],
+  ['PVC_TEST_STORAGE_CLASS', '', 'StorageClass of the pvc check'],
+  ['DCGM_FATAL_ERRORS', 'PCIe,NVLink,ECC,GPU Memory', 'DCGM tests whose failure evicts the node'],
+  ['INVASIVE_JOB_TTLSEC', '30', 'ttlSecondsAfterFinished of the deep-check Job'],
+  [
+    'AUTOPILOT_PEERS',
+    '',
+    'ping targets in standalone mode: host names or addresses, comma-separated',
+  ],
+  ['AUTOPILOT_PING_COUNT', '3', 'echo requests per peer'],
+  ['AUTOPILOT_PING_REPLY_TIMEOUT', '1s', 'how long to wait for each reply (100ms to 1m)'],
+  ['AUTOPILOT_PING_CONCURRENCY', '64', 'peers pinged at once'],
+  ['AUTOPILOT_PING_COMMAND', 'ping', 'the iputils ping executable'],
+  ['AUTOPILOT_METRICS_PORT', '8081', 'port of /metrics'],
+  ['AUTOPILOT_READINESS_PORT', '8080', 'port of /readinessprobe'],
+  ['AUTOPILOT_LISTEN_ADDRESS', 'all addresses', 'address the three listeners bind to'],
+  ['AUTOPILOT_HISTORY_SIZE', '20', 'runs kept per check for the API'],
+] as const;

@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+/**
+ * Composition root and the only module that touches the process: argv, environment, exit code,
+ * signals, stdout and stderr. Everything else receives what it needs as arguments.
+ */
+
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { renderTable } from './api/render.js';
+import { CHECK_NAMES } from './checks/index.js';
+import type { CheckRun } from './checks/check.js';
+import { helpText, parseCommandLine, UsageError, type CommandLine } from './cli.js';
+import { createSystemClock } from './clock.js';
+import { ConfigError, parseConfig, type Config } from './config/config.js';
+import { createRunCommand } from './exec/run-command.js';
+import { buildExporter, type Exporter } from './exporter.js';
+import { parseCpuModel } from './host-info.js';
+import { createJsonLogger, type Logger } from './log.js';
+import { listen } from './server.js';
+
+const EXIT_USAGE = 2;
+const SHUTDOWN_GRACE_MS = 10_000;
+
+async function main(argv: readonly string[]): Promise<number> {
+  let commandLine: CommandLine;
+  let config: Config;
+  try {
+    commandLine = parseCommandLine(argv);
+    config = parseConfig({
+      flags: commandLine.flags,
+      env: process.env,
+      hostname: hostname(),
+      knownChecks: CHECK_NAMES,
+    });
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof ConfigError) {
+      process.stderr.write(`autopilot: ${error.message}\nRun "autopilot --help" for usage.\n`);
+      return EXIT_USAGE;
+    }
+    throw error;
+  }
+
+  const logger = createJsonLogger({
+    level: config.logLevel,
+    write: (line) => process.stderr.write(line),
+    now: Date.now,
+  }).child({ node: config.nodeName });
+  const exporter = buildExporter(config, {
+    runCommand: createRunCommand({ baseEnv: process.env }),
+    clock: createSystemClock(),
+    logger,
+    cpuModel: readCpuModel(),
+    // NVML reports the GPU model once the GPU checks exist; Autopilot's own fallback is N/A.
+    gpuModel: 'N/A',
+    build: { version: packageVersion(), nodejs: process.versions.node },
+  });
+
+  const { command } = commandLine;
+  switch (command.kind) {
+    case 'help':
+      process.stdout.write(helpText(command.topic, { checks: [...exporter.checks.values()] }));
+      return 0;
+    case 'check':
+      return checkOnce(exporter, config, command.checks, logger);
+    case 'serve':
+      return serve(exporter, config, logger);
+  }
+}
+
+async function checkOnce(
+  exporter: Exporter,
+  config: Config,
+  requested: readonly string[],
+  logger: Logger,
+): Promise<number> {
+  const names = requested.flatMap((name) => (name === 'all' ? config.periodicChecks : [name]));
+  const unknown = names.filter((name) => !exporter.checks.has(name));
+  if (unknown.length > 0) {
+    process.stderr.write(
+      `autopilot: unknown check ${JSON.stringify(unknown[0])}; known checks: ${[...exporter.checks.keys(), 'all'].join(', ')}\n`,
+    );
+    return EXIT_USAGE;
+  }
+  const runs: CheckRun[] = [];
+  const stop = (): void => void exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  for (const name of new Set(names)) runs.push(await exporter.runner.run(name, {}, 'cli'));
+  process.stdout.write(renderTable(runs));
+  logger.debug('checks done', { checks: names });
+  return runs.some((run) => run.verdict === 'FAIL' || run.verdict === 'ERROR') ? 1 : 0;
+}
+
+async function serve(exporter: Exporter, config: Config, logger: Logger): Promise<number> {
+  const listening = await listen(exporter, config);
+  logger.info('exporter listening', {
+    api: listening.ports.api,
+    metrics: listening.ports.metrics,
+    readiness: listening.ports.readiness,
+    periodicChecks: config.periodicChecks,
+    peers: config.peers.length,
+  });
+  exporter.scheduler.start();
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  logger.info('shutting down', { signal });
+  exporter.scheduler.stop();
+  await exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
+  await listening.close();
+  return 0;
+}
+
+function readCpuModel(): string {
+  try {
+    return parseCpuModel(readFileSync('/proc/cpuinfo', 'utf8'));
+  } catch {
+    return 'N/A';
+  }
+}
+
+function packageVersion(): string {
+  try {
+    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    const parsed = JSON.parse(text) as { version?: unknown };
+    return typeof parsed.version === 'string' ? parsed.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(
+      `autopilot: fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
+    process.exitCode = 1;
+  },
+);

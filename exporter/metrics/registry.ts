@@ -1,0 +1,158 @@
+/**
+ * The Prometheus registry of one exporter instance. Every family is rebuilt from the store at
+ * scrape time (collect), so a scrape never waits on a check and series of GPUs or peers that
+ * vanished from the latest run vanish from /metrics too.
+ */
+
+import { Counter, Gauge, Registry } from 'prom-client';
+import { VERDICTS, type Check, type CheckRun } from '../checks/check.js';
+import { NODE_STATES } from '../node-health.js';
+import { isSuccess, type ResultStore } from '../store.js';
+import { CORE_METRICS, SAMPLE_METRICS, type CoreMetricName, type MetricSpec } from './catalogue.js';
+
+export interface HostLabels {
+  readonly nodeName: string;
+  readonly cpuModel: string;
+  readonly gpuModel: string;
+}
+
+export interface BuildInfo {
+  readonly version: string;
+  readonly nodejs: string;
+}
+
+export interface MetricsDeps {
+  readonly store: ResultStore;
+  readonly checks: ReadonlyMap<string, Check>;
+  readonly host: HostLabels;
+  readonly build: BuildInfo;
+}
+
+type GaugeInstance = Gauge;
+
+export function createMetricsRegistry(deps: MetricsDeps): Registry {
+  const registry = new Registry();
+  const { store, checks, host } = deps;
+  const checkList = [...checks.values()];
+  const latestOf = (): CheckRun[] => checkList.flatMap((c) => store.latest(c.name) ?? []);
+  const conclusiveOf = (): Map<string, CheckRun> =>
+    new Map(store.conclusiveRuns().map((run) => [run.check, run]));
+
+  const gauge = (name: CoreMetricName, fill: (g: GaugeInstance) => void): void => {
+    const spec: MetricSpec = CORE_METRICS[name];
+    new Gauge({
+      name,
+      help: spec.help,
+      labelNames: spec.labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        fill(this);
+      },
+    });
+  };
+
+  gauge('autopilot_health_checks', (g) => {
+    const conclusive = conclusiveOf();
+    for (const check of checkList) {
+      for (const device of conclusive.get(check.name)?.devices ?? []) {
+        if (device.compatValue === undefined) continue;
+        g.set(
+          {
+            health: check.compatHealth,
+            node: host.nodeName,
+            cpumodel: host.cpuModel,
+            gpumodel: host.gpuModel,
+            deviceid: device.id,
+          },
+          device.compatValue,
+        );
+      }
+    }
+  });
+
+  gauge('autopilot_check_success', (g) => {
+    for (const run of latestOf()) g.set({ check: run.check }, isSuccess(run.verdict) ? 1 : 0);
+  });
+  gauge('autopilot_check_verdict', (g) => {
+    for (const run of latestOf()) {
+      for (const verdict of VERDICTS)
+        g.set({ check: run.check, verdict }, run.verdict === verdict ? 1 : 0);
+    }
+  });
+  gauge('autopilot_check_duration_seconds', (g) => {
+    for (const run of latestOf())
+      g.set({ check: run.check }, (run.finishedAt - run.startedAt) / 1000);
+  });
+  gauge('autopilot_check_last_run_timestamp_seconds', (g) => {
+    for (const run of latestOf()) g.set({ check: run.check }, run.finishedAt / 1000);
+  });
+  gauge('autopilot_check_last_success_timestamp_seconds', (g) => {
+    for (const check of checkList) {
+      const at = store.lastSuccessAt(check.name);
+      if (at !== undefined) g.set({ check: check.name }, at / 1000);
+    }
+  });
+
+  const runsSpec = CORE_METRICS.autopilot_check_runs_total;
+  new Counter({
+    name: 'autopilot_check_runs_total',
+    help: runsSpec.help,
+    labelNames: runsSpec.labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const check of checkList) {
+        for (const verdict of VERDICTS)
+          this.inc({ check: check.name, verdict }, store.runCount(check.name, verdict));
+      }
+    },
+  });
+
+  gauge('autopilot_gpu_verdict', (g) => {
+    const conclusive = conclusiveOf();
+    for (const check of checkList.filter((c) => c.deviceKind === 'gpu')) {
+      for (const device of conclusive.get(check.name)?.devices ?? []) {
+        for (const verdict of VERDICTS) {
+          g.set({ check: check.name, gpu: device.id, verdict }, device.verdict === verdict ? 1 : 0);
+        }
+      }
+    }
+  });
+  gauge('autopilot_check_peers', (g) => {
+    for (const check of checkList.filter((c) => c.deviceKind === 'peer')) {
+      const run = store.latest(check.name);
+      if (run === undefined) continue;
+      for (const verdict of VERDICTS) {
+        g.set(
+          { check: check.name, verdict },
+          run.devices.filter((d) => d.verdict === verdict).length,
+        );
+      }
+    }
+  });
+  gauge('autopilot_node_health_state', (g) => {
+    const { state } = store.health();
+    for (const candidate of NODE_STATES) g.set({ state: candidate }, candidate === state ? 1 : 0);
+  });
+  gauge('autopilot_build_info', (g) => {
+    g.set({ version: deps.build.version, nodejs: deps.build.nodejs }, 1);
+  });
+
+  for (const [name, spec] of Object.entries(SAMPLE_METRICS) as [string, MetricSpec][]) {
+    new Gauge({
+      name,
+      help: spec.help,
+      labelNames: spec.labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const run of conclusiveOf().values()) {
+          for (const sample of run.samples)
+            if (sample.metric === name) this.set(sample.labels, sample.value);
+        }
+      },
+    });
+  }
+  return registry;
+}

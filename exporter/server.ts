@@ -1,0 +1,52 @@
+/** Binds the exporter's three apps to their ports and closes them again, without leaking sockets. */
+
+import { createServer, type Server } from 'node:http';
+import type Koa from 'koa';
+import type { Config } from './config/config.js';
+import type { Exporter } from './exporter.js';
+
+export interface Listening {
+  /** Bound ports, which differ from the configured ones when those were 0. */
+  readonly ports: { readonly api: number; readonly metrics: number; readonly readiness: number };
+  close(): Promise<void>;
+}
+
+export async function listen(exporter: Exporter, config: Config): Promise<Listening> {
+  const servers: Server[] = [];
+  const bind = async (app: Koa, port: number): Promise<number> => {
+    const handle = app.callback();
+    const server = createServer((request, response) => void handle(request, response));
+    servers.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, config.listenAddress, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    return typeof address === 'object' && address !== null ? address.port : port;
+  };
+  const close = async (): Promise<void> => {
+    await Promise.all(
+      servers.map(
+        (server) =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            server.closeAllConnections();
+          }),
+      ),
+    );
+  };
+  try {
+    const ports = {
+      api: await bind(exporter.apiApp, config.apiPort),
+      metrics: await bind(exporter.metricsApp, config.metricsPort),
+      readiness: await bind(exporter.readinessApp, config.readinessPort),
+    };
+    return { ports, close };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * ResultStore: the latest run of every check, a bounded history per check, run counters, and the
+ * node verdict. Reads are cheap snapshots, so scrapes and status reads never wait on a check.
+ */
+
+import type { CheckRun, Verdict } from './checks/check.js';
+import {
+  INITIAL_NODE_HEALTH,
+  acknowledgeEvict,
+  evaluateNodeHealth,
+  type HealthInputs,
+  type NodeHealth,
+} from './node-health.js';
+
+export interface ResultStore {
+  record(run: CheckRun): void;
+  latest(check: string): CheckRun | undefined;
+  /** The latest run of each check that has run, in the order checks first ran. */
+  latestRuns(): CheckRun[];
+  /** The latest run of each check whose verdict was not ERROR. */
+  conclusiveRuns(): CheckRun[];
+  /** Newest first, at most historySize runs. */
+  history(check: string): CheckRun[];
+  runCount(check: string, verdict: Verdict): number;
+  /** Epoch milliseconds at which the last run that found nothing failing ended. */
+  lastSuccessAt(check: string): number | undefined;
+  health(): NodeHealth;
+  /** Lifts a sticky EVICT; returns the new health. */
+  acknowledge(now: number): NodeHealth;
+}
+
+export interface StoreOptions {
+  readonly historySize: number;
+}
+
+export function createResultStore(options: StoreOptions): ResultStore {
+  const latest = new Map<string, CheckRun>();
+  const conclusive = new Map<string, CheckRun>();
+  const histories = new Map<string, CheckRun[]>();
+  const counts = new Map<string, number>();
+  const lastSuccess = new Map<string, number>();
+  let health: NodeHealth = INITIAL_NODE_HEALTH;
+  let acknowledgedAt: number | undefined;
+
+  const inputs = (now: number): HealthInputs => ({
+    conclusiveRuns: conclusive.values(),
+    acknowledgedAt,
+    now,
+  });
+
+  return {
+    record(run) {
+      latest.set(run.check, run);
+      if (run.verdict !== 'ERROR') conclusive.set(run.check, run);
+      const history = histories.get(run.check) ?? [];
+      history.unshift(run);
+      history.length = Math.min(history.length, options.historySize);
+      histories.set(run.check, history);
+      const key = `${run.check}\u0000${run.verdict}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+      if (isSuccess(run.verdict)) lastSuccess.set(run.check, run.finishedAt);
+      health = evaluateNodeHealth(health, inputs(run.finishedAt));
+    },
+    latest: (check) => latest.get(check),
+    latestRuns: () => [...latest.values()],
+    conclusiveRuns: () => [...conclusive.values()],
+    history: (check) => [...(histories.get(check) ?? [])],
+    runCount: (check, verdict) => counts.get(`${check}\u0000${verdict}`) ?? 0,
+    lastSuccessAt: (check) => lastSuccess.get(check),
+    health: () => health,
+    acknowledge(now) {
+      acknowledgedAt = now;
+      health = acknowledgeEvict(health, inputs(now));
+      return health;
+    },
+  };
+}
+
+/** A run that found nothing failing; SKIP counts, since a check that does not apply is no fault. */
+export function isSuccess(verdict: Verdict): boolean {
+  return verdict === 'PASS' || verdict === 'WARN' || verdict === 'SKIP';
+}
