@@ -42,9 +42,21 @@ export function parsePing(stdout: string): PingSummary | undefined {
   };
 }
 
+/** This node has no path to the peer: a network fault, unlike a name that does not resolve. */
+const NO_ROUTE = /Network is unreachable|No route to host/;
+
 /** Pure: the verdict for one peer from the command's result. */
 export function judgePeer(peer: string, result: CommandResult): DeviceResult {
   const summary = parsePing(result.stdout);
+  if ((summary === undefined || summary.transmitted === 0) && NO_ROUTE.test(result.stderr)) {
+    return {
+      id: peer,
+      verdict: 'FAIL',
+      reason: `unreachable: ${firstLine(result.stderr)}`,
+      evidence: {},
+      compatValue: 1,
+    };
+  }
   if (summary === undefined || summary.transmitted === 0) {
     const detail =
       result.end === 'exited'

@@ -1,0 +1,165 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, test } from '@jest/globals';
+import type { Check, DeviceKind } from '../../exporter/checks/check.js';
+import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
+import { createMetricsRegistry } from '../../exporter/metrics/registry.js';
+import { createResultStore, type ResultStore } from '../../exporter/store.js';
+import { device, makeRun } from '../fakes/runs.js';
+
+const T = Date.UTC(2026, 0, 1, 12);
+const GOLDEN_DIR = join(import.meta.dirname, '..', 'golden');
+
+function fakeCheck(name: string, deviceKind: DeviceKind, compatHealth = name): Check {
+  return {
+    name,
+    summary: name,
+    banner: name,
+    compatHealth,
+    deviceKind,
+    usesGpu: deviceKind === 'gpu',
+    exclusive: false,
+    timeoutMs: 1000,
+    parseParams: () => ({}),
+    run: () => Promise.reject(new Error('not run in this test')),
+    formatText: () => '',
+  };
+}
+
+const CHECKS = new Map<string, Check>([
+  ['ping', fakeCheck('ping', 'peer')],
+  ['gpupower', fakeCheck('gpupower', 'gpu', 'power-slowdown')],
+]);
+
+function setup(): { store: ResultStore; render: () => Promise<string> } {
+  const store = createResultStore({ historySize: 5 });
+  const registry = createMetricsRegistry({
+    store,
+    checks: CHECKS,
+    host: {
+      nodeName: 'node-a',
+      cpuModel: 'IntelR Xeon(R) Platinum 8480+',
+      gpuModel: 'NVIDIA H200',
+    },
+    build: { version: '1.2.3', nodejs: '20.20.2' },
+  });
+  return { store, render: () => registry.metrics() };
+}
+
+function recordScenario(store: ResultStore): void {
+  store.record(makeRun('ping', T - 60_000, [device('node-b', 'PASS', { compatValue: 0 })]));
+  store.record(
+    makeRun(
+      'ping',
+      T,
+      [
+        device('node-b', 'PASS', { compatValue: 0 }),
+        device('node-c', 'FAIL', { compatValue: 1 }),
+        device('node-d', 'ERROR'),
+      ],
+      {
+        samples: [
+          { metric: 'autopilot_ping_loss_ratio', labels: {}, value: 0.5 },
+          { metric: 'autopilot_ping_rtt_median_seconds', labels: {}, value: 0.00042 },
+          { metric: 'autopilot_ping_rtt_max_seconds', labels: {}, value: 0.0009 },
+        ],
+      },
+    ),
+  );
+  store.record(
+    makeRun('gpupower', T + 1000, [
+      device('0', 'PASS', { compatValue: 0 }),
+      device('1', 'WARN', { compatValue: 1 }),
+    ]),
+  );
+}
+
+/** Golden files change only on purpose: UPDATE_GOLDEN=1 rewrites them, and the diff is reviewed. */
+function expectGolden(name: string, actual: string): void {
+  const path = join(GOLDEN_DIR, name);
+  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(path, actual);
+  expect(actual).toBe(readFileSync(path, 'utf8'));
+}
+
+describe('metrics', () => {
+  test('render the scenario exactly as the golden file', async () => {
+    const { store, render } = setup();
+    recordScenario(store);
+    expectGolden('metrics-ping-gpupower.prom', await render());
+  });
+
+  test('before any run only the families without per-run series carry values', async () => {
+    const { render } = setup();
+    expectGolden('metrics-empty.prom', await render());
+  });
+
+  test('the compatibility gauge has exactly Autopilot labels and values', async () => {
+    const { store, render } = setup();
+    recordScenario(store);
+    const lines = (await render())
+      .split('\n')
+      .filter((l) => l.startsWith('autopilot_health_checks{'));
+    expect(lines).toEqual([
+      'autopilot_health_checks{health="ping",node="node-a",cpumodel="IntelR Xeon(R) Platinum 8480+",gpumodel="NVIDIA H200",deviceid="node-b"} 0',
+      'autopilot_health_checks{health="ping",node="node-a",cpumodel="IntelR Xeon(R) Platinum 8480+",gpumodel="NVIDIA H200",deviceid="node-c"} 1',
+      'autopilot_health_checks{health="power-slowdown",node="node-a",cpumodel="IntelR Xeon(R) Platinum 8480+",gpumodel="NVIDIA H200",deviceid="0"} 0',
+      'autopilot_health_checks{health="power-slowdown",node="node-a",cpumodel="IntelR Xeon(R) Platinum 8480+",gpumodel="NVIDIA H200",deviceid="1"} 1',
+    ]);
+  });
+
+  test('series of peers and GPUs that vanished from the latest run disappear', async () => {
+    const { store, render } = setup();
+    recordScenario(store);
+    store.record(makeRun('ping', T + 5000, [device('node-b', 'PASS', { compatValue: 0 })]));
+    store.record(makeRun('gpupower', T + 6000, [device('0', 'PASS', { compatValue: 0 })]));
+    const text = await render();
+    expect(text).toContain('deviceid="node-b"');
+    expect(text).not.toContain('deviceid="node-c"');
+    expect(text).not.toContain('deviceid="1"');
+    expect(text).not.toContain('gpu="1"');
+    expect(text).toContain('autopilot_gpu_verdict{check="gpupower",gpu="0",verdict="PASS"} 1');
+    expect(text).toContain('autopilot_check_peers{check="ping",verdict="FAIL"} 0');
+  });
+
+  test('an ERROR run keeps the last conclusive values but reports itself', async () => {
+    const { store, render } = setup();
+    recordScenario(store);
+    store.record(makeRun('ping', T + 5000, [], { verdict: 'ERROR', reason: 'timed out' }));
+    const text = await render();
+    expect(text).toContain('deviceid="node-c"} 1');
+    expect(text).toContain('autopilot_check_verdict{check="ping",verdict="ERROR"} 1');
+    expect(text).toContain('autopilot_check_success{check="ping"} 0');
+    expect(text).toContain(
+      `autopilot_check_last_success_timestamp_seconds{check="ping"} ${(T - 60_000) / 1000}`,
+    );
+    expect(text).toContain('autopilot_check_runs_total{check="ping",verdict="ERROR"} 1');
+  });
+
+  test('each family is named, typed and explained as in the catalogue', async () => {
+    const { store, render } = setup();
+    recordScenario(store);
+    const text = await render();
+    for (const [name, spec] of Object.entries(ALL_METRICS)) {
+      expect(text).toContain(`# HELP ${name} ${spec.help}\n# TYPE ${name} ${spec.type}\n`);
+    }
+  });
+
+  test('promtool check metrics accepts the exposition', async () => {
+    const { store, render } = setup();
+    recordScenario(store);
+    const output = execFileSync('promtool', ['check', 'metrics'], {
+      input: await render(),
+      encoding: 'utf8',
+    });
+    expect(output).toBe('');
+  });
+
+  test('two instances keep separate registries', async () => {
+    const first = setup();
+    const second = setup();
+    recordScenario(first.store);
+    expect(await first.render()).toContain('deviceid="node-c"');
+    expect(await second.render()).not.toContain('deviceid="node-c"');
+  });
+});
