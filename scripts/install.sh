@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what Autopilot needs on a Debian 12 machine, then the npm packages (npm ci).
+#   scripts/install.sh          what the exporter needs to run: ping
+#   scripts/install.sh --test   also what the tests need: Prometheus (promtool), Alertmanager,
+#                               iperf3, iproute2, gcc and make
+# Debian packages are installed only when missing, so a prepared machine is not touched.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=run
+case "${1:-}" in
+  "") ;;
+  --test) mode=test ;;
+  *) echo "usage: scripts/install.sh [--test]" >&2; exit 2 ;;
+esac
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "install.sh: Node.js 20.19 or newer is required and was not found (Debian 12's own nodejs is 18)." >&2
+  exit 1
+fi
+if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a===20&&b>=19)?0:1)'; then
+  echo "install.sh: Node.js 20.19 or newer is required; this is $(node --version)." >&2
+  exit 1
+fi
+
+packages=(iputils-ping)
+if [ "$mode" = test ]; then
+  packages+=(iproute2 iperf3 prometheus prometheus-alertmanager gcc make)
+fi
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install.sh: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+npm ci --no-audit --no-fund --loglevel=error

@@ -1,0 +1,38 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, test } from '@jest/globals';
+import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+interface DocumentedMetric {
+  readonly type: string;
+  readonly labels: readonly string[];
+}
+
+/** The rows of the table in docs/metrics.md: | `name` | type | `label`, `label` | meaning | */
+function documentedMetrics(): Map<string, DocumentedMetric> {
+  const rows = new Map<string, DocumentedMetric>();
+  for (const line of readFileSync(join(ROOT, 'docs', 'metrics.md'), 'utf8').split('\n')) {
+    const cells = line.split('|').map((cell) => cell.trim());
+    const name = /^`(autopilot_\w+)`$/.exec(cells[1] ?? '')?.[1];
+    if (name === undefined) continue;
+    const labels = [...(cells[3] ?? '').matchAll(/`(\w+)`/g)].map((m) => m[1]!);
+    rows.set(name, { type: cells[2] ?? '', labels });
+  }
+  return rows;
+}
+
+describe('docs/metrics.md', () => {
+  const documented = documentedMetrics();
+
+  test('lists every metric of the catalogue with its type and labels', () => {
+    for (const [name, spec] of Object.entries(ALL_METRICS)) {
+      expect({ name, ...documented.get(name) }).toEqual({ name, type: spec.type, labels: spec.labelNames });
+    }
+  });
+
+  test('lists no metric the code does not have', () => {
+    expect([...documented.keys()].filter((name) => !(name in ALL_METRICS))).toEqual([]);
+  });
+});
