@@ -28,11 +28,26 @@ describe('docs/metrics.md', () => {
 
   test('lists every metric of the catalogue with its type and labels', () => {
     for (const [name, spec] of Object.entries(ALL_METRICS)) {
-      expect({ name, ...documented.get(name) }).toEqual({ name, type: spec.type, labels: spec.labelNames });
+      expect({ name, ...documented.get(name) }).toEqual({
+        name,
+        type: spec.type,
+        labels: spec.labelNames,
+      });
     }
   });
 
   test('lists no metric the code does not have', () => {
     expect([...documented.keys()].filter((name) => !(name in ALL_METRICS))).toEqual([]);
+  });
+});
+
+describe('docs/configuration.md', () => {
+  const text = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
+
+  test('documents every flag and environment variable', async () => {
+    const { ENV_SETTINGS, FLAGS } = await import('../../exporter/config/config.js');
+    for (const flag of FLAGS)
+      expect(text).toContain(`| \`--${flag.name}\` | \`${flag.defaultValue}\` |`);
+    for (const [name] of ENV_SETTINGS) expect(text).toContain(`| \`${name}\` |`);
   });
 });
