@@ -29,7 +29,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   let help = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (arg === '--help' || arg === '-help' || arg === '-h') {
+    if (['--help', '-help', '-h', '--h'].includes(arg)) {
       help = true;
       continue;
     }

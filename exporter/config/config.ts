@@ -315,14 +315,15 @@ function parseFatalErrors(value: string | undefined): string[] {
 function parseStorageClass(value: string | undefined): string | undefined {
   // Autopilot's Helm chart sets this to "", which it then used as a class name; unset it is.
   if (value === undefined || value.trim() === '') return undefined;
-  if (!DNS_NAME.test(value.trim())) {
+  const name = value.trim();
+  if (!DNS_NAME.test(name) || name !== name.toLowerCase()) {
     throw new ConfigError(
       'PVC_TEST_STORAGE_CLASS',
       value,
       'a StorageClass name (lower-case DNS subdomain)',
     );
   }
-  return value.trim();
+  return name;
 }
 
 /** Environment variables, for --help and docs/configuration.md. */

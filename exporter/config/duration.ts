@@ -5,18 +5,19 @@
  * and stays invalid here. Negative durations are rejected: no interval can be negative.
  */
 
-const UNIT_MS: Readonly<Record<string, number>> = {
-  ns: 1e-6,
-  us: 1e-3,
-  µs: 1e-3,
-  μs: 1e-3,
-  ms: 1,
-  s: 1000,
-  m: 60_000,
-  h: 3_600_000,
+/** Nanoseconds per unit: Go sums whole nanoseconds, which keeps "1.15h" exactly 1h9m. */
+const UNIT_NS: Readonly<Record<string, bigint>> = {
+  ns: 1n,
+  us: 1_000n,
+  µs: 1_000n,
+  μs: 1_000n,
+  ms: 1_000_000n,
+  s: 1_000_000_000n,
+  m: 60_000_000_000n,
+  h: 3_600_000_000_000n,
 };
 
-const COMPONENT = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/y;
+const COMPONENT = /(\d*)(?:\.(\d*))?(ns|us|µs|μs|ms|s|m|h)/y;
 
 /** Milliseconds, or undefined when the text is not a Go duration. */
 export function parseGoDuration(text: string): number | undefined {
@@ -24,14 +25,19 @@ export function parseGoDuration(text: string): number | undefined {
   if (source === '0') return 0;
   if (source === '') return undefined;
   COMPONENT.lastIndex = 0;
-  let total = 0;
+  let totalNs = 0n;
   while (COMPONENT.lastIndex < source.length) {
     const start = COMPONENT.lastIndex;
     const match = COMPONENT.exec(source);
     if (match === null || match.index !== start) return undefined;
-    total += Number(match[1]) * UNIT_MS[match[2]!]!;
+    const whole = match[1]!;
+    const fraction = match[2] ?? '';
+    if (whole === '' && fraction === '') return undefined;
+    const unit = UNIT_NS[match[3]!]!;
+    totalNs += BigInt(whole === '' ? '0' : whole) * unit;
+    if (fraction !== '') totalNs += (BigInt(fraction) * unit) / 10n ** BigInt(fraction.length);
   }
-  return total;
+  return Number(totalNs) / 1e6;
 }
 
 /** 5400000 → "1h30m"; for messages and help texts. */

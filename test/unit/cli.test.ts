@@ -1,0 +1,280 @@
+import { describe, test, expect } from '@jest/globals';
+import {
+  UsageError,
+  helpText,
+  parseCommandLine,
+  type Command,
+  type HelpContext,
+} from '../../exporter/cli.js';
+import { ENV_SETTINGS, FLAGS } from '../../exporter/config/config.js';
+
+function usageError(argv: readonly string[]): UsageError {
+  try {
+    parseCommandLine(argv);
+  } catch (error) {
+    if (error instanceof UsageError) return error;
+    throw error;
+  }
+  throw new Error(`parseCommandLine accepted ${JSON.stringify(argv)}`);
+}
+
+const FLAG_LIST = '--port, --bw, --w, --invasive-check-timer, --loglevel';
+
+describe('parseCommandLine commands', () => {
+  test.each<[string, string[], Command]>([
+    ['no arguments', [], { kind: 'serve' }],
+    ['serve', ['serve'], { kind: 'serve' }],
+    ['check ping', ['check', 'ping'], { kind: 'check', checks: ['ping'] }],
+    [
+      'check ping,ping2 x',
+      ['check', 'ping,ping2', 'x'],
+      { kind: 'check', checks: ['ping', 'ping2', 'x'] },
+    ],
+    ['check all', ['check', 'all'], { kind: 'check', checks: ['all'] }],
+    [
+      'check with empty items',
+      ['check', ',ping,,', 'x,'],
+      { kind: 'check', checks: ['ping', 'x'] },
+    ],
+  ])('%s', (_name, argv, command) => {
+    const line = parseCommandLine(argv);
+    expect(line.command).toEqual(command);
+    expect(line.flags).toEqual(new Map());
+  });
+});
+
+describe('parseCommandLine flags', () => {
+  test.each<[string, string[]]>([
+    ['--port 1', ['--port', '1']],
+    ['--port=1', ['--port=1']],
+    ['-port 1', ['-port', '1']],
+    ['-port=1', ['-port=1']],
+  ])('Go form %s', (_name, argv) => {
+    const line = parseCommandLine(argv);
+    expect(line.command).toEqual({ kind: 'serve' });
+    expect(line.flags).toEqual(new Map([['port', '1']]));
+  });
+
+  test('every flag, in every form', () => {
+    const line = parseCommandLine([
+      '--port',
+      '4000',
+      '-bw=12.5',
+      '--w=1h30m',
+      '-invasive-check-timer',
+      '0 3 * * *',
+      '--loglevel=debug',
+    ]);
+    expect(line.flags).toEqual(
+      new Map([
+        ['port', '4000'],
+        ['bw', '12.5'],
+        ['w', '1h30m'],
+        ['invasive-check-timer', '0 3 * * *'],
+        ['loglevel', 'debug'],
+      ]),
+    );
+  });
+
+  test('a value after = is kept whole, even with = or spaces in it', () => {
+    expect(parseCommandLine(['--w=*/15 * * * *']).flags.get('w')).toBe('*/15 * * * *');
+    expect(parseCommandLine(['--w=a=b']).flags.get('w')).toBe('a=b');
+    expect(parseCommandLine(['--port=']).flags.get('port')).toBe('');
+  });
+
+  test('flags before the command', () => {
+    const line = parseCommandLine(['--port', '4000', '-w=0', 'serve']);
+    expect(line.command).toEqual({ kind: 'serve' });
+    expect(line.flags).toEqual(
+      new Map([
+        ['port', '4000'],
+        ['w', '0'],
+      ]),
+    );
+  });
+
+  test('flags after the command', () => {
+    const line = parseCommandLine(['serve', '--port', '4000', '-w=0']);
+    expect(line.command).toEqual({ kind: 'serve' });
+    expect(line.flags).toEqual(
+      new Map([
+        ['port', '4000'],
+        ['w', '0'],
+      ]),
+    );
+  });
+
+  test('flags before, between and after check names', () => {
+    const line = parseCommandLine([
+      '--loglevel',
+      'debug',
+      'check',
+      'ping',
+      '--bw=5',
+      'pciebw,dcgm',
+      '-port',
+      '4000',
+    ]);
+    expect(line.command).toEqual({ kind: 'check', checks: ['ping', 'pciebw', 'dcgm'] });
+    expect(line.flags).toEqual(
+      new Map([
+        ['loglevel', 'debug'],
+        ['bw', '5'],
+        ['port', '4000'],
+      ]),
+    );
+  });
+
+  test('the value of a flag is never taken for a command or a check name', () => {
+    const line = parseCommandLine(['check', '--w', 'serve', 'ping']);
+    expect(line.command).toEqual({ kind: 'check', checks: ['ping'] });
+    expect(line.flags).toEqual(new Map([['w', 'serve']]));
+  });
+});
+
+describe('parseCommandLine help', () => {
+  test.each<[string, string[], 'serve' | 'check' | 'main']>([
+    ['--help', ['--help'], 'main'],
+    ['-help', ['-help'], 'main'],
+    ['-h', ['-h'], 'main'],
+    ['--h (Go accepts -h and -help with one or two dashes)', ['--h'], 'main'],
+    ['help', ['help'], 'main'],
+    ['help with an unknown topic', ['help', 'nothing'], 'main'],
+    ['serve --help', ['serve', '--help'], 'serve'],
+    ['--help serve', ['--help', 'serve'], 'serve'],
+    ['help serve', ['help', 'serve'], 'serve'],
+    ['check --help', ['check', '--help'], 'check'],
+    ['--help check', ['--help', 'check'], 'check'],
+    ['check ping -h', ['check', 'ping', '-h'], 'check'],
+    ['help check', ['help', 'check'], 'check'],
+    ['check --help with flags', ['--port', '1', 'check', '--help'], 'check'],
+  ])('%s', (_name, argv, topic) => {
+    expect(parseCommandLine(argv).command).toEqual({ kind: 'help', topic });
+  });
+
+  test('help keeps the flags it was given', () => {
+    expect(parseCommandLine(['check', '--help', '--port=1']).flags).toEqual(
+      new Map([['port', '1']]),
+    );
+  });
+});
+
+describe('parseCommandLine errors', () => {
+  test.each<[string, string[], string]>([
+    ['unknown flag', ['--verbose'], `unknown flag --verbose; flags: ${FLAG_LIST}`],
+    ['unknown single-dash flag', ['-x', '1'], `unknown flag -x; flags: ${FLAG_LIST}`],
+    [
+      'unknown flag with a value',
+      ['serve', '--portt=1'],
+      `unknown flag --portt=1; flags: ${FLAG_LIST}`,
+    ],
+    ['flag without value', ['--port'], 'flag --port needs a value'],
+    ['flag without value after a command', ['serve', '-w'], 'flag --w needs a value'],
+    [
+      'flag without value after check names',
+      ['check', 'ping', '--loglevel'],
+      'flag --loglevel needs a value',
+    ],
+    ['repeated flag', ['--port', '1', '--port', '2'], 'flag --port is given more than once'],
+    [
+      'repeated flag in different forms',
+      ['-bw=1', 'serve', '--bw', '1'],
+      'flag --bw is given more than once',
+    ],
+    ['unknown command', ['run'], 'unknown command "run"; commands: serve, check, help'],
+    ['a lone dash', ['-'], 'unknown command "-"; commands: serve, check, help'],
+    ['check with no names', ['check'], 'check needs the names of the checks to run, or all'],
+    [
+      'check with only commas',
+      ['check', ',', ',,'],
+      'check needs the names of the checks to run, or all',
+    ],
+    [
+      'check with only flags',
+      ['check', '--port', '1'],
+      'check needs the names of the checks to run, or all',
+    ],
+    ['serve extra', ['serve', 'extra'], 'serve takes no arguments, got extra'],
+    ['serve with two extras', ['serve', 'a', 'b'], 'serve takes no arguments, got a b'],
+  ])('%s', (_name, argv, message) => {
+    const error = usageError(argv);
+    expect(error.name).toBe('UsageError');
+    expect(error.message).toBe(message);
+  });
+});
+
+describe('helpText', () => {
+  const context: HelpContext = {
+    checks: [
+      { name: 'ping', summary: 'reachability of the peers' },
+      { name: 'pciebw', summary: 'host-to-GPU bandwidth' },
+    ],
+  };
+
+  test.each(['main', 'serve'] as const)('%s lists every flag with its default', (topic) => {
+    const text = helpText(topic, context);
+    for (const flag of FLAGS) {
+      const line = text.split('\n').find((l) => l.startsWith(`  --${flag.name} `));
+      expect(line).toBe(`  --${flag.name.padEnd(22)} ${flag.help} (default ${flag.defaultValue})`);
+    }
+    expect(text).toContain('--port');
+    expect(text).toContain('--bw');
+    expect(text).toContain('--w ');
+    expect(text).toContain('--invasive-check-timer');
+    expect(text).toContain('--loglevel');
+  });
+
+  test('serve lists every environment variable', () => {
+    const text = helpText('serve', context);
+    for (const [name] of ENV_SETTINGS) {
+      expect(text).toMatch(new RegExp(`^  ${name} `, 'm'));
+    }
+    expect(ENV_SETTINGS.map(([name]) => name).sort()).toEqual([
+      'AUTOPILOT_HISTORY_SIZE',
+      'AUTOPILOT_LISTEN_ADDRESS',
+      'AUTOPILOT_METRICS_PORT',
+      'AUTOPILOT_PEERS',
+      'AUTOPILOT_PING_COMMAND',
+      'AUTOPILOT_PING_CONCURRENCY',
+      'AUTOPILOT_PING_COUNT',
+      'AUTOPILOT_PING_REPLY_TIMEOUT',
+      'AUTOPILOT_READINESS_PORT',
+      'DCGM_FATAL_ERRORS',
+      'INVASIVE_JOB_TTLSEC',
+      'NAMESPACE',
+      'NODE_NAME',
+      'PERIODIC_CHECKS',
+      'POD_NAME',
+      'PVC_TEST_STORAGE_CLASS',
+    ]);
+  });
+
+  test('serve shows environment defaults, and none for those without one', () => {
+    const text = helpText('serve', context);
+    expect(text).toContain('(default: 8081)');
+    expect(text).toContain('(default: PCIe,NVLink,ECC,GPU Memory)');
+    const namespace = text.split('\n').find((l) => l.startsWith('  NAMESPACE '));
+    expect(namespace).toBe(`  ${'NAMESPACE'.padEnd(30)} namespace of the exporter pod`);
+  });
+
+  test('check gives the exit codes', () => {
+    const text = helpText('check', context);
+    expect(text).toContain('Usage: autopilot check <check>[,<check>…] [flags]');
+    expect(text).toContain('exits 0 when no check failed');
+    expect(text).toContain('1 when one reported FAIL or ERROR');
+    expect(text).toContain('2 on bad usage');
+  });
+
+  test.each(['main', 'check'] as const)('%s lists the checks', (topic) => {
+    const text = helpText(topic, context);
+    expect(text).toContain(`  ${'ping'.padEnd(10)} reachability of the peers`);
+    expect(text).toContain(`  ${'pciebw'.padEnd(10)} host-to-GPU bandwidth`);
+  });
+
+  test('main names the commands', () => {
+    const text = helpText('main', context);
+    expect(text).toContain('autopilot [serve] [flags]');
+    expect(text).toContain('autopilot check <checks…> [flags]');
+    expect(text).toContain('autopilot <command> --help');
+  });
+});

@@ -1,0 +1,621 @@
+import { describe, test, expect } from '@jest/globals';
+import {
+  AUTOPILOT_PERIODIC_CHECKS,
+  ConfigError,
+  ENV_SETTINGS,
+  FLAGS,
+  parseConfig,
+  type Config,
+  type ConfigInputs,
+  type Env,
+} from '../../exporter/config/config.js';
+import { SCHEDULE_ACCEPTED } from '../../exporter/config/schedule.js';
+
+interface Inputs {
+  readonly flags?: Readonly<Record<string, string>>;
+  readonly env?: Env;
+  readonly hostname?: string;
+  readonly knownChecks?: readonly string[];
+}
+
+function inputs(given: Inputs = {}): ConfigInputs {
+  return {
+    flags: new Map(Object.entries(given.flags ?? {})),
+    env: given.env ?? {},
+    hostname: given.hostname ?? 'gpu-node-1',
+    knownChecks: given.knownChecks ?? ['ping'],
+  };
+}
+
+function configError(given: Inputs): ConfigError {
+  try {
+    parseConfig(inputs(given));
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error('parseConfig accepted the configuration');
+}
+
+const ALL_CHECKS = ['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower', 'pvc'];
+
+describe('parseConfig defaults', () => {
+  test('no flags and no environment give the documented defaults', () => {
+    const expected: Config = {
+      nodeName: 'gpu-node-1',
+      namespace: undefined,
+      podName: undefined,
+      listenAddress: undefined,
+      apiPort: 3333,
+      metricsPort: 8081,
+      readinessPort: 8080,
+      bandwidthThresholdGBps: 4,
+      periodic: { kind: 'interval', everyMs: 3_600_000 },
+      invasive: { kind: 'interval', everyMs: 14_400_000 },
+      logLevel: 'info',
+      periodicChecks: ['ping'],
+      peers: [],
+      ping: { command: 'ping', count: 3, replyTimeoutMs: 1000, concurrency: 64 },
+      historySize: 20,
+      dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
+      invasiveJobTtlSeconds: 30,
+      pvcStorageClass: undefined,
+    };
+    expect(parseConfig(inputs())).toEqual(expected);
+  });
+
+  test('the flag table holds the defaults of Autopilot', () => {
+    expect(FLAGS.map((f) => [f.name, f.defaultValue])).toEqual([
+      ['port', '3333'],
+      ['bw', '4'],
+      ['w', '1h'],
+      ['invasive-check-timer', '4h'],
+      ['loglevel', '2'],
+    ]);
+  });
+
+  test('empty or blank environment variables count as unset', () => {
+    const env: Env = Object.fromEntries(ENV_SETTINGS.map(([name]) => [name, '  ']));
+    expect(parseConfig(inputs({ env }))).toEqual(parseConfig(inputs()));
+  });
+
+  test('the default periodic list is Autopilot’s, in its order, limited to known checks', () => {
+    expect(AUTOPILOT_PERIODIC_CHECKS).toEqual(['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower']);
+    expect(parseConfig(inputs({ knownChecks: ALL_CHECKS })).periodicChecks).toEqual([
+      'pciebw',
+      'remapped',
+      'dcgm',
+      'ping',
+      'gpupower',
+    ]);
+    expect(parseConfig(inputs({ knownChecks: ['pvc'] })).periodicChecks).toEqual([]);
+  });
+
+  test('parseConfig reads exactly the environment variables that ENV_SETTINGS documents', () => {
+    const read = new Set<string>();
+    const env = new Proxy<Record<string, string | undefined>>(
+      {},
+      {
+        get(_target, key) {
+          if (typeof key === 'string') read.add(key);
+          return undefined;
+        },
+      },
+    );
+    parseConfig(inputs({ env }));
+    expect([...read].sort()).toEqual(ENV_SETTINGS.map(([name]) => name).sort());
+  });
+});
+
+describe('parseConfig settings', () => {
+  test('flags set ports, bandwidth, schedules and log level', () => {
+    const config = parseConfig(
+      inputs({
+        flags: {
+          port: '4000',
+          bw: '12.5',
+          w: '30m',
+          'invasive-check-timer': '0 3 * * *',
+          loglevel: 'warn',
+        },
+      }),
+    );
+    expect(config.apiPort).toBe(4000);
+    expect(config.bandwidthThresholdGBps).toBe(12.5);
+    expect(config.periodic).toEqual({ kind: 'interval', everyMs: 1_800_000 });
+    expect(config.invasive).toEqual({ kind: 'cron', expression: '0 3 * * *' });
+    expect(config.logLevel).toBe('warn');
+  });
+
+  test('environment sets the other ports and the listen address', () => {
+    const config = parseConfig(
+      inputs({
+        env: {
+          AUTOPILOT_METRICS_PORT: '9100',
+          AUTOPILOT_READINESS_PORT: ' 9101 ',
+          AUTOPILOT_LISTEN_ADDRESS: '::',
+        },
+      }),
+    );
+    expect([config.apiPort, config.metricsPort, config.readinessPort]).toEqual([3333, 9100, 9101]);
+    expect(config.listenAddress).toBe('::');
+    expect(
+      parseConfig(inputs({ env: { AUTOPILOT_LISTEN_ADDRESS: '0.0.0.0' } })).listenAddress,
+    ).toBe('0.0.0.0');
+  });
+
+  test('--w 0 disables the periodic round', () => {
+    expect(parseConfig(inputs({ flags: { w: '0' } })).periodic).toEqual({ kind: 'disabled' });
+  });
+
+  test('--w takes a cron expression', () => {
+    expect(parseConfig(inputs({ flags: { w: '*/15 * * * *' } })).periodic).toEqual({
+      kind: 'cron',
+      expression: '*/15 * * * *',
+    });
+  });
+
+  test('--invasive-check-timer 0 disables the deep check', () => {
+    expect(parseConfig(inputs({ flags: { 'invasive-check-timer': '0' } })).invasive).toEqual({
+      kind: 'disabled',
+    });
+  });
+
+  test.each<[string, Config['logLevel']]>([
+    ['0', 'info'],
+    ['2', 'info'],
+    ['3', 'debug'],
+    ['4', 'debug'],
+    ['10', 'debug'],
+    ['debug', 'debug'],
+    ['DEBUG', 'debug'],
+    ['info', 'info'],
+    ['warn', 'warn'],
+    ['error', 'error'],
+  ])('--loglevel %j is %s', (value, level) => {
+    expect(parseConfig(inputs({ flags: { loglevel: value } })).logLevel).toBe(level);
+  });
+
+  test('the node name comes from the host name, and NODE_NAME overrides it', () => {
+    expect(parseConfig(inputs({ hostname: 'worker-7.cluster.local' })).nodeName).toBe(
+      'worker-7.cluster.local',
+    );
+    expect(
+      parseConfig(inputs({ hostname: 'worker-7', env: { NODE_NAME: 'gpu-node-42' } })).nodeName,
+    ).toBe('gpu-node-42');
+  });
+
+  test('NODE_NAME is used even when the host name would be invalid', () => {
+    expect(
+      parseConfig(inputs({ hostname: 'not_valid', env: { NODE_NAME: 'gpu-node-42' } })).nodeName,
+    ).toBe('gpu-node-42');
+  });
+
+  test('NAMESPACE and POD_NAME are passed through', () => {
+    const config = parseConfig(
+      inputs({ env: { NAMESPACE: 'autopilot', POD_NAME: 'autopilot-abc12' } }),
+    );
+    expect(config.namespace).toBe('autopilot');
+    expect(config.podName).toBe('autopilot-abc12');
+  });
+
+  test.each<[string, string[]]>([
+    ['a', ['a']],
+    ['a,b', ['a', 'b']],
+    ['a, b , c', ['a', 'b', 'c']],
+    ['a b\tc', ['a', 'b', 'c']],
+    [',a,,b,', ['a', 'b']],
+    ['a,b,a, b', ['a', 'b']],
+    ['10.0.0.1,10.0.0.2 fd00::1', ['10.0.0.1', '10.0.0.2', 'fd00::1']],
+    ['node-1.example.com,NODE-2', ['node-1.example.com', 'NODE-2']],
+  ])('AUTOPILOT_PEERS %j', (value, peers) => {
+    expect(parseConfig(inputs({ env: { AUTOPILOT_PEERS: value } })).peers).toEqual(peers);
+  });
+
+  test('PERIODIC_CHECKS picks checks, trims, drops empty items and duplicates', () => {
+    const parse = (value: string): readonly string[] =>
+      parseConfig(inputs({ env: { PERIODIC_CHECKS: value }, knownChecks: ALL_CHECKS }))
+        .periodicChecks;
+    expect(parse('ping')).toEqual(['ping']);
+    expect(parse(' pvc , ping ,')).toEqual(['pvc', 'ping']);
+    expect(parse('ping,ping,dcgm')).toEqual(['ping', 'dcgm']);
+  });
+
+  test('PERIODIC_CHECKS=all expands to the default list', () => {
+    expect(
+      parseConfig(inputs({ env: { PERIODIC_CHECKS: 'all' }, knownChecks: ALL_CHECKS }))
+        .periodicChecks,
+    ).toEqual(['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower']);
+    expect(parseConfig(inputs({ env: { PERIODIC_CHECKS: 'all' } })).periodicChecks).toEqual([
+      'ping',
+    ]);
+    expect(
+      parseConfig(inputs({ env: { PERIODIC_CHECKS: 'pvc,all,ping' }, knownChecks: ALL_CHECKS }))
+        .periodicChecks,
+    ).toEqual(['pvc', 'pciebw', 'remapped', 'dcgm', 'ping', 'gpupower']);
+  });
+
+  test('ping settings', () => {
+    const config = parseConfig(
+      inputs({
+        env: {
+          AUTOPILOT_PING_COMMAND: '/usr/bin/ping',
+          AUTOPILOT_PING_COUNT: '100',
+          AUTOPILOT_PING_REPLY_TIMEOUT: '500ms',
+          AUTOPILOT_PING_CONCURRENCY: '1024',
+        },
+      }),
+    );
+    expect(config.ping).toEqual({
+      command: '/usr/bin/ping',
+      count: 100,
+      replyTimeoutMs: 500,
+      concurrency: 1024,
+    });
+  });
+
+  test.each<[string, number]>([
+    ['100ms', 100],
+    ['1m', 60_000],
+    ['2.5s', 2500],
+  ])('AUTOPILOT_PING_REPLY_TIMEOUT %j at the limits', (value, ms) => {
+    expect(
+      parseConfig(inputs({ env: { AUTOPILOT_PING_REPLY_TIMEOUT: value } })).ping.replyTimeoutMs,
+    ).toBe(ms);
+  });
+
+  test('AUTOPILOT_HISTORY_SIZE', () => {
+    expect(parseConfig(inputs({ env: { AUTOPILOT_HISTORY_SIZE: '1' } })).historySize).toBe(1);
+    expect(parseConfig(inputs({ env: { AUTOPILOT_HISTORY_SIZE: '1000' } })).historySize).toBe(1000);
+  });
+
+  test.each<[string, string[]]>([
+    ['PCIe', ['PCIe']],
+    ['PCIe,NVLink', ['PCIe', 'NVLink']],
+    [' PCIe , GPU Memory ,', ['PCIe', 'GPU Memory']],
+  ])('DCGM_FATAL_ERRORS %j is a comma-separated list', (value, names) => {
+    expect(parseConfig(inputs({ env: { DCGM_FATAL_ERRORS: value } })).dcgmFatalErrors).toEqual(
+      names,
+    );
+  });
+
+  test.each<[string, number]>([
+    ['0', 0],
+    ['30', 30],
+    ['3600', 3600],
+    ['604800', 604_800],
+  ])('INVASIVE_JOB_TTLSEC %j', (value, seconds) => {
+    expect(parseConfig(inputs({ env: { INVASIVE_JOB_TTLSEC: value } })).invasiveJobTtlSeconds).toBe(
+      seconds,
+    );
+  });
+
+  test.each<[string, string | undefined]>([
+    ['', undefined],
+    ['  ', undefined],
+    ['standard', 'standard'],
+    ['fast-ssd.example.com', 'fast-ssd.example.com'],
+    [' ceph-rbd ', 'ceph-rbd'],
+  ])('PVC_TEST_STORAGE_CLASS %j', (value, storageClass) => {
+    expect(parseConfig(inputs({ env: { PVC_TEST_STORAGE_CLASS: value } })).pvcStorageClass).toBe(
+      storageClass,
+    );
+  });
+});
+
+interface ErrorCase extends Inputs {
+  readonly name: string;
+  /** ConfigError.setting */
+  readonly setting: string;
+  /** The bad value as the message quotes it. */
+  readonly value: string;
+  /** What the message says is accepted. */
+  readonly accepted: string;
+}
+
+const PORT = 'a TCP port number from 1 to 65535';
+const BW = 'a number of GB/s above 0, such as 4 or 12.5';
+const LOGLEVEL = 'one of error, warn, info, debug, or a klog verbosity from 0 to 10';
+const NODE = 'a node name made of letters, digits, "-" and "."';
+const REPLY_TIMEOUT = 'a Go duration from 100ms to 1m, such as 1s or 500ms';
+const STORAGE_CLASS = 'a StorageClass name (lower-case DNS subdomain)';
+
+const ERROR_CASES: readonly ErrorCase[] = [
+  { name: '--port 0', flags: { port: '0' }, setting: '--port', value: '0', accepted: PORT },
+  {
+    name: '--port 70000',
+    flags: { port: '70000' },
+    setting: '--port',
+    value: '70000',
+    accepted: PORT,
+  },
+  { name: '--port abc', flags: { port: 'abc' }, setting: '--port', value: 'abc', accepted: PORT },
+  { name: '--port -1', flags: { port: '-1' }, setting: '--port', value: '-1', accepted: PORT },
+  {
+    name: '--port 80.5',
+    flags: { port: '80.5' },
+    setting: '--port',
+    value: '80.5',
+    accepted: PORT,
+  },
+  { name: '--port empty', flags: { port: '' }, setting: '--port', value: '', accepted: PORT },
+  {
+    name: 'AUTOPILOT_METRICS_PORT http',
+    env: { AUTOPILOT_METRICS_PORT: 'http' },
+    setting: 'AUTOPILOT_METRICS_PORT',
+    value: 'http',
+    accepted: PORT,
+  },
+  {
+    name: 'AUTOPILOT_READINESS_PORT 65536',
+    env: { AUTOPILOT_READINESS_PORT: '65536' },
+    setting: 'AUTOPILOT_READINESS_PORT',
+    value: '65536',
+    accepted: PORT,
+  },
+  {
+    name: '--port equal to AUTOPILOT_METRICS_PORT',
+    flags: { port: '9000' },
+    env: { AUTOPILOT_METRICS_PORT: '9000' },
+    setting: 'AUTOPILOT_METRICS_PORT',
+    value: '9000',
+    accepted: 'a port different from --port (9000)',
+  },
+  {
+    name: '--port equal to the default metrics port',
+    flags: { port: '8081' },
+    setting: 'AUTOPILOT_METRICS_PORT',
+    value: '8081',
+    accepted: 'a port different from --port (8081)',
+  },
+  {
+    name: '--port equal to the default readiness port',
+    flags: { port: '8080' },
+    setting: 'AUTOPILOT_READINESS_PORT',
+    value: '8080',
+    accepted: 'a port different from --port (8080)',
+  },
+  {
+    name: 'AUTOPILOT_READINESS_PORT equal to AUTOPILOT_METRICS_PORT',
+    env: { AUTOPILOT_METRICS_PORT: '9100', AUTOPILOT_READINESS_PORT: '9100' },
+    setting: 'AUTOPILOT_READINESS_PORT',
+    value: '9100',
+    accepted: 'a port different from AUTOPILOT_METRICS_PORT (9100)',
+  },
+  { name: '--bw 0', flags: { bw: '0' }, setting: '--bw', value: '0', accepted: BW },
+  { name: '--bw -1', flags: { bw: '-1' }, setting: '--bw', value: '-1', accepted: BW },
+  { name: '--bw fast', flags: { bw: 'fast' }, setting: '--bw', value: 'fast', accepted: BW },
+  { name: '--bw 0.0', flags: { bw: '0.0' }, setting: '--bw', value: '0.0', accepted: BW },
+  { name: '--bw 1e3', flags: { bw: '1e3' }, setting: '--bw', value: '1e3', accepted: BW },
+  {
+    name: '--w 123',
+    flags: { w: '123' },
+    setting: '--w',
+    value: '123',
+    accepted: SCHEDULE_ACCEPTED,
+  },
+  { name: '--w 1x', flags: { w: '1x' }, setting: '--w', value: '1x', accepted: SCHEDULE_ACCEPTED },
+  {
+    name: '--w -1h',
+    flags: { w: '-1h' },
+    setting: '--w',
+    value: '-1h',
+    accepted: SCHEDULE_ACCEPTED,
+  },
+  {
+    name: '--w with a bad cron expression',
+    flags: { w: '61 * * * *' },
+    setting: '--w',
+    value: '61 * * * *',
+    accepted: SCHEDULE_ACCEPTED,
+  },
+  {
+    name: '--invasive-check-timer 1d',
+    flags: { 'invasive-check-timer': '1d' },
+    setting: '--invasive-check-timer',
+    value: '1d',
+    accepted: SCHEDULE_ACCEPTED,
+  },
+  {
+    name: '--invasive-check-timer soon',
+    flags: { 'invasive-check-timer': 'soon' },
+    setting: '--invasive-check-timer',
+    value: 'soon',
+    accepted: SCHEDULE_ACCEPTED,
+  },
+  {
+    name: '--loglevel loud',
+    flags: { loglevel: 'loud' },
+    setting: '--loglevel',
+    value: 'loud',
+    accepted: LOGLEVEL,
+  },
+  {
+    name: '--loglevel 11',
+    flags: { loglevel: '11' },
+    setting: '--loglevel',
+    value: '11',
+    accepted: LOGLEVEL,
+  },
+  {
+    name: '--loglevel -1',
+    flags: { loglevel: '-1' },
+    setting: '--loglevel',
+    value: '-1',
+    accepted: LOGLEVEL,
+  },
+  {
+    name: 'PERIODIC_CHECKS with a check this build lacks',
+    env: { PERIODIC_CHECKS: 'ping,pciebw' },
+    setting: 'PERIODIC_CHECKS',
+    value: 'ping,pciebw',
+    accepted: 'a comma-separated list of ping, all (unknown check "pciebw")',
+  },
+  {
+    name: 'PERIODIC_CHECKS ,',
+    env: { PERIODIC_CHECKS: ',' },
+    setting: 'PERIODIC_CHECKS',
+    value: ',',
+    accepted: 'a comma-separated list of ping, all',
+  },
+  {
+    name: 'AUTOPILOT_PEERS -rf',
+    env: { AUTOPILOT_PEERS: '-rf' },
+    setting: 'AUTOPILOT_PEERS',
+    value: '-rf',
+    accepted: 'a comma-separated list of host names or IP addresses ("-rf" is neither)',
+  },
+  {
+    name: 'AUTOPILOT_PEERS a b;c',
+    env: { AUTOPILOT_PEERS: 'a b;c' },
+    setting: 'AUTOPILOT_PEERS',
+    value: 'a b;c',
+    accepted: 'a comma-separated list of host names or IP addresses ("b;c" is neither)',
+  },
+  {
+    name: 'NODE_NAME bad_name!',
+    env: { NODE_NAME: 'bad_name!' },
+    setting: 'NODE_NAME',
+    value: 'bad_name!',
+    accepted: NODE,
+  },
+  {
+    name: 'a host name that is no node name',
+    hostname: 'bad_host',
+    setting: 'NODE_NAME',
+    value: 'bad_host',
+    accepted: NODE,
+  },
+  {
+    name: 'AUTOPILOT_PING_COUNT 0',
+    env: { AUTOPILOT_PING_COUNT: '0' },
+    setting: 'AUTOPILOT_PING_COUNT',
+    value: '0',
+    accepted: 'a whole number from 1 to 100',
+  },
+  {
+    name: 'AUTOPILOT_PING_COUNT 101',
+    env: { AUTOPILOT_PING_COUNT: '101' },
+    setting: 'AUTOPILOT_PING_COUNT',
+    value: '101',
+    accepted: 'a whole number from 1 to 100',
+  },
+  {
+    name: 'AUTOPILOT_PING_REPLY_TIMEOUT 10ms',
+    env: { AUTOPILOT_PING_REPLY_TIMEOUT: '10ms' },
+    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
+    value: '10ms',
+    accepted: REPLY_TIMEOUT,
+  },
+  {
+    name: 'AUTOPILOT_PING_REPLY_TIMEOUT 2m',
+    env: { AUTOPILOT_PING_REPLY_TIMEOUT: '2m' },
+    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
+    value: '2m',
+    accepted: REPLY_TIMEOUT,
+  },
+  {
+    name: 'AUTOPILOT_PING_REPLY_TIMEOUT x',
+    env: { AUTOPILOT_PING_REPLY_TIMEOUT: 'x' },
+    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
+    value: 'x',
+    accepted: REPLY_TIMEOUT,
+  },
+  {
+    name: 'AUTOPILOT_PING_REPLY_TIMEOUT 1 (no unit)',
+    env: { AUTOPILOT_PING_REPLY_TIMEOUT: '1' },
+    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
+    value: '1',
+    accepted: REPLY_TIMEOUT,
+  },
+  {
+    name: 'AUTOPILOT_PING_CONCURRENCY 0',
+    env: { AUTOPILOT_PING_CONCURRENCY: '0' },
+    setting: 'AUTOPILOT_PING_CONCURRENCY',
+    value: '0',
+    accepted: 'a whole number from 1 to 1024',
+  },
+  {
+    name: 'AUTOPILOT_PING_CONCURRENCY 1025',
+    env: { AUTOPILOT_PING_CONCURRENCY: '1025' },
+    setting: 'AUTOPILOT_PING_CONCURRENCY',
+    value: '1025',
+    accepted: 'a whole number from 1 to 1024',
+  },
+  {
+    name: 'AUTOPILOT_HISTORY_SIZE 0',
+    env: { AUTOPILOT_HISTORY_SIZE: '0' },
+    setting: 'AUTOPILOT_HISTORY_SIZE',
+    value: '0',
+    accepted: 'a whole number from 1 to 1000',
+  },
+  {
+    name: 'AUTOPILOT_HISTORY_SIZE 1001',
+    env: { AUTOPILOT_HISTORY_SIZE: '1001' },
+    setting: 'AUTOPILOT_HISTORY_SIZE',
+    value: '1001',
+    accepted: 'a whole number from 1 to 1000',
+  },
+  {
+    name: 'AUTOPILOT_HISTORY_SIZE many',
+    env: { AUTOPILOT_HISTORY_SIZE: 'many' },
+    setting: 'AUTOPILOT_HISTORY_SIZE',
+    value: 'many',
+    accepted: 'a whole number from 1 to 1000',
+  },
+  {
+    name: 'AUTOPILOT_LISTEN_ADDRESS localhost',
+    env: { AUTOPILOT_LISTEN_ADDRESS: 'localhost' },
+    setting: 'AUTOPILOT_LISTEN_ADDRESS',
+    value: 'localhost',
+    accepted: 'an IPv4 or IPv6 address such as 0.0.0.0 or ::',
+  },
+  {
+    name: 'DCGM_FATAL_ERRORS ,,',
+    env: { DCGM_FATAL_ERRORS: ',,' },
+    setting: 'DCGM_FATAL_ERRORS',
+    value: ',,',
+    accepted: 'a comma-separated list of DCGM test names, such as PCIe,NVLink',
+  },
+  {
+    name: 'INVASIVE_JOB_TTLSEC -5',
+    env: { INVASIVE_JOB_TTLSEC: '-5' },
+    setting: 'INVASIVE_JOB_TTLSEC',
+    value: '-5',
+    accepted: 'a whole number from 0 to 604800',
+  },
+  {
+    name: 'INVASIVE_JOB_TTLSEC 604801',
+    env: { INVASIVE_JOB_TTLSEC: '604801' },
+    setting: 'INVASIVE_JOB_TTLSEC',
+    value: '604801',
+    accepted: 'a whole number from 0 to 604800',
+  },
+  {
+    name: 'PVC_TEST_STORAGE_CLASS Bad_Class',
+    env: { PVC_TEST_STORAGE_CLASS: 'Bad_Class' },
+    setting: 'PVC_TEST_STORAGE_CLASS',
+    value: 'Bad_Class',
+    accepted: STORAGE_CLASS,
+  },
+  {
+    name: 'PVC_TEST_STORAGE_CLASS with upper case (Kubernetes names are lower-case)',
+    env: { PVC_TEST_STORAGE_CLASS: 'Fast-SSD' },
+    setting: 'PVC_TEST_STORAGE_CLASS',
+    value: 'Fast-SSD',
+    accepted: STORAGE_CLASS,
+  },
+];
+
+describe('parseConfig errors', () => {
+  test.each(ERROR_CASES)('$name', ({ setting, value, accepted, ...given }) => {
+    const error = configError(given);
+    expect(error.name).toBe('ConfigError');
+    expect(error.setting).toBe(setting);
+    expect(error.value).toBe(value);
+    expect(error.message).toContain(setting);
+    expect(error.message).toContain(JSON.stringify(value));
+    expect(error.message).toContain(accepted);
+    expect(error.message).toBe(`invalid ${setting} ${JSON.stringify(value)}: expected ${accepted}`);
+  });
+});
