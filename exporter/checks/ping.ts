@@ -24,7 +24,7 @@ export interface PingSummary {
 }
 
 const HEADER = /^PING \S+ \(([^)]+)\)/m;
-const TOTALS = /^(\d+) packets transmitted, (\d+) received/m;
+const TOTALS = /^(\d+) packets transmitted, (\d+) (?:packets )?received/m;
 const RTT =
   /^(?:rtt|round-trip) min\/avg\/max(?:\/(?:mdev|stddev))? = ([\d.]+)\/([\d.]+)\/([\d.]+)/m;
 
@@ -235,7 +235,9 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       lines.push(
         run.devices.some((d) => d.verdict === 'FAIL')
           ? '[PING] At least one node unreachable. FAIL'
-          : '[PING] all nodes reachable. success',
+          : run.devices.some((d) => d.verdict === 'ERROR')
+            ? '[PING] At least one node could not be checked. ERROR'
+            : '[PING] all nodes reachable. success',
       );
       return `${lines.join('\n')}\n`;
     },

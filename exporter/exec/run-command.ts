@@ -107,17 +107,19 @@ function runCommand(
       const code = error.code ?? 'EUNKNOWN';
       resolve({ ...notStarted('spawn-failed', performance.now() - started), spawnError: code });
     });
+    // A child that exits may leave its own children in the group; they must not outlive it, and one
+    // that still holds stdout open would otherwise delay 'close' until the timeout.
+    child.on('exit', () => {
+      if (child.pid === undefined || killReason !== undefined) return;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // No process left in the group.
+      }
+    });
     child.on('close', (exitCode, exitSignal) => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
-      // A child that exits leaves its own children behind in the group; they must not outlive it.
-      if (child.pid !== undefined && killReason === undefined) {
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {
-          // No process left in the group.
-        }
-      }
       if (spawnError !== undefined && child.pid === undefined) return;
       resolve({
         end: killReason ?? (exitSignal !== null ? 'signal' : 'exited'),
