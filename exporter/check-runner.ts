@@ -11,6 +11,7 @@
  * - Every result, ERROR included, is recorded in the store.
  */
 
+import { setMaxListeners } from 'node:events';
 import type {
   Check,
   CheckOutcome,
@@ -82,6 +83,9 @@ export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
     laneFree: () => void,
   ): Promise<CheckRun> {
     const controller = new AbortController();
+    // A check listens once per subprocess it runs at the same time (ping: up to 1,024), which is
+    // expected and not the leak Node's default limit of 10 listeners warns about.
+    setMaxListeners(0, controller.signal);
     controllers.add(controller);
     const timeoutText = `timed out after ${formatSeconds(check.timeoutMs)}`;
     const cancelTimer = deps.clock.setTimer(

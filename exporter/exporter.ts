@@ -16,7 +16,12 @@ import type { Config } from './config/config.js';
 import type { RunCommand } from './exec/run-command.js';
 import { createGpuLock } from './gpu-lock.js';
 import type { Logger } from './log.js';
-import { createMetricsRegistry, type BuildInfo, type HostLabels } from './metrics/registry.js';
+import {
+  cachedExposition,
+  createMetricsRegistry,
+  type BuildInfo,
+  type HostLabels,
+} from './metrics/registry.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
 import { createResultStore, type ResultStore } from './store.js';
 
@@ -78,7 +83,10 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       store,
       logger: ports.logger.child({ component: 'api' }),
     }),
-    metricsApp: createMetricsApp(registry, ports.logger),
+    metricsApp: createMetricsApp(
+      cachedExposition(registry, () => store.version()),
+      ports.logger,
+    ),
     readinessApp: createReadinessApp(),
   };
 }

@@ -25,6 +25,8 @@ export interface ResultStore {
   /** Epoch milliseconds at which the last run that found nothing failing ended. */
   lastSuccessAt(check: string): number | undefined;
   health(): NodeHealth;
+  /** Changes whenever anything above changes, so renderings can be cached until it does. */
+  version(): number;
   /** Lifts a sticky EVICT; returns the new health. */
   acknowledge(now: number): NodeHealth;
 }
@@ -41,6 +43,7 @@ export function createResultStore(options: StoreOptions): ResultStore {
   const lastSuccess = new Map<string, number>();
   let health: NodeHealth = INITIAL_NODE_HEALTH;
   let acknowledgedAt: number | undefined;
+  let version = 0;
 
   const inputs = (now: number): HealthInputs => ({
     conclusiveRuns: conclusive.values(),
@@ -50,6 +53,7 @@ export function createResultStore(options: StoreOptions): ResultStore {
 
   return {
     record(run) {
+      version += 1;
       latest.set(run.check, run);
       if (run.verdict !== 'ERROR') conclusive.set(run.check, run);
       const history = histories.get(run.check) ?? [];
@@ -68,7 +72,9 @@ export function createResultStore(options: StoreOptions): ResultStore {
     runCount: (check, verdict) => counts.get(`${check}\u0000${verdict}`) ?? 0,
     lastSuccessAt: (check) => lastSuccess.get(check),
     health: () => health,
+    version: () => version,
     acknowledge(now) {
+      version += 1;
       acknowledgedAt = now;
       health = acknowledgeEvict(health, inputs(now));
       return health;

@@ -1,10 +1,10 @@
 /** The two small listeners next to the API: Prometheus metrics (:8081) and readiness (:8080). */
 
 import Koa from 'koa';
-import type { Registry } from 'prom-client';
 import type { Logger } from '../log.js';
+import type { Exposition } from '../metrics/registry.js';
 
-export function createMetricsApp(registry: Registry, logger: Logger): Koa {
+export function createMetricsApp(registry: Exposition, logger: Logger): Koa {
   const app = new Koa();
   app.use(async (ctx) => {
     if (ctx.path !== '/metrics') {

@@ -156,3 +156,33 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
   }
   return registry;
 }
+
+/** What the /metrics endpoint serves; a prom-client Registry is one. */
+export interface Exposition {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
+
+/**
+ * Every value in the registry derives from the store, so the rendered text stays valid until the
+ * store changes. Checks end minutes apart while scrapes come every few seconds: nearly every scrape
+ * is served from this cache instead of re-rendering thousands of series.
+ */
+export function cachedExposition(registry: Registry, storeVersion: () => number): Exposition {
+  let cached: { readonly version: number; readonly text: Promise<string> } | undefined;
+  return {
+    contentType: registry.contentType,
+    metrics() {
+      const version = storeVersion();
+      if (cached?.version !== version) {
+        const text = registry.metrics();
+        cached = { version, text };
+        // A failed rendering must not be served from the cache.
+        text.catch(() => {
+          if (cached?.text === text) cached = undefined;
+        });
+      }
+      return cached.text;
+    },
+  };
+}
