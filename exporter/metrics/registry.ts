@@ -168,7 +168,7 @@ export interface Exposition {
  * store changes. Checks end minutes apart while scrapes come every few seconds: nearly every scrape
  * is served from this cache instead of re-rendering thousands of series.
  */
-export function cachedExposition(registry: Registry, storeVersion: () => number): Exposition {
+export function cachedExposition(registry: Exposition, storeVersion: () => number): Exposition {
   let cached: { readonly version: number; readonly text: Promise<string> } | undefined;
   return {
     contentType: registry.contentType,

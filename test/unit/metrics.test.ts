@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, test } from '@jest/globals';
+import { describe, expect, jest, test } from '@jest/globals';
 import type { Check, DeviceKind } from '../../exporter/checks/check.js';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
-import { createMetricsRegistry } from '../../exporter/metrics/registry.js';
+import { cachedExposition, createMetricsRegistry } from '../../exporter/metrics/registry.js';
 import { createResultStore, type ResultStore } from '../../exporter/store.js';
 import { device, makeRun } from '../fakes/runs.js';
 
@@ -161,5 +161,40 @@ describe('metrics', () => {
     recordScenario(first.store);
     expect(await first.render()).toContain('deviceid="node-c"');
     expect(await second.render()).not.toContain('deviceid="node-c"');
+  });
+
+  test('the cached exposition renders once per change of the store', async () => {
+    const store = createResultStore({ historySize: 5 });
+    const registry = createMetricsRegistry({
+      store,
+      checks: CHECKS,
+      host: { nodeName: 'node-a', cpuModel: 'cpu', gpuModel: 'gpu' },
+      build: { version: '1.2.3', nodejs: '20.20.2' },
+    });
+    const render = jest.spyOn(registry, 'metrics');
+    const exposition = cachedExposition(registry, () => store.version());
+    expect(exposition.contentType).toBe(registry.contentType);
+    const first = await exposition.metrics();
+    expect(await exposition.metrics()).toBe(first);
+    expect(render).toHaveBeenCalledTimes(1);
+    recordScenario(store);
+    const second = await exposition.metrics();
+    expect(render).toHaveBeenCalledTimes(2);
+    expect(second).toContain('deviceid="node-c"');
+    store.acknowledge(T + 10_000);
+    await exposition.metrics();
+    expect(render).toHaveBeenCalledTimes(3);
+  });
+
+  test('a failed rendering is not served from the cache', async () => {
+    const { store } = setup();
+    let calls = 0;
+    const flaky = {
+      contentType: 'text/plain',
+      metrics: () => (++calls === 1 ? Promise.reject(new Error('boom')) : Promise.resolve('ok')),
+    };
+    const exposition = cachedExposition(flaky, () => store.version());
+    await expect(exposition.metrics()).rejects.toThrow('boom');
+    expect(await exposition.metrics()).toBe('ok');
   });
 });
