@@ -8,7 +8,14 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { VERDICTS, type Check, type CheckRun } from '../checks/check.js';
 import { NODE_STATES } from '../node-health.js';
 import { isSuccess, type ResultStore } from '../store.js';
-import { CORE_METRICS, SAMPLE_METRICS, type CoreMetricName, type MetricSpec } from './catalogue.js';
+import {
+  ALL_METRICS,
+  CORE_METRICS,
+  SAMPLE_METRICS,
+  type CoreMetricName,
+  type MetricSpec,
+  type SampleMetricName,
+} from './catalogue.js';
 
 export interface HostLabels {
   readonly nodeName: string;
@@ -38,8 +45,11 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
   const conclusiveOf = (): Map<string, CheckRun> =>
     new Map(store.conclusiveRuns().map((run) => [run.check, run]));
 
-  const gauge = (name: CoreMetricName, fill: (g: GaugeInstance) => void): void => {
-    const spec: MetricSpec = CORE_METRICS[name];
+  const gauge = (
+    name: CoreMetricName | SampleMetricName,
+    fill: (g: GaugeInstance) => void,
+  ): void => {
+    const spec: MetricSpec = ALL_METRICS[name]!;
     new Gauge({
       name,
       help: spec.help,
@@ -139,19 +149,12 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     g.set({ version: deps.build.version, nodejs: deps.build.nodejs }, 1);
   });
 
-  for (const [name, spec] of Object.entries(SAMPLE_METRICS) as [string, MetricSpec][]) {
-    new Gauge({
-      name,
-      help: spec.help,
-      labelNames: spec.labelNames,
-      registers: [registry],
-      collect() {
-        this.reset();
-        for (const run of conclusiveOf().values()) {
-          for (const sample of run.samples)
-            if (sample.metric === name) this.set(sample.labels, sample.value);
-        }
-      },
+  for (const name of Object.keys(SAMPLE_METRICS) as SampleMetricName[]) {
+    gauge(name, (g) => {
+      for (const run of conclusiveOf().values()) {
+        for (const sample of run.samples)
+          if (sample.metric === name) g.set(sample.labels, sample.value);
+      }
     });
   }
   return registry;
