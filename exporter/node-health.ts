@@ -2,10 +2,12 @@
  * The node verdict (label autopilot.ibm.com/gpuhealth) derived from the latest conclusive run of
  * each check. Pure: the store calls it after every run.
  *
- * Rules: a fatal FAIL gives EVICT; any other FAIL gives WARN; otherwise PASS once something has
- * been checked. EVICT is sticky: only an acknowledge (or, later, a passing deep check) clears it.
- * ERROR runs are not evidence: the caller passes the latest run that was not ERROR, so a check
- * that stops completing cannot turn a failing node back to PASS.
+ * Rules: a fatal FAIL gives EVICT; any other FAIL gives WARN; otherwise PASS once some device has
+ * been found PASS or WARN (SKIP alone is never PASS). EVICT is sticky: only an acknowledge (or,
+ * later, a passing deep check) clears it.
+ * ERROR is not evidence: the caller passes the conclusive view, in which a device that ended in
+ * ERROR keeps its last conclusive result, so a check that stops completing cannot turn a failing
+ * node back to PASS.
  */
 
 import type { CheckRun } from './checks/check.js';
@@ -25,9 +27,9 @@ export interface NodeHealth {
 export const INITIAL_NODE_HEALTH: NodeHealth = { state: 'UNKNOWN', since: 0, reasons: [] };
 
 export interface HealthInputs {
-  /** The latest run of each check whose verdict was not ERROR. */
+  /** The conclusive view of each check (ResultStore.conclusiveRuns). */
   readonly conclusiveRuns: Iterable<CheckRun>;
-  /** Fatal failures in runs that ended at or before this time were acknowledged by an operator. */
+  /** Fatal failures observed at or before this time were acknowledged by an operator. */
   readonly acknowledgedAt: number | undefined;
   readonly now: number;
 }
@@ -37,17 +39,22 @@ export function evaluateNodeHealth(previous: NodeHealth, inputs: HealthInputs): 
   const failing: string[] = [];
   let checked = false;
   for (const run of inputs.conclusiveRuns) {
-    checked = true;
-    const acknowledged =
-      inputs.acknowledgedAt !== undefined && run.finishedAt <= inputs.acknowledgedAt;
+    if (run.devices.length === 0 && run.verdict === 'FAIL') {
+      checked = true;
+      failing.push(`${run.check}: ${run.reason}`);
+    }
     for (const device of run.devices) {
+      // A check that does not apply here (SKIP) is no evidence of health.
+      if (device.verdict === 'PASS' || device.verdict === 'WARN') checked = true;
       if (device.verdict !== 'FAIL') continue;
+      checked = true;
+      const observedAt = device.observedAt ?? run.finishedAt;
+      const acknowledged =
+        inputs.acknowledgedAt !== undefined && observedAt <= inputs.acknowledgedAt;
       const line = `${run.check}${device.id === '' ? '' : ` ${device.id}`}: ${device.reason}`;
       if (device.fatal === true && !acknowledged) fatal.push(line);
       else failing.push(line);
     }
-    if (run.devices.length === 0 && run.verdict === 'FAIL')
-      failing.push(`${run.check}: ${run.reason}`);
   }
 
   if (previous.state === 'EVICT') {

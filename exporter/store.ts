@@ -3,7 +3,7 @@
  * node verdict. Reads are cheap snapshots, so scrapes and status reads never wait on a check.
  */
 
-import type { CheckRun, Verdict } from './checks/check.js';
+import { worstVerdict, type CheckRun, type Verdict } from './checks/check.js';
 import {
   INITIAL_NODE_HEALTH,
   acknowledgeEvict,
@@ -17,7 +17,11 @@ export interface ResultStore {
   latest(check: string): CheckRun | undefined;
   /** The latest run of each check that has run, in the order checks first ran. */
   latestRuns(): CheckRun[];
-  /** The latest run of each check whose verdict was not ERROR. */
+  /**
+   * Per check, what is known about each device: the latest run's results, where a device that
+   * ended in ERROR keeps its last conclusive result. A run that concluded nothing leaves it as it
+   * was. Metrics and the node verdict read this view.
+   */
   conclusiveRuns(): CheckRun[];
   /** Newest first, at most historySize runs. */
   history(check: string): CheckRun[];
@@ -55,7 +59,8 @@ export function createResultStore(options: StoreOptions): ResultStore {
     record(run) {
       version += 1;
       latest.set(run.check, run);
-      if (run.verdict !== 'ERROR') conclusive.set(run.check, run);
+      const merged = mergeConclusive(conclusive.get(run.check), run);
+      if (merged !== undefined) conclusive.set(run.check, merged);
       const history = histories.get(run.check) ?? [];
       history.unshift(run);
       history.length = Math.min(history.length, options.historySize);
@@ -79,6 +84,32 @@ export function createResultStore(options: StoreOptions): ResultStore {
       health = acknowledgeEvict(health, inputs(now));
       return health;
     },
+  };
+}
+
+/**
+ * Pure. The conclusive view after `run`: devices that ended in ERROR keep their previous conclusive
+ * result, so one peer that cannot be checked neither hides the others nor turns a failing device
+ * back to healthy. Devices absent from `run` are gone. A run with no device results is the view
+ * itself unless it is an ERROR, which concludes nothing.
+ */
+export function mergeConclusive(
+  previous: CheckRun | undefined,
+  run: CheckRun,
+): CheckRun | undefined {
+  if (run.devices.length === 0) return run.verdict === 'ERROR' ? previous : run;
+  if (run.devices.every((device) => device.verdict === 'ERROR')) return previous;
+  const before = new Map((previous?.devices ?? []).map((device) => [device.id, device]));
+  const devices = run.devices.map((device) => {
+    const kept = device.verdict === 'ERROR' ? before.get(device.id) : undefined;
+    if (kept === undefined) return device;
+    return { ...kept, observedAt: kept.observedAt ?? previous?.finishedAt ?? run.finishedAt };
+  });
+  return {
+    ...run,
+    devices,
+    verdict: worstVerdict(devices.map((device) => device.verdict)) ?? run.verdict,
+    samples: run.samples.length > 0 ? run.samples : (previous?.samples ?? []),
   };
 }
 

@@ -29,6 +29,11 @@ export interface DeviceResult {
   readonly fatal?: boolean;
   /** The value of the compatibility gauge autopilot_health_checks for this device, when it has one. */
   readonly compatValue?: number;
+  /**
+   * Set by the store on a result carried over from an earlier run (the device ended in ERROR
+   * since): epoch milliseconds of the run that observed it.
+   */
+  readonly observedAt?: number;
 }
 
 /** A check-specific measurement exported as a metric; the catalogue owns its name and help. */

@@ -99,6 +99,49 @@ describe('node verdict', () => {
 });
 
 describe('result store', () => {
+  test('a device that ends in ERROR keeps its last conclusive result; the others are updated', () => {
+    const s = store();
+    s.record(
+      makeRun('ping', T, [device('a', 'PASS'), device('b', 'FAIL', { reason: 'unreachable' })]),
+    );
+    s.record(
+      makeRun('ping', T + 10, [device('a', 'WARN'), device('b', 'ERROR'), device('c', 'ERROR')]),
+    );
+    const view = s.conclusiveRuns()[0]!;
+    expect(view.finishedAt).toBe(T + 10);
+    expect(view.devices.map((d) => [d.id, d.verdict, d.observedAt])).toEqual([
+      ['a', 'WARN', undefined],
+      ['b', 'FAIL', T],
+      ['c', 'ERROR', undefined],
+    ]);
+    expect(view.verdict).toBe('FAIL');
+    expect(s.latest('ping')?.verdict).toBe('ERROR');
+    expect(s.health()).toMatchObject({ state: 'WARN', reasons: ['ping b: unreachable'] });
+  });
+
+  test('devices absent from the latest run leave the view', () => {
+    const s = store();
+    s.record(makeRun('ping', T, [device('a', 'PASS'), device('b', 'FAIL')]));
+    s.record(makeRun('ping', T + 10, [device('a', 'PASS')]));
+    expect(s.conclusiveRuns()[0]!.devices.map((d) => d.id)).toEqual(['a']);
+    expect(s.health().state).toBe('PASS');
+  });
+
+  test('an acknowledged fatal failure carried over by an ERROR stays acknowledged', () => {
+    const s = store();
+    s.record(makeRun('ecc', T, [device('0', 'FAIL', { fatal: true }), device('1', 'PASS')]));
+    expect(s.acknowledge(T + 5).state).toBe('WARN');
+    s.record(makeRun('ecc', T + 10, [device('0', 'ERROR'), device('1', 'PASS')]));
+    expect(s.health().state).toBe('WARN');
+  });
+
+  test('SKIP alone is never PASS: the node stays UNKNOWN', () => {
+    const s = store();
+    s.record(makeRun('ping', T, [], { verdict: 'SKIP', reason: 'no peers' }));
+    s.record(makeRun('gpupower', T + 1, [device('0', 'SKIP')]));
+    expect(s.health().state).toBe('UNKNOWN');
+  });
+
   test('keeps a bounded history, newest first, and counts runs by verdict', () => {
     const s = store();
     for (let i = 0; i < 5; i++)
