@@ -44,14 +44,16 @@ export interface CheckRunnerDeps {
 
 interface Pending {
   readonly key: string;
-  joinable: boolean;
-  result?: Promise<CheckRun>;
+  readonly result: Promise<CheckRun>;
 }
 
 interface Lane {
   /** Resolves when the work of the last request queued on this lane has ended. */
   tail: Promise<void>;
+  /** Requests queued or running, until their result is settled. */
   readonly pending: Pending[];
+  /** Set while a run that passed its deadline is still working (a hung tool or driver call). */
+  overdueSince: number | undefined;
 }
 
 class RunAborted extends Error {
@@ -69,16 +71,47 @@ export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
   const laneOf = (name: string): Lane => {
     let lane = lanes.get(name);
     if (lane === undefined) {
-      lane = { tail: Promise.resolve(), pending: [] };
+      lane = { tail: Promise.resolve(), pending: [], overdueSince: undefined };
       lanes.set(name, lane);
     }
     return lane;
+  };
+
+  const record = (
+    check: Check,
+    trigger: Trigger,
+    params: CheckParams,
+    startedAt: number,
+    outcome: CheckOutcome,
+  ): CheckRun => {
+    const { verdict, reason } = summariseOutcome(outcome);
+    const run: CheckRun = {
+      check: check.name,
+      trigger,
+      params,
+      startedAt,
+      finishedAt: deps.clock.now(),
+      verdict,
+      reason,
+      devices: outcome.devices,
+      samples: outcome.samples ?? [],
+    };
+    deps.store.record(run);
+    deps.logger.info('check finished', {
+      check: check.name,
+      trigger,
+      verdict,
+      reason,
+      durationSeconds: (run.finishedAt - run.startedAt) / 1000,
+    });
+    return run;
   };
 
   async function execute(
     check: Check,
     params: CheckParams,
     trigger: Trigger,
+    lane: Lane,
     previous: Promise<void>,
     laneFree: () => void,
   ): Promise<CheckRun> {
@@ -98,27 +131,8 @@ export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
     let release: Release | undefined;
     let running: Promise<CheckOutcome> | undefined;
 
-    const finish = (outcome: CheckOutcome): CheckRun => {
-      const { verdict, reason } = summariseOutcome(outcome);
-      const run: CheckRun = {
-        check: check.name,
-        trigger,
-        params,
-        startedAt,
-        finishedAt: deps.clock.now(),
-        verdict,
-        reason,
-        devices: outcome.devices,
-        samples: outcome.samples ?? [],
-      };
-      deps.store.record(run);
-      logger.info('check finished', {
-        verdict,
-        reason,
-        durationSeconds: (run.finishedAt - run.startedAt) / 1000,
-      });
-      return run;
-    };
+    const finish = (outcome: CheckOutcome): CheckRun =>
+      record(check, trigger, params, startedAt, outcome);
 
     try {
       await abortable(previous, controller.signal);
@@ -144,16 +158,21 @@ export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
             : `${error.why} ${phase}`
           : `check crashed: ${error instanceof Error ? error.message : String(error)}`;
       if (!(error instanceof RunAborted)) logger.error('check crashed', { error });
+      else if (phase === 'running' && running !== undefined) {
+        lane.overdueSince = deps.clock.now();
+        logger.warn(
+          'check is still running after its deadline; its lane stays closed until it ends',
+        );
+      }
       return finish({ devices: [], verdict: 'ERROR' satisfies Verdict, reason });
     } finally {
       cancelTimer();
       controllers.delete(controller);
-      const ended = Promise.all([previous, running?.catch(() => undefined)]).then(() => {
+      void Promise.all([previous, running?.catch(() => undefined)]).then(() => {
         release?.();
+        if (running !== undefined) lane.overdueSince = undefined;
         laneFree();
       });
-      work.add(ended);
-      void ended.finally(() => work.delete(ended));
     }
   }
 
@@ -161,21 +180,34 @@ export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
     run(name, params, trigger) {
       const check = deps.checks.get(name);
       if (check === undefined) return Promise.reject(new Error(`unknown check "${name}"`));
-      const key = paramsKey(params);
       const lane = laneOf(name);
-      const joinable = lane.pending.find((p) => p.joinable && p.key === key);
-      if (joinable?.result !== undefined) return joinable.result;
+      if (lane.overdueSince !== undefined) {
+        // Queueing behind work that ignores its deadline would pile up requests without bound.
+        const overdue = formatSeconds(deps.clock.now() - lane.overdueSince);
+        const reason = `the previous run has not ended ${overdue} after its deadline`;
+        return Promise.resolve(
+          record(check, trigger, params, deps.clock.now(), {
+            devices: [],
+            verdict: 'ERROR',
+            reason,
+          }),
+        );
+      }
+      const key = paramsKey(params);
+      const joinable = lane.pending.find((p) => p.key === key);
+      if (joinable !== undefined) return joinable.result;
 
       const previous = lane.tail;
       let laneFree: () => void = () => undefined;
-      lane.tail = new Promise<void>((resolve) => (laneFree = resolve));
-      const pending: Pending = { key, joinable: true };
+      const tail = new Promise<void>((resolve) => (laneFree = resolve));
+      lane.tail = tail;
+      work.add(tail);
+      void tail.then(() => work.delete(tail));
+      const result = execute(check, params, trigger, lane, previous, laneFree);
+      const pending: Pending = { key, result };
       lane.pending.push(pending);
-      pending.result = execute(check, params, trigger, previous, laneFree).finally(() => {
-        pending.joinable = false;
-        lane.pending.splice(lane.pending.indexOf(pending), 1);
-      });
-      return pending.result;
+      void result.finally(() => lane.pending.splice(lane.pending.indexOf(pending), 1));
+      return result;
     },
     active: () => [...lanes.entries()].filter(([, l]) => l.pending.length > 0).map(([n]) => n),
     async shutdown(graceMs) {

@@ -91,7 +91,7 @@ describe('check runner', () => {
     expect(slow.runs).toHaveLength(2);
   });
 
-  test('a run past its timeout is an ERROR, and the next run waits until the hung work ends', async () => {
+  test('a run past its timeout is an ERROR and its work is told to stop', async () => {
     const slow = heldCheck('slow', { timeoutMs: 1000 });
     const { runner, clock, store } = setup(slow.check);
     const first = runner.run('slow', {}, 'api');
@@ -100,17 +100,7 @@ describe('check runner', () => {
     expect(timedOut.verdict).toBe('ERROR');
     expect(timedOut.reason).toBe('timed out after 1s');
     expect(slow.runs[0]!.ctx.signal.aborted).toBe(true);
-
-    // The hung work still holds the lane: a new request does not start a second run beside it.
-    const second = runner.run('slow', {}, 'api');
-    await flushPromises();
-    expect(slow.runs).toHaveLength(1);
-    slow.runs[0]!.finish();
-    await flushPromises();
-    expect(slow.runs).toHaveLength(2);
-    slow.runs[1]!.finish();
-    expect((await second).verdict).toBe('PASS');
-    expect(store.history('slow').map((r) => r.verdict)).toEqual(['PASS', 'ERROR']);
+    expect(store.history('slow').map((r) => r.verdict)).toEqual(['ERROR']);
   });
 
   test('a request whose deadline passes while it waits says what it waited for', async () => {
@@ -207,15 +197,54 @@ describe('check runner', () => {
     await expect(runner.run('nope', {}, 'api')).rejects.toThrow('unknown check "nope"');
   });
 
-  test('shutdown aborts running checks', async () => {
+  test('shutdown aborts running checks and waits until their work has ended', async () => {
     const slow = heldCheck('slow');
     const { runner } = setup(slow.check);
     const result = runner.run('slow', {}, 'api');
     await flushPromises();
-    const stopped = runner.shutdown(5000);
+    let stoppedYet = false;
+    const stopped = runner.shutdown(5000).then(() => (stoppedYet = true));
     expect(slow.runs[0]!.ctx.signal.aborted).toBe(true);
     expect((await result).reason).toBe('exporter shutting down');
+    await flushPromises();
+    expect(stoppedYet).toBe(false);
     slow.runs[0]!.finish();
     await stopped;
+    expect(stoppedYet).toBe(true);
+  });
+
+  test('shutdown gives up on work that ignores it after the grace period', async () => {
+    const slow = heldCheck('slow');
+    const { runner, clock } = setup(slow.check);
+    void runner.run('slow', {}, 'api');
+    await flushPromises();
+    let stoppedYet = false;
+    const stopped = runner.shutdown(3000).then(() => (stoppedYet = true));
+    await clock.advance(2999);
+    expect(stoppedYet).toBe(false);
+    await clock.advance(1);
+    await stopped;
+    expect(stoppedYet).toBe(true);
+  });
+
+  test('while a run is past its deadline and still working, requests get ERROR at once', async () => {
+    const slow = heldCheck('slow', { timeoutMs: 1000 });
+    const { runner, clock, store } = setup(slow.check);
+    void runner.run('slow', {}, 'api');
+    await clock.advance(1000);
+    await clock.advance(4000);
+    const refused = await runner.run('slow', { level: '2' }, 'api');
+    expect(refused.verdict).toBe('ERROR');
+    expect(refused.reason).toBe('the previous run has not ended 4s after its deadline');
+    expect(slow.runs).toHaveLength(1);
+    expect(store.runCount('slow', 'ERROR')).toBe(2);
+    // Once the hung work ends, the check runs again.
+    slow.runs[0]!.finish();
+    await flushPromises();
+    const next = runner.run('slow', {}, 'api');
+    await flushPromises();
+    expect(slow.runs).toHaveLength(2);
+    slow.runs[1]!.finish();
+    expect((await next).verdict).toBe('PASS');
   });
 });
