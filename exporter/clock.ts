@@ -12,11 +12,23 @@ export interface Clock {
   setTimer(callback: () => void, delayMs: number): CancelTimer;
 }
 
+/** Node fires a setTimeout longer than this after 1 ms instead, so longer waits are chained. */
+const LONGEST_TIMEOUT_MS = 2 ** 31 - 1;
+
 export function createSystemClock(): Clock {
   return {
     now: () => Date.now(),
     setTimer: (callback, delayMs) => {
-      const handle = setTimeout(callback, Math.max(0, delayMs));
+      const due = Date.now() + Math.max(0, delayMs);
+      let handle: NodeJS.Timeout;
+      const arm = (): void => {
+        const remaining = due - Date.now();
+        handle =
+          remaining > LONGEST_TIMEOUT_MS
+            ? setTimeout(arm, LONGEST_TIMEOUT_MS)
+            : setTimeout(callback, Math.max(0, remaining));
+      };
+      arm();
       return () => clearTimeout(handle);
     },
   };

@@ -58,7 +58,13 @@ export function createScheduler(deps: SchedulerDeps): Scheduler {
   const plan = (): void => {
     if (stopped) return;
     const now = clock.now();
-    const at = nextTick(schedule, anchor, now, jitterFor(deps.nodeName, schedule, now));
+    let at: number | undefined;
+    try {
+      at = nextTick(schedule, anchor, now, jitterFor(deps.nodeName, schedule, now));
+    } catch (error) {
+      logger.error('no next periodic round can be planned', { error });
+      return;
+    }
     nextAt = at;
     if (at === undefined) return;
     cancelTimer = clock.setTimer(() => {

@@ -11,15 +11,28 @@ export type Schedule =
   | { readonly kind: 'cron'; readonly expression: string };
 
 export const SCHEDULE_ACCEPTED =
-  'a Go duration such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"';
+  'a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"';
+
+/** Shorter intervals would run rounds back to back; nothing needs them. */
+const SHORTEST_INTERVAL_MS = 1000;
 
 /** Undefined when the text is neither a duration nor a valid cron expression. */
 export function parseSchedule(text: string): Schedule | undefined {
   const trimmed = text.trim();
   const ms = parseGoDuration(trimmed);
-  if (ms !== undefined) return ms === 0 ? { kind: 'disabled' } : { kind: 'interval', everyMs: ms };
-  if (!/\s/.test(trimmed)) return undefined;
-  return validateCronExpression(trimmed).valid ? { kind: 'cron', expression: trimmed } : undefined;
+  if (ms !== undefined) {
+    if (ms === 0) return { kind: 'disabled' };
+    return ms >= SHORTEST_INTERVAL_MS ? { kind: 'interval', everyMs: ms } : undefined;
+  }
+  if (!/\s/.test(trimmed) || !validateCronExpression(trimmed).valid) return undefined;
+  // The cron package accepts dates that never come ("0 0 30 2 *") and throws only when asked for
+  // the next one; that must be a configuration error, not a crash after the first round.
+  try {
+    nextCronTime(trimmed, 0);
+  } catch {
+    return undefined;
+  }
+  return { kind: 'cron', expression: trimmed };
 }
 
 /** The first fire time strictly after `afterMs`, in UTC. */

@@ -167,7 +167,7 @@ describe('exporter process (errors and the check command)', () => {
     const result = await runToEnd(['--w', '123'], baseEnv({}));
     expect(result.code).toBe(2);
     expect(result.stderr).toBe(
-      'autopilot: invalid --w "123": expected a Go duration such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"\nRun "autopilot --help" for usage.\n',
+      'autopilot: invalid --w "123": expected a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"\nRun "autopilot --help" for usage.\n',
     );
   });
 

@@ -14,7 +14,7 @@ describe('parseSchedule', () => {
     ['1h30m', { kind: 'interval', everyMs: 5_400_000 }],
     ['1.5h', { kind: 'interval', everyMs: 5_400_000 }],
     ['4h', { kind: 'interval', everyMs: 14_400_000 }],
-    ['500ms', { kind: 'interval', everyMs: 500 }],
+    ['1s', { kind: 'interval', everyMs: 1000 }],
     [' 1h ', { kind: 'interval', everyMs: 3_600_000 }],
   ])('duration %j is an interval', (text, schedule) => {
     expect(parseSchedule(text)).toEqual(schedule);
@@ -55,9 +55,20 @@ describe('parseSchedule', () => {
 
   test('the accepted form names both a duration and a cron expression', () => {
     expect(SCHEDULE_ACCEPTED).toBe(
-      'a Go duration such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"',
+      'a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"',
     );
   });
+
+  test.each(['1ns', '500ms', '999ms'])('%j is too short to be a periodic interval', (text) => {
+    expect(parseSchedule(text)).toBeUndefined();
+  });
+
+  test.each(['0 0 30 2 *', '0 0 31 4 *'])(
+    'the cron date %j that never comes is refused instead of crashing later',
+    (text) => {
+      expect(parseSchedule(text)).toBeUndefined();
+    },
+  );
 });
 
 describe('nextCronTime', () => {
