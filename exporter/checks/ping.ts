@@ -117,12 +117,24 @@ export function pingSamples(devices: readonly DeviceResult[]): Sample[] {
     .map((d) => d.evidence.rttMaxSeconds)
     .filter((v): v is number => typeof v === 'number');
   const samples: Sample[] = [
-    { metric: 'autopilot_ping_loss_ratio', labels: {}, value: round((sent - received) / sent) },
+    {
+      metric: 'autopilot_peer_loss_ratio',
+      labels: { check: 'ping' },
+      value: round((sent - received) / sent),
+    },
   ];
   if (averages.length > 0) {
     samples.push(
-      { metric: 'autopilot_ping_rtt_median_seconds', labels: {}, value: median(averages) },
-      { metric: 'autopilot_ping_rtt_max_seconds', labels: {}, value: Math.max(...maxima) },
+      {
+        metric: 'autopilot_peer_rtt_median_seconds',
+        labels: { check: 'ping' },
+        value: median(averages),
+      },
+      {
+        metric: 'autopilot_peer_rtt_max_seconds',
+        labels: { check: 'ping' },
+        value: Math.max(...maxima),
+      },
     );
   }
   return samples;
@@ -133,6 +145,7 @@ export interface PingCheckDeps {
   /** The peers to ping when the caller names none. */
   readonly peers: () => readonly string[];
   readonly run: RunCommand;
+  /** Overrides the deadline derived from the peers and the settings. */
   readonly timeoutMs?: number;
 }
 
@@ -153,7 +166,13 @@ export function createPingCheck(deps: PingCheckDeps): Check {
     deviceKind: 'peer',
     usesGpu: false,
     exclusive: false,
-    timeoutMs: deps.timeoutMs ?? 300_000,
+    // Long enough for every wave of pings to reach its deadline, so a valid configuration (many
+    // peers, low concurrency, many packets) can always finish.
+    get timeoutMs() {
+      if (deps.timeoutMs !== undefined) return deps.timeoutMs;
+      const waves = Math.ceil(deps.peers().length / settings.concurrency);
+      return Math.max(60_000, waves * (deadlineSeconds + 5) * 1000 + deps.peers().length * 10);
+    },
 
     parseParams(raw: RawParams) {
       for (const name of ['job', 'nodelabel'] as const) {
@@ -224,7 +243,9 @@ export function createPingCheck(deps: PingCheckDeps): Check {
     formatText(run: CheckRun, nodeName: string) {
       if (run.devices.length === 0) return formatCheckLevelText('[PING]', run);
       const lines = [`[PING] Node ${nodeName} pinged ${run.devices.length} peer(s)`];
-      for (const device of run.devices) {
+      // Autopilot's 0/1 says reachable or not; a peer that could not be checked is neither, and is
+      // listed with its reason below instead.
+      for (const device of run.devices.filter((d) => d.verdict !== 'ERROR')) {
         const address =
           typeof device.evidence.address === 'string' ? device.evidence.address : device.id;
         lines.push(`Node ${device.id} ${address} default ${device.verdict === 'FAIL' ? 1 : 0}`);

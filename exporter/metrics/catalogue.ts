@@ -70,20 +70,20 @@ export const CORE_METRICS = {
 
 /** Metrics whose values checks return as samples in their outcome. */
 export const SAMPLE_METRICS = {
-  autopilot_ping_rtt_median_seconds: {
+  autopilot_peer_rtt_median_seconds: {
     type: 'gauge',
-    help: 'Median over reachable peers of the average ICMP round-trip time, from the last ping run.',
-    labelNames: [],
+    help: 'Median over reachable peers of the average ICMP round-trip time, from the last conclusive run of the peer check.',
+    labelNames: ['check'],
   },
-  autopilot_ping_rtt_max_seconds: {
+  autopilot_peer_rtt_max_seconds: {
     type: 'gauge',
-    help: 'Largest ICMP round-trip time to any peer in the last ping run.',
-    labelNames: [],
+    help: 'Largest ICMP round-trip time to any peer in the last conclusive run of the peer check.',
+    labelNames: ['check'],
   },
-  autopilot_ping_loss_ratio: {
+  autopilot_peer_loss_ratio: {
     type: 'gauge',
-    help: 'Share of echo requests without a reply, over all peers, in the last ping run.',
-    labelNames: [],
+    help: 'Share of echo requests without a reply, over all peers, in the last conclusive run of the peer check.',
+    labelNames: ['check'],
   },
 } as const satisfies Record<string, MetricSpec>;
 

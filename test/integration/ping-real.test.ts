@@ -93,9 +93,9 @@ describe('ping check against the loopback address', () => {
     expect(evidence.rttMinSeconds as number).toBeLessThanOrEqual(evidence.rttAvgSeconds as number);
     expect(evidence.rttAvgSeconds as number).toBeLessThanOrEqual(evidence.rttMaxSeconds as number);
     expect(outcome.samples?.map((s) => s.metric)).toStrictEqual([
-      'autopilot_ping_loss_ratio',
-      'autopilot_ping_rtt_median_seconds',
-      'autopilot_ping_rtt_max_seconds',
+      'autopilot_peer_loss_ratio',
+      'autopilot_peer_rtt_median_seconds',
+      'autopilot_peer_rtt_max_seconds',
     ]);
     expect(outcome.samples?.[0]?.value).toBe(0);
     expect(outcome.samples?.[1]?.value).toBe(evidence.rttAvgSeconds);

@@ -60,9 +60,13 @@ function recordScenario(store: ResultStore): void {
       ],
       {
         samples: [
-          { metric: 'autopilot_ping_loss_ratio', labels: {}, value: 0.5 },
-          { metric: 'autopilot_ping_rtt_median_seconds', labels: {}, value: 0.00042 },
-          { metric: 'autopilot_ping_rtt_max_seconds', labels: {}, value: 0.0009 },
+          { metric: 'autopilot_peer_loss_ratio', labels: { check: 'ping' }, value: 0.5 },
+          {
+            metric: 'autopilot_peer_rtt_median_seconds',
+            labels: { check: 'ping' },
+            value: 0.00042,
+          },
+          { metric: 'autopilot_peer_rtt_max_seconds', labels: { check: 'ping' }, value: 0.0009 },
         ],
       },
     ),

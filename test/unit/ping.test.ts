@@ -240,13 +240,13 @@ describe('pingSamples', () => {
     ];
     expect(pingSamples(devices)).toStrictEqual([
       // 18 sent, 5 received
-      { metric: 'autopilot_ping_loss_ratio', labels: {}, value: 0.722222 },
+      { metric: 'autopilot_peer_loss_ratio', labels: { check: 'ping' }, value: 0.722222 },
       {
-        metric: 'autopilot_ping_rtt_median_seconds',
-        labels: {},
+        metric: 'autopilot_peer_rtt_median_seconds',
+        labels: { check: 'ping' },
         value: (0.000044 + 0.000471) / 2,
       },
-      { metric: 'autopilot_ping_rtt_max_seconds', labels: {}, value: 0.00053 },
+      { metric: 'autopilot_peer_rtt_max_seconds', labels: { check: 'ping' }, value: 0.00053 },
     ]);
   });
 
@@ -261,15 +261,15 @@ describe('pingSamples', () => {
     expect(
       pingSamples([peer('a', 0.003, 0.004), peer('b', 0.001, 0.009), peer('c', 0.002, 0.002)]),
     ).toStrictEqual([
-      { metric: 'autopilot_ping_loss_ratio', labels: {}, value: 0 },
-      { metric: 'autopilot_ping_rtt_median_seconds', labels: {}, value: 0.002 },
-      { metric: 'autopilot_ping_rtt_max_seconds', labels: {}, value: 0.009 },
+      { metric: 'autopilot_peer_loss_ratio', labels: { check: 'ping' }, value: 0 },
+      { metric: 'autopilot_peer_rtt_median_seconds', labels: { check: 'ping' }, value: 0.002 },
+      { metric: 'autopilot_peer_rtt_max_seconds', labels: { check: 'ping' }, value: 0.009 },
     ]);
   });
 
   test('no reply at all gives the loss ratio only', () => {
     expect(pingSamples([judged('no-reply')])).toStrictEqual([
-      { metric: 'autopilot_ping_loss_ratio', labels: {}, value: 1 },
+      { metric: 'autopilot_peer_loss_ratio', labels: { check: 'ping' }, value: 1 },
     ]);
   });
 
@@ -578,7 +578,6 @@ describe('createPingCheck: formatText', () => {
       [
         '[PING] Node node-x pinged 2 peer(s)',
         'Node a 127.0.0.1 default 0',
-        'Node b b default 0',
         '[PING] b: ERROR ping: no-such-host.invalid: Name or service not known',
         '[PING] At least one node could not be checked. ERROR',
         '',
@@ -602,6 +601,24 @@ describe('createPingCheck: formatText', () => {
     expect(check.deviceKind).toBe('peer');
     expect(check.usesGpu).toBe(false);
     expect(check.exclusive).toBe(false);
-    expect(check.timeoutMs).toBe(300_000);
+    expect(check.timeoutMs).toBe(60_000);
+  });
+
+  test('the deadline grows with the waves of pings the peers need', () => {
+    const peers = Array.from({ length: 1000 }, (_, i) => `p${i}`);
+    // settings: count 3, reply timeout 1 s → each ping ends by its 3 s deadline (+5 s kill margin).
+    const check = createPingCheck({
+      settings: { ...SETTINGS, concurrency: 10 },
+      peers: () => peers,
+      run: fakeRun({}).run,
+    });
+    expect(check.timeoutMs).toBe(100 * 8_000 + 1000 * 10);
+    const fixed = createPingCheck({
+      settings: SETTINGS,
+      peers: () => peers,
+      run: fakeRun({}).run,
+      timeoutMs: 5,
+    });
+    expect(fixed.timeoutMs).toBe(5);
   });
 });
