@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { renderTable } from './api/render.js';
-import { CHECK_NAMES } from './checks/index.js';
+import { CHECK_NAMES, CHECK_SUMMARIES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
 import { helpText, parseCommandLine, UsageError, type CommandLine } from './cli.js';
 import { createSystemClock } from './clock.js';
@@ -16,7 +16,7 @@ import { createRunCommand } from './exec/run-command.js';
 import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
 import { createJsonLogger, type Logger } from './log.js';
-import { listen } from './server.js';
+import { listen, type Listening } from './server.js';
 
 const EXIT_USAGE = 2;
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -26,6 +26,11 @@ async function main(argv: readonly string[]): Promise<number> {
   let config: Config;
   try {
     commandLine = parseCommandLine(argv);
+    if (commandLine.command.kind === 'help') {
+      const checks = CHECK_NAMES.map((name) => ({ name, summary: CHECK_SUMMARIES[name] }));
+      process.stdout.write(helpText(commandLine.command.topic, { checks }));
+      return 0;
+    }
     config = parseConfig({
       flags: commandLine.flags,
       env: process.env,
@@ -57,9 +62,6 @@ async function main(argv: readonly string[]): Promise<number> {
 
   const { command } = commandLine;
   switch (command.kind) {
-    case 'help':
-      process.stdout.write(helpText(command.topic, { checks: [...exporter.checks.values()] }));
-      return 0;
     case 'check':
       return checkOnce(exporter, config, command.checks, logger);
     case 'serve':
@@ -92,7 +94,20 @@ async function checkOnce(
 }
 
 async function serve(exporter: Exporter, config: Config, logger: Logger): Promise<number> {
-  const listening = await listen(exporter, config);
+  let listening: Listening;
+  try {
+    listening = await listen(exporter, config);
+  } catch (error) {
+    const { code, port } = error as { code?: string; port?: number };
+    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw error;
+    const why = {
+      EADDRINUSE: 'it is in use',
+      EACCES: 'permission denied',
+      EADDRNOTAVAIL: 'no such address here',
+    }[code];
+    process.stderr.write(`autopilot: cannot listen on port ${port ?? '?'}: ${why}\n`);
+    return 1;
+  }
   logger.info('exporter listening', {
     api: listening.ports.api,
     metrics: listening.ports.metrics,

@@ -149,6 +149,8 @@ export interface PingCheckDeps {
   readonly timeoutMs?: number;
 }
 
+export const PING_SUMMARY = 'ICMP reachability, round-trip time and loss to every peer';
+
 /** Interval between echo requests; 200 ms is the shortest iputils allows a non-root user. */
 const INTERVAL_SECONDS = 0.2;
 
@@ -160,7 +162,7 @@ export function createPingCheck(deps: PingCheckDeps): Check {
 
   return {
     name: 'ping',
-    summary: 'ICMP reachability, round-trip time and loss to every peer',
+    summary: PING_SUMMARY,
     banner: 'Ping test',
     compatHealth: 'ping',
     deviceKind: 'peer',

@@ -171,12 +171,13 @@ export function parseConfig(inputs: ConfigInputs): Config {
 }
 
 function parsePort(name: string, value: string): number {
-  return parseInteger(name, value, 1, 65535, 'a TCP port number from 1 to 65535');
+  return parseInteger(name, value, 0, 65535, 'a TCP port number from 0 (any free port) to 65535');
 }
 
 function rejectSharedPorts(ports: Readonly<Record<string, number>>): void {
   const seen = new Map<number, string>();
   for (const [name, port] of Object.entries(ports)) {
+    if (port === 0) continue; // each listener gets its own free port
     const other = seen.get(port);
     if (other !== undefined) {
       throw new ConfigError(name, String(port), `a port different from ${other} (${port})`);

@@ -4,26 +4,13 @@
  */
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'ping', 'iputils-20221126');
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        resolve(typeof address === 'object' && address !== null ? address.port : 0),
-      );
-    });
-  });
-}
 
 function baseEnv(extra: Record<string, string>): Record<string, string> {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...extra };
@@ -73,20 +60,36 @@ describe('exporter process (serve)', () => {
   const ports = { api: 0, metrics: 0, readiness: 0 };
 
   beforeAll(async () => {
-    ports.api = await freePort();
-    ports.metrics = await freePort();
-    ports.readiness = await freePort();
-    exporter = spawn(process.execPath, [MAIN, '--port', String(ports.api), '--w', '1h'], {
+    // Port 0 everywhere: each listener takes a free port and the log line says which.
+    exporter = spawn(process.execPath, [MAIN, '--port', '0', '--w', '1h'], {
       env: baseEnv({
         NODE_NAME: 'e2e-node',
         AUTOPILOT_PEERS: '127.0.0.1',
-        AUTOPILOT_METRICS_PORT: String(ports.metrics),
-        AUTOPILOT_READINESS_PORT: String(ports.readiness),
+        AUTOPILOT_METRICS_PORT: '0',
+        AUTOPILOT_READINESS_PORT: '0',
         AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
       }),
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    exporter.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no "exporter listening" line: ${stderr}`)),
+        15_000,
+      );
+      exporter.stderr?.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        const line = stderr.split('\n').find((l) => l.includes('"exporter listening"'));
+        if (line === undefined) return;
+        const entry = JSON.parse(line) as { api: number; metrics: number; readiness: number };
+        Object.assign(ports, {
+          api: entry.api,
+          metrics: entry.metrics,
+          readiness: entry.readiness,
+        });
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   });
 
   afterAll(() => {
@@ -206,6 +209,33 @@ describe('exporter process (errors and the check command)', () => {
     const result = await runToEnd(['check', 'nope'], baseEnv({}));
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('unknown check "nope"');
+  });
+
+  test('--help works even when the environment holds a bad setting', async () => {
+    const result = await runToEnd(['--help'], baseEnv({ PERIODIC_CHECKS: 'nonsense' }));
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('Usage:');
+  });
+
+  test('a port in use is one clear line and exit code 1', async () => {
+    const blocker: Server = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const address = blocker.address();
+    const port = typeof address === 'object' && address !== null ? address.port : 0;
+    try {
+      const result = await runToEnd(
+        ['--port', String(port)],
+        baseEnv({
+          AUTOPILOT_METRICS_PORT: '0',
+          AUTOPILOT_READINESS_PORT: '0',
+          AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
+        }),
+      );
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe(`autopilot: cannot listen on port ${port}: it is in use\n`);
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
   });
 
   test('--help describes the commands and flags', async () => {

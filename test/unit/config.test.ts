@@ -39,6 +39,18 @@ function configError(given: Inputs): ConfigError {
 
 const ALL_CHECKS = ['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower', 'pvc'];
 
+describe('parseConfig port 0', () => {
+  test('0 means any free port, and several listeners may all ask for it', () => {
+    const config = parseConfig(
+      inputs({
+        flags: { port: '0' },
+        env: { AUTOPILOT_METRICS_PORT: '0', AUTOPILOT_READINESS_PORT: '0' },
+      }),
+    );
+    expect([config.apiPort, config.metricsPort, config.readinessPort]).toEqual([0, 0, 0]);
+  });
+});
+
 describe('parseConfig defaults', () => {
   test('no flags and no environment give the documented defaults', () => {
     const expected: Config = {
@@ -313,7 +325,7 @@ interface ErrorCase extends Inputs {
   readonly accepted: string;
 }
 
-const PORT = 'a TCP port number from 1 to 65535';
+const PORT = 'a TCP port number from 0 (any free port) to 65535';
 const BW = 'a number of GB/s above 0, such as 4 or 12.5';
 const LOGLEVEL = 'one of error, warn, info, debug, or a klog verbosity from 0 to 10';
 const NODE = 'a node name made of letters, digits, "-" and "."';
@@ -321,7 +333,6 @@ const REPLY_TIMEOUT = 'a Go duration from 100ms to 1m, such as 1s or 500ms';
 const STORAGE_CLASS = 'a StorageClass name (lower-case DNS subdomain)';
 
 const ERROR_CASES: readonly ErrorCase[] = [
-  { name: '--port 0', flags: { port: '0' }, setting: '--port', value: '0', accepted: PORT },
   {
     name: '--port 70000',
     flags: { port: '70000' },
