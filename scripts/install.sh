@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Autopilot needs on a Debian 12 machine, then the npm packages (npm ci).
 #   scripts/install.sh          what the exporter needs to run: ping
-#   scripts/install.sh --test   also what the tests need: Prometheus (promtool), Alertmanager,
-#                               iperf3, iproute2, gcc and make
+#   scripts/install.sh --test   also what the tests need: promtool (Debian's prometheus package)
+#                               and iproute2 (network namespaces)
 # Debian packages are installed only when missing, so a prepared machine is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ fi
 
 packages=(iputils-ping)
 if [ "$mode" = test ]; then
-  packages+=(iproute2 iperf3 prometheus prometheus-alertmanager gcc make)
+  packages+=(iproute2 prometheus)
 fi
 missing=()
 for package in "${packages[@]}"; do

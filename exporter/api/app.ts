@@ -51,6 +51,8 @@ export function createApiApp(deps: ApiDeps): Koa {
     checkHosts(query.host, deps.nodeName);
     rejectClusterSelectors(query);
     parseBoundedInteger('batch', query.batch, 0, 100_000);
+    // r is DCGM's level; Autopilot took any text and failed later, this says what is wrong now.
+    parseBoundedInteger('r', query.r, 1, 4);
     // Parameters are validated for every check before any check runs.
     const planned = names.map((name) => {
       const check = deps.checks.get(name)!;
@@ -63,7 +65,7 @@ export function createApiApp(deps: ApiDeps): Koa {
     respond(ctx, format, runs, false);
   });
 
-  router.get('/results', (ctx) => {
+  router.all('/results', (ctx) => {
     const query = readQuery(ctx.query);
     const format = formatOf(ctx, query);
     const names =
@@ -185,7 +187,7 @@ function rejectClusterSelectors(query: RawParams): void {
   }
 }
 
-export function parseBoundedInteger(
+function parseBoundedInteger(
   name: string,
   value: string | undefined,
   min: number,

@@ -7,7 +7,7 @@
  */
 
 import type { PingSettings } from '../config/config.js';
-import { isHostOrAddress } from '../config/config.js';
+import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
 import type { CommandResult, RunCommand } from '../exec/run-command.js';
 import type { Check, CheckOutcome, CheckRun, DeviceResult, RawParams, Sample } from './check.js';

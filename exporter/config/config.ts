@@ -6,6 +6,7 @@
  */
 
 import { isIP } from 'node:net';
+import { DNS_NAME, isHostOrAddress } from '../net-names.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
 import { formatDuration, parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
@@ -254,14 +255,6 @@ function parseCheckList(value: string | undefined, known: readonly string[]): st
     else throw new ConfigError('PERIODIC_CHECKS', value, `${accepted} (unknown check "${name}")`);
   }
   return [...new Set(result)];
-}
-
-const DNS_NAME =
-  /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/i;
-
-/** True for a DNS name, an IPv4 or an IPv6 address; never for something that could be an option. */
-export function isHostOrAddress(text: string): boolean {
-  return isIP(text) !== 0 || DNS_NAME.test(text);
 }
 
 function checkName(name: string, value: string): void {

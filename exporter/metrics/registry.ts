@@ -35,8 +35,6 @@ export interface MetricsDeps {
   readonly build: BuildInfo;
 }
 
-type GaugeInstance = Gauge;
-
 export function createMetricsRegistry(deps: MetricsDeps): Registry {
   const registry = new Registry();
   const { store, checks, host } = deps;
@@ -45,10 +43,7 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
   const conclusiveOf = (): Map<string, CheckRun> =>
     new Map(store.conclusiveRuns().map((run) => [run.check, run]));
 
-  const gauge = (
-    name: CoreMetricName | SampleMetricName,
-    fill: (g: GaugeInstance) => void,
-  ): void => {
+  const gauge = (name: CoreMetricName | SampleMetricName, fill: (g: Gauge) => void): void => {
     const spec: MetricSpec = ALL_METRICS[name]!;
     new Gauge({
       name,

@@ -397,6 +397,12 @@ describe('GET /status', () => {
       `nodelabel selects nodes through Kubernetes, ${STANDALONE}`,
     ],
     [
+      'a DCGM level that is no number',
+      'check=alpha&r=zz',
+      'r "zz" is not a whole number from 1 to 4',
+    ],
+    ['a DCGM level out of range', 'check=alpha&r=5', 'r "5" is not a whole number from 1 to 4'],
+    [
       'a batch that is no number',
       'check=alpha&batch=abc',
       'batch "abc" is not a whole number from 0 to 100000',
@@ -412,9 +418,13 @@ describe('GET /status', () => {
       'format "xml" is not supported; use text or json',
     ],
     ['a repeated parameter', 'check=alpha&check=beta', 'parameter check is given more than once'],
-    ['a bad check parameter', 'check=beta&r=9', `r "9" ${LEVEL_HINT}`],
-    // Parameters are validated for every check before any runs: alpha ignores r, beta rejects it.
-    ['a bad parameter of a later check', 'check=alpha,beta&r=0', `r "0" ${LEVEL_HINT}`],
+    // r is checked by /status itself, before any check sees it or runs.
+    ['a bad check parameter', 'check=beta&r=9', 'r "9" is not a whole number from 1 to 4'],
+    [
+      'a bad parameter of a later check',
+      'check=alpha,beta&r=0',
+      'r "0" is not a whole number from 1 to 4',
+    ],
   ];
 
   test.each(rejected)('400 in text for %s', async (_, query, message) => {

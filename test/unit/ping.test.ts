@@ -14,7 +14,7 @@ import type {
 } from '../../exporter/checks/check.js';
 import type { PingSettings } from '../../exporter/config/config.js';
 import type { CommandResult, CommandSpec, RunCommand } from '../../exporter/exec/run-command.js';
-import type { Logger } from '../../exporter/log.js';
+import { silentLogger } from '../../exporter/log.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'ping', 'iputils-20221126');
 
@@ -283,16 +283,8 @@ describe('pingSamples', () => {
 
 const SETTINGS: PingSettings = { command: 'ping', count: 3, replyTimeoutMs: 1000, concurrency: 4 };
 
-const silent: Logger = {
-  error: () => undefined,
-  warn: () => undefined,
-  info: () => undefined,
-  debug: () => undefined,
-  child: () => silent,
-};
-
 function context(params: CheckParams = {}, signal = new AbortController().signal): CheckContext {
-  return { signal, logger: silent, params };
+  return { signal, logger: silentLogger, params };
 }
 
 interface Fake {
