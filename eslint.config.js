@@ -26,6 +26,7 @@ export default tseslint.config(
       'coverage/',
       'jest.config.js',
       'eslint.config.js',
+      'test/global-setup.js',
     ],
   },
   js.configs.recommended,
