@@ -14,6 +14,8 @@ import { createCheckRunner, type CheckRunner } from './check-runner.js';
 import type { Clock } from './clock.js';
 import type { Config } from './config/config.js';
 import type { RunCommand } from './exec/run-command.js';
+import type { CudaProbeLoad, NvmlLoad } from './native/ports.js';
+import { createXidLedger, createXidWatcher, type XidWatcher } from './checks/xid.js';
 import { createGpuLock } from './gpu-lock.js';
 import type { Logger } from './log.js';
 import {
@@ -27,6 +29,8 @@ import { createResultStore, type ResultStore } from './store.js';
 
 export interface ExporterPorts {
   readonly runCommand: RunCommand;
+  readonly nvml: NvmlLoad;
+  readonly cuda: CudaProbeLoad;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly cpuModel: string;
@@ -43,10 +47,20 @@ export interface Exporter {
   readonly apiApp: Koa;
   readonly metricsApp: Koa;
   readonly readinessApp: Koa;
+  /** Listens to XID events while the exporter serves; runs the xid check when one counts. */
+  readonly xidWatcher: XidWatcher;
 }
 
 export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
-  const checks = createChecks(config, { runCommand: ports.runCommand, peers: () => config.peers });
+  const xidLedger = createXidLedger({ debounceMs: 10_000 });
+  const checks = createChecks(config, {
+    runCommand: ports.runCommand,
+    peers: () => config.peers,
+    nvml: ports.nvml,
+    cuda: ports.cuda,
+    xidLedger,
+    now: () => ports.clock.now(),
+  });
   const store = createResultStore({ historySize: config.historySize });
   const runner = createCheckRunner({
     checks,
@@ -69,8 +83,16 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     gpuModel: ports.gpuModel,
   };
   const registry = createMetricsRegistry({ store, checks, host, build: ports.build });
+  const xidWatcher = createXidWatcher({
+    nvml: ports.nvml,
+    ledger: xidLedger,
+    clock: ports.clock,
+    logger: ports.logger.child({ component: 'xid' }),
+    onCounted: () => void runner.run('xid', {}, 'event'),
+  });
   return {
     checks,
+    xidWatcher,
     store,
     runner,
     scheduler,

@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { renderTable } from './api/render.js';
 import { CHECK_NAMES, CHECK_SUMMARIES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
-import { helpText, parseCommandLine, UsageError, type CommandLine } from './cli.js';
+import { helpText, parseCommandLine, UsageError, type Command, type CommandLine } from './cli.js';
 import { createSystemClock } from './clock.js';
 import { ConfigError, parseConfig, type Config } from './config/config.js';
 import { createRunCommand } from './exec/run-command.js';
@@ -17,11 +17,18 @@ import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
 import { createJsonLogger, type Logger } from './log.js';
 import { listen, type Listening } from './server.js';
+import { loadCudaProbe } from './native/cuda-probe.js';
+import { loadNvml } from './native/nvml.js';
+import type { NvmlLoad } from './native/ports.js';
+import { fileURLToPath } from 'node:url';
 
 const EXIT_USAGE = 2;
 const SHUTDOWN_GRACE_MS = 10_000;
 
 async function main(argv: readonly string[]): Promise<number> {
+  // NVML and CUDA calls run on libuv's thread pool (4 threads by default), which file and DNS
+  // operations share; a hung driver call must not starve them. Read when the pool first starts.
+  process.env.UV_THREADPOOL_SIZE ??= '16';
   let commandLine: CommandLine;
   let config: Config;
   try {
@@ -50,17 +57,35 @@ async function main(argv: readonly string[]): Promise<number> {
     write: (line) => process.stderr.write(line),
     now: Date.now,
   }).child({ node: config.nodeName });
+  const nvml = await loadNvml(config.nvmlLibrary);
+  const cuda = loadCudaProbe(config.cudaProbeLibrary ?? defaultCudaProbeLibrary());
+  if (!nvml.ok) logger.info('NVML unavailable: GPU checks will say SKIP', { reason: nvml.reason });
+  if (!cuda.ok)
+    logger.info('CUDA probe unavailable: pciebw and gpumem will say SKIP', { reason: cuda.reason });
   const exporter = buildExporter(config, {
     runCommand: createRunCommand({ baseEnv: process.env }),
+    nvml,
+    cuda,
     clock: createSystemClock(),
     logger,
     cpuModel: readCpuModel(),
-    // NVML reports the GPU model once the GPU checks exist; Autopilot's own fallback is N/A.
-    gpuModel: 'N/A',
+    gpuModel: await gpuModelOf(nvml),
     build: { version: packageVersion(), nodejs: process.versions.node },
   });
 
-  const { command } = commandLine;
+  try {
+    return await runCommandLine(commandLine.command, exporter, config, logger);
+  } finally {
+    if (nvml.ok) await nvml.nvml.close();
+  }
+}
+
+async function runCommandLine(
+  command: Exclude<Command, { kind: 'help' }>,
+  exporter: Exporter,
+  config: Config,
+  logger: Logger,
+): Promise<number> {
   switch (command.kind) {
     case 'check':
       return checkOnce(exporter, config, command.checks, logger);
@@ -116,15 +141,32 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
     peers: config.peers.length,
   });
   exporter.scheduler.start();
+  exporter.xidWatcher.start();
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
   logger.info('shutting down', { signal });
   exporter.scheduler.stop();
+  await exporter.xidWatcher.stop();
   await exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
   await listening.close();
   return 0;
+}
+
+/** Autopilot's gpumodel label: the first GPU's name, N/A without NVML or GPUs. */
+async function gpuModelOf(nvml: NvmlLoad): Promise<string> {
+  if (!nvml.ok) return 'N/A';
+  try {
+    return (await nvml.nvml.devices())[0]?.name ?? 'N/A';
+  } catch {
+    return 'N/A';
+  }
+}
+
+/** The probe library `make -C cuda` builds, beside the compiled exporter (dist/exporter/main.js). */
+function defaultCudaProbeLibrary(): string {
+  return fileURLToPath(new URL('../../build/cuda/libautopilot-probe.so', import.meta.url));
 }
 
 function readCpuModel(): string {

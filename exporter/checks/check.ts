@@ -86,7 +86,8 @@ export interface Check {
   formatText(run: CheckRun, nodeName: string): string;
 }
 
-export const TRIGGERS = ['startup', 'periodic', 'api', 'cli'] as const;
+/** event: an XID arrived and the xid check ran at once. */
+export const TRIGGERS = ['startup', 'periodic', 'api', 'cli', 'event'] as const;
 export type Trigger = (typeof TRIGGERS)[number];
 
 /** What the store keeps of one run. */

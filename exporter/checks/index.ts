@@ -5,23 +5,57 @@
 
 import type { Config } from '../config/config.js';
 import type { RunCommand } from '../exec/run-command.js';
+import type { CudaProbeLoad, NvmlLoad } from '../native/ports.js';
 import type { Check } from './check.js';
+import { ECC_SUMMARY, createEccCheck } from './ecc.js';
+import { GPUMEM_SUMMARY, createGpuMemCheck } from './gpumem.js';
+import { GPUPOWER_SUMMARY, createGpuPowerCheck } from './gpupower.js';
+import { PCIEBW_SUMMARY, createPcieBwCheck } from './pciebw.js';
 import { PING_SUMMARY, createPingCheck } from './ping.js';
+import { REMAPPED_SUMMARY, createRemappedCheck } from './remapped.js';
+import { XID_SUMMARY, createXidCheck, type XidLedger } from './xid.js';
 
 /** Names in catalogue order; config validation needs them before any port exists. */
-export const CHECK_NAMES = ['ping'] as const;
+export const CHECK_NAMES = [
+  'pciebw',
+  'remapped',
+  'gpupower',
+  'ecc',
+  'xid',
+  'gpumem',
+  'ping',
+] as const;
 export type CheckName = (typeof CHECK_NAMES)[number];
 
 /** One line per check for --help, which must work before any configuration is read. */
-export const CHECK_SUMMARIES: Readonly<Record<CheckName, string>> = { ping: PING_SUMMARY };
+export const CHECK_SUMMARIES: Readonly<Record<CheckName, string>> = {
+  pciebw: PCIEBW_SUMMARY,
+  remapped: REMAPPED_SUMMARY,
+  gpupower: GPUPOWER_SUMMARY,
+  ecc: ECC_SUMMARY,
+  xid: XID_SUMMARY,
+  gpumem: GPUMEM_SUMMARY,
+  ping: PING_SUMMARY,
+};
 
 export interface CheckPorts {
   readonly runCommand: RunCommand;
   readonly peers: () => readonly string[];
+  readonly nvml: NvmlLoad;
+  readonly cuda: CudaProbeLoad;
+  readonly xidLedger: XidLedger;
+  readonly now: () => number;
 }
 
 export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<string, Check> {
+  const { nvml, cuda } = ports;
   const factories: Record<CheckName, () => Check> = {
+    pciebw: () => createPcieBwCheck({ nvml, cuda, thresholdGBps: config.bandwidthThresholdGBps }),
+    remapped: () => createRemappedCheck({ nvml }),
+    gpupower: () => createGpuPowerCheck({ nvml }),
+    ecc: () => createEccCheck({ nvml }),
+    xid: () => createXidCheck({ nvml, ledger: ports.xidLedger, now: ports.now }),
+    gpumem: () => createGpuMemCheck({ nvml, cuda }),
     ping: () =>
       createPingCheck({ settings: config.ping, peers: ports.peers, run: ports.runCommand }),
   };

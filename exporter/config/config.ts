@@ -40,6 +40,10 @@ export interface Config {
   readonly dcgmFatalErrors: readonly string[];
   readonly invasiveJobTtlSeconds: number;
   readonly pvcStorageClass: string | undefined;
+  /** Path or name of libnvidia-ml. */
+  readonly nvmlLibrary: string;
+  /** Path of the CUDA probe library; undefined means the one built into build/cuda/. */
+  readonly cudaProbeLibrary: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -83,7 +87,7 @@ export const FLAGS = [
 
 export const FLAG_NAMES: ReadonlySet<string> = new Set(FLAGS.map((f) => f.name));
 
-/** Autopilot's default periodic list; checks this build lacks are left out. */
+/** Autopilot's default periodic list plus ecc and xid; checks this build lacks are left out. */
 export const AUTOPILOT_PERIODIC_CHECKS = [
   'pciebw',
   'remapped',
@@ -168,6 +172,8 @@ export function parseConfig(inputs: ConfigInputs): Config {
       7 * 24 * 3600,
     ),
     pvcStorageClass: parseStorageClass(env.PVC_TEST_STORAGE_CLASS),
+    nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? 'libnvidia-ml.so.1',
+    cudaProbeLibrary: setting('AUTOPILOT_CUDA_PROBE_LIBRARY'),
   };
 }
 
@@ -327,7 +333,7 @@ export const ENV_SETTINGS = [
   ['POD_NAME', '', 'name of the exporter pod'],
   [
     'PERIODIC_CHECKS',
-    'pciebw,remapped,dcgm,ping,gpupower (those this build has)',
+    'pciebw,remapped,dcgm,ping,gpupower,ecc,xid (those this build has)',
     'checks of the periodic round; all = the default list',
   ],
   ['PVC_TEST_STORAGE_CLASS', '', 'StorageClass of the pvc check'],
@@ -346,4 +352,14 @@ export const ENV_SETTINGS = [
   ['AUTOPILOT_READINESS_PORT', '8080', 'port of /readinessprobe'],
   ['AUTOPILOT_LISTEN_ADDRESS', 'all addresses', 'address the three listeners bind to'],
   ['AUTOPILOT_HISTORY_SIZE', '20', 'runs kept per check for the API'],
+  [
+    'AUTOPILOT_NVML_LIBRARY',
+    'libnvidia-ml.so.1',
+    'NVML library: a name the loader finds, or a path',
+  ],
+  [
+    'AUTOPILOT_CUDA_PROBE_LIBRARY',
+    'build/cuda/libautopilot-probe.so of this installation',
+    'the CUDA probe library built from cuda/',
+  ],
 ] as const;

@@ -85,6 +85,76 @@ export const SAMPLE_METRICS = {
     help: 'Share of echo requests without a reply, over all peers, in the last conclusive run of the peer check.',
     labelNames: ['check'],
   },
+  autopilot_gpu_pcie_bandwidth_bytes_per_second: {
+    type: 'gauge',
+    help: 'Pinned copy bandwidth between host and GPU in the last conclusive pciebw run, by direction (h2d, d2h).',
+    labelNames: ['gpu', 'uuid', 'direction'],
+  },
+  autopilot_gpu_pcie_link_generation: {
+    type: 'gauge',
+    help: 'PCIe link generation of the GPU, read while pciebw copied (state="current") and the most the GPU and slot allow (state="max").',
+    labelNames: ['gpu', 'uuid', 'state'],
+  },
+  autopilot_gpu_pcie_link_width: {
+    type: 'gauge',
+    help: 'PCIe link width in lanes of the GPU, read while pciebw copied (state="current") and the most the GPU and slot allow (state="max").',
+    labelNames: ['gpu', 'uuid', 'state'],
+  },
+  autopilot_gpu_remapped_rows: {
+    type: 'gauge',
+    help: 'HBM rows remapped after correctable or uncorrectable errors (state), from the last conclusive remapped run.',
+    labelNames: ['gpu', 'uuid', 'state'],
+  },
+  autopilot_gpu_row_remap_pending: {
+    type: 'gauge',
+    help: '1 when a row remap waits for a GPU reset, from the last conclusive remapped run.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_row_remap_failure: {
+    type: 'gauge',
+    help: '1 when a row remapping has failed on the GPU (an RMA criterion), from the last conclusive remapped run.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_clock_event_reason: {
+    type: 'gauge',
+    help: '1 when the clock event reason is active on the GPU, 0 when not, from the last conclusive gpupower run.',
+    labelNames: ['gpu', 'uuid', 'reason'],
+  },
+  autopilot_gpu_ecc_volatile_uncorrected_errors: {
+    type: 'gauge',
+    help: 'Uncorrected (double-bit) ECC errors since the driver loaded, from the last conclusive ecc run.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_retired_pages_pending: {
+    type: 'gauge',
+    help: '1 when memory pages wait to be retired at the next GPU reset, from the last conclusive ecc run.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_xid_events_total: {
+    type: 'counter',
+    help: 'XID events seen since the exporter started, by code, debounced (a repeat within 10 s counts once); updated when the xid check runs.',
+    labelNames: ['gpu', 'uuid', 'xid'],
+  },
+  autopilot_gpu_memory_bandwidth_bytes_per_second: {
+    type: 'gauge',
+    help: 'HBM device-to-device copy bandwidth (bytes read plus written) in the last conclusive gpumem run.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_memory_pattern_mismatches: {
+    type: 'gauge',
+    help: 'Mismatched 64-bit words in the memory pattern test of the last conclusive gpumem run.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_fp32_flops: {
+    type: 'gauge',
+    help: 'FP32 arithmetic throughput in floating-point operations per second, from the last conclusive gpumem run.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_fp64_flops: {
+    type: 'gauge',
+    help: 'FP64 arithmetic throughput in floating-point operations per second, from the last conclusive gpumem run.',
+    labelNames: ['gpu', 'uuid'],
+  },
 } as const satisfies Record<string, MetricSpec>;
 
 export type CoreMetricName = keyof typeof CORE_METRICS;

@@ -5,7 +5,7 @@
  */
 
 import { Counter, Gauge, Registry } from 'prom-client';
-import { VERDICTS, type Check, type CheckRun } from '../checks/check.js';
+import { VERDICTS, type Check, type CheckRun, type Sample } from '../checks/check.js';
 import { NODE_STATES } from '../node-health.js';
 import { isSuccess, type ResultStore } from '../store.js';
 import {
@@ -145,12 +145,25 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
   });
 
   for (const name of Object.keys(SAMPLE_METRICS) as SampleMetricName[]) {
-    gauge(name, (g) => {
-      for (const run of conclusiveOf().values()) {
-        for (const sample of run.samples)
-          if (sample.metric === name) g.set(sample.labels, sample.value);
-      }
-    });
+    const spec: MetricSpec = SAMPLE_METRICS[name];
+    const samplesOf = (): Sample[] =>
+      [...conclusiveOf().values()].flatMap((run) => run.samples.filter((s) => s.metric === name));
+    if (spec.type === 'counter') {
+      new Counter({
+        name,
+        help: spec.help,
+        labelNames: spec.labelNames,
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const sample of samplesOf()) this.inc(sample.labels, sample.value);
+        },
+      });
+    } else {
+      gauge(name, (g) => {
+        for (const sample of samplesOf()) g.set(sample.labels, sample.value);
+      });
+    }
   }
   return registry;
 }

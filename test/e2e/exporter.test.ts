@@ -147,7 +147,9 @@ describe('exporter process (serve)', () => {
   test('a bad request gets a 400 and the exporter keeps serving', async () => {
     const response = await fetch(`http://127.0.0.1:${ports.api}/status?check=nope`);
     expect(response.status).toBe(400);
-    expect(await response.text()).toBe('error: unknown check "nope"; known checks: ping, all\n');
+    expect(await response.text()).toBe(
+      'error: unknown check "nope"; known checks: pciebw, remapped, gpupower, ecc, xid, gpumem, ping, all\n',
+    );
     expect((await fetch(`http://127.0.0.1:${ports.readiness}/readinessprobe`)).status).toBe(201);
   });
 
@@ -232,7 +234,11 @@ describe('exporter process (errors and the check command)', () => {
         }),
       );
       expect(result.code).toBe(1);
-      expect(result.stderr).toBe(`autopilot: cannot listen on port ${port}: it is in use\n`);
+      // Log lines (JSON) may come first; the error is the one line of plain text.
+      const plain = result.stderr
+        .split('\n')
+        .filter((line) => line !== '' && !line.startsWith('{'));
+      expect(plain).toEqual([`autopilot: cannot listen on port ${port}: it is in use`]);
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
     }

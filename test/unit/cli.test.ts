@@ -230,9 +230,11 @@ describe('helpText', () => {
       expect(text).toMatch(new RegExp(`^  ${name} `, 'm'));
     }
     expect(ENV_SETTINGS.map(([name]) => name).sort()).toEqual([
+      'AUTOPILOT_CUDA_PROBE_LIBRARY',
       'AUTOPILOT_HISTORY_SIZE',
       'AUTOPILOT_LISTEN_ADDRESS',
       'AUTOPILOT_METRICS_PORT',
+      'AUTOPILOT_NVML_LIBRARY',
       'AUTOPILOT_PEERS',
       'AUTOPILOT_PING_COMMAND',
       'AUTOPILOT_PING_CONCURRENCY',

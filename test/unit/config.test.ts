@@ -72,6 +72,8 @@ describe('parseConfig defaults', () => {
       dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
       invasiveJobTtlSeconds: 30,
       pvcStorageClass: undefined,
+      nvmlLibrary: 'libnvidia-ml.so.1',
+      cudaProbeLibrary: undefined,
     };
     expect(parseConfig(inputs())).toEqual(expected);
   });

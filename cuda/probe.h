@@ -1,0 +1,79 @@
+/*
+ * Autopilot CUDA probe: one C function per whole measurement.
+ *
+ * Every function sets its device, allocates, measures, frees and returns a cudaError_t as an int
+ * (0 on success), so each call is self-contained. That matters because the Node binding calls
+ * these functions through koffi's .async, which runs each call on whichever worker thread is free:
+ * CUDA's per-thread state (the current device) does not carry from one call to the next.
+ *
+ * Results go to out-parameters; they are written only on success.
+ */
+#ifndef AUTOPILOT_PROBE_H
+#define AUTOPILOT_PROBE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define AP_EXPORT __attribute__((visibility("default")))
+#else
+#define AP_EXPORT
+#endif
+
+/* Copy directions of ap_copy_bandwidth. */
+#define AP_HOST_TO_DEVICE 0
+#define AP_DEVICE_TO_HOST 1
+
+/*
+ * Devices the runtime sees. cudaErrorInsufficientDriver (35, no driver) and cudaErrorNoDevice
+ * (100) are not errors here: they give success with *count = 0.
+ */
+AP_EXPORT int ap_device_count(int *count);
+
+/*
+ * PCI bus id of a CUDA device, "0000:06:00.0" (4-hex-digit domain), NUL-terminated in buf.
+ * len must be at least 13.
+ */
+AP_EXPORT int ap_pci_bus_id(int device, char *buf, int len);
+
+/*
+ * Pinned host memory (cudaMallocHost) to the device (direction 0) or back (direction 1): one
+ * warm-up copy of `bytes`, then `repetitions` copies timed with CUDA events.
+ * *gbps = bytes * repetitions / 1e9 / seconds.
+ */
+AP_EXPORT int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions,
+                                double *gbps);
+
+/*
+ * Device-to-device copy of `bytes` through HBM: one warm-up copy, then `repetitions` timed
+ * copies. *gbps counts bytes read plus bytes written: 2 * bytes * repetitions / 1e9 / seconds.
+ */
+AP_EXPORT int ap_hbm_bandwidth(int device, size_t bytes, int repetitions, double *gbps);
+
+/*
+ * Memory pattern test over `fraction` (0 < fraction <= 1) of the device's free memory
+ * (cudaMemGetInfo). All of it is allocated at once in chunks, then for each pattern (bytes 0x00,
+ * 0xFF, 0xAA, 0x55, then each word's own address, then its complement) every chunk is written and
+ * then every chunk is checked on the GPU. *mismatches counts 64-bit words that read back wrong,
+ * once per pattern they fail; *bytes_tested is the memory covered (once, not per pattern).
+ */
+AP_EXPORT int ap_memory_pattern(int device, double fraction, unsigned long long *mismatches,
+                                unsigned long long *bytes_tested);
+
+/*
+ * Arithmetic throughput of fused multiply-adds, precision 32 (float) or 64 (double), over enough
+ * blocks to fill every SM. *tflops = 2 * FMAs / seconds / 1e12.
+ */
+AP_EXPORT int ap_flops(int device, int precision, double *tflops);
+
+/* cudaGetErrorString of a code these functions returned. */
+AP_EXPORT const char *ap_error_string(int code);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AUTOPILOT_PROBE_H */

@@ -1,0 +1,228 @@
+/**
+ * gpumem: HBM bandwidth, a memory pattern test and FP32/FP64 throughput per GPU, through the CUDA
+ * probe library. Exclusive: it needs the GPUs to itself, so it runs only when NVML shows no
+ * compute process on any GPU (and the runner keeps every other GPU check out meanwhile).
+ *
+ * Verdict per GPU: any pattern mismatch → FAIL, fatal (the memory returns wrong data); a figure
+ * below half the model's datasheet peak → FAIL; below 60 % of it, or below 85 % of the node's
+ * other GPUs → WARN. Autopilot's thresholds were fixed A100/H100 numbers that failed every other
+ * GPU model.
+ */
+
+import type { CudaProbe, CudaProbeLoad, GpuDevice, Nvml, NvmlLoad } from '../native/ports.js';
+import type { Check, CheckOutcome, CheckRun, DeviceResult, Sample } from './check.js';
+import { busIdKey, cudaOrdinals, formatGpuText, gpuSample, withGpus } from './gpu-common.js';
+import { formatCheckLevelText } from './text.js';
+
+/** Datasheet peaks (SXM unless named): HBM GB/s, FP32 and FP64 non-tensor TFLOPS. */
+export const GPU_MODELS: readonly {
+  readonly match: RegExp;
+  readonly hbmGBps: number;
+  readonly fp32Tflops: number;
+  readonly fp64Tflops: number;
+}[] = [
+  { match: /H200/, hbmGBps: 4800, fp32Tflops: 67, fp64Tflops: 34 },
+  { match: /H100.*PCIe/, hbmGBps: 2000, fp32Tflops: 51, fp64Tflops: 26 },
+  { match: /H100/, hbmGBps: 3350, fp32Tflops: 67, fp64Tflops: 34 },
+  { match: /A100.*80GB/, hbmGBps: 2039, fp32Tflops: 19.5, fp64Tflops: 9.7 },
+  { match: /A100/, hbmGBps: 1555, fp32Tflops: 19.5, fp64Tflops: 9.7 },
+];
+
+export function expectedFigures(gpuName: string): (typeof GPU_MODELS)[number] | undefined {
+  return GPU_MODELS.find((model) => model.match.test(gpuName));
+}
+
+export interface GpuMemMeasurement {
+  readonly hbmGBps: number;
+  readonly mismatches: number;
+  readonly bytesTested: number;
+  readonly fp32Tflops: number;
+  readonly fp64Tflops: number;
+}
+
+const FAIL_SHARE = 0.5;
+const WARN_SHARE = 0.6;
+const SIBLING_SHARE = 0.85;
+
+type Figure = 'hbmGBps' | 'fp32Tflops' | 'fp64Tflops';
+const FIGURES: readonly { readonly key: Figure; readonly label: string; readonly unit: string }[] =
+  [
+    { key: 'hbmGBps', label: 'HBM', unit: 'GB/s' },
+    { key: 'fp32Tflops', label: 'FP32', unit: 'TFLOPS' },
+    { key: 'fp64Tflops', label: 'FP64', unit: 'TFLOPS' },
+  ];
+
+/** Pure: the verdict for one GPU. */
+export function judgeGpuMem(
+  id: string,
+  gpuName: string,
+  m: GpuMemMeasurement,
+  siblingMedians: Readonly<Partial<Record<Figure, number>>>,
+): DeviceResult {
+  const evidence = {
+    hbmGBps: round(m.hbmGBps),
+    fp32Tflops: round(m.fp32Tflops),
+    fp64Tflops: round(m.fp64Tflops),
+    patternMismatches: m.mismatches,
+    patternBytesTested: m.bytesTested,
+  };
+  const base = { id, evidence };
+  if (m.mismatches > 0) {
+    return {
+      ...base,
+      verdict: 'FAIL',
+      fatal: true,
+      reason: `${m.mismatches} mismatched words in the memory pattern test`,
+      compatValue: 1,
+    };
+  }
+  const model = expectedFigures(gpuName);
+  const failing: string[] = [];
+  const warning: string[] = [];
+  for (const { key, label, unit } of FIGURES) {
+    const value = m[key];
+    const text = `${label} ${round(value)} ${unit}`;
+    if (model !== undefined && value < FAIL_SHARE * model[key])
+      failing.push(`${text} (datasheet ${model[key]})`);
+    else if (model !== undefined && value < WARN_SHARE * model[key])
+      warning.push(`${text} (datasheet ${model[key]})`);
+    else {
+      const median = siblingMedians[key];
+      if (median !== undefined && value < SIBLING_SHARE * median)
+        warning.push(`${text} (node median ${round(median)})`);
+    }
+  }
+  if (failing.length > 0)
+    return { ...base, verdict: 'FAIL', reason: `too slow: ${failing.join(', ')}`, compatValue: 1 };
+  if (warning.length > 0)
+    return { ...base, verdict: 'WARN', reason: `slow: ${warning.join(', ')}`, compatValue: 0 };
+  const known =
+    model === undefined
+      ? ' (no datasheet figures for this model; compared with the node only)'
+      : '';
+  return {
+    ...base,
+    verdict: 'PASS',
+    reason: `HBM ${round(m.hbmGBps)} GB/s, FP32 ${round(m.fp32Tflops)}, FP64 ${round(m.fp64Tflops)} TFLOPS, pattern clean${known}`,
+    compatValue: 0,
+  };
+}
+
+export interface GpuMemCheckDeps {
+  readonly nvml: NvmlLoad;
+  readonly cuda: CudaProbeLoad;
+  /** Share of free device memory the pattern test covers. */
+  readonly patternFraction?: number;
+}
+
+export const GPUMEM_SUMMARY =
+  'HBM bandwidth, memory pattern test and FP32/FP64 throughput on idle GPUs (exclusive)';
+
+export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
+  const fraction = deps.patternFraction ?? 0.5;
+
+  async function measure(
+    nvml: Nvml,
+    cuda: CudaProbe,
+    gpus: readonly GpuDevice[],
+  ): Promise<CheckOutcome> {
+    const busy: string[] = [];
+    for (const gpu of gpus) {
+      const processes = await nvml.computeProcessCount(gpu.index);
+      if (processes > 0) busy.push(`GPU ${gpu.index} (${processes} compute processes)`);
+    }
+    if (busy.length > 0) {
+      return {
+        devices: [],
+        verdict: 'SKIP',
+        reason: `GPUs in use, not tested: ${busy.join(', ')}`,
+      };
+    }
+    const ordinals = await cudaOrdinals(cuda);
+    if (ordinals.size === 0) return { devices: [], verdict: 'SKIP', reason: 'CUDA sees no device' };
+    const measured = new Map<number, GpuMemMeasurement>();
+    const results = new Map<number, DeviceResult>();
+    for (const gpu of gpus) {
+      const id = String(gpu.index);
+      const ordinal = ordinals.get(busIdKey(gpu.pciBusId) ?? '');
+      try {
+        if (ordinal === undefined) {
+          results.set(gpu.index, {
+            id,
+            verdict: 'SKIP',
+            reason: `CUDA does not see ${gpu.pciBusId}`,
+            evidence: {},
+          });
+        } else if (await nvml.migEnabled(gpu.index)) {
+          results.set(gpu.index, {
+            id,
+            verdict: 'SKIP',
+            reason: 'MIG is enabled on this GPU',
+            evidence: {},
+          });
+        } else {
+          const hbmGBps = await cuda.hbmBandwidth(ordinal, 1024 * 1024 * 1024, 10);
+          const pattern = await cuda.memoryPattern(ordinal, fraction);
+          const fp32Tflops = await cuda.flops(ordinal, 32);
+          const fp64Tflops = await cuda.flops(ordinal, 64);
+          measured.set(gpu.index, { hbmGBps, fp32Tflops, fp64Tflops, ...pattern });
+        }
+      } catch (error) {
+        results.set(gpu.index, {
+          id,
+          verdict: 'ERROR',
+          reason: error instanceof Error ? error.message : String(error),
+          evidence: {},
+        });
+      }
+    }
+    const medians: Partial<Record<Figure, number>> = {};
+    if (measured.size >= 3) {
+      for (const { key } of FIGURES) {
+        const sorted = [...measured.values()].map((m) => m[key]).sort((a, b) => a - b);
+        medians[key] = sorted[Math.floor(sorted.length / 2)]!;
+      }
+    }
+    const samples: Sample[] = [];
+    for (const gpu of gpus) {
+      const m = measured.get(gpu.index);
+      if (m === undefined) continue;
+      results.set(gpu.index, judgeGpuMem(String(gpu.index), gpu.name, m, medians));
+      samples.push(
+        gpuSample('autopilot_gpu_memory_bandwidth_bytes_per_second', gpu, m.hbmGBps * 1e9),
+        gpuSample('autopilot_gpu_memory_pattern_mismatches', gpu, m.mismatches),
+        gpuSample('autopilot_gpu_fp32_flops', gpu, m.fp32Tflops * 1e12),
+        gpuSample('autopilot_gpu_fp64_flops', gpu, m.fp64Tflops * 1e12),
+      );
+    }
+    return { devices: gpus.map((gpu) => results.get(gpu.index)!), samples };
+  }
+
+  return {
+    name: 'gpumem',
+    summary: GPUMEM_SUMMARY,
+    banner: 'GPU Memory DGEMM+DAXPY test',
+    compatHealth: 'gpumem',
+    deviceKind: 'gpu',
+    usesGpu: true,
+    exclusive: true,
+    timeoutMs: 900_000,
+    parseParams: () => ({}),
+    run: () =>
+      withGpus(deps.nvml, (nvml, gpus) => {
+        if (!deps.cuda.ok)
+          return Promise.resolve({ devices: [], verdict: 'SKIP', reason: deps.cuda.reason });
+        return measure(nvml, deps.cuda.probe, gpus);
+      }),
+    formatText: (run: CheckRun, nodeName: string) =>
+      run.devices.length === 0
+        ? formatCheckLevelText('[[ GPU-MEM ]]', run)
+        : formatGpuText('[[ GPU-MEM ]]', nodeName, run.devices, (d) =>
+            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
+          ),
+  };
+}
+
+function round(value: number): number {
+  return Number(value.toFixed(2));
+}

@@ -1,0 +1,259 @@
+/**
+ * pciebw: pinned host↔device copy bandwidth per GPU through the CUDA probe library, with the PCIe
+ * link generation and width NVML reports while the copy runs (an idle link trains down, so only a
+ * loaded link says anything). Autopilot ran NVIDIA's bandwidthTest sample for about 3 s per GPU
+ * and compared one direction with a fixed 4 GB/s.
+ *
+ * Verdict per GPU, first match wins: below --bw → FAIL; link below its maximum width or generation
+ * under load → FAIL; below 80 % of what the negotiated maximum link carries → WARN; far below the
+ * node's other GPUs → WARN. The reason names the likely cause: "x8 link", "Gen3", or "link fine but
+ * slow" (which points at the host side: IOMMU, NUMA placement, a PCIe switch).
+ */
+
+import type {
+  CopyDirection,
+  CudaProbe,
+  CudaProbeLoad,
+  GpuDevice,
+  Nvml,
+  NvmlLoad,
+  PcieLinkState,
+} from '../native/ports.js';
+import type { Check, CheckOutcome, CheckRun, DeviceResult, Sample } from './check.js';
+import { busIdKey, cudaOrdinals, formatGpuText, gpuSample, withGpus } from './gpu-common.js';
+import { formatCheckLevelText } from './text.js';
+
+/** GB/s one lane carries per direction after line coding, by PCIe generation. */
+const LANE_GBPS: Readonly<Record<number, number>> = {
+  1: 0.25,
+  2: 0.5,
+  3: 0.985,
+  4: 1.969,
+  5: 3.938,
+  6: 7.563,
+};
+
+/** What a link of this generation and width carries per direction, in GB/s. */
+export function linkCapacityGBps(generation: number, width: number): number | undefined {
+  const lane = LANE_GBPS[generation];
+  return lane === undefined ? undefined : lane * width;
+}
+
+export interface PcieMeasurement {
+  readonly h2dGBps: number;
+  readonly d2hGBps: number;
+  /** The link as seen while copying: the highest generation and width observed. */
+  readonly link: PcieLinkState;
+}
+
+export interface PcieJudgement {
+  readonly thresholdGBps: number;
+  /** Median host→device bandwidth of the node's GPUs, when there are at least three to compare. */
+  readonly siblingMedianH2dGBps: number | undefined;
+}
+
+const EXPECTED_SHARE = 0.8;
+const SIBLING_SHARE = 0.75;
+
+/** Pure: the verdict for one GPU. */
+export function judgePcie(id: string, m: PcieMeasurement, j: PcieJudgement): DeviceResult {
+  const { link } = m;
+  const slowest = Math.min(m.h2dGBps, m.d2hGBps);
+  const expected = linkCapacityGBps(link.maxGeneration, link.maxWidth);
+  const evidence = {
+    h2dGBps: round(m.h2dGBps),
+    d2hGBps: round(m.d2hGBps),
+    linkGeneration: link.currentGeneration,
+    linkWidth: link.currentWidth,
+    maxLinkGeneration: link.maxGeneration,
+    maxLinkWidth: link.maxWidth,
+    linkCapacityGBps: expected === undefined ? null : round(expected),
+  };
+  const base = { id, evidence, compatValue: round(m.h2dGBps) };
+  const degraded: string[] = [];
+  if (link.currentWidth < link.maxWidth)
+    degraded.push(`x${link.currentWidth} link (max x${link.maxWidth})`);
+  if (link.currentGeneration < link.maxGeneration) {
+    degraded.push(`Gen${link.currentGeneration} (max Gen${link.maxGeneration})`);
+  }
+  const cause = degraded.length > 0 ? degraded.join(', ') : 'link fine but slow';
+  const figures = `h2d ${round(m.h2dGBps)} GB/s, d2h ${round(m.d2hGBps)} GB/s`;
+
+  if (slowest < j.thresholdGBps) {
+    return {
+      ...base,
+      verdict: 'FAIL',
+      reason: `${figures}: below the ${j.thresholdGBps} GB/s threshold; ${cause}`,
+    };
+  }
+  if (degraded.length > 0) {
+    return { ...base, verdict: 'FAIL', reason: `${figures}: link degraded under load: ${cause}` };
+  }
+  if (expected !== undefined && slowest < EXPECTED_SHARE * expected) {
+    return {
+      ...base,
+      verdict: 'WARN',
+      reason: `${figures}: below ${EXPECTED_SHARE * 100} % of the ${round(expected)} GB/s a Gen${link.maxGeneration} x${link.maxWidth} link carries; ${cause}`,
+    };
+  }
+  if (j.siblingMedianH2dGBps !== undefined && m.h2dGBps < SIBLING_SHARE * j.siblingMedianH2dGBps) {
+    return {
+      ...base,
+      verdict: 'WARN',
+      reason: `${figures}: far below the node's other GPUs (median h2d ${round(j.siblingMedianH2dGBps)} GB/s); ${cause}`,
+    };
+  }
+  return {
+    ...base,
+    verdict: 'PASS',
+    reason: `${figures} on Gen${link.currentGeneration} x${link.currentWidth}`,
+  };
+}
+
+export interface PcieBwCheckDeps {
+  readonly nvml: NvmlLoad;
+  readonly cuda: CudaProbeLoad;
+  /** --bw, in GB/s. */
+  readonly thresholdGBps: number;
+  /** Bytes per copy and copies per direction: 64 MiB × 16 is about 20 ms per direction at 55 GB/s. */
+  readonly copyBytes?: number;
+  readonly repetitions?: number;
+}
+
+export const PCIEBW_SUMMARY =
+  'host↔device PCIe bandwidth per GPU, with the link generation and width under load';
+
+export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
+  const bytes = deps.copyBytes ?? 64 * 1024 * 1024;
+  const repetitions = deps.repetitions ?? 16;
+
+  /** Copies in one direction and reads the link while the copy runs and right after it. */
+  async function measureDirection(
+    nvml: Nvml,
+    cuda: CudaProbe,
+    gpu: GpuDevice,
+    ordinal: number,
+    direction: CopyDirection,
+  ): Promise<{ gbps: number; links: PcieLinkState[] }> {
+    const copy = cuda.copyBandwidth(ordinal, direction, bytes, repetitions);
+    const during = await nvml.pcieLink(gpu.index);
+    const gbps = await copy;
+    return { gbps, links: [during] };
+  }
+
+  async function measure(
+    nvml: Nvml,
+    cuda: CudaProbe,
+    gpus: readonly GpuDevice[],
+  ): Promise<CheckOutcome> {
+    const ordinals = await cudaOrdinals(cuda);
+    if (ordinals.size === 0) return { devices: [], verdict: 'SKIP', reason: 'CUDA sees no device' };
+    const measured = new Map<number, PcieMeasurement>();
+    const results = new Map<number, DeviceResult>();
+    // One GPU at a time: GPUs behind one PCIe switch would otherwise share its uplink.
+    for (const gpu of gpus) {
+      const id = String(gpu.index);
+      const ordinal = ordinals.get(busIdKey(gpu.pciBusId) ?? '');
+      if (ordinal === undefined) {
+        results.set(gpu.index, {
+          id,
+          verdict: 'SKIP',
+          reason: `CUDA does not see ${gpu.pciBusId}`,
+          evidence: {},
+        });
+        continue;
+      }
+      try {
+        if (await nvml.migEnabled(gpu.index)) {
+          results.set(gpu.index, {
+            id,
+            verdict: 'SKIP',
+            reason: 'MIG is enabled on this GPU',
+            evidence: {},
+          });
+          continue;
+        }
+        const h2d = await measureDirection(nvml, cuda, gpu, ordinal, 'h2d');
+        const d2h = await measureDirection(nvml, cuda, gpu, ordinal, 'd2h');
+        const after = await nvml.pcieLink(gpu.index);
+        const links = [...h2d.links, ...d2h.links, after];
+        measured.set(gpu.index, {
+          h2dGBps: h2d.gbps,
+          d2hGBps: d2h.gbps,
+          link: {
+            currentGeneration: Math.max(...links.map((l) => l.currentGeneration)),
+            currentWidth: Math.max(...links.map((l) => l.currentWidth)),
+            maxGeneration: after.maxGeneration,
+            maxWidth: after.maxWidth,
+          },
+        });
+      } catch (error) {
+        results.set(gpu.index, {
+          id,
+          verdict: 'ERROR',
+          reason: error instanceof Error ? error.message : String(error),
+          evidence: {},
+        });
+      }
+    }
+    const h2ds = [...measured.values()].map((m) => m.h2dGBps).sort((a, b) => a - b);
+    const siblingMedianH2dGBps = h2ds.length >= 3 ? h2ds[Math.floor(h2ds.length / 2)] : undefined;
+    const samples: Sample[] = [];
+    for (const gpu of gpus) {
+      const m = measured.get(gpu.index);
+      if (m === undefined) continue;
+      results.set(
+        gpu.index,
+        judgePcie(String(gpu.index), m, {
+          thresholdGBps: deps.thresholdGBps,
+          siblingMedianH2dGBps,
+        }),
+      );
+      samples.push(
+        gpuSample('autopilot_gpu_pcie_bandwidth_bytes_per_second', gpu, m.h2dGBps * 1e9, {
+          direction: 'h2d',
+        }),
+        gpuSample('autopilot_gpu_pcie_bandwidth_bytes_per_second', gpu, m.d2hGBps * 1e9, {
+          direction: 'd2h',
+        }),
+        gpuSample('autopilot_gpu_pcie_link_generation', gpu, m.link.currentGeneration, {
+          state: 'current',
+        }),
+        gpuSample('autopilot_gpu_pcie_link_generation', gpu, m.link.maxGeneration, {
+          state: 'max',
+        }),
+        gpuSample('autopilot_gpu_pcie_link_width', gpu, m.link.currentWidth, { state: 'current' }),
+        gpuSample('autopilot_gpu_pcie_link_width', gpu, m.link.maxWidth, { state: 'max' }),
+      );
+    }
+    return { devices: gpus.map((gpu) => results.get(gpu.index)!), samples };
+  }
+
+  return {
+    name: 'pciebw',
+    summary: PCIEBW_SUMMARY,
+    banner: `Requesting pcie test with bw: ${deps.thresholdGBps}`,
+    compatHealth: 'pciebw',
+    deviceKind: 'gpu',
+    usesGpu: true,
+    exclusive: false,
+    timeoutMs: 120_000,
+    parseParams: () => ({}),
+    run: () =>
+      withGpus(deps.nvml, (nvml, gpus) => {
+        if (!deps.cuda.ok)
+          return Promise.resolve({ devices: [], verdict: 'SKIP', reason: deps.cuda.reason });
+        return measure(nvml, deps.cuda.probe, gpus);
+      }),
+    formatText: (run: CheckRun, nodeName: string) =>
+      run.devices.length === 0
+        ? formatCheckLevelText('[[ PCIEBW ]]', run)
+        : formatGpuText('[[ PCIEBW ]]', nodeName, run.devices, (d) =>
+            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
+          ),
+  };
+}
+
+function round(value: number): number {
+  return Number(value.toFixed(2));
+}

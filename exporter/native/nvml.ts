@@ -1,0 +1,532 @@
+/**
+ * The NVML port (ports.ts) over libnvidia-ml through koffi.
+ *
+ * Every NVML call, nvmlErrorString included, runs through koffi's `.async` on a worker thread, so
+ * a driver call that hangs (a GPU falling off the bus, nvmlEventSetWait_v2) never blocks the event
+ * loop; the method that made it simply does not settle. At most two calls are in flight at once
+ * (see MAX_CALLS_IN_FLIGHT), so hung calls cannot take all of libuv's threadpool. Prototypes and struct layouts follow nvml.h
+ * 13.3.29 (docs/reference/gpu-interfaces.md §2), using the versioned symbols go-nvml picks
+ * (nvmlInit_v2, nvmlDeviceGetCount_v2, nvmlDeviceGetHandleByIndex_v2, nvmlDeviceGetPciInfo_v3,
+ * nvmlDeviceGetComputeRunningProcesses_v3, nvmlEventSetWait_v2).
+ *
+ * The library is never unloaded: a call still hanging on a worker thread would crash on return.
+ */
+
+import koffi from 'koffi';
+import type { LibraryHandle } from 'koffi';
+import {
+  NvmlError,
+  type EccState,
+  type GpuDevice,
+  type Nvml,
+  type NvmlLoad,
+  type PcieLinkState,
+  type RemappedRows,
+  type XidEvent,
+} from './ports.js';
+
+// koffi types, declared once for the process. They are anonymous on purpose: koffi's type names are
+// process-global and its native module is shared by every module instance in the process, so a
+// named type breaks ("Duplicate type name") as soon as this file is evaluated twice in one process,
+// which jest does for each test file a worker runs. Anonymous types need the classic
+// lib.func(name, result, [params]) form instead of C prototype strings.
+const Device = koffi.pointer(koffi.opaque()); // nvmlDevice_t
+const EventSet = koffi.pointer(koffi.opaque()); // nvmlEventSet_t
+const PciInfo = koffi.struct({
+  busIdLegacy: koffi.array('char', 16),
+  domain: 'uint',
+  bus: 'uint',
+  device: 'uint',
+  pciDeviceId: 'uint',
+  pciSubSystemId: 'uint',
+  busId: koffi.array('char', 32),
+}); // nvmlPciInfo_t (v3), 68 bytes
+const EventData = koffi.struct({
+  device: Device,
+  eventType: 'unsigned long long',
+  eventData: 'unsigned long long',
+  gpuInstanceId: 'uint',
+  computeInstanceId: 'uint',
+}); // nvmlEventData_t, 32 bytes
+const outUint = koffi.out(koffi.pointer('uint'));
+const outInt = koffi.out(koffi.pointer('int'));
+const outUint64 = koffi.out(koffi.pointer('unsigned long long'));
+
+const NVML_SUCCESS = 0;
+const NVML_ERROR_INVALID_ARGUMENT = 2;
+const NVML_ERROR_NOT_SUPPORTED = 3;
+const NVML_ERROR_INSUFFICIENT_SIZE = 7;
+const NVML_ERROR_TIMEOUT = 10;
+const NVML_FEATURE_ENABLED = 1;
+const NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1;
+const NVML_VOLATILE_ECC = 0;
+const EVENT_TYPE_XID_CRITICAL_ERROR = 0x8n;
+
+const NAME_BUFFER = 96; // NVML_DEVICE_NAME_V2_BUFFER_SIZE
+const UUID_BUFFER = 96; // NVML_DEVICE_UUID_V2_BUFFER_SIZE
+const DRIVER_VERSION_BUFFER = 80; // NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE
+/** Events read after the first in one waitXidEvents, so an XID storm cannot keep it busy forever. */
+const MAX_DRAINED_EVENTS = 1024;
+
+/** A koffi function as this module calls it: only through `.async`. */
+interface NativeFunction {
+  async(...args: unknown[]): void;
+}
+
+/** A declared NVML function with the name its errors carry. */
+interface Fn {
+  readonly name: string;
+  readonly native: NativeFunction;
+}
+
+interface Functions {
+  readonly init: Fn;
+  readonly shutdown: Fn;
+  readonly errorString: Fn;
+  readonly driverVersion: Fn;
+  readonly count: Fn;
+  readonly handleByIndex: Fn;
+  readonly name: Fn;
+  readonly uuid: Fn;
+  readonly pciInfo: Fn;
+  readonly currLinkGeneration: Fn;
+  readonly currLinkWidth: Fn;
+  readonly maxLinkGeneration: Fn;
+  readonly maxLinkWidth: Fn;
+  readonly remappedRows: Fn;
+  /** nvmlDeviceGetCurrentClocksEventReasons, or the older ...ThrottleReasons before R535. */
+  readonly clockReasons: Fn;
+  readonly eccMode: Fn;
+  readonly totalEccErrors: Fn;
+  readonly retiredPagesPending: Fn;
+  readonly computeProcesses: Fn;
+  /** Absent from drivers that predate it (and from the fake's old-driver build). */
+  readonly migMode: Fn | undefined;
+  readonly eventSetCreate: Fn;
+  readonly registerEvents: Fn;
+  readonly eventSetWait: Fn;
+  readonly eventSetFree: Fn;
+}
+
+/** A koffi type: a primitive name, a TypeObject, or an out/inout marker. */
+type Param = Parameters<typeof koffi.sizeof>[0];
+
+function declare(lib: LibraryHandle): Functions {
+  const fn = (name: string, params: Param[], result: Param = 'int'): Fn => ({
+    name,
+    native: lib.func(name, result, params),
+  });
+  const optional = (name: string, params: Param[]): Fn | undefined => {
+    try {
+      return fn(name, params);
+    } catch {
+      return undefined; // koffi: "Cannot find function '...' in shared library"
+    }
+  };
+  const uintGetter = (name: string): Fn => fn(name, [Device, outUint]);
+  return {
+    init: fn('nvmlInit_v2', []),
+    shutdown: fn('nvmlShutdown', []),
+    errorString: fn('nvmlErrorString', ['int'], 'const char *'),
+    driverVersion: fn('nvmlSystemGetDriverVersion', ['char *', 'uint']),
+    count: fn('nvmlDeviceGetCount_v2', [outUint]),
+    handleByIndex: fn('nvmlDeviceGetHandleByIndex_v2', ['uint', koffi.out(koffi.pointer(Device))]),
+    name: fn('nvmlDeviceGetName', [Device, 'char *', 'uint']),
+    uuid: fn('nvmlDeviceGetUUID', [Device, 'char *', 'uint']),
+    pciInfo: fn('nvmlDeviceGetPciInfo_v3', [Device, koffi.out(koffi.pointer(PciInfo))]),
+    currLinkGeneration: uintGetter('nvmlDeviceGetCurrPcieLinkGeneration'),
+    currLinkWidth: uintGetter('nvmlDeviceGetCurrPcieLinkWidth'),
+    maxLinkGeneration: uintGetter('nvmlDeviceGetMaxPcieLinkGeneration'),
+    maxLinkWidth: uintGetter('nvmlDeviceGetMaxPcieLinkWidth'),
+    remappedRows: fn('nvmlDeviceGetRemappedRows', [Device, outUint, outUint, outUint, outUint]),
+    clockReasons:
+      optional('nvmlDeviceGetCurrentClocksEventReasons', [Device, outUint64]) ??
+      fn('nvmlDeviceGetCurrentClocksThrottleReasons', [Device, outUint64]),
+    eccMode: fn('nvmlDeviceGetEccMode', [Device, outInt, outInt]),
+    totalEccErrors: fn('nvmlDeviceGetTotalEccErrors', [Device, 'int', 'int', outUint64]),
+    retiredPagesPending: fn('nvmlDeviceGetRetiredPagesPendingStatus', [Device, outInt]),
+    computeProcesses: fn('nvmlDeviceGetComputeRunningProcesses_v3', [
+      Device,
+      koffi.inout(koffi.pointer('uint')),
+      'void *',
+    ]),
+    migMode: optional('nvmlDeviceGetMigMode', [Device, outUint, outUint]),
+    eventSetCreate: fn('nvmlEventSetCreate', [koffi.out(koffi.pointer(EventSet))]),
+    registerEvents: fn('nvmlDeviceRegisterEvents', [Device, 'unsigned long long', EventSet]),
+    eventSetWait: fn('nvmlEventSetWait_v2', [
+      EventSet,
+      koffi.out(koffi.pointer(EventData)),
+      'uint',
+    ]),
+    eventSetFree: fn('nvmlEventSetFree', [EventSet]),
+  };
+}
+
+/**
+ * koffi runs `.async` calls on libuv's threadpool: 4 threads unless UV_THREADPOOL_SIZE says
+ * otherwise, shared with fs, dns.lookup, crypto and zlib. Four hung driver calls would stall all of
+ * those for the whole process (measured: fs.readFile waited for them), so at most this many NVML
+ * calls run at once and the rest queue. Two, so that a long nvmlEventSetWait_v2 leaves room for
+ * the other calls.
+ */
+const MAX_CALLS_IN_FLIGHT = 2;
+let callsInFlight = 0;
+const waitingForSlot: (() => void)[] = [];
+
+async function withSlot<T>(run: () => Promise<T>): Promise<T> {
+  if (callsInFlight < MAX_CALLS_IN_FLIGHT) callsInFlight++;
+  else await new Promise<void>((resolve) => waitingForSlot.push(resolve));
+  try {
+    return await run();
+  } finally {
+    const next = waitingForSlot.shift();
+    if (next === undefined) callsInFlight--;
+    else next(); // the slot passes straight to the next caller
+  }
+}
+
+/** Runs a native function on a koffi worker thread, once a slot is free. */
+function callAsync<T>(native: NativeFunction, args: readonly unknown[]): Promise<T> {
+  return withSlot(() => callNow<T>(native, args));
+}
+
+function callNow<T>(native: NativeFunction, args: readonly unknown[]): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    native.async(...args, (error: unknown, result: T) => {
+      if (error === null || error === undefined) resolve(result);
+      else reject(error instanceof Error ? error : new Error(message(error)));
+    });
+  });
+}
+
+/** An error's message. Duck-typed: koffi's errors may come from another realm (jest's vm contexts). */
+function message(error: unknown): string {
+  if (typeof error === 'object' && error !== null && 'message' in error) {
+    if (typeof error.message === 'string') return error.message;
+  }
+  return typeof error === 'string' ? error : JSON.stringify(error);
+}
+
+/** The C string at the start of a buffer. */
+function cString(buffer: Buffer): string {
+  const end = buffer.indexOf(0);
+  return buffer.toString('utf8', 0, end === -1 ? buffer.length : end);
+}
+
+/** A pointer or 64-bit integer as koffi hands it over (number, or bigint when large). */
+function toBigInt(value: unknown): bigint {
+  if (typeof value === 'bigint') return value;
+  if (typeof value === 'number') return BigInt(value);
+  throw new TypeError(`expected an integer from NVML, got ${typeof value}`);
+}
+
+/** A pointer value to compare handles by address. */
+function address(pointer: unknown): bigint {
+  return pointer === null || pointer === undefined ? 0n : koffi.address(pointer);
+}
+
+class KoffiNvml implements Nvml {
+  private readonly handles = new Map<number, unknown>();
+  private eventSet: unknown = undefined;
+  /** Device handle address → NVML index, for the devices registered on eventSet. */
+  private readonly eventDevices = new Map<bigint, number>();
+  private waiting: Promise<unknown> | undefined;
+  private closed: Promise<void> | undefined;
+
+  constructor(private readonly fns: Functions) {}
+
+  /** Calls fn and resolves its nvmlReturn_t, whatever it is. */
+  private code(fn: Fn, ...args: unknown[]): Promise<number> {
+    return callAsync<number>(fn.native, args);
+  }
+
+  /** Calls fn and resolves when it returned NVML_SUCCESS, or rejects with NvmlError. */
+  private async call(fn: Fn, ...args: unknown[]): Promise<void> {
+    const code = await this.code(fn, ...args);
+    if (code !== NVML_SUCCESS) throw await this.error(fn.name, code);
+  }
+
+  private async error(fn: string, code: number): Promise<NvmlError> {
+    return new NvmlError(fn, code, await describe(this.fns, code));
+  }
+
+  private async handle(index: number): Promise<unknown> {
+    const cached = this.handles.get(index);
+    if (cached !== undefined) return cached;
+    if (!Number.isInteger(index) || index < 0 || index > 0xffffffff) {
+      throw await this.error(this.fns.handleByIndex.name, NVML_ERROR_INVALID_ARGUMENT);
+    }
+    const out: unknown[] = [null];
+    await this.call(this.fns.handleByIndex, index, out);
+    this.handles.set(index, out[0]);
+    return out[0];
+  }
+
+  private async uint(fn: Fn, device: unknown): Promise<number> {
+    const out = [0];
+    await this.call(fn, device, out);
+    return out[0] ?? 0;
+  }
+
+  private async deviceCount(): Promise<number> {
+    const out = [0];
+    await this.call(this.fns.count, out);
+    return out[0] ?? 0;
+  }
+
+  async driverVersion(): Promise<string> {
+    const buffer = Buffer.alloc(DRIVER_VERSION_BUFFER);
+    await this.call(this.fns.driverVersion, buffer, buffer.length);
+    return cString(buffer);
+  }
+
+  async devices(): Promise<readonly GpuDevice[]> {
+    const count = await this.deviceCount();
+    const devices: GpuDevice[] = [];
+    for (let index = 0; index < count; index++) {
+      const device = await this.handle(index);
+      const name = Buffer.alloc(NAME_BUFFER);
+      await this.call(this.fns.name, device, name, name.length);
+      const uuid = Buffer.alloc(UUID_BUFFER);
+      await this.call(this.fns.uuid, device, uuid, uuid.length);
+      const pci: Record<string, unknown> = {};
+      await this.call(this.fns.pciInfo, device, pci);
+      devices.push({
+        index,
+        uuid: cString(uuid),
+        name: cString(name),
+        pciBusId: typeof pci['busId'] === 'string' ? pci['busId'] : '',
+      });
+    }
+    return devices;
+  }
+
+  async pcieLink(index: number): Promise<PcieLinkState> {
+    const device = await this.handle(index);
+    return {
+      currentGeneration: await this.uint(this.fns.currLinkGeneration, device),
+      currentWidth: await this.uint(this.fns.currLinkWidth, device),
+      maxGeneration: await this.uint(this.fns.maxLinkGeneration, device),
+      maxWidth: await this.uint(this.fns.maxLinkWidth, device),
+    };
+  }
+
+  async remappedRows(index: number): Promise<RemappedRows | undefined> {
+    const device = await this.handle(index);
+    const [correctable, uncorrectable, pending, failure] = [[0], [0], [0], [0]];
+    const code = await this.code(
+      this.fns.remappedRows,
+      device,
+      correctable,
+      uncorrectable,
+      pending,
+      failure,
+    );
+    if (code === NVML_ERROR_NOT_SUPPORTED) return undefined;
+    if (code !== NVML_SUCCESS) throw await this.error(this.fns.remappedRows.name, code);
+    return {
+      correctable: correctable[0] ?? 0,
+      uncorrectable: uncorrectable[0] ?? 0,
+      pending: pending[0] !== 0,
+      failureOccurred: failure[0] !== 0,
+    };
+  }
+
+  async clockEventReasons(index: number): Promise<bigint> {
+    const device = await this.handle(index);
+    const out: unknown[] = [0];
+    await this.call(this.fns.clockReasons, device, out);
+    return toBigInt(out[0]);
+  }
+
+  async ecc(index: number): Promise<EccState> {
+    const device = await this.handle(index);
+    const [current, pending] = [[0], [0]];
+    const modeCode = await this.code(this.fns.eccMode, device, current, pending);
+    if (modeCode !== NVML_SUCCESS && modeCode !== NVML_ERROR_NOT_SUPPORTED) {
+      throw await this.error(this.fns.eccMode.name, modeCode);
+    }
+    const enabled = modeCode === NVML_SUCCESS && current[0] === NVML_FEATURE_ENABLED;
+
+    let volatileUncorrected: number | undefined;
+    if (enabled) {
+      const count: unknown[] = [0];
+      const code = await this.code(
+        this.fns.totalEccErrors,
+        device,
+        NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+        NVML_VOLATILE_ECC,
+        count,
+      );
+      if (code === NVML_SUCCESS) volatileUncorrected = Number(toBigInt(count[0]));
+      else if (code !== NVML_ERROR_NOT_SUPPORTED) {
+        throw await this.error(this.fns.totalEccErrors.name, code);
+      }
+    }
+
+    const retired = [0];
+    const retiredCode = await this.code(this.fns.retiredPagesPending, device, retired);
+    if (retiredCode !== NVML_SUCCESS && retiredCode !== NVML_ERROR_NOT_SUPPORTED) {
+      throw await this.error(this.fns.retiredPagesPending.name, retiredCode);
+    }
+    const retiredPagesPending =
+      retiredCode === NVML_SUCCESS ? retired[0] === NVML_FEATURE_ENABLED : undefined;
+
+    return { enabled, volatileUncorrected, retiredPagesPending };
+  }
+
+  async computeProcessCount(index: number): Promise<number> {
+    const device = await this.handle(index);
+    // A size query: count 0 and no buffer. SUCCESS means none run; INSUFFICIENT_SIZE says how many.
+    const count = [0];
+    const code = await this.code(this.fns.computeProcesses, device, count, null);
+    if (code === NVML_SUCCESS || code === NVML_ERROR_INSUFFICIENT_SIZE) return count[0] ?? 0;
+    throw await this.error(this.fns.computeProcesses.name, code);
+  }
+
+  async migEnabled(index: number): Promise<boolean> {
+    const migMode = this.fns.migMode;
+    const device = await this.handle(index);
+    if (migMode === undefined) return false;
+    const [current, pending] = [[0], [0]];
+    const code = await this.code(migMode, device, current, pending);
+    if (code === NVML_ERROR_NOT_SUPPORTED) return false;
+    if (code !== NVML_SUCCESS) throw await this.error(migMode.name, code);
+    return current[0] === NVML_FEATURE_ENABLED;
+  }
+
+  waitXidEvents(timeoutMs: number): Promise<readonly XidEvent[]> {
+    const waiting = this.waitXid(timeoutMs);
+    this.waiting = waiting;
+    return waiting;
+  }
+
+  private async waitXid(timeoutMs: number): Promise<readonly XidEvent[]> {
+    const set = this.eventSet ?? (await this.registerXidEvents());
+    const timeout = Number.isFinite(timeoutMs)
+      ? Math.min(Math.max(Math.round(timeoutMs), 0), 0xffffffff)
+      : 0;
+    const events: XidEvent[] = [];
+    const first = await this.nextEvent(set, timeout);
+    if (first === undefined) return events;
+    this.collect(first, events);
+    // Whatever else is already queued comes in the same answer.
+    for (let drained = 0; drained < MAX_DRAINED_EVENTS; drained++) {
+      let next: Record<string, unknown> | undefined;
+      try {
+        next = await this.nextEvent(set, 0);
+      } catch {
+        break; // keep the events already read; a lasting failure shows on the next wait
+      }
+      if (next === undefined) break;
+      this.collect(next, events);
+    }
+    return events;
+  }
+
+  /** Creates the event set and registers every GPU for XID critical errors. */
+  private async registerXidEvents(): Promise<unknown> {
+    const out: unknown[] = [null];
+    await this.call(this.fns.eventSetCreate, out);
+    const set = out[0];
+    try {
+      const count = await this.deviceCount();
+      for (let index = 0; index < count; index++) {
+        const device = await this.handle(index);
+        const code = await this.code(
+          this.fns.registerEvents,
+          device,
+          EVENT_TYPE_XID_CRITICAL_ERROR,
+          set,
+        );
+        // NOT_SUPPORTED leaves the set usable for the other GPUs.
+        if (code === NVML_ERROR_NOT_SUPPORTED) continue;
+        if (code !== NVML_SUCCESS) throw await this.error(this.fns.registerEvents.name, code);
+        this.eventDevices.set(address(device), index);
+      }
+    } catch (error) {
+      this.eventDevices.clear();
+      await this.code(this.fns.eventSetFree, set).catch(() => undefined);
+      throw error;
+    }
+    this.eventSet = set;
+    return set;
+  }
+
+  /** One event, or undefined when none came within timeoutMs. */
+  private async nextEvent(
+    set: unknown,
+    timeoutMs: number,
+  ): Promise<Record<string, unknown> | undefined> {
+    const data: Record<string, unknown> = {};
+    const code = await this.code(this.fns.eventSetWait, set, data, timeoutMs);
+    if (code === NVML_ERROR_TIMEOUT) return undefined;
+    if (code !== NVML_SUCCESS) throw await this.error(this.fns.eventSetWait.name, code);
+    return data;
+  }
+
+  private collect(data: Record<string, unknown>, events: XidEvent[]): void {
+    if ((toBigInt(data['eventType'] ?? 0) & EVENT_TYPE_XID_CRITICAL_ERROR) === 0n) return;
+    const gpuIndex = this.eventDevices.get(address(data['device']));
+    if (gpuIndex === undefined) return; // not a GPU this set registered
+    events.push({ gpuIndex, xid: Number(toBigInt(data['eventData'] ?? 0)) });
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
+    // Freeing the set under a running nvmlEventSetWait_v2 would pull it from under the driver.
+    await this.waiting?.catch(() => undefined);
+    if (this.eventSet !== undefined) {
+      const set = this.eventSet;
+      this.eventSet = undefined;
+      this.eventDevices.clear();
+      await this.call(this.fns.eventSetFree, set);
+    }
+    this.handles.clear();
+    await this.call(this.fns.shutdown);
+  }
+}
+
+/** nvmlErrorString(code), itself called off the event loop. */
+async function describe(fns: Functions, code: number): Promise<string> {
+  try {
+    const text = await callAsync<unknown>(fns.errorString.native, [code]);
+    return typeof text === 'string' && text !== '' ? text : 'Unknown Error';
+  } catch {
+    return 'Unknown Error';
+  }
+}
+
+/**
+ * Loads NVML from `libraryPath` (a name the dynamic loader finds, or a path) and initialises it.
+ * Resolves ok:false, never rejects, when the library is missing, lacks a required symbol, or
+ * nvmlInit_v2 fails (no driver, no permission).
+ */
+export async function loadNvml(libraryPath: string): Promise<NvmlLoad> {
+  let lib: LibraryHandle;
+  try {
+    lib = koffi.load(libraryPath);
+  } catch (error) {
+    return { ok: false, reason: `cannot load ${libraryPath}: ${message(error)}` };
+  }
+  let fns: Functions;
+  try {
+    fns = declare(lib);
+  } catch (error) {
+    return { ok: false, reason: `${libraryPath} is not a usable NVML: ${message(error)}` };
+  }
+  let code: number;
+  try {
+    code = await callAsync<number>(fns.init.native, []);
+  } catch (error) {
+    return { ok: false, reason: `${fns.init.name}: ${message(error)}` };
+  }
+  if (code !== NVML_SUCCESS) {
+    return { ok: false, reason: `${fns.init.name}: ${await describe(fns, code)} (${code})` };
+  }
+  return { ok: true, nvml: new KoffiNvml(fns) };
+}

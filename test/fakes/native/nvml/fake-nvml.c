@@ -1,0 +1,819 @@
+/*
+ * A fake libnvidia-ml.so.1 for tests on machines without a GPU.
+ *
+ * It exports the NVML functions exporter/native/nvml.ts uses, with the prototypes, struct layouts
+ * and return codes of nvml.h (see docs/reference/gpu-interfaces.md §2), over an in-memory node:
+ * by default 8 idle, healthy "NVIDIA H200" GPUs on PCIe Gen5 x16, ECC on, MIG off, driver
+ * 580.159.04.
+ *
+ * Faults are injected with a scenario, a semicolon-separated list of key=value items (GPU indexes
+ * I are NVML indexes):
+ *   gpus=N               N GPUs (default 8)             nodevices=1        no GPU at all
+ *   name=TEXT            every GPU's name               initfail=CODE      nvmlInit_v2 returns CODE
+ *   powerbrake=I         reasons 0x80|0x8 (not idle)    thermal=I          reasons 0x40|0x8
+ *   swpowercap=I         reasons 0x4 (not a fault)      mig=I              MIG mode on
+ *   pending=I            a row remap waits for reset    remapfail=I        a row remap failed
+ *   uncorrectable=I:N    N uncorrectable remapped rows  dbe=I:N            N volatile DBEs
+ *   retirepending=I      pages wait for retirement      noecc=I            ECC mode off
+ *   link=I:GxW           current PCIe link GenG xW (the maximum stays Gen5 x16)
+ *   procs=I:N            N compute processes            xid=I:CODE[,I:CODE...] queued XID events
+ *   hang=FUNCTION:MS     FUNCTION sleeps MS ms first    notsupported=FUNCTION  it returns 3
+ * Defaults beyond the above: clock event reasons 0x1 (GPU idle, as the idle H200 capture shows);
+ * nvmlDeviceGetRetiredPagesPendingStatus NOT_SUPPORTED (Hopper remaps rows; nvidia-smi shows N/A)
+ * unless retirepending=I; nvmlDeviceGetRemappedRows NOT_SUPPORTED on a GPU in MIG mode (nvml.h).
+ * Scenarios are given:
+ *   - in another process (an exporter started by a test): the environment variable
+ *     FAKE_NVML_SCENARIO, read by the first nvmlInit_v2 after the library loads or after a reset;
+ *   - in the test's own process (through koffi): fakenvml_apply(scenario), fakenvml_reset(),
+ *     fakenvml_push_xid(gpu, xid) and fakenvml_calls(fn). jest gives each test file its own copy
+ *     of process.env, which C getenv does not see, so in-process tests must use these functions.
+ *
+ * koffi runs .async calls on several worker threads, so every piece of state sits behind one
+ * mutex; sleeps (hang=, nvmlEventSetWait_v2) happen outside it so other calls keep answering.
+ *
+ * Built twice by the Makefile: the default build, and one with -DFAKE_OLD_DRIVER that lacks
+ * nvmlDeviceGetCurrentClocksEventReasons and nvmlDeviceGetMigMode, like a driver before R535.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define API __attribute__((visibility("default")))
+
+typedef int nvmlReturn_t;
+typedef struct fake_gpu *nvmlDevice_t;
+typedef struct fake_event_set *nvmlEventSet_t;
+
+enum {
+    NVML_SUCCESS = 0,
+    NVML_ERROR_UNINITIALIZED = 1,
+    NVML_ERROR_INVALID_ARGUMENT = 2,
+    NVML_ERROR_NOT_SUPPORTED = 3,
+    NVML_ERROR_INSUFFICIENT_SIZE = 7,
+    NVML_ERROR_TIMEOUT = 10,
+    NVML_ERROR_UNKNOWN = 999,
+};
+
+/* nvml.h layouts (x86_64 / aarch64 LP64). */
+typedef struct {
+    char busIdLegacy[16];
+    unsigned int domain;
+    unsigned int bus;
+    unsigned int device;
+    unsigned int pciDeviceId;
+    unsigned int pciSubSystemId;
+    char busId[32];
+} nvmlPciInfo_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlProcessInfo_t;
+
+typedef struct {
+    nvmlDevice_t device;
+    unsigned long long eventType;
+    unsigned long long eventData;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlEventData_t;
+
+_Static_assert(sizeof(nvmlPciInfo_t) == 68, "nvmlPciInfo_t is 68 bytes");
+_Static_assert(sizeof(nvmlProcessInfo_t) == 24, "nvmlProcessInfo_t is 24 bytes");
+_Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t is 32 bytes");
+
+#define DRIVER_VERSION "580.159.04"
+#define DEFAULT_NAME "NVIDIA H200"
+#define DEFAULT_GPUS 8u
+#define MAX_GPUS 32u
+#define MAX_EVENTS 1024u
+#define MAX_SETS 16u
+#define MAX_RULES 32u
+#define MAX_COUNTERS 64u
+#define FN_LEN 64u
+
+#define REASON_GPU_IDLE 0x1ull
+#define REASON_SW_POWER_CAP 0x4ull
+#define REASON_HW_SLOWDOWN 0x8ull
+#define REASON_HW_THERMAL 0x40ull
+#define REASON_HW_POWER_BRAKE 0x80ull
+#define EVENT_XID_CRITICAL 0x8ull
+#define SUPPORTED_EVENTS 0xff9full /* what the H200 capture reported */
+
+struct fake_gpu {
+    char name[96];
+    char uuid[96];
+    unsigned int bus;
+    unsigned int cur_gen, cur_width, max_gen, max_width;
+    unsigned int corr_rows, unc_rows, remap_pending, remap_failure;
+    unsigned long long reasons;
+    int ecc_enabled;
+    unsigned long long dbe_volatile, dbe_aggregate;
+    int retire_supported, retire_pending;
+    unsigned int procs;
+    int mig_enabled;
+};
+
+struct fake_event_set {
+    int live;
+    unsigned long long mask[MAX_GPUS];
+};
+
+struct fake_event {
+    unsigned int gpu;
+    unsigned long long type;
+    unsigned long long data;
+};
+
+struct rule {
+    char fn[FN_LEN];
+    unsigned int ms; /* hang rules only */
+};
+
+struct counter {
+    char fn[FN_LEN];
+    unsigned long calls;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fake_gpu gpus[MAX_GPUS];
+static unsigned int gpu_count;
+static unsigned int init_count;
+static int env_applied;
+static nvmlReturn_t init_fail;
+static struct fake_event_set sets[MAX_SETS];
+static struct fake_event events[MAX_EVENTS];
+static unsigned int event_count;
+static struct rule hangs[MAX_RULES];
+static unsigned int hang_count;
+static struct rule unsupported[MAX_RULES];
+static unsigned int unsupported_count;
+static struct counter counters[MAX_COUNTERS];
+static unsigned int counter_count;
+
+/* Bus numbers of an HGX H100/H200 board's eight GPUs; more GPUs get 0xE1, 0xE2, ... */
+static const unsigned int hgx_bus[8] = {0x1b, 0x43, 0x52, 0x61, 0x9d, 0xc3, 0xd1, 0xdf};
+
+static void default_gpu(unsigned int i) {
+    struct fake_gpu *g = &gpus[i];
+    memset(g, 0, sizeof *g);
+    snprintf(g->name, sizeof g->name, "%s", DEFAULT_NAME);
+    snprintf(g->uuid, sizeof g->uuid, "GPU-%08x-feb7-44a7-b1fb-fe8546bcd5%02x",
+             0x4930c808u ^ (i * 0x9e3779b1u), i);
+    g->bus = i < 8 ? hgx_bus[i] : 0xe1 + (i - 8);
+    g->cur_gen = g->max_gen = 5;
+    g->cur_width = g->max_width = 16;
+    g->reasons = REASON_GPU_IDLE;
+    g->ecc_enabled = 1;
+    g->retire_supported = 0; /* Hopper retires rows, not pages: nvidia-smi shows N/A */
+}
+
+static void reset_locked(void) {
+    for (unsigned int i = 0; i < MAX_GPUS; i++) default_gpu(i);
+    gpu_count = DEFAULT_GPUS;
+    init_count = 0;
+    env_applied = 0;
+    init_fail = NVML_SUCCESS;
+    memset(sets, 0, sizeof sets);
+    event_count = 0;
+    hang_count = 0;
+    unsupported_count = 0;
+    counter_count = 0;
+}
+
+__attribute__((constructor)) static void fake_nvml_load(void) { reset_locked(); }
+
+static void sleep_ms(unsigned int ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+    }
+}
+
+static unsigned long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000ull + (unsigned long long)ts.tv_nsec / 1000000ull;
+}
+
+static void count_call_locked(const char *fn) {
+    for (unsigned int i = 0; i < counter_count; i++) {
+        if (strcmp(counters[i].fn, fn) == 0) {
+            counters[i].calls++;
+            return;
+        }
+    }
+    if (counter_count < MAX_COUNTERS) {
+        snprintf(counters[counter_count].fn, FN_LEN, "%s", fn);
+        counters[counter_count].calls = 1;
+        counter_count++;
+    }
+}
+
+/*
+ * Every NVML entry point starts here: counts the call, sleeps for a hang= rule (outside the lock),
+ * then answers NOT_SUPPORTED for a notsupported= rule, or UNINITIALIZED before nvmlInit_v2.
+ */
+static nvmlReturn_t enter(const char *fn, int needs_init) {
+    unsigned int ms = 0;
+    int not_supported = 0;
+    pthread_mutex_lock(&lock);
+    count_call_locked(fn);
+    for (unsigned int i = 0; i < hang_count; i++)
+        if (strcmp(hangs[i].fn, fn) == 0) ms = hangs[i].ms;
+    for (unsigned int i = 0; i < unsupported_count; i++)
+        if (strcmp(unsupported[i].fn, fn) == 0) not_supported = 1;
+    pthread_mutex_unlock(&lock);
+    if (ms > 0) sleep_ms(ms);
+    if (not_supported) return NVML_ERROR_NOT_SUPPORTED;
+    if (needs_init) {
+        pthread_mutex_lock(&lock);
+        int initialized = init_count > 0;
+        pthread_mutex_unlock(&lock);
+        if (!initialized) return NVML_ERROR_UNINITIALIZED;
+    }
+    return NVML_SUCCESS;
+}
+
+#define ENTER()                                       \
+    do {                                              \
+        nvmlReturn_t entered_ = enter(__func__, 1);   \
+        if (entered_ != NVML_SUCCESS) return entered_; \
+    } while (0)
+
+/* The GPU behind a handle, or NULL; call with the lock held. */
+static struct fake_gpu *gpu_locked(nvmlDevice_t device) {
+    uintptr_t p = (uintptr_t)device, base = (uintptr_t)gpus;
+    if (p < base || p >= base + gpu_count * sizeof(struct fake_gpu)) return NULL;
+    if ((p - base) % sizeof(struct fake_gpu) != 0) return NULL;
+    return device;
+}
+
+static int set_rule(struct rule *rules, unsigned int *count, const char *fn, unsigned int ms) {
+    for (unsigned int i = 0; i < *count; i++) {
+        if (strcmp(rules[i].fn, fn) == 0) {
+            rules[i].ms = ms;
+            return 0;
+        }
+    }
+    if (*count >= MAX_RULES || strlen(fn) == 0 || strlen(fn) >= FN_LEN) return -1;
+    snprintf(rules[*count].fn, FN_LEN, "%s", fn);
+    rules[*count].ms = ms;
+    (*count)++;
+    return 0;
+}
+
+static int push_event_locked(unsigned int gpu, unsigned long long type, unsigned long long data) {
+    if (gpu >= MAX_GPUS || event_count >= MAX_EVENTS) return -1;
+    events[event_count].gpu = gpu;
+    events[event_count].type = type;
+    events[event_count].data = data;
+    event_count++;
+    return 0;
+}
+
+/* Parses an unsigned decimal number that fills the whole of [s, end). */
+static int parse_uint(const char *s, const char *end, unsigned long long *out) {
+    if (s == end) return -1;
+    unsigned long long v = 0;
+    for (const char *c = s; c < end; c++) {
+        if (*c < '0' || *c > '9') return -1;
+        v = v * 10 + (unsigned long long)(*c - '0');
+        if (v > 0xffffffffull) return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_gpu(const char *s, const char *end, unsigned int *gpu) {
+    unsigned long long v;
+    if (parse_uint(s, end, &v) != 0 || v >= MAX_GPUS) return -1;
+    *gpu = (unsigned int)v;
+    return 0;
+}
+
+/* "I:N" → gpu I, number N. */
+static int parse_gpu_number(const char *value, unsigned int *gpu, unsigned long long *n) {
+    const char *colon = strchr(value, ':');
+    if (colon == NULL) return -1;
+    if (parse_gpu(value, colon, gpu) != 0) return -1;
+    return parse_uint(colon + 1, colon + strlen(colon), n);
+}
+
+/* One key=value item of a scenario; the lock is held. Returns 0, or -1 for a bad item. */
+static int apply_item(const char *key, const char *value) {
+    const char *vend = value + strlen(value);
+    unsigned int gpu;
+    unsigned long long n;
+
+    if (strcmp(key, "gpus") == 0) {
+        if (parse_uint(value, vend, &n) != 0 || n > MAX_GPUS) return -1;
+        gpu_count = (unsigned int)n;
+    } else if (strcmp(key, "name") == 0) {
+        if (*value == '\0' || strlen(value) >= sizeof gpus[0].name) return -1;
+        for (unsigned int i = 0; i < MAX_GPUS; i++)
+            snprintf(gpus[i].name, sizeof gpus[i].name, "%s", value);
+    } else if (strcmp(key, "powerbrake") == 0 || strcmp(key, "thermal") == 0 ||
+               strcmp(key, "swpowercap") == 0) {
+        if (parse_gpu(value, vend, &gpu) != 0) return -1;
+        unsigned long long bits = key[0] == 'p'   ? REASON_HW_POWER_BRAKE | REASON_HW_SLOWDOWN
+                                  : key[0] == 't' ? REASON_HW_THERMAL | REASON_HW_SLOWDOWN
+                                                  : REASON_SW_POWER_CAP;
+        /* a throttled GPU is not reported idle */
+        gpus[gpu].reasons = (gpus[gpu].reasons & ~REASON_GPU_IDLE) | bits;
+    } else if (strcmp(key, "pending") == 0) {
+        if (parse_gpu(value, vend, &gpu) != 0) return -1;
+        gpus[gpu].remap_pending = 1;
+    } else if (strcmp(key, "remapfail") == 0) {
+        if (parse_gpu(value, vend, &gpu) != 0) return -1;
+        gpus[gpu].remap_failure = 1;
+    } else if (strcmp(key, "uncorrectable") == 0) {
+        if (parse_gpu_number(value, &gpu, &n) != 0) return -1;
+        gpus[gpu].unc_rows = (unsigned int)n;
+    } else if (strcmp(key, "dbe") == 0) {
+        if (parse_gpu_number(value, &gpu, &n) != 0) return -1;
+        gpus[gpu].dbe_volatile = n;
+        if (gpus[gpu].dbe_aggregate < n) gpus[gpu].dbe_aggregate = n;
+    } else if (strcmp(key, "retirepending") == 0) {
+        if (parse_gpu(value, vend, &gpu) != 0) return -1;
+        gpus[gpu].retire_supported = 1;
+        gpus[gpu].retire_pending = 1;
+    } else if (strcmp(key, "noecc") == 0) {
+        if (parse_gpu(value, vend, &gpu) != 0) return -1;
+        gpus[gpu].ecc_enabled = 0;
+    } else if (strcmp(key, "link") == 0) {
+        /* I:GxW — the current generation and width; the maximum stays Gen5 x16 */
+        const char *colon = strchr(value, ':');
+        const char *x = colon ? strchr(colon, 'x') : NULL;
+        unsigned long long g, w;
+        if (colon == NULL || x == NULL || parse_gpu(value, colon, &gpu) != 0 ||
+            parse_uint(colon + 1, x, &g) != 0 || parse_uint(x + 1, vend, &w) != 0)
+            return -1;
+        gpus[gpu].cur_gen = (unsigned int)g;
+        gpus[gpu].cur_width = (unsigned int)w;
+    } else if (strcmp(key, "procs") == 0) {
+        if (parse_gpu_number(value, &gpu, &n) != 0) return -1;
+        gpus[gpu].procs = (unsigned int)n;
+    } else if (strcmp(key, "mig") == 0) {
+        if (parse_gpu(value, vend, &gpu) != 0) return -1;
+        gpus[gpu].mig_enabled = 1;
+    } else if (strcmp(key, "xid") == 0) {
+        /* I:CODE[,I:CODE...] */
+        char list[256];
+        if (strlen(value) >= sizeof list) return -1;
+        snprintf(list, sizeof list, "%s", value);
+        char *save = NULL;
+        for (char *one = strtok_r(list, ",", &save); one; one = strtok_r(NULL, ",", &save)) {
+            if (parse_gpu_number(one, &gpu, &n) != 0) return -1;
+            if (push_event_locked(gpu, EVENT_XID_CRITICAL, n) != 0) return -1;
+        }
+    } else if (strcmp(key, "hang") == 0) {
+        /* FUNCTION:MS */
+        const char *colon = strrchr(value, ':');
+        char fn[FN_LEN];
+        if (colon == NULL || (size_t)(colon - value) >= FN_LEN) return -1;
+        if (parse_uint(colon + 1, vend, &n) != 0) return -1;
+        memcpy(fn, value, (size_t)(colon - value));
+        fn[colon - value] = '\0';
+        return set_rule(hangs, &hang_count, fn, (unsigned int)n);
+    } else if (strcmp(key, "initfail") == 0) {
+        if (parse_uint(value, vend, &n) != 0 || n == 0) return -1;
+        init_fail = (nvmlReturn_t)n;
+    } else if (strcmp(key, "nodevices") == 0) {
+        if (parse_uint(value, vend, &n) != 0) return -1;
+        if (n != 0) gpu_count = 0;
+    } else if (strcmp(key, "notsupported") == 0) {
+        return set_rule(unsupported, &unsupported_count, value, 0);
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\n') s++;
+    char *end = s + strlen(s);
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n')) *--end = '\0';
+    return s;
+}
+
+/* Applies a whole scenario; the lock is held. Returns 0, or -1 when an item was bad (the others
+ * still apply), with a line on stderr naming it. */
+static int apply_locked(const char *scenario) {
+    if (scenario == NULL) return 0;
+    char *copy = strdup(scenario);
+    if (copy == NULL) return -1;
+    int status = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(copy, ";", &save); item; item = strtok_r(NULL, ";", &save)) {
+        item = trim(item);
+        if (*item == '\0') continue;
+        char *eq = strchr(item, '=');
+        if (eq == NULL) {
+            fprintf(stderr, "fake-nvml: bad scenario item '%s' (no '=')\n", item);
+            status = -1;
+            continue;
+        }
+        *eq = '\0';
+        if (apply_item(trim(item), trim(eq + 1)) != 0) {
+            fprintf(stderr, "fake-nvml: bad scenario item '%s=%s'\n", item, eq + 1);
+            status = -1;
+        }
+    }
+    free(copy);
+    return status;
+}
+
+/* ---- test controls -------------------------------------------------------------------------- */
+
+API void fakenvml_reset(void) {
+    pthread_mutex_lock(&lock);
+    reset_locked();
+    pthread_mutex_unlock(&lock);
+}
+
+API int fakenvml_apply(const char *scenario) {
+    pthread_mutex_lock(&lock);
+    int status = apply_locked(scenario);
+    pthread_mutex_unlock(&lock);
+    return status;
+}
+
+API int fakenvml_push_xid(unsigned int gpu, unsigned long long xid) {
+    pthread_mutex_lock(&lock);
+    int status = push_event_locked(gpu, EVENT_XID_CRITICAL, xid);
+    pthread_mutex_unlock(&lock);
+    return status;
+}
+
+API unsigned long fakenvml_calls(const char *fn) {
+    unsigned long calls = 0;
+    pthread_mutex_lock(&lock);
+    for (unsigned int i = 0; i < counter_count; i++)
+        if (fn != NULL && strcmp(counters[i].fn, fn) == 0) calls = counters[i].calls;
+    pthread_mutex_unlock(&lock);
+    return calls;
+}
+
+/* ---- NVML ------------------------------------------------------------------------------------ */
+
+API const char *nvmlErrorString(nvmlReturn_t result) {
+    switch (result) {
+        case 0: return "Success";
+        case 1: return "Uninitialized";
+        case 2: return "Invalid Argument";
+        case 3: return "Not Supported";
+        case 4: return "Insufficient Permissions";
+        case 5: return "Already Initialized";
+        case 6: return "Not Found";
+        case 7: return "Insufficient Size";
+        case 8: return "Insufficient External Power";
+        case 9: return "Driver Not Loaded";
+        case 10: return "Timeout";
+        case 11: return "Interrupt Request Issue";
+        case 12: return "NVML Shared Library Not Found";
+        case 13: return "Function Not Found";
+        case 14: return "Corrupted infoROM";
+        case 15: return "GPU is lost";
+        case 16: return "GPU requires reset";
+        case 17: return "GPU access blocked by the operating system";
+        case 18: return "Driver/library version mismatch";
+        case 19: return "In use by another client";
+        case 20: return "Insufficient Memory";
+        case 21: return "No data";
+        case 22: return "The requested vgpu operation is not available on target device, becasue ECC is enabled";
+        case 23: return "Insufficient Resources";
+        case 24: return "Frequency not supported";
+        case 25: return "Argument version mismatch";
+        case 26: return "Deprecated";
+        case 27: return "Not Ready";
+        case 28: return "GPU not found";
+        case 29: return "Invalid state";
+        case 999: return "Unknown Error";
+        default: return "Unknown Error";
+    }
+}
+
+API nvmlReturn_t nvmlInit_v2(void) {
+    nvmlReturn_t entered = enter(__func__, 0);
+    if (entered != NVML_SUCCESS) return entered;
+    pthread_mutex_lock(&lock);
+    if (!env_applied) {
+        env_applied = 1;
+        apply_locked(getenv("FAKE_NVML_SCENARIO"));
+    }
+    nvmlReturn_t result = init_fail;
+    if (result == NVML_SUCCESS) init_count++;
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+API nvmlReturn_t nvmlShutdown(void) {
+    ENTER();
+    pthread_mutex_lock(&lock);
+    if (init_count > 0) init_count--;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t copy_string(char *out, unsigned int length, const char *value) {
+    if (out == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    if (strlen(value) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
+    memcpy(out, value, strlen(value) + 1);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+    ENTER();
+    return copy_string(version, length, DRIVER_VERSION);
+}
+
+API nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) {
+    ENTER();
+    if (deviceCount == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&lock);
+    *deviceCount = gpu_count;
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+API nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+    ENTER();
+    if (device == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t result = index < gpu_count ? NVML_SUCCESS : NVML_ERROR_INVALID_ARGUMENT;
+    if (result == NVML_SUCCESS) *device = &gpus[index];
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* Body of a per-GPU getter: takes the lock, resolves g, runs the block, unlocks, returns `result`. */
+#define WITH_GPU(device, ...)                                 \
+    ENTER();                                                  \
+    nvmlReturn_t result = NVML_SUCCESS;                       \
+    pthread_mutex_lock(&lock);                                \
+    struct fake_gpu *g = gpu_locked(device);                  \
+    if (g == NULL) {                                          \
+        result = NVML_ERROR_INVALID_ARGUMENT;                 \
+    } else {                                                  \
+        __VA_ARGS__                                           \
+    }                                                         \
+    pthread_mutex_unlock(&lock);                              \
+    return result;
+
+API nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index) {
+    WITH_GPU(device, {
+        if (index == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
+        else *index = (unsigned int)(g - gpus);
+    })
+}
+
+API nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+    WITH_GPU(device, { result = copy_string(name, length, g->name); })
+}
+
+API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
+    WITH_GPU(device, { result = copy_string(uuid, length, g->uuid); })
+}
+
+API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
+    WITH_GPU(device, {
+        if (pci == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else {
+            memset(pci, 0, sizeof *pci);
+            pci->domain = 0;
+            pci->bus = g->bus;
+            pci->device = 0;
+            pci->pciDeviceId = 0x233510de;    /* H200 */
+            pci->pciSubSystemId = 0x18bf10de; /* from the H200 capture */
+            snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", pci->domain,
+                     pci->bus, pci->device);
+            snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.0", pci->domain, pci->bus,
+                     pci->device);
+        }
+    })
+}
+
+#define UINT_GETTER(fn, expr)                                                   \
+    API nvmlReturn_t fn(nvmlDevice_t device, unsigned int *out) {               \
+        WITH_GPU(device, {                                                      \
+            if (out == NULL) result = NVML_ERROR_INVALID_ARGUMENT;              \
+            else *out = (expr);                                                 \
+        })                                                                      \
+    }
+
+UINT_GETTER(nvmlDeviceGetCurrPcieLinkGeneration, g->cur_gen)
+UINT_GETTER(nvmlDeviceGetCurrPcieLinkWidth, g->cur_width)
+UINT_GETTER(nvmlDeviceGetMaxPcieLinkGeneration, g->max_gen)
+UINT_GETTER(nvmlDeviceGetMaxPcieLinkWidth, g->max_width)
+UINT_GETTER(nvmlDeviceGetGpuMaxPcieLinkGeneration, g->max_gen)
+
+API nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t device, unsigned int *corrRows,
+                                           unsigned int *uncRows, unsigned int *isPending,
+                                           unsigned int *failureOccurred) {
+    WITH_GPU(device, {
+        if (!corrRows || !uncRows || !isPending || !failureOccurred) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else if (g->mig_enabled) {
+            result = NVML_ERROR_NOT_SUPPORTED; /* nvml.h: NOT_SUPPORTED "if MIG is enabled" */
+        } else {
+            *corrRows = g->corr_rows;
+            *uncRows = g->unc_rows;
+            *isPending = g->remap_pending;
+            *failureOccurred = g->remap_failure;
+        }
+    })
+}
+
+static nvmlReturn_t clock_reasons(nvmlDevice_t device, unsigned long long *reasons) {
+    nvmlReturn_t result = NVML_SUCCESS;
+    pthread_mutex_lock(&lock);
+    struct fake_gpu *g = gpu_locked(device);
+    if (g == NULL || reasons == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
+    else *reasons = g->reasons;
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+#ifndef FAKE_OLD_DRIVER
+API nvmlReturn_t nvmlDeviceGetCurrentClocksEventReasons(nvmlDevice_t device,
+                                                        unsigned long long *clocksEventReasons) {
+    ENTER();
+    return clock_reasons(device, clocksEventReasons);
+}
+#endif
+
+API nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device,
+                                                           unsigned long long *clocksThrottleReasons) {
+    ENTER();
+    return clock_reasons(device, clocksThrottleReasons);
+}
+
+API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t device, int *current, int *pending) {
+    WITH_GPU(device, {
+        if (current == NULL || pending == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else {
+            *current = g->ecc_enabled;
+            *pending = g->ecc_enabled;
+        }
+    })
+}
+
+API nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, int errorType, int counterType,
+                                             unsigned long long *eccCounts) {
+    WITH_GPU(device, {
+        if (eccCounts == NULL || errorType < 0 || errorType > 1 || counterType < 0 ||
+            counterType > 1) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else if (!g->ecc_enabled) {
+            result = NVML_ERROR_NOT_SUPPORTED; /* needs ECC on */
+        } else if (errorType == 0) {
+            *eccCounts = 0; /* corrected */
+        } else {
+            *eccCounts = counterType == 0 ? g->dbe_volatile : g->dbe_aggregate;
+        }
+    })
+}
+
+API nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t device, int *isPending) {
+    WITH_GPU(device, {
+        if (isPending == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
+        else if (!g->retire_supported) result = NVML_ERROR_NOT_SUPPORTED;
+        else *isPending = g->retire_pending;
+    })
+}
+
+API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
+                                                         unsigned int *infoCount,
+                                                         nvmlProcessInfo_t *infos) {
+    WITH_GPU(device, {
+        if (infoCount == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else if (*infoCount < g->procs) {
+            *infoCount = g->procs;
+            result = NVML_ERROR_INSUFFICIENT_SIZE;
+        } else if (g->procs > 0 && infos == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else {
+            for (unsigned int i = 0; i < g->procs; i++) {
+                infos[i].pid = 4100 + (unsigned int)(g - gpus) * 100 + i;
+                infos[i].usedGpuMemory = 1ull << 30;
+                infos[i].gpuInstanceId = 0xffffffffu;
+                infos[i].computeInstanceId = 0xffffffffu;
+            }
+            *infoCount = g->procs;
+        }
+    })
+}
+
+#ifndef FAKE_OLD_DRIVER
+API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *currentMode,
+                                      unsigned int *pendingMode) {
+    WITH_GPU(device, {
+        if (currentMode == NULL || pendingMode == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else {
+            *currentMode = (unsigned int)g->mig_enabled;
+            *pendingMode = (unsigned int)g->mig_enabled;
+        }
+    })
+}
+#endif
+
+API nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device,
+                                                  unsigned long long *eventTypes) {
+    WITH_GPU(device, {
+        if (eventTypes == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
+        else *eventTypes = SUPPORTED_EVENTS;
+    })
+}
+
+/* The live set behind a handle, or NULL; call with the lock held. */
+static struct fake_event_set *set_locked(nvmlEventSet_t set) {
+    uintptr_t p = (uintptr_t)set, base = (uintptr_t)sets;
+    if (p < base || p >= base + sizeof sets) return NULL;
+    if ((p - base) % sizeof(struct fake_event_set) != 0) return NULL;
+    return set->live ? set : NULL;
+}
+
+API nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
+    ENTER();
+    if (set == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    nvmlReturn_t result = NVML_ERROR_UNKNOWN;
+    pthread_mutex_lock(&lock);
+    for (unsigned int i = 0; i < MAX_SETS; i++) {
+        if (!sets[i].live) {
+            memset(&sets[i], 0, sizeof sets[i]);
+            sets[i].live = 1;
+            *set = &sets[i];
+            result = NVML_SUCCESS;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes,
+                                          nvmlEventSet_t set) {
+    WITH_GPU(device, {
+        struct fake_event_set *s = set_locked(set);
+        if (s == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
+        else if ((eventTypes & ~SUPPORTED_EVENTS) != 0) result = NVML_ERROR_NOT_SUPPORTED;
+        else s->mask[g - gpus] |= eventTypes;
+    })
+}
+
+API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data,
+                                     unsigned int timeoutms) {
+    ENTER();
+    if (data == NULL) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned long long deadline = now_ms() + timeoutms;
+    for (;;) {
+        nvmlReturn_t result = NVML_ERROR_TIMEOUT;
+        pthread_mutex_lock(&lock);
+        struct fake_event_set *s = set_locked(set);
+        if (s == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else {
+            for (unsigned int i = 0; i < event_count; i++) {
+                struct fake_event *e = &events[i];
+                if (e->gpu >= gpu_count || (s->mask[e->gpu] & e->type) == 0) continue;
+                data->device = &gpus[e->gpu];
+                data->eventType = e->type;
+                data->eventData = e->data;
+                data->gpuInstanceId = 0xffffffffu;
+                data->computeInstanceId = 0xffffffffu;
+                memmove(&events[i], &events[i + 1], (event_count - i - 1) * sizeof events[0]);
+                event_count--;
+                result = NVML_SUCCESS;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&lock);
+        if (result != NVML_ERROR_TIMEOUT) return result;
+        unsigned long long now = now_ms();
+        if (now >= deadline) return NVML_ERROR_TIMEOUT;
+        unsigned long long left = deadline - now;
+        sleep_ms(left < 5 ? (unsigned int)left : 5);
+    }
+}
+
+API nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
+    ENTER();
+    nvmlReturn_t result = NVML_SUCCESS;
+    pthread_mutex_lock(&lock);
+    struct fake_event_set *s = set_locked(set);
+    if (s == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
+    else s->live = 0;
+    pthread_mutex_unlock(&lock);
+    return result;
+}

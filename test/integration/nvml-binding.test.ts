@@ -1,0 +1,549 @@
+/**
+ * The koffi NVML binding (exporter/native/nvml.ts) against the fake libnvidia-ml
+ * (test/fakes/native/nvml), which jest's globalSetup builds into build/fakes/nvml. The fake is
+ * steered through its fakenvml_* functions over a second koffi.load of the same absolute path,
+ * which dlopen answers with the same handle and so the same state; jest's sandboxed process.env is
+ * invisible to C getenv, so FAKE_NVML_SCENARIO is only tested in a child process.
+ */
+import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import koffi from 'koffi';
+import { loadNvml } from '../../exporter/native/nvml.js';
+import { NvmlError, type Nvml } from '../../exporter/native/ports.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const FAKE = join(ROOT, 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1');
+
+const control = koffi.load(FAKE);
+const fakeReset = control.func('void fakenvml_reset(void)');
+const fakeApply = control.func('int fakenvml_apply(const char *scenario)');
+const fakePushXid = control.func('int fakenvml_push_xid(unsigned int gpu, unsigned long long xid)');
+const fakeCalls = control.func('unsigned long fakenvml_calls(const char *fn)');
+
+const apply = (scenario: string): void => {
+  expect(fakeApply(scenario)).toBe(0);
+};
+const calls = (fn: string): number => fakeCalls(fn) as number;
+
+const HGX_BUS_IDS = [
+  '00000000:1B:00.0',
+  '00000000:43:00.0',
+  '00000000:52:00.0',
+  '00000000:61:00.0',
+  '00000000:9D:00.0',
+  '00000000:C3:00.0',
+  '00000000:D1:00.0',
+  '00000000:DF:00.0',
+];
+const HEALTHY_ROWS = { correctable: 0, uncorrectable: 0, pending: false, failureOccurred: false };
+const HEALTHY_ECC = { enabled: true, volatileUncorrected: 0, retiredPagesPending: undefined };
+const GEN5_X16 = { currentGeneration: 5, currentWidth: 16, maxGeneration: 5, maxWidth: 16 };
+
+let opened: Nvml | undefined;
+
+async function open(): Promise<Nvml> {
+  const load = await loadNvml(FAKE);
+  if (!load.ok) throw new Error(`the fake NVML did not load: ${load.reason}`);
+  opened = load.nvml;
+  return load.nvml;
+}
+
+/** The rejection of `promise`, which must reject with an NvmlError. */
+async function nvmlError(promise: Promise<unknown>): Promise<NvmlError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(NvmlError);
+  return error as NvmlError;
+}
+
+beforeEach(() => {
+  fakeReset();
+});
+
+afterEach(async () => {
+  await opened?.close();
+  opened = undefined;
+});
+
+describe('loading', () => {
+  test('a missing library is ok:false with the path in the reason', async () => {
+    const path = join(ROOT, 'build', 'fakes', 'no-such-dir', 'libnvidia-ml.so.1');
+    const load = await loadNvml(path);
+    expect(load.ok).toBe(false);
+    if (load.ok) return;
+    expect(load.reason.startsWith(`cannot load ${path}: `)).toBe(true);
+    expect(load.reason).toMatch(/No such file or directory/);
+  });
+
+  test('a library without the NVML symbols is ok:false', async () => {
+    const load = await loadNvml('libc.so.6');
+    expect(load).toEqual({
+      ok: false,
+      reason: expect.stringMatching(/^libc\.so\.6 is not a usable NVML: .*nvmlInit_v2/) as unknown,
+    });
+  });
+
+  test('an nvmlInit_v2 failure is ok:false with the function, the NVML string and the code', async () => {
+    apply('initfail=9');
+    expect(await loadNvml(FAKE)).toEqual({
+      ok: false,
+      reason: 'nvmlInit_v2: Driver Not Loaded (9)',
+    });
+    fakeReset();
+    apply('initfail=4');
+    expect(await loadNvml(FAKE)).toEqual({
+      ok: false,
+      reason: 'nvmlInit_v2: Insufficient Permissions (4)',
+    });
+    expect(calls('nvmlInit_v2')).toBe(1);
+  });
+
+  test('loading twice gives two working instances; each close shuts NVML down once', async () => {
+    const first = await open();
+    const second = await loadNvml(FAKE);
+    expect(second.ok).toBe(true);
+    if (!second.ok) return;
+    expect(await second.nvml.driverVersion()).toBe('580.159.04');
+    await second.nvml.close();
+    await second.nvml.close();
+    expect(calls('nvmlShutdown')).toBe(1);
+    expect(await first.driverVersion()).toBe('580.159.04');
+  });
+});
+
+describe('a healthy node', () => {
+  test('eight H200s with unique UUIDs and HGX bus ids, in NVML order', async () => {
+    const nvml = await open();
+    const devices = await nvml.devices();
+    expect(devices.map((d) => d.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(devices.map((d) => d.name)).toEqual(Array(8).fill('NVIDIA H200'));
+    expect(devices.map((d) => d.pciBusId)).toEqual(HGX_BUS_IDS);
+    for (const device of devices) {
+      expect(device.uuid).toMatch(
+        /^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+      );
+    }
+    expect(new Set(devices.map((d) => d.uuid)).size).toBe(8);
+  });
+
+  test('every method on a healthy GPU', async () => {
+    const nvml = await open();
+    expect(await nvml.driverVersion()).toBe('580.159.04');
+    expect(await nvml.pcieLink(0)).toEqual(GEN5_X16);
+    expect(await nvml.remappedRows(0)).toEqual(HEALTHY_ROWS);
+    expect(await nvml.clockEventReasons(0)).toBe(0x1n); // GPU idle, as on the idle H200 capture
+    expect(await nvml.ecc(0)).toEqual(HEALTHY_ECC);
+    expect(await nvml.computeProcessCount(0)).toBe(0);
+    expect(await nvml.migEnabled(0)).toBe(false);
+    expect(await nvml.waitXidEvents(30)).toEqual([]);
+  });
+
+  test('every GPU reads the same healthy values', async () => {
+    const nvml = await open();
+    for (let index = 0; index < 8; index++) {
+      expect(await nvml.pcieLink(index)).toEqual(GEN5_X16);
+      expect(await nvml.remappedRows(index)).toEqual(HEALTHY_ROWS);
+      expect(await nvml.clockEventReasons(index)).toBe(0x1n);
+      expect(await nvml.ecc(index)).toEqual(HEALTHY_ECC);
+    }
+  });
+
+  test('uses the current symbols, not the pre-R535 fallback', async () => {
+    const nvml = await open();
+    await nvml.clockEventReasons(2);
+    await nvml.migEnabled(2);
+    expect(calls('nvmlDeviceGetCurrentClocksEventReasons')).toBe(1);
+    expect(calls('nvmlDeviceGetCurrentClocksThrottleReasons')).toBe(0);
+    expect(calls('nvmlDeviceGetMigMode')).toBe(1);
+  });
+
+  test('device handles are looked up once per GPU', async () => {
+    const nvml = await open();
+    await nvml.devices();
+    await nvml.devices();
+    await nvml.pcieLink(3);
+    await nvml.ecc(3);
+    expect(calls('nvmlDeviceGetHandleByIndex_v2')).toBe(8);
+    expect(calls('nvmlDeviceGetCount_v2')).toBe(2);
+  });
+
+  test('an index NVML does not know rejects with NvmlError', async () => {
+    const nvml = await open();
+    const error = await nvmlError(nvml.pcieLink(8));
+    expect(error.fn).toBe('nvmlDeviceGetHandleByIndex_v2');
+    expect(error.code).toBe(2);
+    expect(error.description).toBe('Invalid Argument');
+    expect(error.message).toBe('nvmlDeviceGetHandleByIndex_v2: Invalid Argument (2)');
+    expect(error.name).toBe('NvmlError');
+    expect((await nvmlError(nvml.remappedRows(-1))).code).toBe(2);
+    expect((await nvmlError(nvml.migEnabled(1.5))).code).toBe(2);
+  });
+
+  test('close frees the event set and shuts down once; later calls fail as uninitialized', async () => {
+    const nvml = await open();
+    await nvml.waitXidEvents(0);
+    await nvml.close();
+    await nvml.close();
+    expect(calls('nvmlEventSetFree')).toBe(1);
+    expect(calls('nvmlShutdown')).toBe(1);
+    const error = await nvmlError(nvml.driverVersion());
+    expect(error.fn).toBe('nvmlSystemGetDriverVersion');
+    expect(error.code).toBe(1);
+    expect(error.description).toBe('Uninitialized');
+    opened = undefined;
+  });
+
+  test('close without an event set does not free one', async () => {
+    const nvml = await open();
+    await nvml.close();
+    opened = undefined;
+    expect(calls('nvmlEventSetCreate')).toBe(0);
+    expect(calls('nvmlEventSetFree')).toBe(0);
+    expect(calls('nvmlShutdown')).toBe(1);
+  });
+});
+
+describe('the scenario grammar', () => {
+  test('gpus=N', async () => {
+    apply('gpus=2');
+    const devices = await (await open()).devices();
+    expect(devices.map((d) => d.pciBusId)).toEqual(HGX_BUS_IDS.slice(0, 2));
+  });
+
+  test('gpus=N beyond eight keeps bus ids and UUIDs unique', async () => {
+    apply('gpus=12');
+    const devices = await (await open()).devices();
+    expect(devices).toHaveLength(12);
+    expect(new Set(devices.map((d) => d.pciBusId)).size).toBe(12);
+    expect(new Set(devices.map((d) => d.uuid)).size).toBe(12);
+    expect(devices[8]?.pciBusId).toBe('00000000:E1:00.0');
+  });
+
+  test('name=TEXT', async () => {
+    apply('name=NVIDIA H100 80GB HBM3');
+    const devices = await (await open()).devices();
+    expect(devices.map((d) => d.name)).toEqual(Array(8).fill('NVIDIA H100 80GB HBM3'));
+  });
+
+  test('nodevices=1', async () => {
+    apply('nodevices=1');
+    const nvml = await open();
+    expect(await nvml.devices()).toEqual([]);
+    expect(await nvml.waitXidEvents(0)).toEqual([]);
+  });
+
+  test.each([
+    ['powerbrake=3', 0x88n],
+    ['thermal=3', 0x48n],
+    ['swpowercap=3', 0x4n],
+    ['powerbrake=3;thermal=3', 0xc8n],
+  ])('%s sets the clock event reasons of that GPU only', async (scenario, reasons) => {
+    apply(scenario);
+    const nvml = await open();
+    expect(await nvml.clockEventReasons(3)).toBe(reasons);
+    expect(await nvml.clockEventReasons(2)).toBe(0x1n);
+  });
+
+  test.each([
+    ['pending=2', { ...HEALTHY_ROWS, pending: true }],
+    ['remapfail=2', { ...HEALTHY_ROWS, failureOccurred: true }],
+    ['uncorrectable=2:5', { ...HEALTHY_ROWS, uncorrectable: 5 }],
+    ['uncorrectable=2:4;pending=2', { ...HEALTHY_ROWS, uncorrectable: 4, pending: true }],
+  ])('%s shows in that GPU’s remapped rows', async (scenario, rows) => {
+    apply(scenario);
+    const nvml = await open();
+    expect(await nvml.remappedRows(2)).toEqual(rows);
+    expect(await nvml.remappedRows(1)).toEqual(HEALTHY_ROWS);
+  });
+
+  test('dbe=I:N is the volatile uncorrected count', async () => {
+    apply('dbe=4:3');
+    const nvml = await open();
+    expect(await nvml.ecc(4)).toEqual({ ...HEALTHY_ECC, volatileUncorrected: 3 });
+    expect(await nvml.ecc(5)).toEqual(HEALTHY_ECC);
+  });
+
+  test('retirepending=I', async () => {
+    apply('retirepending=4');
+    const nvml = await open();
+    expect(await nvml.ecc(4)).toEqual({ ...HEALTHY_ECC, retiredPagesPending: true });
+  });
+
+  test('noecc=I: ECC off, no counter read', async () => {
+    apply('noecc=5');
+    const nvml = await open();
+    expect(await nvml.ecc(5)).toEqual({
+      enabled: false,
+      volatileUncorrected: undefined,
+      retiredPagesPending: undefined,
+    });
+    expect(calls('nvmlDeviceGetTotalEccErrors')).toBe(0);
+    expect(await nvml.ecc(4)).toEqual(HEALTHY_ECC);
+  });
+
+  test('link=I:GxW lowers the current link, the maximum stays Gen5 x16', async () => {
+    apply('link=3:3x8');
+    const nvml = await open();
+    expect(await nvml.pcieLink(3)).toEqual({
+      currentGeneration: 3,
+      currentWidth: 8,
+      maxGeneration: 5,
+      maxWidth: 16,
+    });
+    expect(await nvml.pcieLink(4)).toEqual(GEN5_X16);
+  });
+
+  test('procs=I:N is the size the process query asks for', async () => {
+    apply('procs=6:3');
+    const nvml = await open();
+    expect(await nvml.computeProcessCount(6)).toBe(3);
+    expect(await nvml.computeProcessCount(5)).toBe(0);
+  });
+
+  test('mig=I: MIG on, and remapped rows NOT_SUPPORTED there', async () => {
+    apply('mig=7');
+    const nvml = await open();
+    expect(await nvml.migEnabled(7)).toBe(true);
+    expect(await nvml.migEnabled(6)).toBe(false);
+    expect(await nvml.remappedRows(7)).toBeUndefined();
+  });
+
+  test('xid=I:CODE,... queues events that one wait returns together', async () => {
+    apply('xid=1:79,6:48');
+    const nvml = await open();
+    expect(await nvml.waitXidEvents(1000)).toEqual([
+      { gpuIndex: 1, xid: 79 },
+      { gpuIndex: 6, xid: 48 },
+    ]);
+    expect(await nvml.waitXidEvents(0)).toEqual([]);
+    expect(calls('nvmlEventSetCreate')).toBe(1);
+    expect(calls('nvmlDeviceRegisterEvents')).toBe(8);
+  });
+
+  test('several items and blanks in one scenario', async () => {
+    apply(' gpus=4 ; procs=1:2;;dbe=0:1 ');
+    const nvml = await open();
+    expect(await nvml.devices()).toHaveLength(4);
+    expect(await nvml.computeProcessCount(1)).toBe(2);
+    expect((await nvml.ecc(0)).volatileUncorrected).toBe(1);
+  });
+
+  test.each(['bogus=1', 'gpus=x', 'gpus=99', 'link=3:38', 'dbe=2', 'powerbrake=40', 'noequals'])(
+    'fakenvml_apply refuses %s',
+    (scenario) => {
+      expect(fakeApply(scenario)).toBe(-1);
+    },
+  );
+
+  test('reset restores the healthy defaults', async () => {
+    apply('gpus=1;powerbrake=0;noecc=0');
+    fakeReset();
+    const nvml = await open();
+    expect(await nvml.devices()).toHaveLength(8);
+    expect(await nvml.clockEventReasons(0)).toBe(0x1n);
+    expect(await nvml.ecc(0)).toEqual(HEALTHY_ECC);
+  });
+});
+
+describe('NOT_SUPPORTED and other errors', () => {
+  test('remapped rows NOT_SUPPORTED is undefined', async () => {
+    apply('notsupported=nvmlDeviceGetRemappedRows');
+    expect(await (await open()).remappedRows(0)).toBeUndefined();
+  });
+
+  test('ECC mode NOT_SUPPORTED is ECC off', async () => {
+    apply('notsupported=nvmlDeviceGetEccMode');
+    expect(await (await open()).ecc(0)).toEqual({
+      enabled: false,
+      volatileUncorrected: undefined,
+      retiredPagesPending: undefined,
+    });
+  });
+
+  test('an ECC counter NOT_SUPPORTED is undefined with ECC still on', async () => {
+    apply('notsupported=nvmlDeviceGetTotalEccErrors');
+    expect(await (await open()).ecc(0)).toEqual({ ...HEALTHY_ECC, volatileUncorrected: undefined });
+  });
+
+  test('MIG mode NOT_SUPPORTED is MIG off', async () => {
+    apply('mig=0;notsupported=nvmlDeviceGetMigMode');
+    expect(await (await open()).migEnabled(0)).toBe(false);
+  });
+
+  test('registration NOT_SUPPORTED is tolerated; such GPUs deliver nothing', async () => {
+    apply('notsupported=nvmlDeviceRegisterEvents;xid=0:79');
+    const nvml = await open();
+    expect(await nvml.waitXidEvents(20)).toEqual([]);
+    expect(calls('nvmlDeviceRegisterEvents')).toBe(8);
+  });
+
+  test.each([
+    ['nvmlDeviceGetCurrPcieLinkWidth', (nvml: Nvml) => nvml.pcieLink(0)],
+    ['nvmlDeviceGetCurrentClocksEventReasons', (nvml: Nvml) => nvml.clockEventReasons(0)],
+    ['nvmlDeviceGetComputeRunningProcesses_v3', (nvml: Nvml) => nvml.computeProcessCount(0)],
+    ['nvmlDeviceGetUUID', (nvml: Nvml) => nvml.devices()],
+    ['nvmlEventSetWait_v2', (nvml: Nvml) => nvml.waitXidEvents(0)],
+    ['nvmlEventSetCreate', (nvml: Nvml) => nvml.waitXidEvents(0)],
+    ['nvmlSystemGetDriverVersion', (nvml: Nvml) => nvml.driverVersion()],
+  ])('%s NOT_SUPPORTED elsewhere rejects with NvmlError', async (fn, method) => {
+    apply(`notsupported=${fn}`);
+    const nvml = await open();
+    const error = await nvmlError(method(nvml));
+    expect([error.fn, error.code, error.description]).toEqual([fn, 3, 'Not Supported']);
+    expect(error.message).toBe(`${fn}: Not Supported (3)`);
+  });
+
+  test('a failed registration frees the set, and the next wait tries again', async () => {
+    apply('gpus=1');
+    const nvml = await open();
+    const before = calls('nvmlEventSetCreate');
+    apply('notsupported=nvmlDeviceGetCount_v2');
+    await nvmlError(nvml.waitXidEvents(0));
+    expect(calls('nvmlEventSetCreate')).toBe(before + 1);
+    expect(calls('nvmlEventSetFree')).toBe(1);
+    fakeReset();
+    apply('gpus=1;xid=0:31');
+    // the reset forgot the init, so a fresh instance
+    const again = await loadNvml(FAKE);
+    if (!again.ok) throw new Error(again.reason);
+    opened = again.nvml;
+    expect(await again.nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 0, xid: 31 }]);
+  });
+});
+
+describe('XID events', () => {
+  test('an XID pushed while waiting ends the wait early', async () => {
+    const nvml = await open();
+    await nvml.waitXidEvents(0); // registers
+    const started = performance.now();
+    setTimeout(() => {
+      expect(fakePushXid(5, 94)).toBe(0);
+    }, 50);
+    const events = await nvml.waitXidEvents(5000);
+    expect(events).toEqual([{ gpuIndex: 5, xid: 94 }]);
+    expect(performance.now() - started).toBeLessThan(4000);
+  });
+
+  test('a wait with nothing pending resolves [] after about the timeout', async () => {
+    const nvml = await open();
+    const started = performance.now();
+    expect(await nvml.waitXidEvents(120)).toEqual([]);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(100);
+  });
+
+  test('queued and pushed events for several GPUs come back in order; 999 is an unknown XID', async () => {
+    apply('xid=7:13');
+    const nvml = await open();
+    expect(fakePushXid(0, 999)).toBe(0);
+    expect(fakePushXid(7, 119)).toBe(0);
+    expect(await nvml.waitXidEvents(100)).toEqual([
+      { gpuIndex: 7, xid: 13 },
+      { gpuIndex: 0, xid: 999 },
+      { gpuIndex: 7, xid: 119 },
+    ]);
+  });
+
+  test('an event for a GPU past the count stays out', async () => {
+    apply('gpus=2');
+    const nvml = await open();
+    expect(fakePushXid(5, 79)).toBe(0);
+    expect(await nvml.waitXidEvents(20)).toEqual([]);
+  });
+});
+
+describe('a hanging driver call', () => {
+  test('does not block the event loop', async () => {
+    apply('hang=nvmlDeviceGetRemappedRows:1500');
+    const nvml = await open();
+    const started = performance.now();
+    let timerFiredAt: number | undefined;
+    let resolvedAt: number | undefined;
+    setTimeout(() => {
+      timerFiredAt = performance.now();
+    }, 20);
+    const rows = await nvml.remappedRows(0).then((value) => {
+      resolvedAt = performance.now();
+      return value;
+    });
+    expect(rows).toEqual(HEALTHY_ROWS);
+    expect(timerFiredAt).toBeDefined();
+    expect(resolvedAt).toBeDefined();
+    expect(timerFiredAt ?? Infinity).toBeLessThan(resolvedAt ?? 0);
+    expect((resolvedAt ?? 0) - started).toBeGreaterThanOrEqual(1400); // it did hang
+  });
+
+  test('other calls keep answering while one hangs', async () => {
+    apply('hang=nvmlEventSetWait_v2:1500');
+    const nvml = await open();
+    let waitDone = false;
+    const waiting = nvml.waitXidEvents(0).then((events) => {
+      waitDone = true;
+      return events;
+    });
+    while (calls('nvmlEventSetWait_v2') === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 5)); // until the wait is in the driver
+    }
+    const started = performance.now();
+    expect(await nvml.pcieLink(1)).toEqual(GEN5_X16);
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(waitDone).toBe(false);
+    expect(await waiting).toEqual([]);
+  });
+
+  test('hung calls take at most two libuv threadpool threads, so fs keeps working', async () => {
+    apply('hang=nvmlDeviceGetCount_v2:1500');
+    const nvml = await open();
+    const hung = Promise.all([0, 1, 2, 3].map(() => nvml.devices()));
+    while (calls('nvmlDeviceGetCount_v2') === 0) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const started = performance.now();
+    await readFile(FAKE); // runs on the same threadpool as koffi's async calls
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(calls('nvmlDeviceGetCount_v2')).toBe(2);
+    expect((await hung).map((devices) => devices.length)).toEqual([8, 8, 8, 8]);
+  });
+});
+
+describe('FAKE_NVML_SCENARIO in another process', () => {
+  const script = `
+    import koffi from 'koffi';
+    const lib = koffi.load(${JSON.stringify(FAKE)});
+    const init = lib.func('int nvmlInit_v2(void)');
+    const count = lib.func('int nvmlDeviceGetCount_v2(_Out_ unsigned int *n)');
+    const handle = lib.func('int nvmlDeviceGetHandleByIndex_v2(unsigned int i, _Out_ void **h)');
+    const reasons = lib.func('int nvmlDeviceGetCurrentClocksEventReasons(void *h, _Out_ unsigned long long *r)');
+    const rc = init();
+    const n = [0];
+    if (rc === 0) count(n);
+    const h = [null];
+    const r = [0];
+    if (rc === 0 && n[0] > 1) { handle(1, h); reasons(h[0], r); }
+    console.log(JSON.stringify({ rc, count: n[0], reasons: Number(r[0]) }));
+  `;
+  const run = (scenario: string): unknown =>
+    JSON.parse(
+      execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', FAKE_NVML_SCENARIO: scenario },
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+
+  test('nvmlInit_v2 applies it', () => {
+    expect(run('gpus=3;powerbrake=1')).toEqual({
+      rc: 0,
+      count: 3,
+      reasons: 0x88,
+    });
+  });
+
+  test('initfail from the environment', () => {
+    expect(run('initfail=9')).toEqual({ rc: 9, count: 0, reasons: 0 });
+  });
+});
