@@ -187,14 +187,14 @@ function packageVersion(): string {
   }
 }
 
+// Exit explicitly: a driver call that hangs past the shutdown grace keeps a native thread, and the
+// process with it, alive; everything worth finishing has finished by now (stdio is synchronous).
 main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
+  (code) => process.exit(code),
   (error: unknown) => {
     process.stderr.write(
       `autopilot: fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
     );
-    process.exitCode = 1;
+    process.exit(1);
   },
 );

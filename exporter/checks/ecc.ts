@@ -42,6 +42,7 @@ export function judgeEcc(id: string, ecc: EccState): DeviceResult {
 
 export interface EccCheckDeps {
   readonly nvml: NvmlLoad;
+  readonly timeoutMs?: number;
 }
 
 export const ECC_SUMMARY = 'uncorrected (double-bit) ECC errors and pending page retirement';
@@ -55,7 +56,7 @@ export function createEccCheck(deps: EccCheckDeps): Check {
     deviceKind: 'gpu',
     usesGpu: true,
     exclusive: false,
-    timeoutMs: 30_000,
+    timeoutMs: deps.timeoutMs ?? 30_000,
     parseParams: () => ({}),
     run: () =>
       withGpus(deps.nvml, (nvml, gpus) =>

@@ -69,6 +69,7 @@ export function judgeClockEvents(id: string, mask: bigint): DeviceResult {
 
 export interface GpuPowerCheckDeps {
   readonly nvml: NvmlLoad;
+  readonly timeoutMs?: number;
 }
 
 export const GPUPOWER_SUMMARY = 'power brake, hardware and thermal slowdown (clock event reasons)';
@@ -82,7 +83,7 @@ export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
     deviceKind: 'gpu',
     usesGpu: true,
     exclusive: false,
-    timeoutMs: 30_000,
+    timeoutMs: deps.timeoutMs ?? 30_000,
     parseParams: () => ({}),
     run: () =>
       withGpus(deps.nvml, (nvml, gpus) =>

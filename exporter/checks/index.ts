@@ -51,10 +51,16 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
   const { nvml, cuda } = ports;
   const factories: Record<CheckName, () => Check> = {
     pciebw: () => createPcieBwCheck({ nvml, cuda, thresholdGBps: config.bandwidthThresholdGBps }),
-    remapped: () => createRemappedCheck({ nvml }),
-    gpupower: () => createGpuPowerCheck({ nvml }),
-    ecc: () => createEccCheck({ nvml }),
-    xid: () => createXidCheck({ nvml, ledger: ports.xidLedger, now: ports.now }),
+    remapped: () => createRemappedCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
+    gpupower: () => createGpuPowerCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
+    ecc: () => createEccCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
+    xid: () =>
+      createXidCheck({
+        nvml,
+        ledger: ports.xidLedger,
+        now: ports.now,
+        timeoutMs: config.nvmlCheckTimeoutMs,
+      }),
     gpumem: () => createGpuMemCheck({ nvml, cuda }),
     ping: () =>
       createPingCheck({ settings: config.ping, peers: ports.peers, run: ports.runCommand }),

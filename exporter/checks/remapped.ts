@@ -65,6 +65,7 @@ export function judgeRemappedRows(id: string, rows: RemappedRows | undefined): D
 
 export interface RemappedCheckDeps {
   readonly nvml: NvmlLoad;
+  readonly timeoutMs?: number;
 }
 
 export const REMAPPED_SUMMARY =
@@ -79,7 +80,7 @@ export function createRemappedCheck(deps: RemappedCheckDeps): Check {
     deviceKind: 'gpu',
     usesGpu: true,
     exclusive: false,
-    timeoutMs: 30_000,
+    timeoutMs: deps.timeoutMs ?? 30_000,
     parseParams: () => ({}),
     run: () =>
       withGpus(deps.nvml, (nvml, gpus) =>

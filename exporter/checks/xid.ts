@@ -132,6 +132,7 @@ export function judgeXids(id: string, tallies: readonly XidTally[], now: number)
 
 export interface XidCheckDeps {
   readonly nvml: NvmlLoad;
+  readonly timeoutMs?: number;
   readonly ledger: XidLedger;
   readonly now: () => number;
 }
@@ -145,7 +146,7 @@ export function createXidCheck(deps: XidCheckDeps): Check {
     deviceKind: 'gpu',
     usesGpu: false,
     exclusive: false,
-    timeoutMs: 30_000,
+    timeoutMs: deps.timeoutMs ?? 30_000,
     parseParams: () => ({}),
     run: () =>
       withGpus(deps.nvml, (_nvml, gpus) =>

@@ -40,6 +40,8 @@ export interface Config {
   readonly dcgmFatalErrors: readonly string[];
   readonly invasiveJobTtlSeconds: number;
   readonly pvcStorageClass: string | undefined;
+  /** Deadline of the checks that only read NVML (remapped, gpupower, ecc, xid). */
+  readonly nvmlCheckTimeoutMs: number;
   /** Path or name of libnvidia-ml. */
   readonly nvmlLibrary: string;
   /** Path of the CUDA probe library; undefined means the one built into build/cuda/. */
@@ -172,6 +174,12 @@ export function parseConfig(inputs: ConfigInputs): Config {
       7 * 24 * 3600,
     ),
     pvcStorageClass: parseStorageClass(env.PVC_TEST_STORAGE_CLASS),
+    nvmlCheckTimeoutMs: parseDurationSetting(
+      'AUTOPILOT_NVML_CHECK_TIMEOUT',
+      setting('AUTOPILOT_NVML_CHECK_TIMEOUT') ?? '30s',
+      1000,
+      600_000,
+    ),
     nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? 'libnvidia-ml.so.1',
     cudaProbeLibrary: setting('AUTOPILOT_CUDA_PROBE_LIBRARY'),
   };
@@ -352,6 +360,11 @@ export const ENV_SETTINGS = [
   ['AUTOPILOT_READINESS_PORT', '8080', 'port of /readinessprobe'],
   ['AUTOPILOT_LISTEN_ADDRESS', 'all addresses', 'address the three listeners bind to'],
   ['AUTOPILOT_HISTORY_SIZE', '20', 'runs kept per check for the API'],
+  [
+    'AUTOPILOT_NVML_CHECK_TIMEOUT',
+    '30s',
+    'deadline of remapped, gpupower, ecc and xid, which only read NVML (1s to 10m)',
+  ],
   [
     'AUTOPILOT_NVML_LIBRARY',
     'libnvidia-ml.so.1',

@@ -72,6 +72,7 @@ describe('parseConfig defaults', () => {
       dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
       invasiveJobTtlSeconds: 30,
       pvcStorageClass: undefined,
+      nvmlCheckTimeoutMs: 30_000,
       nvmlLibrary: 'libnvidia-ml.so.1',
       cudaProbeLibrary: undefined,
     };

@@ -1,0 +1,196 @@
+/**
+ * The built exporter with the C fakes standing in for the GPU libraries: the fake libnvidia-ml
+ * (FAKE_NVML_SCENARIO) and the probe library built against the fake CUDA runtime
+ * (FAKE_CUDA_SCENARIO). jest's global setup builds both.
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
+const FAKE_NVML = join(ROOT, 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1');
+const FAKE_PROBE = join(ROOT, 'build', 'fakes', 'cuda', 'libautopilot-probe.so');
+
+interface Running {
+  readonly child: ChildProcess;
+  readonly ports: { readonly api: number; readonly metrics: number; readonly readiness: number };
+}
+
+const running: ChildProcess[] = [];
+
+afterEach(() => {
+  for (const child of running.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+});
+
+execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+
+async function startExporter(env: Record<string, string>): Promise<Running> {
+  const child = spawn(process.execPath, [MAIN, '--port', '0', '--w', '1h'], {
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      NODE_NAME: 'gpu-node',
+      AUTOPILOT_METRICS_PORT: '0',
+      AUTOPILOT_READINESS_PORT: '0',
+      AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
+      AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
+      AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  running.push(child);
+  let stderr = '';
+  const ports = await new Promise<Running['ports']>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`exporter did not listen: ${stderr}`)), 15_000);
+    child.stderr?.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      const line = stderr.split('\n').find((l) => l.includes('"exporter listening"'));
+      if (line === undefined) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(line) as Running['ports']);
+    });
+  });
+  return { child, ports };
+}
+
+interface Results {
+  health: { state: string; reasons: string[] };
+  results: {
+    check: string;
+    verdict: string;
+    reason: string;
+    devices: { id: string; verdict: string; reason: string }[];
+  }[];
+}
+
+async function resultsOf(api: number): Promise<Results> {
+  return (await (await fetch(`http://127.0.0.1:${api}/results?format=json`)).json()) as Results;
+}
+
+/** Waits for the start-up round: every named check has a result. */
+async function startupRound(api: number, checks: readonly string[]): Promise<Results> {
+  for (let i = 0; i < 200; i++) {
+    const results = await resultsOf(api);
+    if (checks.every((c) => results.results.some((r) => r.check === c))) return results;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`the start-up round did not finish: ${JSON.stringify(await resultsOf(api))}`);
+}
+
+async function metricsOf(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
+const GPU_CHECKS = ['pciebw', 'remapped', 'gpupower', 'ecc', 'xid'];
+
+describe('GPU checks end to end on the fake libraries', () => {
+  test('power brake on GPU 1, pending remap on GPU 2, Gen3 x8 link on GPU 3: metrics and WARN', async () => {
+    const { ports } = await startExporter({
+      PERIODIC_CHECKS: GPU_CHECKS.join(','),
+      FAKE_NVML_SCENARIO: 'powerbrake=1;pending=2;link=3:3x8',
+      FAKE_CUDA_SCENARIO: 'h2d=3:6.5;d2h=3:6.6',
+    });
+    const results = await startupRound(ports.api, GPU_CHECKS);
+    expect(results.health.state).toBe('WARN');
+    const metrics = await metricsOf(ports.metrics);
+    const compat = (health: string, device: string): string =>
+      `autopilot_health_checks{health="${health}",node="gpu-node",cpumodel="${cpuModelIn(metrics)}",gpumodel="NVIDIA H200",deviceid="${device}"}`;
+    expect(metrics).toContain(`${compat('power-slowdown', '1')} 1\n`);
+    expect(metrics).toContain(`${compat('power-slowdown', '0')} 0\n`);
+    expect(metrics).toContain(`${compat('remapped', '2')} 1\n`);
+    expect(metrics).toContain(`${compat('remapped', '3')} 0\n`);
+    for (let gpu = 0; gpu < 8; gpu++)
+      expect(metrics).toMatch(
+        new RegExp(`${escape(compat('pciebw', String(gpu)))} \\d+(\\.\\d+)?\\n`),
+      );
+    expect(metrics).toContain(`${compat('pciebw', '3')} 6.5\n`);
+    expect(metrics).toMatch(
+      /^autopilot_gpu_pcie_link_width\{gpu="3",uuid="[^"]+",state="current"\} 8$/m,
+    );
+    expect(metrics).toMatch(
+      /^autopilot_gpu_pcie_link_width\{gpu="3",uuid="[^"]+",state="max"\} 16$/m,
+    );
+    expect(metrics).toMatch(
+      /^autopilot_gpu_pcie_link_generation\{gpu="3",uuid="[^"]+",state="current"\} 3$/m,
+    );
+    expect(metrics).toContain('autopilot_gpu_verdict{check="pciebw",gpu="3",verdict="FAIL"} 1\n');
+    expect(metrics).toContain('autopilot_node_health_state{state="WARN"} 1\n');
+    const pciebw = results.results.find((r) => r.check === 'pciebw');
+    expect(pciebw?.devices[3]?.reason).toContain('x8 link (max x16), Gen3 (max Gen5)');
+  });
+
+  test('a remapping failure evicts the node, and passing rounds do not lift it', async () => {
+    const { ports } = await startExporter({
+      PERIODIC_CHECKS: GPU_CHECKS.join(','),
+      FAKE_NVML_SCENARIO: 'remapfail=4',
+    });
+    const results = await startupRound(ports.api, GPU_CHECKS);
+    expect(results.health.state).toBe('EVICT');
+    expect(results.health.reasons).toEqual(['remapped 4: a row remapping failed: replace the GPU']);
+    for (let round = 0; round < 2; round++) {
+      await (await fetch(`http://127.0.0.1:${ports.api}/status?check=gpupower,ecc,xid`)).text();
+    }
+    expect((await resultsOf(ports.api)).health.state).toBe('EVICT');
+    expect(await metricsOf(ports.metrics)).toContain(
+      'autopilot_node_health_state{state="EVICT"} 1\n',
+    );
+  });
+
+  test('a driver call that hangs for 30 s: ERROR at the deadline, readiness keeps answering', async () => {
+    const { ports } = await startExporter({
+      PERIODIC_CHECKS: 'remapped',
+      AUTOPILOT_NVML_CHECK_TIMEOUT: '2s',
+      FAKE_NVML_SCENARIO: 'hang=nvmlDeviceGetRemappedRows:30000',
+    });
+    const latencies: number[] = [];
+    const started = Date.now();
+    while (Date.now() - started < 3000) {
+      const t0 = performance.now();
+      const response = await fetch(`http://127.0.0.1:${ports.readiness}/readinessprobe`);
+      expect(response.status).toBe(201);
+      latencies.push(performance.now() - t0);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    const results = await resultsOf(ports.api);
+    expect(results.results).toMatchObject([
+      { check: 'remapped', verdict: 'ERROR', reason: 'timed out after 2s' },
+    ]);
+    latencies.sort((a, b) => a - b);
+    const median = latencies[Math.floor(latencies.length / 2)]!;
+    // A blocked event loop would hold every answer for the 30 s of the hung call.
+    expect(median).toBeLessThan(50);
+    expect(latencies.at(-1)).toBeLessThan(1000);
+    // While the call still hangs, asking again answers at once instead of queueing behind it.
+    const again = (await (
+      await fetch(`http://127.0.0.1:${ports.api}/status?check=remapped&format=json`)
+    ).json()) as Results;
+    expect(again.results[0]?.reason).toMatch(
+      /^the previous run has not ended [\d.]+s after its deadline$/,
+    );
+  });
+
+  test('without an NVML library the exporter runs and the GPU checks say SKIP with the reason', async () => {
+    const { ports } = await startExporter({
+      PERIODIC_CHECKS: 'remapped,pciebw',
+      AUTOPILOT_NVML_LIBRARY: '/nonexistent/libnvidia-ml.so.1',
+    });
+    const results = await startupRound(ports.api, ['remapped', 'pciebw']);
+    for (const result of results.results) {
+      expect(result.verdict).toBe('SKIP');
+      expect(result.reason).toContain('/nonexistent/libnvidia-ml.so.1');
+    }
+    expect(results.health.state).toBe('UNKNOWN');
+    expect((await fetch(`http://127.0.0.1:${ports.readiness}/readinessprobe`)).status).toBe(201);
+  });
+});
+
+function cpuModelIn(metrics: string): string {
+  return /cpumodel="([^"]*)"/.exec(metrics)?.[1] ?? '';
+}
+
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
