@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what Autopilot needs on a Debian 12 machine, then the npm packages (npm ci).
-#   scripts/install.sh          what the exporter needs to run: ping
+#   scripts/install.sh          what the exporter needs to run: ping, the npm packages, and the CUDA
+#                               probe library where nvcc exists
 #   scripts/install.sh --test   also what the tests need: promtool (Debian's prometheus package)
-#                               and iproute2 (network namespaces)
+#                               and iproute2 (network namespaces); gcc and make build the C fakes
 # Debian packages are installed only when missing, so a prepared machine is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ fi
 
 packages=(iputils-ping)
 if [ "$mode" = test ]; then
-  packages+=(iproute2 prometheus)
+  packages+=(iproute2 prometheus gcc make)
 fi
 missing=()
 for package in "${packages[@]}"; do
@@ -40,3 +41,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
+
+# The CUDA probe library (pciebw, gpumem) needs nvcc; without it those checks say SKIP.
+if command -v nvcc >/dev/null 2>&1; then
+  make -s -C cuda
+else
+  echo "install.sh: nvcc not found: the CUDA probe library is not built, pciebw and gpumem will say SKIP"
+fi

@@ -19,7 +19,7 @@ export async function withGpus(
 }
 
 /**
- * Judges each GPU in turn; an exception on one GPU (an NVML error, a lost GPU) becomes that GPU's
+ * Judges every GPU; an exception on one GPU (an NVML error, a lost GPU) becomes that GPU's
  * ERROR and the others are still judged.
  */
 export async function judgeEach(
@@ -28,23 +28,24 @@ export async function judgeEach(
     gpu: GpuDevice,
   ) => Promise<{ readonly device: DeviceResult; readonly samples?: readonly Sample[] }>,
 ): Promise<CheckOutcome> {
-  const devices: DeviceResult[] = [];
-  const samples: Sample[] = [];
-  for (const gpu of gpus) {
-    try {
-      const judged = await judge(gpu);
-      devices.push(judged.device);
-      samples.push(...(judged.samples ?? []));
-    } catch (error) {
-      devices.push({
-        id: String(gpu.index),
-        verdict: 'ERROR',
-        reason: error instanceof Error ? error.message : String(error),
-        evidence: { uuid: gpu.uuid },
-      });
-    }
-  }
-  return { devices, samples };
+  // All GPUs at once: the NVML binding bounds how many calls really run in parallel.
+  const judged = await Promise.all(
+    gpus.map((gpu) =>
+      judge(gpu).catch((error: unknown) => ({
+        device: {
+          id: String(gpu.index),
+          verdict: 'ERROR' as const,
+          reason: error instanceof Error ? error.message : String(error),
+          evidence: { uuid: gpu.uuid },
+        },
+        samples: [],
+      })),
+    ),
+  );
+  return {
+    devices: judged.map((j) => j.device),
+    samples: judged.flatMap((j) => j.samples ?? []),
+  };
 }
 
 /** A sample labelled with the GPU's index and UUID (the UUID survives re-enumeration). */

@@ -226,6 +226,7 @@ function address(pointer: unknown): bigint {
 }
 
 class KoffiNvml implements Nvml {
+  private deviceList: Promise<readonly GpuDevice[]> | undefined;
   private readonly handles = new Map<number, unknown>();
   private eventSet: unknown = undefined;
   /** Device handle address → NVML index, for the devices registered on eventSet. */
@@ -280,7 +281,18 @@ class KoffiNvml implements Nvml {
     return cString(buffer);
   }
 
-  async devices(): Promise<readonly GpuDevice[]> {
+  /**
+   * NVML enumerates the GPUs once, at nvmlInit; names, UUIDs and bus ids cannot change before the
+   * next init, so the list is read once (about 1 ms for 8 GPUs) and not on every check.
+   */
+  devices(): Promise<readonly GpuDevice[]> {
+    this.deviceList ??= this.readDevices();
+    // A failed read is not cached: the next check tries again.
+    this.deviceList.catch(() => (this.deviceList = undefined));
+    return this.deviceList;
+  }
+
+  private async readDevices(): Promise<readonly GpuDevice[]> {
     const count = await this.deviceCount();
     const devices: GpuDevice[] = [];
     for (let index = 0; index < count; index++) {
