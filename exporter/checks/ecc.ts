@@ -5,9 +5,8 @@
  */
 
 import type { EccState, NvmlLoad } from '../native/ports.js';
-import type { Check, CheckRun, DeviceResult } from './check.js';
-import { formatGpuText, gpuSample, judgeEach, withGpus } from './gpu-common.js';
-import { formatCheckLevelText } from './text.js';
+import type { Check, DeviceResult } from './check.js';
+import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
 
 /** Pure: the verdict for one GPU. */
 export function judgeEcc(id: string, ecc: EccState): DeviceResult {
@@ -49,46 +48,33 @@ export const ECC_SUMMARY = 'uncorrected (double-bit) ECC errors and pending page
 
 export function createEccCheck(deps: EccCheckDeps): Check {
   return {
+    ...gpuCheckBase('[[ ECC ]]'),
     name: 'ecc',
     summary: ECC_SUMMARY,
     banner: 'ECC test',
     compatHealth: 'ecc',
-    deviceKind: 'gpu',
     usesGpu: true,
     exclusive: false,
     timeoutMs: deps.timeoutMs ?? 30_000,
-    parseParams: () => ({}),
     run: () =>
-      withGpus(deps.nvml, (nvml, gpus) =>
-        judgeEach(gpus, async (gpu) => {
-          const ecc = await nvml.ecc(gpu.index);
-          const samples = [];
-          if (ecc.volatileUncorrected !== undefined) {
-            samples.push(
-              gpuSample(
-                'autopilot_gpu_ecc_volatile_uncorrected_errors',
-                gpu,
-                ecc.volatileUncorrected,
-              ),
-            );
-          }
-          if (ecc.retiredPagesPending !== undefined) {
-            samples.push(
-              gpuSample(
-                'autopilot_gpu_retired_pages_pending',
-                gpu,
-                ecc.retiredPagesPending ? 1 : 0,
-              ),
-            );
-          }
-          return { device: judgeEcc(String(gpu.index), ecc), samples };
-        }),
-      ),
-    formatText: (run: CheckRun, nodeName: string) =>
-      run.devices.length === 0
-        ? formatCheckLevelText('[[ ECC ]]', run)
-        : formatGpuText('[[ ECC ]]', nodeName, run.devices, (d) =>
-            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
-          ),
+      readEachGpu(deps.nvml, async (nvml, gpu) => {
+        const ecc = await nvml.ecc(gpu.index);
+        const samples = [];
+        if (ecc.volatileUncorrected !== undefined) {
+          samples.push(
+            gpuSample(
+              'autopilot_gpu_ecc_volatile_uncorrected_errors',
+              gpu,
+              ecc.volatileUncorrected,
+            ),
+          );
+        }
+        if (ecc.retiredPagesPending !== undefined) {
+          samples.push(
+            gpuSample('autopilot_gpu_retired_pages_pending', gpu, ecc.retiredPagesPending ? 1 : 0),
+          );
+        }
+        return { device: judgeEcc(String(gpu.index), ecc), samples };
+      }),
   };
 }

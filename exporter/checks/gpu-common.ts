@@ -3,8 +3,9 @@
  * run, isolating a failure to the GPU it happened on, and the GPU identity labels of samples.
  */
 
-import type { CudaProbe, GpuDevice, Nvml, NvmlLoad } from '../native/ports.js';
-import type { CheckOutcome, DeviceResult, Sample } from './check.js';
+import type { CudaProbe, CudaProbeLoad, GpuDevice, Nvml, NvmlLoad } from '../native/ports.js';
+import type { Check, CheckOutcome, CheckRun, DeviceResult, Sample } from './check.js';
+import { formatCheckLevelText } from './text.js';
 import type { SampleMetricName } from '../metrics/catalogue.js';
 
 /** Runs `body` with NVML and the GPU list, or says SKIP when there is no NVML or no GPU. */
@@ -58,21 +59,55 @@ export function gpuSample(
   return { metric, labels: { gpu: String(gpu.index), uuid: gpu.uuid, ...labels }, value };
 }
 
-/** The Autopilot text block of a GPU check: one line per GPU, the verdict token, the last-line vector. */
-export function formatGpuText(
-  prefix: string,
-  nodeName: string,
-  devices: readonly DeviceResult[],
-  vectorValue: (device: DeviceResult) => string,
-): string {
-  const failing = devices.some((d) => d.verdict === 'FAIL');
-  const lines = [
-    `${prefix} ${failing ? 'FAIL' : 'SUCCESS'}`,
-    `Host  ${nodeName}`,
-    ...devices.map((d) => `GPU ${d.id}: ${d.verdict} ${d.reason}`),
-    devices.map(vectorValue).join(' '),
-  ];
-  return `${lines.join('\n')}\n`;
+/**
+ * The fields every GPU check shares: one device per GPU, no parameters, and Autopilot's text block
+ * (`<prefix> SUCCESS|FAIL`, `Host  <node>`, a line per GPU, and the last-line vector of
+ * compatibility values that Autopilot's tools read).
+ */
+export function gpuCheckBase(
+  textPrefix: string,
+): Pick<Check, 'deviceKind' | 'parseParams' | 'formatText'> {
+  return {
+    deviceKind: 'gpu',
+    parseParams: () => ({}),
+    formatText: (run: CheckRun, nodeName: string) => {
+      if (run.devices.length === 0) return formatCheckLevelText(textPrefix, run);
+      const failing = run.devices.some((d) => d.verdict === 'FAIL');
+      const lines = [
+        `${textPrefix} ${failing ? 'FAIL' : 'SUCCESS'}`,
+        `Host  ${nodeName}`,
+        ...run.devices.map((d) => `GPU ${d.id}: ${d.verdict} ${d.reason}`),
+        run.devices
+          .map((d) => (d.compatValue === undefined ? 'N/A' : String(d.compatValue)))
+          .join(' '),
+      ];
+      return `${lines.join('\n')}\n`;
+    },
+  };
+}
+
+/** withGpus for the checks that only read NVML: each GPU judged from what `read` returns. */
+export function readEachGpu(
+  nvml: NvmlLoad,
+  read: (
+    nvml: Nvml,
+    gpu: GpuDevice,
+  ) => Promise<{ readonly device: DeviceResult; readonly samples?: readonly Sample[] }>,
+): Promise<CheckOutcome> {
+  return withGpus(nvml, (loaded, gpus) => judgeEach(gpus, (gpu) => read(loaded, gpu)));
+}
+
+/** withGpus for the checks that also need the CUDA probe, which say SKIP without it. */
+export function withGpusAndCuda(
+  nvml: NvmlLoad,
+  cuda: CudaProbeLoad,
+  body: (nvml: Nvml, cuda: CudaProbe, gpus: readonly GpuDevice[]) => Promise<CheckOutcome>,
+): Promise<CheckOutcome> {
+  return withGpus(nvml, (loaded, gpus) =>
+    cuda.ok
+      ? body(loaded, cuda.probe, gpus)
+      : Promise.resolve({ devices: [], verdict: 'SKIP', reason: cuda.reason }),
+  );
 }
 
 /** "00000000:06:00.0" (NVML) and "0000:06:00.0" (CUDA) name the same device. */

@@ -10,9 +10,8 @@
  */
 
 import type { CudaProbe, CudaProbeLoad, GpuDevice, Nvml, NvmlLoad } from '../native/ports.js';
-import type { Check, CheckOutcome, CheckRun, DeviceResult, Sample } from './check.js';
-import { busIdKey, cudaOrdinals, formatGpuText, gpuSample, withGpus } from './gpu-common.js';
-import { formatCheckLevelText } from './text.js';
+import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
+import { busIdKey, cudaOrdinals, gpuCheckBase, gpuSample, withGpusAndCuda } from './gpu-common.js';
 
 /** Datasheet peaks (SXM unless named): HBM GB/s, FP32 and FP64 non-tensor TFLOPS. */
 export const GPU_MODELS: readonly {
@@ -199,27 +198,15 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
   }
 
   return {
+    ...gpuCheckBase('[[ GPU-MEM ]]'),
     name: 'gpumem',
     summary: GPUMEM_SUMMARY,
     banner: 'GPU Memory DGEMM+DAXPY test',
     compatHealth: 'gpumem',
-    deviceKind: 'gpu',
     usesGpu: true,
     exclusive: true,
     timeoutMs: 900_000,
-    parseParams: () => ({}),
-    run: () =>
-      withGpus(deps.nvml, (nvml, gpus) => {
-        if (!deps.cuda.ok)
-          return Promise.resolve({ devices: [], verdict: 'SKIP', reason: deps.cuda.reason });
-        return measure(nvml, deps.cuda.probe, gpus);
-      }),
-    formatText: (run: CheckRun, nodeName: string) =>
-      run.devices.length === 0
-        ? formatCheckLevelText('[[ GPU-MEM ]]', run)
-        : formatGpuText('[[ GPU-MEM ]]', nodeName, run.devices, (d) =>
-            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
-          ),
+    run: () => withGpusAndCuda(deps.nvml, deps.cuda, measure),
   };
 }
 

@@ -5,9 +5,8 @@
  */
 
 import type { NvmlLoad } from '../native/ports.js';
-import type { Check, CheckRun, DeviceResult } from './check.js';
-import { formatGpuText, gpuSample, judgeEach, withGpus } from './gpu-common.js';
-import { formatCheckLevelText } from './text.js';
+import type { Check, DeviceResult } from './check.js';
+import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
 
 /** nvmlClocksEventReason* bits, named as the `reason` label of autopilot_gpu_clock_event_reason. */
 export const CLOCK_EVENT_REASONS = [
@@ -76,34 +75,25 @@ export const GPUPOWER_SUMMARY = 'power brake, hardware and thermal slowdown (clo
 
 export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
   return {
+    ...gpuCheckBase('[GPU POWER]'),
     name: 'gpupower',
     summary: GPUPOWER_SUMMARY,
     banner: 'GPU Power Measurement test',
     compatHealth: 'power-slowdown',
-    deviceKind: 'gpu',
     usesGpu: true,
     exclusive: false,
     timeoutMs: deps.timeoutMs ?? 30_000,
-    parseParams: () => ({}),
     run: () =>
-      withGpus(deps.nvml, (nvml, gpus) =>
-        judgeEach(gpus, async (gpu) => {
-          const mask = await nvml.clockEventReasons(gpu.index);
-          return {
-            device: judgeClockEvents(String(gpu.index), mask),
-            samples: CLOCK_EVENT_REASONS.map(([reason, bit]) =>
-              gpuSample('autopilot_gpu_clock_event_reason', gpu, (mask & bit) !== 0n ? 1 : 0, {
-                reason,
-              }),
-            ),
-          };
-        }),
-      ),
-    formatText: (run: CheckRun, nodeName: string) =>
-      run.devices.length === 0
-        ? formatCheckLevelText('[GPU POWER]', run)
-        : formatGpuText('[GPU POWER]', nodeName, run.devices, (d) =>
-            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
+      readEachGpu(deps.nvml, async (nvml, gpu) => {
+        const mask = await nvml.clockEventReasons(gpu.index);
+        return {
+          device: judgeClockEvents(String(gpu.index), mask),
+          samples: CLOCK_EVENT_REASONS.map(([reason, bit]) =>
+            gpuSample('autopilot_gpu_clock_event_reason', gpu, (mask & bit) !== 0n ? 1 : 0, {
+              reason,
+            }),
           ),
+        };
+      }),
   };
 }

@@ -19,9 +19,8 @@ import type {
   NvmlLoad,
   PcieLinkState,
 } from '../native/ports.js';
-import type { Check, CheckOutcome, CheckRun, DeviceResult, Sample } from './check.js';
-import { busIdKey, cudaOrdinals, formatGpuText, gpuSample, withGpus } from './gpu-common.js';
-import { formatCheckLevelText } from './text.js';
+import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
+import { busIdKey, cudaOrdinals, gpuCheckBase, gpuSample, withGpusAndCuda } from './gpu-common.js';
 
 /** GB/s one lane carries per direction after line coding, by PCIe generation. */
 const LANE_GBPS: Readonly<Record<number, number>> = {
@@ -230,27 +229,15 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
   }
 
   return {
+    ...gpuCheckBase('[[ PCIEBW ]]'),
     name: 'pciebw',
     summary: PCIEBW_SUMMARY,
     banner: `Requesting pcie test with bw: ${deps.thresholdGBps}`,
     compatHealth: 'pciebw',
-    deviceKind: 'gpu',
     usesGpu: true,
     exclusive: false,
     timeoutMs: 120_000,
-    parseParams: () => ({}),
-    run: () =>
-      withGpus(deps.nvml, (nvml, gpus) => {
-        if (!deps.cuda.ok)
-          return Promise.resolve({ devices: [], verdict: 'SKIP', reason: deps.cuda.reason });
-        return measure(nvml, deps.cuda.probe, gpus);
-      }),
-    formatText: (run: CheckRun, nodeName: string) =>
-      run.devices.length === 0
-        ? formatCheckLevelText('[[ PCIEBW ]]', run)
-        : formatGpuText('[[ PCIEBW ]]', nodeName, run.devices, (d) =>
-            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
-          ),
+    run: () => withGpusAndCuda(deps.nvml, deps.cuda, measure),
   };
 }
 

@@ -6,9 +6,8 @@
  */
 
 import type { NvmlLoad, RemappedRows } from '../native/ports.js';
-import type { Check, CheckRun, DeviceResult } from './check.js';
-import { formatGpuText, gpuSample, judgeEach, withGpus } from './gpu-common.js';
-import { formatCheckLevelText } from './text.js';
+import type { Check, DeviceResult } from './check.js';
+import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
 
 /** Pure: the verdict for one GPU; undefined rows mean the GPU has no row remapping. */
 export function judgeRemappedRows(id: string, rows: RemappedRows | undefined): DeviceResult {
@@ -73,41 +72,32 @@ export const REMAPPED_SUMMARY =
 
 export function createRemappedCheck(deps: RemappedCheckDeps): Check {
   return {
+    ...gpuCheckBase('[[ REMAPPED ROWS ]]'),
     name: 'remapped',
     summary: REMAPPED_SUMMARY,
     banner: 'Requesting Remapped Rows check on all GPUs',
     compatHealth: 'remapped',
-    deviceKind: 'gpu',
     usesGpu: true,
     exclusive: false,
     timeoutMs: deps.timeoutMs ?? 30_000,
-    parseParams: () => ({}),
     run: () =>
-      withGpus(deps.nvml, (nvml, gpus) =>
-        judgeEach(gpus, async (gpu) => {
-          const rows = await nvml.remappedRows(gpu.index);
-          const device = judgeRemappedRows(String(gpu.index), rows);
-          if (rows === undefined) return { device };
-          return {
-            device,
-            samples: [
-              gpuSample('autopilot_gpu_remapped_rows', gpu, rows.correctable, {
-                state: 'correctable',
-              }),
-              gpuSample('autopilot_gpu_remapped_rows', gpu, rows.uncorrectable, {
-                state: 'uncorrectable',
-              }),
-              gpuSample('autopilot_gpu_row_remap_pending', gpu, rows.pending ? 1 : 0),
-              gpuSample('autopilot_gpu_row_remap_failure', gpu, rows.failureOccurred ? 1 : 0),
-            ],
-          };
-        }),
-      ),
-    formatText: (run: CheckRun, nodeName: string) =>
-      run.devices.length === 0
-        ? formatCheckLevelText('[[ REMAPPED ROWS ]]', run)
-        : formatGpuText('[[ REMAPPED ROWS ]]', nodeName, run.devices, (d) =>
-            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
-          ),
+      readEachGpu(deps.nvml, async (nvml, gpu) => {
+        const rows = await nvml.remappedRows(gpu.index);
+        const device = judgeRemappedRows(String(gpu.index), rows);
+        if (rows === undefined) return { device };
+        return {
+          device,
+          samples: [
+            gpuSample('autopilot_gpu_remapped_rows', gpu, rows.correctable, {
+              state: 'correctable',
+            }),
+            gpuSample('autopilot_gpu_remapped_rows', gpu, rows.uncorrectable, {
+              state: 'uncorrectable',
+            }),
+            gpuSample('autopilot_gpu_row_remap_pending', gpu, rows.pending ? 1 : 0),
+            gpuSample('autopilot_gpu_row_remap_failure', gpu, rows.failureOccurred ? 1 : 0),
+          ],
+        };
+      }),
   };
 }

@@ -10,9 +10,8 @@
 import type { Clock, CancelTimer } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { NvmlLoad, XidEvent } from '../native/ports.js';
-import type { Check, CheckRun, DeviceResult } from './check.js';
-import { formatGpuText, gpuSample, judgeEach, withGpus } from './gpu-common.js';
-import { formatCheckLevelText } from './text.js';
+import type { Check, DeviceResult } from './check.js';
+import { gpuCheckBase, gpuSample, judgeEach, withGpus } from './gpu-common.js';
 
 export type XidSeverity = 'fatal' | 'warn' | 'application';
 
@@ -139,15 +138,14 @@ export interface XidCheckDeps {
 
 export function createXidCheck(deps: XidCheckDeps): Check {
   return {
+    ...gpuCheckBase('[[ XID ]]'),
     name: 'xid',
     summary: XID_SUMMARY,
     banner: 'XID events',
     compatHealth: 'xid',
-    deviceKind: 'gpu',
     usesGpu: false,
     exclusive: false,
     timeoutMs: deps.timeoutMs ?? 30_000,
-    parseParams: () => ({}),
     run: () =>
       withGpus(deps.nvml, (_nvml, gpus) =>
         judgeEach(gpus, (gpu) => {
@@ -160,12 +158,6 @@ export function createXidCheck(deps: XidCheckDeps): Check {
           });
         }),
       ),
-    formatText: (run: CheckRun, nodeName: string) =>
-      run.devices.length === 0
-        ? formatCheckLevelText('[[ XID ]]', run)
-        : formatGpuText('[[ XID ]]', nodeName, run.devices, (d) =>
-            d.compatValue === undefined ? 'N/A' : String(d.compatValue),
-          ),
   };
 }
 
