@@ -9,7 +9,14 @@
  * GPU model.
  */
 
-import type { CudaProbe, CudaProbeLoad, GpuDevice, Nvml, NvmlLoad } from '../native/ports.js';
+import {
+  CudaError,
+  type CudaProbe,
+  type CudaProbeLoad,
+  type GpuDevice,
+  type Nvml,
+  type NvmlLoad,
+} from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
 import { busIdKey, cudaOrdinals, gpuCheckBase, gpuSample, withGpusAndCuda } from './gpu-common.js';
 
@@ -160,7 +167,7 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
             evidence: {},
           });
         } else {
-          const hbmGBps = await cuda.hbmBandwidth(ordinal, 1024 * 1024 * 1024, 10);
+          const hbmGBps = await hbmBandwidth(cuda, ordinal);
           const pattern = await cuda.memoryPattern(ordinal, fraction);
           const fp32Tflops = await cuda.flops(ordinal, 32);
           const fp64Tflops = await cuda.flops(ordinal, 64);
@@ -208,6 +215,23 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
     timeoutMs: 900_000,
     run: () => withGpusAndCuda(deps.nvml, deps.cuda, measure),
   };
+}
+
+const CUDA_ERROR_MEMORY_ALLOCATION = 2;
+
+/**
+ * HBM bandwidth over 1 GiB buffers, or smaller ones on a GPU with less memory to spare: a figure
+ * from a smaller buffer is still a figure, an out-of-memory error is none.
+ */
+async function hbmBandwidth(cuda: CudaProbe, ordinal: number): Promise<number> {
+  for (let bytes = 1024 * 1024 * 1024; ; bytes /= 4) {
+    try {
+      return await cuda.hbmBandwidth(ordinal, bytes, 10);
+    } catch (error) {
+      const outOfMemory = error instanceof CudaError && error.code === CUDA_ERROR_MEMORY_ALLOCATION;
+      if (!outOfMemory || bytes <= 64 * 1024 * 1024) throw error;
+    }
+  }
 }
 
 function round(value: number): number {

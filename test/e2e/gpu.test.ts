@@ -60,6 +60,7 @@ interface Results {
   health: { state: string; reasons: string[] };
   results: {
     check: string;
+    trigger?: string;
     verdict: string;
     reason: string;
     devices: { id: string; verdict: string; reason: string }[];
@@ -170,6 +171,50 @@ describe('GPU checks end to end on the fake libraries', () => {
     expect(again.results[0]?.reason).toMatch(
       /^the previous run has not ended [\d.]+s after its deadline$/,
     );
+  });
+
+  test('a fatal XID reaches the node verdict through the watcher, without waiting for a round', async () => {
+    const { ports } = await startExporter({
+      PERIODIC_CHECKS: 'remapped',
+      FAKE_NVML_SCENARIO: 'xid=2:79',
+    });
+    let results = await startupRound(ports.api, ['remapped']);
+    for (let i = 0; i < 100 && !results.results.some((r) => r.check === 'xid'); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      results = await resultsOf(ports.api);
+    }
+    const xid = results.results.find((r) => r.check === 'xid');
+    expect(xid).toMatchObject({ verdict: 'FAIL', trigger: 'event' });
+    expect(xid?.devices[2]?.reason).toMatch(/^XID 79 \(GPU has fallen off the bus\) ×1, last /);
+    expect(results.health.state).toBe('EVICT');
+    expect(await metricsOf(ports.metrics)).toMatch(
+      /^autopilot_gpu_xid_events_total\{gpu="2",uuid="[^"]+",xid="79"\} 1$/m,
+    );
+  });
+
+  test('gpumem runs on idle GPUs and refuses busy ones', async () => {
+    const idle = await startExporter({ PERIODIC_CHECKS: 'remapped' });
+    const answer = (await (
+      await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem?format=json`)
+    ).json()) as Results;
+    expect(answer.results[0]?.devices.map((d) => d.verdict)).toEqual(Array(8).fill('PASS'));
+    const text = await (await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem`)).text();
+    expect(text.split('\n').slice(0, 3)).toEqual([
+      'GPU Memory DGEMM+DAXPY test',
+      '[[ GPU-MEM ]] SUCCESS',
+      'Host  gpu-node',
+    ]);
+    const busy = await startExporter({
+      PERIODIC_CHECKS: 'remapped',
+      FAKE_NVML_SCENARIO: 'procs=5:2',
+    });
+    const refused = (await (
+      await fetch(`http://127.0.0.1:${busy.ports.api}/gpumem?format=json`)
+    ).json()) as Results;
+    expect(refused.results[0]).toMatchObject({
+      verdict: 'SKIP',
+      reason: 'GPUs in use, not tested: GPU 5 (2 compute processes)',
+    });
   });
 
   test('without an NVML library the exporter runs and the GPU checks say SKIP with the reason', async () => {

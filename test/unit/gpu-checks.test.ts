@@ -20,7 +20,7 @@ import {
 } from '../../exporter/checks/xid.js';
 import { createSystemClock } from '../../exporter/clock.js';
 import { silentLogger } from '../../exporter/log.js';
-import { NvmlError, type NvmlLoad } from '../../exporter/native/ports.js';
+import { CudaError, NvmlError, type NvmlLoad } from '../../exporter/native/ports.js';
 import { fakeCuda, fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
 
 const T = Date.UTC(2026, 0, 1);
@@ -436,6 +436,39 @@ describe('gpumem', () => {
       metric: 'autopilot_gpu_fp64_flops',
       labels: { gpu: '0', uuid: gpus[0]!.device.uuid },
       value: 30e12,
+    });
+  });
+
+  test('HBM is measured over smaller buffers when 1 GiB does not fit, and errors other than that stay errors', async () => {
+    const gpus = fakeNode(1);
+    const probe = fakeCuda(gpus);
+    const sizes: number[] = [];
+    const small = {
+      ...probe,
+      hbmBandwidth: (_o: number, bytes: number) => {
+        sizes.push(bytes);
+        return bytes > 64 * 1024 * 1024
+          ? Promise.reject(new CudaError('ap_hbm_bandwidth', 2, 'out of memory'))
+          : Promise.resolve(4000);
+      },
+    };
+    const outcome = await createGpuMemCheck({
+      nvml: loaded(gpus),
+      cuda: { ok: true, probe: small },
+    }).run(ctx);
+    expect(sizes).toEqual([1 << 30, 1 << 28, 1 << 26]);
+    expect(outcome.devices[0]?.verdict).toBe('PASS');
+    const broken = {
+      ...probe,
+      hbmBandwidth: () => Promise.reject(new CudaError('ap_hbm_bandwidth', 999, 'unknown error')),
+    };
+    const failed = await createGpuMemCheck({
+      nvml: loaded(gpus),
+      cuda: { ok: true, probe: broken },
+    }).run(ctx);
+    expect(failed.devices[0]).toMatchObject({
+      verdict: 'ERROR',
+      reason: 'ap_hbm_bandwidth: unknown error (999)',
     });
   });
 });
