@@ -164,30 +164,44 @@ function declare(lib: LibraryHandle): Functions {
 
 /**
  * koffi runs `.async` calls on libuv's threadpool: 4 threads unless UV_THREADPOOL_SIZE says
- * otherwise, shared with fs, dns.lookup, crypto and zlib. Four hung driver calls would stall all of
- * those for the whole process (measured: fs.readFile waited for them), so at most this many NVML
- * calls run at once and the rest queue. Two, so that a long nvmlEventSetWait_v2 leaves room for
- * the other calls.
+ * otherwise (npm start sets 16), shared with fs, dns.lookup, crypto and zlib. Hung driver calls
+ * must not take all of them, so the calls of the checks share two threads and the XID wait has
+ * its own: a hung check call cannot silence XID events, and a long wait cannot starve the checks.
  */
-const MAX_CALLS_IN_FLIGHT = 2;
-let callsInFlight = 0;
-const waitingForSlot: (() => void)[] = [];
+const CHECK_CALLS_IN_FLIGHT = 2;
+const XID_CALLS_IN_FLIGHT = 1;
 
-async function withSlot<T>(run: () => Promise<T>): Promise<T> {
-  if (callsInFlight < MAX_CALLS_IN_FLIGHT) callsInFlight++;
-  else await new Promise<void>((resolve) => waitingForSlot.push(resolve));
-  try {
-    return await run();
-  } finally {
-    const next = waitingForSlot.shift();
-    if (next === undefined) callsInFlight--;
-    else next(); // the slot passes straight to the next caller
+/** At most `max` calls at once, the others queued in order. */
+class CallLimiter {
+  private inFlight = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(call: () => Promise<T>): Promise<T> {
+    if (this.inFlight < this.max) this.inFlight++;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await call();
+    } finally {
+      const next = this.waiting.shift();
+      if (next === undefined) this.inFlight--;
+      else next(); // the slot passes straight to the next caller
+    }
+  }
+
+  busy(): boolean {
+    return this.inFlight > 0;
   }
 }
 
-/** Runs a native function on a koffi worker thread, once a slot is free. */
-function callAsync<T>(native: NativeFunction, args: readonly unknown[]): Promise<T> {
-  return withSlot(() => callNow<T>(native, args));
+/** Runs a native function on a koffi worker thread, once the limiter has a slot for it. */
+function callAsync<T>(
+  limiter: CallLimiter,
+  native: NativeFunction,
+  args: readonly unknown[],
+): Promise<T> {
+  return limiter.run(() => callNow<T>(native, args));
 }
 
 function callNow<T>(native: NativeFunction, args: readonly unknown[]): Promise<T> {
@@ -237,8 +251,12 @@ class KoffiNvml implements Nvml {
   constructor(private readonly fns: Functions) {}
 
   /** Calls fn and resolves its nvmlReturn_t, whatever it is. */
+  private readonly checkCalls = new CallLimiter(CHECK_CALLS_IN_FLIGHT);
+  private readonly xidCalls = new CallLimiter(XID_CALLS_IN_FLIGHT);
+
   private code(fn: Fn, ...args: unknown[]): Promise<number> {
-    return callAsync<number>(fn.native, args);
+    const limiter = fn === this.fns.eventSetWait ? this.xidCalls : this.checkCalls;
+    return callAsync<number>(limiter, fn.native, args);
   }
 
   /** Calls fn and resolves when it returned NVML_SUCCESS, or rejects with NvmlError. */
@@ -296,6 +314,17 @@ class KoffiNvml implements Nvml {
     const count = await this.deviceCount();
     const devices: GpuDevice[] = [];
     for (let index = 0; index < count; index++) {
+      devices.push(await this.identify(index));
+    }
+    return devices;
+  }
+
+  /**
+   * A GPU that cannot tell its name (lost, no permission) is still listed, with empty fields: the
+   * checks then report it as ERROR instead of failing for every GPU of the node.
+   */
+  private async identify(index: number): Promise<GpuDevice> {
+    try {
       const device = await this.handle(index);
       const name = Buffer.alloc(NAME_BUFFER);
       await this.call(this.fns.name, device, name, name.length);
@@ -303,14 +332,15 @@ class KoffiNvml implements Nvml {
       await this.call(this.fns.uuid, device, uuid, uuid.length);
       const pci: Record<string, unknown> = {};
       await this.call(this.fns.pciInfo, device, pci);
-      devices.push({
+      return {
         index,
         uuid: cString(uuid),
         name: cString(name),
         pciBusId: typeof pci['busId'] === 'string' ? pci['busId'] : '',
-      });
+      };
+    } catch {
+      return { index, uuid: '', name: '', pciBusId: '' };
     }
-    return devices;
   }
 
   async pcieLink(index: number): Promise<PcieLinkState> {
@@ -444,16 +474,16 @@ class KoffiNvml implements Nvml {
     try {
       const count = await this.deviceCount();
       for (let index = 0; index < count; index++) {
-        const device = await this.handle(index);
+        const device = await this.handle(index).catch(() => undefined);
+        if (device === undefined) continue;
         const code = await this.code(
           this.fns.registerEvents,
           device,
           EVENT_TYPE_XID_CRITICAL_ERROR,
           set,
         );
-        // NOT_SUPPORTED leaves the set usable for the other GPUs.
-        if (code === NVML_ERROR_NOT_SUPPORTED) continue;
-        if (code !== NVML_SUCCESS) throw await this.error(this.fns.registerEvents.name, code);
+        // A GPU that cannot register (NOT_SUPPORTED, lost) leaves the set usable for the others.
+        if (code !== NVML_SUCCESS) continue;
         this.eventDevices.set(address(device), index);
       }
     } catch (error) {
@@ -506,7 +536,8 @@ class KoffiNvml implements Nvml {
 /** nvmlErrorString(code), itself called off the event loop. */
 async function describe(fns: Functions, code: number): Promise<string> {
   try {
-    const text = await callAsync<unknown>(fns.errorString.native, [code]);
+    // Not behind the limiters: an error must be described even while other calls hang.
+    const text = await callNow<unknown>(fns.errorString.native, [code]);
     return typeof text === 'string' && text !== '' ? text : 'Unknown Error';
   } catch {
     return 'Unknown Error';
@@ -533,7 +564,7 @@ export async function loadNvml(libraryPath: string): Promise<NvmlLoad> {
   }
   let code: number;
   try {
-    code = await callAsync<number>(fns.init.native, []);
+    code = await callNow<number>(fns.init.native, []);
   } catch (error) {
     return { ok: false, reason: `${fns.init.name}: ${message(error)}` };
   }

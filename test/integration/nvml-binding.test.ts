@@ -387,7 +387,6 @@ describe('NOT_SUPPORTED and other errors', () => {
     ['nvmlDeviceGetCurrPcieLinkWidth', (nvml: Nvml) => nvml.pcieLink(0)],
     ['nvmlDeviceGetCurrentClocksEventReasons', (nvml: Nvml) => nvml.clockEventReasons(0)],
     ['nvmlDeviceGetComputeRunningProcesses_v3', (nvml: Nvml) => nvml.computeProcessCount(0)],
-    ['nvmlDeviceGetUUID', (nvml: Nvml) => nvml.devices()],
     ['nvmlEventSetWait_v2', (nvml: Nvml) => nvml.waitXidEvents(0)],
     ['nvmlEventSetCreate', (nvml: Nvml) => nvml.waitXidEvents(0)],
     ['nvmlSystemGetDriverVersion', (nvml: Nvml) => nvml.driverVersion()],
@@ -397,6 +396,14 @@ describe('NOT_SUPPORTED and other errors', () => {
     const error = await nvmlError(method(nvml));
     expect([error.fn, error.code, error.description]).toEqual([fn, 3, 'Not Supported']);
     expect(error.message).toBe(`${fn}: Not Supported (3)`);
+  });
+
+  test('a GPU whose identity cannot be read is listed with empty fields, not failing the list', async () => {
+    apply('notsupported=nvmlDeviceGetUUID');
+    const nvml = await open();
+    const devices = await nvml.devices();
+    expect(devices).toHaveLength(8);
+    expect(devices[3]).toEqual({ index: 3, uuid: '', name: '', pciBusId: '' });
   });
 
   test('a failed registration frees the set, and the next wait tries again', async () => {
