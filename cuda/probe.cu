@@ -125,6 +125,15 @@ cudaError_t begin(int device) {
   return cudaSetDevice(device);
 }
 
+// Every measurement ends here, after its frees: destroying the primary context means the exporter
+// holds no HBM between measurements, is not listed by NVML as a compute process on the GPU (which
+// would make gpumem see the GPU as busy, and may keep jobs out under EXCLUSIVE_PROCESS), and leaves
+// no sticky error behind for the next call. The next call pays for a new context.
+cudaError_t end(cudaError_t err) {
+  cudaError_t reset = cudaDeviceReset();
+  return err != cudaSuccess ? err : reset;
+}
+
 cudaError_t grid_for(int device, int *blocks) {
   int sms = 0;
   cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
@@ -199,7 +208,7 @@ int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, 
 done:
   if (dev != nullptr) AP_RELEASE(cudaFree(dev));
   if (host != nullptr) AP_RELEASE(cudaFreeHost(host));
-  return err;
+  return end(err);
 }
 
 int ap_hbm_bandwidth(int device, size_t bytes, int repetitions, double *gbps) {
@@ -218,7 +227,7 @@ int ap_hbm_bandwidth(int device, size_t bytes, int repetitions, double *gbps) {
 done:
   if (dst != nullptr) AP_RELEASE(cudaFree(dst));
   if (src != nullptr) AP_RELEASE(cudaFree(src));
-  return err;
+  return end(err);
 }
 
 int ap_memory_pattern(int device, double fraction, unsigned long long *mismatches,
@@ -316,7 +325,7 @@ done:
   free(chunks);
   free(sizes);
   if (counter != nullptr) AP_RELEASE(cudaFree(counter));
-  return err;
+  return end(err);
 }
 
 int ap_flops(int device, int precision, double *tflops) {
@@ -363,7 +372,7 @@ done:
   if (stop != nullptr) AP_RELEASE(cudaEventDestroy(stop));
   if (start != nullptr) AP_RELEASE(cudaEventDestroy(start));
   if (out != nullptr) AP_RELEASE(cudaFree(out));
-  return err;
+  return end(err);
 }
 
 const char *ap_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }

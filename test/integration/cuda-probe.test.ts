@@ -23,6 +23,7 @@ const probe: CudaProbe = loaded.probe;
 const runtime = koffi.load(RUNTIME_PATH);
 const native = {
   reset: runtime.func('void fakecuda_reset(void)'),
+  resets: runtime.func('int fakecuda_resets(int device)'),
   setDevices: runtime.func('int fakecuda_set_devices(int n)'),
   setError: runtime.func('void fakecuda_set_error(int code)'),
   setBandwidth: runtime.func('int fakecuda_set_bandwidth(int device, int direction, double gbps)'),
@@ -73,6 +74,22 @@ const MiB = 1 << 20;
 
 beforeEach(() => {
   native.reset();
+});
+
+describe('context lifetime', () => {
+  beforeEach(() => {
+    native.reset();
+  });
+
+  test('every measurement releases its CUDA context, so the exporter holds none between them', async () => {
+    await probe.copyBandwidth(2, 'h2d', 1 << 20, 2);
+    expect(native.resets(2)).toBe(1);
+    await probe.hbmBandwidth(2, 1 << 20, 2);
+    await probe.memoryPattern(2, 0.1);
+    await probe.flops(2, 32);
+    expect(native.resets(2)).toBe(4);
+    expect(native.resets(3)).toBe(0);
+  });
 });
 
 describe('loadCudaProbe', () => {

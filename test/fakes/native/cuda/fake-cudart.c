@@ -117,6 +117,7 @@ int fakecuda_corrupt(int device, unsigned long long words);
 void fakecuda_set_hang(int ms);
 int fakecuda_fail(const char *function, int code);
 int fakecuda_live_allocations(void);
+int fakecuda_resets(int device);
 int fakecuda_live_events(void);
 unsigned long long fakecuda_launches(const char *kernel);
 
@@ -308,7 +309,11 @@ static void init_once(void) {
 
 static void ensure(void) { pthread_once(&once, init_once); }
 
+/* Counts resets per device, so tests can see that every measurement releases its context. */
+static int device_resets[64];
+
 void fakecuda_reset(void) {
+  memset(device_resets, 0, sizeof device_resets);
   ensure();
   pthread_mutex_lock(&lock);
   defaults_locked();
@@ -639,6 +644,17 @@ cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int dev
     default:
       return fail(cudaErrorInvalidValue);
   }
+}
+
+int fakecuda_resets(int device) {
+  return device >= 0 && device < 64 ? device_resets[device] : -1;
+}
+
+cudaError_t cudaDeviceReset(void) {
+  ENTER(1);
+  if (current_device >= 0 && current_device < 64) device_resets[current_device]++;
+  last_error = cudaSuccess;
+  return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
