@@ -132,3 +132,11 @@ export async function cudaOrdinals(cuda: CudaProbe): Promise<Map<string, number>
   }
   return ordinals;
 }
+
+/**
+ * CUDA answers "no device" (errors 35 and 100) when there is no driver, or when the driver is older
+ * than the probe's CUDA 13 runtime needs (R580); when NVML sees GPUs, it is the second.
+ */
+export function noCudaDevice(nvmlGpus: number): string {
+  return `CUDA sees no device while NVML sees ${nvmlGpus} GPUs: the driver may be older than the CUDA 13 runtime of the probe library needs (R580 or newer)`;
+}

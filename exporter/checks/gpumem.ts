@@ -18,7 +18,14 @@ import {
   type NvmlLoad,
 } from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
-import { busIdKey, cudaOrdinals, gpuCheckBase, gpuSample, withGpusAndCuda } from './gpu-common.js';
+import {
+  busIdKey,
+  cudaOrdinals,
+  gpuCheckBase,
+  gpuSample,
+  noCudaDevice,
+  withGpusAndCuda,
+} from './gpu-common.js';
 
 /** Datasheet peaks (SXM unless named): HBM GB/s, FP32 and FP64 non-tensor TFLOPS. */
 export const GPU_MODELS: readonly {
@@ -145,7 +152,8 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
       };
     }
     const ordinals = await cudaOrdinals(cuda);
-    if (ordinals.size === 0) return { devices: [], verdict: 'SKIP', reason: 'CUDA sees no device' };
+    if (ordinals.size === 0)
+      return { devices: [], verdict: 'SKIP', reason: noCudaDevice(gpus.length) };
     const measured = new Map<number, GpuMemMeasurement>();
     const results = new Map<number, DeviceResult>();
     for (const gpu of gpus) {

@@ -179,7 +179,7 @@ describe('pciebw', () => {
   test.each([
     [
       'healthy',
-      { h2dGBps: 55.1, d2hGBps: 55.3, link: healthyLink },
+      { h2dGBps: 55.1, d2hGBps: 55.3, link: healthyLink, busy: false },
       'PASS',
       'h2d 55.1 GB/s, d2h 55.3 GB/s on Gen5 x16',
     ],
@@ -189,6 +189,7 @@ describe('pciebw', () => {
         h2dGBps: 3.2,
         d2hGBps: 3.3,
         link: { ...healthyLink, currentGeneration: 1, currentWidth: 16 },
+        busy: false,
       },
       'FAIL',
       'h2d 3.2 GB/s, d2h 3.3 GB/s: below the 4 GB/s threshold; Gen1 (max Gen5)',
@@ -199,24 +200,46 @@ describe('pciebw', () => {
         h2dGBps: 6.5,
         d2hGBps: 6.6,
         link: { ...healthyLink, currentGeneration: 3, currentWidth: 8 },
+        busy: false,
       },
       'FAIL',
       'h2d 6.5 GB/s, d2h 6.6 GB/s: link degraded under load: x8 link (max x16), Gen3 (max Gen5)',
     ],
     [
       'slow on a fine link',
-      { h2dGBps: 40, d2hGBps: 41, link: healthyLink },
+      { h2dGBps: 40, d2hGBps: 41, link: healthyLink, busy: false },
       'WARN',
-      'h2d 40 GB/s, d2h 41 GB/s: below 80 % of the 63.01 GB/s a Gen5 x16 link carries; link fine but slow',
+      'h2d 40 GB/s, d2h 41 GB/s: below 80 % of the 54.19 GB/s a Gen5 x16 link carries in practice; link fine but slow',
     ],
   ] as const)('%s → %s', (_, measurement, verdict, reason) => {
     expect(judgePcie('3', measurement, judgement)).toMatchObject({ verdict, reason });
   });
 
+  test('a healthy Gen4 x16 link (24 GB/s) passes', () => {
+    const gen4 = { currentGeneration: 4, currentWidth: 16, maxGeneration: 4, maxWidth: 16 };
+    expect(
+      judgePcie('0', { h2dGBps: 24, d2hGBps: 24.5, link: gen4, busy: false }, judgement).verdict,
+    ).toBe('PASS');
+  });
+
+  test('on a GPU running jobs only the threshold and the link are judged', () => {
+    expect(
+      judgePcie('0', { h2dGBps: 20, d2hGBps: 21, link: healthyLink, busy: true }, judgement),
+    ).toMatchObject({
+      verdict: 'PASS',
+      reason:
+        'h2d 20 GB/s, d2h 21 GB/s while the GPU runs jobs: only the threshold and the link judged',
+    });
+    const degraded = { ...healthyLink, currentWidth: 8 };
+    expect(
+      judgePcie('0', { h2dGBps: 20, d2hGBps: 21, link: degraded, busy: true }, judgement).verdict,
+    ).toBe('FAIL');
+  });
+
   test('far below the node median warns even above 80 % of the link', () => {
     const device = judgePcie(
       '1',
-      { h2dGBps: 51, d2hGBps: 52, link: healthyLink },
+      { h2dGBps: 51, d2hGBps: 52, link: healthyLink, busy: false },
       {
         thresholdGBps: 4,
         siblingMedianH2dGBps: 70,
