@@ -139,8 +139,12 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
     cuda: CudaProbe,
     gpus: readonly GpuDevice[],
   ): Promise<CheckOutcome> {
+    // MIG first: a MIG GPU is skipped anyway, and its process list may need privileges.
+    const mig = new Set<number>();
+    for (const gpu of gpus)
+      if (await nvml.migEnabled(gpu.index).catch(() => false)) mig.add(gpu.index);
     const busy: string[] = [];
-    for (const gpu of gpus) {
+    for (const gpu of gpus.filter((g) => !mig.has(g.index))) {
       const processes = await nvml.computeProcessCount(gpu.index);
       if (processes > 0) busy.push(`GPU ${gpu.index} (${processes} compute processes)`);
     }
@@ -167,7 +171,7 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
             reason: `CUDA does not see ${gpu.pciBusId}`,
             evidence: {},
           });
-        } else if (await nvml.migEnabled(gpu.index)) {
+        } else if (mig.has(gpu.index)) {
           results.set(gpu.index, {
             id,
             verdict: 'SKIP',
@@ -182,12 +186,7 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
           measured.set(gpu.index, { hbmGBps, fp32Tflops, fp64Tflops, ...pattern });
         }
       } catch (error) {
-        results.set(gpu.index, {
-          id,
-          verdict: 'ERROR',
-          reason: error instanceof Error ? error.message : String(error),
-          evidence: {},
-        });
+        results.set(gpu.index, judgeCudaFailure(id, error));
       }
     }
     const medians: Partial<Record<Figure, number>> = {};
@@ -226,6 +225,28 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
 }
 
 const CUDA_ERROR_MEMORY_ALLOCATION = 2;
+/** cudaErrorECCUncorrectable: with ECC on, bad HBM shows as this error rather than as mismatches. */
+const CUDA_ERROR_ECC_UNCORRECTABLE = 214;
+
+/** Pure: a measurement that failed is ERROR, except an uncorrectable ECC error, which is the finding. */
+export function judgeCudaFailure(id: string, error: unknown): DeviceResult {
+  if (error instanceof CudaError && error.code === CUDA_ERROR_ECC_UNCORRECTABLE) {
+    return {
+      id,
+      verdict: 'FAIL',
+      fatal: true,
+      reason: `uncorrectable ECC error while testing the memory (${error.message})`,
+      evidence: { cudaError: error.code },
+      compatValue: 1,
+    };
+  }
+  return {
+    id,
+    verdict: 'ERROR',
+    reason: error instanceof Error ? error.message : String(error),
+    evidence: {},
+  };
+}
 
 /**
  * HBM bandwidth over 1 GiB buffers, or smaller ones on a GPU with less memory to spare: a figure

@@ -32,7 +32,8 @@ export function judgeRemappedRows(id: string, rows: RemappedRows | undefined): D
       fatal: true,
       reason: 'a row remapping failed: replace the GPU',
       evidence,
-      compatValue: rows.pending ? 1 : 0,
+      // Autopilot's gauge flagged only pending remaps; a failed remapping is worse, not healthy.
+      compatValue: 1,
     };
   }
   if (rows.pending) {

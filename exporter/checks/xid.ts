@@ -102,6 +102,8 @@ export function judgeXids(id: string, tallies: readonly XidTally[], now: number)
   const fatal = tallies.filter((t) => classifyXid(t.xid).severity === 'fatal');
   if (fatal.length > 0) {
     return {
+      // When the fault happened, not when it was judged: an acknowledge after it must hold.
+      observedAt: Math.max(...fatal.map((t) => t.lastAt)),
       id,
       verdict: 'FAIL',
       fatal: true,

@@ -2,7 +2,7 @@ import { describe, expect, test } from '@jest/globals';
 import type { Check, CheckOutcome } from '../../exporter/checks/check.js';
 import { createEccCheck, judgeEcc } from '../../exporter/checks/ecc.js';
 import { busIdKey } from '../../exporter/checks/gpu-common.js';
-import { createGpuMemCheck, judgeGpuMem } from '../../exporter/checks/gpumem.js';
+import { createGpuMemCheck, judgeCudaFailure, judgeGpuMem } from '../../exporter/checks/gpumem.js';
 import {
   activeReasons,
   createGpuPowerCheck,
@@ -86,7 +86,7 @@ describe('remapped', () => {
       1,
       undefined,
     ],
-    [{ correctable: 0, uncorrectable: 3, pending: false, failureOccurred: true }, 'FAIL', 0, true],
+    [{ correctable: 0, uncorrectable: 3, pending: false, failureOccurred: true }, 'FAIL', 1, true],
   ] as const)('%j → %s', (rows, verdict, compat, fatal) => {
     const device = judgeRemappedRows('2', rows);
     expect(device.verdict).toBe(verdict);
@@ -493,5 +493,47 @@ describe('gpumem', () => {
       verdict: 'ERROR',
       reason: 'ap_hbm_bandwidth: unknown error (999)',
     });
+  });
+
+  test('an uncorrectable ECC error during the test is the finding (fatal FAIL); other failures are ERROR', () => {
+    expect(
+      judgeCudaFailure(
+        '1',
+        new CudaError('ap_memory_pattern', 214, 'uncorrectable ECC error encountered'),
+      ),
+    ).toMatchObject({
+      verdict: 'FAIL',
+      fatal: true,
+      compatValue: 1,
+    });
+    expect(judgeCudaFailure('1', new CudaError('ap_flops', 999, 'unknown error')).verdict).toBe(
+      'ERROR',
+    );
+  });
+
+  test('a MIG GPU is skipped before its processes are asked for', async () => {
+    const gpus = fakeNode(2);
+    gpus[0]!.mig = true;
+    gpus[0]!.failing.computeProcessCount = new NvmlError(
+      'nvmlDeviceGetComputeRunningProcesses_v3',
+      4,
+      'Insufficient Permissions',
+    );
+    const outcome = await createGpuMemCheck({
+      nvml: loaded(gpus),
+      cuda: { ok: true, probe: fakeCuda(gpus) },
+    }).run(ctx);
+    expect(verdicts(outcome)).toEqual(['0:SKIP', '1:PASS']);
+  });
+});
+
+describe('xid acknowledge', () => {
+  test('a fatal XID carries the time it happened, so an acknowledge after it holds', () => {
+    const device = judgeXids(
+      '0',
+      [{ xid: 79, count: 1, firstAt: T, lastAt: T + 5 }],
+      T + 1_000_000,
+    );
+    expect(device.observedAt).toBe(T + 5);
   });
 });
