@@ -11,7 +11,7 @@ import { CHECK_NAMES, CHECK_SUMMARIES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
 import { helpText, parseCommandLine, UsageError, type Command, type CommandLine } from './cli.js';
 import { createSystemClock } from './clock.js';
-import { ConfigError, parseConfig, type Config } from './config/config.js';
+import { ConfigError, DEFAULT_NVML_LIBRARY, parseConfig, type Config } from './config/config.js';
 import { createRunCommand } from './exec/run-command.js';
 import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
@@ -24,11 +24,16 @@ import { fileURLToPath } from 'node:url';
 
 const EXIT_USAGE = 2;
 const SHUTDOWN_GRACE_MS = 10_000;
+const NATIVE_START_MS = 30_000;
+
+/** `promise`, or `fallback` if it has not settled within `ms`. */
+function within<T>(ms: number, promise: Promise<T>, fallback: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 
 async function main(argv: readonly string[]): Promise<number> {
-  // NVML and CUDA calls run on libuv's thread pool (4 threads by default), which file and DNS
-  // operations share; a hung driver call must not starve them. Read when the pool first starts.
-  process.env.UV_THREADPOOL_SIZE ??= '16';
   let commandLine: CommandLine;
   let config: Config;
   try {
@@ -57,8 +62,24 @@ async function main(argv: readonly string[]): Promise<number> {
     write: (line) => process.stderr.write(line),
     now: Date.now,
   }).child({ node: config.nodeName });
-  const nvml = await loadNvml(config.nvmlLibrary);
+  // nvmlInit can hang on a sick driver; the exporter must come up and say so all the same.
+  const nvml = await within(NATIVE_START_MS, loadNvml(config.nvmlLibrary), {
+    ok: false,
+    reason: `${config.nvmlLibrary}: nvmlInit_v2 did not return within ${NATIVE_START_MS / 1000} s`,
+  });
   const cuda = loadCudaProbe(config.cudaProbeLibrary ?? defaultCudaProbeLibrary());
+  // A library named explicitly that cannot be loaded is a bad setting; a driver that is missing
+  // or down is a fact about the node, which the checks report as SKIP.
+  const unusable = [
+    ['AUTOPILOT_NVML_LIBRARY', config.nvmlLibrary !== DEFAULT_NVML_LIBRARY, nvml],
+    ['AUTOPILOT_CUDA_PROBE_LIBRARY', config.cudaProbeLibrary !== undefined, cuda],
+  ] as const;
+  for (const [setting, explicit, load] of unusable) {
+    if (explicit && !load.ok && /^cannot load |is not a usable /.test(load.reason)) {
+      process.stderr.write(`autopilot: invalid ${setting}: ${load.reason}\n`);
+      return EXIT_USAGE;
+    }
+  }
   if (!nvml.ok) logger.info('NVML unavailable: GPU checks will say SKIP', { reason: nvml.reason });
   if (!cuda.ok)
     logger.info('CUDA probe unavailable: pciebw and gpumem will say SKIP', { reason: cuda.reason });
@@ -69,14 +90,14 @@ async function main(argv: readonly string[]): Promise<number> {
     clock: createSystemClock(),
     logger,
     cpuModel: readCpuModel(),
-    gpuModel: await gpuModelOf(nvml),
+    gpuModel: await within(NATIVE_START_MS, gpuModelOf(nvml), 'N/A'),
     build: { version: packageVersion(), nodejs: process.versions.node },
   });
 
   try {
     return await runCommandLine(commandLine.command, exporter, config, logger);
   } finally {
-    if (nvml.ok) await nvml.nvml.close();
+    if (nvml.ok) await within(SHUTDOWN_GRACE_MS, nvml.nvml.close(), undefined);
   }
 }
 
@@ -148,7 +169,8 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
   });
   logger.info('shutting down', { signal });
   exporter.scheduler.stop();
-  await exporter.xidWatcher.stop();
+  // The XID wait may be stuck in the driver; shutting down does not wait for it beyond the grace.
+  await within(SHUTDOWN_GRACE_MS, exporter.xidWatcher.stop(), undefined);
   await exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
   await listening.close();
   return 0;

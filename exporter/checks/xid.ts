@@ -64,13 +64,21 @@ export interface XidLedger {
   record(event: XidEvent, at: number): boolean;
   /** Tallies of one GPU, by code. */
   tallies(gpuIndex: number): readonly XidTally[];
+  /** Why the listener cannot currently hear events, or undefined while it can. */
+  listenerFailure(): string | undefined;
+  setListenerFailure(reason: string | undefined): void;
 }
 
 export const XID_SUMMARY = 'XID error events, listened to continuously and classified by severity';
 
 export function createXidLedger(options: { readonly debounceMs: number }): XidLedger {
   const byGpu = new Map<number, Map<number, XidTally>>();
+  let listenerFailure: string | undefined;
   return {
+    listenerFailure: () => listenerFailure,
+    setListenerFailure: (reason) => {
+      listenerFailure = reason;
+    },
     record(event, at) {
       const codes = byGpu.get(event.gpuIndex) ?? new Map<number, XidTally>();
       byGpu.set(event.gpuIndex, codes);
@@ -148,8 +156,17 @@ export function createXidCheck(deps: XidCheckDeps): Check {
     usesGpu: false,
     exclusive: false,
     timeoutMs: deps.timeoutMs ?? 30_000,
-    run: () =>
-      withGpus(deps.nvml, (_nvml, gpus) =>
+    run: () => {
+      // Without a listener, "no XID" would be a claim nobody checked.
+      const failure = deps.ledger.listenerFailure();
+      if (failure !== undefined) {
+        return Promise.resolve({
+          devices: [],
+          verdict: 'ERROR',
+          reason: `the XID listener is failing: ${failure}`,
+        });
+      }
+      return withGpus(deps.nvml, (_nvml, gpus) =>
         judgeEach(gpus, (gpu) => {
           const tallies = deps.ledger.tallies(gpu.index);
           return Promise.resolve({
@@ -159,7 +176,8 @@ export function createXidCheck(deps: XidCheckDeps): Check {
             ),
           });
         }),
-      ),
+      );
+    },
   };
 }
 
@@ -210,8 +228,10 @@ export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
             counted: fresh,
           });
         }
+        deps.ledger.setListenerFailure(undefined);
         if (counted && !stopped) deps.onCounted();
       } catch (error) {
+        deps.ledger.setListenerFailure(error instanceof Error ? error.message : String(error));
         deps.logger.error('waiting for XID events failed; retrying', { error });
         await pause(deps.retryMs ?? 10_000);
       }

@@ -97,6 +97,7 @@ export const AUTOPILOT_PERIODIC_CHECKS = [
   'ping',
   'gpupower',
 ] as const;
+export const DEFAULT_NVML_LIBRARY = 'libnvidia-ml.so.1';
 const DEFAULT_DCGM_FATAL_ERRORS = ['PCIe', 'NVLink', 'ECC', 'GPU Memory'];
 
 export function parseConfig(inputs: ConfigInputs): Config {
@@ -180,7 +181,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
       1000,
       600_000,
     ),
-    nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? 'libnvidia-ml.so.1',
+    nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? DEFAULT_NVML_LIBRARY,
     cudaProbeLibrary: setting('AUTOPILOT_CUDA_PROBE_LIBRARY'),
   };
 }

@@ -218,18 +218,39 @@ describe('GPU checks end to end on the fake libraries', () => {
   });
 
   test('without an NVML library the exporter runs and the GPU checks say SKIP with the reason', async () => {
+    // Empty means the default, libnvidia-ml.so.1, which this machine (no NVIDIA driver) lacks.
     const { ports } = await startExporter({
       PERIODIC_CHECKS: 'remapped,pciebw',
-      AUTOPILOT_NVML_LIBRARY: '/nonexistent/libnvidia-ml.so.1',
+      AUTOPILOT_NVML_LIBRARY: '',
     });
     const results = await startupRound(ports.api, ['remapped', 'pciebw']);
     for (const result of results.results) {
       expect(result.verdict).toBe('SKIP');
-      expect(result.reason).toContain('/nonexistent/libnvidia-ml.so.1');
+      expect(result.reason).toMatch(/^cannot load libnvidia-ml\.so\.1: /);
     }
     expect(results.health.state).toBe('UNKNOWN');
     expect((await fetch(`http://127.0.0.1:${ports.readiness}/readinessprobe`)).status).toBe(201);
   });
+});
+
+describe('GPU library settings', () => {
+  test.each([
+    ['AUTOPILOT_NVML_LIBRARY', '/nonexistent/libnvidia-ml.so.1'],
+    ['AUTOPILOT_CUDA_PROBE_LIBRARY', '/nonexistent/libautopilot-probe.so'],
+  ])(
+    '%s naming a library that cannot be loaded stops start-up with exit code 2',
+    async (setting, path) => {
+      const child = spawn(process.execPath, [MAIN], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [setting]: path },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const code = await new Promise((resolve) => child.on('close', resolve));
+      expect(code).toBe(2);
+      expect(stderr).toContain(`autopilot: invalid ${setting}: cannot load ${path}`);
+    },
+  );
 });
 
 function cpuModelIn(metrics: string): string {

@@ -527,6 +527,21 @@ describe('gpumem', () => {
   });
 });
 
+describe('xid listener', () => {
+  test('while the listener fails, the xid check is ERROR instead of claiming there was no XID', async () => {
+    const ledger = createXidLedger({ debounceMs: 0 });
+    const check = createXidCheck({ nvml: loaded(fakeNode(1)), ledger, now: () => T });
+    ledger.setListenerFailure('nvmlEventSetWait_v2: Unknown Error (999)');
+    expect(await check.run(ctx)).toEqual({
+      devices: [],
+      verdict: 'ERROR',
+      reason: 'the XID listener is failing: nvmlEventSetWait_v2: Unknown Error (999)',
+    });
+    ledger.setListenerFailure(undefined);
+    expect(verdicts(await check.run(ctx))).toEqual(['0:PASS']);
+  });
+});
+
 describe('xid acknowledge', () => {
   test('a fatal XID carries the time it happened, so an acknowledge after it holds', () => {
     const device = judgeXids(
