@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Check } from '../../exporter/checks/check.js';
 import { createEccCheck } from '../../exporter/checks/ecc.js';
+import { createGpuMemCheck } from '../../exporter/checks/gpumem.js';
 import { busIdKey, cudaOrdinals } from '../../exporter/checks/gpu-common.js';
 import { createGpuPowerCheck } from '../../exporter/checks/gpupower.js';
 import { createPcieBwCheck } from '../../exporter/checks/pciebw.js';
@@ -88,6 +89,18 @@ async function main(): Promise<void> {
       }
     }
     console.log(line);
+  }
+
+  // The kernels (pattern fill and check, FMA loops) have only run in emulation elsewhere.
+  const memStarted = performance.now();
+  const gpumem = await createGpuMemCheck({ nvml, cuda }).run(ctx);
+  console.log(
+    `\ngpumem: ${((performance.now() - memStarted) / 1000).toFixed(1)} s${gpumem.reason === undefined ? '' : `: ${gpumem.verdict} ${gpumem.reason}`}`,
+  );
+  for (const device of gpumem.devices) {
+    console.log(
+      `  GPU ${device.id}: ${device.verdict} ${device.reason} ${JSON.stringify(device.evidence)}`,
+    );
   }
   await nvml.nvml.close();
 }
