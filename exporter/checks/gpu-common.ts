@@ -140,3 +140,61 @@ export async function cudaOrdinals(cuda: CudaProbe): Promise<Map<string, number>
 export function noCudaDevice(nvmlGpus: number): string {
   return `CUDA sees no device while NVML sees ${nvmlGpus} GPUs: the driver may be older than the CUDA 13 runtime of the probe library needs (R580 or newer)`;
 }
+
+/** A measurement that failed: ERROR with the error's message. */
+export function failedMeasurement(id: string, error: unknown): DeviceResult {
+  return {
+    id,
+    verdict: 'ERROR',
+    reason: error instanceof Error ? error.message : String(error),
+    evidence: {},
+  };
+}
+
+export interface CudaMeasurements<M> {
+  /** What was measured, by NVML index. */
+  readonly measured: ReadonlyMap<number, M>;
+  /** GPUs judged already: SKIP (CUDA does not reach them, MIG) or a failed measurement. */
+  readonly settled: ReadonlyMap<number, DeviceResult>;
+}
+
+/**
+ * Measures the GPUs that CUDA reaches, one at a time in NVML order: GPUs behind one PCIe switch
+ * would otherwise share its uplink, and a GPU's figures are only comparable with its siblings' when
+ * each was measured alone. A GPU CUDA does not see, or in MIG mode, is SKIP; a failed measurement
+ * is judged by `onFailure`. Undefined when CUDA sees no device at all.
+ */
+export async function measureEachGpu<M>(
+  nvml: Nvml,
+  cuda: CudaProbe,
+  gpus: readonly GpuDevice[],
+  measure: (gpu: GpuDevice, ordinal: number) => Promise<M>,
+  onFailure: (id: string, error: unknown) => DeviceResult = failedMeasurement,
+): Promise<CudaMeasurements<M> | undefined> {
+  const ordinals = await cudaOrdinals(cuda);
+  if (ordinals.size === 0) return undefined;
+  const measured = new Map<number, M>();
+  const settled = new Map<number, DeviceResult>();
+  for (const gpu of gpus) {
+    const id = String(gpu.index);
+    const skip = (reason: string): void => {
+      settled.set(gpu.index, { id, verdict: 'SKIP', reason, evidence: {} });
+    };
+    const ordinal = ordinals.get(busIdKey(gpu.pciBusId) ?? '');
+    try {
+      if (ordinal === undefined) skip(`CUDA does not see ${gpu.pciBusId}`);
+      else if (await nvml.migEnabled(gpu.index)) skip('MIG is enabled on this GPU');
+      else measured.set(gpu.index, await measure(gpu, ordinal));
+    } catch (error) {
+      settled.set(gpu.index, onFailure(id, error));
+    }
+  }
+  return { measured, settled };
+}
+
+/** The median of the values, when there are at least `min` of them to compare. */
+export function medianOf(values: readonly number[], min = 3): number | undefined {
+  if (values.length < min) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}

@@ -19,10 +19,10 @@ import {
 } from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
 import {
-  busIdKey,
-  cudaOrdinals,
   gpuCheckBase,
   gpuSample,
+  measureEachGpu,
+  medianOf,
   noCudaDevice,
   withGpusAndCuda,
 } from './gpu-common.js';
@@ -155,46 +155,35 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
         reason: `GPUs in use, not tested: ${busy.join(', ')}`,
       };
     }
-    const ordinals = await cudaOrdinals(cuda);
-    if (ordinals.size === 0)
+    const outcome = await measureEachGpu(
+      nvml,
+      cuda,
+      gpus.filter((gpu) => !mig.has(gpu.index)),
+      async (_gpu, ordinal): Promise<GpuMemMeasurement> => ({
+        hbmGBps: await hbmBandwidth(cuda, ordinal),
+        ...(await cuda.memoryPattern(ordinal, fraction)),
+        fp32Tflops: await cuda.flops(ordinal, 32),
+        fp64Tflops: await cuda.flops(ordinal, 64),
+      }),
+      judgeCudaFailure,
+    );
+    if (outcome === undefined) {
       return { devices: [], verdict: 'SKIP', reason: noCudaDevice(gpus.length) };
-    const measured = new Map<number, GpuMemMeasurement>();
-    const results = new Map<number, DeviceResult>();
-    for (const gpu of gpus) {
-      const id = String(gpu.index);
-      const ordinal = ordinals.get(busIdKey(gpu.pciBusId) ?? '');
-      try {
-        if (ordinal === undefined) {
-          results.set(gpu.index, {
-            id,
-            verdict: 'SKIP',
-            reason: `CUDA does not see ${gpu.pciBusId}`,
-            evidence: {},
-          });
-        } else if (mig.has(gpu.index)) {
-          results.set(gpu.index, {
-            id,
-            verdict: 'SKIP',
-            reason: 'MIG is enabled on this GPU',
-            evidence: {},
-          });
-        } else {
-          const hbmGBps = await hbmBandwidth(cuda, ordinal);
-          const pattern = await cuda.memoryPattern(ordinal, fraction);
-          const fp32Tflops = await cuda.flops(ordinal, 32);
-          const fp64Tflops = await cuda.flops(ordinal, 64);
-          measured.set(gpu.index, { hbmGBps, fp32Tflops, fp64Tflops, ...pattern });
-        }
-      } catch (error) {
-        results.set(gpu.index, judgeCudaFailure(id, error));
-      }
+    }
+    const { measured } = outcome;
+    const results = new Map(outcome.settled);
+    for (const gpu of gpus.filter((g) => mig.has(g.index))) {
+      results.set(gpu.index, {
+        id: String(gpu.index),
+        verdict: 'SKIP',
+        reason: 'MIG is enabled on this GPU',
+        evidence: {},
+      });
     }
     const medians: Partial<Record<Figure, number>> = {};
-    if (measured.size >= 3) {
-      for (const { key } of FIGURES) {
-        const sorted = [...measured.values()].map((m) => m[key]).sort((a, b) => a - b);
-        medians[key] = sorted[Math.floor(sorted.length / 2)]!;
-      }
+    for (const { key } of FIGURES) {
+      const median = medianOf([...measured.values()].map((m) => m[key]));
+      if (median !== undefined) medians[key] = median;
     }
     const samples: Sample[] = [];
     for (const gpu of gpus) {

@@ -21,10 +21,10 @@ import type {
 } from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
 import {
-  busIdKey,
-  cudaOrdinals,
   gpuCheckBase,
   gpuSample,
+  measureEachGpu,
+  medianOf,
   noCudaDevice,
   withGpusAndCuda,
 } from './gpu-common.js';
@@ -174,66 +174,44 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     return { gbps: await copy, links };
   }
 
+  async function measureGpu(
+    nvml: Nvml,
+    cuda: CudaProbe,
+    gpu: GpuDevice,
+    ordinal: number,
+  ): Promise<PcieMeasurement> {
+    const busy = (await nvml.computeProcessCount(gpu.index)) > 0;
+    const h2d = await measureDirection(nvml, cuda, gpu, ordinal, 'h2d');
+    const d2h = await measureDirection(nvml, cuda, gpu, ordinal, 'd2h');
+    const after = await nvml.pcieLink(gpu.index);
+    const links = [...h2d.links, ...d2h.links, after];
+    return {
+      busy,
+      h2dGBps: h2d.gbps,
+      d2hGBps: d2h.gbps,
+      link: {
+        currentGeneration: Math.max(...links.map((l) => l.currentGeneration)),
+        currentWidth: Math.max(...links.map((l) => l.currentWidth)),
+        maxGeneration: after.maxGeneration,
+        maxWidth: after.maxWidth,
+      },
+    };
+  }
+
   async function measure(
     nvml: Nvml,
     cuda: CudaProbe,
     gpus: readonly GpuDevice[],
   ): Promise<CheckOutcome> {
-    const ordinals = await cudaOrdinals(cuda);
-    if (ordinals.size === 0)
+    const outcome = await measureEachGpu(nvml, cuda, gpus, (gpu, ordinal) =>
+      measureGpu(nvml, cuda, gpu, ordinal),
+    );
+    if (outcome === undefined) {
       return { devices: [], verdict: 'SKIP', reason: noCudaDevice(gpus.length) };
-    const measured = new Map<number, PcieMeasurement>();
-    const results = new Map<number, DeviceResult>();
-    // One GPU at a time: GPUs behind one PCIe switch would otherwise share its uplink.
-    for (const gpu of gpus) {
-      const id = String(gpu.index);
-      const ordinal = ordinals.get(busIdKey(gpu.pciBusId) ?? '');
-      if (ordinal === undefined) {
-        results.set(gpu.index, {
-          id,
-          verdict: 'SKIP',
-          reason: `CUDA does not see ${gpu.pciBusId}`,
-          evidence: {},
-        });
-        continue;
-      }
-      try {
-        if (await nvml.migEnabled(gpu.index)) {
-          results.set(gpu.index, {
-            id,
-            verdict: 'SKIP',
-            reason: 'MIG is enabled on this GPU',
-            evidence: {},
-          });
-          continue;
-        }
-        const busy = (await nvml.computeProcessCount(gpu.index)) > 0;
-        const h2d = await measureDirection(nvml, cuda, gpu, ordinal, 'h2d');
-        const d2h = await measureDirection(nvml, cuda, gpu, ordinal, 'd2h');
-        const after = await nvml.pcieLink(gpu.index);
-        const links = [...h2d.links, ...d2h.links, after];
-        measured.set(gpu.index, {
-          busy,
-          h2dGBps: h2d.gbps,
-          d2hGBps: d2h.gbps,
-          link: {
-            currentGeneration: Math.max(...links.map((l) => l.currentGeneration)),
-            currentWidth: Math.max(...links.map((l) => l.currentWidth)),
-            maxGeneration: after.maxGeneration,
-            maxWidth: after.maxWidth,
-          },
-        });
-      } catch (error) {
-        results.set(gpu.index, {
-          id,
-          verdict: 'ERROR',
-          reason: error instanceof Error ? error.message : String(error),
-          evidence: {},
-        });
-      }
     }
-    const h2ds = [...measured.values()].map((m) => m.h2dGBps).sort((a, b) => a - b);
-    const siblingMedianH2dGBps = h2ds.length >= 3 ? h2ds[Math.floor(h2ds.length / 2)] : undefined;
+    const { measured } = outcome;
+    const results = new Map(outcome.settled);
+    const siblingMedianH2dGBps = medianOf([...measured.values()].map((m) => m.h2dGBps));
     const samples: Sample[] = [];
     for (const gpu of gpus) {
       const m = measured.get(gpu.index);
