@@ -10,7 +10,6 @@ import { NODE_STATES } from '../node-health.js';
 import { isSuccess, type ResultStore } from '../store.js';
 import {
   ALL_METRICS,
-  CORE_METRICS,
   SAMPLE_METRICS,
   type CoreMetricName,
   type MetricSpec,
@@ -46,6 +45,20 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
   const gauge = (name: CoreMetricName | SampleMetricName, fill: (g: Gauge) => void): void => {
     const spec: MetricSpec = ALL_METRICS[name]!;
     new Gauge({
+      name,
+      help: spec.help,
+      labelNames: spec.labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        fill(this);
+      },
+    });
+  };
+
+  const counter = (name: CoreMetricName | SampleMetricName, fill: (c: Counter) => void): void => {
+    const spec: MetricSpec = ALL_METRICS[name]!;
+    new Counter({
       name,
       help: spec.help,
       labelNames: spec.labelNames,
@@ -99,19 +112,11 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     }
   });
 
-  const runsSpec = CORE_METRICS.autopilot_check_runs_total;
-  new Counter({
-    name: 'autopilot_check_runs_total',
-    help: runsSpec.help,
-    labelNames: runsSpec.labelNames,
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const check of checkList) {
-        for (const verdict of VERDICTS)
-          this.inc({ check: check.name, verdict }, store.runCount(check.name, verdict));
-      }
-    },
+  counter('autopilot_check_runs_total', (c) => {
+    for (const check of checkList) {
+      for (const verdict of VERDICTS)
+        c.inc({ check: check.name, verdict }, store.runCount(check.name, verdict));
+    }
   });
 
   gauge('autopilot_gpu_verdict', (g) => {
@@ -149,15 +154,8 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     const samplesOf = (): Sample[] =>
       [...conclusiveOf().values()].flatMap((run) => run.samples.filter((s) => s.metric === name));
     if (spec.type === 'counter') {
-      new Counter({
-        name,
-        help: spec.help,
-        labelNames: spec.labelNames,
-        registers: [registry],
-        collect() {
-          this.reset();
-          for (const sample of samplesOf()) this.inc(sample.labels, sample.value);
-        },
+      counter(name, (c) => {
+        for (const sample of samplesOf()) c.inc(sample.labels, sample.value);
       });
     } else {
       gauge(name, (g) => {
