@@ -33,3 +33,23 @@ export function createSystemClock(): Clock {
     },
   };
 }
+
+/** Resolves after `delayMs` on `clock`; rejects with the signal's reason as soon as it aborts. */
+export function sleep(clock: Clock, delayMs: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const reason = (): unknown => signal.reason ?? new Error('aborted');
+    if (signal.aborted) {
+      reject(reason());
+      return;
+    }
+    const onAbort = (): void => {
+      cancel();
+      reject(reason());
+    };
+    const cancel = clock.setTimer(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, delayMs);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

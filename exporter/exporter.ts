@@ -5,13 +5,19 @@
  */
 
 import type Koa from 'koa';
+import { createKubernetesAuthorizer, createStaticTokenAuthorizer } from './api/auth.js';
+import type { ClusterDeps } from './api/cluster-status.js';
 import type { Registry } from 'prom-client';
 import { createApiApp } from './api/app.js';
 import { createMetricsApp, createReadinessApp } from './api/side-apps.js';
 import type { Check } from './checks/check.js';
 import { createChecks } from './checks/index.js';
 import { createCheckRunner, type CheckRunner } from './check-runner.js';
-import type { Clock } from './clock.js';
+import { sleep, type Clock } from './clock.js';
+import { observeKubeApi, type KubeHealth } from './cluster/kube-health.js';
+import { createNodeLabeler, type NodeLabeler } from './cluster/node-labeler.js';
+import { createPeerDirectory, type PeerDirectory } from './cluster/peer-directory.js';
+import type { KubeApi } from './cluster/ports.js';
 import type { Config } from './config/config.js';
 import type { RunCommand } from './exec/run-command.js';
 import type { CudaProbeLoad, NvmlLoad } from './native/ports.js';
@@ -36,6 +42,17 @@ export interface ExporterPorts {
   readonly cpuModel: string;
   readonly gpuModel: string;
   readonly build: BuildInfo;
+  /** The Kubernetes API; undefined in standalone mode. */
+  readonly kube?: KubeApi | undefined;
+  /** How the fan-out reaches other nodes' APIs. */
+  readonly fetch?: typeof fetch;
+}
+
+/** What Kubernetes mode adds; main starts and stops it with the exporter. */
+export interface ClusterParts {
+  readonly peers: PeerDirectory;
+  readonly labeler: NodeLabeler;
+  readonly kubeHealth: KubeHealth;
 }
 
 export interface Exporter {
@@ -49,26 +66,69 @@ export interface Exporter {
   readonly readinessApp: Koa;
   /** Listens to XID events while the exporter serves; runs the xid check when one counts. */
   readonly xidWatcher: XidWatcher;
+  /** Kubernetes mode only. */
+  readonly cluster: ClusterParts | undefined;
 }
+
+/** Slack for a node's HTTP answer on top of its checks' own deadlines. */
+const FANOUT_MARGIN_MS = 15_000;
 
 export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   const xidLedger = createXidLedger({ debounceMs: 10_000 });
+  const observed =
+    ports.kube === undefined ? undefined : observeKubeApi(ports.kube, () => ports.clock.now());
+  const kube = observed?.api;
+  const peerDirectory =
+    kube === undefined
+      ? undefined
+      : createPeerDirectory({
+          kube,
+          namespace: config.namespace ?? 'default',
+          service: config.serviceName,
+          portName: 'healthcheck',
+          clock: ports.clock,
+          logger: ports.logger.child({ component: 'peers' }),
+        });
+  // Standalone: the configured list. Kubernetes: every other Autopilot pod the Service lists.
+  const peers = (): readonly string[] =>
+    peerDirectory === undefined
+      ? config.peers
+      : peerDirectory
+          .peers()
+          .filter((peer) => peer.node !== config.nodeName)
+          .map((peer) => peer.address);
   const checks = createChecks(config, {
     runCommand: ports.runCommand,
-    peers: () => config.peers,
+    peers,
+    kube,
+    sleep: (ms, signal) => sleep(ports.clock, ms, signal),
     nvml: ports.nvml,
     cuda: ports.cuda,
     xidLedger,
     now: () => ports.clock.now(),
   });
   const store = createResultStore({ historySize: config.historySize });
+  let labeler: NodeLabeler | undefined;
+  const gpuLock = createGpuLock({ onExclusiveChange: () => labeler?.sync() });
   const runner = createCheckRunner({
     checks,
     store,
     clock: ports.clock,
-    gpuLock: createGpuLock(),
+    gpuLock,
     logger: ports.logger,
   });
+  if (kube !== undefined) {
+    labeler = createNodeLabeler({
+      kube,
+      nodeName: config.nodeName,
+      health: () => store.health(),
+      exclusiveRunning: () => gpuLock.holders().exclusive,
+      onEvictFound: (reason) => store.restoreEvict(reason, ports.clock.now()),
+      clock: ports.clock,
+      logger: ports.logger.child({ component: 'labels' }),
+    });
+    store.onHealthChange(() => labeler?.sync());
+  }
   const scheduler = createScheduler({
     schedule: config.periodic,
     checks: config.periodicChecks,
@@ -82,7 +142,15 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     cpuModel: ports.cpuModel,
     gpuModel: ports.gpuModel,
   };
-  const registry = createMetricsRegistry({ store, checks, host, build: ports.build });
+  const registry = createMetricsRegistry({
+    store,
+    checks,
+    host,
+    build: ports.build,
+    ...(observed === undefined || peerDirectory === undefined
+      ? {}
+      : { kubernetes: { health: observed.health, peers: () => peerDirectory.peers() } }),
+  });
   const xidWatcher = createXidWatcher({
     nvml: ports.nvml,
     ledger: xidLedger,
@@ -90,9 +158,43 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     logger: ports.logger.child({ component: 'xid' }),
     onCounted: () => void runner.run('xid', {}, 'event'),
   });
+  const cluster: ClusterDeps | undefined =
+    kube === undefined || peerDirectory === undefined || observed === undefined
+      ? undefined
+      : {
+          kube,
+          peers: () => peerDirectory.peers(),
+          fetch: ports.fetch ?? fetch,
+          now: () => ports.clock.now(),
+          nodeName: config.nodeName,
+          defaultPort: config.apiPort,
+          deadlineMs: (names) =>
+            names.reduce((sum, name) => sum + (checks.get(name)?.timeoutMs ?? 0), FANOUT_MARGIN_MS),
+          askSelf: async (names, params) => {
+            const runs = [];
+            for (const name of names) {
+              const check = checks.get(name)!;
+              const run = await runner.run(name, check.parseParams(params), 'api');
+              runs.push({
+                check: name,
+                verdict: run.verdict,
+                reason: run.reason,
+                text: check.formatText(run, config.nodeName),
+              });
+            }
+            const health = store.health();
+            return { health: { state: health.state, reasons: health.reasons }, runs };
+          },
+          status: () => kubernetesStatus(observed.health, peerDirectory, labeler),
+          logger: ports.logger.child({ component: 'fanout' }),
+        };
   return {
     checks,
     xidWatcher,
+    cluster:
+      peerDirectory === undefined || labeler === undefined || observed === undefined
+        ? undefined
+        : { peers: peerDirectory, labeler, kubeHealth: observed.health },
     store,
     runner,
     scheduler,
@@ -104,11 +206,68 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       runner,
       store,
       logger: ports.logger.child({ component: 'api' }),
+      authorizer:
+        kube === undefined
+          ? createStaticTokenAuthorizer(config.apiToken)
+          : createKubernetesAuthorizer({
+              kube,
+              now: () => ports.clock.now(),
+              logger: ports.logger.child({ component: 'auth' }),
+            }),
+      now: () => ports.clock.now(),
+      cluster,
+      onAcknowledged: () => labeler?.sync(),
     }),
     metricsApp: createMetricsApp(
-      cachedExposition(registry, () => store.version()),
+      cachedExposition(registry, () =>
+        observed === undefined || peerDirectory === undefined
+          ? store.version()
+          : `${store.version()}/${observed.health.version()}/${peerDirectory.version()}`,
+      ),
       ports.logger,
     ),
     readinessApp: createReadinessApp(),
+  };
+}
+
+/** The Kubernetes connection as /status JSON shows it: what works, and the last thing that did not. */
+function kubernetesStatus(
+  health: KubeHealth,
+  peers: PeerDirectory,
+  labeler: NodeLabeler | undefined,
+): Record<string, unknown> {
+  const api = health.snapshot();
+  const discovery = peers.status();
+  const labels = labeler?.status();
+  const iso = (at: number | undefined): string | null =>
+    at === undefined ? null : new Date(at).toISOString();
+  return {
+    apiUp: api.up,
+    lastApiError:
+      api.lastFailure === undefined
+        ? null
+        : {
+            operation: api.lastFailure.operation,
+            message: api.lastFailure.message,
+            at: iso(api.lastFailure.at),
+          },
+    peers: {
+      synced: discovery.synced,
+      watching: discovery.watching,
+      known: peers.peers().length,
+      ready: peers.peers().filter((peer) => peer.ready).length,
+      lastError:
+        discovery.lastError === undefined
+          ? null
+          : { message: discovery.lastError.message, at: iso(discovery.lastError.at) },
+    },
+    nodeLabel: {
+      applied: labels?.applied ?? null,
+      pending: labels?.pending ?? null,
+      lastError:
+        labels?.lastError === undefined
+          ? null
+          : { message: labels.lastError.message, at: iso(labels.lastError.at) },
+    },
   };
 }

@@ -17,7 +17,12 @@ interface Waiter {
   readonly grant: () => void;
 }
 
-export function createGpuLock(): GpuLock {
+export interface GpuLockOptions {
+  /** Told when an exclusive holder takes or gives back the GPUs (the node label shows TESTING). */
+  readonly onExclusiveChange?: (held: boolean) => void;
+}
+
+export function createGpuLock(options: GpuLockOptions = {}): GpuLock {
   let sharedHolders = 0;
   let exclusiveHeld = false;
   const queue: Waiter[] = [];
@@ -41,7 +46,10 @@ export function createGpuLock(): GpuLock {
           if (released) return;
           released = true;
           if (mode === 'shared') sharedHolders -= 1;
-          else exclusiveHeld = false;
+          else {
+            exclusiveHeld = false;
+            options.onExclusiveChange?.(false);
+          }
           pump();
         };
         const waiter: Waiter = {
@@ -49,7 +57,10 @@ export function createGpuLock(): GpuLock {
           grant: () => {
             signal.removeEventListener('abort', onAbort);
             if (mode === 'shared') sharedHolders += 1;
-            else exclusiveHeld = true;
+            else {
+              exclusiveHeld = true;
+              options.onExclusiveChange?.(true);
+            }
             resolve(release);
           },
         };

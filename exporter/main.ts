@@ -17,6 +17,8 @@ import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
 import { createJsonLogger, type Logger } from './log.js';
 import { listen, type Listening } from './server.js';
+import type { KubeApi } from './cluster/ports.js';
+import { connectKubernetes } from './k8s/kube-api.js';
 import { loadCudaProbe } from './native/cuda-probe.js';
 import { loadNvml } from './native/nvml.js';
 import type { NvmlLoad } from './native/ports.js';
@@ -57,6 +59,16 @@ async function main(argv: readonly string[]): Promise<number> {
     throw error;
   }
 
+  let kube: KubeApi | undefined;
+  try {
+    ({ kube, config } = connectIfConfigured(config));
+  } catch (error) {
+    process.stderr.write(
+      `autopilot: cannot use Kubernetes (AUTOPILOT_KUBERNETES=${config.kubernetes}): ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return EXIT_USAGE;
+  }
+
   const logger = createJsonLogger({
     level: config.logLevel,
     write: (line) => process.stderr.write(line),
@@ -92,6 +104,8 @@ async function main(argv: readonly string[]): Promise<number> {
     cpuModel: readCpuModel(),
     gpuModel: await within(NATIVE_START_MS, gpuModelOf(nvml), 'N/A'),
     build: { version: packageVersion(), nodejs: process.versions.node },
+    kube,
+    fetch,
   });
 
   try {
@@ -161,6 +175,11 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
     periodicChecks: config.periodicChecks,
     peers: config.peers.length,
   });
+  if (exporter.cluster !== undefined) {
+    logger.info('Kubernetes mode', { namespace: config.namespace, service: config.serviceName });
+    exporter.cluster.peers.start();
+    void exporter.cluster.labeler.start();
+  }
   exporter.scheduler.start();
   exporter.xidWatcher.start();
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
@@ -169,11 +188,43 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
   });
   logger.info('shutting down', { signal });
   exporter.scheduler.stop();
+  exporter.cluster?.peers.stop();
+  exporter.cluster?.labeler.stop();
   // The XID wait may be stuck in the driver; shutting down does not wait for it beyond the grace.
   await within(SHUTDOWN_GRACE_MS, exporter.xidWatcher.stop(), undefined);
   await exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
   await listening.close();
   return 0;
+}
+
+const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+
+/**
+ * Kubernetes mode when asked for, or (auto) when running in a pod or given a KUBECONFIG. The
+ * namespace falls back to the service account's, then to "default" for a kubeconfig on a laptop.
+ */
+function connectIfConfigured(config: Config): { kube: KubeApi | undefined; config: Config } {
+  const inCluster = process.env.KUBERNETES_SERVICE_HOST !== undefined;
+  if (config.kubernetes === 'off') return { kube: undefined, config };
+  if (config.kubernetes === 'auto' && !inCluster && config.kubeconfigPath === undefined) {
+    return { kube: undefined, config };
+  }
+  if (!inCluster && config.kubeconfigPath === undefined) {
+    throw new Error('neither KUBECONFIG nor an in-cluster service account is available');
+  }
+  const kube = connectKubernetes({
+    kubeconfigPath: config.kubeconfigPath,
+    requestTimeoutMs: config.kubeRequestTimeoutMs,
+  });
+  let namespace = config.namespace;
+  if (namespace === undefined) {
+    try {
+      namespace = readFileSync(SERVICE_ACCOUNT_NAMESPACE, 'utf8').trim() || undefined;
+    } catch {
+      namespace = undefined;
+    }
+  }
+  return { kube, config: { ...config, namespace: namespace ?? 'default' } };
 }
 
 /** Autopilot's gpumodel label: the first GPU's name, N/A without NVML or GPUs. */

@@ -33,6 +33,13 @@ export interface ResultStore {
   version(): number;
   /** Lifts a sticky EVICT; returns the new health. */
   acknowledge(now: number): NodeHealth;
+  /**
+   * Takes over an EVICT found on the node (written before this process started), so a restart
+   * does not quietly return an evicted node to service.
+   */
+  restoreEvict(reason: string, now: number): NodeHealth;
+  /** Calls `listener` after every change of the node health; returns the unsubscribe function. */
+  onHealthChange(listener: (health: NodeHealth) => void): () => void;
 }
 
 export interface StoreOptions {
@@ -48,6 +55,13 @@ export function createResultStore(options: StoreOptions): ResultStore {
   let health: NodeHealth = INITIAL_NODE_HEALTH;
   let acknowledgedAt: number | undefined;
   let version = 0;
+  const listeners = new Set<(health: NodeHealth) => void>();
+
+  const setHealth = (next: NodeHealth): void => {
+    const changed = next !== health;
+    health = next;
+    if (changed) for (const listener of [...listeners]) listener(health);
+  };
 
   const inputs = (now: number): HealthInputs => ({
     conclusiveRuns: conclusive.values(),
@@ -68,7 +82,7 @@ export function createResultStore(options: StoreOptions): ResultStore {
       const key = `${run.check}\u0000${run.verdict}`;
       counts.set(key, (counts.get(key) ?? 0) + 1);
       if (isSuccess(run.verdict)) lastSuccess.set(run.check, run.finishedAt);
-      health = evaluateNodeHealth(health, inputs(run.finishedAt));
+      setHealth(evaluateNodeHealth(health, inputs(run.finishedAt)));
     },
     latest: (check) => latest.get(check),
     latestRuns: () => [...latest.values()],
@@ -81,8 +95,18 @@ export function createResultStore(options: StoreOptions): ResultStore {
     acknowledge(now) {
       version += 1;
       acknowledgedAt = now;
-      health = acknowledgeEvict(health, inputs(now));
+      setHealth(acknowledgeEvict(health, inputs(now)));
       return health;
+    },
+    restoreEvict(reason, now) {
+      if (health.state === 'EVICT') return health;
+      version += 1;
+      setHealth({ state: 'EVICT', since: now, reasons: [reason] });
+      return health;
+    },
+    onHealthChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
     },
   };
 }

@@ -1,8 +1,10 @@
 /**
  * The health-check API on :3333, compatible with Autopilot: /status and one endpoint per check,
  * Autopilot-style text by default, JSON with `Accept: application/json` or `format=json`.
- * Beyond Autopilot: /results reads the last results without running anything, and every bad
- * parameter gets a 400 that names it. A request only ever waits on the checks it asked for.
+ * In Kubernetes mode /status reaches the other nodes through their own APIs (cluster-status.ts).
+ * Beyond Autopilot: /results reads the last results without running anything, /acknowledge lifts
+ * a sticky EVICT, protected actions need an authorised caller, and every bad parameter gets a 400
+ * that names it. A request only ever waits on the checks it asked for.
  */
 
 import Router from '@koa/router';
@@ -10,8 +12,12 @@ import Koa from 'koa';
 import type { Check, CheckParams, CheckRun, RawParams } from '../checks/check.js';
 import { ParamError } from '../checks/check.js';
 import type { CheckRunner } from '../check-runner.js';
+import { KubeError } from '../cluster/ports.js';
 import type { Logger } from '../log.js';
+import type { NodeHealth } from '../node-health.js';
 import type { ResultStore } from '../store.js';
+import { requiresAuthorization, type Authorizer, type ProtectedAction } from './auth.js';
+import { streamClusterStatus, type ClusterDeps } from './cluster-status.js';
 import { healthToJson, renderResultsText, runToJson } from './render.js';
 
 export interface ApiDeps {
@@ -21,9 +27,26 @@ export interface ApiDeps {
   readonly runner: CheckRunner;
   readonly store: ResultStore;
   readonly logger: Logger;
+  readonly authorizer: Authorizer;
+  readonly now: () => number;
+  /** Kubernetes mode; undefined in standalone mode, where only this node can be asked. */
+  readonly cluster: ClusterDeps | undefined;
+  /** Called after an acknowledge changed the node health (the node label follows it). */
+  readonly onAcknowledged?: (health: NodeHealth) => void;
 }
 
 type Format = 'text' | 'json';
+
+/** A protected action refused; the status is 401, 403 or 503. */
+class AuthError extends Error {
+  constructor(
+    readonly status: 401 | 403 | 503,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AuthError';
+  }
+}
 
 export function createApiApp(deps: ApiDeps): Koa {
   const app = new Koa();
@@ -34,11 +57,18 @@ export function createApiApp(deps: ApiDeps): Koa {
       await next();
     } catch (error) {
       const badRequest = error instanceof ParamError;
-      if (!badRequest) deps.logger.error('API request failed', { path: ctx.path, error });
-      ctx.status = badRequest ? 400 : 500;
-      const message = badRequest
-        ? error.message
-        : `internal error: ${error instanceof Error ? error.message : String(error)}`;
+      const refused = error instanceof AuthError;
+      const apiDown = error instanceof KubeError;
+      if (!badRequest && !refused && !apiDown)
+        deps.logger.error('API request failed', { path: ctx.path, error });
+      ctx.status = badRequest ? 400 : refused ? error.status : apiDown ? 503 : 500;
+      if (refused && error.status === 401) ctx.set('WWW-Authenticate', 'Bearer');
+      const message =
+        badRequest || refused
+          ? error.message
+          : apiDown
+            ? `the Kubernetes API cannot answer: ${error.message}`
+            : `internal error: ${error instanceof Error ? error.message : String(error)}`;
       if (wantsJson(ctx)) ctx.body = { error: message };
       else ctx.body = `error: ${message}\n`;
     }
@@ -46,11 +76,11 @@ export function createApiApp(deps: ApiDeps): Koa {
 
   router.all('/status', async (ctx) => {
     const query = readQuery(ctx.query);
-    const format = formatOf(ctx, query);
+    // ndjson streams one line per node as it answers; a single node's answer is plain JSON.
+    const streamed = query.format === 'ndjson';
+    const format = formatOf(ctx, streamed ? { ...query, format: 'json' } : query);
     const names = parseCheckNames(query.check, deps);
-    checkHosts(query.host, deps.nodeName);
-    rejectClusterSelectors(query);
-    parseBoundedInteger('batch', query.batch, 0, 100_000);
+    const batch = parseBoundedInteger('batch', query.batch, 0, 100_000);
     // r is DCGM's level; Autopilot took any text and failed later, this says what is wrong now.
     parseBoundedInteger('r', query.r, 1, 4);
     // Parameters are validated for every check before any check runs.
@@ -58,6 +88,27 @@ export function createApiApp(deps: ApiDeps): Koa {
       const check = deps.checks.get(name)!;
       return { check, params: check.parseParams({ pingnodes: query.pingnodes, r: query.r }) };
     });
+    const hosts = splitList(query.host);
+    const local =
+      hosts.length > 0 && hosts.every((host) => host === deps.nodeName) && !selects(query);
+    if (deps.cluster === undefined) {
+      checkHosts(hosts, deps.nodeName);
+      rejectClusterSelectors(query);
+    } else if (!local) {
+      for (const { check } of planned)
+        await authorize(ctx, { kind: 'run-check', check: check.name }, check);
+      await streamClusterStatus(ctx, deps.cluster, {
+        checks: names,
+        forwarded: forwardedParams(query),
+        query,
+        batch,
+        format: streamed ? 'ndjson' : format,
+        authorization: ctx.get('Authorization') || undefined,
+      });
+      return;
+    }
+    for (const { check } of planned)
+      await authorize(ctx, { kind: 'run-check', check: check.name }, check);
     const runs: { check: Check; run: CheckRun }[] = [];
     for (const { check, params } of planned) {
       runs.push({ check, run: await deps.runner.run(check.name, params, 'api') });
@@ -82,6 +133,7 @@ export function createApiApp(deps: ApiDeps): Koa {
       const query = readQuery(ctx.query);
       const format = formatOf(ctx, query);
       const params: CheckParams = check.parseParams(query);
+      await authorize(ctx, { kind: 'run-check', check: check.name }, check);
       const run = await deps.runner.run(check.name, params, 'api');
       if (format === 'json') respond(ctx, format, [{ check, run }], false);
       else {
@@ -91,8 +143,56 @@ export function createApiApp(deps: ApiDeps): Koa {
     });
   }
 
+  // Mutating: POST only, so a link followed by a browser or a crawler cannot lift an EVICT.
+  router.post('/acknowledge', async (ctx) => {
+    const query = readQuery(ctx.query);
+    const format = formatOf(ctx, query);
+    if (query.host !== undefined && query.host !== deps.nodeName) {
+      throw new ParamError(
+        `host ${JSON.stringify(query.host)} is not this node (${deps.nodeName}); acknowledge on the node itself`,
+      );
+    }
+    const caller = await authorize(ctx, { kind: 'acknowledge', node: deps.nodeName });
+    const previous = deps.store.health();
+    const health = deps.store.acknowledge(deps.now());
+    // The audit line: who lifted what, and the evidence that stood at the time.
+    deps.logger.warn('EVICT acknowledged', {
+      audit: true,
+      caller,
+      previousState: previous.state,
+      previousReasons: previous.reasons,
+      state: health.state,
+    });
+    deps.onAcknowledged?.(health);
+    if (format === 'json') {
+      ctx.body = {
+        node: deps.nodeName,
+        previous: healthToJson(previous),
+        health: healthToJson(health),
+      };
+    } else {
+      ctx.type = 'text/plain';
+      ctx.body =
+        previous.state === 'EVICT'
+          ? `Node ${deps.nodeName}: EVICT acknowledged by ${caller}; health is now ${health.state}\n`
+          : `Node ${deps.nodeName}: nothing to acknowledge; health is ${health.state}\n`;
+    }
+  });
+
   app.use(router.routes());
   app.use(router.allowedMethods());
+
+  /** Resolves to the caller's name, or throws AuthError; checks that need nothing pass at once. */
+  async function authorize(
+    ctx: Koa.Context,
+    action: ProtectedAction,
+    check?: Check,
+  ): Promise<string | undefined> {
+    if (check !== undefined && !requiresAuthorization(check)) return undefined;
+    const decision = await deps.authorizer.authorize(ctx.get('Authorization') || undefined, action);
+    if (!decision.allowed) throw new AuthError(decision.status, decision.message);
+    return decision.caller;
+  }
 
   function respond(
     ctx: Koa.Context,
@@ -105,7 +205,11 @@ export function createApiApp(deps: ApiDeps): Koa {
         node: deps.nodeName,
         cached,
         health: healthToJson(deps.store.health()),
-        results: runs.map(({ run }) => runToJson(run)),
+        results: runs.map(({ check, run }) => ({
+          ...runToJson(run),
+          text: check.formatText(run, deps.nodeName),
+        })),
+        ...(deps.cluster === undefined ? {} : { kubernetes: deps.cluster.status() }),
       };
       return;
     }
@@ -127,20 +231,17 @@ function readQuery(query: Readonly<Record<string, string | string[] | undefined>
   return out;
 }
 
-function wantsJson(ctx: Koa.Context): boolean {
-  return (
-    ctx.query.format === 'json' ||
-    (ctx.get('Accept').includes('application/json') && ctx.query.format !== 'text')
-  );
+function wantsJson(ctx: Koa.Context, format = ctx.query.format): boolean {
+  return format === 'json' || (ctx.get('Accept').includes('application/json') && format !== 'text');
 }
 
 function formatOf(ctx: Koa.Context, query: RawParams): Format {
   if (query.format !== undefined && query.format !== 'text' && query.format !== 'json') {
     throw new ParamError(
-      `format ${JSON.stringify(query.format)} is not supported; use text or json`,
+      `format ${JSON.stringify(query.format)} is not supported; use text, json or (for /status across nodes) ndjson`,
     );
   }
-  return wantsJson(ctx) ? 'json' : 'text';
+  return wantsJson(ctx, query.format) ? 'json' : 'text';
 }
 
 function parseCheckNames(value: string | undefined, deps: ApiDeps): string[] {
@@ -163,11 +264,30 @@ function parseCheckNames(value: string | undefined, deps: ApiDeps): string[] {
   return [...new Set(names)];
 }
 
-function checkHosts(value: string | undefined, nodeName: string): void {
-  for (const host of (value ?? 'all')
+function splitList(value: string | undefined): string[] {
+  return (value ?? 'all')
     .split(',')
-    .map((h) => h.trim())
-    .filter((h) => h !== '')) {
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+/** job and nodelabel select nodes; Autopilot's "None" is its spelling of absent. */
+function selects(query: RawParams): boolean {
+  return [query.job, query.nodelabel].some((v) => v !== undefined && v !== '' && v !== 'None');
+}
+
+/** What each node's own /status needs to run the same checks. */
+function forwardedParams(query: RawParams): Record<string, string> {
+  const forwarded: Record<string, string> = {};
+  for (const name of ['r', 'pingnodes'] as const) {
+    const value = query[name];
+    if (value !== undefined) forwarded[name] = value;
+  }
+  return forwarded;
+}
+
+function checkHosts(hosts: readonly string[], nodeName: string): void {
+  for (const host of hosts) {
     if (host !== 'all' && host !== nodeName) {
       throw new ParamError(
         `host ${JSON.stringify(host)} is not this node (${nodeName}); other nodes are reached through Kubernetes, which this exporter is not connected to (standalone mode)`,

@@ -11,7 +11,9 @@ import { ECC_SUMMARY, createEccCheck } from './ecc.js';
 import { GPUMEM_SUMMARY, createGpuMemCheck } from './gpumem.js';
 import { GPUPOWER_SUMMARY, createGpuPowerCheck } from './gpupower.js';
 import { PCIEBW_SUMMARY, createPcieBwCheck } from './pciebw.js';
+import type { KubeApi } from '../cluster/ports.js';
 import { PING_SUMMARY, createPingCheck } from './ping.js';
+import { PVC_SUMMARY, createPvcCheck } from './pvc.js';
 import { REMAPPED_SUMMARY, createRemappedCheck } from './remapped.js';
 import { XID_SUMMARY, createXidCheck, type XidLedger } from './xid.js';
 
@@ -24,6 +26,7 @@ export const CHECK_NAMES = [
   'xid',
   'gpumem',
   'ping',
+  'pvc',
 ] as const;
 export type CheckName = (typeof CHECK_NAMES)[number];
 
@@ -36,6 +39,7 @@ export const CHECK_SUMMARIES: Readonly<Record<CheckName, string>> = {
   xid: XID_SUMMARY,
   gpumem: GPUMEM_SUMMARY,
   ping: PING_SUMMARY,
+  pvc: PVC_SUMMARY,
 };
 
 export interface CheckPorts {
@@ -45,6 +49,10 @@ export interface CheckPorts {
   readonly cuda: CudaProbeLoad;
   readonly xidLedger: XidLedger;
   readonly now: () => number;
+  /** undefined in standalone mode. */
+  readonly kube: KubeApi | undefined;
+  /** Resolves after `ms`, rejects when `signal` aborts. */
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
 }
 
 export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<string, Check> {
@@ -64,6 +72,21 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
     gpumem: () => createGpuMemCheck({ nvml, cuda }),
     ping: () =>
       createPingCheck({ settings: config.ping, peers: ports.peers, run: ports.runCommand }),
+    pvc: () =>
+      createPvcCheck({
+        kube: ports.kube,
+        settings: {
+          storageClass: config.pvcStorageClass,
+          accessMode: config.pvc.accessMode,
+          size: config.pvc.size,
+          bindTimeoutMs: config.pvc.bindTimeoutMs,
+          namespace: config.namespace ?? 'default',
+          // Autopilot named the claim after the pod; one pod runs one check at a time.
+          claimName: config.podName ?? `autopilot-pvc-${config.nodeName}`,
+        },
+        sleep: ports.sleep,
+        now: ports.now,
+      }),
   };
   return new Map(CHECK_NAMES.map((name) => [name, factories[name]()]));
 }

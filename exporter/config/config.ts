@@ -46,6 +46,21 @@ export interface Config {
   readonly nvmlLibrary: string;
   /** Path of the CUDA probe library; undefined means the one built into build/cuda/. */
   readonly cudaProbeLibrary: string | undefined;
+  /** auto: Kubernetes mode when in a cluster or KUBECONFIG is set; off: standalone. */
+  readonly kubernetes: 'auto' | 'on' | 'off';
+  /** KUBECONFIG: a kubeconfig file instead of the in-cluster service account. */
+  readonly kubeconfigPath: string | undefined;
+  /** The Service whose EndpointSlices list the Autopilot pods. */
+  readonly serviceName: string;
+  /** Deadline of each Kubernetes API call. */
+  readonly kubeRequestTimeoutMs: number;
+  /** Standalone mode's bearer token for protected actions; undefined disables them. */
+  readonly apiToken: string | undefined;
+  readonly pvc: {
+    readonly accessMode: string;
+    readonly size: string;
+    readonly bindTimeoutMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -183,7 +198,54 @@ export function parseConfig(inputs: ConfigInputs): Config {
     ),
     nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? DEFAULT_NVML_LIBRARY,
     cudaProbeLibrary: setting('AUTOPILOT_CUDA_PROBE_LIBRARY'),
+    kubernetes: parseChoice('AUTOPILOT_KUBERNETES', setting('AUTOPILOT_KUBERNETES') ?? 'auto', [
+      'auto',
+      'on',
+      'off',
+    ]),
+    kubeconfigPath: setting('KUBECONFIG'),
+    serviceName: parseServiceName(setting('AUTOPILOT_SERVICE') ?? 'autopilot-healthchecks'),
+    kubeRequestTimeoutMs: parseDurationSetting(
+      'AUTOPILOT_KUBE_TIMEOUT',
+      setting('AUTOPILOT_KUBE_TIMEOUT') ?? '10s',
+      500,
+      300_000,
+    ),
+    apiToken: setting('AUTOPILOT_API_TOKEN'),
+    pvc: {
+      accessMode: parseChoice(
+        'AUTOPILOT_PVC_ACCESS_MODE',
+        setting('AUTOPILOT_PVC_ACCESS_MODE') ?? 'ReadWriteMany',
+        ['ReadWriteMany', 'ReadWriteOnce', 'ReadWriteOncePod', 'ReadOnlyMany'],
+      ),
+      size: parseQuantity('AUTOPILOT_PVC_SIZE', setting('AUTOPILOT_PVC_SIZE') ?? '100Mi'),
+      bindTimeoutMs: parseDurationSetting(
+        'AUTOPILOT_PVC_BIND_TIMEOUT',
+        setting('AUTOPILOT_PVC_BIND_TIMEOUT') ?? '90s',
+        1000,
+        3_600_000,
+      ),
+    },
   };
+}
+
+function parseChoice<T extends string>(name: string, value: string, choices: readonly T[]): T {
+  if ((choices as readonly string[]).includes(value)) return value as T;
+  throw new ConfigError(name, value, `one of ${choices.join(', ')}`);
+}
+
+function parseServiceName(value: string): string {
+  if (!/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/.test(value)) {
+    throw new ConfigError('AUTOPILOT_SERVICE', value, 'a Service name (lower-case DNS label)');
+  }
+  return value;
+}
+
+function parseQuantity(name: string, value: string): string {
+  if (!/^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$/.test(value)) {
+    throw new ConfigError(name, value, 'a Kubernetes quantity such as 100Mi or 1Gi');
+  }
+  return value;
 }
 
 function parsePort(name: string, value: string): number {
@@ -376,4 +438,24 @@ export const ENV_SETTINGS = [
     'build/cuda/libautopilot-probe.so of this installation',
     'the CUDA probe library built from cuda/',
   ],
+  [
+    'AUTOPILOT_KUBERNETES',
+    'auto',
+    'auto (Kubernetes mode in a pod or with KUBECONFIG), on, or off (standalone)',
+  ],
+  ['KUBECONFIG', '', 'kubeconfig file to use instead of the in-cluster service account'],
+  ['AUTOPILOT_SERVICE', 'autopilot-healthchecks', 'Service whose EndpointSlices list the peers'],
+  ['AUTOPILOT_KUBE_TIMEOUT', '10s', 'deadline of each Kubernetes API call (500ms to 5m)'],
+  [
+    'AUTOPILOT_API_TOKEN',
+    '',
+    'standalone mode: bearer token for protected actions (unset disables them)',
+  ],
+  [
+    'AUTOPILOT_PVC_ACCESS_MODE',
+    'ReadWriteMany',
+    'access mode of the pvc check claim: ReadWriteMany, ReadWriteOnce, ReadWriteOncePod, ReadOnlyMany',
+  ],
+  ['AUTOPILOT_PVC_SIZE', '100Mi', 'size of the pvc check claim'],
+  ['AUTOPILOT_PVC_BIND_TIMEOUT', '90s', 'how long the pvc check claim may stay Pending (1s to 1h)'],
 ] as const;

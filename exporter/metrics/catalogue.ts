@@ -61,6 +61,21 @@ export const CORE_METRICS = {
     help: 'Health state of this node (the autopilot.ibm.com/gpuhealth label), one series per state (1 for the current one). Updated when a run ends.',
     labelNames: ['state'],
   },
+  autopilot_kubernetes_api_up: {
+    type: 'gauge',
+    help: 'Whether the last call to the Kubernetes API got an answer (1) or failed (0). Absent in standalone mode.',
+    labelNames: [],
+  },
+  autopilot_kubernetes_api_errors_total: {
+    type: 'counter',
+    help: 'Failed calls to the Kubernetes API since the exporter started, by operation (refused, timed out, or a server error).',
+    labelNames: ['operation'],
+  },
+  autopilot_peers: {
+    type: 'gauge',
+    help: 'Autopilot pods the autopilot-healthchecks Service lists, by readiness (state="ready" or "not_ready"). Absent in standalone mode.',
+    labelNames: ['state'],
+  },
   autopilot_build_info: {
     type: 'gauge',
     help: 'Always 1; the labels name the exporter version and the Node.js runtime.',

@@ -6,6 +6,8 @@
 
 import { Counter, Gauge, Registry } from 'prom-client';
 import { VERDICTS, type Check, type CheckRun, type Sample } from '../checks/check.js';
+import type { KubeHealth } from '../cluster/kube-health.js';
+import type { Peer } from '../cluster/peer-directory.js';
 import { NODE_STATES } from '../node-health.js';
 import { isSuccess, type ResultStore } from '../store.js';
 import {
@@ -32,6 +34,11 @@ export interface MetricsDeps {
   readonly checks: ReadonlyMap<string, Check>;
   readonly host: HostLabels;
   readonly build: BuildInfo;
+  /** Kubernetes mode only. */
+  readonly kubernetes?: {
+    readonly health: KubeHealth;
+    readonly peers: () => readonly Peer[];
+  };
 }
 
 export function createMetricsRegistry(deps: MetricsDeps): Registry {
@@ -145,6 +152,22 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     const { state } = store.health();
     for (const candidate of NODE_STATES) g.set({ state: candidate }, candidate === state ? 1 : 0);
   });
+  const { kubernetes } = deps;
+  gauge('autopilot_kubernetes_api_up', (g) => {
+    if (kubernetes !== undefined) g.set(kubernetes.health.snapshot().up ? 1 : 0);
+  });
+  counter('autopilot_kubernetes_api_errors_total', (c) => {
+    if (kubernetes === undefined) return;
+    for (const [operation, count] of kubernetes.health.snapshot().failures)
+      c.inc({ operation }, count);
+  });
+  gauge('autopilot_peers', (g) => {
+    if (kubernetes === undefined) return;
+    const peers = kubernetes.peers();
+    const ready = peers.filter((peer) => peer.ready).length;
+    g.set({ state: 'ready' }, ready);
+    g.set({ state: 'not_ready' }, peers.length - ready);
+  });
   gauge('autopilot_build_info', (g) => {
     g.set({ version: deps.build.version, nodejs: deps.build.nodejs }, 1);
   });
@@ -177,8 +200,11 @@ export interface Exposition {
  * store changes. Checks end minutes apart while scrapes come every few seconds: nearly every scrape
  * is served from this cache instead of re-rendering thousands of series.
  */
-export function cachedExposition(registry: Exposition, storeVersion: () => number): Exposition {
-  let cached: { readonly version: number; readonly text: Promise<string> } | undefined;
+export function cachedExposition(
+  registry: Exposition,
+  storeVersion: () => number | string,
+): Exposition {
+  let cached: { readonly version: number | string; readonly text: Promise<string> } | undefined;
   return {
     contentType: registry.contentType,
     metrics() {

@@ -8,6 +8,7 @@ import type Koa from 'koa';
 import request from 'supertest';
 import type { Response } from 'supertest';
 import { createApiApp } from '../../exporter/api/app.js';
+import { createStaticTokenAuthorizer } from '../../exporter/api/auth.js';
 import { createMetricsApp, createReadinessApp } from '../../exporter/api/side-apps.js';
 import type { CheckRunner } from '../../exporter/check-runner.js';
 import type { CheckRun } from '../../exporter/checks/check.js';
@@ -22,6 +23,7 @@ import {
 } from '../fakes/checks.js';
 
 const NODE = 'node-a';
+const TOKEN = 'standalone-secret';
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json; charset=utf-8';
 const STANDALONE = 'which this exporter is not connected to (standalone mode)';
@@ -83,6 +85,9 @@ function setup(periodicChecks: readonly string[] = ['alpha', 'beta']): Rig {
     runner,
     store: real.store,
     logger: silentLogger,
+    authorizer: createStaticTokenAuthorizer(TOKEN),
+    now: () => Date.now(),
+    cluster: undefined,
   });
 
   const holds: Hold[] = [];
@@ -142,6 +147,7 @@ function passJson(run: CheckRun, params: Readonly<Record<string, string>> = {}):
     devices: [
       { id: '0', verdict: 'PASS', reason: 'all good', fatal: false, evidence: { score: 1 } },
     ],
+    text: `[[ ${run.check.toUpperCase()} ]] PASS\n`,
   };
 }
 
@@ -293,6 +299,7 @@ describe('GET /status', () => {
           finishedAt: iso(run.finishedAt),
           durationSeconds: (run.finishedAt - run.startedAt) / 1000,
           devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', fatal: false, evidence: {} }],
+          text: '[[ BETA ]] FAIL\n',
         },
       ],
     });
@@ -415,7 +422,7 @@ describe('GET /status', () => {
     [
       'an unsupported format',
       'check=alpha&format=xml',
-      'format "xml" is not supported; use text or json',
+      'format "xml" is not supported; use text, json or (for /status across nodes) ndjson',
     ],
     ['a repeated parameter', 'check=alpha&check=beta', 'parameter check is given more than once'],
     // r is checked by /status itself, before any check sees it or runs.
@@ -523,7 +530,9 @@ describe('per-check endpoint /<name>', () => {
     expect(repeated.text).toBe('error: parameter level is given more than once\n');
     const xml = await rig.get('/alpha?format=xml');
     expect(xml.status).toBe(400);
-    expect(xml.text).toBe('error: format "xml" is not supported; use text or json\n');
+    expect(xml.text).toBe(
+      'error: format "xml" is not supported; use text, json or (for /status across nodes) ndjson\n',
+    );
     expect(rig.totalRuns()).toBe(0);
   });
 });
@@ -586,6 +595,7 @@ describe('GET /results', () => {
           finishedAt: iso(beta.finishedAt),
           durationSeconds: (beta.finishedAt - beta.startedAt) / 1000,
           devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', fatal: false, evidence: {} }],
+          text: '[[ BETA ]] FAIL\n',
         },
       ],
     });
@@ -724,6 +734,7 @@ describe('errors', () => {
           finishedAt: iso(run.finishedAt),
           durationSeconds: (run.finishedAt - run.startedAt) / 1000,
           devices: [],
+          text: '[[ CRASHY ]] ERROR\n',
         },
       ],
     });

@@ -75,6 +75,12 @@ describe('parseConfig defaults', () => {
       nvmlCheckTimeoutMs: 30_000,
       nvmlLibrary: 'libnvidia-ml.so.1',
       cudaProbeLibrary: undefined,
+      kubernetes: 'auto',
+      kubeconfigPath: undefined,
+      serviceName: 'autopilot-healthchecks',
+      kubeRequestTimeoutMs: 10_000,
+      apiToken: undefined,
+      pvc: { accessMode: 'ReadWriteMany', size: '100Mi', bindTimeoutMs: 90_000 },
     };
     expect(parseConfig(inputs())).toEqual(expected);
   });

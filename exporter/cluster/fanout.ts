@@ -1,0 +1,344 @@
+/**
+ * Cluster-wide /status: which nodes a request selects (host, job, nodelabel: a union, as in
+ * Autopilot), which Autopilot pod answers for each, and asking them all with bounded concurrency
+ * and a deadline each. Every selected node gets a report: answered, refused, unreachable, not ready
+ * or without an Autopilot pod. None is skipped in silence (Autopilot dropped not-ready pods).
+ */
+
+import { isIPv6 } from 'node:net';
+import { ParamError } from '../checks/check.js';
+import { mapBounded } from '../concurrency.js';
+import type { NodeReport, RemoteRun } from './fanout-report.js';
+import type { Peer } from './peer-directory.js';
+import type { KubeApi } from './ports.js';
+import { KubeError } from './ports.js';
+
+export interface Selection {
+  /** Node names, or 'all' for every node with an Autopilot pod. */
+  readonly hosts: readonly string[] | 'all';
+  /** Nodes running pods of this workload. */
+  readonly job: { readonly namespace: string; readonly selector: string } | undefined;
+  /** Nodes carrying these labels. */
+  readonly nodelabel: string | undefined;
+}
+
+const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Pure: Autopilot's `job=namespace:selector`; throws ParamError naming the problem. */
+export function parseJob(value: string): { namespace: string; selector: string } {
+  const colon = value.indexOf(':');
+  const namespace = colon < 0 ? '' : value.slice(0, colon);
+  const selector = colon < 0 ? '' : value.slice(colon + 1).trim();
+  if (!NAMESPACE.test(namespace) || selector === '') {
+    throw new ParamError(
+      `job ${JSON.stringify(value)} is not namespace:label-selector, such as default:app=trainer`,
+    );
+  }
+  checkSelector('job', selector);
+  return { namespace, selector };
+}
+
+/** Pure: a label selector's characters, before the API server judges its grammar. */
+export function checkSelector(name: string, selector: string): string {
+  if (selector.trim() === '' || !/^[A-Za-z0-9_.\-/=!,() ]+$/.test(selector)) {
+    throw new ParamError(
+      `${name} ${JSON.stringify(selector)} is not a label selector, such as app=trainer or gpu-type in (h100,h200)`,
+    );
+  }
+  return selector.trim();
+}
+
+export interface ResolvedTargets {
+  /** Sorted, without duplicates. */
+  readonly nodes: readonly string[];
+  /** A selector that matched nothing, said in the report rather than failing the request. */
+  readonly notes: readonly string[];
+}
+
+/** The union of what the selection names. A selector the API server rejects is a ParamError. */
+export async function resolveTargets(
+  selection: Selection,
+  kube: KubeApi,
+  peers: readonly Peer[],
+): Promise<ResolvedTargets> {
+  const nodes = new Set<string>();
+  const notes: string[] = [];
+  const narrowed = selection.job !== undefined || selection.nodelabel !== undefined;
+  // As in Autopilot, host=all with a job or nodelabel means "those nodes", not "every node too".
+  if (selection.hosts === 'all') {
+    if (!narrowed) for (const peer of peers) if (peer.node !== undefined) nodes.add(peer.node);
+  } else {
+    for (const host of selection.hosts) nodes.add(host);
+  }
+  if (selection.job !== undefined) {
+    const { namespace, selector } = selection.job;
+    const pods = await asParamError('job', () => kube.listPods(namespace, selector));
+    const scheduled = pods.filter((pod) => pod.nodeName !== undefined);
+    if (scheduled.length === 0) notes.push(`No workload labeled with ${selector} in ${namespace}.`);
+    for (const pod of scheduled) nodes.add(pod.nodeName!);
+  }
+  if (selection.nodelabel !== undefined) {
+    const labelled = await asParamError('nodelabel', () => kube.listNodes(selection.nodelabel!));
+    if (labelled.length === 0) notes.push(`No node is labeled with ${selection.nodelabel}.`);
+    for (const node of labelled) nodes.add(node.name);
+  }
+  return { nodes: [...nodes].sort(), notes };
+}
+
+/** The API server's 400 for a malformed selector is the caller's error, said as such. */
+async function asParamError<T>(name: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof KubeError && error.status === 400) {
+      throw new ParamError(`${name}: the Kubernetes API rejected the selector: ${error.detail}`);
+    }
+    throw error;
+  }
+}
+
+export interface PlannedNode {
+  readonly node: string;
+  /** The pod that will be asked; undefined when none can be. */
+  readonly peer: Peer | undefined;
+  readonly url: string | undefined;
+  /** Set when the node is reported without being asked. */
+  readonly unasked:
+    { readonly outcome: 'no-endpoint' | 'not-ready'; readonly detail: string } | undefined;
+}
+
+export interface RemoteQuery {
+  readonly checks: readonly string[];
+  /** Forwarded parameters (r, pingnodes), already validated. */
+  readonly params: Readonly<Record<string, string>>;
+}
+
+/** Pure: the pod and URL for every node; a ready pod is preferred to a not-ready one. */
+export function planNodes(
+  nodes: readonly string[],
+  peers: readonly Peer[],
+  query: RemoteQuery,
+  defaultPort: number,
+): PlannedNode[] {
+  return nodes.map((node) => {
+    const candidates = peers.filter((peer) => peer.node === node);
+    const peer = candidates.find((p) => p.ready) ?? candidates[0];
+    if (peer === undefined) {
+      return {
+        node,
+        peer: undefined,
+        url: undefined,
+        unasked: { outcome: 'no-endpoint', detail: 'no Autopilot pod on this node' },
+      };
+    }
+    const url = statusUrl(peer, node, query, defaultPort);
+    if (!peer.ready) {
+      return {
+        node,
+        peer,
+        url,
+        unasked: {
+          outcome: 'not-ready',
+          detail: `pod ${peer.pod ?? peer.address} is not ready`,
+        },
+      };
+    }
+    return { node, peer, url, unasked: undefined };
+  });
+}
+
+export function statusUrl(
+  peer: Peer,
+  node: string,
+  query: RemoteQuery,
+  defaultPort: number,
+): string {
+  const host = isIPv6(peer.address) ? `[${peer.address}]` : peer.address;
+  const search = new URLSearchParams({ host: node, check: query.checks.join(',') });
+  for (const [name, value] of Object.entries(query.params)) search.set(name, value);
+  return `http://${host}:${peer.port ?? defaultPort}/status?${search.toString()}`;
+}
+
+export interface AskDeps {
+  readonly fetch: typeof fetch;
+  readonly now: () => number;
+  /** This node answers in process, not over HTTP. */
+  readonly nodeName: string;
+  readonly askSelf: (signal: AbortSignal) => Promise<SelfAnswer>;
+}
+
+export interface SelfAnswer {
+  readonly health: { readonly state: string; readonly reasons: readonly string[] };
+  readonly runs: readonly RemoteRun[];
+}
+
+export interface AskOptions {
+  readonly deadlineMs: number;
+  readonly concurrency: number;
+  /** Forwarded, so each node can authorise the caller for protected checks. */
+  readonly authorization: string | undefined;
+  readonly signal: AbortSignal;
+  readonly onReport: (report: NodeReport) => void;
+}
+
+/** Asks every planned node, reporting each as it finishes; resolves with all reports. */
+export async function askNodes(
+  planned: readonly PlannedNode[],
+  deps: AskDeps,
+  options: AskOptions,
+): Promise<NodeReport[]> {
+  const reports: NodeReport[] = [];
+  const report = (value: NodeReport): void => {
+    reports.push(value);
+    options.onReport(value);
+  };
+  const asked: PlannedNode[] = [];
+  for (const plan of planned) {
+    if (plan.unasked === undefined) asked.push(plan);
+    else {
+      report({
+        node: plan.node,
+        endpoint: endpointOf(plan),
+        url: plan.url,
+        outcome: plan.unasked.outcome,
+        httpStatus: undefined,
+        detail: plan.unasked.detail,
+        health: undefined,
+        runs: [],
+        durationSeconds: 0,
+      });
+    }
+  }
+  await mapBounded(asked, options.concurrency, async (plan) => {
+    if (options.signal.aborted) return;
+    report(await askOne(plan, deps, options));
+  });
+  return reports;
+}
+
+async function askOne(plan: PlannedNode, deps: AskDeps, options: AskOptions): Promise<NodeReport> {
+  const started = deps.now();
+  const base = { node: plan.node, endpoint: endpointOf(plan), url: plan.url };
+  const elapsed = (): number => (deps.now() - started) / 1000;
+  const signal = AbortSignal.any([options.signal, AbortSignal.timeout(options.deadlineMs)]);
+  const failure = (
+    outcome: 'unreachable' | 'refused',
+    detail: string,
+    httpStatus?: number,
+  ): NodeReport => ({
+    ...base,
+    outcome,
+    httpStatus,
+    detail,
+    health: undefined,
+    runs: [],
+    durationSeconds: elapsed(),
+  });
+  const timedOut = (): string => `no answer within ${Math.round(options.deadlineMs / 1000)} s`;
+
+  if (plan.node === deps.nodeName) {
+    try {
+      const answer = await deps.askSelf(signal);
+      return {
+        ...base,
+        outcome: 'answered',
+        httpStatus: undefined,
+        detail: '',
+        ...answer,
+        durationSeconds: elapsed(),
+      };
+    } catch (error) {
+      return failure('refused', error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  let response: Response;
+  let body: string;
+  try {
+    response = await deps.fetch(plan.url!, {
+      headers: {
+        accept: 'application/json',
+        ...(options.authorization === undefined ? {} : { authorization: options.authorization }),
+      },
+      signal,
+    });
+    body = await response.text();
+  } catch (error) {
+    if (signal.aborted && !options.signal.aborted) return failure('unreachable', timedOut());
+    return failure('unreachable', networkReason(error));
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    parsed = undefined;
+  }
+  if (!response.ok) {
+    const message = (parsed as { error?: unknown } | undefined)?.error;
+    return failure(
+      'refused',
+      `${response.status}: ${typeof message === 'string' ? message : body.trim().slice(0, 300)}`,
+      response.status,
+    );
+  }
+  const answer = readAnswer(parsed);
+  if (answer === undefined) {
+    return failure(
+      'refused',
+      `answered ${response.status} with something that is not Autopilot JSON`,
+      response.status,
+    );
+  }
+  return {
+    ...base,
+    outcome: 'answered',
+    httpStatus: response.status,
+    detail: '',
+    ...answer,
+    durationSeconds: elapsed(),
+  };
+}
+
+function endpointOf(plan: PlannedNode): string | undefined {
+  if (plan.peer === undefined) return undefined;
+  const host = isIPv6(plan.peer.address) ? `[${plan.peer.address}]` : plan.peer.address;
+  return plan.peer.port === undefined ? host : `${host}:${plan.peer.port}`;
+}
+
+/** fetch says "fetch failed"; the reason worth reporting is in its cause. */
+function networkReason(error: unknown): string {
+  const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
+  if (typeof cause?.message === 'string' && cause.message !== '') return cause.message;
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Pure: a node's JSON answer (as /status?format=json writes it), or undefined if it is not one. */
+export function readAnswer(value: unknown): SelfAnswer | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { health, results } = value as { health?: unknown; results?: unknown };
+  if (!Array.isArray(results) || typeof health !== 'object' || health === null) return undefined;
+  const state = (health as { state?: unknown }).state;
+  const reasons = (health as { reasons?: unknown }).reasons;
+  if (typeof state !== 'string') return undefined;
+  const runs: RemoteRun[] = [];
+  for (const result of results as unknown[]) {
+    const { check, verdict, reason, text } = (result ?? {}) as Record<string, unknown>;
+    if (typeof check !== 'string' || typeof verdict !== 'string') return undefined;
+    if (!['PASS', 'WARN', 'FAIL', 'SKIP', 'ERROR'].includes(verdict)) return undefined;
+    runs.push({
+      check,
+      verdict: verdict as RemoteRun['verdict'],
+      reason: typeof reason === 'string' ? reason : '',
+      text: typeof text === 'string' ? text : '',
+    });
+  }
+  return {
+    health: {
+      state,
+      reasons: Array.isArray(reasons)
+        ? reasons.filter((r): r is string => typeof r === 'string')
+        : [],
+    },
+    runs,
+  };
+}

@@ -1,0 +1,92 @@
+/**
+ * Whether the Kubernetes API is answering, as seen from every call this exporter makes: the
+ * decorator records each call's outcome, so /status and the metrics say "the API refused to patch
+ * the node 5 minutes ago" without every caller reporting it by hand.
+ */
+
+import type { KubeApi } from './ports.js';
+import { KubeError } from './ports.js';
+
+export type KubeOperation = keyof KubeApi;
+
+export interface KubeFailure {
+  readonly operation: KubeOperation;
+  readonly message: string;
+  /** HTTP status, undefined when no answer came. */
+  readonly status: number | undefined;
+  /** Epoch milliseconds. */
+  readonly at: number;
+}
+
+export interface KubeHealthSnapshot {
+  /** The last call answered (a 404 for something absent counts as an answer). */
+  readonly up: boolean;
+  readonly lastFailure: KubeFailure | undefined;
+  readonly lastSuccessAt: number | undefined;
+  /** Failed calls per operation since start. */
+  readonly failures: ReadonlyMap<KubeOperation, number>;
+}
+
+export interface KubeHealth {
+  snapshot(): KubeHealthSnapshot;
+  /** Changes whenever the snapshot does. */
+  version(): number;
+}
+
+/** Wraps `api` so that every call's outcome is recorded; the behaviour is otherwise unchanged. */
+export function observeKubeApi(
+  api: KubeApi,
+  now: () => number,
+): { readonly api: KubeApi; readonly health: KubeHealth } {
+  let up = true;
+  let lastFailure: KubeFailure | undefined;
+  let lastSuccessAt: number | undefined;
+  let version = 0;
+  const failures = new Map<KubeOperation, number>();
+
+  const succeeded = (): void => {
+    if (!up) version += 1;
+    up = true;
+    lastSuccessAt = now();
+  };
+  const failed = (operation: KubeOperation, error: unknown): void => {
+    version += 1;
+    const kubeError = error instanceof KubeError ? error : undefined;
+    // 404 and 409 are answers about objects, not about the API being unwell.
+    if (kubeError?.status === 404 || kubeError?.status === 409) {
+      succeeded();
+      return;
+    }
+    up = false;
+    failures.set(operation, (failures.get(operation) ?? 0) + 1);
+    lastFailure = {
+      operation,
+      message: error instanceof Error ? error.message : String(error),
+      status: kubeError?.status,
+      at: now(),
+    };
+  };
+
+  const observed = {} as Record<KubeOperation, unknown>;
+  for (const operation of Object.keys(api) as KubeOperation[]) {
+    const method = api[operation] as (...args: unknown[]) => Promise<unknown>;
+    observed[operation] = async (...args: unknown[]) => {
+      try {
+        const result = await method.apply(api, args);
+        succeeded();
+        return result;
+      } catch (error) {
+        failed(operation, error);
+        throw error;
+      }
+    };
+  }
+
+  return {
+    api: observed as unknown as KubeApi,
+    health: {
+      snapshot: () => ({ up, lastFailure, lastSuccessAt, failures: new Map(failures) }),
+      version: () => version,
+    },
+  };
+}

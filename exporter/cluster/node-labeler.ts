@@ -1,0 +1,240 @@
+/**
+ * Writes this node's health where schedulers read it: the label autopilot.ibm.com/gpuhealth
+ * (PASS, WARN, TESTING, EVICT), and for DCGM the autopilot.ibm.com/dcgm.level.N label and its
+ * .output annotation in Autopilot's format.
+ *
+ * Rules (design §4): EVICT is sticky, so nothing this exporter learns later overwrites it; TESTING
+ * shows while an exclusive check holds the GPUs and is not overwritten by a periodic round in the
+ * meantime; a label is sent only when its value changes, as a merge patch; an API that refuses is
+ * retried with backoff while the exporter goes on serving.
+ */
+
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { NodeHealth } from '../node-health.js';
+import type { KubeApi, NodeMetadataPatch } from './ports.js';
+
+export const GPUHEALTH_LABEL = 'autopilot.ibm.com/gpuhealth';
+export const dcgmLevelLabel = (level: number): string => `autopilot.ibm.com/dcgm.level.${level}`;
+export const dcgmOutputAnnotation = (level: number): string => `${dcgmLevelLabel(level)}.output`;
+
+export type GpuHealthLabel = 'PASS' | 'WARN' | 'TESTING' | 'EVICT';
+
+/**
+ * Pure: the gpuhealth value for what is known now; undefined means "write nothing" (no evidence
+ * yet, so whatever the node carries stays).
+ */
+export function desiredGpuHealth(
+  health: NodeHealth,
+  exclusiveRunning: boolean,
+): GpuHealthLabel | undefined {
+  if (health.state === 'EVICT') return 'EVICT';
+  if (exclusiveRunning || health.state === 'TESTING') return 'TESTING';
+  if (health.state === 'UNKNOWN') return undefined;
+  return health.state;
+}
+
+/** Autopilot's timestamp: PASS_2025-05-01_13.45.07UTC. */
+export function dcgmTimestamp(at: number): string {
+  const iso = new Date(at).toISOString(); // 2025-05-01T13:45:07.123Z
+  return `${iso.slice(0, 10)}_${iso.slice(11, 19).replaceAll(':', '.')}UTC`;
+}
+
+export interface DcgmLabelResult {
+  readonly level: number;
+  readonly passed: boolean;
+  /** The failing tests and GPUs, Autopilot's annotation text; '' when it passed. */
+  readonly output: string;
+  readonly at: number;
+}
+
+/** Pure: the merge patch Autopilot's DCGM script wrote for one result. */
+export function dcgmPatch(result: DcgmLabelResult): NodeMetadataPatch {
+  return {
+    labels: {
+      [dcgmLevelLabel(result.level)]:
+        `${result.passed ? 'PASS' : 'ERR'}_${dcgmTimestamp(result.at)}`,
+    },
+    annotations: { [dcgmOutputAnnotation(result.level)]: result.passed ? '' : result.output },
+  };
+}
+
+export interface NodeLabelerStatus {
+  /** The gpuhealth value the node carries, as last read or written; undefined before the first read. */
+  readonly applied: string | undefined;
+  readonly pending: string | undefined;
+  readonly lastError: { readonly message: string; readonly at: number } | undefined;
+}
+
+export interface NodeLabeler {
+  /**
+   * Reads the node once (an EVICT written before this process started is handed to `onEvictFound`)
+   * and from then on follows `health()` and the exclusive flag.
+   */
+  start(): Promise<void>;
+  stop(): void;
+  /** Re-evaluates the label after a change of health or of the exclusive flag. */
+  sync(): void;
+  /** Writes a DCGM result's label and annotation (retried like the health label). */
+  recordDcgm(result: DcgmLabelResult): Promise<void>;
+  status(): NodeLabelerStatus;
+  /** Resolves when no write is pending or in flight (tests, shutdown). */
+  idle(): Promise<void>;
+}
+
+export interface NodeLabelerDeps {
+  readonly kube: KubeApi;
+  readonly nodeName: string;
+  readonly health: () => NodeHealth;
+  readonly exclusiveRunning: () => boolean;
+  readonly onEvictFound: (reason: string) => void;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+}
+
+export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
+  const backoff = deps.backoff ?? { initialMs: 1000, maxMs: 60_000 };
+  let running = false;
+  let applied: string | undefined;
+  let known = false;
+  let lastError: NodeLabelerStatus['lastError'];
+  let delayMs = backoff.initialMs;
+  let cancelRetry: (() => void) | undefined;
+  let inFlight: Promise<void> | undefined;
+  const extraPatches: { patch: NodeMetadataPatch; done: () => void }[] = [];
+  const idleWaiters: (() => void)[] = [];
+
+  const desired = (): string | undefined =>
+    desiredGpuHealth(deps.health(), deps.exclusiveRunning());
+
+  const pendingWork = (): boolean =>
+    known && (extraPatches.length > 0 || (desired() !== undefined && desired() !== applied));
+
+  const settleIdle = (): void => {
+    if (inFlight !== undefined || cancelRetry !== undefined || pendingWork()) return;
+    for (const resolve of idleWaiters.splice(0)) resolve();
+  };
+
+  const retryLater = (error: unknown): void => {
+    const message = error instanceof Error ? error.message : String(error);
+    lastError = { message, at: deps.clock.now() };
+    deps.logger.warn('cannot write node labels; retrying', { error: message, retryInMs: delayMs });
+    cancelRetry = deps.clock.setTimer(() => {
+      cancelRetry = undefined;
+      pump();
+    }, delayMs);
+    delayMs = Math.min(backoff.maxMs, delayMs * 2);
+  };
+
+  /** One write at a time, newest desired value; a failure waits for the retry timer. */
+  const pump = (): void => {
+    if (!running || inFlight !== undefined || cancelRetry !== undefined) {
+      settleIdle();
+      return;
+    }
+    const work = nextWrite();
+    if (work === undefined) {
+      settleIdle();
+      return;
+    }
+    inFlight = (async () => {
+      try {
+        const node = await deps.kube.patchNodeMetadata(deps.nodeName, work.patch);
+        applied = node.labels[GPUHEALTH_LABEL];
+        lastError = undefined;
+        delayMs = backoff.initialMs;
+        work.onSuccess();
+      } catch (error) {
+        retryLater(error);
+      } finally {
+        inFlight = undefined;
+      }
+      pump();
+    })();
+  };
+
+  const nextWrite = (): { patch: NodeMetadataPatch; onSuccess: () => void } | undefined => {
+    if (!known) return undefined;
+    const extra = extraPatches[0];
+    if (extra !== undefined) {
+      return {
+        patch: extra.patch,
+        onSuccess: () => {
+          extraPatches.shift();
+          extra.done();
+        },
+      };
+    }
+    const value = desired();
+    if (value === undefined || value === applied) return undefined;
+    const previous = applied;
+    return {
+      patch: { labels: { [GPUHEALTH_LABEL]: value } },
+      onSuccess: () =>
+        deps.logger.info('Node patched with label', {
+          label: GPUHEALTH_LABEL,
+          value,
+          previous: previous ?? null,
+        }),
+    };
+  };
+
+  const readNode = async (): Promise<void> => {
+    try {
+      const node = await deps.kube.getNode(deps.nodeName);
+      applied = node.labels[GPUHEALTH_LABEL];
+      known = true;
+      lastError = undefined;
+      delayMs = backoff.initialMs;
+      if (applied === 'EVICT') {
+        deps.onEvictFound(
+          `node label ${GPUHEALTH_LABEL}=EVICT was set before this exporter started`,
+        );
+      }
+      pump();
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      lastError = { message, at: deps.clock.now() };
+      deps.logger.warn('cannot read this node; retrying', { error: message, retryInMs: delayMs });
+      cancelRetry = deps.clock.setTimer(() => {
+        cancelRetry = undefined;
+        if (running) void readNode();
+      }, delayMs);
+      delayMs = Math.min(backoff.maxMs, delayMs * 2);
+    }
+  };
+
+  return {
+    async start() {
+      if (running) return;
+      running = true;
+      await readNode();
+    },
+    stop() {
+      running = false;
+      cancelRetry?.();
+      cancelRetry = undefined;
+      for (const extra of extraPatches.splice(0)) extra.done();
+      settleIdle();
+    },
+    sync: pump,
+    recordDcgm(result) {
+      return new Promise<void>((resolve) => {
+        extraPatches.push({ patch: dcgmPatch(result), done: resolve });
+        pump();
+      });
+    },
+    status: () => ({
+      applied,
+      pending: desired() !== applied ? desired() : undefined,
+      lastError,
+    }),
+    idle() {
+      return new Promise<void>((resolve) => {
+        idleWaiters.push(resolve);
+        settleIdle();
+      });
+    },
+  };
+}

@@ -1,0 +1,145 @@
+/**
+ * The narrow port through which the exporter talks to the Kubernetes API. exporter/k8s/ implements
+ * it with @kubernetes/client-node; tests implement it in memory or run the real adapter against a
+ * fake API server. Types only: nothing here performs I/O.
+ */
+
+export interface NodeInfo {
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+  /** status.allocatable["nvidia.com/gpu"], undefined when the node does not advertise GPUs. */
+  readonly allocatableGpus: number | undefined;
+}
+
+/** A merge patch of node metadata: a string sets a key, null removes it. */
+export interface NodeMetadataPatch {
+  readonly labels?: Readonly<Record<string, string | null>>;
+  readonly annotations?: Readonly<Record<string, string | null>>;
+}
+
+export interface PodInfo {
+  readonly name: string;
+  readonly namespace: string;
+  /** spec.nodeName, undefined while the pod is not scheduled. */
+  readonly nodeName: string | undefined;
+  readonly phase: string;
+}
+
+export interface SliceEndpoint {
+  readonly addresses: readonly string[];
+  /** conditions.ready; Kubernetes says an absent condition means ready. */
+  readonly ready: boolean;
+  readonly nodeName: string | undefined;
+  readonly podName: string | undefined;
+}
+
+export interface EndpointSliceInfo {
+  readonly name: string;
+  readonly ports: readonly { readonly name: string | undefined; readonly port: number }[];
+  readonly endpoints: readonly SliceEndpoint[];
+}
+
+export interface EndpointSliceList {
+  readonly slices: readonly EndpointSliceInfo[];
+  readonly resourceVersion: string;
+}
+
+export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+export interface WatchHandle {
+  /**
+   * Settles when the watch ends: undefined when the server closed it normally, the error otherwise
+   * (a KubeError with status 410 when the resource version is too old).
+   */
+  readonly ended: Promise<KubeError | undefined>;
+  stop(): void;
+}
+
+export interface PvcSpec {
+  readonly name: string;
+  readonly namespace: string;
+  readonly storageClass: string;
+  readonly accessMode: string;
+  /** A Kubernetes quantity such as 100Mi. */
+  readonly size: string;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface PvcInfo {
+  readonly name: string;
+  /** status.phase: Pending, Bound or Lost. */
+  readonly phase: string;
+  /** Set while the claim is being deleted. */
+  readonly deleting: boolean;
+}
+
+export interface StorageClassInfo {
+  readonly name: string;
+  /** Immediate or WaitForFirstConsumer. */
+  readonly volumeBindingMode: string;
+  readonly provisioner: string;
+}
+
+export interface ReviewedUser {
+  readonly username: string;
+  readonly uid: string | undefined;
+  readonly groups: readonly string[];
+}
+
+export type TokenReview =
+  | { readonly authenticated: true; readonly user: ReviewedUser }
+  | { readonly authenticated: false; readonly error: string };
+
+/** What an authorisation asks: may this user do `verb` on this resource? */
+export interface ResourceAttributes {
+  readonly group: string;
+  readonly resource: string;
+  readonly verb: string;
+  readonly name?: string;
+  readonly namespace?: string;
+}
+
+export interface AccessReview {
+  readonly allowed: boolean;
+  /** The authoriser's explanation, possibly empty. */
+  readonly reason: string;
+}
+
+/** Every method rejects with a KubeError. */
+export interface KubeApi {
+  getNode(name: string): Promise<NodeInfo>;
+  /** Sent as application/merge-patch+json; resolves to the node as the server now has it. */
+  patchNodeMetadata(name: string, patch: NodeMetadataPatch): Promise<NodeInfo>;
+  listNodes(labelSelector: string): Promise<NodeInfo[]>;
+  listPods(namespace: string, labelSelector: string): Promise<PodInfo[]>;
+  /** The slices of one Service (label kubernetes.io/service-name). */
+  listEndpointSlices(namespace: string, service: string): Promise<EndpointSliceList>;
+  watchEndpointSlices(
+    namespace: string,
+    service: string,
+    resourceVersion: string,
+    onEvent: (type: WatchEventType, slice: EndpointSliceInfo) => void,
+  ): Promise<WatchHandle>;
+  readStorageClass(name: string): Promise<StorageClassInfo | undefined>;
+  createPvc(spec: PvcSpec): Promise<void>;
+  /** undefined when there is no such claim. */
+  readPvc(namespace: string, name: string): Promise<PvcInfo | undefined>;
+  /** Resolves also when the claim is already gone. */
+  deletePvc(namespace: string, name: string): Promise<void>;
+  reviewToken(token: string): Promise<TokenReview>;
+  reviewAccess(user: ReviewedUser, attributes: ResourceAttributes): Promise<AccessReview>;
+}
+
+/** A failed Kubernetes API call; the message names the operation and what the server said. */
+export class KubeError extends Error {
+  constructor(
+    readonly operation: string,
+    /** HTTP status, undefined when no answer came (refused, timed out). */
+    readonly status: number | undefined,
+    readonly detail: string,
+  ) {
+    super(`${operation}: ${status === undefined ? '' : `${status} `}${detail}`);
+    this.name = 'KubeError';
+  }
+}

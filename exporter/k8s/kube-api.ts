@@ -1,0 +1,325 @@
+/**
+ * The KubeApi port on @kubernetes/client-node 1.4, the only module that imports it.
+ *
+ * Every call has a deadline (a hung API server must not hang a check or a request) and every
+ * failure becomes a KubeError that names the operation and what the server said, so logs and
+ * /status read "patch node gpu-1: 403 nodes "gpu-1" is forbidden: ..." rather than a stack.
+ */
+
+import {
+  AuthenticationV1Api,
+  AuthorizationV1Api,
+  CoreV1Api,
+  DiscoveryV1Api,
+  KubeConfig,
+  Observable,
+  StorageV1Api,
+  Watch,
+  type ConfigurationOptions,
+  type V1EndpointSlice,
+  type V1Node,
+  type V1PersistentVolumeClaim,
+} from '@kubernetes/client-node';
+import type {
+  EndpointSliceInfo,
+  KubeApi,
+  NodeInfo,
+  WatchEventType,
+  WatchHandle,
+} from '../cluster/ports.js';
+import { KubeError } from '../cluster/ports.js';
+
+export interface KubeConnection {
+  /** Path of a kubeconfig file; undefined means the in-cluster service account. */
+  readonly kubeconfigPath: string | undefined;
+  readonly requestTimeoutMs: number;
+}
+
+/** Throws a plain Error naming the problem when the configuration cannot be loaded. */
+export function connectKubernetes(connection: KubeConnection): KubeApi {
+  const kc = new KubeConfig();
+  if (connection.kubeconfigPath === undefined) kc.loadFromCluster();
+  else kc.loadFromFile(connection.kubeconfigPath);
+  if (kc.getCurrentCluster() === null) {
+    throw new Error(
+      `${connection.kubeconfigPath ?? 'in-cluster configuration'} names no current cluster`,
+    );
+  }
+  return createKubeApi(kc, connection.requestTimeoutMs);
+}
+
+/** A KubeApi over an already loaded configuration (tests point one at a fake API server). */
+export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi {
+  const core = kc.makeApiClient(CoreV1Api);
+  const discovery = kc.makeApiClient(DiscoveryV1Api);
+  const storage = kc.makeApiClient(StorageV1Api);
+  const authentication = kc.makeApiClient(AuthenticationV1Api);
+  const authorization = kc.makeApiClient(AuthorizationV1Api);
+  const watcher = new Watch(kc);
+
+  const options = (contentType?: string): ConfigurationOptions => ({
+    middleware: [
+      {
+        pre: (request) => {
+          request.setSignal(AbortSignal.timeout(requestTimeoutMs));
+          if (contentType !== undefined) request.setHeaderParam('Content-Type', contentType);
+          return new Observable(Promise.resolve(request));
+        },
+        post: (response) => new Observable(Promise.resolve(response)),
+      },
+    ],
+    middlewareMergeStrategy: 'append',
+  });
+
+  const call = async <T>(operation: string, send: () => Promise<T>): Promise<T> => {
+    try {
+      return await send();
+    } catch (error) {
+      throw toKubeError(operation, error, requestTimeoutMs);
+    }
+  };
+
+  /** undefined on 404, so callers can tell "absent" from "cannot tell". */
+  const absentOn404 = async <T>(operation: string, send: () => Promise<T>) => {
+    try {
+      return await call(operation, send);
+    } catch (error) {
+      if (error instanceof KubeError && error.status === 404) return undefined;
+      throw error;
+    }
+  };
+
+  const serviceSelector = (service: string): string => `kubernetes.io/service-name=${service}`;
+
+  return {
+    getNode: (name) =>
+      call(`read node ${name}`, async () => toNodeInfo(await core.readNode({ name }, options()))),
+
+    patchNodeMetadata: (name, patch) =>
+      call(`patch node ${name}`, async () =>
+        toNodeInfo(
+          await core.patchNode(
+            { name, body: { metadata: patch } },
+            options('application/merge-patch+json'),
+          ),
+        ),
+      ),
+
+    listNodes: (labelSelector) =>
+      call(`list nodes ${labelSelector}`, async () =>
+        (await core.listNode({ labelSelector }, options())).items.map(toNodeInfo),
+      ),
+
+    listPods: (namespace, labelSelector) =>
+      call(`list pods ${namespace}:${labelSelector}`, async () =>
+        (await core.listNamespacedPod({ namespace, labelSelector }, options())).items.map(
+          (pod) => ({
+            name: pod.metadata?.name ?? '',
+            namespace: pod.metadata?.namespace ?? namespace,
+            nodeName: pod.spec?.nodeName ?? undefined,
+            phase: pod.status?.phase ?? 'Unknown',
+          }),
+        ),
+      ),
+
+    listEndpointSlices: (namespace, service) =>
+      call(`list endpointslices of service ${namespace}/${service}`, async () => {
+        const list = await discovery.listNamespacedEndpointSlice(
+          { namespace, labelSelector: serviceSelector(service) },
+          options(),
+        );
+        return {
+          slices: list.items.map(toSliceInfo),
+          resourceVersion: list.metadata?.resourceVersion ?? '',
+        };
+      }),
+
+    async watchEndpointSlices(namespace, service, resourceVersion, onEvent): Promise<WatchHandle> {
+      const operation = `watch endpointslices of service ${namespace}/${service}`;
+      let settle: (error: KubeError | undefined) => void = () => undefined;
+      const ended = new Promise<KubeError | undefined>((resolve) => (settle = resolve));
+      let stopped = false;
+      const controller = await watcher.watch(
+        `/apis/discovery.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/endpointslices`,
+        {
+          labelSelector: serviceSelector(service),
+          resourceVersion,
+          allowWatchBookmarks: false,
+          // The server ends the watch after this; the caller re-watches, which also proves the API alive.
+          timeoutSeconds: 300,
+        },
+        (type: string, object: unknown) => {
+          if (type === 'ERROR') {
+            const status = object as { code?: number; message?: string };
+            settle(new KubeError(operation, status.code, status.message ?? 'watch error'));
+            return;
+          }
+          if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
+            onEvent(type as WatchEventType, toSliceInfo(object as V1EndpointSlice));
+          }
+        },
+        (error: unknown) => {
+          if (stopped || error === null || error === undefined) settle(undefined);
+          else settle(toKubeError(operation, error, requestTimeoutMs));
+        },
+      );
+      return {
+        ended,
+        stop() {
+          stopped = true;
+          controller.abort();
+          settle(undefined);
+        },
+      };
+    },
+
+    readStorageClass: (name) =>
+      absentOn404(`read storageclass ${name}`, async () => {
+        const sc = await storage.readStorageClass({ name }, options());
+        return {
+          name,
+          volumeBindingMode: sc.volumeBindingMode ?? 'Immediate',
+          provisioner: sc.provisioner,
+        };
+      }),
+
+    createPvc: (spec) =>
+      call(`create claim ${spec.namespace}/${spec.name}`, async () => {
+        const body: V1PersistentVolumeClaim = {
+          apiVersion: 'v1',
+          kind: 'PersistentVolumeClaim',
+          metadata: { name: spec.name, namespace: spec.namespace, labels: { ...spec.labels } },
+          spec: {
+            storageClassName: spec.storageClass,
+            accessModes: [spec.accessMode],
+            resources: { requests: { storage: spec.size } },
+          },
+        };
+        await core.createNamespacedPersistentVolumeClaim(
+          { namespace: spec.namespace, body },
+          options(),
+        );
+      }),
+
+    readPvc: (namespace, name) =>
+      absentOn404(`read claim ${namespace}/${name}`, async () => {
+        const claim = await core.readNamespacedPersistentVolumeClaim(
+          { namespace, name },
+          options(),
+        );
+        return {
+          name,
+          phase: claim.status?.phase ?? 'Pending',
+          deleting: claim.metadata?.deletionTimestamp !== undefined,
+        };
+      }),
+
+    deletePvc: async (namespace, name) => {
+      await absentOn404(`delete claim ${namespace}/${name}`, () =>
+        core.deleteNamespacedPersistentVolumeClaim({ namespace, name }, options()),
+      );
+    },
+
+    reviewToken: (token) =>
+      call('create tokenreview', async () => {
+        const review = await authentication.createTokenReview(
+          {
+            body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } },
+          },
+          options(),
+        );
+        const status = review.status;
+        if (status?.authenticated !== true || status.user?.username === undefined) {
+          return { authenticated: false, error: status?.error ?? 'not authenticated' };
+        }
+        return {
+          authenticated: true,
+          user: {
+            username: status.user.username,
+            uid: status.user.uid,
+            groups: status.user.groups ?? [],
+          },
+        };
+      }),
+
+    reviewAccess: (user, attributes) =>
+      call('create subjectaccessreview', async () => {
+        const review = await authorization.createSubjectAccessReview(
+          {
+            body: {
+              apiVersion: 'authorization.k8s.io/v1',
+              kind: 'SubjectAccessReview',
+              spec: {
+                user: user.username,
+                ...(user.uid === undefined ? {} : { uid: user.uid }),
+                groups: [...user.groups],
+                resourceAttributes: { ...attributes },
+              },
+            },
+          },
+          options(),
+        );
+        return { allowed: review.status?.allowed === true, reason: review.status?.reason ?? '' };
+      }),
+  };
+}
+
+function toNodeInfo(node: V1Node): NodeInfo {
+  const gpus = node.status?.allocatable?.['nvidia.com/gpu'];
+  return {
+    name: node.metadata?.name ?? '',
+    labels: node.metadata?.labels ?? {},
+    annotations: node.metadata?.annotations ?? {},
+    allocatableGpus: gpus === undefined || !/^\d+$/.test(gpus) ? undefined : Number(gpus),
+  };
+}
+
+function toSliceInfo(slice: V1EndpointSlice): EndpointSliceInfo {
+  return {
+    name: slice.metadata?.name ?? '',
+    ports: (slice.ports ?? []).flatMap((port) =>
+      port.port === undefined ? [] : [{ name: port.name, port: port.port }],
+    ),
+    endpoints: (slice.endpoints ?? []).map((endpoint) => ({
+      addresses: endpoint.addresses,
+      // An absent condition means ready (discovery.k8s.io/v1 semantics).
+      ready: endpoint.conditions?.ready !== false,
+      nodeName: endpoint.nodeName,
+      podName: endpoint.targetRef?.kind === 'Pod' ? endpoint.targetRef.name : undefined,
+    })),
+  };
+}
+
+/** What the server said, in one line: the Status message when the body is a Status object. */
+function toKubeError(operation: string, error: unknown, timeoutMs: number): KubeError {
+  if (error instanceof KubeError) return error;
+  const { code, statusCode, body, name, message } = error as {
+    code?: unknown;
+    statusCode?: unknown;
+    body?: unknown;
+    name?: string;
+    message?: string;
+  };
+  const status =
+    typeof code === 'number' ? code : typeof statusCode === 'number' ? statusCode : undefined;
+  if (status !== undefined) return new KubeError(operation, status, statusMessage(body, message));
+  if (name === 'AbortError' || name === 'TimeoutError') {
+    return new KubeError(operation, undefined, `no answer within ${timeoutMs / 1000} s`);
+  }
+  // node-fetch: "request to http://... failed, reason: connect ECONNREFUSED 127.0.0.1:6443"
+  const reason = /reason: (.*)$/.exec(message ?? '')?.[1] ?? message ?? String(error);
+  return new KubeError(operation, undefined, reason);
+}
+
+function statusMessage(body: unknown, fallback: string | undefined): string {
+  let parsed: unknown = body;
+  if (typeof body === 'string') {
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return body.trim().slice(0, 300) || (fallback ?? 'no detail');
+    }
+  }
+  const message = (parsed as { message?: unknown } | null)?.message;
+  return typeof message === 'string' && message !== '' ? message : (fallback ?? 'no detail');
+}
