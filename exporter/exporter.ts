@@ -93,10 +93,14 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   const peers = (): readonly string[] =>
     peerDirectory === undefined
       ? config.peers
-      : peerDirectory
-          .peers()
-          .filter((peer) => peer.node !== config.nodeName)
-          .map((peer) => peer.address);
+      : [
+          ...new Set(
+            peerDirectory
+              .peers()
+              .filter((peer) => peer.node !== config.nodeName)
+              .map((peer) => peer.address),
+          ),
+        ];
   const checks = createChecks(config, {
     runCommand: ports.runCommand,
     peers,

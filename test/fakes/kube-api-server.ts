@@ -551,7 +551,6 @@ export class FakeKubeApi {
     readonly url: string,
     private readonly options: FakeKubeApiOptions,
   ) {
-    this.listen();
     this.pvcDeletionDelayMs = options.pvcDeletionDelayMs ?? 0;
     const name = '([^/]+)';
     const route = (method: string, path: string, handle: Handler): Route => ({
@@ -584,6 +583,7 @@ export class FakeKubeApi {
         this.reviewAccess(c),
       ),
     ];
+    this.listen();
   }
 
   // ----- records -----

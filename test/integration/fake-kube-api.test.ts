@@ -3,7 +3,7 @@
  * what other tests learn from it holds for the real client's requests and parsing.
  */
 
-import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { afterEach, describe, expect, test } from '@jest/globals';
 import {
   ApiException,
   AuthenticationV1Api,
@@ -11,12 +11,17 @@ import {
   CoreV1Api,
   DiscoveryV1Api,
   KubeConfig,
+  Observable,
   PatchStrategy,
   StorageV1Api,
   Watch,
   setHeaderOptions,
 } from '@kubernetes/client-node';
-import type { RequestContext, V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import type {
+  ConfigurationOptions,
+  ObservableMiddleware,
+  V1PersistentVolumeClaim,
+} from '@kubernetes/client-node';
 import {
   applyJsonPatch,
   applyMergePatch,
@@ -60,10 +65,34 @@ async function rejection(promise: Promise<unknown>): Promise<unknown> {
   throw new Error('expected the call to fail');
 }
 
-async function apiError(promise: Promise<unknown>): Promise<ApiException<unknown>> {
+interface StatusError {
+  readonly code: number;
+  /** The Status the server sent; client-node leaves the body of an error as unparsed text. */
+  readonly status: Record<string, unknown>;
+}
+
+async function apiError(promise: Promise<unknown>): Promise<StatusError> {
   const error = await rejection(promise);
   expect(error).toBeInstanceOf(ApiException);
-  return error as ApiException<unknown>;
+  const { code, body } = error as ApiException<unknown>;
+  expect(typeof body).toBe('string');
+  return { code, status: JSON.parse(body as string) as Record<string, unknown> };
+}
+
+/** Per-call options that make the client give up after `ms`, as an adapter's timeout would. */
+function abortAfter(ms: number): ConfigurationOptions<ObservableMiddleware> {
+  return {
+    middleware: [
+      {
+        pre: (context) => {
+          context.setSignal(AbortSignal.timeout(ms));
+          return new Observable(Promise.resolve(context));
+        },
+        post: (context) => new Observable(Promise.resolve(context)),
+      },
+    ],
+    middlewareMergeStrategy: 'append',
+  };
 }
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -175,7 +204,7 @@ describe('nodes', () => {
 
     const missing = await apiError(core.readNode({ name: 'nope' }));
     expect(missing.code).toBe(404);
-    expect(missing.body).toMatchObject({ kind: 'Status', reason: 'NotFound', code: 404 });
+    expect(missing.status).toMatchObject({ kind: 'Status', reason: 'NotFound', code: 404 });
   });
 
   test('a merge patch sets labels, null removes one, and the wire body is recorded', async () => {
@@ -222,7 +251,7 @@ describe('nodes', () => {
       ),
     );
     expect(error.code).toBe(409);
-    expect(error.body).toMatchObject({ reason: 'Conflict' });
+    expect(error.status).toMatchObject({ reason: 'Conflict' });
   });
 
   test('the default JSON patch works and a missing parent is refused', async () => {
@@ -240,7 +269,6 @@ describe('nodes', () => {
       body,
     });
 
-    api.addNode({ name: 'bare' });
     const error = await apiError(
       core.patchNode({
         name: 'gpu-1',
@@ -271,7 +299,7 @@ describe('pods', () => {
     expect(onNode.items.map((p) => p.metadata?.name)).toEqual(['ap-1']);
 
     const everywhere = await core.listPodForAllNamespaces({ labelSelector: 'app=autopilot' });
-    expect(everywhere.items.map((p) => p.metadata?.name)).toEqual(['ap-3', 'ap-1', 'ap-2']);
+    expect(everywhere.items.map((p) => p.metadata?.name)).toEqual(['ap-1', 'ap-2', 'ap-3']);
 
     const bad = await apiError(core.listNamespacedPod({ namespace: NS, labelSelector: 'a b' }));
     expect(bad.code).toBe(400);
@@ -439,6 +467,7 @@ describe('EndpointSlices', () => {
 
   test('an overflowing history expires the versions it no longer holds', async () => {
     const { api, kc } = await setup({ historyLimit: 2 });
+    api.upsertEndpointSlice(NS, slice('x'));
     const old = api.resourceVersion;
     for (const name of ['a', 'b', 'c']) api.upsertEndpointSlice(NS, slice(name));
     const watcher = await watchSlices(kc, old);
@@ -450,6 +479,7 @@ describe('EndpointSlices', () => {
     const { api, kc } = await setup({ expiredWatch: 'status' });
     api.upsertEndpointSlice(NS, slice('a'));
     const old = api.resourceVersion;
+    api.upsertEndpointSlice(NS, slice('b'));
     api.compactHistory();
     const watcher = await watchSlices(kc, old);
     await expect(watcher.ended).resolves.toMatchObject({ statusCode: 410 });
@@ -487,7 +517,7 @@ describe('PersistentVolumeClaims and StorageClasses', () => {
       core.createNamespacedPersistentVolumeClaim({ namespace: NS, body: claim('pvc-1', 'fast') }),
     );
     expect(duplicate.code).toBe(409);
-    expect(duplicate.body).toMatchObject({ reason: 'AlreadyExists' });
+    expect(duplicate.status).toMatchObject({ reason: 'AlreadyExists' });
 
     const listed = await core.listNamespacedPersistentVolumeClaim({ namespace: NS });
     expect(listed.items.map((c) => c.metadata?.name)).toEqual(['pvc-1']);
@@ -644,10 +674,10 @@ describe('fault injection', () => {
 
     const forbidden = await apiError(core.readNode({ name: 'n1' }));
     expect(forbidden.code).toBe(403);
-    expect(forbidden.body).toMatchObject({ reason: 'Forbidden', message: 'nodes is forbidden' });
+    expect(forbidden.status).toMatchObject({ reason: 'Forbidden', message: 'nodes is forbidden' });
     expect((await apiError(core.readNode({ name: 'n1' }))).code).toBe(500);
     const internal = await apiError(core.readNode({ name: 'n1' }));
-    expect(internal.body).toMatchObject({ kind: 'Status', reason: 'InternalError', code: 500 });
+    expect(internal.status).toMatchObject({ kind: 'Status', reason: 'InternalError', code: 500 });
     await expect(core.readNode({ name: 'n1' })).resolves.toMatchObject({ kind: 'Node' });
     expect(api.requests.map((r) => r.path)).toEqual(Array(4).fill('/api/v1/nodes/n1'));
   });
@@ -665,21 +695,8 @@ describe('fault injection', () => {
     const { api, core } = await setup();
     api.addNode({ name: 'n1' });
     api.delay({ pathPrefix: '/api/v1/nodes', ms: 5000 });
-    const signal = AbortSignal.timeout(50);
-    const abortAfter50ms = {
-      middleware: [
-        {
-          pre: (context: RequestContext) => {
-            context.setSignal(signal);
-            return Promise.resolve(context);
-          },
-          post: <T>(context: T) => Promise.resolve(context),
-        },
-      ],
-      middlewareMergeStrategy: 'append' as const,
-    };
     const started = Date.now();
-    const error = await rejection(core.readNode({ name: 'n1' }, abortAfter50ms as never));
+    const error = await rejection(core.readNode({ name: 'n1' }, abortAfter(50)));
     expect(error).not.toBeInstanceOf(ApiException);
     expect(String(error)).toMatch(/abort/i);
     expect(Date.now() - started).toBeLessThan(2000);
@@ -709,7 +726,7 @@ describe('fault injection', () => {
     const core = kc.makeApiClient(CoreV1Api);
     const error = await apiError(core.readNamespace({ name: 'default' }));
     expect(error.code).toBe(404);
-    expect(error.body).toMatchObject({ kind: 'Status', reason: 'NotFound' });
+    expect(error.status).toMatchObject({ kind: 'Status', reason: 'NotFound' });
     api.addNode({ name: 'n1' });
     expect((await apiError(core.deleteNode({ name: 'n1' }))).code).toBe(405);
   });

@@ -1,0 +1,295 @@
+/**
+ * Kubernetes mode end to end inside one process: a whole exporter (buildExporter) with in-memory
+ * GPUs, talking through the real client-node adapter to the fake API server over HTTP. What goes
+ * on the wire is asserted from the server's side.
+ */
+
+import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { KubeConfig } from '@kubernetes/client-node';
+import request from 'supertest';
+import { createSystemClock } from '../../exporter/clock.js';
+import { parseConfig } from '../../exporter/config/config.js';
+import { CHECK_NAMES } from '../../exporter/checks/index.js';
+import { createRunCommand } from '../../exporter/exec/run-command.js';
+import { buildExporter, type Exporter } from '../../exporter/exporter.js';
+import { createKubeApi } from '../../exporter/k8s/kube-api.js';
+import { silentLogger, type Logger } from '../../exporter/log.js';
+import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
+import { endpointSlice, startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+
+const NODE = 'gpu-node-1';
+const LABEL = 'autopilot.ibm.com/gpuhealth';
+const POWER_BRAKE = 0x80n;
+const OPERATOR_TOKEN = 'operator-token';
+const VIEWER_TOKEN = 'viewer-token';
+
+function kubeConfigFor(url: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'fake', server: url, skipTLSVerify: true }],
+    users: [{ name: 'autopilot', token: 'exporter-sa-token' }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
+    currentContext: 'fake',
+  });
+  return kc;
+}
+
+interface Rig {
+  readonly api: FakeKubeApi;
+  readonly exporter: Exporter;
+  readonly gpus: FakeGpu[];
+  readonly logs: { level: string; message: string; fields: Record<string, unknown> }[];
+  /** The gpuhealth label the fake API server holds for the node. */
+  label(): string | undefined;
+  /** Merge patches of the gpuhealth label sent so far, oldest first. */
+  labelPatches(): unknown[];
+}
+
+function recordingLogger(sink: Rig['logs']): Logger {
+  const logger = (fields: Record<string, unknown>): Logger => {
+    const emit =
+      (level: string) =>
+      (message: string, extra: Record<string, unknown> = {}) =>
+        sink.push({ level, message, fields: { ...fields, ...extra } });
+    return {
+      error: emit('error'),
+      warn: emit('warn'),
+      info: emit('info'),
+      debug: emit('debug'),
+      child: (more) => logger({ ...fields, ...more }),
+    };
+  };
+  return logger({});
+}
+
+let rig: Rig | undefined;
+
+async function setup(nodeLabels: Record<string, string> = {}): Promise<Rig> {
+  const api = await startFakeKubeApi();
+  api.addNode({ name: NODE, labels: nodeLabels, allocatableGpus: 2 });
+  api.addToken(OPERATOR_TOKEN, { username: 'alice', groups: ['sre'] });
+  api.addToken(VIEWER_TOKEN, { username: 'bob', groups: ['dev'] });
+  api.allow({
+    group: 'sre',
+    verb: 'update',
+    resource: 'nodehealth',
+    apiGroup: 'autopilot.ibm.com',
+  });
+  api.allow({
+    group: 'sre',
+    verb: 'create',
+    resource: 'healthchecks',
+    apiGroup: 'autopilot.ibm.com',
+  });
+  api.upsertEndpointSlice(
+    'autopilot',
+    endpointSlice({
+      name: 'autopilot-healthchecks-abc',
+      service: 'autopilot-healthchecks',
+      ports: [{ name: 'healthcheck', port: 3333 }],
+      endpoints: [{ address: '10.0.0.1', nodeName: NODE, podName: 'autopilot-x1' }],
+    }),
+  );
+  const config = parseConfig({
+    flags: new Map([['w', '0']]),
+    env: { NODE_NAME: NODE, NAMESPACE: 'autopilot', PERIODIC_CHECKS: 'remapped,gpupower' },
+    hostname: NODE,
+    knownChecks: CHECK_NAMES,
+  });
+  const gpus = fakeNode(2);
+  const logs: Rig['logs'] = [];
+  const exporter = buildExporter(config, {
+    runCommand: createRunCommand({ baseEnv: process.env }),
+    nvml: { ok: true, nvml: fakeNvml(gpus) },
+    cuda: { ok: false, reason: 'no CUDA in this test' },
+    clock: createSystemClock(),
+    logger: recordingLogger(logs),
+    cpuModel: 'test-cpu',
+    gpuModel: 'NVIDIA H200',
+    build: { version: 'test', nodejs: process.versions.node },
+    kube: createKubeApi(kubeConfigFor(api.url), 2000),
+  });
+  await exporter.cluster!.labeler.start();
+  exporter.cluster!.peers.start();
+  const created: Rig = {
+    api,
+    exporter,
+    gpus,
+    logs,
+    label: () => (api.node(NODE)?.metadata.labels ?? {})[LABEL],
+    labelPatches: () =>
+      api.patches
+        .filter((patch) => JSON.stringify(patch.body).includes(LABEL))
+        .map((patch) => ({ contentType: patch.contentType, body: patch.body })),
+  };
+  rig = created;
+  return created;
+}
+
+afterEach(async () => {
+  if (rig === undefined) return;
+  rig.exporter.cluster?.peers.stop();
+  rig.exporter.cluster?.labeler.stop();
+  await rig.exporter.runner.shutdown(1000);
+  await rig.api.close();
+  rig = undefined;
+});
+
+async function runRound(r: Rig, trigger: 'periodic' | 'api' = 'periodic'): Promise<void> {
+  for (const check of ['remapped', 'gpupower']) await r.exporter.runner.run(check, {}, trigger);
+  await r.exporter.cluster!.labeler.idle();
+}
+
+const merge = (value: string) => ({
+  contentType: 'application/merge-patch+json',
+  body: { metadata: { labels: { [LABEL]: value } } },
+});
+
+describe('node label lifecycle through the real client library', () => {
+  test('PASS, a failing check gives WARN, a fatal one EVICT, a passing round keeps EVICT, an authorised acknowledge clears it', async () => {
+    const r = await setup();
+    await runRound(r);
+    expect(r.label()).toBe('PASS');
+
+    r.gpus[1]!.reasons = POWER_BRAKE;
+    await runRound(r);
+    expect(r.label()).toBe('WARN');
+
+    r.gpus[0]!.remapped = {
+      correctable: 0,
+      uncorrectable: 1,
+      pending: false,
+      failureOccurred: true,
+    };
+    await runRound(r);
+    expect(r.label()).toBe('EVICT');
+
+    // The GPUs recover (a reset, say); the periodic round must not return the node to service.
+    r.gpus[0]!.remapped = {
+      correctable: 0,
+      uncorrectable: 0,
+      pending: false,
+      failureOccurred: false,
+    };
+    r.gpus[1]!.reasons = 0n;
+    await runRound(r);
+    await runRound(r);
+    expect(r.label()).toBe('EVICT');
+
+    const refused = await request(r.exporter.apiApp.callback()).post('/acknowledge');
+    expect(refused.status).toBe(401);
+    expect(r.label()).toBe('EVICT');
+
+    const forbidden = await request(r.exporter.apiApp.callback())
+      .post('/acknowledge')
+      .set('Authorization', `Bearer ${VIEWER_TOKEN}`);
+    expect(forbidden.status).toBe(403);
+    expect(forbidden.text).toContain('user bob may not update nodehealth');
+    expect(r.label()).toBe('EVICT');
+
+    const acknowledged = await request(r.exporter.apiApp.callback())
+      .post('/acknowledge')
+      .set('Authorization', `Bearer ${OPERATOR_TOKEN}`);
+    expect(acknowledged.status).toBe(200);
+    expect(acknowledged.text).toBe(
+      `Node ${NODE}: EVICT acknowledged by alice; health is now PASS\n`,
+    );
+    await r.exporter.cluster!.labeler.idle();
+    expect(r.label()).toBe('PASS');
+
+    // Merge patches, and one per change of value: five rounds and an acknowledge gave four changes.
+    expect(r.labelPatches()).toEqual([merge('PASS'), merge('WARN'), merge('EVICT'), merge('PASS')]);
+    const audit = r.logs.find((line) => line.message === 'EVICT acknowledged');
+    expect(audit?.fields).toMatchObject({
+      audit: true,
+      caller: 'alice',
+      previousState: 'EVICT',
+      state: 'PASS',
+    });
+    expect(JSON.stringify(r.logs)).not.toContain(OPERATOR_TOKEN);
+  });
+
+  test('an EVICT written before the exporter started stays until acknowledged', async () => {
+    const r = await setup({ [LABEL]: 'EVICT' });
+    expect(r.exporter.store.health().state).toBe('EVICT');
+    await runRound(r);
+    expect(r.label()).toBe('EVICT');
+    expect(r.labelPatches()).toEqual([]);
+  });
+
+  test('a node already labelled with the current value gets no patch', async () => {
+    const r = await setup({ [LABEL]: 'PASS' });
+    await runRound(r);
+    await runRound(r);
+    expect(r.label()).toBe('PASS');
+    expect(r.labelPatches()).toEqual([]);
+  });
+
+  test('an API that refuses the patch leaves the exporter serving, says so, and the label lands after it recovers', async () => {
+    const r = await setup();
+    r.api.failNext({ method: 'PATCH', pathPrefix: `/api/v1/nodes/${NODE}`, status: 403, times: 1 });
+    await r.exporter.runner.run('remapped', {}, 'periodic');
+    // The first write was refused; the retry comes after the first backoff (1 s).
+    await waitUntil(() => r.exporter.cluster!.labeler.status().lastError !== undefined, 2000);
+    const status = await request(r.exporter.apiApp.callback()).get('/results?format=json');
+    const kubernetes = (status.body as { kubernetes: Record<string, unknown> }).kubernetes;
+    // apiUp follows the latest call, which may be the peer list that succeeded since.
+    expect(kubernetes).toMatchObject({
+      lastApiError: { operation: 'patchNodeMetadata' },
+      nodeLabel: { applied: null, pending: 'PASS' },
+    });
+    expect(JSON.stringify(kubernetes)).toContain(`patch node ${NODE}: 403`);
+    const metrics = await request(r.exporter.metricsApp.callback()).get('/metrics');
+    expect(metrics.text).toContain(
+      'autopilot_kubernetes_api_errors_total{operation="patchNodeMetadata"} 1',
+    );
+    await waitUntil(() => r.label() === 'PASS', 5000);
+    await r.exporter.cluster!.labeler.idle();
+    const after = await request(r.exporter.metricsApp.callback()).get('/metrics');
+    expect(after.text).toContain('autopilot_kubernetes_api_up 1');
+  });
+
+  test('TESTING shows while an exclusive check holds the GPUs, then the evidence decides', async () => {
+    const r = await setup();
+    await runRound(r);
+    const patchesBefore = r.labelPatches().length;
+    // gpumem is exclusive; without CUDA it ends quickly in SKIP, but it holds the GPUs meanwhile.
+    await r.exporter.runner.run('gpumem', {}, 'api');
+    await r.exporter.cluster!.labeler.idle();
+    expect(r.labelPatches().slice(patchesBefore)).toEqual([merge('TESTING'), merge('PASS')]);
+  });
+});
+
+async function waitUntil(condition: () => boolean, withinMs: number): Promise<void> {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > withinMs) throw new Error(`condition not met within ${withinMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe('peers from the EndpointSlices', () => {
+  beforeEach(() => undefined);
+
+  test('the directory lists the pods of the Service and follows changes', async () => {
+    const r = await setup();
+    await waitUntil(() => r.exporter.cluster!.peers.peers().length === 1, 2000);
+    r.api.upsertEndpointSlice(
+      'autopilot',
+      endpointSlice({
+        name: 'autopilot-healthchecks-def',
+        service: 'autopilot-healthchecks',
+        ports: [{ name: 'healthcheck', port: 3333 }],
+        endpoints: [{ address: '10.0.0.2', nodeName: 'gpu-node-2', ready: false }],
+      }),
+    );
+    await waitUntil(() => r.exporter.cluster!.peers.peers().length === 2, 2000);
+    expect(r.exporter.cluster!.peers.peers()).toEqual([
+      { node: NODE, address: '10.0.0.1', port: 3333, ready: true, pod: 'autopilot-x1' },
+      { node: 'gpu-node-2', address: '10.0.0.2', port: 3333, ready: false, pod: undefined },
+    ]);
+    const metrics = await request(r.exporter.metricsApp.callback()).get('/metrics');
+    expect(metrics.text).toContain('autopilot_peers{state="ready"} 1');
+    expect(metrics.text).toContain('autopilot_peers{state="not_ready"} 1');
+  });
+});
