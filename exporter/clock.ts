@@ -37,7 +37,10 @@ export function createSystemClock(): Clock {
 /** Resolves after `delayMs` on `clock`; rejects with the signal's reason as soon as it aborts. */
 export function sleep(clock: Clock, delayMs: number, signal: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const reason = (): unknown => signal.reason ?? new Error('aborted');
+    const reason = (): Error =>
+      signal.reason instanceof Error
+        ? signal.reason
+        : new Error(String(signal.reason ?? 'aborted'));
     if (signal.aborted) {
       reject(reason());
       return;

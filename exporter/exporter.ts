@@ -18,6 +18,7 @@ import { observeKubeApi, type KubeHealth } from './cluster/kube-health.js';
 import { createNodeLabeler, type NodeLabeler } from './cluster/node-labeler.js';
 import { createPeerDirectory, type PeerDirectory } from './cluster/peer-directory.js';
 import type { KubeApi } from './cluster/ports.js';
+import type { PingPeer } from './checks/ping.js';
 import type { Config } from './config/config.js';
 import type { RunCommand } from './exec/run-command.js';
 import type { CudaProbeLoad, NvmlLoad } from './native/ports.js';
@@ -89,18 +90,18 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
           clock: ports.clock,
           logger: ports.logger.child({ component: 'peers' }),
         });
-  // Standalone: the configured list. Kubernetes: every other Autopilot pod the Service lists.
-  const peers = (): readonly string[] =>
-    peerDirectory === undefined
-      ? config.peers
-      : [
-          ...new Set(
-            peerDirectory
-              .peers()
-              .filter((peer) => peer.node !== config.nodeName)
-              .map((peer) => peer.address),
-          ),
-        ];
+  // Standalone: the configured list. Kubernetes: every other node's Autopilot pod, by node name.
+  const peers = (): readonly PingPeer[] => {
+    if (peerDirectory === undefined) return config.peers;
+    const byNode = new Map<string, PingPeer>();
+    for (const peer of peerDirectory.peers()) {
+      if (peer.node === undefined || peer.node === config.nodeName) continue;
+      // A ready pod is the one to ping when a node briefly has two (a rolling update).
+      if (!byNode.has(peer.node) || peer.ready)
+        byNode.set(peer.node, { name: peer.node, address: peer.address });
+    }
+    return [...byNode.values()];
+  };
   const checks = createChecks(config, {
     runCommand: ports.runCommand,
     peers,

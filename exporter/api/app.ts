@@ -12,6 +12,7 @@ import Koa from 'koa';
 import type { Check, CheckParams, CheckRun, RawParams } from '../checks/check.js';
 import { ParamError } from '../checks/check.js';
 import type { CheckRunner } from '../check-runner.js';
+import { FANOUT_HEADER } from '../cluster/fanout.js';
 import { KubeError } from '../cluster/ports.js';
 import type { Logger } from '../log.js';
 import type { NodeHealth } from '../node-health.js';
@@ -94,6 +95,10 @@ export function createApiApp(deps: ApiDeps): Koa {
     if (deps.cluster === undefined) {
       checkHosts(hosts, deps.nodeName);
       rejectClusterSelectors(query);
+    } else if (!local && ctx.get(FANOUT_HEADER) !== '') {
+      throw new ParamError(
+        `host ${JSON.stringify(query.host ?? 'all')} is not this node (${deps.nodeName}), and this request already comes from the cluster-wide status of ${ctx.get(FANOUT_HEADER)}; check that NODE_NAME matches the node name in the EndpointSlice`,
+      );
     } else if (!local) {
       for (const { check } of planned)
         await authorize(ctx, { kind: 'run-check', check: check.name }, check);

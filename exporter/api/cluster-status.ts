@@ -147,10 +147,15 @@ export async function streamClusterStatus(
         host: request.query.host,
         nodelabel: selection.nodelabel,
         job: request.query.job === 'None' ? undefined : request.query.job,
-        urls: planned.flatMap((plan) => (plan.url === undefined ? [] : [plan.url])),
+        // Only the nodes really asked: a not-ready pod gets its block, not a connection line.
+        urls: planned.flatMap((plan) =>
+          plan.url === undefined || plan.unasked !== undefined ? [] : [plan.url],
+        ),
       }),
     );
     for (const note of targets.notes) stream.write(`${note}\n\n`);
+  } else {
+    for (const note of targets.notes) stream.write(`${JSON.stringify({ type: 'note', note })}\n`);
   }
   const write = (report: NodeReport): void => {
     stream.write(

@@ -12,7 +12,7 @@ import { GPUMEM_SUMMARY, createGpuMemCheck } from './gpumem.js';
 import { GPUPOWER_SUMMARY, createGpuPowerCheck } from './gpupower.js';
 import { PCIEBW_SUMMARY, createPcieBwCheck } from './pciebw.js';
 import type { KubeApi } from '../cluster/ports.js';
-import { PING_SUMMARY, createPingCheck } from './ping.js';
+import { PING_SUMMARY, createPingCheck, type PingPeer } from './ping.js';
 import { PVC_SUMMARY, createPvcCheck } from './pvc.js';
 import { REMAPPED_SUMMARY, createRemappedCheck } from './remapped.js';
 import { XID_SUMMARY, createXidCheck, type XidLedger } from './xid.js';
@@ -44,7 +44,7 @@ export const CHECK_SUMMARIES: Readonly<Record<CheckName, string>> = {
 
 export interface CheckPorts {
   readonly runCommand: RunCommand;
-  readonly peers: () => readonly string[];
+  readonly peers: () => readonly PingPeer[];
   readonly nvml: NvmlLoad;
   readonly cuda: CudaProbeLoad;
   readonly xidLedger: XidLedger;
@@ -71,7 +71,12 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
       }),
     gpumem: () => createGpuMemCheck({ nvml, cuda }),
     ping: () =>
-      createPingCheck({ settings: config.ping, peers: ports.peers, run: ports.runCommand }),
+      createPingCheck({
+        settings: config.ping,
+        peers: ports.peers,
+        run: ports.runCommand,
+        clusterMode: ports.kube !== undefined,
+      }),
     pvc: () =>
       createPvcCheck({
         kube: ports.kube,

@@ -140,10 +140,22 @@ export function pingSamples(devices: readonly DeviceResult[]): Sample[] {
   return samples;
 }
 
+/**
+ * A peer: a host name or address, or in Kubernetes mode a node and its Autopilot pod's address
+ * (reported under the node name, as Autopilot does since its #38, so a rescheduled pod's new IP
+ * does not start a new series).
+ */
+export type PingPeer = string | { readonly name: string; readonly address: string };
+
+const nameOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.name);
+const addressOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.address);
+
 export interface PingCheckDeps {
   readonly settings: PingSettings;
   /** The peers to ping when the caller names none. */
-  readonly peers: () => readonly string[];
+  readonly peers: () => readonly PingPeer[];
+  /** Kubernetes mode: peers come from the Service, and messages say so. */
+  readonly clusterMode?: boolean;
   readonly run: RunCommand;
   /** Overrides the deadline derived from the peers and the settings. */
   readonly timeoutMs?: number;
@@ -180,13 +192,15 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       for (const name of ['job', 'nodelabel'] as const) {
         if (raw[name] !== undefined && raw[name] !== '' && raw[name] !== 'None') {
           throw new ParamError(
-            `${name} selects peers through Kubernetes, which this exporter is not connected to (standalone mode)`,
+            deps.clusterMode === true
+              ? `${name} does not select ping targets on /ping; name peers with host= or pingnodes=, or ask /status?${name}=...&check=ping to ping from the nodes it selects`
+              : `${name} selects peers through Kubernetes, which this exporter is not connected to (standalone mode)`,
           );
         }
       }
       const host = raw.host ?? raw.pingnodes;
       if (host === undefined || host === '' || host === 'all') return {};
-      const configured = deps.peers();
+      const configured = deps.peers().map(nameOf);
       const wanted = [
         ...new Set(
           host
@@ -198,7 +212,7 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       for (const peer of wanted) {
         if (!isHostOrAddress(peer) || !configured.includes(peer)) {
           throw new ParamError(
-            `host ${JSON.stringify(peer)} is not a peer of this node; peers: ${configured.join(', ') || 'none (AUTOPILOT_PEERS is empty)'}`,
+            `host ${JSON.stringify(peer)} is not a peer of this node; peers: ${configured.join(', ') || (deps.clusterMode === true ? 'none (the Service lists no other Autopilot pod)' : 'none (AUTOPILOT_PEERS is empty)')}`,
           );
         }
       }
@@ -206,9 +220,21 @@ export function createPingCheck(deps: PingCheckDeps): Check {
     },
 
     async run(ctx): Promise<CheckOutcome> {
-      const peers = ctx.params.host?.split(',') ?? deps.peers();
+      const known = deps.peers();
+      const wanted = ctx.params.host?.split(',');
+      const peers =
+        wanted === undefined
+          ? known
+          : wanted.map((name) => known.find((p) => nameOf(p) === name) ?? name);
       if (peers.length === 0) {
-        return { devices: [], verdict: 'SKIP', reason: 'no peers to ping (set AUTOPILOT_PEERS)' };
+        return {
+          devices: [],
+          verdict: 'SKIP',
+          reason:
+            deps.clusterMode === true
+              ? 'no peers to ping (the Service lists no other Autopilot pod)'
+              : 'no peers to ping (set AUTOPILOT_PEERS)',
+        };
       }
       let missingTool: string | undefined;
       const devices = await mapBounded(peers, settings.concurrency, async (peer) => {
@@ -226,7 +252,7 @@ export function createPingCheck(deps: PingCheckDeps): Check {
               '-w',
               String(deadlineSeconds),
               '--',
-              peer,
+              addressOf(peer),
             ],
             timeoutMs: (deadlineSeconds + 5) * 1000,
             maxOutputBytes: 64 * 1024,
@@ -234,7 +260,7 @@ export function createPingCheck(deps: PingCheckDeps): Check {
           ctx.signal,
         );
         if (result.spawnError === 'ENOENT') missingTool = settings.command;
-        return judgePeer(peer, result);
+        return judgePeer(nameOf(peer), result);
       });
       if (missingTool !== undefined) {
         return { devices: [], verdict: 'SKIP', reason: `${missingTool} is not installed` };

@@ -159,6 +159,13 @@ export function statusUrl(
   return `http://${host}:${peer.port ?? defaultPort}/status?${search.toString()}`;
 }
 
+/**
+ * Marks a request one node sends another on behalf of a cluster-wide /status. A node that gets
+ * one for a host other than itself refuses it instead of fanning out again, so a node name that
+ * differs between the EndpointSlice and the pod's NODE_NAME cannot loop.
+ */
+export const FANOUT_HEADER = 'x-autopilot-fanout-from';
+
 export interface AskDeps {
   readonly fetch: typeof fetch;
   readonly now: () => number;
@@ -234,7 +241,8 @@ async function askOne(plan: PlannedNode, deps: AskDeps, options: AskOptions): Pr
     runs: [],
     durationSeconds: elapsed(),
   });
-  const timedOut = (): string => `no answer within ${Math.round(options.deadlineMs / 1000)} s`;
+  const timedOut = (): string =>
+    `no answer within ${Number((options.deadlineMs / 1000).toFixed(1))} s`;
 
   if (plan.node === deps.nodeName) {
     try {
@@ -258,6 +266,7 @@ async function askOne(plan: PlannedNode, deps: AskDeps, options: AskOptions): Pr
     response = await deps.fetch(plan.url!, {
       headers: {
         accept: 'application/json',
+        [FANOUT_HEADER]: deps.nodeName,
         ...(options.authorization === undefined ? {} : { authorization: options.authorization }),
       },
       signal,

@@ -9,6 +9,27 @@ import { KubeError } from './ports.js';
 
 export type KubeOperation = keyof KubeApi;
 
+/** Every method of the port, listed so that implementations with inherited methods are wrapped too. */
+const OPERATIONS = [
+  'getNode',
+  'patchNodeMetadata',
+  'listNodes',
+  'listPods',
+  'listEndpointSlices',
+  'watchEndpointSlices',
+  'readStorageClass',
+  'createPvc',
+  'readPvc',
+  'deletePvc',
+  'reviewToken',
+  'reviewAccess',
+] as const satisfies readonly KubeOperation[];
+
+// Fails to compile when the port gains a method this list lacks.
+type Unlisted = Exclude<KubeOperation, (typeof OPERATIONS)[number]>;
+const everyOperationListed: Unlisted extends never ? true : never = true;
+void everyOperationListed;
+
 export interface KubeFailure {
   readonly operation: KubeOperation;
   readonly message: string;
@@ -29,7 +50,7 @@ export interface KubeHealthSnapshot {
 
 export interface KubeHealth {
   snapshot(): KubeHealthSnapshot;
-  /** Changes whenever the snapshot does. */
+  /** Changes whenever up, lastFailure or failures change (not on every success). */
   version(): number;
 }
 
@@ -68,7 +89,8 @@ export function observeKubeApi(
   };
 
   const observed = {} as Record<KubeOperation, unknown>;
-  for (const operation of Object.keys(api) as KubeOperation[]) {
+  for (const operation of OPERATIONS) {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- applied to `api` below
     const method = api[operation] as (...args: unknown[]) => Promise<unknown>;
     observed[operation] = async (...args: unknown[]) => {
       try {

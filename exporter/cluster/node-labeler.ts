@@ -62,6 +62,7 @@ export function dcgmPatch(result: DcgmLabelResult): NodeMetadataPatch {
 export interface NodeLabelerStatus {
   /** The gpuhealth value the node carries, as last read or written; undefined before the first read. */
   readonly applied: string | undefined;
+  /** The value waiting to be written ('removal' when the label is to go), if any. */
   readonly pending: string | undefined;
   readonly lastError: { readonly message: string; readonly at: number } | undefined;
 }
@@ -102,14 +103,28 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
   let delayMs = backoff.initialMs;
   let cancelRetry: (() => void) | undefined;
   let inFlight: Promise<void> | undefined;
+  /** The value TESTING replaced, while the TESTING on the node is ours. */
+  let beforeTesting: { readonly value: string | undefined } | undefined;
   const extraPatches: { patch: NodeMetadataPatch; done: () => void }[] = [];
   const idleWaiters: (() => void)[] = [];
 
-  const desired = (): string | undefined =>
-    desiredGpuHealth(deps.health(), deps.exclusiveRunning());
+  /**
+   * The value to write: a label value, null to remove the label, undefined to leave it. Without
+   * evidence (UNKNOWN) nothing is written, except to undo what this exporter itself wrote: a TESTING
+   * whose exclusive check has ended goes back to what it replaced, and an EVICT that was
+   * acknowledged is removed, so neither can outlive its reason.
+   */
+  const desired = (): string | null | undefined => {
+    const value = desiredGpuHealth(deps.health(), deps.exclusiveRunning());
+    if (value !== undefined) return value;
+    if (applied === 'TESTING' && beforeTesting !== undefined) return beforeTesting.value ?? null;
+    if (applied === 'EVICT' && deps.health().state !== 'EVICT') return null;
+    return undefined;
+  };
+  const differs = (value: string | null | undefined): boolean =>
+    value !== undefined && value !== (applied ?? null);
 
-  const pendingWork = (): boolean =>
-    known && (extraPatches.length > 0 || (desired() !== undefined && desired() !== applied));
+  const pendingWork = (): boolean => known && (extraPatches.length > 0 || differs(desired()));
 
   const settleIdle = (): void => {
     if (inFlight !== undefined || cancelRetry !== undefined || pendingWork()) return;
@@ -167,16 +182,19 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
       };
     }
     const value = desired();
-    if (value === undefined || value === applied) return undefined;
+    if (value === undefined || !differs(value)) return undefined;
     const previous = applied;
     return {
       patch: { labels: { [GPUHEALTH_LABEL]: value } },
-      onSuccess: () =>
+      onSuccess: () => {
+        if (value === 'TESTING') beforeTesting ??= { value: previous };
+        else beforeTesting = undefined;
         deps.logger.info('Node patched with label', {
           label: GPUHEALTH_LABEL,
           value,
           previous: previous ?? null,
-        }),
+        });
+      },
     };
   };
 
@@ -220,16 +238,16 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
     },
     sync: pump,
     recordDcgm(result) {
+      if (!running) return Promise.resolve();
       return new Promise<void>((resolve) => {
         extraPatches.push({ patch: dcgmPatch(result), done: resolve });
         pump();
       });
     },
-    status: () => ({
-      applied,
-      pending: desired() !== applied ? desired() : undefined,
-      lastError,
-    }),
+    status: () => {
+      const value = desired();
+      return { applied, pending: differs(value) ? (value ?? 'removal') : undefined, lastError };
+    },
     idle() {
       return new Promise<void>((resolve) => {
         idleWaiters.push(resolve);

@@ -99,13 +99,16 @@ export function createPeerDirectory(deps: PeerDirectoryDeps): PeerDirectory {
     delayMs = Math.min(backoff.maxMs, delayMs * 2);
   };
 
-  const cycle = async (): Promise<void> => {
+  /** Each start() begins a new generation; a loop from an earlier one ends at its next step. */
+  let generation = 0;
+
+  const cycle = async (mine = generation): Promise<void> => {
     cancelRetry = undefined;
-    if (!running) return;
+    if (!running || mine !== generation) return;
     let resourceVersion: string;
     try {
       const list = await deps.kube.listEndpointSlices(deps.namespace, deps.service);
-      if (!running) return;
+      if (!running || mine !== generation) return;
       slices.clear();
       for (const slice of list.slices) slices.set(slice.name, slice);
       refresh();
@@ -113,7 +116,8 @@ export function createPeerDirectory(deps: PeerDirectoryDeps): PeerDirectory {
       synced = true;
       lastError = undefined;
     } catch (error) {
-      if (running) fail(error instanceof Error ? error.message : String(error));
+      if (running && mine === generation)
+        fail(error instanceof Error ? error.message : String(error));
       return;
     }
     let handle: WatchHandle;
@@ -129,10 +133,11 @@ export function createPeerDirectory(deps: PeerDirectoryDeps): PeerDirectory {
         },
       );
     } catch (error) {
-      if (running) fail(error instanceof Error ? error.message : String(error));
+      if (running && mine === generation)
+        fail(error instanceof Error ? error.message : String(error));
       return;
     }
-    if (!running) {
+    if (!running || mine !== generation) {
       handle.stop();
       return;
     }
@@ -140,8 +145,11 @@ export function createPeerDirectory(deps: PeerDirectoryDeps): PeerDirectory {
     const watchedSince = deps.clock.now();
     const ended: KubeError | undefined = await handle.ended;
     watch = undefined;
-    if (!running) return;
-    if (ended === undefined && deps.clock.now() - watchedSince < MIN_HEALTHY_WATCH_MS) {
+    if (!running || mine !== generation) return;
+    const served = deps.clock.now() - watchedSince >= MIN_HEALTHY_WATCH_MS;
+    // A watch that served a while proves the API well: its end starts the backoff afresh.
+    if (served) delayMs = backoff.initialMs;
+    if (ended === undefined && !served) {
       // A watch closed as soon as it opened (a proxy, a flapping server): back off, do not spin.
       fail('the watch was closed by the server right after it opened');
     } else if (ended === undefined) {
@@ -161,6 +169,7 @@ export function createPeerDirectory(deps: PeerDirectoryDeps): PeerDirectory {
     start() {
       if (running) return;
       running = true;
+      generation += 1;
       void cycle();
     },
     stop() {

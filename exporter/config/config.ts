@@ -104,7 +104,7 @@ export const FLAGS = [
 
 export const FLAG_NAMES: ReadonlySet<string> = new Set(FLAGS.map((f) => f.name));
 
-/** Autopilot's default periodic list plus ecc and xid; checks this build lacks are left out. */
+/** Autopilot's default periodic list; checks this build lacks (dcgm for now) are left out. */
 export const AUTOPILOT_PERIODIC_CHECKS = [
   'pciebw',
   'remapped',
@@ -404,7 +404,7 @@ export const ENV_SETTINGS = [
   ['POD_NAME', '', 'name of the exporter pod'],
   [
     'PERIODIC_CHECKS',
-    'pciebw,remapped,dcgm,ping,gpupower,ecc,xid (those this build has)',
+    'pciebw,remapped,dcgm,ping,gpupower (those this build has)',
     'checks of the periodic round; all = the default list',
   ],
   ['PVC_TEST_STORAGE_CLASS', '', 'StorageClass of the pvc check'],

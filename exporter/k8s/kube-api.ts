@@ -20,13 +20,7 @@ import {
   type V1Node,
   type V1PersistentVolumeClaim,
 } from '@kubernetes/client-node';
-import type {
-  EndpointSliceInfo,
-  KubeApi,
-  NodeInfo,
-  WatchEventType,
-  WatchHandle,
-} from '../cluster/ports.js';
+import type { EndpointSliceInfo, KubeApi, NodeInfo, WatchHandle } from '../cluster/ports.js';
 import { KubeError } from '../cluster/ports.js';
 
 export interface KubeConnection {
@@ -155,7 +149,7 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
             return;
           }
           if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
-            onEvent(type as WatchEventType, toSliceInfo(object as V1EndpointSlice));
+            onEvent(type, toSliceInfo(object as V1EndpointSlice));
           }
         },
         (error: unknown) => {

@@ -53,7 +53,7 @@ function start(node: string, kubeconfig: string): Promise<Running> {
       () => reject(new Error(`${node}: no "exporter listening" line: ${running.stderr}`)),
       15_000,
     );
-    child.stderr!.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => {
       running.stderr += chunk.toString();
       const line = running.stderr.split('\n').find((l) => l.includes('"exporter listening"'));
       if (line === undefined || running.apiPort !== 0) return;
@@ -216,7 +216,7 @@ describe('cluster-wide /status over three exporters', () => {
     );
     await waitUntil(
       'node-a sees node-d',
-      async () => (await (await get('node-a', '/status?host=node-d&check=ping')).status) === 200,
+      async () => (await get('node-a', '/status?host=node-d&check=ping')).status === 200,
       5000,
     );
     const text = await (await get('node-a', '/status?host=node-d&check=ping')).text();

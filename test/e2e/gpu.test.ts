@@ -192,13 +192,25 @@ describe('GPU checks end to end on the fake libraries', () => {
     );
   });
 
-  test('gpumem runs on idle GPUs and refuses busy ones', async () => {
-    const idle = await startExporter({ PERIODIC_CHECKS: 'remapped' });
+  test('gpumem runs on idle GPUs and refuses busy ones, for an authorised caller only', async () => {
+    // gpumem takes the GPUs from running work: a protected action (the static token, standalone).
+    const auth = { Authorization: 'Bearer e2e-token' };
+    const idle = await startExporter({
+      PERIODIC_CHECKS: 'remapped',
+      AUTOPILOT_API_TOKEN: 'e2e-token',
+    });
+    const anonymous = await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem`);
+    expect(anonymous.status).toBe(401);
+    expect(await anonymous.text()).toBe(
+      'error: this action needs a bearer token (Authorization: Bearer <token>)\n',
+    );
     const answer = (await (
-      await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem?format=json`)
+      await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem?format=json`, { headers: auth })
     ).json()) as Results;
     expect(answer.results[0]?.devices.map((d) => d.verdict)).toEqual(Array(8).fill('PASS'));
-    const text = await (await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem`)).text();
+    const text = await (
+      await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem`, { headers: auth })
+    ).text();
     expect(text.split('\n').slice(0, 3)).toEqual([
       'GPU Memory DGEMM+DAXPY test',
       '[[ GPU-MEM ]] SUCCESS',
@@ -207,9 +219,10 @@ describe('GPU checks end to end on the fake libraries', () => {
     const busy = await startExporter({
       PERIODIC_CHECKS: 'remapped',
       FAKE_NVML_SCENARIO: 'procs=5:2',
+      AUTOPILOT_API_TOKEN: 'e2e-token',
     });
     const refused = (await (
-      await fetch(`http://127.0.0.1:${busy.ports.api}/gpumem?format=json`)
+      await fetch(`http://127.0.0.1:${busy.ports.api}/gpumem?format=json`, { headers: auth })
     ).json()) as Results;
     expect(refused.results[0]).toMatchObject({
       verdict: 'SKIP',

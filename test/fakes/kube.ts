@@ -315,7 +315,11 @@ export class FakeKube {
         await Promise.resolve();
         const key = `${spec.namespace}/${spec.name}`;
         if (this.pvcs.has(key)) {
-          throw new KubeError('createPvc', 409, `persistentvolumeclaims "${spec.name}" already exists`);
+          throw new KubeError(
+            'createPvc',
+            409,
+            `persistentvolumeclaims "${spec.name}" already exists`,
+          );
         }
         this.pvcs.set(key, { name: spec.name, phase: 'Pending', deleting: false });
       },

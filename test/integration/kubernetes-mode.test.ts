@@ -13,7 +13,7 @@ import { CHECK_NAMES } from '../../exporter/checks/index.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { buildExporter, type Exporter } from '../../exporter/exporter.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
-import { silentLogger, type Logger } from '../../exporter/log.js';
+import type { Logger } from '../../exporter/log.js';
 import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
 import { endpointSlice, startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
 

@@ -230,8 +230,11 @@ describe('helpText', () => {
       expect(text).toMatch(new RegExp(`^  ${name} `, 'm'));
     }
     expect(ENV_SETTINGS.map(([name]) => name).sort()).toEqual([
+      'AUTOPILOT_API_TOKEN',
       'AUTOPILOT_CUDA_PROBE_LIBRARY',
       'AUTOPILOT_HISTORY_SIZE',
+      'AUTOPILOT_KUBERNETES',
+      'AUTOPILOT_KUBE_TIMEOUT',
       'AUTOPILOT_LISTEN_ADDRESS',
       'AUTOPILOT_METRICS_PORT',
       'AUTOPILOT_NVML_CHECK_TIMEOUT',
@@ -241,9 +244,14 @@ describe('helpText', () => {
       'AUTOPILOT_PING_CONCURRENCY',
       'AUTOPILOT_PING_COUNT',
       'AUTOPILOT_PING_REPLY_TIMEOUT',
+      'AUTOPILOT_PVC_ACCESS_MODE',
+      'AUTOPILOT_PVC_BIND_TIMEOUT',
+      'AUTOPILOT_PVC_SIZE',
       'AUTOPILOT_READINESS_PORT',
+      'AUTOPILOT_SERVICE',
       'DCGM_FATAL_ERRORS',
       'INVASIVE_JOB_TTLSEC',
+      'KUBECONFIG',
       'NAMESPACE',
       'NODE_NAME',
       'PERIODIC_CHECKS',

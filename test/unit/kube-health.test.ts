@@ -94,27 +94,30 @@ describe('observeKubeApi', () => {
     expect(health.snapshot().failures.get('getNode')).toBe(2);
   });
 
-  test.each([404, 409])('a %i is an answer: the API stays up and no failure is counted', async (status) => {
-    const { clock, kube, api, health, t0 } = setup();
-    await clock.advance(10);
-    kube.failNext('createPvc', status, 'conflict or absent');
-    await expect(
-      api.createPvc({
-        name: 'probe',
-        namespace: 'autopilot',
-        storageClass: 'standard',
-        accessMode: 'ReadWriteOnce',
-        size: '100Mi',
-        labels: {},
-      }),
-    ).rejects.toThrow(KubeError);
-    expect(health.snapshot()).toEqual({
-      up: true,
-      lastFailure: undefined,
-      lastSuccessAt: t0 + 10,
-      failures: new Map(),
-    });
-  });
+  test.each([404, 409])(
+    'a %i is an answer: the API stays up and no failure is counted',
+    async (status) => {
+      const { clock, kube, api, health, t0 } = setup();
+      await clock.advance(10);
+      kube.failNext('createPvc', status, 'conflict or absent');
+      await expect(
+        api.createPvc({
+          name: 'probe',
+          namespace: 'autopilot',
+          storageClass: 'standard',
+          accessMode: 'ReadWriteOnce',
+          size: '100Mi',
+          labels: {},
+        }),
+      ).rejects.toThrow(KubeError);
+      expect(health.snapshot()).toEqual({
+        up: true,
+        lastFailure: undefined,
+        lastSuccessAt: t0 + 10,
+        failures: new Map(),
+      });
+    },
+  );
 
   test('a 404 after a failure brings the API back up', async () => {
     const { kube, api, health } = setup();
@@ -152,7 +155,7 @@ describe('observeKubeApi', () => {
   });
 
   test('passes every method through, including a non-KubeError rejection', async () => {
-    const { kube, api } = setup();
+    const { kube } = setup();
     const surprise = new TypeError('undici exploded');
     const inner: KubeApi = { ...kube.api, reviewToken: () => Promise.reject(surprise) };
     const observed = observeKubeApi(inner, () => 0);

@@ -18,7 +18,10 @@ import { device, makeRun } from '../fakes/runs.js';
 const NODE = 'gpu-node-1';
 const DCGM_AT = Date.UTC(2025, 4, 1, 13, 45, 7, 123);
 
-const gpuhealth = (value: string) => ({ node: NODE, patch: { labels: { [GPUHEALTH_LABEL]: value } } });
+const gpuhealth = (value: string) => ({
+  node: NODE,
+  patch: { labels: { [GPUHEALTH_LABEL]: value } },
+});
 
 const passRun = (at: number) => makeRun('remapped', at, [device('0', 'PASS')]);
 const warnRun = (at: number) => makeRun('ping', at, [device('peer-b', 'FAIL')]);

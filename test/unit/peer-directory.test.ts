@@ -76,9 +76,9 @@ describe('peersFromSlices', () => {
       { name: 'metrics', port: 8081 },
       { name: 'healthcheck', port: 3333 },
     ];
-    expect(peersFromSlices([slice('s', [endpoint('10.0.0.1', 'a')], ports)], 'healthcheck')).toEqual(
-      [{ node: 'a', address: '10.0.0.1', port: 3333, ready: true, pod: 'autopilot-a' }],
-    );
+    expect(
+      peersFromSlices([slice('s', [endpoint('10.0.0.1', 'a')], ports)], 'healthcheck'),
+    ).toEqual([{ node: 'a', address: '10.0.0.1', port: 3333, ready: true, pod: 'autopilot-a' }]);
   });
 
   test('takes a single port whatever its name', () => {
@@ -120,9 +120,11 @@ describe('peersFromSlices', () => {
     const peers = peersFromSlices(
       [
         slice('s1', [endpoint('10.0.0.2', 'node-b'), endpoint(undefined, 'node-c')]),
-        slice('s2', [endpoint('10.0.0.3', 'node-a'), endpoint('10.0.0.1', 'node-a')], [
-          { name: 'healthcheck', port: 4444 },
-        ]),
+        slice(
+          's2',
+          [endpoint('10.0.0.3', 'node-a'), endpoint('10.0.0.1', 'node-a')],
+          [{ name: 'healthcheck', port: 4444 }],
+        ),
         slice('s3', [endpoint('10.0.0.9', undefined)]),
       ],
       'healthcheck',
@@ -282,6 +284,22 @@ describe('peer directory', () => {
     expect(
       log.lines.filter((line) => line.level === 'warn').map((line) => line.fields?.retryInMs),
     ).toEqual([1000, 2000, 4000, 4000]);
+  });
+
+  test('a watch that served a while and then fails is retried after the initial delay again', async () => {
+    // The failures at start are long over; an error hours later must not wait out their backoff.
+    const { clock, kube, directory } = setup({ initialMs: 1000, maxMs: 60_000 });
+    kube.failNext('listEndpointSlices', 503, 'unavailable');
+    kube.failNext('listEndpointSlices', 503, 'unavailable');
+    kube.failNext('listEndpointSlices', 503, 'unavailable');
+    directory.start();
+    await clock.advance(1000 + 2000 + 4000);
+    expect(directory.status().watching).toBe(true);
+
+    await clock.advance(3_600_000);
+    kube.openWatch()!.fail(500, 'etcd leader changed');
+    await flushPromises();
+    expect(clock.pending()).toEqual([clock.now() + 1000]);
   });
 
   test('stop() cancels a pending retry', async () => {

@@ -1,0 +1,363 @@
+/**
+ * The client-node adapter (exporter/k8s/kube-api.ts) against the fake API server over HTTP: what it
+ * sends, what it makes of the answers, and how every kind of failure reads. Then the pieces built
+ * on it (peer directory, pvc check) with the real adapter underneath.
+ */
+
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { KubeConfig } from '@kubernetes/client-node';
+import { createSystemClock, sleep } from '../../exporter/clock.js';
+import { createPeerDirectory } from '../../exporter/cluster/peer-directory.js';
+import { KubeError, type EndpointSliceInfo, type KubeApi } from '../../exporter/cluster/ports.js';
+import { createPvcCheck } from '../../exporter/checks/pvc.js';
+import { createKubeApi } from '../../exporter/k8s/kube-api.js';
+import { silentLogger } from '../../exporter/log.js';
+import { endpointSlice, startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+
+const NS = 'autopilot';
+const SERVICE = 'autopilot-healthchecks';
+
+let server: FakeKubeApi | undefined;
+const cleanups: (() => void)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0)) cleanup();
+  await server?.close();
+  server = undefined;
+});
+
+async function setup(timeoutMs = 2000): Promise<{ api: FakeKubeApi; kube: KubeApi }> {
+  const api = await startFakeKubeApi();
+  server = api;
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
+    users: [{ name: 'autopilot', token: 'sa-token' }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
+    currentContext: 'fake',
+  });
+  return { api, kube: createKubeApi(kc, timeoutMs) };
+}
+
+async function failure(promise: Promise<unknown>): Promise<KubeError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof KubeError) return error;
+    throw new Error(`expected a KubeError, got ${String(error)}`, { cause: error });
+  }
+  throw new Error('expected a failure');
+}
+
+async function waitUntil(condition: () => boolean, withinMs: number): Promise<void> {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > withinMs) throw new Error(`condition not met within ${withinMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('nodes', () => {
+  test('reads labels, annotations and allocatable GPUs', async () => {
+    const { api, kube } = await setup();
+    api.addNode({ name: 'n1', labels: { a: '1' }, annotations: { b: '2' }, allocatableGpus: 4 });
+    expect(await kube.getNode('n1')).toEqual({
+      name: 'n1',
+      labels: { a: '1', 'kubernetes.io/hostname': 'n1' },
+      annotations: { b: '2' },
+      allocatableGpus: 4,
+    });
+  });
+
+  test('patches metadata as a merge patch; null removes a key', async () => {
+    const { api, kube } = await setup();
+    api.addNode({ name: 'n1', labels: { gone: 'x', kept: 'y' } });
+    const node = await kube.patchNodeMetadata('n1', {
+      labels: { gone: null, 'autopilot.ibm.com/gpuhealth': 'WARN' },
+      annotations: { 'autopilot.ibm.com/dcgm.level.3.output': '' },
+    });
+    expect(node.labels).toEqual({
+      kept: 'y',
+      'autopilot.ibm.com/gpuhealth': 'WARN',
+      'kubernetes.io/hostname': 'n1',
+    });
+    expect(api.patches).toEqual([
+      {
+        node: 'n1',
+        contentType: 'application/merge-patch+json',
+        body: {
+          metadata: {
+            labels: { gone: null, 'autopilot.ibm.com/gpuhealth': 'WARN' },
+            annotations: { 'autopilot.ibm.com/dcgm.level.3.output': '' },
+          },
+        },
+      },
+    ]);
+  });
+
+  test('lists nodes by label selector', async () => {
+    const { api, kube } = await setup();
+    api.addNode({ name: 'a', labels: { pool: 'x' } });
+    api.addNode({ name: 'b', labels: { pool: 'y' } });
+    expect((await kube.listNodes('pool=y')).map((n) => n.name)).toEqual(['b']);
+  });
+
+  test('lists the pods of a workload with their nodes', async () => {
+    const { api, kube } = await setup();
+    api.addPod({ namespace: 'ml', name: 'p0', labels: { app: 't' }, nodeName: 'n1' });
+    api.addPod({ namespace: 'ml', name: 'p1', labels: { app: 't' } });
+    api.addPod({ namespace: 'other', name: 'p2', labels: { app: 't' }, nodeName: 'n2' });
+    expect(await kube.listPods('ml', 'app=t')).toEqual([
+      { name: 'p0', namespace: 'ml', nodeName: 'n1', phase: 'Running' },
+      { name: 'p1', namespace: 'ml', nodeName: undefined, phase: 'Running' },
+    ]);
+  });
+});
+
+describe('API errors end in clear messages', () => {
+  test.each([
+    [
+      403,
+      'nodes "n1" is forbidden: User cannot patch resource',
+      'patch node n1: 403 nodes "n1" is forbidden: User cannot patch resource',
+    ],
+    [404, 'nodes "n1" not found', 'patch node n1: 404 nodes "n1" not found'],
+    [409, 'the object has been modified', 'patch node n1: 409 the object has been modified'],
+    [500, 'etcdserver: request timed out', 'patch node n1: 500 etcdserver: request timed out'],
+  ])('%i', async (status, message, expected) => {
+    const { api, kube } = await setup();
+    api.addNode({ name: 'n1' });
+    api.failNext({ method: 'PATCH', pathPrefix: '/api/v1/nodes/n1', status, message });
+    const error = await failure(kube.patchNodeMetadata('n1', { labels: { a: 'b' } }));
+    expect(error.message).toBe(expected);
+    expect(error.status).toBe(status);
+    expect(error.operation).toBe('patch node n1');
+  });
+
+  test('no answer within the deadline', async () => {
+    const { api, kube } = await setup(200);
+    api.addNode({ name: 'n1' });
+    api.delay({ pathPrefix: '/api/v1/nodes/n1', ms: 2000 });
+    const error = await failure(kube.getNode('n1'));
+    expect(error.message).toBe('read node n1: no answer within 0.2 s');
+    expect(error.status).toBeUndefined();
+  });
+
+  test('a server that resets connections', async () => {
+    const { api, kube } = await setup();
+    api.setDown(true);
+    const error = await failure(kube.listNodes('a=b'));
+    expect(error.message).toMatch(/^list nodes a=b: .*(socket hang up|ECONNRESET)/);
+    expect(error.status).toBeUndefined();
+  });
+
+  test('nothing listening', async () => {
+    const { api, kube } = await setup();
+    await api.close();
+    server = undefined;
+    const error = await failure(kube.getNode('n1'));
+    expect(error.message).toMatch(/^read node n1: .*ECONNREFUSED/);
+  });
+});
+
+describe('EndpointSlice watch', () => {
+  const slice = (name: string, node: string, ready = true) =>
+    endpointSlice({
+      name,
+      service: SERVICE,
+      ports: [{ name: 'healthcheck', port: 3333 }],
+      endpoints: [{ address: `10.0.0.${name.length}`, nodeName: node, ready }],
+    });
+
+  test('list, then events from the returned resourceVersion', async () => {
+    const { api, kube } = await setup();
+    api.upsertEndpointSlice(NS, slice('s1', 'n1'));
+    const list = await kube.listEndpointSlices(NS, SERVICE);
+    expect(list.slices.map((s) => s.name)).toEqual(['s1']);
+    const events: [string, EndpointSliceInfo][] = [];
+    const handle = await kube.watchEndpointSlices(NS, SERVICE, list.resourceVersion, (type, s) =>
+      events.push([type, s]),
+    );
+    cleanups.push(() => handle.stop());
+    api.upsertEndpointSlice(NS, slice('s22', 'n2', false));
+    api.deleteEndpointSlice(NS, 's1');
+    await waitUntil(() => events.length === 2, 2000);
+    expect(events.map(([type, s]) => [type, s.name, s.endpoints[0]?.ready])).toEqual([
+      ['ADDED', 's22', false],
+      ['DELETED', 's1', true],
+    ]);
+  });
+
+  test('a dropped watch ends with an error that says so; an expired one ends with 410', async () => {
+    const { api, kube } = await setup();
+    // A list of nothing has resourceVersion 0, which a watch reads as "from any point".
+    api.upsertEndpointSlice(NS, slice('s0', 'n0'));
+    const list = await kube.listEndpointSlices(NS, SERVICE);
+    const dropped = await kube.watchEndpointSlices(NS, SERVICE, list.resourceVersion, () => {});
+    await waitUntil(() => api.openWatches === 1, 2000);
+    api.dropWatches();
+    const drop = await dropped.ended;
+    expect(drop?.message).toBe(
+      'watch endpointslices of service autopilot/autopilot-healthchecks: Premature close',
+    );
+    expect(drop?.status).toBeUndefined();
+
+    api.upsertEndpointSlice(NS, slice('s1', 'n1'));
+    api.compactHistory();
+    const expired = await kube.watchEndpointSlices(NS, SERVICE, list.resourceVersion, () => {});
+    const ended = await expired.ended;
+    expect(ended?.status).toBe(410);
+    expect(ended?.message).toMatch(
+      /^watch endpointslices of service autopilot\/autopilot-healthchecks: 410 /,
+    );
+  });
+
+  test('the peer directory survives a dropped watch and a 410, and relists', async () => {
+    const { api, kube } = await setup();
+    api.upsertEndpointSlice(NS, slice('s1', 'n1'));
+    const directory = createPeerDirectory({
+      kube,
+      namespace: NS,
+      service: SERVICE,
+      portName: 'healthcheck',
+      clock: createSystemClock(),
+      logger: silentLogger,
+      backoff: { initialMs: 20, maxMs: 100 },
+    });
+    directory.start();
+    cleanups.push(() => directory.stop());
+    await waitUntil(() => directory.peers().length === 1, 2000);
+    await api.waitForOpenWatches(1);
+
+    // Changes made while no watch is open are picked up by the relist.
+    api.dropWatches();
+    api.upsertEndpointSlice(NS, slice('s22', 'n2'));
+    api.compactHistory();
+    await waitUntil(() => directory.peers().length === 2, 3000);
+    await api.waitForOpenWatches(1);
+
+    // A list that fails twice: the error shows, then clears when a list succeeds again.
+    api.failNext({
+      method: 'GET',
+      pathPrefix: '/apis/discovery.k8s.io/v1/namespaces/autopilot/endpointslices',
+      watch: false,
+      status: 500,
+      times: 2,
+    });
+    api.dropWatches();
+    // The dropped watch is an error first ("Premature close"), then the relists answer 500.
+    await waitUntil(() => / 500 /.test(directory.status().lastError?.message ?? ''), 3000);
+    await waitUntil(() => directory.status().lastError === undefined, 3000);
+    await api.waitForOpenWatches(1);
+    expect(directory.peers().map((p) => p.node)).toEqual(['n1', 'n2']);
+  });
+});
+
+describe('reviews', () => {
+  test('TokenReview and SubjectAccessReview, allow and deny', async () => {
+    const { api, kube } = await setup();
+    api.addToken('good', { username: 'alice', uid: 'u1', groups: ['sre'] });
+    api.allow({
+      group: 'sre',
+      verb: 'create',
+      resource: 'healthchecks',
+      apiGroup: 'autopilot.ibm.com',
+    });
+    expect(await kube.reviewToken('bad')).toEqual({
+      authenticated: false,
+      error: 'invalid bearer token',
+    });
+    const review = await kube.reviewToken('good');
+    expect(review).toEqual({
+      authenticated: true,
+      user: { username: 'alice', uid: 'u1', groups: ['sre', 'system:authenticated'] },
+    });
+    if (!review.authenticated) throw new Error('unreachable');
+    const attributes = {
+      group: 'autopilot.ibm.com',
+      resource: 'healthchecks',
+      verb: 'create',
+      name: 'gpumem',
+    };
+    expect((await kube.reviewAccess(review.user, attributes)).allowed).toBe(true);
+    expect(
+      (
+        await kube.reviewAccess(review.user, {
+          ...attributes,
+          resource: 'nodehealth',
+          verb: 'update',
+        })
+      ).allowed,
+    ).toBe(false);
+    expect(api.accessReviews[0]).toMatchObject({
+      user: 'alice',
+      uid: 'u1',
+      groups: ['sre', 'system:authenticated'],
+      resourceAttributes: attributes,
+    });
+  });
+});
+
+describe('pvc check through the adapter', () => {
+  const settings = {
+    accessMode: 'ReadWriteOnce',
+    size: '100Mi',
+    namespace: NS,
+    claimName: 'autopilot-pod-x',
+  };
+  const check = (kube: KubeApi, storageClass: string, bindTimeoutMs: number) =>
+    createPvcCheck({
+      kube,
+      settings: { ...settings, storageClass, bindTimeoutMs },
+      sleep: (ms, signal) => sleep(createSystemClock(), ms, signal),
+      now: () => Date.now(),
+      pollIntervalMs: 20,
+    });
+  const run = (
+    kube: KubeApi,
+    storageClass: string,
+    bindTimeoutMs: number,
+    signal = new AbortController().signal,
+  ) => check(kube, storageClass, bindTimeoutMs).run({ signal, logger: silentLogger, params: {} });
+
+  test('binds: PASS, and the claim is deleted', async () => {
+    const { api, kube } = await setup();
+    api.addStorageClass('fast', { binder: { bindAfterMs: 50 } });
+    const outcome = await run(kube, 'fast', 5000);
+    expect(outcome.devices.map((d) => d.verdict)).toEqual(['PASS']);
+    expect(api.pvcLog).toEqual({
+      created: [`${NS}/autopilot-pod-x`],
+      deleted: [`${NS}/autopilot-pod-x`],
+    });
+    expect(api.pvc(NS, 'autopilot-pod-x')).toBeUndefined();
+  });
+
+  test('never binds: FAIL after the timeout, and the claim is deleted', async () => {
+    const { api, kube } = await setup();
+    api.addStorageClass('stuck', { binder: 'never' });
+    const outcome = await run(kube, 'stuck', 200);
+    expect(outcome.devices.map((d) => [d.verdict, d.reason])).toEqual([
+      ['FAIL', expect.stringContaining('still Pending')],
+    ]);
+    expect(api.pvcLog.deleted).toEqual([`${NS}/autopilot-pod-x`]);
+  });
+
+  test('aborted while waiting: the claim is still deleted', async () => {
+    const { api, kube } = await setup();
+    api.addStorageClass('stuck', { binder: 'never' });
+    const controller = new AbortController();
+    const running = run(kube, 'stuck', 60_000, controller.signal);
+    await waitUntil(() => api.pvcLog.created.length === 1, 2000);
+    controller.abort(new Error('deadline'));
+    await running;
+    expect(api.pvcLog.deleted).toEqual([`${NS}/autopilot-pod-x`]);
+  });
+
+  test('WaitForFirstConsumer is not a failure', async () => {
+    const { api, kube } = await setup();
+    api.addStorageClass('local', { volumeBindingMode: 'WaitForFirstConsumer' });
+    const outcome = await run(kube, 'local', 5000);
+    expect(outcome.devices.map((d) => d.verdict)).toEqual(['PASS']);
+    expect(api.pvcLog.deleted).toEqual([`${NS}/autopilot-pod-x`]);
+  });
+});
