@@ -1,6 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from '@jest/globals';
+import { loadAllYaml } from '@kubernetes/client-node';
+import { OPERATOR_RBAC_RULES } from '../../exporter/api/auth.js';
+import { EXPORTER_RBAC_RULES } from '../../exporter/cluster/rbac.js';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -53,5 +56,23 @@ describe('docs/configuration.md', () => {
     for (const flag of FLAGS)
       expect(text).toMatch(row(`\`--${flag.name}\``, `\`${flag.defaultValue}\``));
     for (const [name] of ENV_SETTINGS) expect(text).toMatch(row(`\`${name}\``));
+  });
+});
+
+describe('docs/kubernetes.md RBAC', () => {
+  const text = readFileSync(join(ROOT, 'docs', 'kubernetes.md'), 'utf8');
+  const documents = [...text.matchAll(/```yaml\n([\s\S]*?)```/g)].flatMap(
+    (match) =>
+      loadAllYaml(match[1]!) as { kind?: string; metadata?: { name?: string }; rules?: unknown }[],
+  );
+  const rulesOf = (name: string): unknown =>
+    documents.find((doc) => doc.kind === 'ClusterRole' && doc.metadata?.name === name)?.rules;
+
+  test('the operators’ ClusterRole grants exactly what the API asks SubjectAccessReview for', () => {
+    expect(rulesOf('autopilot-operator')).toEqual(OPERATOR_RBAC_RULES);
+  });
+
+  test('the exporter’s ClusterRole grants exactly what the exporter calls', () => {
+    expect(rulesOf('autopilot')).toEqual(EXPORTER_RBAC_RULES);
   });
 });

@@ -1,0 +1,20 @@
+/**
+ * What the exporter's own ServiceAccount must be allowed, one rule per use. The docs' ClusterRole
+ * (and the Helm chart's) are checked against this list, so a new API call cannot ship without its
+ * permission being granted.
+ */
+
+import { EXPORTER_REVIEW_RBAC_RULES, type PolicyRule } from '../api/auth.js';
+
+export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
+  // Read its node, resolve nodelabel=, write the gpuhealth and dcgm labels.
+  { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'patch'] },
+  // Resolve job=namespace:selector.
+  { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+  // Peers.
+  { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['list', 'watch'] },
+  // The pvc check.
+  { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['create', 'get', 'delete'] },
+  { apiGroups: ['storage.k8s.io'], resources: ['storageclasses'], verbs: ['get'] },
+  ...EXPORTER_REVIEW_RBAC_RULES,
+];
