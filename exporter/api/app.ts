@@ -99,9 +99,12 @@ export function createApiApp(deps: ApiDeps): Koa {
       throw new ParamError(
         `host ${JSON.stringify(query.host ?? 'all')} is not this node (${deps.nodeName}), and this request already comes from the cluster-wide status of ${ctx.get(FANOUT_HEADER)}; check that NODE_NAME matches the node name in the EndpointSlice`,
       );
-    } else if (!local) {
-      for (const { check } of planned)
-        await authorize(ctx, { kind: 'run-check', check: check.name }, check);
+    }
+    // Refused here, before any node is asked: the nodes check the same token again themselves.
+    for (const { check } of planned) {
+      await authorize(ctx, { kind: 'run-check', check: check.name }, check);
+    }
+    if (deps.cluster !== undefined && !local) {
       await streamClusterStatus(ctx, deps.cluster, {
         checks: names,
         forwarded: forwardedParams(query),
@@ -112,8 +115,6 @@ export function createApiApp(deps: ApiDeps): Koa {
       });
       return;
     }
-    for (const { check } of planned)
-      await authorize(ctx, { kind: 'run-check', check: check.name }, check);
     const runs: { check: Check; run: CheckRun }[] = [];
     for (const { check, params } of planned) {
       runs.push({ check, run: await deps.runner.run(check.name, params, 'api') });

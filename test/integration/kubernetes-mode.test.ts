@@ -293,3 +293,51 @@ describe('peers from the EndpointSlices', () => {
     expect(metrics.text).toContain('autopilot_peers{state="not_ready"} 1');
   });
 });
+
+describe('protected actions in Kubernetes mode', () => {
+  test('an exclusive check or pvc needs an authorised caller, also cluster-wide; light checks stay open', async () => {
+    const r = await setup();
+    const app = r.exporter.apiApp.callback();
+    const open = await request(app).get(`/status?host=${NODE}&check=remapped`);
+    expect(open.status).toBe(200);
+
+    const anonymous = await request(app).get('/status?check=gpumem');
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.headers['www-authenticate']).toBe('Bearer');
+
+    const viewer = await request(app).get('/pvc').set('Authorization', `Bearer ${VIEWER_TOKEN}`);
+    expect(viewer.status).toBe(403);
+    expect(viewer.text).toContain('user bob may not create healthchecks/pvc');
+
+    const operator = await request(app)
+      .get('/pvc')
+      .set('Authorization', `Bearer ${OPERATOR_TOKEN}`);
+    expect(operator.status).toBe(200);
+    expect(operator.text).toContain('[PVC Create-Delete]');
+    // Nothing was asked of other nodes for the refused cluster-wide request.
+    expect(r.api.requests.filter((q) => q.path.includes('/pods'))).toEqual([]);
+  });
+
+  test('a request fanned out by another node for a host that is not this one is refused, not fanned out again', async () => {
+    const r = await setup();
+    const response = await request(r.exporter.apiApp.callback())
+      .get('/status?host=gpu-node-9&check=remapped')
+      .set('X-Autopilot-Fanout-From', 'gpu-node-2');
+    expect(response.status).toBe(400);
+    expect(response.text).toContain(
+      'this request already comes from the cluster-wide status of gpu-node-2',
+    );
+  });
+
+  test('a Kubernetes API that cannot resolve a selector is a 503 that says so', async () => {
+    const r = await setup();
+    r.api.failNext({ pathPrefix: '/api/v1/namespaces/ml/pods', status: 500, message: 'etcd down' });
+    const response = await request(r.exporter.apiApp.callback()).get(
+      '/status?job=ml:app=trainer&check=remapped',
+    );
+    expect(response.status).toBe(503);
+    expect(response.text).toBe(
+      'error: the Kubernetes API cannot answer: list pods ml:app=trainer: 500 etcd down\n',
+    );
+  });
+});
