@@ -110,7 +110,7 @@ async function startSimulatedNodes(nodes: readonly SimulatedNode[]): Promise<{
     misrouted: 0,
     unmarked: 0,
   };
-  const answer = { for: smallAnswer as AnswerFor };
+  const answer = { for: smallAnswer };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://sim');
     const node = url.searchParams.get('host') ?? '';
@@ -230,7 +230,7 @@ function startExporter(kubeconfig: string): Promise<Exporter> {
   });
   const gc: GcTrace = { fullCollections: 0, liveAfterFull: Number.NaN, peakBefore: 0 };
   let gcTail = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
+  child.stdout.on('data', (chunk: Buffer) => {
     gcTail += chunk.toString();
     const lines = gcTail.split('\n');
     gcTail = lines.pop() ?? '';
@@ -245,7 +245,7 @@ function startExporter(kubeconfig: string): Promise<Exporter> {
       20_000,
     );
     child.once('exit', (code) => reject(new Error(`the exporter exited with ${code}`)));
-    child.stderr!.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => {
       tail += chunk.toString();
       const lines = tail.split('\n');
       tail = lines.pop() ?? '';
