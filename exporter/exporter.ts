@@ -15,6 +15,7 @@ import { createChecks } from './checks/index.js';
 import { createCheckRunner, type CheckRunner } from './check-runner.js';
 import { sleep, type Clock } from './clock.js';
 import { observeKubeApi, type KubeHealth } from './cluster/kube-health.js';
+import { createHttpGet, type HttpGet } from './cluster/http-get.js';
 import { createNodeLabeler, type NodeLabeler } from './cluster/node-labeler.js';
 import { createPeerDirectory, type PeerDirectory } from './cluster/peer-directory.js';
 import type { KubeApi } from './cluster/ports.js';
@@ -46,7 +47,7 @@ export interface ExporterPorts {
   /** The Kubernetes API; undefined in standalone mode. */
   readonly kube?: KubeApi | undefined;
   /** How the fan-out reaches other nodes' APIs. */
-  readonly fetch?: typeof fetch;
+  readonly fetch?: HttpGet;
 }
 
 /** What Kubernetes mode adds; main starts and stops it with the exporter. */
@@ -70,6 +71,9 @@ export interface Exporter {
   /** Kubernetes mode only. */
   readonly cluster: ClusterParts | undefined;
 }
+
+/** A node's answer holds its check texts; anything near this size is not an Autopilot answer. */
+const FANOUT_MAX_ANSWER_BYTES = 32 * 1024 * 1024;
 
 /** Slack for a node's HTTP answer on top of its checks' own deadlines. */
 const FANOUT_MARGIN_MS = 15_000;
@@ -169,7 +173,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       : {
           kube,
           peers: () => peerDirectory.peers(),
-          fetch: ports.fetch ?? fetch,
+          fetch: ports.fetch ?? createHttpGet(FANOUT_MAX_ANSWER_BYTES),
           now: () => ports.clock.now(),
           nodeName: config.nodeName,
           defaultPort: config.apiPort,

@@ -105,7 +105,6 @@ async function main(argv: readonly string[]): Promise<number> {
     gpuModel: await within(NATIVE_START_MS, gpuModelOf(nvml), 'N/A'),
     build: { version: packageVersion(), nodejs: process.versions.node },
     kube,
-    fetch,
   });
 
   try {

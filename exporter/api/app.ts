@@ -207,14 +207,17 @@ export function createApiApp(deps: ApiDeps): Koa {
     cached: boolean,
   ): void {
     if (format === 'json') {
+      const fannedOut = ctx.get(FANOUT_HEADER) !== '';
       ctx.body = {
         node: deps.nodeName,
         cached,
         health: healthToJson(deps.store.health()),
-        results: runs.map(({ check, run }) => ({
-          ...runToJson(run),
-          text: check.formatText(run, deps.nodeName),
-        })),
+        results: runs.map(({ check, run }) => {
+          const json = { ...runToJson(run), text: check.formatText(run, deps.nodeName) };
+          // The node asking for a cluster-wide report reads verdicts and texts only; per-device
+          // evidence (1,000 peers' ping figures) would make each answer hundreds of kilobytes.
+          return fannedOut ? { ...json, devices: [] } : json;
+        }),
         ...(deps.cluster === undefined ? {} : { kubernetes: deps.cluster.status() }),
       };
       return;

@@ -25,6 +25,7 @@ import {
   summaryToJson,
   type NodeReport,
 } from '../cluster/fanout-report.js';
+import type { HttpGet } from '../cluster/http-get.js';
 import type { Peer } from '../cluster/peer-directory.js';
 import type { KubeApi } from '../cluster/ports.js';
 import type { Logger } from '../log.js';
@@ -35,7 +36,7 @@ export const DEFAULT_FANOUT_CONCURRENCY = 256;
 export interface ClusterDeps {
   readonly kube: KubeApi;
   readonly peers: () => readonly Peer[];
-  readonly fetch: typeof fetch;
+  readonly fetch: HttpGet;
   readonly now: () => number;
   readonly nodeName: string;
   /** The API port of peers whose EndpointSlice names none. */

@@ -9,6 +9,7 @@ import { isIPv6 } from 'node:net';
 import { ParamError } from '../checks/check.js';
 import { mapBounded } from '../concurrency.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
+import type { HttpGet } from './http-get.js';
 import type { Peer } from './peer-directory.js';
 import type { KubeApi } from './ports.js';
 import { KubeError } from './ports.js';
@@ -167,7 +168,7 @@ export function statusUrl(
 export const FANOUT_HEADER = 'x-autopilot-fanout-from';
 
 export interface AskDeps {
-  readonly fetch: typeof fetch;
+  readonly fetch: HttpGet;
   readonly now: () => number;
   /** This node answers in process, not over HTTP. */
   readonly nodeName: string;
@@ -314,7 +315,7 @@ function endpointOf(plan: PlannedNode): string | undefined {
   return plan.peer.port === undefined ? host : `${host}:${plan.peer.port}`;
 }
 
-/** fetch says "fetch failed"; the reason worth reporting is in its cause. */
+/** The global fetch says "fetch failed" and keeps the reason in its cause; node:http says it. */
 function networkReason(error: unknown): string {
   const cause = (error as { cause?: { code?: unknown; message?: unknown } }).cause;
   if (typeof cause?.message === 'string' && cause.message !== '') return cause.message;

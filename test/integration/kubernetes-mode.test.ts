@@ -341,3 +341,22 @@ describe('protected actions in Kubernetes mode', () => {
     );
   });
 });
+
+describe('answers to another node', () => {
+  test('a node asked by another node for a cluster-wide report leaves out per-device evidence', async () => {
+    const r = await setup();
+    const direct = await request(r.exporter.apiApp.callback()).get(
+      `/status?host=${NODE}&check=remapped&format=json`,
+    );
+    const fannedOut = await request(r.exporter.apiApp.callback())
+      .get(`/status?host=${NODE}&check=remapped&format=json`)
+      .set('X-Autopilot-Fanout-From', 'gpu-node-2');
+    const devicesOf = (body: unknown) =>
+      (body as { results: { devices: unknown[] }[] }).results[0]!.devices.length;
+    expect(devicesOf(direct.body)).toBe(2);
+    expect(devicesOf(fannedOut.body)).toBe(0);
+    expect((fannedOut.body as { results: { text: string }[] }).results[0]!.text).toContain(
+      '[[ REMAPPED ROWS ]]',
+    );
+  });
+});
