@@ -15,7 +15,9 @@ import { createChecks } from './checks/index.js';
 import { createCheckRunner, type CheckRunner } from './check-runner.js';
 import { sleep, type Clock } from './clock.js';
 import { observeKubeApi, type KubeHealth } from './cluster/kube-health.js';
+import { parseJob, resolveTargets } from './cluster/fanout.js';
 import { createHttpGet, type HttpGet } from './cluster/http-get.js';
+import { createTopology } from './cluster/topology.js';
 import { createNodeLabeler, type NodeLabeler } from './cluster/node-labeler.js';
 import { createPeerDirectory, type PeerDirectory } from './cluster/peer-directory.js';
 import type { KubeApi } from './cluster/ports.js';
@@ -106,9 +108,48 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     }
     return [...byNode.values()];
   };
+  const topology =
+    kube === undefined
+      ? undefined
+      : createTopology({
+          kube,
+          namespace: config.namespace ?? 'default',
+          podSelector: config.podSelector,
+        });
   const checks = createChecks(config, {
     runCommand: ports.runCommand,
     peers,
+    ...(kube === undefined || topology === undefined
+      ? {}
+      : {
+          targetsOf: async (names: readonly string[]) => {
+            const wanted = new Set(names);
+            return (await topology.nodes())
+              .filter((node) => wanted.has(node.node))
+              .flatMap((node) =>
+                node.interfaces.map((nic) => ({
+                  peer: node.node,
+                  interface: nic.name,
+                  address: nic.address,
+                })),
+              );
+          },
+          selectNodes: async (selection: {
+            job: string | undefined;
+            nodelabel: string | undefined;
+          }) =>
+            (
+              await resolveTargets(
+                {
+                  hosts: [],
+                  job: selection.job === undefined ? undefined : parseJob(selection.job),
+                  nodelabel: selection.nodelabel,
+                },
+                kube,
+                [],
+              )
+            ).nodes,
+        }),
     kube,
     sleep: (ms, signal) => sleep(ports.clock, ms, signal),
     nvml: ports.nvml,

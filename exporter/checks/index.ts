@@ -12,7 +12,7 @@ import { GPUMEM_SUMMARY, createGpuMemCheck } from './gpumem.js';
 import { GPUPOWER_SUMMARY, createGpuPowerCheck } from './gpupower.js';
 import { PCIEBW_SUMMARY, createPcieBwCheck } from './pciebw.js';
 import type { KubeApi } from '../cluster/ports.js';
-import { PING_SUMMARY, createPingCheck, type PingPeer } from './ping.js';
+import { PING_SUMMARY, createPingCheck, type PingPeer, type PingTarget } from './ping.js';
 import { PVC_SUMMARY, createPvcCheck } from './pvc.js';
 import { REMAPPED_SUMMARY, createRemappedCheck } from './remapped.js';
 import { XID_SUMMARY, createXidCheck, type XidLedger } from './xid.js';
@@ -51,6 +51,13 @@ export interface CheckPorts {
   readonly now: () => number;
   /** undefined in standalone mode. */
   readonly kube: KubeApi | undefined;
+  /** Kubernetes mode: every address of these peers' pods. */
+  readonly targetsOf?: (peers: readonly string[]) => Promise<readonly PingTarget[]>;
+  /** Kubernetes mode: the nodes a job or node label selector picks. */
+  readonly selectNodes?: (selection: {
+    readonly job: string | undefined;
+    readonly nodelabel: string | undefined;
+  }) => Promise<readonly string[]>;
   /** Resolves after `ms`, rejects when `signal` aborts. */
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
 }
@@ -76,6 +83,9 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         peers: ports.peers,
         run: ports.runCommand,
         clusterMode: ports.kube !== undefined,
+        rotationSeed: config.nodeName,
+        ...(ports.targetsOf === undefined ? {} : { targetsOf: ports.targetsOf }),
+        ...(ports.selectNodes === undefined ? {} : { selectNodes: ports.selectNodes }),
       }),
     pvc: () =>
       createPvcCheck({

@@ -10,8 +10,17 @@ import type { PingSettings } from '../config/config.js';
 import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
 import type { CommandResult, RunCommand } from '../exec/run-command.js';
-import type { Check, CheckOutcome, CheckRun, DeviceResult, RawParams, Sample } from './check.js';
-import { ParamError } from './check.js';
+import { checkSelector, parseJob } from '../cluster/fanout.js';
+import type {
+  Check,
+  CheckOutcome,
+  CheckRun,
+  DeviceResult,
+  EvidenceValue,
+  RawParams,
+  Sample,
+} from './check.js';
+import { ParamError, summariseOutcome, worstVerdict } from './check.js';
 import { formatCheckLevelText } from './text.js';
 
 export interface PingSummary {
@@ -150,12 +159,28 @@ export type PingPeer = string | { readonly name: string; readonly address: strin
 const nameOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.name);
 const addressOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.address);
 
+/** One address of a peer: Kubernetes mode pings every interface of every peer's pod. */
+export interface PingTarget {
+  readonly peer: string;
+  readonly interface: string;
+  readonly address: string;
+}
+
 export interface PingCheckDeps {
   readonly settings: PingSettings;
   /** The peers to ping when the caller names none. */
   readonly peers: () => readonly PingPeer[];
   /** Kubernetes mode: peers come from the Service, and messages say so. */
   readonly clusterMode?: boolean;
+  /** Kubernetes mode: every address of these peers' pods (their interfaces). */
+  readonly targetsOf?: (peers: readonly string[]) => Promise<readonly PingTarget[]>;
+  /** Kubernetes mode: the nodes a job (namespace:selector) or a node label selector picks. */
+  readonly selectNodes?: (selection: {
+    readonly job: string | undefined;
+    readonly nodelabel: string | undefined;
+  }) => Promise<readonly string[]>;
+  /** Spreads the rotating sample: nodes with different seeds start at different peers. */
+  readonly rotationSeed?: string;
   readonly run: RunCommand;
   /** Overrides the deadline derived from the peers and the settings. */
   readonly timeoutMs?: number;
@@ -166,11 +191,123 @@ export const PING_SUMMARY = 'ICMP reachability, round-trip time and loss to ever
 /** Interval between echo requests; 200 ms is the shortest iputils allows a non-root user. */
 const INTERVAL_SECONDS = 0.2;
 
+/** Budget for peers with several interfaces when the deadline is computed before they are known. */
+const INTERFACES_PER_PEER_BUDGET = 2;
+
+/**
+ * Pure: the peers of one round. With no sample size, or as many peers as that, all of them; else
+ * `size` consecutive peers in name order from a start that moves by `size` each round, so every
+ * peer is pinged at least once every ceil(peers / size) rounds.
+ */
+export function rotatingSample(
+  peers: readonly string[],
+  size: number,
+  round: number,
+  seed: number,
+): string[] {
+  const sorted = [...peers].sort();
+  if (size <= 0 || sorted.length <= size) return sorted;
+  const start = (seed + round * size) % sorted.length;
+  return Array.from({ length: size }, (_, i) => sorted[(start + i) % sorted.length]!);
+}
+
+/** Pure: one device per peer from its interfaces' results (a single interface is kept as it is). */
+export function combineInterfaces(
+  peer: string,
+  results: readonly { readonly target: PingTarget; readonly device: DeviceResult }[],
+): DeviceResult {
+  const only = results.length === 1 ? results[0]! : undefined;
+  if (only !== undefined) {
+    const named = only.target.interface === 'default' ? {} : { interface: only.target.interface };
+    return { ...only.device, id: peer, evidence: { ...only.device.evidence, ...named } };
+  }
+  const evidence: Record<string, EvidenceValue> = { interfaces: results.length };
+  for (const { target, device } of results) {
+    evidence[`${target.interface}.address`] = target.address;
+    evidence[`${target.interface}.verdict`] = device.verdict;
+    evidence[`${target.interface}.lossRatio`] = device.evidence.lossRatio ?? null;
+    evidence[`${target.interface}.rttAvgSeconds`] = device.evidence.rttAvgSeconds ?? null;
+  }
+  const verdict = worstVerdict(results.map((r) => r.device.verdict)) ?? 'ERROR';
+  const troubled = results.filter((r) => r.device.verdict !== 'PASS');
+  const reason =
+    troubled.length === 0
+      ? `${results.length} interfaces, all replied`
+      : troubled
+          .map((r) => `${r.target.interface} ${r.target.address}: ${r.device.reason}`)
+          .join('; ');
+  const measured = results.filter((r) => r.device.compatValue !== undefined);
+  return {
+    id: peer,
+    verdict,
+    reason,
+    evidence,
+    ...(measured.length === 0
+      ? {}
+      : { compatValue: measured.some((r) => r.device.compatValue === 1) ? 1 : 0 }),
+  };
+}
+
+/** Pure: per-interface loss, only where some was lost, so series grow with faults, not with peers. */
+export function degradedInterfaceSamples(
+  results: readonly { readonly target: PingTarget; readonly device: DeviceResult }[],
+): Sample[] {
+  return results.flatMap(({ target, device }) => {
+    const loss = device.evidence.lossRatio;
+    if (typeof loss !== 'number' || loss === 0) return [];
+    return [
+      {
+        metric: 'autopilot_peer_interface_loss_ratio' as const,
+        labels: { check: 'ping', peer: target.peer, interface: target.interface },
+        value: loss,
+      },
+    ];
+  });
+}
+
 export function createPingCheck(deps: PingCheckDeps): Check {
   const { settings } = deps;
   const replyTimeoutSeconds = settings.replyTimeoutMs / 1000;
   // ping exits at the deadline even if replies are still missing, so a lost packet cannot hang it.
   const deadlineSeconds = Math.ceil(settings.count * INTERVAL_SECONDS + replyTimeoutSeconds) + 1;
+  const sampleSize = settings.sampleSize ?? 0;
+  const seed = fnv1a(deps.rotationSeed ?? '');
+  let round = 0;
+  /** The last result of each peer, carried into rounds whose sample leaves it out. */
+  const lastByPeer = new Map<string, DeviceResult & { observedAt: number }>();
+  const noPeers =
+    deps.clusterMode === true
+      ? 'none (the Service lists no other Autopilot pod)'
+      : 'none (AUTOPILOT_PEERS is empty)';
+
+  const pingOne = async (target: PingTarget, signal: AbortSignal) => {
+    const result = await deps.run(
+      {
+        file: settings.command,
+        args: [
+          '-n',
+          '-c',
+          String(settings.count),
+          '-i',
+          String(INTERVAL_SECONDS),
+          '-W',
+          String(replyTimeoutSeconds),
+          '-w',
+          String(deadlineSeconds),
+          '--',
+          target.address,
+        ],
+        timeoutMs: (deadlineSeconds + 5) * 1000,
+        maxOutputBytes: 64 * 1024,
+      },
+      signal,
+    );
+    return {
+      target,
+      device: judgePeer(target.peer, result),
+      missing: result.spawnError === 'ENOENT',
+    };
+  };
 
   return {
     name: 'ping',
@@ -184,22 +321,29 @@ export function createPingCheck(deps: PingCheckDeps): Check {
     // peers, low concurrency, many packets) can always finish.
     get timeoutMs() {
       if (deps.timeoutMs !== undefined) return deps.timeoutMs;
-      const waves = Math.ceil(deps.peers().length / settings.concurrency);
-      return Math.max(60_000, waves * (deadlineSeconds + 5) * 1000 + deps.peers().length * 10);
+      const peers = deps.peers().length;
+      const perRound = sampleSize > 0 ? Math.min(sampleSize, peers) : peers;
+      const targets = perRound * (deps.targetsOf === undefined ? 1 : INTERFACES_PER_PEER_BUDGET);
+      const waves = Math.ceil(targets / settings.concurrency);
+      return Math.max(60_000, waves * (deadlineSeconds + 5) * 1000 + targets * 10);
     },
 
     parseParams(raw: RawParams) {
+      const params: Record<string, string> = {};
       for (const name of ['job', 'nodelabel'] as const) {
-        if (raw[name] !== undefined && raw[name] !== '' && raw[name] !== 'None') {
+        const value = raw[name];
+        if (value === undefined || value === '' || value === 'None') continue;
+        if (deps.selectNodes === undefined) {
           throw new ParamError(
-            deps.clusterMode === true
-              ? `${name} does not select ping targets on /ping; name peers with host= or pingnodes=, or ask /status?${name}=...&check=ping to ping from the nodes it selects`
-              : `${name} selects peers through Kubernetes, which this exporter is not connected to (standalone mode)`,
+            `${name} selects peers through Kubernetes, which this exporter is not connected to (standalone mode)`,
           );
         }
+        if (name === 'job') parseJob(value);
+        else checkSelector(name, value);
+        params[name] = value;
       }
       const host = raw.host ?? raw.pingnodes;
-      if (host === undefined || host === '' || host === 'all') return {};
+      if (host === undefined || host === '' || host === 'all') return params;
       const configured = deps.peers().map(nameOf);
       const wanted = [
         ...new Set(
@@ -212,60 +356,93 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       for (const peer of wanted) {
         if (!isHostOrAddress(peer) || !configured.includes(peer)) {
           throw new ParamError(
-            `host ${JSON.stringify(peer)} is not a peer of this node; peers: ${configured.join(', ') || (deps.clusterMode === true ? 'none (the Service lists no other Autopilot pod)' : 'none (AUTOPILOT_PEERS is empty)')}`,
+            `host ${JSON.stringify(peer)} is not a peer of this node; peers: ${configured.join(', ') || noPeers}`,
           );
         }
       }
-      return { host: wanted.join(',') };
+      return { ...params, host: wanted.join(',') };
     },
 
     async run(ctx): Promise<CheckOutcome> {
       const known = deps.peers();
-      const wanted = ctx.params.host?.split(',');
-      const peers =
-        wanted === undefined
-          ? known
-          : wanted.map((name) => known.find((p) => nameOf(p) === name) ?? name);
-      if (peers.length === 0) {
+      const knownNames = known.map(nameOf);
+      let selected = ctx.params.host?.split(',');
+      if (ctx.params.job !== undefined || ctx.params.nodelabel !== undefined) {
+        const nodes = await deps.selectNodes!({
+          job: ctx.params.job,
+          nodelabel: ctx.params.nodelabel,
+        });
+        selected = [
+          ...new Set([...(selected ?? []), ...nodes.filter((n) => knownNames.includes(n))]),
+        ];
+      }
+      const names = selected ?? knownNames;
+      if (names.length === 0) {
         return {
           devices: [],
           verdict: 'SKIP',
           reason:
-            deps.clusterMode === true
-              ? 'no peers to ping (the Service lists no other Autopilot pod)'
-              : 'no peers to ping (set AUTOPILOT_PEERS)',
+            selected !== undefined
+              ? 'the selection names no peer of this node'
+              : deps.clusterMode === true
+                ? 'no peers to ping (the Service lists no other Autopilot pod)'
+                : 'no peers to ping (set AUTOPILOT_PEERS)',
         };
       }
-      let missingTool: string | undefined;
-      const devices = await mapBounded(peers, settings.concurrency, async (peer) => {
-        const result = await deps.run(
-          {
-            file: settings.command,
-            args: [
-              '-n',
-              '-c',
-              String(settings.count),
-              '-i',
-              String(INTERVAL_SECONDS),
-              '-W',
-              String(replyTimeoutSeconds),
-              '-w',
-              String(deadlineSeconds),
-              '--',
-              addressOf(peer),
-            ],
-            timeoutMs: (deadlineSeconds + 5) * 1000,
-            maxOutputBytes: 64 * 1024,
-          },
-          ctx.signal,
-        );
-        if (result.spawnError === 'ENOENT') missingTool = settings.command;
-        return judgePeer(nameOf(peer), result);
-      });
-      if (missingTool !== undefined) {
-        return { devices: [], verdict: 'SKIP', reason: `${missingTool} is not installed` };
+      // A round the caller did not narrow covers the peers in turns when a sample size is set.
+      const sampling = selected === undefined && sampleSize > 0 && names.length > sampleSize;
+      const pinged = sampling ? rotatingSample(names, sampleSize, round++, seed) : names;
+      const targets: readonly PingTarget[] =
+        deps.targetsOf === undefined
+          ? pinged.map((name) => {
+              const peer = known.find((p) => nameOf(p) === name) ?? name;
+              return { peer: name, interface: 'default', address: addressOf(peer) };
+            })
+          : await deps.targetsOf(pinged);
+      const results = await mapBounded(targets, settings.concurrency, (target) =>
+        pingOne(target, ctx.signal),
+      );
+      if (results.some((r) => r.missing)) {
+        return { devices: [], verdict: 'SKIP', reason: `${settings.command} is not installed` };
       }
-      return { devices, samples: pingSamples(devices) };
+      const now = Date.now();
+      const devices: DeviceResult[] = pinged.map((peer) => {
+        const own = results.filter((r) => r.target.peer === peer);
+        if (own.length === 0) {
+          return {
+            id: peer,
+            verdict: 'ERROR',
+            reason: 'its Autopilot pod has no address yet',
+            evidence: {},
+          };
+        }
+        const device = combineInterfaces(peer, own);
+        lastByPeer.set(peer, { ...device, observedAt: now });
+        return device;
+      });
+      if (sampling) {
+        const fresh = new Set(pinged);
+        for (const name of names) {
+          const last = lastByPeer.get(name);
+          if (!fresh.has(name) && last !== undefined) devices.push(last);
+        }
+      }
+      for (const peer of lastByPeer.keys()) if (!knownNames.includes(peer)) lastByPeer.delete(peer);
+      const outcome: CheckOutcome = {
+        devices,
+        samples: [
+          ...pingSamples(results.map((r) => r.device)),
+          ...degradedInterfaceSamples(results),
+        ],
+      };
+      if (!sampling) return outcome;
+      const { verdict, reason } = summariseOutcome(outcome);
+      const rounds = Math.ceil(names.length / sampleSize);
+      return {
+        ...outcome,
+        verdict,
+        reason: `${reason}; pinged ${pinged.length} of ${names.length} peers this round, each at least every ${rounds} rounds`,
+      };
     },
 
     formatText(run: CheckRun, nodeName: string) {
@@ -274,9 +451,7 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       // Autopilot's 0/1 says reachable or not; a peer that could not be checked is neither, and is
       // listed with its reason below instead.
       for (const device of run.devices.filter((d) => d.verdict !== 'ERROR')) {
-        const address =
-          typeof device.evidence.address === 'string' ? device.evidence.address : device.id;
-        lines.push(`Node ${device.id} ${address} default ${device.verdict === 'FAIL' ? 1 : 0}`);
+        lines.push(...autopilotLines(device));
       }
       for (const device of run.devices.filter((d) => d.verdict !== 'PASS')) {
         lines.push(`[PING] ${device.id}: ${device.verdict} ${device.reason}`);
@@ -291,6 +466,34 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       return `${lines.join('\n')}\n`;
     },
   };
+}
+
+/** Autopilot's "Node <node> <ip> <interface> <0|1>" lines, one per interface. */
+function autopilotLines(device: DeviceResult): string[] {
+  const interfaces = Object.keys(device.evidence)
+    .filter((key) => key.endsWith('.address'))
+    .map((key) => key.slice(0, -'.address'.length));
+  if (interfaces.length === 0) {
+    const address =
+      typeof device.evidence.address === 'string' ? device.evidence.address : device.id;
+    const name =
+      typeof device.evidence.interface === 'string' ? device.evidence.interface : 'default';
+    return [`Node ${device.id} ${address} ${name} ${device.verdict === 'FAIL' ? 1 : 0}`];
+  }
+  return interfaces.map((name) => {
+    const failed = device.evidence[`${name}.verdict`] === 'FAIL' ? 1 : 0;
+    return `Node ${device.id} ${String(device.evidence[`${name}.address`])} ${name} ${failed}`;
+  });
+}
+
+/** FNV-1a, so the rotation start is the same for a node across restarts. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
 }
 
 function describeEnd(result: CommandResult): string {

@@ -24,6 +24,9 @@ export interface PodInfo {
   /** spec.nodeName, undefined while the pod is not scheduled. */
   readonly nodeName: string | undefined;
   readonly phase: string;
+  readonly annotations: Readonly<Record<string, string>>;
+  /** status.podIPs (status.podIP when the list is absent); empty before the pod has one. */
+  readonly podIPs: readonly string[];
 }
 
 export interface SliceEndpoint {

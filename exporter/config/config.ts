@@ -16,6 +16,8 @@ export interface PingSettings {
   readonly count: number;
   readonly replyTimeoutMs: number;
   readonly concurrency: number;
+  /** Peers pinged per round; 0 pings every peer every round. */
+  readonly sampleSize?: number;
 }
 
 export interface Config {
@@ -36,6 +38,8 @@ export interface Config {
   readonly periodicChecks: readonly string[];
   readonly peers: readonly string[];
   readonly ping: PingSettings;
+  /** Label selector of the Autopilot pods in NAMESPACE (their interfaces are what ping and iperf reach). */
+  readonly podSelector: string;
   readonly historySize: number;
   readonly dcgmFatalErrors: readonly string[];
   readonly invasiveJobTtlSeconds: number;
@@ -175,7 +179,17 @@ export function parseConfig(inputs: ConfigInputs): Config {
         1,
         1024,
       ),
+      sampleSize: parseInteger(
+        'AUTOPILOT_PING_SAMPLE',
+        setting('AUTOPILOT_PING_SAMPLE') ?? '0',
+        0,
+        100_000,
+      ),
     },
+    podSelector: parseSelectorSetting(
+      'AUTOPILOT_POD_SELECTOR',
+      setting('AUTOPILOT_POD_SELECTOR') ?? 'app=autopilot',
+    ),
     historySize: parseInteger(
       'AUTOPILOT_HISTORY_SIZE',
       setting('AUTOPILOT_HISTORY_SIZE') ?? '20',
@@ -232,6 +246,13 @@ export function parseConfig(inputs: ConfigInputs): Config {
 function parseChoice<T extends string>(name: string, value: string, choices: readonly T[]): T {
   if ((choices as readonly string[]).includes(value)) return value as T;
   throw new ConfigError(name, value, `one of ${choices.join(', ')}`);
+}
+
+function parseSelectorSetting(name: string, value: string): string {
+  if (!/^[A-Za-z0-9_.\-/=!,() ]+$/.test(value)) {
+    throw new ConfigError(name, value, 'a label selector such as app=autopilot');
+  }
+  return value;
 }
 
 function parseServiceName(value: string): string {
@@ -419,6 +440,16 @@ export const ENV_SETTINGS = [
   ['AUTOPILOT_PING_REPLY_TIMEOUT', '1s', 'how long to wait for each reply (100ms to 1m)'],
   ['AUTOPILOT_PING_CONCURRENCY', '64', 'peers pinged at once'],
   ['AUTOPILOT_PING_COMMAND', 'ping', 'the iputils ping executable'],
+  [
+    'AUTOPILOT_PING_SAMPLE',
+    '0',
+    'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
+  ],
+  [
+    'AUTOPILOT_POD_SELECTOR',
+    'app=autopilot',
+    'Kubernetes mode: label selector of the Autopilot pods, whose interfaces ping and iperf reach',
+  ],
   ['AUTOPILOT_METRICS_PORT', '8081', 'port of /metrics'],
   ['AUTOPILOT_READINESS_PORT', '8080', 'port of /readinessprobe'],
   ['AUTOPILOT_LISTEN_ADDRESS', 'all addresses', 'address the three listeners bind to'],

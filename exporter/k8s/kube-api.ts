@@ -112,6 +112,10 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
             namespace: pod.metadata?.namespace ?? namespace,
             nodeName: pod.spec?.nodeName ?? undefined,
             phase: pod.status?.phase ?? 'Unknown',
+            annotations: pod.metadata?.annotations ?? {},
+            podIPs:
+              pod.status?.podIPs?.map((entry) => entry.ip) ??
+              (pod.status?.podIP === undefined ? [] : [pod.status.podIP]),
           }),
         ),
       ),

@@ -100,6 +100,11 @@ export const SAMPLE_METRICS = {
     help: 'Share of echo requests without a reply, over all peers, in the last conclusive run of the peer check.',
     labelNames: ['check'],
   },
+  autopilot_peer_interface_loss_ratio: {
+    type: 'gauge',
+    help: 'Share of echo requests without a reply to one interface of one peer, from the last run that pinged it; only interfaces that lost some appear.',
+    labelNames: ['check', 'peer', 'interface'],
+  },
   autopilot_gpu_pcie_bandwidth_bytes_per_second: {
     type: 'gauge',
     help: 'Pinned copy bandwidth between host and GPU in the last conclusive pciebw run, by direction (h2d, d2h).',

@@ -131,6 +131,7 @@ export interface PodInput {
   /** Defaults to Running. */
   readonly phase?: string;
   readonly podIP?: string;
+  readonly annotations?: Readonly<Record<string, string>>;
 }
 
 export interface SliceEndpointInput {
@@ -663,14 +664,19 @@ export class FakeKubeApi {
     const pod: KubeObject = {
       apiVersion: 'v1',
       kind: 'Pod',
-      metadata: { name: input.name, namespace: input.namespace, labels: { ...input.labels } },
+      metadata: {
+        name: input.name,
+        namespace: input.namespace,
+        labels: { ...input.labels },
+        ...(input.annotations === undefined ? {} : { annotations: { ...input.annotations } }),
+      },
       spec: {
         containers: [{ name: 'main', image: 'registry.example/autopilot:test' }],
         ...(input.nodeName === undefined ? {} : { nodeName: input.nodeName }),
       },
       status: {
         phase: input.phase ?? 'Running',
-        ...(input.podIP === undefined ? {} : { podIP: input.podIP }),
+        ...(input.podIP === undefined ? {} : { podIP: input.podIP, podIPs: [{ ip: input.podIP }] }),
       },
     };
     this.pods.set(key(input.namespace, input.name), this.created(pod));

@@ -120,12 +120,16 @@ export class FakeKube {
     nodeName?: string;
     phase?: string;
     labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    podIPs?: string[];
   }): void {
     this.pods.push({
       name: pod.name,
       namespace: pod.namespace,
       nodeName: pod.nodeName,
       phase: pod.phase ?? 'Running',
+      annotations: { ...pod.annotations },
+      podIPs: [...(pod.podIPs ?? [])],
       labels: { ...pod.labels },
     });
   }
@@ -290,7 +294,14 @@ export class FakeKube {
         const matches = selectorMatcher('listPods', labelSelector);
         return this.pods
           .filter((pod) => pod.namespace === namespace && matches(pod.labels))
-          .map(({ name, nodeName, phase }) => ({ name, namespace, nodeName, phase }));
+          .map(({ name, nodeName, phase, annotations, podIPs }) => ({
+            name,
+            namespace,
+            nodeName,
+            phase,
+            annotations,
+            podIPs,
+          }));
       },
       listEndpointSlices: async (namespace, service) => {
         this.enter('listEndpointSlices', [namespace, service]);

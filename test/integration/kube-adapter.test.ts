@@ -104,12 +104,33 @@ describe('nodes', () => {
 
   test('lists the pods of a workload with their nodes', async () => {
     const { api, kube } = await setup();
-    api.addPod({ namespace: 'ml', name: 'p0', labels: { app: 't' }, nodeName: 'n1' });
+    api.addPod({
+      namespace: 'ml',
+      name: 'p0',
+      labels: { app: 't' },
+      nodeName: 'n1',
+      podIP: '10.0.0.7',
+      annotations: { 'k8s.v1.cni.cncf.io/network-status': '[]' },
+    });
     api.addPod({ namespace: 'ml', name: 'p1', labels: { app: 't' } });
     api.addPod({ namespace: 'other', name: 'p2', labels: { app: 't' }, nodeName: 'n2' });
     expect(await kube.listPods('ml', 'app=t')).toEqual([
-      { name: 'p0', namespace: 'ml', nodeName: 'n1', phase: 'Running' },
-      { name: 'p1', namespace: 'ml', nodeName: undefined, phase: 'Running' },
+      {
+        name: 'p0',
+        namespace: 'ml',
+        nodeName: 'n1',
+        phase: 'Running',
+        annotations: { 'k8s.v1.cni.cncf.io/network-status': '[]' },
+        podIPs: ['10.0.0.7'],
+      },
+      {
+        name: 'p1',
+        namespace: 'ml',
+        nodeName: undefined,
+        phase: 'Running',
+        annotations: {},
+        podIPs: [],
+      },
     ]);
   });
 });

@@ -67,7 +67,8 @@ describe('parseConfig defaults', () => {
       logLevel: 'info',
       periodicChecks: ['ping'],
       peers: [],
-      ping: { command: 'ping', count: 3, replyTimeoutMs: 1000, concurrency: 64 },
+      ping: { command: 'ping', count: 3, replyTimeoutMs: 1000, concurrency: 64, sampleSize: 0 },
+      podSelector: 'app=autopilot',
       historySize: 20,
       dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
       invasiveJobTtlSeconds: 30,
@@ -272,6 +273,7 @@ describe('parseConfig settings', () => {
       count: 100,
       replyTimeoutMs: 500,
       concurrency: 1024,
+      sampleSize: 0,
     });
   });
 

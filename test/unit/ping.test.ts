@@ -407,8 +407,16 @@ describe('createPingCheck: run', () => {
       { ...JUDGED['unknown-host'], id: 'c' },
     ]);
     expect(outcome.verdict).toBeUndefined();
-    expect(outcome.samples).toStrictEqual(pingSamples(outcome.devices));
-    expect(outcome.samples).toHaveLength(3);
+    // The aggregates, and the loss of the one peer that lost something (b, unreachable).
+    expect(outcome.samples).toStrictEqual([
+      ...pingSamples(outcome.devices),
+      {
+        metric: 'autopilot_peer_interface_loss_ratio',
+        labels: { check: 'ping', peer: 'b', interface: 'default' },
+        value: 1,
+      },
+    ]);
+    expect(outcome.samples).toHaveLength(4);
   });
 
   test('pings only the hosts named in params', async () => {
