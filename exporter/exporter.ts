@@ -15,12 +15,16 @@ import { createChecks } from './checks/index.js';
 import { createCheckRunner, type CheckRunner } from './check-runner.js';
 import { sleep, type Clock } from './clock.js';
 import { observeKubeApi, type KubeHealth } from './cluster/kube-health.js';
-import { parseJob, resolveTargets } from './cluster/fanout.js';
+import { FANOUT_HEADER, parseJob, resolveTargets } from './cluster/fanout.js';
 import { createHttpGet, type HttpGet } from './cluster/http-get.js';
 import { createTopology } from './cluster/topology.js';
 import { createNodeLabeler, type NodeLabeler } from './cluster/node-labeler.js';
 import { createPeerDirectory, type PeerDirectory } from './cluster/peer-directory.js';
 import type { KubeApi } from './cluster/ports.js';
+import type { StartProcess } from './exec/start-process.js';
+import { createIperfService } from './network/iperf-service.js';
+import type { PodInterface } from './network/interfaces.js';
+import type { IperfNode } from './checks/iperf.js';
 import type { PingPeer } from './checks/ping.js';
 import type { Config } from './config/config.js';
 import type { RunCommand } from './exec/run-command.js';
@@ -50,6 +54,12 @@ export interface ExporterPorts {
   readonly kube?: KubeApi | undefined;
   /** How the fan-out reaches other nodes' APIs. */
   readonly fetch?: HttpGet;
+  /** Kubernetes mode: this exporter's bearer token (its service account) for other nodes' APIs. */
+  readonly peerToken?: () => Promise<string | undefined>;
+  /** Long-running processes (iperf3 servers); absent, the node-local iperf endpoints are off. */
+  readonly startProcess?: StartProcess;
+  /** This pod's own addresses (os.networkInterfaces). */
+  readonly localAddresses?: () => readonly PodInterface[];
 }
 
 /** What Kubernetes mode adds; main starts and stops it with the exporter. */
@@ -116,9 +126,47 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
           namespace: config.namespace ?? 'default',
           podSelector: config.podSelector,
         });
+  const httpGet = ports.fetch ?? createHttpGet(FANOUT_MAX_ANSWER_BYTES);
+  const iperfNodes =
+    topology === undefined || peerDirectory === undefined
+      ? undefined
+      : async (): Promise<IperfNode[]> => {
+          const known = peerDirectory.peers();
+          return (await topology.nodes()).flatMap((node) => {
+            const peer =
+              known.find((p) => p.node === node.node && p.ready) ??
+              known.find((p) => p.node === node.node);
+            if (peer === undefined) return [];
+            const host = peer.address.includes(':') ? `[${peer.address}]` : peer.address;
+            return [
+              {
+                node: node.node,
+                api: `http://${host}:${peer.port ?? config.apiPort}`,
+                interfaces: Object.fromEntries(
+                  node.interfaces.map((nic) => [nic.name, nic.address]),
+                ),
+              },
+            ];
+          });
+        };
   const checks = createChecks(config, {
     runCommand: ports.runCommand,
     peers,
+    iperf: {
+      nodes: iperfNodes,
+      ask: async (url, signal) => {
+        const token = await ports.peerToken?.();
+        const response = await httpGet(url, {
+          headers: {
+            accept: 'application/json',
+            [FANOUT_HEADER]: config.nodeName,
+            ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
+          },
+          signal,
+        });
+        return { status: response.status, body: await response.text() };
+      },
+    },
     ...(kube === undefined || topology === undefined
       ? {}
       : {
@@ -157,7 +205,10 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     xidLedger,
     now: () => ports.clock.now(),
   });
-  const store = createResultStore({ historySize: config.historySize });
+  const store = createResultStore({
+    historySize: config.historySize,
+    countsForHealth: (name) => checks.get(name)?.affectsNodeHealth !== false,
+  });
   let labeler: NodeLabeler | undefined;
   const gpuLock = createGpuLock({ onExclusiveChange: () => labeler?.sync() });
   const runner = createCheckRunner({
@@ -214,7 +265,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       : {
           kube,
           peers: () => peerDirectory.peers(),
-          fetch: ports.fetch ?? createHttpGet(FANOUT_MAX_ANSWER_BYTES),
+          fetch: httpGet,
           now: () => ports.clock.now(),
           nodeName: config.nodeName,
           defaultPort: config.apiPort,
@@ -267,6 +318,21 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       now: () => ports.clock.now(),
       cluster,
       onAcknowledged: () => labeler?.sync(),
+      ...(ports.startProcess === undefined
+        ? {}
+        : {
+            iperf: {
+              service: createIperfService({
+                startProcess: ports.startProcess,
+                runCommand: ports.runCommand,
+                command: config.iperfCommand,
+                logger: ports.logger.child({ component: 'iperf' }),
+              }),
+              localAddresses: ports.localAddresses ?? (() => []),
+              podName: config.podName ?? `autopilot-${config.nodeName}`,
+              nodeName: config.nodeName,
+            },
+          }),
     }),
     metricsApp: createMetricsApp(
       cachedExposition(registry, () =>

@@ -5,7 +5,7 @@
  */
 
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { renderTable } from './api/render.js';
 import { CHECK_NAMES, CHECK_SUMMARIES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
@@ -17,8 +17,9 @@ import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
 import { createJsonLogger, type Logger } from './log.js';
 import { listen, type Listening } from './server.js';
-import type { KubeApi } from './cluster/ports.js';
-import { connectKubernetes } from './k8s/kube-api.js';
+import { connectKubernetes, type KubeConnected } from './k8s/kube-api.js';
+import { createStartProcess } from './exec/start-process.js';
+import { localAddresses } from './network/interfaces.js';
 import { loadCudaProbe } from './native/cuda-probe.js';
 import { loadNvml } from './native/nvml.js';
 import type { NvmlLoad } from './native/ports.js';
@@ -59,7 +60,7 @@ async function main(argv: readonly string[]): Promise<number> {
     throw error;
   }
 
-  let kube: KubeApi | undefined;
+  let kube: KubeConnected | undefined;
   try {
     ({ kube, config } = connectIfConfigured(config));
   } catch (error) {
@@ -104,7 +105,10 @@ async function main(argv: readonly string[]): Promise<number> {
     cpuModel: readCpuModel(),
     gpuModel: await within(NATIVE_START_MS, gpuModelOf(nvml), 'N/A'),
     build: { version: packageVersion(), nodejs: process.versions.node },
-    kube,
+    kube: kube?.api,
+    ...(kube === undefined ? {} : { peerToken: kube.token }),
+    startProcess: createStartProcess({ baseEnv: process.env }),
+    localAddresses: () => localAddresses(networkInterfaces()),
   });
 
   try {
@@ -202,7 +206,7 @@ const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount
  * Kubernetes mode when asked for, or (auto) when running in a pod or given a KUBECONFIG. The
  * namespace falls back to the service account's, then to "default" for a kubeconfig on a laptop.
  */
-function connectIfConfigured(config: Config): { kube: KubeApi | undefined; config: Config } {
+function connectIfConfigured(config: Config): { kube: KubeConnected | undefined; config: Config } {
   const inCluster = process.env.KUBERNETES_SERVICE_HOST !== undefined;
   if (config.kubernetes === 'off') return { kube: undefined, config };
   if (config.kubernetes === 'auto' && !inCluster && config.kubeconfigPath === undefined) {

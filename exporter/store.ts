@@ -44,6 +44,8 @@ export interface ResultStore {
 
 export interface StoreOptions {
   readonly historySize: number;
+  /** Whether a check's results count for the node health; all do unless this says otherwise. */
+  readonly countsForHealth?: (check: string) => boolean;
 }
 
 export function createResultStore(options: StoreOptions): ResultStore {
@@ -64,7 +66,9 @@ export function createResultStore(options: StoreOptions): ResultStore {
   };
 
   const inputs = (now: number): HealthInputs => ({
-    conclusiveRuns: conclusive.values(),
+    conclusiveRuns: [...conclusive.values()].filter(
+      (run) => options.countsForHealth?.(run.check) ?? true,
+    ),
     acknowledgedAt,
     now,
   });

@@ -19,6 +19,7 @@ import type { NodeHealth } from '../node-health.js';
 import type { ResultStore } from '../store.js';
 import { requiresAuthorization, type Authorizer, type ProtectedAction } from './auth.js';
 import { streamClusterStatus, type ClusterDeps } from './cluster-status.js';
+import { addIperfRoutes, type IperfRouteDeps } from './iperf-routes.js';
 import { healthToJson, renderResultsText, runToJson } from './render.js';
 
 export interface ApiDeps {
@@ -34,6 +35,8 @@ export interface ApiDeps {
   readonly cluster: ClusterDeps | undefined;
   /** Called after an acknowledge changed the node health (the node label follows it). */
   readonly onAcknowledged?: (health: NodeHealth) => void;
+  /** The node-local iperf endpoints; absent, they answer 404. */
+  readonly iperf?: Omit<IperfRouteDeps, 'authorize' | 'readQuery' | 'wantsJson'>;
 }
 
 type Format = 'text' | 'json';
@@ -87,7 +90,10 @@ export function createApiApp(deps: ApiDeps): Koa {
     // Parameters are validated for every check before any check runs.
     const planned = names.map((name) => {
       const check = deps.checks.get(name)!;
-      return { check, params: check.parseParams({ pingnodes: query.pingnodes, r: query.r }) };
+      // iperf takes its workload parameters from the query, as Autopilot's /status did.
+      const raw =
+        name === 'iperf' ? iperfParams(query) : { pingnodes: query.pingnodes, r: query.r };
+      return { check, params: check.parseParams(raw) };
     });
     const hosts = splitList(query.host);
     const local =
@@ -103,6 +109,29 @@ export function createApiApp(deps: ApiDeps): Koa {
     // Refused here, before any node is asked: the nodes check the same token again themselves.
     for (const { check } of planned) {
       await authorize(ctx, { kind: 'run-check', check: check.name }, check);
+    }
+    // iperf runs once, from here, between the nodes; it is not asked of every node in turn.
+    const iperf = planned.find(({ check }) => check.name === 'iperf');
+    if (deps.cluster !== undefined && !local && iperf !== undefined) {
+      const run = await deps.runner.run('iperf', iperf.params, 'api');
+      const others = names.filter((name) => name !== 'iperf');
+      if (others.length === 0) {
+        respond(ctx, format, [{ check: iperf.check, run }], false);
+        return;
+      }
+      await streamClusterStatus(ctx, deps.cluster, {
+        checks: others,
+        forwarded: forwardedParams(query),
+        query,
+        batch,
+        format: streamed ? 'ndjson' : format,
+        authorization: ctx.get('Authorization') || undefined,
+        preamble: {
+          text: `Running iperf3 on hosts ${query.host ?? 'all'}\n\n${iperf.check.formatText(run, deps.nodeName)}\n`,
+          json: { ...runToJson(run), text: iperf.check.formatText(run, deps.nodeName) },
+        },
+      });
+      return;
     }
     if (deps.cluster !== undefined && !local) {
       await streamClusterStatus(ctx, deps.cluster, {
@@ -146,6 +175,17 @@ export function createApiApp(deps: ApiDeps): Koa {
         ctx.type = 'text/plain';
         ctx.body = `${check.banner}\n${check.formatText(run, deps.nodeName)}`;
       }
+    });
+  }
+
+  if (deps.iperf !== undefined) {
+    addIperfRoutes(router, {
+      ...deps.iperf,
+      authorize: async (ctx) => {
+        await authorize(ctx, { kind: 'run-check', check: 'iperf' });
+      },
+      readQuery: (ctx) => readQuery(ctx.query),
+      wantsJson: (ctx) => wantsJson(ctx),
     });
   }
 
@@ -283,6 +323,20 @@ function splitList(value: string | undefined): string[] {
 /** job and nodelabel select nodes; Autopilot's "None" is its spelling of absent. */
 function selects(query: RawParams): boolean {
   return [query.job, query.nodelabel].some((v) => v !== undefined && v !== '' && v !== 'None');
+}
+
+/** The iperf workload parameters of a /status query; an explicit host list names its nodes. */
+function iperfParams(query: RawParams): RawParams {
+  const hosts = query.host === undefined || query.host === 'all' ? undefined : query.host;
+  return {
+    workload: query.workload,
+    pclients: query.pclients,
+    startport: query.startport,
+    duration: query.duration,
+    src: query.src,
+    dst: query.dst,
+    nodes: hosts,
+  };
 }
 
 /** What each node's own /status needs to run the same checks. */

@@ -62,6 +62,8 @@ export interface ClusterRequest {
   readonly batch: number | undefined;
   readonly format: 'text' | 'json' | 'ndjson';
   readonly authorization: string | undefined;
+  /** What ran before the nodes were asked (the iperf matrix): first in the answer. */
+  readonly preamble?: { readonly text: string; readonly json: unknown };
 }
 
 /** Pure: the nodes a query selects, validated (ParamError names a malformed selector). */
@@ -131,6 +133,7 @@ export async function streamClusterStatus(
   if (request.format === 'json') {
     const reports = await run(() => undefined);
     ctx.body = {
+      ...(request.preamble === undefined ? {} : { iperf: request.preamble.json }),
       notes: targets.notes,
       nodes: sortByNode(reports).map(nodeReportToJson),
       summary: summaryToJson(reports, runtime()),
@@ -142,6 +145,13 @@ export async function streamClusterStatus(
   ctx.status = 200;
   ctx.type = request.format === 'ndjson' ? 'application/x-ndjson' : 'text/plain';
   ctx.body = stream;
+  if (request.preamble !== undefined) {
+    stream.write(
+      request.format === 'text'
+        ? request.preamble.text
+        : `${JSON.stringify({ type: 'iperf', result: request.preamble.json })}\n`,
+    );
+  }
   if (request.format === 'text') {
     stream.write(
       renderHeader({

@@ -77,6 +77,11 @@ export interface Check {
   readonly usesGpu: boolean;
   /** Needs the GPUs to itself: never overlaps another GPU check or exclusive check. */
   readonly exclusive: boolean;
+  /**
+   * false for checks whose findings are about other nodes or the links between them (iperf): they
+   * are reported and exported, but do not change this node's health label. Default true.
+   */
+  readonly affectsNodeHealth?: boolean;
   readonly timeoutMs: number;
   /** Validates API parameters; throws ParamError naming the bad one. Returns the normalised set. */
   parseParams(raw: RawParams): CheckParams;

@@ -14,6 +14,7 @@ import { PCIEBW_SUMMARY, createPcieBwCheck } from './pciebw.js';
 import type { KubeApi } from '../cluster/ports.js';
 import { PING_SUMMARY, createPingCheck, type PingPeer, type PingTarget } from './ping.js';
 import { PVC_SUMMARY, createPvcCheck } from './pvc.js';
+import { IPERF_SUMMARY, createIperfCheck, type IperfPorts } from './iperf.js';
 import { REMAPPED_SUMMARY, createRemappedCheck } from './remapped.js';
 import { XID_SUMMARY, createXidCheck, type XidLedger } from './xid.js';
 
@@ -27,6 +28,7 @@ export const CHECK_NAMES = [
   'gpumem',
   'ping',
   'pvc',
+  'iperf',
 ] as const;
 export type CheckName = (typeof CHECK_NAMES)[number];
 
@@ -40,6 +42,7 @@ export const CHECK_SUMMARIES: Readonly<Record<CheckName, string>> = {
   gpumem: GPUMEM_SUMMARY,
   ping: PING_SUMMARY,
   pvc: PVC_SUMMARY,
+  iperf: IPERF_SUMMARY,
 };
 
 export interface CheckPorts {
@@ -60,6 +63,8 @@ export interface CheckPorts {
   }) => Promise<readonly string[]>;
   /** Resolves after `ms`, rejects when `signal` aborts. */
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** How the iperf check reaches the nodes (Kubernetes mode); absent, it says SKIP. */
+  readonly iperf?: IperfPorts;
 }
 
 export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<string, Check> {
@@ -87,6 +92,14 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         ...(ports.targetsOf === undefined ? {} : { targetsOf: ports.targetsOf }),
         ...(ports.selectNodes === undefined ? {} : { selectNodes: ports.selectNodes }),
       }),
+    iperf: () =>
+      createIperfCheck(
+        ports.iperf ?? {
+          nodes: undefined,
+          ask: () => Promise.reject(new Error('not in Kubernetes mode')),
+        },
+        { defaultPclients: 8, defaultStartport: 5200, defaultDurationSeconds: 5 },
+      ),
     pvc: () =>
       createPvcCheck({
         kube: ports.kube,

@@ -17,4 +17,11 @@ export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
   { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['create', 'get', 'delete'] },
   { apiGroups: ['storage.k8s.io'], resources: ['storageclasses'], verbs: ['get'] },
   ...EXPORTER_REVIEW_RBAC_RULES,
+  // The iperf check starts servers and clients on other nodes through their APIs, as this exporter.
+  {
+    apiGroups: ['autopilot.ibm.com'],
+    resources: ['healthchecks'],
+    verbs: ['create'],
+    resourceNames: ['iperf'],
+  },
 ];

@@ -38,6 +38,8 @@ export interface Config {
   readonly periodicChecks: readonly string[];
   readonly peers: readonly string[];
   readonly ping: PingSettings;
+  /** The iperf3 executable. */
+  readonly iperfCommand: string;
   /** Label selector of the Autopilot pods in NAMESPACE (their interfaces are what ping and iperf reach). */
   readonly podSelector: string;
   readonly historySize: number;
@@ -186,6 +188,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
         100_000,
       ),
     },
+    iperfCommand: setting('AUTOPILOT_IPERF_COMMAND') ?? 'iperf3',
     podSelector: parseSelectorSetting(
       'AUTOPILOT_POD_SELECTOR',
       setting('AUTOPILOT_POD_SELECTOR') ?? 'app=autopilot',
@@ -445,6 +448,7 @@ export const ENV_SETTINGS = [
     '0',
     'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
   ],
+  ['AUTOPILOT_IPERF_COMMAND', 'iperf3', 'the iperf3 executable'],
   [
     'AUTOPILOT_POD_SELECTOR',
     'app=autopilot',

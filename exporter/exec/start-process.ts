@@ -88,26 +88,39 @@ export function signalProcessGroup(pid: number, signal: NodeJS.Signals): boolean
   }
 }
 
-export function createStartProcess(deps: StartProcessDeps): StartProcess {
-  const exitHook = deps.exitHook ?? processExitHook;
-  // Groups of this factory still alive. The exit listener exists only while there are some, so
-  // factories made in tests do not pile up listeners on `process`.
+/** Process groups to kill if the exporter exits while they live. */
+export interface GroupReaper {
+  track(pid: number): void;
+  untrack(pid: number): void;
+}
+
+/**
+ * Kills, from the exit hook, every group tracked and not yet untracked. The listener exists only
+ * while there are some, so reapers made in tests do not pile up listeners on `process`. RunCommand
+ * could share one (its children are detached too, so they would outlive the exporter).
+ */
+export function createGroupReaper(exitHook: ExitHook = processExitHook): GroupReaper {
   const liveGroups = new Set<number>();
   const killAllAtExit = (): void => {
+    // Each group leaves the set when its 'exit' arrives, which removes the listener after the last.
     for (const pid of liveGroups) signalProcessGroup(pid, 'SIGKILL');
-    liveGroups.clear();
   };
-  const track = (pid: number): void => {
-    if (liveGroups.size === 0) exitHook.add(killAllAtExit);
-    liveGroups.add(pid);
+  return {
+    track: (pid) => {
+      if (liveGroups.size === 0) exitHook.add(killAllAtExit);
+      liveGroups.add(pid);
+    },
+    untrack: (pid) => {
+      if (!liveGroups.delete(pid)) return;
+      if (liveGroups.size === 0) exitHook.remove(killAllAtExit);
+    },
   };
-  const untrack = (pid: number): void => {
-    if (!liveGroups.delete(pid)) return;
-    if (liveGroups.size === 0) exitHook.remove(killAllAtExit);
-  };
+}
 
+export function createStartProcess(deps: StartProcessDeps): StartProcess {
+  const reaper = createGroupReaper(deps.exitHook);
   return (command, options) =>
-    startProcess(command, options, environment(deps.baseEnv, options.env), { track, untrack });
+    startProcess(command, options, environment(deps.baseEnv, options.env), reaper);
 }
 
 function environment(
@@ -126,7 +139,7 @@ function startProcess(
   command: { readonly file: string; readonly args: readonly string[] },
   options: StartProcessOptions,
   env: Record<string, string>,
-  groups: { track(pid: number): void; untrack(pid: number): void },
+  groups: GroupReaper,
 ): StartedProcess {
   const output = new OutputTail(options.maxOutputBytes ?? DEFAULT_KEPT_OUTPUT_BYTES);
   const child = spawn(command.file, [...command.args], {
@@ -187,7 +200,12 @@ function startProcess(
     leaderExited = true;
     // Whatever the leader forked must not outlive it; and a grandchild holding the pipes open
     // would otherwise delay 'close' for as long as it lives.
-    if (pid !== undefined) signalProcessGroup(pid, 'SIGKILL');
+    if (pid !== undefined) {
+      signalProcessGroup(pid, 'SIGKILL');
+      // Node has reaped the leader, so its pid may be reused: never signal that group id again.
+      clearTimeout(killTimer);
+      groups.untrack(pid);
+    }
     const end = { exitCode, signal, spawnError: undefined };
     const fallback: ProcessEndCause = signal !== null ? 'signal' : 'exited';
     // 'close' normally follows at once with the last output; this covers a descendant that left

@@ -29,8 +29,14 @@ export interface KubeConnection {
   readonly requestTimeoutMs: number;
 }
 
+export interface KubeConnected {
+  readonly api: KubeApi;
+  /** The bearer token this configuration authenticates with (the pod's service account). */
+  readonly token: () => Promise<string | undefined>;
+}
+
 /** Throws a plain Error naming the problem when the configuration cannot be loaded. */
-export function connectKubernetes(connection: KubeConnection): KubeApi {
+export function connectKubernetes(connection: KubeConnection): KubeConnected {
   const kc = new KubeConfig();
   if (connection.kubeconfigPath === undefined) kc.loadFromCluster();
   else kc.loadFromFile(connection.kubeconfigPath);
@@ -39,7 +45,16 @@ export function connectKubernetes(connection: KubeConnection): KubeApi {
       `${connection.kubeconfigPath ?? 'in-cluster configuration'} names no current cluster`,
     );
   }
-  return createKubeApi(kc, connection.requestTimeoutMs);
+  return { api: createKubeApi(kc, connection.requestTimeoutMs), token: () => bearerToken(kc) };
+}
+
+/** The token client-node would send (a projected service account token is re-read as it rotates). */
+export async function bearerToken(kc: KubeConfig): Promise<string | undefined> {
+  const options = await kc.applyToFetchOptions({});
+  // client-node builds a WHATWG Headers object here.
+  const header = (options.headers as Headers | undefined)?.get('authorization') ?? null;
+  const match = header === null ? null : /^Bearer\s+(.+)$/i.exec(header);
+  return match?.[1];
 }
 
 /** A KubeApi over an already loaded configuration (tests point one at a fake API server). */

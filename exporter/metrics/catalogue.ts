@@ -105,6 +105,16 @@ export const SAMPLE_METRICS = {
     help: 'Share of echo requests without a reply to one interface of one peer, from the last run that pinged it; only interfaces that lost some appear.',
     labelNames: ['check', 'peer', 'interface'],
   },
+  autopilot_iperf_bandwidth_bytes_per_second: {
+    type: 'gauge',
+    help: 'TCP throughput between nodes in the last iperf run this node asked for, per interface: the slowest pair, the median and the fastest (stat).',
+    labelNames: ['interface', 'stat'],
+  },
+  autopilot_iperf_node_bandwidth_bytes_per_second: {
+    type: 'gauge',
+    help: 'Mean TCP throughput of the transfers a node sent in the last iperf run this node asked for, per interface.',
+    labelNames: ['node', 'interface'],
+  },
   autopilot_gpu_pcie_bandwidth_bytes_per_second: {
     type: 'gauge',
     help: 'Pinned copy bandwidth between host and GPU in the last conclusive pciebw run, by direction (h2d, d2h).',

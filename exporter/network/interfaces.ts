@@ -59,3 +59,30 @@ export function podInterfaces(pod: Pick<PodInfo, 'annotations' | 'podIPs'>): Pod
     })),
   );
 }
+
+/** What os.networkInterfaces() gives for one address (the fields used here). */
+export interface OsAddress {
+  readonly address: string;
+  readonly family: string | number;
+  readonly internal: boolean;
+}
+
+/**
+ * Pure: this pod's own IPv4 addresses (loopback left out), named like podInterfaces names them,
+ * for the iperf3 servers to bind to.
+ */
+export function localAddresses(
+  interfaces: Readonly<Record<string, readonly OsAddress[] | undefined>>,
+): PodInterface[] {
+  return Object.entries(interfaces)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .flatMap(([name, addresses]) => {
+      const usable = (addresses ?? []).filter(
+        (a) => !a.internal && (a.family === 'IPv4' || a.family === 4),
+      );
+      return usable.map((a, index) => ({
+        name: usable.length > 1 ? `${name}-${index}` : name,
+        address: a.address,
+      }));
+    });
+}

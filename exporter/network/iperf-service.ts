@@ -73,12 +73,14 @@ export interface IperfService {
   /**
    * For every address, numservers servers on startport..startport+numservers-1; waits until each
    * says it listens (or fails). Servers started earlier on the same address:port are stopped first.
-   * Each server stops by itself after lifetimeMs. Throws RangeError for counts or ports out of range.
+   * Each server stops by itself after lifetimeMs. Rejects with a RangeError for counts or ports out
+   * of range.
    */
   startServers(request: ServersRequest): Promise<ServerStart[]>;
   /**
    * numclients concurrent clients to dstip:dstport+i for durationSeconds; a client that fails is
-   * reported, never thrown. Honors signal (kills the clients). Throws RangeError for bad counts.
+   * reported, never thrown. Honors signal (kills the clients). Rejects with a RangeError for counts
+   * or ports out of range.
    */
   runClients(request: ClientsRequest): Promise<ClientsOutcome>;
   /** Stops every server this service started (only those); returns how many. */
@@ -151,7 +153,7 @@ export function createIperfService(deps: IperfServiceDeps): IperfService {
   };
 
   return {
-    startServers: (request) => {
+    startServers: async (request) => {
       checkServersRequest(request);
       const ports = Array.from({ length: request.numservers }, (_, i) => request.startport + i);
       // The same address listed twice (under two names) would race itself for every port.

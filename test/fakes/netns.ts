@@ -6,12 +6,15 @@
  *
  * Needs root. Every address is in 198.18.0.0/15 (RFC 2544 benchmarking space), one /24 per
  * network. The kernel itself arbitrates between concurrent jest workers: a /24 belongs to whoever
- * created the bridge named after it, and that bridge's alias names the owning pid, so leftovers of
- * a killed run are recognised and removed by the next one.
+ * created the bridge named after it. Nothing outlives the test process: a watchdog process removes
+ * the lab when the test process dies without destroy(), and should the watchdog die too, the next
+ * lab with the same prefix removes the leftovers (the links' alias names the owning pid).
  */
 
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 
 export interface NetNode {
   /** The network namespace. */
@@ -26,6 +29,8 @@ export interface Lab {
   readonly nodes: readonly NetNode[];
   /** Network name -> the root namespace's address on that network's bridge. */
   readonly hostAddresses: Readonly<Record<string, string>>;
+  /** Network name -> its bridge in the root namespace. */
+  readonly bridges: Readonly<Record<string, string>>;
   /**
    * Runs `ip netns exec <ns> <file> <args>` (no shell) in its own process group. With `env`, the
    * command sees exactly that environment plus PATH (unless `env` sets it); without, the test's.
@@ -62,7 +67,8 @@ const SUBNETS = 512;
 const RANGE_START = ipv4ToNumber('198.18.0.0');
 const HOST_NUMBER = 254;
 const MAX_NODES = HOST_NUMBER - 1;
-const OWNER_ALIAS = 'autopilot netns lab, pid ';
+const OWNER_ALIAS = 'autopilot-netns-lab pid=';
+const owner = (): string => `${OWNER_ALIAS}${process.pid}`;
 const READY_TIMEOUT_MS = 5000;
 const EXIT_TIMEOUT_MS = 5000;
 
@@ -112,16 +118,22 @@ export async function createLab(options: LabOptions): Promise<Lab> {
 
   const labNumber = ++labsCreated;
   const resources: Resources = { namespaces: [], veths: [], bridges: [], children: new Set() };
-  // A test process that dies without destroy() must not leave namespaces behind for the next run.
-  const cleanupOnExit = (): void => cleanUp(resources);
-  process.on('exit', cleanupOnExit);
+  let watchdog: Watchdog | undefined;
 
   let nodes: NetNode[];
   const hostAddresses: Record<string, string> = {};
+  const bridges: Record<string, string> = {};
   try {
     const subnets = claimSubnets(prefix, options.networks.length, resources);
-    nodes = Array.from({ length: options.nodes }, (_, index) => {
-      const name = `${prefix}-${process.pid}-${labNumber}-${index + 1}`;
+    const names = Array.from(
+      { length: options.nodes },
+      (_, index) => `${prefix}-${process.pid}-${labNumber}-${index + 1}`,
+    );
+    watchdog = startWatchdog(names, [
+      ...subnets.flatMap((subnet) => names.map((_, node) => vethName(prefix, subnet, node))),
+      ...resources.bridges,
+    ]);
+    nodes = names.map((name) => {
       ip('netns', 'add', name);
       resources.namespaces.push(name);
       ip('-n', name, 'link', 'set', 'lo', 'up');
@@ -133,12 +145,13 @@ export async function createLab(options: LabOptions): Promise<Lab> {
       ip('addr', 'add', `${subnetAddress(subnet, HOST_NUMBER)}/24`, 'dev', bridge);
       ip('link', 'set', bridge, 'up');
       hostAddresses[network] = subnetAddress(subnet, HOST_NUMBER);
+      bridges[network] = bridge;
       nodes.forEach((node, nodeIndex) => {
         const veth = vethName(prefix, subnet, nodeIndex);
         const address = subnetAddress(subnet, nodeIndex + 1);
         ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', network, 'netns', node.name);
         resources.veths.push(veth);
-        ip('link', 'set', veth, 'master', bridge, 'up');
+        ip('link', 'set', veth, 'alias', owner(), 'master', bridge, 'up');
         ip('-n', node.name, 'addr', 'add', `${address}/24`, 'dev', network);
         ip('-n', node.name, 'link', 'set', network, 'up');
         (node.addresses as Record<string, string>)[network] = address;
@@ -148,13 +161,15 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     await waitUntilUp(nodes);
   } catch (error) {
     cleanUp(resources);
-    process.off('exit', cleanupOnExit);
+    watchdog?.dismiss();
     throw new Error(
       `could not create a network lab of ${options.nodes} nodes on ${options.networks.join(', ')}: ${errorText(error)}`,
       { cause: error },
     );
   }
 
+  let destroying: Promise<void> | undefined;
+  const shaped = new Set<string>();
   const own = (node: NetNode): NetNode => {
     if (destroying !== undefined) throw new Error('the network lab has been destroyed');
     const found = nodes.find((candidate) => candidate.name === node.name);
@@ -167,12 +182,10 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     return veth;
   };
 
-  let destroying: Promise<void> | undefined;
-  const shaped = new Set<string>();
-
   return {
     nodes,
     hostAddresses,
+    bridges,
     spawnIn(node, file, args, spawnOptions) {
       const env = spawnOptions?.env === undefined ? process.env : { PATH, ...spawnOptions.env };
       const child = spawn('ip', ['netns', 'exec', own(node).name, file, ...args], {
@@ -202,8 +215,9 @@ export async function createLab(options: LabOptions): Promise<Lab> {
       const key = `${node.name}/${iface}`;
       if (rateMbit === undefined) {
         if (!shaped.has(key)) return;
-        for (const [dev, namespace] of ends)
+        for (const [dev, namespace] of ends) {
           run('tc', [...namespace, 'qdisc', 'del', 'dev', dev, 'root']);
+        }
         shaped.delete(key);
         return;
       }
@@ -236,8 +250,13 @@ export async function createLab(options: LabOptions): Promise<Lab> {
         const children = [...resources.children];
         for (const child of children) killGroup(child);
         await Promise.all(children.map(exited));
+        // Whatever else runs in the namespaces, e.g. something a spawned process started in a
+        // process group of its own.
+        const others = resources.namespaces.flatMap(namespacePids);
+        for (const pid of others) signal(pid);
+        await gone(others);
         cleanUp(resources);
-        process.off('exit', cleanupOnExit);
+        watchdog?.dismiss();
       })();
       return destroying;
     },
@@ -278,7 +297,7 @@ function claimSubnets(prefix: string, count: number, resources: Resources): numb
       throw error;
     }
     resources.bridges.push(bridge);
-    ip('link', 'set', bridge, 'alias', `${OWNER_ALIAS}${process.pid}`);
+    ip('link', 'set', bridge, 'alias', owner());
     claimed.push(subnet);
   }
   if (claimed.length < count) throw new Error('no free /24 left in 198.18.0.0/15');
@@ -302,7 +321,7 @@ function subnetsInUse(): Set<number> {
   return used;
 }
 
-/** Namespaces and links of labs whose process is gone (killed before its exit handler ran). */
+/** Namespaces and links of labs whose process and watchdog are both gone. */
 function removeLeftovers(prefix: string): void {
   const namespacePattern = new RegExp(`^${prefix}-(\\d+)-\\d+-\\d+$`);
   for (const line of ip('netns', 'list').split('\n')) {
@@ -319,10 +338,10 @@ function removeLeftovers(prefix: string): void {
   for (const { ifname, ifalias } of links) {
     const subnet = bridgePattern.exec(ifname)?.[1];
     if (subnet === undefined) continue;
-    const owner = ifalias?.startsWith(OWNER_ALIAS) ? Number(ifalias.slice(OWNER_ALIAS.length)) : 0;
     // A bridge without its alias yet is being set up by another worker right now.
-    if (ifalias === undefined || isAlive(owner)) liveBridges.add(subnet);
-    else staleBridges.push(ifname);
+    const ours = ifalias?.startsWith(OWNER_ALIAS) ?? false;
+    if (ours && !isAlive(Number(ifalias?.slice(OWNER_ALIAS.length)))) staleBridges.push(ifname);
+    else liveBridges.add(subnet);
   }
   for (const { ifname } of links) {
     const subnet = vethPattern.exec(ifname)?.[1];
@@ -331,7 +350,7 @@ function removeLeftovers(prefix: string): void {
   for (const bridge of staleBridges) tryIp('link', 'del', bridge);
 }
 
-/** Best effort and synchronous, so that it also works from an exit handler. */
+/** Best effort: what is already gone is skipped. */
 function cleanUp(resources: Resources): void {
   for (const child of resources.children) killGroup(child);
   for (const namespace of resources.namespaces.splice(0)) deleteNamespace(namespace);
@@ -341,15 +360,81 @@ function cleanUp(resources: Resources): void {
 }
 
 function deleteNamespace(name: string): void {
-  try {
-    for (const pid of ip('netns', 'pids', name).split('\n').filter(Boolean)) {
-      signal(Number(pid));
-    }
-  } catch {
-    // Gone already.
-  }
+  for (const pid of namespacePids(name)) signal(pid);
   tryIp('netns', 'del', name);
 }
+
+function namespacePids(name: string): number[] {
+  try {
+    return ip('netns', 'pids', name).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+interface Watchdog {
+  /** The lab was cleaned up normally; the watchdog exits without doing anything. */
+  dismiss(): void;
+}
+
+/** Marks the watchdog in `ps` and /proc/<pid>/cmdline. */
+export const WATCHDOG_NAME = 'netns-lab-watchdog';
+
+// Reads until the test process says `done` or dies (end of file): then it deletes everything.
+const WATCHDOG_SCRIPT = `read -r line
+[ "$line" = done ] && exit 0
+for ns in $LAB_NAMESPACES; do
+  for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+  ip netns del "$ns" 2>/dev/null
+done
+# Only links still ours: after a normal destroy another lab may own the name by now.
+for link in $LAB_LINKS; do
+  ip -o link show dev "$link" 2>/dev/null | grep -q "alias $LAB_OWNER$" && ip link del "$link"
+done
+exit 0`;
+
+/**
+ * Cleans up after a test process that dies without destroy(), SIGKILL included. An exit handler
+ * cannot do this under jest: the test sandbox's `process` is a copy whose 'exit' never fires.
+ */
+function startWatchdog(namespaces: readonly string[], links: readonly string[]): Watchdog {
+  const child = spawn('sh', ['-c', WATCHDOG_SCRIPT, WATCHDOG_NAME], {
+    detached: true,
+    env: {
+      PATH,
+      LAB_NAMESPACES: namespaces.join(' '),
+      LAB_LINKS: links.join(' '),
+      LAB_OWNER: owner(),
+    },
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  // It must neither keep the test process alive nor outlive it by its own doing.
+  child.unref();
+  const input = child.stdin as Socket;
+  input.unref();
+  input.on('error', () => undefined);
+  return {
+    dismiss() {
+      input.end('done\n');
+    },
+  };
+}
+
+async function gone(pids: readonly number[]): Promise<void> {
+  const deadline = Date.now() + EXIT_TIMEOUT_MS;
+  while (pids.some(isRunning) && Date.now() < deadline) await sleep(20);
+}
+
+/** Running, not a zombie that its (new) parent has not reaped yet. */
+function isRunning(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitUntilUp(nodes: readonly NetNode[]): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
@@ -357,7 +442,7 @@ async function waitUntilUp(nodes: readonly NetNode[]): Promise<void> {
     for (const [iface, veth] of Object.entries(node.hostVeths)) {
       while (!isUp(veth) || !isUp(iface, node.name)) {
         if (Date.now() > deadline) throw new Error(`${node.name} ${iface} did not come up`);
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        await sleep(20);
       }
     }
   }

@@ -5,11 +5,11 @@
  */
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ts from 'typescript';
-import { createLab, labSupported, withLab } from '../fakes/netns.js';
+import { WATCHDOG_NAME, createLab, labSupported, withLab } from '../fakes/netns.js';
 import type { Lab, NetNode } from '../fakes/netns.js';
 
 const PATH = process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -42,6 +42,23 @@ const addressOf = (node: NetNode, iface: string): string => {
   return address;
 };
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function childrenOf(parent: number): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        // Field 4 of /proc/<pid>/stat, after the parenthesised command name.
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[1]) === parent;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
 /** Running, not a zombie nobody has reaped yet. */
 function isRunning(pid: number): boolean {
   try {
@@ -59,6 +76,12 @@ const namespaces = (): string[] =>
 
 const links = (): string[] =>
   (JSON.parse(run('ip', ['-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname);
+
+/** The lab's links in the root namespace: host-side veths and bridges. */
+const linksOf = (lab: Lab): string[] => [
+  ...lab.nodes.flatMap((node) => Object.values(node.hostVeths)),
+  ...Object.values(lab.bridges),
+];
 
 const hostIPv4Addresses = (): string[] =>
   (
@@ -178,6 +201,21 @@ describe('a lab of three nodes on two networks', () => {
     expect(await measureMbit(lab, node2, node1, 'eth0')).toBeGreaterThan(200);
   });
 
+  test('spawnIn runs in the namespace with exactly the given environment plus PATH', async () => {
+    const node = at(lab.nodes, 2);
+    const child = lab.spawnIn(node, 'sh', ['-c', 'env; ip -4 -br addr show dev eth0'], {
+      env: { GREETING: 'hello' },
+    });
+    let output = '';
+    child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise((resolve) => child.once('close', resolve));
+    expect(code).toBe(0);
+    expect(output).toContain('GREETING=hello\n');
+    expect(output).toContain(`PATH=${PATH}\n`);
+    expect(output).not.toMatch(/^JEST_WORKER_ID=/m);
+    expect(output).toContain(`${addressOf(node, 'eth0')}/24`);
+  });
+
   test('nodes of another lab are refused', () => {
     const stranger: NetNode = { name: 'elsewhere', addresses: {}, hostVeths: {} };
     expect(() => lab.execIn(stranger, 'true', [])).toThrow('elsewhere is not a node of this lab');
@@ -198,7 +236,9 @@ describe('clean-up', () => {
     );
     expect(isRunning(child.pid ?? 0)).toBe(true);
     expect(isRunning(grandchild)).toBe(true);
-    expect(links().some((name) => name.startsWith('apd'))).toBe(true);
+    const ours = linksOf(lab);
+    expect(ours).toHaveLength(3);
+    expect(links()).toEqual(expect.arrayContaining(ours));
 
     await lab.destroy();
     await lab.destroy();
@@ -206,22 +246,25 @@ describe('clean-up', () => {
     expect(child.signalCode).toBe('SIGKILL');
     expect(isRunning(grandchild)).toBe(false);
     expect(namespaces().filter((name) => names.includes(name))).toStrictEqual([]);
-    expect(links().filter((name) => name.startsWith('apd'))).toStrictEqual([]);
+    expect(links().filter((name) => ours.includes(name))).toStrictEqual([]);
     expect(hostIPv4Addresses()).not.toContain(lab.hostAddresses.eth0);
     expect(() => lab.execIn(node, 'true', [])).toThrow('destroyed');
   });
 
   test('withLab destroys the lab when the test body throws', async () => {
     let names: string[] = [];
+    let ours: string[] = [];
     await expect(
       withLab({ nodes: 1, networks: ['eth0'], prefix: 'apw' }, (lab) => {
         names = lab.nodes.map((node) => node.name);
+        ours = linksOf(lab);
         throw new Error('test body failed');
       }),
     ).rejects.toThrow('test body failed');
     expect(names).toHaveLength(1);
     expect(namespaces().filter((name) => names.includes(name))).toStrictEqual([]);
-    expect(links().filter((name) => name.startsWith('apw'))).toStrictEqual([]);
+    expect(ours).toHaveLength(2);
+    expect(links().filter((name) => ours.includes(name))).toStrictEqual([]);
   });
 
   test('bad options are refused before anything is created', async () => {
@@ -233,7 +276,7 @@ describe('clean-up', () => {
     );
   });
 
-  describe('a test process that dies without destroy()', () => {
+  describe('in a separate Node process', () => {
     let directory: string;
 
     beforeAll(() => {
@@ -245,13 +288,15 @@ describe('clean-up', () => {
       });
       writeFileSync(join(directory, 'netns.mjs'), outputText);
       writeFileSync(
-        join(directory, 'crash.mjs'),
+        join(directory, 'victim.mjs'),
         [
           "import { createLab } from './netns.mjs';",
           "const lab = await createLab({ nodes: 2, networks: ['eth0'], prefix: process.argv[2] });",
           "const sleeper = lab.spawnIn(lab.nodes[0], 'sleep', ['60']);",
-          'console.log(JSON.stringify({ names: lab.nodes.map((n) => n.name), sleeper: sleeper.pid }));',
-          "if (process.argv[3] === 'exit') process.exit(3);",
+          'const names = lab.nodes.map((node) => node.name);',
+          'const veths = lab.nodes.flatMap((node) => Object.values(node.hostVeths));',
+          'const bridges = Object.values(lab.bridges);',
+          'console.log(JSON.stringify({ names, veths, bridges, sleeper: sleeper.pid }));',
           'setInterval(() => {}, 1000);',
         ].join('\n'),
       );
@@ -261,52 +306,106 @@ describe('clean-up', () => {
       rmSync(directory, { recursive: true, force: true });
     });
 
-    async function crash(prefix: string, how: 'exit' | 'SIGKILL') {
-      const child = spawn(process.execPath, [join(directory, 'crash.mjs'), prefix, how], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      const created = await new Promise<{ names: string[]; sleeper: number }>((resolve, reject) => {
-        child.stdout.once('data', (chunk: Buffer) => resolve(JSON.parse(chunk.toString())));
-        child.once('exit', (code) => reject(new Error(`crash.mjs exited with ${code} early`)));
-      }).catch((error: unknown) => {
-        if (how === 'exit') return undefined;
-        throw error;
-      });
-      if (how === 'SIGKILL') child.kill('SIGKILL');
-      await new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) resolve(undefined);
-        else child.once('exit', resolve);
-      });
-      return created;
+    interface Victim {
+      readonly names: string[];
+      readonly veths: string[];
+      readonly bridges: string[];
+      readonly sleeper: number;
+      readonly watchdog: number;
     }
 
-    test('process.exit: the exit handler removes everything', async () => {
-      const created = await crash('ape', 'exit');
-      expect(created?.names).toHaveLength(2);
-      expect(namespaces().filter((name) => created?.names.includes(name))).toStrictEqual([]);
-      expect(links().filter((name) => name.startsWith('ape'))).toStrictEqual([]);
-      expect(isRunning(created?.sleeper ?? 0)).toBe(false);
+    /** A process that created a lab and was then SIGKILLed, optionally with its watchdog. */
+    async function killedVictim(prefix: string, killWatchdog: boolean): Promise<Victim> {
+      const child = spawn(process.execPath, [join(directory, 'victim.mjs'), prefix], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const created = await new Promise<Omit<Victim, 'watchdog'>>((resolve, reject) => {
+        child.stdout.once('data', (chunk: Buffer) => {
+          resolve(JSON.parse(chunk.toString()) as Omit<Victim, 'watchdog'>);
+        });
+        child.once('exit', (code) => reject(new Error(`victim.mjs exited with ${code} early`)));
+      });
+      const watchdog = childrenOf(child.pid ?? 0).find((pid) =>
+        readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(WATCHDOG_NAME),
+      );
+      expect(watchdog).toBeDefined();
+      if (killWatchdog) process.kill(watchdog ?? 0, 'SIGKILL');
+      child.kill('SIGKILL');
+      await new Promise((resolve) => child.once('exit', resolve));
+      return { ...created, watchdog: watchdog ?? 0 };
+    }
+
+    /** `reclaimed`: a later lab may own one of the victim's bridge names by now. */
+    const leftovers = (victim: Victim, reclaimed: readonly string[] = []) => ({
+      namespaces: namespaces()
+        .filter((name) => victim.names.includes(name))
+        .sort(),
+      links: links()
+        .filter((name) => [...victim.veths, ...victim.bridges].includes(name))
+        .filter((name) => !reclaimed.includes(name))
+        .sort(),
+      sleeperRunning: isRunning(victim.sleeper),
+    });
+    const nothingLeft = { namespaces: [], links: [], sleeperRunning: false };
+
+    test('a lab that fails half-way is removed and the error says why', () => {
+      const prefix = 'aph';
+      const script = [
+        "import { execFileSync } from 'node:child_process';",
+        "import { createLab } from './netns.mjs';",
+        "const ip = (...args) => execFileSync('ip', args, { encoding: 'utf8' });",
+        // The second node's namespace name is taken, so creation fails after the first node.
+        `const taken = '${prefix}-' + process.pid + '-1-2';`,
+        "ip('netns', 'add', taken);",
+        'let error;',
+        'try {',
+        `  await createLab({ nodes: 3, networks: ['eth0', 'net1'], prefix: '${prefix}' });`,
+        '} catch (caught) {',
+        '  error = caught.message;',
+        '}',
+        "const namespaces = ip('netns', 'list').split('\\n').map((l) => l.split(' ')[0]);",
+        `const ours = namespaces.filter((n) => n.startsWith('${prefix}-' + process.pid));`,
+        "const links = JSON.parse(ip('-j', 'link', 'show')).map((l) => l.ifname);",
+        "ip('netns', 'del', taken);",
+        'console.log(JSON.stringify({ error, ours, taken, links }));',
+      ].join('\n');
+      writeFileSync(join(directory, 'half-way.mjs'), script);
+      const report = JSON.parse(run(process.execPath, [join(directory, 'half-way.mjs')])) as {
+        error?: string;
+        ours: string[];
+        taken: string;
+        links: string[];
+      };
+      expect(report.error).toMatch(
+        /^could not create a network lab of 3 nodes on eth0, net1: .*netns add .*-1-2.*File exists/,
+      );
+      expect(report.ours).toStrictEqual([report.taken]);
+      // Bridges of the lab were created before the failure; none is left.
+      expect(report.links.filter((name) => name.startsWith(prefix))).toStrictEqual([]);
     });
 
-    test('SIGKILL: the next lab with the same prefix removes the leftovers', async () => {
-      const created = await crash('apk', 'SIGKILL');
-      expect(namespaces().filter((name) => created?.names.includes(name))).toHaveLength(2);
-      expect(links().some((name) => name.startsWith('apk'))).toBe(true);
-      expect(isRunning(created?.sleeper ?? 0)).toBe(true);
+    test('its watchdog removes the lab and the processes in it', async () => {
+      const victim = await killedVictim('apk', false);
+      expect(victim.names).toHaveLength(2);
+      expect(victim.veths).toHaveLength(2);
+      const deadline = Date.now() + 5000;
+      while (isRunning(victim.watchdog) && Date.now() < deadline) await sleep(20);
+      expect(leftovers(victim)).toStrictEqual(nothingLeft);
+    });
 
-      await withLab({ nodes: 1, networks: ['eth0'], prefix: 'apk' }, (lab) => {
-        const ours = new Set([...lab.nodes.map((n) => n.name)]);
-        expect(namespaces().filter((name) => created?.names.includes(name))).toStrictEqual([]);
-        const leftovers = links().filter(
-          (name) =>
-            name.startsWith('apk') && !Object.values(at(lab.nodes, 0).hostVeths).includes(name),
-        );
-        // Only this lab's bridge is left besides its veth.
-        expect(leftovers).toHaveLength(1);
-        expect(ours.size).toBe(1);
-      });
-      expect(isRunning(created?.sleeper ?? 0)).toBe(false);
-      expect(links().filter((name) => name.startsWith('apk'))).toStrictEqual([]);
+    test('with its watchdog killed too, the next lab of the same prefix removes the leftovers', async () => {
+      const victim = await killedVictim('apj', true);
+      try {
+        expect(leftovers(victim)).toStrictEqual({
+          namespaces: [...victim.names].sort(),
+          links: [...victim.veths, ...victim.bridges].sort(),
+          sleeperRunning: true,
+        });
+      } finally {
+        await withLab({ nodes: 1, networks: ['eth0'], prefix: 'apj' }, (lab) => {
+          expect(leftovers(victim, linksOf(lab))).toStrictEqual(nothingLeft);
+        });
+      }
     });
   });
 });

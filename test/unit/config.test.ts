@@ -69,6 +69,7 @@ describe('parseConfig defaults', () => {
       peers: [],
       ping: { command: 'ping', count: 3, replyTimeoutMs: 1000, concurrency: 64, sampleSize: 0 },
       podSelector: 'app=autopilot',
+      iperfCommand: 'iperf3',
       historySize: 20,
       dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
       invasiveJobTtlSeconds: 30,
