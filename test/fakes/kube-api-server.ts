@@ -107,6 +107,8 @@ export interface FakeKubeApiOptions {
   readonly historyLimit?: number;
   /** How long a deleted claim lingers with its deletionTimestamp set; 0 removes it at once. */
   readonly pvcDeletionDelayMs?: number;
+  /** Address to listen on; 127.0.0.1 unless a test's network namespaces must reach it. */
+  readonly host?: string;
 }
 
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
@@ -1328,8 +1330,8 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
   const server = createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, options.host ?? '127.0.0.1', () => resolve());
   });
   const { port } = server.address() as AddressInfo;
-  return new FakeKubeApi(server, `http://127.0.0.1:${port}`, options);
+  return new FakeKubeApi(server, `http://${options.host ?? '127.0.0.1'}:${port}`, options);
 }
