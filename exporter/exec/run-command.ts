@@ -8,6 +8,7 @@
  */
 
 import { spawn } from 'node:child_process';
+import { createGroupReaper, type ExitHook, type GroupReaper } from './start-process.js';
 
 export interface CommandSpec {
   /** Executable name (looked up in PATH) or path. */
@@ -45,6 +46,8 @@ export const DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024;
 export interface RunCommandOptions {
   /** Environment the child starts from; LC_ALL=C is always added. */
   readonly baseEnv: Readonly<Record<string, string | undefined>>;
+  /** Defaults to Node's process 'exit' event: groups still running then are killed. */
+  readonly exitHook?: ExitHook;
 }
 
 export function createRunCommand(options: RunCommandOptions): RunCommand {
@@ -52,11 +55,13 @@ export function createRunCommand(options: RunCommandOptions): RunCommand {
   // pings would hold the loop for ~200 ms and stall /metrics. One spawn per turn of the event loop
   // lets the HTTP servers answer between spawns.
   let previousSpawn: Promise<void> = Promise.resolve();
+  // A command still running when the exporter exits (a dcgmi diag at shutdown) must not outlive it.
+  const groups = createGroupReaper(options.exitHook);
   return async (spec, signal) => {
     const turn = previousSpawn.then(nextTurnOfEventLoop);
     previousSpawn = turn;
     await turn;
-    return runCommand(spec, options.baseEnv, signal);
+    return runCommand(spec, options.baseEnv, signal, groups);
   };
 }
 
@@ -68,6 +73,7 @@ function runCommand(
   spec: CommandSpec,
   baseEnv: Readonly<Record<string, string | undefined>>,
   signal: AbortSignal | undefined,
+  groups: GroupReaper,
 ): Promise<CommandResult> {
   const started = performance.now();
   const maxBytes = spec.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
@@ -82,6 +88,8 @@ function runCommand(
       detached: true, // its own process group, so that killing the group reaches grandchildren
       shell: false,
     });
+    const pid = child.pid;
+    if (pid !== undefined) groups.track(pid);
 
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
@@ -131,6 +139,7 @@ function runCommand(
       }
     });
     child.on('close', (exitCode, exitSignal) => {
+      if (pid !== undefined) groups.untrack(pid);
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       if (spawnError !== undefined && child.pid === undefined) return;

@@ -298,3 +298,28 @@ describe('createRunCommand: stopping a command', () => {
     expect(result.spawnError).toBe('ENOENT');
   });
 });
+
+describe('createRunCommand: the exporter exiting', () => {
+  test('a command still running when the exporter exits is killed with its group', async () => {
+    const listeners = new Set<() => void>();
+    const withHook = createRunCommand({
+      baseEnv: { PATH },
+      exitHook: { add: (l) => listeners.add(l), remove: (l) => listeners.delete(l) },
+    });
+    const pidFile = scratchFile('hang-pid');
+    const running = withHook({
+      file: 'bash',
+      args: ['-c', `sleep 30 & echo $! > ${pidFile}; wait`],
+      timeoutMs: 60_000,
+    });
+    await waitForFile(pidFile);
+    const grandchild = readPid(pidFile);
+    expect(listeners.size).toBe(1);
+    for (const listener of listeners) listener();
+    const result = await running;
+    expect(result.signal).toBe('SIGKILL');
+    expect(await waitUntilGone(grandchild)).toBe(true);
+    // The hook goes once nothing runs, so an idle exporter holds no listener.
+    expect(listeners.size).toBe(0);
+  });
+});
