@@ -13,6 +13,8 @@ import { performance } from 'node:perf_hooks';
 
 const PEERS = 1_000;
 const ROUNDS = 5;
+/** AUTOPILOT_PING_SAMPLE for the second scenario: 1,000 peers covered in 10 rounds. */
+const SAMPLE = 100;
 const SCRAPE_EVERY_MS = 20;
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
@@ -37,6 +39,15 @@ function rssMB(pid: number): number {
   return line === null ? Number.NaN : Number(line[1]) / 1024;
 }
 
+/** CPU seconds of the process and of its reaped children (the pings), from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the command name.
+  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0);
+  return ticks / 100; // USER_HZ is 100 on Linux
+}
+
 function percentile(values: readonly number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
@@ -52,6 +63,12 @@ function against(value: number, target: number, unit: string): string {
 }
 
 async function main(): Promise<void> {
+  await scenario('every peer every round', 0, ROUNDS);
+  console.log('');
+  await scenario(`rotating sample of ${SAMPLE} peers per round`, SAMPLE, 3);
+}
+
+async function scenario(title: string, sampleSize: number, rounds: number): Promise<void> {
   const peers = Array.from(
     { length: PEERS },
     (_, i) => `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`,
@@ -68,6 +85,7 @@ async function main(): Promise<void> {
         AUTOPILOT_METRICS_PORT: String(ports.metrics),
         AUTOPILOT_READINESS_PORT: String(ports.readiness),
         AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
+        AUTOPILOT_PING_SAMPLE: String(sampleSize),
       },
       stdio: ['ignore', 'ignore', 'pipe'],
     },
@@ -122,8 +140,11 @@ async function main(): Promise<void> {
   // The start-up round runs by itself; the others are asked for through the API.
   while (roundSeconds.length < 1) await new Promise((resolve) => setTimeout(resolve, 50));
   const rssAfterRound: number[] = [rssMB(pid)];
-  for (let i = 1; i < ROUNDS; i++) {
+  const cpuPerRound: number[] = [];
+  for (let i = 1; i < rounds; i++) {
+    const cpuBefore = cpuSeconds(pid);
     await (await fetch(`http://127.0.0.1:${ports.api}/status?check=ping`)).text();
+    cpuPerRound.push(cpuSeconds(pid) - cpuBefore);
     rssAfterRound.push(rssMB(pid));
   }
   scraping = false;
@@ -133,12 +154,12 @@ async function main(): Promise<void> {
   child.kill('SIGTERM');
   await new Promise((resolve) => child.on('exit', resolve));
 
-  console.log('Autopilot exporter process benchmark');
-  console.log('====================================');
+  console.log(`Autopilot exporter process benchmark: ${title}`);
+  console.log('='.repeat(40 + title.length));
   row(
     'load',
     `${PEERS} peers`,
-    `loopback addresses, ${ROUNDS} ping rounds, node ${NODE_FLAGS.join(' ')}`,
+    `loopback addresses, ${rounds} ping rounds, AUTOPILOT_PING_SAMPLE=${sampleSize}, node ${NODE_FLAGS.join(' ')}`,
   );
   row('readiness after spawn', `${readyMs.toFixed(0)} ms`);
   for (const [i, seconds] of roundSeconds.entries()) {
@@ -154,6 +175,9 @@ async function main(): Promise<void> {
     against(percentile(scrapeMs, 99), 10, ' ms'),
   );
   row('/metrics during rounds, max', `${Math.max(...scrapeMs).toFixed(2)} ms`);
+  for (const [i, seconds] of cpuPerRound.entries()) {
+    row(`CPU of round ${i + 2} (exporter + pings)`, `${seconds.toFixed(2)} s`);
+  }
   row('series', String(series), against(series, 2000, ' per node'));
   row('RSS when ready', `${rssReady.toFixed(1)} MB`);
   for (const [i, rss] of rssAfterRound.entries()) {

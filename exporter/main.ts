@@ -17,7 +17,7 @@ import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
 import { createJsonLogger, type Logger } from './log.js';
 import { listen, type Listening } from './server.js';
-import { connectKubernetes, type KubeConnected } from './k8s/kube-api.js';
+import type { KubeConnected } from './k8s/kube-api.js';
 import { createStartProcess } from './exec/start-process.js';
 import { localAddresses } from './network/interfaces.js';
 import { loadCudaProbe } from './native/cuda-probe.js';
@@ -62,7 +62,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
   let kube: KubeConnected | undefined;
   try {
-    ({ kube, config } = connectIfConfigured(config));
+    ({ kube, config } = await connectIfConfigured(config));
   } catch (error) {
     process.stderr.write(
       `autopilot: cannot use Kubernetes (AUTOPILOT_KUBERNETES=${config.kubernetes}): ${error instanceof Error ? error.message : String(error)}\n`,
@@ -206,7 +206,9 @@ const SERVICE_ACCOUNT_NAMESPACE = '/var/run/secrets/kubernetes.io/serviceaccount
  * Kubernetes mode when asked for, or (auto) when running in a pod or given a KUBECONFIG. The
  * namespace falls back to the service account's, then to "default" for a kubeconfig on a laptop.
  */
-function connectIfConfigured(config: Config): { kube: KubeConnected | undefined; config: Config } {
+async function connectIfConfigured(
+  config: Config,
+): Promise<{ kube: KubeConnected | undefined; config: Config }> {
   const inCluster = process.env.KUBERNETES_SERVICE_HOST !== undefined;
   if (config.kubernetes === 'off') return { kube: undefined, config };
   if (config.kubernetes === 'auto' && !inCluster && config.kubeconfigPath === undefined) {
@@ -215,6 +217,8 @@ function connectIfConfigured(config: Config): { kube: KubeConnected | undefined;
   if (!inCluster && config.kubeconfigPath === undefined) {
     throw new Error('neither KUBECONFIG nor an in-cluster service account is available');
   }
+  // Loaded only in Kubernetes mode: client-node and its dependencies cost about 30 MB of heap.
+  const { connectKubernetes } = await import('./k8s/kube-api.js');
   const kube = connectKubernetes({
     kubeconfigPath: config.kubeconfigPath,
     requestTimeoutMs: config.kubeRequestTimeoutMs,

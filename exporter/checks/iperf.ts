@@ -295,7 +295,9 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
           ),
         );
         const refused = started.flatMap((s, i) =>
-          s.status === 'rejected' ? [`${nodes[i]!.node}: ${errorText(s.reason)}`] : [],
+          s.status === 'rejected'
+            ? [`${nodes[i]!.node}: ${errorText(s.reason)}`]
+            : failedServers(s.value).map((failure) => `${nodes[i]!.node}: ${failure}`),
         );
         if (refused.length > 0) {
           return {
@@ -305,6 +307,7 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
           };
         }
         for (const name of interfaces) {
+          if (ctx.signal.aborted) break;
           for (const step of steps) {
             const ran = await mapBounded(step, step.length, async ([source, destination]) => {
               const from = byName.get(source)!;
@@ -361,6 +364,19 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
       return `${renderMatrix(pairs)}${problems.length === 0 ? '' : `${problems.join('\n')}\n`}`;
     },
   };
+}
+
+/** Pure: the servers a node's /iperfservers JSON answer says could not start. */
+export function failedServers(body: string): string[] {
+  try {
+    const { servers } = JSON.parse(body) as { servers?: unknown };
+    if (!Array.isArray(servers)) return [];
+    return (servers as { ok?: unknown; address?: unknown; port?: unknown; error?: unknown }[])
+      .filter((server) => server.ok === false)
+      .map((server) => `${String(server.address)}:${String(server.port)} ${String(server.error)}`);
+  } catch {
+    return [];
+  }
 }
 
 /** Pure: a node's /iperfclients JSON answer as one pair's result. */

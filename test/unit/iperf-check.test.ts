@@ -6,6 +6,7 @@
 import { describe, expect, test } from '@jest/globals';
 import {
   createIperfCheck,
+  failedServers,
   iperfSamples,
   judgePairs,
   pairSteps,
@@ -969,5 +970,25 @@ describe('iperf and the node health', () => {
     store.record(gpuPass);
     store.record({ ...iperfFail, startedAt: 3_000, finishedAt: 4_000 });
     expect(store.health().state).toBe('WARN');
+  });
+});
+
+describe('failedServers', () => {
+  test('lists the servers an /iperfservers answer says could not start', () => {
+    const body = JSON.stringify({
+      node: 'n1',
+      servers: [
+        { interface: 'eth0', address: '10.0.0.1', port: 5200, ok: true, error: null },
+        {
+          interface: 'eth0',
+          address: '10.0.0.1',
+          port: 5201,
+          ok: false,
+          error: 'Address already in use',
+        },
+      ],
+    });
+    expect(failedServers(body)).toEqual(['10.0.0.1:5201 Address already in use']);
+    expect(failedServers('not json')).toEqual([]);
   });
 });
