@@ -120,10 +120,12 @@ export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
     // expected and not the leak Node's default limit of 10 listeners warns about.
     setMaxListeners(0, controller.signal);
     controllers.add(controller);
-    const timeoutText = `timed out after ${formatSeconds(check.timeoutMs)}`;
+    const timeoutMs = check.timeoutFor?.(params) ?? check.timeoutMs;
+    const exclusive = check.exclusiveFor?.(params) ?? check.exclusive;
+    const timeoutText = `timed out after ${formatSeconds(timeoutMs)}`;
     const cancelTimer = deps.clock.setTimer(
       () => controller.abort(new RunAborted(timeoutText)),
-      check.timeoutMs,
+      timeoutMs,
     );
     const logger = deps.logger.child({ check: check.name, trigger });
     let phase = 'waiting for the previous run of this check to end';
@@ -136,12 +138,9 @@ export function createCheckRunner(deps: CheckRunnerDeps): CheckRunner {
 
     try {
       await abortable(previous, controller.signal);
-      if (check.usesGpu || check.exclusive) {
+      if (check.usesGpu || exclusive) {
         phase = 'waiting for the GPUs';
-        release = await deps.gpuLock.acquire(
-          check.exclusive ? 'exclusive' : 'shared',
-          controller.signal,
-        );
+        release = await deps.gpuLock.acquire(exclusive ? 'exclusive' : 'shared', controller.signal);
       }
       phase = 'running';
       startedAt = deps.clock.now();

@@ -9,7 +9,40 @@ import { ENV_SETTINGS, FLAGS, FLAG_NAMES } from './config/config.js';
 export type Command =
   | { readonly kind: 'serve' }
   | { readonly kind: 'check'; readonly checks: readonly string[] }
-  | { readonly kind: 'help'; readonly topic: 'serve' | 'check' | 'main' };
+  | { readonly kind: 'preflight'; readonly options: ReadonlyMap<string, string> }
+  | { readonly kind: 'deepcheck'; readonly options: ReadonlyMap<string, string> }
+  | { readonly kind: 'help'; readonly topic: HelpTopic };
+
+export type HelpTopic = 'serve' | 'check' | 'preflight' | 'deepcheck' | 'main';
+
+/** Flags of one command, beside the exporter's own (which configure the checks it runs). */
+export const COMMAND_FLAGS = {
+  preflight: [
+    {
+      name: 'url',
+      defaultValue: 'http://autopilot-healthchecks.autopilot.svc:3333',
+      help: "the exporters' API (the Service); the node is named by NODE_NAME",
+    },
+    { name: 'max-age', defaultValue: '1h', help: 'results older than this are run again' },
+    {
+      name: 'checks',
+      defaultValue: 'pciebw,remapped,gpupower',
+      help: 'the quick checks to require',
+    },
+    {
+      name: 'fail-on',
+      defaultValue: 'warn',
+      help: 'warn: WARN, EVICT or a failed check; evict: only EVICT; error: also checks that could not run',
+    },
+  ],
+  deepcheck: [
+    {
+      name: 'report-file',
+      defaultValue: '/dev/termination-log',
+      help: 'where the JSON report for the exporter goes (the container termination message)',
+    },
+  ],
+} as const;
 
 export interface CommandLine {
   readonly command: Command;
@@ -40,7 +73,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     const body = arg.replace(/^--?/, '');
     const eq = body.indexOf('=');
     const name = eq >= 0 ? body.slice(0, eq) : body;
-    if (!FLAG_NAMES.has(name)) {
+    if (!FLAG_NAMES.has(name) && !commandFlagNames(argv).has(name)) {
       throw new UsageError(
         `unknown flag ${arg}; flags: ${FLAGS.map((f) => `--${f.name}`).join(', ')}`,
       );
@@ -63,6 +96,16 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       flags,
     };
   }
+  if (verb === 'preflight' || verb === 'deepcheck') {
+    if (help) return { command: { kind: 'help', topic: verb }, flags };
+    if (rest.length > 0) throw new UsageError(`${verb} takes no arguments, got ${rest.join(' ')}`);
+    const options = new Map<string, string>();
+    for (const flag of COMMAND_FLAGS[verb]) {
+      options.set(flag.name, flags.get(flag.name) ?? flag.defaultValue);
+      flags.delete(flag.name);
+    }
+    return { command: { kind: verb, options }, flags };
+  }
   if (verb === 'check') {
     if (help) return { command: { kind: 'help', topic: 'check' }, flags };
     const checks = rest.flatMap((arg) => arg.split(',')).filter((name) => name !== '');
@@ -70,18 +113,28 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
       throw new UsageError('check needs the names of the checks to run, or all');
     return { command: { kind: 'check', checks }, flags };
   }
-  throw new UsageError(`unknown command ${JSON.stringify(verb)}; commands: serve, check, help`);
+  throw new UsageError(
+    `unknown command ${JSON.stringify(verb)}; commands: serve, check, preflight, deepcheck, help`,
+  );
 }
 
-function topicOf(word: string | undefined): 'serve' | 'check' | 'main' {
-  return word === 'serve' || word === 'check' ? word : 'main';
+/** The flags the command named in argv accepts beside the exporter's. */
+function commandFlagNames(argv: readonly string[]): ReadonlySet<string> {
+  const verb = argv.find((arg) => arg === 'preflight' || arg === 'deepcheck');
+  return new Set(verb === undefined ? [] : COMMAND_FLAGS[verb].map((flag) => flag.name));
+}
+
+function topicOf(word: string | undefined): HelpTopic {
+  return word === 'serve' || word === 'check' || word === 'preflight' || word === 'deepcheck'
+    ? word
+    : 'main';
 }
 
 export interface HelpContext {
   readonly checks: readonly { readonly name: string; readonly summary: string }[];
 }
 
-export function helpText(topic: 'serve' | 'check' | 'main', context: HelpContext): string {
+export function helpText(topic: HelpTopic, context: HelpContext): string {
   const flagLines = FLAGS.map(
     (f) => `  --${f.name.padEnd(22)} ${f.help} (default ${f.defaultValue})`,
   );
@@ -98,6 +151,8 @@ export function helpText(topic: 'serve' | 'check' | 'main', context: HelpContext
         'Usage:',
         '  autopilot [serve] [flags]        run the exporter (the default command)',
         '  autopilot check <checks…> [flags] run checks once on this node and print a table',
+        '  autopilot preflight [flags]      before a job: is this node healthy? (exit 0 or 1)',
+        '  autopilot deepcheck [flags]      inside the deep-check Job: DCGM level 3 and gpumem',
         '  autopilot <command> --help       help for one command',
         '',
         'Flags:',
@@ -123,6 +178,29 @@ export function helpText(topic: 'serve' | 'check' | 'main', context: HelpContext
         ...envLines,
         '',
       ].join('\n');
+    case 'preflight':
+    case 'deepcheck': {
+      const own = COMMAND_FLAGS[topic].map(
+        (f) => `  --${f.name.padEnd(22)} ${f.help} (default ${f.defaultValue})`,
+      );
+      const what =
+        topic === 'preflight'
+          ? [
+              'Usage: autopilot preflight [flags]',
+              '',
+              'For an initContainer: asks the exporters (through --url) for the node NODE_NAME, with results',
+              'not older than --max-age (the checks run again when they are older), prints a short report, and',
+              'exits 0 when the node may run the job, 1 when it may not (see --fail-on) or cannot be asked.',
+            ]
+          : [
+              'Usage: autopilot deepcheck [flags]',
+              '',
+              'Run by the deep-check Job, which holds all the GPUs of the node: DCGM diagnostics level 3 and',
+              'gpumem. Prints a table, writes a JSON report to --report-file for the exporter that created',
+              'the Job, and exits 0 when nothing failed, 1 otherwise.',
+            ];
+      return [...what, '', 'Flags:', ...own, '', ...flagLines, ''].join('\n');
+    }
     case 'check':
       return [
         'Usage: autopilot check <check>[,<check>…] [flags]',

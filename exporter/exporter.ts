@@ -19,6 +19,14 @@ import { FANOUT_HEADER, parseJob, resolveTargets } from './cluster/fanout.js';
 import { createHttpGet, type HttpGet } from './cluster/http-get.js';
 import { createTopology } from './cluster/topology.js';
 import { createNodeLabeler, type NodeLabeler } from './cluster/node-labeler.js';
+import {
+  DEEP_CHECK_JOB_PREFIX,
+  createDeepCheck,
+  scheduleDeepChecks,
+  type DeepCheck,
+} from './cluster/deep-check.js';
+import { gpusBusy } from './cluster/gpu-idle.js';
+import { createPostflight, type Postflight } from './cluster/postflight.js';
 import { createPeerDirectory, type PeerDirectory } from './cluster/peer-directory.js';
 import type { KubeApi } from './cluster/ports.js';
 import type { StartProcess } from './exec/start-process.js';
@@ -67,6 +75,10 @@ export interface ClusterParts {
   readonly peers: PeerDirectory;
   readonly labeler: NodeLabeler;
   readonly kubeHealth: KubeHealth;
+  readonly deepCheck: DeepCheck;
+  readonly postflight: Postflight | undefined;
+  /** Starts the --invasive-check-timer schedule; returns its stop. */
+  readonly scheduleDeepChecks: () => () => void;
 }
 
 export interface Exporter {
@@ -86,6 +98,12 @@ export interface Exporter {
 
 /** A node's answer holds its check texts; anything near this size is not an Autopilot answer. */
 const FANOUT_MAX_ANSWER_BYTES = 32 * 1024 * 1024;
+
+/** DCGM level 3 takes about 15 minutes on 8 GPUs, gpumem a few more. */
+const DEEP_CHECK_DEADLINE_S = 2 * 3600;
+const DEEP_CHECK_PENDING_MS = 10 * 60_000;
+const DEEP_CHECK_POLL_MS = 10_000;
+const POSTFLIGHT_POLL_MS = 15_000;
 
 /** Slack for a node's HTTP answer on top of its checks' own deadlines. */
 const FANOUT_MARGIN_MS = 15_000;
@@ -142,8 +160,11 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
               {
                 node: node.node,
                 api: `http://${host}:${peer.port ?? config.apiPort}`,
+                // The iperf3 servers bind IPv4 addresses only.
                 interfaces: Object.fromEntries(
-                  node.interfaces.map((nic) => [nic.name, nic.address]),
+                  node.interfaces
+                    .filter((nic) => !nic.address.includes(':'))
+                    .map((nic) => [nic.name, nic.address]),
                 ),
               },
             ];
@@ -210,6 +231,8 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     countsForHealth: (name) => checks.get(name)?.affectsNodeHealth !== false,
   });
   let labeler: NodeLabeler | undefined;
+  let deepCheck: DeepCheck | undefined;
+  let postflight: Postflight | undefined;
   const gpuLock = createGpuLock({ onExclusiveChange: () => labeler?.sync() });
   const runner = createCheckRunner({
     checks,
@@ -223,12 +246,58 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       kube,
       nodeName: config.nodeName,
       health: () => store.health(),
-      exclusiveRunning: () => gpuLock.holders().exclusive,
+      exclusiveRunning: () => gpuLock.holders().exclusive || deepCheck?.running() === true,
       onEvictFound: (reason) => store.restoreEvict(reason, ports.clock.now()),
       clock: ports.clock,
       logger: ports.logger.child({ component: 'labels' }),
     });
     store.onHealthChange(() => labeler?.sync());
+    const busy = () =>
+      gpusBusy({
+        kube,
+        nvml: ports.nvml,
+        nodeName: config.nodeName,
+        ownJobPrefix: DEEP_CHECK_JOB_PREFIX,
+      });
+    deepCheck = createDeepCheck({
+      kube,
+      settings: {
+        namespace: config.namespace ?? 'default',
+        nodeName: config.nodeName,
+        image: config.deepcheckImage,
+        command: config.deepcheckCommand,
+        priorityClassName: config.deepcheckPriorityClass,
+        serviceAccountName: undefined,
+        ttlSeconds: config.invasiveJobTtlSeconds,
+        activeDeadlineSeconds: DEEP_CHECK_DEADLINE_S,
+        pendingTimeoutMs: DEEP_CHECK_PENDING_MS,
+        pollMs: DEEP_CHECK_POLL_MS,
+      },
+      gpusBusy: busy,
+      record: (run) => store.record(run),
+      passed: (at) => store.acknowledge(at),
+      dcgmResult: (result) => void labeler?.recordDcgm(result),
+      changed: () => labeler?.sync(),
+      clock: ports.clock,
+      logger: ports.logger.child({ component: 'deepcheck' }),
+    });
+    postflight =
+      config.postflightChecks.length === 0
+        ? undefined
+        : createPostflight({
+            kube,
+            nodeName: config.nodeName,
+            checks: config.postflightChecks.map((name) => [
+              name,
+              name === 'dcgm' ? { r: '1' } : {},
+            ]),
+            run: (name, params, trigger) => runner.run(name, params, trigger),
+            gpusBusy: busy,
+            ownJobPrefix: DEEP_CHECK_JOB_PREFIX,
+            clock: ports.clock,
+            logger: ports.logger.child({ component: 'postflight' }),
+            pollMs: POSTFLIGHT_POLL_MS,
+          });
   }
   const scheduler = createScheduler({
     schedule: config.periodic,
@@ -293,9 +362,26 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     checks,
     xidWatcher,
     cluster:
-      peerDirectory === undefined || labeler === undefined || observed === undefined
+      peerDirectory === undefined ||
+      labeler === undefined ||
+      observed === undefined ||
+      deepCheck === undefined
         ? undefined
-        : { peers: peerDirectory, labeler, kubeHealth: observed.health },
+        : {
+            peers: peerDirectory,
+            labeler,
+            kubeHealth: observed.health,
+            deepCheck,
+            postflight,
+            scheduleDeepChecks: () =>
+              scheduleDeepChecks({
+                schedule: config.invasive,
+                deepCheck: deepCheck,
+                clock: ports.clock,
+                nodeName: config.nodeName,
+                logger: ports.logger.child({ component: 'deepcheck' }),
+              }),
+          },
     store,
     runner,
     scheduler,
@@ -318,6 +404,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       now: () => ports.clock.now(),
       cluster,
       onAcknowledged: () => labeler?.sync(),
+      ...(deepCheck === undefined ? {} : { invasive: () => deepCheck.start() }),
       ...(ports.startProcess === undefined
         ? {}
         : {

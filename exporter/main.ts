@@ -4,9 +4,17 @@
  * signals, stdout and stderr. Everything else receives what it needs as arguments.
  */
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { renderTable } from './api/render.js';
+import {
+  DEEP_CHECKS,
+  deepCheckReport,
+  judgePreflight,
+  parsePreflightOptions,
+  preflightUrl,
+  type PreflightRequest,
+} from './stages.js';
 import { CHECK_NAMES, CHECK_SUMMARIES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
 import { helpText, parseCommandLine, UsageError, type Command, type CommandLine } from './cli.js';
@@ -28,6 +36,8 @@ import { fileURLToPath } from 'node:url';
 const EXIT_USAGE = 2;
 const SHUTDOWN_GRACE_MS = 10_000;
 const NATIVE_START_MS = 30_000;
+/** Quick checks finish in seconds; a pre-flight that cannot get an answer in this long says so. */
+const PREFLIGHT_TIMEOUT_MS = 5 * 60_000;
 
 /** `promise`, or `fallback` if it has not settled within `ms`. */
 function within<T>(ms: number, promise: Promise<T>, fallback: T): Promise<T> {
@@ -58,6 +68,10 @@ async function main(argv: readonly string[]): Promise<number> {
       return EXIT_USAGE;
     }
     throw error;
+  }
+
+  if (commandLine.command.kind === 'preflight') {
+    return preflight(commandLine.command.options, process.env.NODE_NAME ?? hostname());
   }
 
   let kube: KubeConnected | undefined;
@@ -129,7 +143,29 @@ async function runCommandLine(
       return checkOnce(exporter, config, command.checks, logger);
     case 'serve':
       return serve(exporter, config, logger);
+    case 'deepcheck':
+      return deepCheck(exporter, command.options.get('report-file')!);
+    case 'preflight':
+      // Answered before any exporter is built (see main).
+      return EXIT_USAGE;
   }
+}
+
+/** Inside the deep-check Job: the long checks, a table, and the report the exporter reads back. */
+async function deepCheck(exporter: Exporter, reportFile: string): Promise<number> {
+  const runs: CheckRun[] = [];
+  for (const [name, params] of DEEP_CHECKS) {
+    if (exporter.checks.has(name)) runs.push(await exporter.runner.run(name, params, 'cli'));
+  }
+  process.stdout.write(renderTable(runs));
+  try {
+    writeFileSync(reportFile, deepCheckReport(runs));
+  } catch (error) {
+    process.stderr.write(
+      `autopilot: cannot write the report to ${reportFile}: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+  }
+  return runs.some((run) => run.verdict === 'FAIL' || run.verdict === 'ERROR') ? 1 : 0;
 }
 
 async function checkOnce(
@@ -157,6 +193,7 @@ async function checkOnce(
 }
 
 async function serve(exporter: Exporter, config: Config, logger: Logger): Promise<number> {
+  let stopDeepChecks: (() => void) | undefined;
   let listening: Listening;
   try {
     listening = await listen(exporter, config);
@@ -182,6 +219,8 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
     logger.info('Kubernetes mode', { namespace: config.namespace, service: config.serviceName });
     exporter.cluster.peers.start();
     void exporter.cluster.labeler.start();
+    exporter.cluster.postflight?.start();
+    stopDeepChecks = exporter.cluster.scheduleDeepChecks();
   }
   exporter.scheduler.start();
   exporter.xidWatcher.start();
@@ -193,6 +232,9 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
   exporter.scheduler.stop();
   exporter.cluster?.peers.stop();
   exporter.cluster?.labeler.stop();
+  exporter.cluster?.postflight?.stop();
+  exporter.cluster?.deepCheck.stop();
+  stopDeepChecks?.();
   // The XID wait may be stuck in the driver; shutting down does not wait for it beyond the grace.
   await within(SHUTDOWN_GRACE_MS, exporter.xidWatcher.stop(), undefined);
   await exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
@@ -232,6 +274,35 @@ async function connectIfConfigured(
     }
   }
   return { kube, config: { ...config, namespace: namespace ?? 'default' } };
+}
+
+/** Before a job: one request to the exporters, a short report, 0 or 1. */
+async function preflight(options: ReadonlyMap<string, string>, node: string): Promise<number> {
+  let request: PreflightRequest;
+  try {
+    request = parsePreflightOptions(options, node);
+  } catch (error) {
+    process.stderr.write(`autopilot: ${error instanceof Error ? error.message : String(error)}\n`);
+    return EXIT_USAGE;
+  }
+  const url = preflightUrl(request);
+  let body: unknown;
+  try {
+    const response = await fetch(url, {
+      headers: { accept: 'application/json' },
+      signal: AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${response.status}: ${text.trim().slice(0, 300)}`);
+    body = JSON.parse(text);
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    process.stdout.write(`preflight ${node}: cannot ask ${url}: ${why}\nNOT READY\n`);
+    return 1;
+  }
+  const verdict = judgePreflight(body, request);
+  process.stdout.write(verdict.report);
+  return verdict.exitCode;
 }
 
 /** Autopilot's gpumodel label: the first GPU's name, N/A without NVML or GPUs. */

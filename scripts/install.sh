@@ -24,7 +24,7 @@ if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.e
   exit 1
 fi
 
-packages=(iputils-ping)
+packages=(iputils-ping iperf3)
 if [ "$mode" = test ]; then
   packages+=(iproute2 prometheus gcc make)
 fi

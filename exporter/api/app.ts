@@ -15,6 +15,7 @@ import type { CheckRunner } from '../check-runner.js';
 import { FANOUT_HEADER } from '../cluster/fanout.js';
 import { KubeError } from '../cluster/ports.js';
 import type { Logger } from '../log.js';
+import { parseGoDuration } from '../config/duration.js';
 import type { NodeHealth } from '../node-health.js';
 import type { ResultStore } from '../store.js';
 import { requiresAuthorization, type Authorizer, type ProtectedAction } from './auth.js';
@@ -35,6 +36,8 @@ export interface ApiDeps {
   readonly cluster: ClusterDeps | undefined;
   /** Called after an acknowledge changed the node health (the node label follows it). */
   readonly onAcknowledged?: (health: NodeHealth) => void;
+  /** Starts a deep check (Kubernetes mode); absent, /invasive says it needs Kubernetes. */
+  readonly invasive?: () => Promise<{ readonly started: boolean; readonly detail: string }>;
   /** The node-local iperf endpoints; absent, they answer 404. */
   readonly iperf?: Omit<IperfRouteDeps, 'authorize' | 'readQuery' | 'wantsJson'>;
 }
@@ -107,8 +110,8 @@ export function createApiApp(deps: ApiDeps): Koa {
       );
     }
     // Refused here, before any node is asked: the nodes check the same token again themselves.
-    for (const { check } of planned) {
-      await authorize(ctx, { kind: 'run-check', check: check.name }, check);
+    for (const { check, params } of planned) {
+      await authorize(ctx, { kind: 'run-check', check: check.name }, { check, params });
     }
     // iperf runs once, from here, between the nodes; it is not asked of every node in turn.
     const iperf = planned.find(({ check }) => check.name === 'iperf');
@@ -144,9 +147,17 @@ export function createApiApp(deps: ApiDeps): Koa {
       });
       return;
     }
+    const maxAgeMs = parseMaxAge(query.maxage);
     const runs: { check: Check; run: CheckRun }[] = [];
     for (const { check, params } of planned) {
-      runs.push({ check, run: await deps.runner.run(check.name, params, 'api') });
+      // maxage: a recent conclusive result is answered as it is (what pre-flight asks for).
+      const recent = deps.store.latest(check.name);
+      const fresh =
+        maxAgeMs !== undefined &&
+        recent !== undefined &&
+        recent.verdict !== 'ERROR' &&
+        deps.now() - recent.finishedAt <= maxAgeMs;
+      runs.push({ check, run: fresh ? recent : await deps.runner.run(check.name, params, 'api') });
     }
     respond(ctx, format, runs, false);
   });
@@ -168,7 +179,7 @@ export function createApiApp(deps: ApiDeps): Koa {
       const query = readQuery(ctx.query);
       const format = formatOf(ctx, query);
       const params: CheckParams = check.parseParams(query);
-      await authorize(ctx, { kind: 'run-check', check: check.name }, check);
+      await authorize(ctx, { kind: 'run-check', check: check.name }, { check, params });
       const run = await deps.runner.run(check.name, params, 'api');
       if (format === 'json') respond(ctx, format, [{ check, run }], false);
       else {
@@ -188,6 +199,19 @@ export function createApiApp(deps: ApiDeps): Koa {
       wantsJson: (ctx) => wantsJson(ctx),
     });
   }
+
+  // Autopilot's /invasive: a deep check on this node's idle GPUs, followed to its end in the background.
+  router.all('/invasive', async (ctx) => {
+    await authorize(ctx, { kind: 'run-check', check: 'invasive' });
+    if (deps.invasive === undefined) {
+      throw new ParamError('the deep check runs as a Kubernetes Job: Kubernetes mode only');
+    }
+    const start = await deps.invasive();
+    ctx.type = 'text/plain';
+    ctx.body = start.started
+      ? `Launching invasive health checks. Results will be added to 'autopilot.ibm.com/gpuhealth' and 'autopilot.ibm.com/dcgm.level.3' node labels\nJob ${start.detail}\n`
+      : `Invasive health checks not started: ${start.detail}\n`;
+  });
 
   // Mutating: POST only, so a link followed by a browser or a crawler cannot lift an EVICT.
   router.post('/acknowledge', async (ctx) => {
@@ -232,9 +256,15 @@ export function createApiApp(deps: ApiDeps): Koa {
   async function authorize(
     ctx: Koa.Context,
     action: ProtectedAction,
-    check?: Check,
+    planned?: { readonly check: Check; readonly params: CheckParams },
   ): Promise<string | undefined> {
-    if (check !== undefined && !requiresAuthorization(check)) return undefined;
+    if (
+      planned !== undefined &&
+      !requiresAuthorization(planned.check) &&
+      planned.check.exclusiveFor?.(planned.params) !== true
+    ) {
+      return undefined;
+    }
     const decision = await deps.authorizer.authorize(ctx.get('Authorization') || undefined, action);
     if (!decision.allowed) throw new AuthError(decision.status, decision.message);
     return decision.caller;
@@ -313,6 +343,16 @@ function parseCheckNames(value: string | undefined, deps: ApiDeps): string[] {
   return [...new Set(names)];
 }
 
+/** maxage: a Go duration; undefined when absent. */
+function parseMaxAge(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const ms = parseGoDuration(value);
+  if (ms === undefined) {
+    throw new ParamError(`maxage ${JSON.stringify(value)} is not a duration such as 30m or 1h`);
+  }
+  return ms;
+}
+
 function splitList(value: string | undefined): string[] {
   return (value ?? 'all')
     .split(',')
@@ -342,7 +382,7 @@ function iperfParams(query: RawParams): RawParams {
 /** What each node's own /status needs to run the same checks. */
 function forwardedParams(query: RawParams): Record<string, string> {
   const forwarded: Record<string, string> = {};
-  for (const name of ['r', 'pingnodes'] as const) {
+  for (const name of ['r', 'pingnodes', 'maxage'] as const) {
     const value = query[name];
     if (value !== undefined) forwarded[name] = value;
   }

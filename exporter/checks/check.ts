@@ -83,6 +83,10 @@ export interface Check {
    */
   readonly affectsNodeHealth?: boolean;
   readonly timeoutMs: number;
+  /** When the parameters decide (dcgm: level 2 and above is exclusive); absent, `exclusive` does. */
+  exclusiveFor?(params: CheckParams): boolean;
+  /** When the parameters decide the deadline (dcgm: level 3 takes far longer than level 1). */
+  timeoutFor?(params: CheckParams): number;
   /** Validates API parameters; throws ParamError naming the bad one. Returns the normalised set. */
   parseParams(raw: RawParams): CheckParams;
   /** Must not throw for expected failures: those are verdicts. Must honour ctx.signal. */
@@ -92,7 +96,16 @@ export interface Check {
 }
 
 /** event: an XID arrived and the xid check ran at once. */
-export const TRIGGERS = ['startup', 'periodic', 'api', 'cli', 'event'] as const;
+/** postflight: a GPU pod on the node ended; deepcheck: reported by the deep-check Job. */
+export const TRIGGERS = [
+  'startup',
+  'periodic',
+  'api',
+  'cli',
+  'event',
+  'postflight',
+  'deepcheck',
+] as const;
 export type Trigger = (typeof TRIGGERS)[number];
 
 /** What the store keeps of one run. */

@@ -13,7 +13,15 @@
  */
 
 import { mapBounded } from '../concurrency.js';
-import type { Check, CheckOutcome, CheckRun, DeviceResult, RawParams, Sample } from './check.js';
+import type {
+  Check,
+  CheckOutcome,
+  CheckParams,
+  CheckRun,
+  DeviceResult,
+  RawParams,
+  Sample,
+} from './check.js';
 import { ParamError } from './check.js';
 import { formatCheckLevelText } from './text.js';
 
@@ -189,7 +197,8 @@ export interface IperfSettings {
 }
 
 export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Check {
-  return {
+  const defaults = (): CheckParams => check.parseParams({});
+  const check: Check = {
     name: 'iperf',
     summary: IPERF_SUMMARY,
     banner: 'Network throughput test (iperf3)',
@@ -229,8 +238,11 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
         params.src = raw.src;
         params.dst = raw.dst;
       }
-      if (raw.nodes !== undefined && raw.nodes !== '' && raw.nodes !== 'all')
-        params.nodes = raw.nodes;
+      const nodes = (raw.nodes ?? '')
+        .split(',')
+        .map((node) => node.trim())
+        .filter((node) => node !== '' && node !== 'all');
+      if (nodes.length > 0) params.nodes = nodes.join(',');
       return params;
     },
 
@@ -242,7 +254,8 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
           reason: 'iperf runs between nodes through their APIs: Kubernetes mode only',
         };
       }
-      const p = ctx.params;
+      // A run not from the API (PERIODIC_CHECKS, autopilot check) gets the defaults.
+      const p = { ...defaults(), ...ctx.params };
       const all = await ports.nodes();
       const wanted =
         p.workload === 'pair'
@@ -364,6 +377,7 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
       return `${renderMatrix(pairs)}${problems.length === 0 ? '' : `${problems.join('\n')}\n`}`;
     },
   };
+  return check;
 }
 
 /** Pure: the servers a node's /iperfservers JSON answer says could not start. */

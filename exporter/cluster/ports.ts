@@ -27,6 +27,37 @@ export interface PodInfo {
   readonly annotations: Readonly<Record<string, string>>;
   /** status.podIPs (status.podIP when the list is absent); empty before the pod has one. */
   readonly podIPs: readonly string[];
+  /**
+   * nvidia.com/gpu the pod holds: the sum over its containers of max(request, limit), or its
+   * largest init container's when that is more.
+   */
+  readonly gpus: number;
+  /** The first container's state.terminated.message (a Job's report), when it has ended. */
+  readonly terminationMessage: string | undefined;
+}
+
+/** The deep-check Job: pinned to one node, all its GPUs, low priority, cleaned up by a TTL. */
+export interface JobSpec {
+  readonly name: string;
+  readonly namespace: string;
+  readonly nodeName: string;
+  readonly image: string;
+  readonly command: readonly string[];
+  readonly gpus: number;
+  readonly priorityClassName: string | undefined;
+  readonly ttlSecondsAfterFinished: number;
+  readonly activeDeadlineSeconds: number;
+  readonly serviceAccountName: string | undefined;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly env: Readonly<Record<string, string>>;
+}
+
+export interface JobInfo {
+  readonly name: string;
+  /** Active (created, not finished), Succeeded or Failed (from the Complete and Failed conditions). */
+  readonly state: 'Active' | 'Succeeded' | 'Failed';
+  /** Why it failed (the Failed condition's reason and message), when it did. */
+  readonly failure: string | undefined;
 }
 
 export interface SliceEndpoint {
@@ -124,6 +155,15 @@ export interface KubeApi {
     resourceVersion: string,
     onEvent: (type: WatchEventType, slice: EndpointSliceInfo) => void,
   ): Promise<WatchHandle>;
+  /** Pods on one node (fieldSelector spec.nodeName), every namespace. */
+  listPodsOnNode(nodeName: string): Promise<PodInfo[]>;
+  /** The pods of a Job (label job-name). */
+  listJobPods(namespace: string, jobName: string): Promise<PodInfo[]>;
+  createJob(spec: JobSpec): Promise<void>;
+  /** undefined when there is no such Job (deleted, or cleaned up by its TTL). */
+  readJob(namespace: string, name: string): Promise<JobInfo | undefined>;
+  /** Deletes the Job and its pods (propagation Background); resolves also when it is gone. */
+  deleteJob(namespace: string, name: string): Promise<void>;
   readStorageClass(name: string): Promise<StorageClassInfo | undefined>;
   createPvc(spec: PvcSpec): Promise<void>;
   /** undefined when there is no such claim. */

@@ -40,6 +40,12 @@ export interface Config {
   readonly ping: PingSettings;
   /** The iperf3 executable. */
   readonly iperfCommand: string;
+  /** The deep-check Job's image; undefined: no deep check (it needs the exporter's own image). */
+  readonly deepcheckImage: string | undefined;
+  readonly deepcheckCommand: readonly string[];
+  readonly deepcheckPriorityClass: string | undefined;
+  /** Checks run after a pod that held GPUs ends; empty disables post-flight. */
+  readonly postflightChecks: readonly string[];
   /** Label selector of the Autopilot pods in NAMESPACE (their interfaces are what ping and iperf reach). */
   readonly podSelector: string;
   readonly historySize: number;
@@ -189,6 +195,15 @@ export function parseConfig(inputs: ConfigInputs): Config {
       ),
     },
     iperfCommand: setting('AUTOPILOT_IPERF_COMMAND') ?? 'iperf3',
+    deepcheckImage: setting('AUTOPILOT_DEEPCHECK_IMAGE'),
+    deepcheckCommand: (setting('AUTOPILOT_DEEPCHECK_COMMAND') ?? 'autopilot deepcheck').split(
+      /\s+/,
+    ),
+    deepcheckPriorityClass: parseOptionalName(
+      'AUTOPILOT_DEEPCHECK_PRIORITY_CLASS',
+      setting('AUTOPILOT_DEEPCHECK_PRIORITY_CLASS'),
+    ),
+    postflightChecks: parsePostflight(setting('AUTOPILOT_POSTFLIGHT_CHECKS'), inputs.knownChecks),
     podSelector: parseSelectorSetting(
       'AUTOPILOT_POD_SELECTOR',
       setting('AUTOPILOT_POD_SELECTOR') ?? 'app=autopilot',
@@ -256,6 +271,37 @@ function parseSelectorSetting(name: string, value: string): string {
     throw new ConfigError(name, value, 'a label selector such as app=autopilot');
   }
   return value;
+}
+
+function parseOptionalName(name: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!DNS_NAME.test(value) || value !== value.toLowerCase()) {
+    throw new ConfigError(name, value, 'a lower-case DNS name');
+  }
+  return value;
+}
+
+/** Default: the quick checks and DCGM level 1, those this build has; "none" disables post-flight. */
+function parsePostflight(value: string | undefined, known: readonly string[]): string[] {
+  const defaults = ['pciebw', 'remapped', 'gpupower', 'ecc', 'dcgm'].filter((n) =>
+    known.includes(n),
+  );
+  if (value === undefined) return defaults;
+  if (value === 'none') return [];
+  const names = value
+    .split(',')
+    .map((n) => n.trim())
+    .filter((n) => n !== '');
+  for (const name of names) {
+    if (!known.includes(name)) {
+      throw new ConfigError(
+        'AUTOPILOT_POSTFLIGHT_CHECKS',
+        value,
+        `a comma-separated list of ${known.join(', ')}, or none (unknown check "${name}")`,
+      );
+    }
+  }
+  return [...new Set(names)];
 }
 
 function parseServiceName(value: string): string {
@@ -449,6 +495,18 @@ export const ENV_SETTINGS = [
     'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
   ],
   ['AUTOPILOT_IPERF_COMMAND', 'iperf3', 'the iperf3 executable'],
+  [
+    'AUTOPILOT_DEEPCHECK_IMAGE',
+    '',
+    "image of the deep-check Job (the exporter's own); unset, no deep check runs",
+  ],
+  ['AUTOPILOT_DEEPCHECK_COMMAND', 'autopilot deepcheck', 'command of the deep-check Job container'],
+  ['AUTOPILOT_DEEPCHECK_PRIORITY_CLASS', '', 'PriorityClass of the deep-check Job (a low one)'],
+  [
+    'AUTOPILOT_POSTFLIGHT_CHECKS',
+    'pciebw,remapped,gpupower,ecc,dcgm (those this build has)',
+    'checks run when a pod that held GPUs ends (dcgm at level 1); none disables post-flight',
+  ],
   [
     'AUTOPILOT_POD_SELECTOR',
     'app=autopilot',

@@ -9,6 +9,7 @@
 import {
   AuthenticationV1Api,
   AuthorizationV1Api,
+  BatchV1Api,
   CoreV1Api,
   DiscoveryV1Api,
   KubeConfig,
@@ -16,11 +17,22 @@ import {
   StorageV1Api,
   Watch,
   type ConfigurationOptions,
+  type V1Container,
   type V1EndpointSlice,
+  type V1Job,
   type V1Node,
   type V1PersistentVolumeClaim,
+  type V1Pod,
 } from '@kubernetes/client-node';
-import type { EndpointSliceInfo, KubeApi, NodeInfo, WatchHandle } from '../cluster/ports.js';
+import type {
+  EndpointSliceInfo,
+  JobInfo,
+  JobSpec,
+  KubeApi,
+  NodeInfo,
+  PodInfo,
+  WatchHandle,
+} from '../cluster/ports.js';
 import { KubeError } from '../cluster/ports.js';
 
 export interface KubeConnection {
@@ -61,6 +73,7 @@ export async function bearerToken(kc: KubeConfig): Promise<string | undefined> {
 export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi {
   const core = kc.makeApiClient(CoreV1Api);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
+  const batch = kc.makeApiClient(BatchV1Api);
   const storage = kc.makeApiClient(StorageV1Api);
   const authentication = kc.makeApiClient(AuthenticationV1Api);
   const authorization = kc.makeApiClient(AuthorizationV1Api);
@@ -121,19 +134,51 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
 
     listPods: (namespace, labelSelector) =>
       call(`list pods ${namespace}:${labelSelector}`, async () =>
-        (await core.listNamespacedPod({ namespace, labelSelector }, options())).items.map(
-          (pod) => ({
-            name: pod.metadata?.name ?? '',
-            namespace: pod.metadata?.namespace ?? namespace,
-            nodeName: pod.spec?.nodeName ?? undefined,
-            phase: pod.status?.phase ?? 'Unknown',
-            annotations: pod.metadata?.annotations ?? {},
-            podIPs:
-              pod.status?.podIPs?.map((entry) => entry.ip) ??
-              (pod.status?.podIP === undefined ? [] : [pod.status.podIP]),
-          }),
+        (await core.listNamespacedPod({ namespace, labelSelector }, options())).items.map((pod) =>
+          toPodInfo(pod, namespace),
         ),
       ),
+
+    listPodsOnNode: (nodeName) =>
+      call(`list pods on node ${nodeName}`, async () =>
+        (
+          await core.listPodForAllNamespaces(
+            { fieldSelector: `spec.nodeName=${nodeName}` },
+            options(),
+          )
+        ).items.map((pod) => toPodInfo(pod, '')),
+      ),
+
+    listJobPods: (namespace, jobName) =>
+      call(`list pods of job ${namespace}/${jobName}`, async () =>
+        (
+          await core.listNamespacedPod(
+            { namespace, labelSelector: `${JOB_NAME_LABEL}=${jobName}` },
+            options(),
+          )
+        ).items.map((pod) => toPodInfo(pod, namespace)),
+      ),
+
+    createJob: (spec) =>
+      call(`create job ${spec.namespace}/${spec.name}`, async () => {
+        await batch.createNamespacedJob(
+          { namespace: spec.namespace, body: toJobBody(spec) },
+          options(),
+        );
+      }),
+
+    readJob: (namespace, name) =>
+      absentOn404(`read job ${namespace}/${name}`, async () =>
+        toJobInfo(await batch.readNamespacedJob({ namespace, name }, options())),
+      ),
+
+    deleteJob: async (namespace, name) => {
+      await absentOn404(`delete job ${namespace}/${name}`, () =>
+        // The default for batch/v1 Jobs is to orphan their pods, which would leave a GPU-holding
+        // pod behind on the node.
+        batch.deleteNamespacedJob({ namespace, name, propagationPolicy: 'Background' }, options()),
+      );
+    },
 
     listEndpointSlices: (namespace, service) =>
       call(`list endpointslices of service ${namespace}/${service}`, async () => {
@@ -285,6 +330,117 @@ function toNodeInfo(node: V1Node): NodeInfo {
     annotations: node.metadata?.annotations ?? {},
     allocatableGpus: gpus === undefined || !/^\d+$/.test(gpus) ? undefined : Number(gpus),
   };
+}
+
+/** The label the Job controller puts on the pods of a Job (batch.kubernetes.io/job-name is newer). */
+const JOB_NAME_LABEL = 'job-name';
+const GPU_RESOURCE = 'nvidia.com/gpu';
+
+function toPodInfo(pod: V1Pod, fallbackNamespace: string): PodInfo {
+  return {
+    name: pod.metadata?.name ?? '',
+    namespace: pod.metadata?.namespace ?? fallbackNamespace,
+    nodeName: pod.spec?.nodeName ?? undefined,
+    phase: pod.status?.phase ?? 'Unknown',
+    annotations: pod.metadata?.annotations ?? {},
+    podIPs:
+      pod.status?.podIPs?.map((entry) => entry.ip) ??
+      (pod.status?.podIP === undefined ? [] : [pod.status.podIP]),
+    gpus: podGpus(pod),
+    terminationMessage: pod.status?.containerStatuses?.[0]?.state?.terminated?.message,
+  };
+}
+
+/**
+ * kubectl's effective request, simplified: regular containers run together, so they add up, while
+ * init containers run one at a time before them, so the largest of them counts on its own.
+ */
+function podGpus(pod: V1Pod): number {
+  const regular = (pod.spec?.containers ?? []).reduce(
+    (sum, container) => sum + containerGpus(container),
+    0,
+  );
+  return Math.max(regular, ...(pod.spec?.initContainers ?? []).map(containerGpus));
+}
+
+/** A limit without a request implies a request of the same size, so the larger of the two counts. */
+function containerGpus(container: V1Container): number {
+  const resources = container.resources;
+  return Math.max(
+    gpuQuantity(resources?.requests?.[GPU_RESOURCE]),
+    gpuQuantity(resources?.limits?.[GPU_RESOURCE]),
+  );
+}
+
+const DECIMAL_SUFFIXES: Readonly<Record<string, number>> = { '': 1, k: 1e3, M: 1e6, G: 1e9 };
+
+/**
+ * The API server admits only whole numbers for extended resources and writes them canonically
+ * (plain digits, or k/M/G for multiples of 1000). Anything else counts as one GPU: reading it as
+ * none would let the deep check displace a workload that holds GPUs.
+ */
+function gpuQuantity(quantity: string | undefined): number {
+  if (quantity === undefined) return 0;
+  const match = /^(\d+)(k|M|G)?$/.exec(quantity.trim());
+  if (match === null) return 1;
+  return Number(match[1]) * (DECIMAL_SUFFIXES[match[2] ?? ''] ?? 1);
+}
+
+function toJobBody(spec: JobSpec): V1Job {
+  const gpus = { [GPU_RESOURCE]: String(spec.gpus) };
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: { name: spec.name, namespace: spec.namespace, labels: { ...spec.labels } },
+    spec: {
+      // One attempt: a failed deep check is a finding to report, not something to retry.
+      backoffLimit: 0,
+      ttlSecondsAfterFinished: spec.ttlSecondsAfterFinished,
+      activeDeadlineSeconds: spec.activeDeadlineSeconds,
+      template: {
+        metadata: { labels: { ...spec.labels } },
+        spec: {
+          restartPolicy: 'Never',
+          // Pinned by name, bypassing the scheduler: the check is about this node and no other.
+          nodeName: spec.nodeName,
+          ...(spec.priorityClassName === undefined
+            ? {}
+            : { priorityClassName: spec.priorityClassName }),
+          ...(spec.serviceAccountName === undefined
+            ? {}
+            : { serviceAccountName: spec.serviceAccountName }),
+          containers: [
+            {
+              name: 'deepcheck',
+              image: spec.image,
+              command: [...spec.command],
+              // Requesting the GPUs keeps the scheduler from placing GPU pods here meanwhile.
+              resources: { requests: { ...gpus }, limits: { ...gpus } },
+              env: Object.entries(spec.env).map(([name, value]) => ({ name, value })),
+              // A crash before the report is written still leaves its last log lines to read.
+              terminationMessagePolicy: 'FallbackToLogsOnError',
+            },
+          ],
+        },
+      },
+    },
+  };
+}
+
+function toJobInfo(job: V1Job): JobInfo {
+  const conditions = job.status?.conditions ?? [];
+  const holds = (type: string) =>
+    conditions.find((condition) => condition.type === type && condition.status === 'True');
+  const name = job.metadata?.name ?? '';
+  if (holds('Complete') !== undefined) return { name, state: 'Succeeded', failure: undefined };
+  const failed = holds('Failed');
+  if (failed !== undefined) {
+    const failure = [failed.reason, failed.message]
+      .filter((part) => part !== undefined && part !== '')
+      .join(': ');
+    return { name, state: 'Failed', failure: failure === '' ? 'failed' : failure };
+  }
+  return { name, state: 'Active', failure: undefined };
 }
 
 function toSliceInfo(slice: V1EndpointSlice): EndpointSliceInfo {

@@ -185,6 +185,11 @@ export const SAMPLE_METRICS = {
     help: 'FP64 arithmetic throughput in floating-point operations per second, from the last conclusive gpumem run.',
     labelNames: ['gpu', 'uuid'],
   },
+  autopilot_dcgm_test_result: {
+    type: 'gauge',
+    help: 'Result of one DCGM diagnostic test (test, normalised as in Autopilot\'s failure string) on one GPU (gpu="" for results tied to no GPU), from the last conclusive dcgm run at any level (level); one series per test and GPU, always 1, the result label (pass, fail, warn, skip) says which.',
+    labelNames: ['level', 'test', 'gpu', 'result'],
+  },
 } as const satisfies Record<string, MetricSpec>;
 
 export type CoreMetricName = keyof typeof CORE_METRICS;

@@ -2,11 +2,11 @@
  * A fake Kubernetes API server for tests: real HTTP on 127.0.0.1, the real wire format (JSON
  * objects, Status errors, chunked NDJSON watches), in-memory state, and hooks to inject faults.
  * It serves only what the exporter uses: nodes, pods, EndpointSlices (list and watch),
- * PersistentVolumeClaims with a simulated binder, StorageClasses, TokenReview and
- * SubjectAccessReview. Tests drive it with the real @kubernetes/client-node.
+ * PersistentVolumeClaims with a simulated binder, StorageClasses, Jobs with a minimal Job
+ * controller the test drives, TokenReview and SubjectAccessReview. Tests drive it with the real @kubernetes/client-node.
  */
 
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -134,7 +134,27 @@ export interface PodInput {
   readonly phase?: string;
   readonly podIP?: string;
   readonly annotations?: Readonly<Record<string, string>>;
+  /** nvidia.com/gpu of the first container; absent: it asks for none. */
+  readonly gpus?: GpuResources;
+  /** Further regular containers, each with its nvidia.com/gpu. */
+  readonly moreContainers?: readonly GpuResources[];
+  /** Init containers, each with its nvidia.com/gpu. */
+  readonly initContainers?: readonly GpuResources[];
 }
+
+/** A container's nvidia.com/gpu: a number sets request and limit alike; the object sets either. */
+export type GpuResources = number | { readonly request?: string; readonly limit?: string };
+
+export interface JobOutcome {
+  readonly succeeded: boolean;
+  /** The pod's termination message (what the container wrote to /dev/termination-log). */
+  readonly message?: string;
+  /** The Failed condition's reason; BackoffLimitExceeded unless given. */
+  readonly reason?: string;
+}
+
+/** The label the Job controller sets on a Job's pods (batch.kubernetes.io/job-name is newer). */
+export const JOB_NAME_LABEL = 'job-name';
 
 export interface SliceEndpointInput {
   readonly address: string;
@@ -176,6 +196,31 @@ export function endpointSlice(input: EndpointSliceInput): KubeObject {
       protocol: 'TCP',
     })),
   };
+}
+
+function gpuResources(gpus: GpuResources | undefined): Record<string, unknown> {
+  if (gpus === undefined) return {};
+  const { request, limit } =
+    typeof gpus === 'number' ? { request: String(gpus), limit: String(gpus) } : gpus;
+  return {
+    resources: {
+      ...(request === undefined ? {} : { requests: { 'nvidia.com/gpu': request } }),
+      ...(limit === undefined ? {} : { limits: { 'nvidia.com/gpu': limit } }),
+    },
+  };
+}
+
+/** The condition message the Job controller writes for a failure reason. */
+export const JOB_FAILURE_MESSAGES: Readonly<Record<string, string>> = {
+  BackoffLimitExceeded: 'Job has reached the specified backoff limit',
+  DeadlineExceeded: 'Job was active longer than specified deadline',
+};
+
+/** The alphabet of generated name suffixes in Kubernetes (no vowels, no look-alikes). */
+const NAME_SUFFIX_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
+
+function nameSuffix(): string {
+  return Array.from({ length: 5 }, () => NAME_SUFFIX_ALPHABET[randomInt(27)]).join('');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -521,6 +566,7 @@ export class FakeKubeApi {
   private readonly pods = new Map<string, KubeObject>();
   private readonly slices = new Map<string, KubeObject>();
   private readonly claims = new Map<string, KubeObject>();
+  private readonly jobObjects = new Map<string, KubeObject>();
   private readonly storageClasses = new Map<string, KubeObject>();
   private readonly binders = new Map<string, BinderBehaviour>();
   private readonly tokens = new Map<string, FakeUser>();
@@ -545,6 +591,7 @@ export class FakeKubeApi {
   private readonly deletedClaims: string[] = [];
   private readonly tokenReviewLog: string[] = [];
   private readonly accessReviewLog: unknown[] = [];
+  private readonly jobLog: unknown[] = [];
 
   private readonly routes: readonly Route[];
 
@@ -563,6 +610,7 @@ export class FakeKubeApi {
     });
     const claims = `/api/v1/namespaces/${name}/persistentvolumeclaims`;
     const slices = `/apis/discovery.k8s.io/v1/namespaces/${name}/endpointslices`;
+    const jobs = `/apis/batch/v1/namespaces/${name}/jobs`;
     this.routes = [
       route('GET', '/api/v1/nodes', (c) => this.listNodes(c)),
       route('GET', `/api/v1/nodes/${name}`, (c) => this.readNode(c)),
@@ -577,6 +625,10 @@ export class FakeKubeApi {
       route('POST', claims, (c) => this.createClaim(c)),
       route('GET', `${claims}/${name}`, (c) => this.readClaim(c)),
       route('DELETE', `${claims}/${name}`, (c) => this.deleteClaim(c)),
+      route('GET', jobs, (c) => this.listJobs(c)),
+      route('POST', jobs, (c) => this.createJob(c)),
+      route('GET', `${jobs}/${name}`, (c) => this.readJob(c)),
+      route('DELETE', `${jobs}/${name}`, (c) => this.deleteJob(c)),
       route('GET', '/apis/storage.k8s.io/v1/storageclasses', (c) => this.listStorageClasses(c)),
       route('GET', `/apis/storage.k8s.io/v1/storageclasses/${name}`, (c) =>
         this.readStorageClass(c),
@@ -614,6 +666,11 @@ export class FakeKubeApi {
   /** The spec of every SubjectAccessReview, in order. */
   get accessReviews(): readonly unknown[] {
     return this.accessReviewLog;
+  }
+
+  /** The body of every Job creation that reached the handler, as sent, in order. */
+  get jobs(): readonly unknown[] {
+    return this.jobLog;
   }
 
   /** Watch requests received, including those refused as expired. */
@@ -673,7 +730,20 @@ export class FakeKubeApi {
         ...(input.annotations === undefined ? {} : { annotations: { ...input.annotations } }),
       },
       spec: {
-        containers: [{ name: 'main', image: 'registry.example/autopilot:test' }],
+        ...(input.initContainers === undefined
+          ? {}
+          : {
+              initContainers: input.initContainers.map((gpus, i) => ({
+                name: `init-${i}`,
+                image: 'registry.example/init:test',
+                ...gpuResources(gpus),
+              })),
+            }),
+        containers: [input.gpus, ...(input.moreContainers ?? [])].map((gpus, i) => ({
+          name: i === 0 ? 'main' : `main-${i}`,
+          image: 'registry.example/autopilot:test',
+          ...gpuResources(gpus),
+        })),
         ...(input.nodeName === undefined ? {} : { nodeName: input.nodeName }),
       },
       status: {
@@ -683,6 +753,95 @@ export class FakeKubeApi {
     };
     this.pods.set(key(input.namespace, input.name), this.created(pod));
     return structuredClone(pod);
+  }
+
+  /** The pod as the server has it now, or undefined. */
+  pod(namespace: string, name: string): KubeObject | undefined {
+    const pod = this.pods.get(key(namespace, name));
+    return pod === undefined ? undefined : structuredClone(pod);
+  }
+
+  setPodPhase(namespace: string, name: string, phase: string): void {
+    const id = key(namespace, name);
+    const pod = this.pods.get(id);
+    if (pod === undefined) throw new Error(`no pod ${id} in the fake`);
+    this.updateStatus(this.pods, id, { phase });
+  }
+
+  /** The Job as the server has it now, or undefined once it is gone. */
+  job(namespace: string, name: string): KubeObject | undefined {
+    const job = this.jobObjects.get(key(namespace, name));
+    return job === undefined ? undefined : structuredClone(job);
+  }
+
+  /** The pods the Job controller made for a Job, by name. */
+  jobPods(namespace: string, jobName: string): KubeObject[] {
+    return this.podsOfJob(namespace, jobName).flatMap((id) => {
+      const pod = this.pods.get(id);
+      return pod === undefined ? [] : [structuredClone(pod)];
+    });
+  }
+
+  /** The kubelet started the Job's container. */
+  runJobPod(namespace: string, jobName: string): void {
+    for (const id of this.podsOfJob(namespace, jobName)) {
+      this.updateStatus(this.pods, id, {
+        phase: 'Running',
+        containerStatuses: [
+          containerStatus(this.pods.get(id), { running: { startedAt: timestamp() } }),
+        ],
+      });
+    }
+    this.updateStatus(this.jobObjects, key(namespace, jobName), { ready: 1 });
+  }
+
+  /**
+   * The Job's container ended and the controller finished the Job, with the conditions a 1.31+
+   * controller writes (SuccessCriteriaMet or FailureTarget first, then Complete or Failed).
+   */
+  finishJob(namespace: string, jobName: string, outcome: JobOutcome): void {
+    const jobId = key(namespace, jobName);
+    if (!this.jobObjects.has(jobId)) throw new Error(`no job ${jobId} in the fake`);
+    const now = timestamp();
+    for (const id of this.podsOfJob(namespace, jobName)) {
+      const terminated = {
+        exitCode: outcome.succeeded ? 0 : 1,
+        reason: outcome.succeeded ? 'Completed' : 'Error',
+        finishedAt: now,
+        ...(outcome.message === undefined ? {} : { message: outcome.message }),
+      };
+      this.updateStatus(this.pods, id, {
+        phase: outcome.succeeded ? 'Succeeded' : 'Failed',
+        containerStatuses: [containerStatus(this.pods.get(id), { terminated })],
+      });
+    }
+    const condition = (type: string, reason?: string) => ({
+      type,
+      status: 'True',
+      lastProbeTime: now,
+      lastTransitionTime: now,
+      ...(reason === undefined
+        ? {}
+        : { reason, message: JOB_FAILURE_MESSAGES[reason] ?? `the job failed: ${reason}` }),
+    });
+    const reason = outcome.reason ?? 'BackoffLimitExceeded';
+    this.updateStatus(this.jobObjects, jobId, {
+      active: 0,
+      ready: 0,
+      completionTime: now,
+      ...(outcome.succeeded
+        ? {
+            succeeded: 1,
+            conditions: [
+              condition('SuccessCriteriaMet', 'CompletionsReached'),
+              condition('Complete'),
+            ],
+          }
+        : {
+            failed: 1,
+            conditions: [condition('FailureTarget', reason), condition('Failed', reason)],
+          }),
+    });
   }
 
   /** Creates or replaces a slice (see endpointSlice()), telling watchers ADDED or MODIFIED. */
@@ -1224,6 +1383,145 @@ export class FakeKubeApi {
     return { code: 200, body: deleting };
   }
 
+  // ----- Jobs -----
+
+  private listJobs(call: Call): Reply {
+    const items = this.list(this.jobObjects.values(), call.query, call.params[0]);
+    return { code: 200, body: listOf('JobList', 'batch/v1', items, this.revision) };
+  }
+
+  private readJob(call: Call): Reply {
+    const [namespace = '', name = ''] = call.params;
+    const job = this.jobObjects.get(key(namespace, name));
+    if (job === undefined) throw notFound('jobs.batch', name);
+    return { code: 200, body: job };
+  }
+
+  /** Stores the Job and, as the Job controller would at once, creates its one pod. */
+  private createJob(call: Call): Reply {
+    const [namespace = ''] = call.params;
+    const body = call.body;
+    this.jobLog.push(structuredClone(body));
+    if (!isPlainObject(body) || !isPlainObject(body.metadata)) {
+      throw new ApiError(400, 'a Job needs metadata');
+    }
+    const name = body.metadata.name;
+    if (typeof name !== 'string' || name === '') {
+      throw new ApiError(422, 'Job.batch "" is invalid: metadata.name: Required value');
+    }
+    const spec = isPlainObject(body.spec) ? body.spec : {};
+    const template = isPlainObject(spec.template) ? spec.template : {};
+    const podSpec = isPlainObject(template.spec) ? template.spec : undefined;
+    const containers = podSpec?.containers;
+    if (podSpec === undefined || !Array.isArray(containers) || containers.length === 0) {
+      throw new ApiError(
+        422,
+        `Job.batch "${name}" is invalid: spec.template.spec.containers: Required value`,
+      );
+    }
+    if (podSpec.restartPolicy !== 'Never' && podSpec.restartPolicy !== 'OnFailure') {
+      throw new ApiError(
+        422,
+        `Job.batch "${name}" is invalid: spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"`,
+      );
+    }
+    const id = key(namespace, name);
+    if (this.jobObjects.has(id)) {
+      throw new ApiError(409, `jobs.batch "${name}" already exists`, 'AlreadyExists');
+    }
+    const job = this.created(structuredClone(body) as KubeObject);
+    const uid = job.metadata.uid ?? '';
+    const controllerLabels = {
+      'batch.kubernetes.io/controller-uid': uid,
+      'batch.kubernetes.io/job-name': name,
+      'controller-uid': uid,
+      [JOB_NAME_LABEL]: name,
+    };
+    const templateMeta = isPlainObject(template.metadata) ? template.metadata : {};
+    const podLabels = {
+      ...(isPlainObject(templateMeta.labels) ? templateMeta.labels : {}),
+      ...controllerLabels,
+    } as Record<string, string>;
+    job.apiVersion = 'batch/v1';
+    job.kind = 'Job';
+    job.metadata = { ...job.metadata, namespace };
+    job.spec = {
+      ...spec,
+      selector: { matchLabels: { 'batch.kubernetes.io/controller-uid': uid } },
+      template: { ...template, metadata: { ...templateMeta, labels: podLabels } },
+    };
+    job.status = { active: 1, ready: 0, startTime: timestamp() };
+    this.jobObjects.set(id, job);
+
+    const podName = `${name}-${nameSuffix()}`;
+    const pod: KubeObject = {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {
+        name: podName,
+        namespace,
+        labels: podLabels,
+        ownerReferences: [{ apiVersion: 'batch/v1', kind: 'Job', name, uid, controller: true }],
+      },
+      spec: structuredClone(podSpec),
+      status: { phase: 'Pending' },
+    };
+    this.pods.set(key(namespace, podName), this.created(pod));
+    return { code: 201, body: job };
+  }
+
+  /**
+   * Without propagationPolicy Background or Foreground, the pods are orphaned, as the real server
+   * does for batch/v1 Jobs, so a test sees the pods a careless delete would leave running.
+   */
+  private deleteJob(call: Call): Reply {
+    const [namespace = '', name = ''] = call.params;
+    const id = key(namespace, name);
+    const job = this.jobObjects.get(id);
+    if (job === undefined) throw notFound('jobs.batch', name);
+    const policy = call.query.get('propagationPolicy');
+    const pods = this.podsOfJob(namespace, name);
+    if (policy === 'Background' || policy === 'Foreground') {
+      for (const pod of pods) this.pods.delete(pod);
+    } else {
+      for (const pod of pods) delete this.pods.get(pod)?.metadata.ownerReferences;
+    }
+    this.jobObjects.delete(id);
+    const deleted = structuredClone(job);
+    deleted.metadata.deletionTimestamp = timestamp();
+    this.bump(deleted);
+    return { code: 200, body: deleted };
+  }
+
+  /** Keys of the pods a Job owns. */
+  private podsOfJob(namespace: string, jobName: string): string[] {
+    const uid = this.jobObjects.get(key(namespace, jobName))?.metadata.uid;
+    return [...this.pods.entries()]
+      .filter(([, pod]) => {
+        const owners = pod.metadata.ownerReferences;
+        return (
+          pod.metadata.namespace === namespace &&
+          Array.isArray(owners) &&
+          owners.some((owner) => isPlainObject(owner) && owner.kind === 'Job' && owner.uid === uid)
+        );
+      })
+      .map(([id]) => id);
+  }
+
+  /** Merges `status` into the object's status and bumps its resourceVersion. */
+  private updateStatus(
+    objects: Map<string, KubeObject>,
+    id: string,
+    status: Record<string, unknown>,
+  ): void {
+    const current = objects.get(id);
+    if (current === undefined) return;
+    const updated = structuredClone(current);
+    updated.status = { ...(isPlainObject(updated.status) ? updated.status : {}), ...status };
+    this.bump(updated);
+    objects.set(id, updated);
+  }
+
   // ----- StorageClasses -----
 
   private listStorageClasses(call: Call): Reply {
@@ -1304,6 +1602,22 @@ export class FakeKubeApi {
       },
     };
   }
+}
+
+/** The first container's status with this state, named as in the pod's spec. */
+function containerStatus(pod: KubeObject | undefined, state: Record<string, unknown>) {
+  const spec = pod !== undefined && isPlainObject(pod.spec) ? pod.spec : {};
+  const first: unknown = Array.isArray(spec.containers) ? spec.containers[0] : undefined;
+  const container = isPlainObject(first) ? first : {};
+  return {
+    name: typeof container.name === 'string' ? container.name : 'main',
+    image: typeof container.image === 'string' ? container.image : '',
+    imageID: '',
+    ready: 'running' in state,
+    restartCount: 0,
+    started: 'running' in state,
+    state,
+  };
 }
 
 function readBody(req: IncomingMessage): Promise<string> {

@@ -1,7 +1,7 @@
 /**
  * An in-memory KubeApi for unit tests: nodes, pods and EndpointSlices as plain records, watches
- * the test drives by hand (push an event, end normally, end with a status such as 410), and
- * one-shot failures per method. Every call is recorded, so a test can say exactly what was sent.
+ * the test drives by hand (push an event, end normally, end with a status such as 410), Jobs the
+ * test finishes by hand, and one-shot failures per method. Every call is recorded, so a test can say exactly what was sent.
  *
  * `api` is a plain object of functions rather than the FakeKube instance itself, as the real
  * adapter is: a decorator that walks the API's own keys sees every method.
@@ -10,6 +10,8 @@
 import type {
   AccessReview,
   EndpointSliceInfo,
+  JobInfo,
+  JobSpec,
   KubeApi,
   NodeInfo,
   NodeMetadataPatch,
@@ -23,6 +25,7 @@ import type {
   WatchHandle,
 } from '../../exporter/cluster/ports.js';
 import { KubeError } from '../../exporter/cluster/ports.js';
+import { JOB_FAILURE_MESSAGES, JOB_NAME_LABEL } from './kube-api-server.js';
 
 export type KubeMethod = keyof KubeApi;
 
@@ -51,6 +54,12 @@ interface StoredPod extends PodInfo {
   readonly labels: Readonly<Record<string, string>>;
 }
 
+export interface FakeJob {
+  readonly spec: JobSpec;
+  readonly state: JobInfo['state'];
+  readonly failure: string | undefined;
+}
+
 interface NodeRecord {
   labels: Record<string, string>;
   annotations: Record<string, string>;
@@ -72,7 +81,8 @@ export class FakeKube {
   });
 
   private readonly nodes = new Map<string, NodeRecord>();
-  private readonly pods: StoredPod[] = [];
+  private pods: StoredPod[] = [];
+  private readonly jobRecords = new Map<string, FakeJob>();
   private readonly slices = new Map<string, Map<string, EndpointSliceInfo>>();
   private readonly storageClasses = new Map<string, StorageClassInfo>();
   private readonly pvcs = new Map<string, PvcInfo>();
@@ -122,6 +132,9 @@ export class FakeKube {
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
     podIPs?: string[];
+    /** PodInfo.gpus as the adapter would compute it; 0 unless given. */
+    gpus?: number;
+    terminationMessage?: string;
   }): void {
     this.pods.push({
       name: pod.name,
@@ -131,6 +144,44 @@ export class FakeKube {
       annotations: { ...pod.annotations },
       podIPs: [...(pod.podIPs ?? [])],
       labels: { ...pod.labels },
+      gpus: pod.gpus ?? 0,
+      terminationMessage: pod.terminationMessage,
+    });
+  }
+
+  setPodPhase(namespace: string, name: string, phase: string): void {
+    this.updatePods((pod) => pod.namespace === namespace && pod.name === name, { phase });
+  }
+
+  /** Jobs that exist now, by `namespace/name`. */
+  get jobs(): ReadonlyMap<string, FakeJob> {
+    return this.jobRecords;
+  }
+
+  /**
+   * Ends a Job as its controller would: Complete, or Failed with the reason (BackoffLimitExceeded
+   * unless given) and the controller's message for it; its pod (named `<job>-pod`) ends Succeeded
+   * or Failed with `message` as its termination message.
+   */
+  finishJob(
+    namespace: string,
+    name: string,
+    outcome: { succeeded: boolean; message?: string; reason?: string },
+  ): void {
+    const id = `${namespace}/${name}`;
+    const job = this.jobRecords.get(id);
+    if (job === undefined) throw new Error(`no job ${id} in the fake`);
+    const reason = outcome.reason ?? 'BackoffLimitExceeded';
+    const failure = `${reason}: ${JOB_FAILURE_MESSAGES[reason] ?? `the job failed: ${reason}`}`;
+    this.jobRecords.set(
+      id,
+      outcome.succeeded
+        ? { ...job, state: 'Succeeded', failure: undefined }
+        : { ...job, state: 'Failed', failure },
+    );
+    this.updatePods((pod) => pod.namespace === namespace && pod.labels[JOB_NAME_LABEL] === name, {
+      phase: outcome.succeeded ? 'Succeeded' : 'Failed',
+      terminationMessage: outcome.message,
     });
   }
 
@@ -185,6 +236,13 @@ export class FakeKube {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  private updatePods(
+    which: (pod: StoredPod) => boolean,
+    change: Partial<Pick<StoredPod, 'phase' | 'terminationMessage'>>,
+  ): void {
+    this.pods = this.pods.map((pod) => (which(pod) ? { ...pod, ...change } : pod));
+  }
 
   private serviceSlices(namespace: string, service: string): Map<string, EndpointSliceInfo> {
     const key = `${namespace}/${service}`;
@@ -294,14 +352,51 @@ export class FakeKube {
         const matches = selectorMatcher('listPods', labelSelector);
         return this.pods
           .filter((pod) => pod.namespace === namespace && matches(pod.labels))
-          .map(({ name, nodeName, phase, annotations, podIPs }) => ({
-            name,
-            namespace,
-            nodeName,
-            phase,
-            annotations,
-            podIPs,
-          }));
+          .map(toPodInfo);
+      },
+      listPodsOnNode: async (nodeName) => {
+        this.enter('listPodsOnNode', [nodeName]);
+        await Promise.resolve();
+        return this.pods.filter((pod) => pod.nodeName === nodeName).map(toPodInfo);
+      },
+      listJobPods: async (namespace, jobName) => {
+        this.enter('listJobPods', [namespace, jobName]);
+        await Promise.resolve();
+        return this.pods
+          .filter((pod) => pod.namespace === namespace && pod.labels[JOB_NAME_LABEL] === jobName)
+          .map(toPodInfo);
+      },
+      createJob: async (spec) => {
+        this.enter('createJob', [spec]);
+        await Promise.resolve();
+        const id = `${spec.namespace}/${spec.name}`;
+        if (this.jobRecords.has(id)) {
+          throw new KubeError('createJob', 409, `jobs.batch "${spec.name}" already exists`);
+        }
+        this.jobRecords.set(id, { spec, state: 'Active', failure: undefined });
+        // What the Job controller would create; deterministic so tests can name it.
+        this.addPod({
+          name: `${spec.name}-pod`,
+          namespace: spec.namespace,
+          nodeName: spec.nodeName,
+          phase: 'Pending',
+          labels: { ...spec.labels, [JOB_NAME_LABEL]: spec.name },
+          gpus: spec.gpus,
+        });
+      },
+      readJob: async (namespace, name) => {
+        this.enter('readJob', [namespace, name]);
+        await Promise.resolve();
+        const job = this.jobRecords.get(`${namespace}/${name}`);
+        return job === undefined ? undefined : { name, state: job.state, failure: job.failure };
+      },
+      deleteJob: async (namespace, name) => {
+        this.enter('deleteJob', [namespace, name]);
+        await Promise.resolve();
+        this.jobRecords.delete(`${namespace}/${name}`);
+        this.pods = this.pods.filter(
+          (pod) => !(pod.namespace === namespace && pod.labels[JOB_NAME_LABEL] === name),
+        );
       },
       listEndpointSlices: async (namespace, service) => {
         this.enter('listEndpointSlices', [namespace, service]);
@@ -359,6 +454,19 @@ export class FakeKube {
       },
     };
   }
+}
+
+function toPodInfo(pod: StoredPod): PodInfo {
+  return {
+    name: pod.name,
+    namespace: pod.namespace,
+    nodeName: pod.nodeName,
+    phase: pod.phase,
+    annotations: pod.annotations,
+    podIPs: pod.podIPs,
+    gpus: pod.gpus,
+    terminationMessage: pod.terminationMessage,
+  };
 }
 
 function applyMerge(

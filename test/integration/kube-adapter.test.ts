@@ -8,7 +8,12 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createSystemClock, sleep } from '../../exporter/clock.js';
 import { createPeerDirectory } from '../../exporter/cluster/peer-directory.js';
-import { KubeError, type EndpointSliceInfo, type KubeApi } from '../../exporter/cluster/ports.js';
+import {
+  KubeError,
+  type EndpointSliceInfo,
+  type JobSpec,
+  type KubeApi,
+} from '../../exporter/cluster/ports.js';
 import { createPvcCheck } from '../../exporter/checks/pvc.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import { silentLogger } from '../../exporter/log.js';
@@ -122,6 +127,8 @@ describe('nodes', () => {
         phase: 'Running',
         annotations: { 'k8s.v1.cni.cncf.io/network-status': '[]' },
         podIPs: ['10.0.0.7'],
+        gpus: 0,
+        terminationMessage: undefined,
       },
       {
         name: 'p1',
@@ -130,7 +137,243 @@ describe('nodes', () => {
         phase: 'Running',
         annotations: {},
         podIPs: [],
+        gpus: 0,
+        terminationMessage: undefined,
       },
+    ]);
+  });
+});
+
+describe('deep-check Jobs', () => {
+  const JOB: JobSpec = {
+    name: 'deepcheck-n1-4f2a9c',
+    namespace: NS,
+    nodeName: 'n1',
+    image: 'registry.example/autopilot:1.0',
+    command: ['autopilot-deepcheck', '--dcgm-level', '3'],
+    gpus: 8,
+    priorityClassName: 'autopilot-preemptible',
+    ttlSecondsAfterFinished: 600,
+    activeDeadlineSeconds: 1800,
+    serviceAccountName: 'autopilot-deepcheck',
+    labels: { 'app.kubernetes.io/name': 'autopilot-deepcheck' },
+    env: { NODE_NAME: 'n1', DEEPCHECK_LEVEL: '3' },
+  };
+
+  test('createJob sends a Job pinned to the node, holding its GPUs, tried once', async () => {
+    const { api, kube } = await setup();
+    await kube.createJob(JOB);
+    expect(api.jobs).toEqual([
+      {
+        apiVersion: 'batch/v1',
+        kind: 'Job',
+        metadata: {
+          name: 'deepcheck-n1-4f2a9c',
+          namespace: NS,
+          labels: { 'app.kubernetes.io/name': 'autopilot-deepcheck' },
+        },
+        spec: {
+          backoffLimit: 0,
+          ttlSecondsAfterFinished: 600,
+          activeDeadlineSeconds: 1800,
+          template: {
+            metadata: { labels: { 'app.kubernetes.io/name': 'autopilot-deepcheck' } },
+            spec: {
+              restartPolicy: 'Never',
+              nodeName: 'n1',
+              priorityClassName: 'autopilot-preemptible',
+              serviceAccountName: 'autopilot-deepcheck',
+              containers: [
+                {
+                  name: 'deepcheck',
+                  image: 'registry.example/autopilot:1.0',
+                  command: ['autopilot-deepcheck', '--dcgm-level', '3'],
+                  resources: {
+                    requests: { 'nvidia.com/gpu': '8' },
+                    limits: { 'nvidia.com/gpu': '8' },
+                  },
+                  env: [
+                    { name: 'NODE_NAME', value: 'n1' },
+                    { name: 'DEEPCHECK_LEVEL', value: '3' },
+                  ],
+                  terminationMessagePolicy: 'FallbackToLogsOnError',
+                },
+              ],
+            },
+          },
+        },
+      },
+    ]);
+  });
+
+  test('without a priority class or service account the pod names neither', async () => {
+    const { api, kube } = await setup();
+    await kube.createJob({ ...JOB, priorityClassName: undefined, serviceAccountName: undefined });
+    const podSpec = api.job(NS, JOB.name)?.spec as { template: { spec: Record<string, unknown> } };
+    expect(Object.keys(podSpec.template.spec).sort()).toEqual([
+      'containers',
+      'nodeName',
+      'restartPolicy',
+    ]);
+  });
+
+  test('Active, then Succeeded, with the report in the pod termination message', async () => {
+    const { api, kube } = await setup();
+    await kube.createJob(JOB);
+    expect(await kube.readJob(NS, JOB.name)).toEqual({
+      name: JOB.name,
+      state: 'Active',
+      failure: undefined,
+    });
+    const [pending, ...others] = await kube.listJobPods(NS, JOB.name);
+    expect(others).toEqual([]);
+    expect(pending).toMatchObject({ namespace: NS, nodeName: 'n1', phase: 'Pending', gpus: 8 });
+    expect(pending?.name).toMatch(/^deepcheck-n1-4f2a9c-[a-z0-9]{5}$/);
+
+    api.runJobPod(NS, JOB.name);
+    expect((await kube.listJobPods(NS, JOB.name)).map((p) => p.phase)).toEqual(['Running']);
+    expect((await kube.readJob(NS, JOB.name))?.state).toBe('Active');
+
+    api.finishJob(NS, JOB.name, { succeeded: true, message: '{"verdict":"PASS"}' });
+    expect(await kube.readJob(NS, JOB.name)).toEqual({
+      name: JOB.name,
+      state: 'Succeeded',
+      failure: undefined,
+    });
+    expect(
+      (await kube.listJobPods(NS, JOB.name)).map((p) => [p.phase, p.terminationMessage]),
+    ).toEqual([['Succeeded', '{"verdict":"PASS"}']]);
+  });
+
+  test.each([
+    ['BackoffLimitExceeded', 'BackoffLimitExceeded: Job has reached the specified backoff limit'],
+    ['DeadlineExceeded', 'DeadlineExceeded: Job was active longer than specified deadline'],
+  ])('Failed (%s) reads as the condition reason and message', async (reason, expected) => {
+    const { api, kube } = await setup();
+    await kube.createJob(JOB);
+    api.runJobPod(NS, JOB.name);
+    api.finishJob(NS, JOB.name, { succeeded: false, reason, message: 'dcgmi diag: 2 failures' });
+    expect(await kube.readJob(NS, JOB.name)).toEqual({
+      name: JOB.name,
+      state: 'Failed',
+      failure: expected,
+    });
+    expect(
+      (await kube.listJobPods(NS, JOB.name)).map((p) => [p.phase, p.terminationMessage]),
+    ).toEqual([['Failed', 'dcgmi diag: 2 failures']]);
+  });
+
+  test('deleteJob removes the Job and its pod; reading it then is undefined', async () => {
+    const { api, kube } = await setup();
+    await kube.createJob(JOB);
+    api.runJobPod(NS, JOB.name);
+    await kube.deleteJob(NS, JOB.name);
+    expect(await kube.readJob(NS, JOB.name)).toBeUndefined();
+    // Without Background propagation the fake, like the real server, orphans the pod.
+    expect(await kube.listJobPods(NS, JOB.name)).toEqual([]);
+    expect(await kube.listPodsOnNode('n1')).toEqual([]);
+    expect(api.requests.filter((r) => r.method === 'DELETE')).toEqual([
+      {
+        method: 'DELETE',
+        path: `/apis/batch/v1/namespaces/${NS}/jobs/${JOB.name}`,
+        query: { propagationPolicy: 'Background' },
+        contentType: expect.anything(),
+      },
+    ]);
+  });
+
+  test('deleting a Job that is already gone resolves', async () => {
+    const { api, kube } = await setup();
+    await expect(kube.deleteJob(NS, 'gone')).resolves.toBeUndefined();
+    expect(api.requests.map((r) => [r.method, r.path])).toEqual([
+      ['DELETE', `/apis/batch/v1/namespaces/${NS}/jobs/gone`],
+    ]);
+  });
+
+  test('a refused create ends in a KubeError naming the Job', async () => {
+    const { api, kube } = await setup();
+    const message =
+      'jobs.batch is forbidden: User "system:serviceaccount:autopilot:autopilot" cannot create resource "jobs" in API group "batch" in the namespace "autopilot"';
+    api.failNext({
+      method: 'POST',
+      pathPrefix: `/apis/batch/v1/namespaces/${NS}/jobs`,
+      status: 403,
+      message,
+    });
+    const error = await failure(kube.createJob(JOB));
+    expect(error.operation).toBe(`create job ${NS}/${JOB.name}`);
+    expect(error.status).toBe(403);
+    expect(error.message).toBe(`create job ${NS}/${JOB.name}: 403 ${message}`);
+    expect(api.job(NS, JOB.name)).toBeUndefined();
+  });
+
+  test('other errors reading a Job are not taken for its absence', async () => {
+    const { api, kube } = await setup();
+    api.failNext({
+      method: 'GET',
+      pathPrefix: `/apis/batch/v1/namespaces/${NS}/jobs/x`,
+      status: 500,
+    });
+    const error = await failure(kube.readJob(NS, 'x'));
+    expect(error.message).toBe(`read job ${NS}/x: 500 injected failure 500`);
+  });
+});
+
+describe('pods on a node', () => {
+  test('only that node, every namespace, with the GPUs each pod holds', async () => {
+    const { api, kube } = await setup();
+    api.addPod({ namespace: 'ml', name: 'none', nodeName: 'n1' });
+    api.addPod({ namespace: 'ml', name: 'request-only', nodeName: 'n1', gpus: { request: '2' } });
+    api.addPod({ namespace: 'ml', name: 'limit-only', nodeName: 'n1', gpus: { limit: '4' } });
+    api.addPod({
+      namespace: 'batch',
+      name: 'two-containers',
+      nodeName: 'n1',
+      gpus: 1,
+      moreContainers: [{ request: '1', limit: '2' }],
+    });
+    api.addPod({
+      namespace: 'batch',
+      name: 'init-larger',
+      nodeName: 'n1',
+      phase: 'Pending',
+      gpus: 1,
+      initContainers: [2, 8],
+    });
+    api.addPod({
+      namespace: 'batch',
+      name: 'init-smaller',
+      nodeName: 'n1',
+      gpus: 4,
+      moreContainers: [2],
+      initContainers: [5],
+    });
+    api.addPod({ namespace: 'ml', name: 'elsewhere', nodeName: 'n2', gpus: 8 });
+    api.addPod({ namespace: 'ml', name: 'unscheduled', phase: 'Pending', gpus: 8 });
+
+    const pods = await kube.listPodsOnNode('n1');
+    expect(pods.map((p) => [p.namespace, p.name, p.phase, p.gpus])).toEqual([
+      ['batch', 'init-larger', 'Pending', 8],
+      ['batch', 'init-smaller', 'Running', 6],
+      ['batch', 'two-containers', 'Running', 3],
+      ['ml', 'limit-only', 'Running', 4],
+      ['ml', 'none', 'Running', 0],
+      ['ml', 'request-only', 'Running', 2],
+    ]);
+    expect(pods.every((p) => p.nodeName === 'n1' && p.terminationMessage === undefined)).toBe(true);
+    expect(api.requests.at(-1)).toMatchObject({
+      method: 'GET',
+      path: '/api/v1/pods',
+      query: { fieldSelector: 'spec.nodeName=n1' },
+    });
+  });
+
+  test('a phase change shows on the next list', async () => {
+    const { api, kube } = await setup();
+    api.addPod({ namespace: 'ml', name: 'p', nodeName: 'n1', gpus: 2 });
+    api.setPodPhase('ml', 'p', 'Succeeded');
+    expect((await kube.listPodsOnNode('n1')).map((p) => [p.name, p.phase])).toEqual([
+      ['p', 'Succeeded'],
     ]);
   });
 });

@@ -54,6 +54,11 @@ class FakeKube {
       createPvc: unexpected('createPvc'),
       readPvc: unexpected('readPvc'),
       deletePvc: unexpected('deletePvc'),
+      listPodsOnNode: unexpected('listPodsOnNode'),
+      listJobPods: unexpected('listJobPods'),
+      createJob: unexpected('createJob'),
+      readJob: unexpected('readJob'),
+      deleteJob: unexpected('deleteJob'),
       reviewToken: (token) => {
         this.tokenCalls.push(token);
         return settle(this.tokenAnswer(token));

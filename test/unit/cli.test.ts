@@ -181,8 +181,16 @@ describe('parseCommandLine errors', () => {
       ['-bw=1', 'serve', '--bw', '1'],
       'flag --bw is given more than once',
     ],
-    ['unknown command', ['run'], 'unknown command "run"; commands: serve, check, help'],
-    ['a lone dash', ['-'], 'unknown command "-"; commands: serve, check, help'],
+    [
+      'unknown command',
+      ['run'],
+      'unknown command "run"; commands: serve, check, preflight, deepcheck, help',
+    ],
+    [
+      'a lone dash',
+      ['-'],
+      'unknown command "-"; commands: serve, check, preflight, deepcheck, help',
+    ],
     ['check with no names', ['check'], 'check needs the names of the checks to run, or all'],
     [
       'check with only commas',
@@ -232,6 +240,9 @@ describe('helpText', () => {
     expect(ENV_SETTINGS.map(([name]) => name).sort()).toEqual([
       'AUTOPILOT_API_TOKEN',
       'AUTOPILOT_CUDA_PROBE_LIBRARY',
+      'AUTOPILOT_DEEPCHECK_COMMAND',
+      'AUTOPILOT_DEEPCHECK_IMAGE',
+      'AUTOPILOT_DEEPCHECK_PRIORITY_CLASS',
       'AUTOPILOT_HISTORY_SIZE',
       'AUTOPILOT_IPERF_COMMAND',
       'AUTOPILOT_KUBERNETES',
@@ -247,6 +258,7 @@ describe('helpText', () => {
       'AUTOPILOT_PING_REPLY_TIMEOUT',
       'AUTOPILOT_PING_SAMPLE',
       'AUTOPILOT_POD_SELECTOR',
+      'AUTOPILOT_POSTFLIGHT_CHECKS',
       'AUTOPILOT_PVC_ACCESS_MODE',
       'AUTOPILOT_PVC_BIND_TIMEOUT',
       'AUTOPILOT_PVC_SIZE',

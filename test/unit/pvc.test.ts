@@ -77,6 +77,11 @@ function fakeKube(options: FakeOptions = {}) {
     watchEndpointSlices: notUsed,
     reviewToken: notUsed,
     reviewAccess: notUsed,
+    listPodsOnNode: notUsed,
+    listJobPods: notUsed,
+    createJob: notUsed,
+    readJob: notUsed,
+    deleteJob: notUsed,
     readStorageClass(name) {
       calls.push(`readStorageClass ${name}`);
       return Promise.resolve(

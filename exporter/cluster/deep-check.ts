@@ -1,0 +1,303 @@
+/**
+ * The deep check: DCGM level 3 and gpumem on idle GPUs, in a Job pinned to this node that requests
+ * all the node's allocatable GPUs (so the scheduler keeps work off them meanwhile). The node shows
+ * TESTING while the Job lives. The exporter follows the Job to its end, whatever it is: success or
+ * failure (the report is read from the pod's termination message), deletion, or a pod stuck
+ * Pending, and TESTING always ends. A passing deep check is what lifts a sticky EVICT.
+ *
+ * Autopilot's version requested exactly 8 GPUs, looked its pod up in a hard-coded namespace, never
+ * watched the Job, and left the node TESTING when anything went wrong (§7.2 #6).
+ */
+
+import { randomBytes } from 'node:crypto';
+import type { CheckRun, DeviceResult, Verdict } from '../checks/check.js';
+import type { Clock } from '../clock.js';
+import type { Schedule } from '../config/schedule.js';
+import { jitterFor, nextTick } from '../scheduler.js';
+import type { Logger } from '../log.js';
+import { readDeepCheckReport, type DeepCheckRunReport } from '../stages.js';
+import type { KubeApi } from './ports.js';
+
+export const DEEP_CHECK_JOB_PREFIX = 'autopilot-deepcheck-';
+
+export type DeepCheckEnd = 'passed' | 'failed' | 'deleted' | 'stuck' | 'error';
+
+export interface DeepCheckStart {
+  readonly started: boolean;
+  /** The Job's name, or why nothing started. */
+  readonly detail: string;
+}
+
+export interface DeepCheck {
+  /** Starts a deep check when the GPUs are idle; resolves once the Job exists (or did not start). */
+  start(): Promise<DeepCheckStart>;
+  /** A deep check's Job is alive: the node label shows TESTING. */
+  running(): boolean;
+  /** Resolves when the running deep check (if any) has ended and been recorded. */
+  settled(): Promise<DeepCheckEnd | undefined>;
+  stop(): void;
+}
+
+export interface DeepCheckSettings {
+  readonly namespace: string;
+  readonly nodeName: string;
+  readonly image: string | undefined;
+  readonly command: readonly string[];
+  readonly priorityClassName: string | undefined;
+  readonly serviceAccountName: string | undefined;
+  readonly ttlSeconds: number;
+  /** The Job's activeDeadlineSeconds: DCGM level 3 takes about 15 minutes on 8 GPUs. */
+  readonly activeDeadlineSeconds: number;
+  /** A pod Pending longer than this (no GPUs free after all, an image that cannot be pulled). */
+  readonly pendingTimeoutMs: number;
+  readonly pollMs: number;
+}
+
+export interface DeepCheckDeps {
+  readonly kube: KubeApi;
+  readonly settings: DeepCheckSettings;
+  /** Why the GPUs are busy, or undefined when idle. */
+  readonly gpusBusy: () => Promise<string | undefined>;
+  /** Records a run as if the check had run here (trigger deepcheck). */
+  readonly record: (run: CheckRun) => void;
+  /** A deep check where nothing failed lifts a sticky EVICT. */
+  readonly passed: (at: number) => void;
+  /** The DCGM level 3 result, for the dcgm.level.3 label and annotation. */
+  readonly dcgmResult?: (result: {
+    level: number;
+    passed: boolean;
+    output: string;
+    at: number;
+  }) => void;
+  /** Called when running() changes, so the node label can follow. */
+  readonly changed: () => void;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
+  const { settings } = deps;
+  let current: { readonly job: string; readonly ended: Promise<DeepCheckEnd> } | undefined;
+  let stopped = false;
+
+  const wait = (ms: number): Promise<void> =>
+    new Promise((resolve) => deps.clock.setTimer(resolve, ms));
+
+  const follow = async (job: string, startedAt: number): Promise<DeepCheckEnd> => {
+    let pendingSince: number | undefined;
+    for (;;) {
+      await wait(settings.pollMs);
+      if (stopped) return 'error';
+      let info;
+      try {
+        info = await deps.kube.readJob(settings.namespace, job);
+      } catch (error) {
+        // The API may be down for a while; the Job's own deadline bounds how long this can last.
+        deps.logger.warn('cannot read the deep-check Job; trying again', { job, error });
+        if (deps.clock.now() - startedAt > (settings.activeDeadlineSeconds + 300) * 1000) {
+          return finishWithout(job, startedAt, 'error', 'the deep-check Job could not be followed');
+        }
+        continue;
+      }
+      if (info === undefined) {
+        return finishWithout(
+          job,
+          startedAt,
+          'deleted',
+          'the deep-check Job was deleted before it ended',
+        );
+      }
+      if (info.state !== 'Active') return finishWithReport(job, startedAt, info.failure);
+      const pods = await deps.kube.listJobPods(settings.namespace, job).catch(() => []);
+      const pending = pods.length === 0 || pods.every((pod) => pod.phase === 'Pending');
+      pendingSince = pending ? (pendingSince ?? deps.clock.now()) : undefined;
+      if (
+        pendingSince !== undefined &&
+        deps.clock.now() - pendingSince > settings.pendingTimeoutMs
+      ) {
+        await deps.kube.deleteJob(settings.namespace, job).catch(() => undefined);
+        return finishWithout(
+          job,
+          startedAt,
+          'stuck',
+          `the deep-check pod stayed Pending for ${Math.round(settings.pendingTimeoutMs / 1000)} s; the Job was deleted`,
+        );
+      }
+    }
+  };
+
+  /** The Job ended without results: recorded as ERROR, which leaves the node's health as it was. */
+  const finishWithout = (job: string, startedAt: number, end: DeepCheckEnd, reason: string) => {
+    deps.logger.warn('deep check ended without results', { job, reason });
+    deps.record(runOf('dcgm', 'ERROR', `deep check: ${reason}`, [], startedAt, deps.clock.now()));
+    return end;
+  };
+
+  const finishWithReport = async (
+    job: string,
+    startedAt: number,
+    failure: string | undefined,
+  ): Promise<DeepCheckEnd> => {
+    const pods = await deps.kube.listJobPods(settings.namespace, job).catch(() => []);
+    const report = pods.map((pod) => readDeepCheckReport(pod.terminationMessage)).find(Boolean);
+    if (report === undefined) {
+      return finishWithout(job, startedAt, 'error', failure ?? 'the Job left no report');
+    }
+    const now = deps.clock.now();
+    for (const entry of report) deps.record(runFromReport(entry, startedAt, now));
+    const passed = report.every((entry) => entry.verdict !== 'FAIL' && entry.verdict !== 'ERROR');
+    const dcgm = report.find((entry) => entry.check === 'dcgm');
+    if (dcgm !== undefined && dcgm.verdict !== 'ERROR' && dcgm.verdict !== 'SKIP') {
+      deps.dcgmResult?.({
+        level: 3,
+        passed: dcgm.verdict !== 'FAIL',
+        output: dcgm.devices
+          .filter((d) => d.verdict === 'FAIL')
+          .map((d) => `${d.id}:${d.reason}`)
+          .join(','),
+        at: now,
+      });
+    }
+    if (passed) deps.passed(now);
+    deps.logger.info('deep check ended', {
+      job,
+      passed,
+      checks: report.map((e) => `${e.check}=${e.verdict}`),
+    });
+    return passed ? 'passed' : 'failed';
+  };
+
+  return {
+    async start() {
+      if (current !== undefined)
+        return { started: false, detail: `already running (${current.job})` };
+      if (settings.image === undefined) {
+        return { started: false, detail: 'no image for the Job (set AUTOPILOT_DEEPCHECK_IMAGE)' };
+      }
+      const busy = await deps.gpusBusy();
+      if (busy !== undefined) return { started: false, detail: `${busy}; not started` };
+      const node = await deps.kube.getNode(settings.nodeName);
+      if (node.allocatableGpus === undefined || node.allocatableGpus === 0) {
+        return { started: false, detail: 'the node advertises no allocatable nvidia.com/gpu' };
+      }
+      const job = `${DEEP_CHECK_JOB_PREFIX}${randomBytes(3).toString('hex')}`;
+      const startedAt = deps.clock.now();
+      try {
+        await deps.kube.createJob({
+          name: job,
+          namespace: settings.namespace,
+          nodeName: settings.nodeName,
+          image: settings.image,
+          command: settings.command,
+          gpus: node.allocatableGpus,
+          priorityClassName: settings.priorityClassName,
+          ttlSecondsAfterFinished: settings.ttlSeconds,
+          activeDeadlineSeconds: settings.activeDeadlineSeconds,
+          serviceAccountName: settings.serviceAccountName,
+          labels: {
+            'app.kubernetes.io/managed-by': 'autopilot',
+            'autopilot.ibm.com/check': 'deepcheck',
+          },
+          env: { NODE_NAME: settings.nodeName },
+        });
+      } catch (error) {
+        deps.record(
+          runOf(
+            'dcgm',
+            'ERROR',
+            `deep check: ${error instanceof Error ? error.message : String(error)}`,
+            [],
+            startedAt,
+            deps.clock.now(),
+          ),
+        );
+        return { started: false, detail: error instanceof Error ? error.message : String(error) };
+      }
+      const ended = follow(job, startedAt).finally(() => {
+        current = undefined;
+        deps.changed();
+      });
+      current = { job, ended };
+      deps.changed();
+      deps.logger.info('deep check started', { job, gpus: node.allocatableGpus });
+      return { started: true, detail: job };
+    },
+    running: () => current !== undefined,
+    settled: () => current?.ended ?? Promise.resolve(undefined),
+    stop() {
+      stopped = true;
+    },
+  };
+}
+
+function runOf(
+  check: string,
+  verdict: Verdict,
+  reason: string,
+  devices: readonly DeviceResult[],
+  startedAt: number,
+  finishedAt: number,
+): CheckRun {
+  return {
+    check,
+    trigger: 'deepcheck',
+    params: check === 'dcgm' ? { r: '3' } : {},
+    startedAt,
+    finishedAt,
+    verdict,
+    reason,
+    devices,
+    samples: [],
+  };
+}
+
+function runFromReport(entry: DeepCheckRunReport, startedAt: number, finishedAt: number): CheckRun {
+  return runOf(
+    entry.check,
+    entry.verdict,
+    entry.reason,
+    entry.devices.map((d) => ({
+      id: d.id,
+      verdict: d.verdict,
+      reason: d.reason,
+      evidence: {},
+      ...(d.fatal ? { fatal: true } : {}),
+    })),
+    startedAt,
+    finishedAt,
+  );
+}
+
+/**
+ * Starts a deep check on the --invasive-check-timer schedule (not at start-up: a node that just
+ * booted is likely to get work). Returns the function that stops the timer.
+ */
+export function scheduleDeepChecks(deps: {
+  readonly schedule: Schedule;
+  readonly deepCheck: DeepCheck;
+  readonly clock: Clock;
+  readonly nodeName: string;
+  readonly logger: Logger;
+}): () => void {
+  const anchor = deps.clock.now();
+  const jitter = jitterFor(deps.nodeName, deps.schedule, anchor);
+  let cancel: (() => void) | undefined;
+  let stopped = false;
+  const plan = (): void => {
+    const now = deps.clock.now();
+    const at = nextTick(deps.schedule, anchor, now, jitter);
+    if (at === undefined || stopped) return;
+    cancel = deps.clock.setTimer(() => {
+      void deps.deepCheck.start().then(
+        (start) => deps.logger.info('scheduled deep check', { ...start }),
+        (error: unknown) => deps.logger.warn('scheduled deep check could not start', { error }),
+      );
+      plan();
+    }, at - now);
+  };
+  plan();
+  return () => {
+    stopped = true;
+    cancel?.();
+  };
+}

@@ -1,0 +1,39 @@
+/**
+ * Are this node's GPUs free for an invasive check? Two views, both needed: Kubernetes (a pod on
+ * the node requests or limits nvidia.com/gpu and has not ended) and the driver (NVML shows compute
+ * processes, which also catches work that never asked Kubernetes for GPUs, such as another agent).
+ * Autopilot looked at pod requests only.
+ */
+
+import type { NvmlLoad } from '../native/ports.js';
+import type { KubeApi, PodInfo } from './ports.js';
+
+/** Pods in these phases hold (or are about to hold) their GPUs. */
+const HOLDING_PHASES: ReadonlySet<string> = new Set(['Pending', 'Running', 'Unknown']);
+
+/** Pure: the pods that keep the GPUs busy, leaving out the deep check's own pods. */
+export function gpuHolders(pods: readonly PodInfo[], ownJobPrefix: string): PodInfo[] {
+  return pods.filter(
+    (pod) => pod.gpus > 0 && HOLDING_PHASES.has(pod.phase) && !pod.name.startsWith(ownJobPrefix),
+  );
+}
+
+/** Resolves to why the GPUs are busy, or undefined when they are idle. */
+export async function gpusBusy(deps: {
+  readonly kube: KubeApi;
+  readonly nvml: NvmlLoad;
+  readonly nodeName: string;
+  readonly ownJobPrefix: string;
+}): Promise<string | undefined> {
+  const holders = gpuHolders(await deps.kube.listPodsOnNode(deps.nodeName), deps.ownJobPrefix);
+  if (holders.length > 0) {
+    return `GPUs requested by ${holders.map((pod) => `${pod.namespace}/${pod.name}`).join(', ')}`;
+  }
+  if (!deps.nvml.ok) return undefined;
+  const busy: string[] = [];
+  for (const gpu of await deps.nvml.nvml.devices()) {
+    const processes = await deps.nvml.nvml.computeProcessCount(gpu.index);
+    if (processes > 0) busy.push(`GPU ${gpu.index} (${processes} compute processes)`);
+  }
+  return busy.length === 0 ? undefined : `GPUs in use: ${busy.join(', ')}`;
+}
