@@ -173,6 +173,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   const checks = createChecks(config, {
     runCommand: ports.runCommand,
     peers,
+    onDcgmResult: (result) => void labeler?.recordDcgm(result),
     iperf: {
       nodes: iperfNodes,
       ask: async (url, signal) => {

@@ -7,6 +7,13 @@ import type { Config } from '../config/config.js';
 import type { RunCommand } from '../exec/run-command.js';
 import type { CudaProbeLoad, NvmlLoad } from '../native/ports.js';
 import type { Check } from './check.js';
+import {
+  DCGM_SUMMARY,
+  createDcgmCheck,
+  dcgmIsExclusive,
+  dcgmTimeoutMs,
+  parseDcgmLevel,
+} from './dcgm.js';
 import { ECC_SUMMARY, createEccCheck } from './ecc.js';
 import { GPUMEM_SUMMARY, createGpuMemCheck } from './gpumem.js';
 import { GPUPOWER_SUMMARY, createGpuPowerCheck } from './gpupower.js';
@@ -22,6 +29,7 @@ import { XID_SUMMARY, createXidCheck, type XidLedger } from './xid.js';
 export const CHECK_NAMES = [
   'pciebw',
   'remapped',
+  'dcgm',
   'gpupower',
   'ecc',
   'xid',
@@ -35,6 +43,7 @@ export type CheckName = (typeof CHECK_NAMES)[number];
 /** One line per check for --help, which must work before any configuration is read. */
 export const CHECK_SUMMARIES: Readonly<Record<CheckName, string>> = {
   pciebw: PCIEBW_SUMMARY,
+  dcgm: DCGM_SUMMARY,
   remapped: REMAPPED_SUMMARY,
   gpupower: GPUPOWER_SUMMARY,
   ecc: ECC_SUMMARY,
@@ -63,9 +72,19 @@ export interface CheckPorts {
   }) => Promise<readonly string[]>;
   /** Resolves after `ms`, rejects when `signal` aborts. */
   readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** A conclusive DCGM run, for the dcgm.level.N label and annotation (Kubernetes mode). */
+  readonly onDcgmResult?: (result: {
+    readonly level: number;
+    readonly passed: boolean;
+    readonly output: string;
+    readonly at: number;
+  }) => void;
   /** How the iperf check reaches the nodes (Kubernetes mode); absent, it says SKIP. */
   readonly iperf?: IperfPorts;
 }
+
+/** The command has its own deadline per level; the runner's comes a little later. */
+const DCGM_RUNNER_SLACK_MS = 30_000;
 
 export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<string, Check> {
   const { nvml, cuda } = ports;
@@ -92,6 +111,17 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         ...(ports.targetsOf === undefined ? {} : { targetsOf: ports.targetsOf }),
         ...(ports.selectNodes === undefined ? {} : { selectNodes: ports.selectNodes }),
       }),
+    dcgm: () => ({
+      ...createDcgmCheck({
+        run: ports.runCommand,
+        command: config.dcgmiCommand,
+        fatalErrors: config.dcgmFatalErrors,
+        ...(ports.onDcgmResult === undefined ? {} : { onResult: ports.onDcgmResult }),
+      }),
+      // Level 2 and above load the GPUs for minutes: exclusive, and with a deadline per level.
+      exclusiveFor: dcgmIsExclusive,
+      timeoutFor: (params) => dcgmTimeoutMs(parseDcgmLevel(params.r)) + DCGM_RUNNER_SLACK_MS,
+    }),
     iperf: () =>
       createIperfCheck(
         ports.iperf ?? {

@@ -40,6 +40,8 @@ export interface Config {
   readonly ping: PingSettings;
   /** The iperf3 executable. */
   readonly iperfCommand: string;
+  /** The dcgmi executable. */
+  readonly dcgmiCommand: string;
   /** The deep-check Job's image; undefined: no deep check (it needs the exporter's own image). */
   readonly deepcheckImage: string | undefined;
   readonly deepcheckCommand: readonly string[];
@@ -195,6 +197,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
       ),
     },
     iperfCommand: setting('AUTOPILOT_IPERF_COMMAND') ?? 'iperf3',
+    dcgmiCommand: setting('AUTOPILOT_DCGMI_COMMAND') ?? 'dcgmi',
     deepcheckImage: setting('AUTOPILOT_DEEPCHECK_IMAGE'),
     deepcheckCommand: (setting('AUTOPILOT_DEEPCHECK_COMMAND') ?? 'autopilot deepcheck').split(
       /\s+/,
@@ -495,6 +498,7 @@ export const ENV_SETTINGS = [
     'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
   ],
   ['AUTOPILOT_IPERF_COMMAND', 'iperf3', 'the iperf3 executable'],
+  ['AUTOPILOT_DCGMI_COMMAND', 'dcgmi', 'the dcgmi executable (DCGM diagnostics)'],
   [
     'AUTOPILOT_DEEPCHECK_IMAGE',
     '',

@@ -240,6 +240,7 @@ describe('helpText', () => {
     expect(ENV_SETTINGS.map(([name]) => name).sort()).toEqual([
       'AUTOPILOT_API_TOKEN',
       'AUTOPILOT_CUDA_PROBE_LIBRARY',
+      'AUTOPILOT_DCGMI_COMMAND',
       'AUTOPILOT_DEEPCHECK_COMMAND',
       'AUTOPILOT_DEEPCHECK_IMAGE',
       'AUTOPILOT_DEEPCHECK_PRIORITY_CLASS',

@@ -70,6 +70,7 @@ describe('parseConfig defaults', () => {
       ping: { command: 'ping', count: 3, replyTimeoutMs: 1000, concurrency: 64, sampleSize: 0 },
       podSelector: 'app=autopilot',
       iperfCommand: 'iperf3',
+      dcgmiCommand: 'dcgmi',
       deepcheckImage: undefined,
       deepcheckCommand: ['autopilot', 'deepcheck'],
       deepcheckPriorityClass: undefined,
