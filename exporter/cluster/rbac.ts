@@ -9,8 +9,11 @@ import { EXPORTER_REVIEW_RBAC_RULES, type PolicyRule } from '../api/auth.js';
 export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
   // Read its node, resolve nodelabel=, write the gpuhealth and dcgm labels.
   { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'patch'] },
-  // Resolve job=namespace:selector.
+  // Resolve job=namespace:selector; this node's pods (GPU use, post-flight); the Autopilot pods'
+  // interfaces; the deep-check Job's pod and its report.
   { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+  // The deep-check Job.
+  { apiGroups: ['batch'], resources: ['jobs'], verbs: ['create', 'get', 'delete'] },
   // Peers.
   { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['list', 'watch'] },
   // The pvc check.
