@@ -33,7 +33,7 @@ export interface DeepCheck {
   start(): Promise<DeepCheckStart>;
   /** A deep check's Job is alive: the node label shows TESTING. */
   running(): boolean;
-  /** Resolves when the running deep check (if any) has ended and been recorded. */
+  /** How the running deep check ends (or the last one ended); undefined before any has run. */
   settled(): Promise<DeepCheckEnd | undefined>;
   stop(): void;
 }
@@ -78,6 +78,7 @@ export interface DeepCheckDeps {
 export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
   const { settings } = deps;
   let current: { readonly job: string; readonly ended: Promise<DeepCheckEnd> } | undefined;
+  let last: Promise<DeepCheckEnd> | undefined;
   let stopped = false;
 
   const wait = (ms: number): Promise<void> =>
@@ -218,12 +219,13 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
         deps.changed();
       });
       current = { job, ended };
+      last = ended;
       deps.changed();
       deps.logger.info('deep check started', { job, gpus: node.allocatableGpus });
       return { started: true, detail: job };
     },
     running: () => current !== undefined,
-    settled: () => current?.ended ?? Promise.resolve(undefined),
+    settled: () => current?.ended ?? last ?? Promise.resolve(undefined),
     stop() {
       stopped = true;
     },

@@ -1,0 +1,248 @@
+/**
+ * DCGM, the deep check and post-flight in one exporter (buildExporter) talking through the real
+ * client-node adapter to the fake API server, with the fake dcgmi and in-memory GPUs. Time moves
+ * by hand (FakeClock) for the deep check's and post-flight's polls; HTTP is real.
+ */
+
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { KubeConfig } from '@kubernetes/client-node';
+import { join } from 'node:path';
+import request from 'supertest';
+import { CHECK_NAMES } from '../../exporter/checks/index.js';
+import { parseConfig } from '../../exporter/config/config.js';
+import { deepCheckReport } from '../../exporter/stages.js';
+import { createRunCommand } from '../../exporter/exec/run-command.js';
+import { buildExporter, type Exporter } from '../../exporter/exporter.js';
+import { createKubeApi } from '../../exporter/k8s/kube-api.js';
+import { silentLogger } from '../../exporter/log.js';
+import type { CheckRun } from '../../exporter/checks/check.js';
+import { FakeClock, flushPromises } from '../fakes/clock.js';
+import { fakeNode, fakeNvml } from '../fakes/gpu.js';
+import { startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+
+const NODE = 'gpu-node-1';
+const NS = 'autopilot';
+const LABEL = 'autopilot.ibm.com/gpuhealth';
+const FAKE_DCGMI = join(import.meta.dirname, '..', 'fakes', 'bin', 'fake-dcgmi');
+
+interface Rig {
+  readonly api: FakeKubeApi;
+  readonly exporter: Exporter;
+  readonly clock: FakeClock;
+  node(): { labels: Record<string, string>; annotations: Record<string, string> };
+}
+
+let rig: Rig | undefined;
+
+afterEach(async () => {
+  if (rig === undefined) return;
+  rig.exporter.cluster?.postflight?.stop();
+  rig.exporter.cluster?.deepCheck.stop();
+  rig.exporter.cluster?.labeler.stop();
+  await rig.exporter.runner.shutdown(1000);
+  await rig.api.close();
+  rig = undefined;
+});
+
+async function setup(dcgmScenario: string): Promise<Rig> {
+  const api = await startFakeKubeApi();
+  api.addNode({ name: NODE, allocatableGpus: 4 });
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
+    users: [{ name: 'autopilot', token: 'sa' }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
+    currentContext: 'fake',
+  });
+  const config = parseConfig({
+    flags: new Map([['w', '0']]),
+    env: {
+      NODE_NAME: NODE,
+      NAMESPACE: NS,
+      PERIODIC_CHECKS: 'remapped',
+      AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
+      AUTOPILOT_DEEPCHECK_IMAGE: 'registry.example/autopilot:test',
+      AUTOPILOT_DEEPCHECK_PRIORITY_CLASS: 'autopilot-low',
+      AUTOPILOT_POSTFLIGHT_CHECKS: 'remapped,gpupower,dcgm',
+    },
+    hostname: NODE,
+    knownChecks: CHECK_NAMES,
+  });
+  const clock = new FakeClock(Date.now());
+  const exporter = buildExporter(config, {
+    runCommand: createRunCommand({
+      baseEnv: { PATH: process.env.PATH, FAKE_DCGMI_SCENARIO: dcgmScenario },
+    }),
+    nvml: { ok: true, nvml: fakeNvml(fakeNode(4)) },
+    cuda: { ok: false, reason: 'no CUDA in this test' },
+    clock,
+    logger: silentLogger,
+    cpuModel: 'test-cpu',
+    gpuModel: 'NVIDIA H100',
+    build: { version: 'test', nodejs: process.versions.node },
+    kube: createKubeApi(kc, 2000),
+  });
+  await exporter.cluster!.labeler.start();
+  const created: Rig = {
+    api,
+    exporter,
+    clock,
+    node: () => {
+      const metadata = api.node(NODE)!.metadata;
+      return { labels: metadata.labels ?? {}, annotations: metadata.annotations ?? {} };
+    },
+  };
+  rig = created;
+  return created;
+}
+
+describe('dcgm: GPU 2 fails PCIe (fatal), GPU 0 a non-fatal test', () => {
+  test.each([['fail-4x'], ['fail-3x']])(
+    '%s: EVICT, the annotation, per-test metrics',
+    async (scenario) => {
+      const r = await setup(scenario);
+      const run = await r.exporter.runner.run('dcgm', { r: '3' }, 'api');
+      expect(run.verdict).toBe('FAIL');
+      expect(run.devices.find((d) => d.id === '2')).toMatchObject({ verdict: 'FAIL', fatal: true });
+      expect(run.devices.find((d) => d.id === '0')).toMatchObject({ verdict: 'FAIL' });
+      expect(run.devices.find((d) => d.id === '0')?.fatal).not.toBe(true);
+      expect(r.exporter.store.health().state).toBe('EVICT');
+      await r.exporter.cluster!.labeler.idle();
+      const node = r.node();
+      expect(node.labels[LABEL]).toBe('EVICT');
+      expect(node.labels['autopilot.ibm.com/dcgm.level.3']).toMatch(
+        /^ERR_\d{4}-\d{2}-\d{2}_\d{2}\.\d{2}\.\d{2}UTC$/,
+      );
+      expect(node.annotations['autopilot.ibm.com/dcgm.level.3.output']).toBe(
+        'pcie.2memory_bandwidth.0',
+      );
+      const metrics = (await request(r.exporter.metricsApp.callback()).get('/metrics')).text;
+      expect(metrics).toMatch(
+        /^autopilot_dcgm_test_result\{[^}]*test="pcie"[^}]*gpu="2"[^}]*result="fail"[^}]*\} 1$/m,
+      );
+      expect(metrics).toMatch(
+        /^autopilot_dcgm_test_result\{[^}]*test="memory_bandwidth"[^}]*gpu="0"[^}]*result="fail"[^}]*\} 1$/m,
+      );
+    },
+  );
+});
+
+/** Moves the fake clock past a poll and lets the HTTP round-trips it started finish. */
+async function tick(r: Rig, ms: number): Promise<void> {
+  await r.clock.advance(ms);
+  await r.exporter.cluster!.postflight?.idle();
+  for (let i = 0; i < 5; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await flushPromises();
+  }
+}
+
+describe('deep check and post-flight', () => {
+  test('no deep check while a GPU pod runs; after it ends post-flight runs', async () => {
+    const r = await setup('pass-4x');
+    r.api.addPod({ namespace: 'ml', name: 'trainer-0', nodeName: NODE, gpus: 4, phase: 'Running' });
+    r.exporter.cluster!.postflight!.start();
+    await r.exporter.cluster!.postflight!.idle();
+
+    const refused = await r.exporter.cluster!.deepCheck.start();
+    expect(refused).toEqual({
+      started: false,
+      detail: 'GPUs requested by ml/trainer-0; not started',
+    });
+    expect(r.api.jobs).toEqual([]);
+
+    r.api.setPodPhase('ml', 'trainer-0', 'Succeeded');
+    await tick(r, 15_000);
+    await waitFor(() => r.exporter.store.latest('dcgm')?.trigger === 'postflight');
+    for (const check of ['remapped', 'gpupower', 'dcgm']) {
+      expect(r.exporter.store.latest(check)).toMatchObject({ trigger: 'postflight' });
+    }
+    expect(r.exporter.store.latest('dcgm')?.params).toEqual({ r: '1' });
+  });
+
+  test('a deep-check Job deleted mid-run leaves the node out of TESTING', async () => {
+    const r = await setup('pass-4x');
+    await r.exporter.runner.run('remapped', {}, 'periodic');
+    await r.exporter.cluster!.labeler.idle();
+    expect(r.node().labels[LABEL]).toBe('PASS');
+
+    const start = await r.exporter.cluster!.deepCheck.start();
+    expect(start.started).toBe(true);
+    const job = r.api.job(NS, start.detail)!;
+    const spec = job.spec as {
+      template: {
+        spec: {
+          nodeName: string;
+          priorityClassName: string;
+          containers: { resources: { limits: Record<string, string> } }[];
+        };
+      };
+    };
+    expect(spec.template.spec.nodeName).toBe(NODE);
+    expect(spec.template.spec.priorityClassName).toBe('autopilot-low');
+    expect(spec.template.spec.containers[0]!.resources.limits['nvidia.com/gpu']).toBe('4');
+    await r.exporter.cluster!.labeler.idle();
+    expect(r.node().labels[LABEL]).toBe('TESTING');
+
+    await request(r.exporter.apiApp.callback()).get('/results'); // the exporter keeps serving
+    await deleteJob(r, start.detail);
+    await tick(r, 10_000);
+    expect(await r.exporter.cluster!.deepCheck.settled()).toBe('deleted');
+    await r.exporter.cluster!.labeler.idle();
+    expect(r.node().labels[LABEL]).toBe('PASS');
+    expect(r.exporter.store.latest('dcgm')).toMatchObject({
+      verdict: 'ERROR',
+      trigger: 'deepcheck',
+      reason: 'deep check: the deep-check Job was deleted before it ended',
+    });
+  });
+
+  test('a passing deep check lifts a sticky EVICT', async () => {
+    const r = await setup('fail-4x');
+    await r.exporter.runner.run('dcgm', { r: '1' }, 'api');
+    expect(r.exporter.store.health().state).toBe('EVICT');
+    const start = await r.exporter.cluster!.deepCheck.start();
+    expect(start.started).toBe(true);
+    const passing: CheckRun[] = ['dcgm', 'gpumem'].map((check) => ({
+      check,
+      trigger: 'cli',
+      params: {},
+      startedAt: 0,
+      finishedAt: 1,
+      verdict: 'PASS',
+      reason: '4 PASS',
+      devices: ['0', '1', '2', '3'].map((id) => ({
+        id,
+        verdict: 'PASS',
+        reason: 'ok',
+        evidence: {},
+      })),
+      samples: [],
+    }));
+    r.api.runJobPod(NS, start.detail);
+    r.api.finishJob(NS, start.detail, { succeeded: true, message: deepCheckReport(passing) });
+    await tick(r, 10_000);
+    expect(await r.exporter.cluster!.deepCheck.settled()).toBe('passed');
+    expect(r.exporter.store.health().state).toBe('PASS');
+    await r.exporter.cluster!.labeler.idle();
+    expect(r.node().labels[LABEL]).toBe('PASS');
+    expect(r.node().labels['autopilot.ibm.com/dcgm.level.3']).toMatch(/^PASS_/);
+  });
+});
+
+async function deleteJob(r: Rig, name: string): Promise<void> {
+  const response = await fetch(`${r.api.url}/apis/batch/v1/namespaces/${NS}/jobs/${name}`, {
+    method: 'DELETE',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ propagationPolicy: 'Background' }),
+  });
+  expect(response.status).toBe(200);
+}
+
+async function waitFor(condition: () => boolean, withinMs = 5000): Promise<void> {
+  const started = Date.now();
+  while (!condition()) {
+    if (Date.now() - started > withinMs) throw new Error('condition not met');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
