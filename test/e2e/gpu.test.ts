@@ -273,3 +273,62 @@ function cpuModelIn(metrics: string): string {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('autopilot preflight against a real exporter', () => {
+  async function preflight(
+    port: number,
+    extra: string[] = [],
+  ): Promise<{ code: number | null; out: string }> {
+    const child = spawn(
+      process.execPath,
+      [
+        MAIN,
+        'preflight',
+        '--url',
+        `http://127.0.0.1:${port}`,
+        '--checks',
+        'remapped,gpupower',
+        ...extra,
+      ],
+      {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_NAME: 'gpu-node' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    return { code, out };
+  }
+
+  test('exits 0 against a healthy node and 1 against a WARN node', async () => {
+    const healthy = await startExporter({ PERIODIC_CHECKS: 'remapped' });
+    const ok = await preflight(healthy.ports.api);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/^preflight gpu-node: health PASS\n/);
+    expect(ok.out.trim().split('\n').pop()).toBe('READY');
+
+    // A power brake on one GPU: gpupower fails, the node is WARN.
+    const warn = await startExporter({
+      PERIODIC_CHECKS: 'remapped',
+      FAKE_NVML_SCENARIO: 'powerbrake=1',
+    });
+    const refused = await preflight(warn.ports.api);
+    expect(refused.code).toBe(1);
+    expect(refused.out).toContain('gpupower   FAIL');
+    expect(refused.out.trim().split('\n').pop()).toBe(
+      'NOT READY: the node is WARN; gpupower failed',
+    );
+
+    // Only an EVICT blocks with --fail-on evict.
+    expect((await preflight(warn.ports.api, ['--fail-on', 'evict'])).code).toBe(0);
+  });
+
+  test('an exporter that cannot be reached is NOT READY', async () => {
+    const result = await preflight(1);
+    expect(result.code).toBe(1);
+    expect(result.out).toMatch(
+      /cannot ask http:\/\/127\.0\.0\.1:1\/status\?host=gpu-node.*\nNOT READY\n$/s,
+    );
+  });
+});

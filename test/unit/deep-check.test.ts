@@ -365,14 +365,17 @@ describe('deep check: followed to its end', () => {
 
   // A report the exporter cannot read a single run from is no evidence of health; lifting a
   // sticky EVICT on it would return a broken node to service.
-  test('a report with no readable runs does not lift EVICT', async () => {
+  test.each<[string, string]>([
+    ['no runs', JSON.stringify({ runs: [] })],
+    [
+      'only runs with an unknown verdict',
+      JSON.stringify({ runs: [{ check: 'dcgm', verdict: 'MAYBE', devices: [] }] }),
+    ],
+  ])('a report with %s does not lift EVICT', async (_name, message) => {
     const ctx = setup();
     const job = await startRunning(ctx);
     const ended = ctx.deepCheck.settled();
-    ctx.kube.finishJob(NAMESPACE, job, {
-      succeeded: true,
-      message: JSON.stringify({ runs: [{ check: 'dcgm', verdict: 'MAYBE', devices: [] }] }),
-    });
+    ctx.kube.finishJob(NAMESPACE, job, { succeeded: true, message });
     await ctx.clock.advance(POLL_MS);
     await expect(ended).resolves.not.toBe('passed');
     expect(ctx.passed).toEqual([]);
