@@ -76,7 +76,10 @@ async function main(argv: readonly string[]): Promise<number> {
 
   let kube: KubeConnected | undefined;
   try {
-    ({ kube, config } = await connectIfConfigured(config));
+    // The deep-check Job reports through its termination message: it needs no API access.
+    if (commandLine.command.kind !== 'deepcheck') {
+      ({ kube, config } = await connectIfConfigured(config));
+    }
   } catch (error) {
     process.stderr.write(
       `autopilot: cannot use Kubernetes (AUTOPILOT_KUBERNETES=${config.kubernetes}): ${error instanceof Error ? error.message : String(error)}\n`,

@@ -148,6 +148,7 @@ interface NodeView {
 
 /** Pure: either answer shape: one node's own (/status on it) or a cluster report naming it. */
 function nodeView(body: unknown, node: string): NodeView | string {
+  if (typeof body !== 'object' || body === null) return 'the answer is not an Autopilot status';
   const value = body as {
     health?: { state?: unknown; reasons?: unknown };
     results?: { check?: unknown; verdict?: unknown; reason?: unknown }[];

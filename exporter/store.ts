@@ -3,7 +3,7 @@
  * node verdict. Reads are cheap snapshots, so scrapes and status reads never wait on a check.
  */
 
-import { worstVerdict, type CheckRun, type Verdict } from './checks/check.js';
+import { worstVerdict, type CheckRun, type Trigger, type Verdict } from './checks/check.js';
 import {
   INITIAL_NODE_HEALTH,
   acknowledgeEvict,
@@ -26,6 +26,8 @@ export interface ResultStore {
   /** Newest first, at most historySize runs. */
   history(check: string): CheckRun[];
   runCount(check: string, verdict: Verdict): number;
+  /** Runs of the check started by this trigger (post-flight, deep check, ...), since start. */
+  triggerCount(check: string, trigger: Trigger): number;
   /** Epoch milliseconds at which the last run that found nothing failing ended. */
   lastSuccessAt(check: string): number | undefined;
   health(): NodeHealth;
@@ -85,6 +87,8 @@ export function createResultStore(options: StoreOptions): ResultStore {
       histories.set(run.check, history);
       const key = `${run.check}\u0000${run.verdict}`;
       counts.set(key, (counts.get(key) ?? 0) + 1);
+      const byTrigger = `${run.check}\u0001${run.trigger}`;
+      counts.set(byTrigger, (counts.get(byTrigger) ?? 0) + 1);
       if (isSuccess(run.verdict)) lastSuccess.set(run.check, run.finishedAt);
       setHealth(evaluateNodeHealth(health, inputs(run.finishedAt)));
     },
@@ -93,6 +97,7 @@ export function createResultStore(options: StoreOptions): ResultStore {
     conclusiveRuns: () => [...conclusive.values()],
     history: (check) => [...(histories.get(check) ?? [])],
     runCount: (check, verdict) => counts.get(`${check}\u0000${verdict}`) ?? 0,
+    triggerCount: (check, trigger) => counts.get(`${check}\u0001${trigger}`) ?? 0,
     lastSuccessAt: (check) => lastSuccess.get(check),
     health: () => health,
     version: () => version,

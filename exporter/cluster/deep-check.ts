@@ -141,8 +141,13 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
   ): Promise<DeepCheckEnd> => {
     const pods = await deps.kube.listJobPods(settings.namespace, job).catch(() => []);
     const report = pods.map((pod) => readDeepCheckReport(pod.terminationMessage)).find(Boolean);
-    if (report === undefined) {
-      return finishWithout(job, startedAt, 'error', failure ?? 'the Job left no report');
+    if (report === undefined || report.length === 0) {
+      return finishWithout(
+        job,
+        startedAt,
+        'error',
+        failure ?? (report === undefined ? 'the Job left no report' : 'the Job reported no check'),
+      );
     }
     const now = deps.clock.now();
     for (const entry of report) deps.record(runFromReport(entry, startedAt, now));

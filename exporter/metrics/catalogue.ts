@@ -46,6 +46,11 @@ export const CORE_METRICS = {
     help: 'Runs of the check since the exporter started, by verdict. Incremented when a run ends.',
     labelNames: ['check', 'verdict'],
   },
+  autopilot_check_trigger_runs_total: {
+    type: 'counter',
+    help: 'Runs of the check since the exporter started, by what started them (periodic, api, postflight, deepcheck, ...). Incremented when a run ends.',
+    labelNames: ['check', 'trigger'],
+  },
   autopilot_gpu_verdict: {
     type: 'gauge',
     help: 'Verdict of the last conclusive run of a GPU check for one GPU, one series per verdict (1 for the current one). GPUs that vanished disappear.',

@@ -5,7 +5,7 @@
  */
 
 import { Counter, Gauge, Registry } from 'prom-client';
-import { VERDICTS, type Check, type CheckRun, type Sample } from '../checks/check.js';
+import { TRIGGERS, VERDICTS, type Check, type CheckRun, type Sample } from '../checks/check.js';
 import type { KubeHealth } from '../cluster/kube-health.js';
 import type { Peer } from '../cluster/peer-directory.js';
 import { NODE_STATES } from '../node-health.js';
@@ -123,6 +123,16 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     for (const check of checkList) {
       for (const verdict of VERDICTS)
         c.inc({ check: check.name, verdict }, store.runCount(check.name, verdict));
+    }
+  });
+
+  counter('autopilot_check_trigger_runs_total', (c) => {
+    // Only the pairs that happened: most checks never run post-flight or in a deep check.
+    for (const check of checkList) {
+      for (const trigger of TRIGGERS) {
+        const count = store.triggerCount(check.name, trigger);
+        if (count > 0) c.inc({ check: check.name, trigger }, count);
+      }
     }
   });
 

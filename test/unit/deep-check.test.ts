@@ -237,10 +237,8 @@ describe('deep check: started', () => {
   test('a second start while one runs does not start', async () => {
     const ctx = setup();
     const job = await startRunning(ctx);
-    await expect(ctx.deepCheck.start()).resolves.toEqual<DeepCheckStart>({
-      started: false,
-      detail: `already running (${job})`,
-    });
+    const refused: DeepCheckStart = { started: false, detail: `already running (${job})` };
+    await expect(ctx.deepCheck.start()).resolves.toEqual(refused);
     expect(ctx.kube.callsTo('createJob')).toHaveLength(1);
     expect(ctx.changes()).toBe(1);
   });
@@ -473,9 +471,7 @@ describe('deep check: followed to its end', () => {
     ctx.kube.finishJob(NAMESPACE, job, { succeeded: true });
     await ctx.clock.advance(POLL_MS);
     await expect(ended).resolves.toBe('error');
-    expect(ctx.recorded.map((run) => run.reason)).toEqual([
-      'deep check: the Job left no report',
-    ]);
+    expect(ctx.recorded.map((run) => run.reason)).toEqual(['deep check: the Job left no report']);
     expect(ctx.passed).toEqual([]);
   });
 

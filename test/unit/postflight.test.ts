@@ -27,8 +27,7 @@ function pod(name: string, phase: string, gpus: number, namespace = 'team-a'): P
   };
 }
 
-const names = (pods: readonly PodInfo[]): string[] =>
-  pods.map((p) => `${p.namespace}/${p.name}`);
+const names = (pods: readonly PodInfo[]): string[] => pods.map((p) => `${p.namespace}/${p.name}`);
 
 interface LogLine {
   readonly level: string;
