@@ -52,9 +52,17 @@ export function deepCheckReport(runs: readonly CheckRun[]): string {
     });
     if (Buffer.byteLength(text) <= TERMINATION_MESSAGE_BYTES) return text;
   }
-  // Too many devices for the message: the verdicts alone, per check.
+  // Too many devices for the message: the verdicts per check, and only the failing devices, whose
+  // fatal flag decides whether the node is evicted.
   return JSON.stringify({
-    runs: full.map(({ check, verdict }) => ({ check, verdict, reason: '', devices: [] })),
+    runs: full.map(({ check, verdict, devices }) => ({
+      check,
+      verdict,
+      reason: '',
+      devices: devices
+        .filter((d) => d.verdict === 'FAIL')
+        .map((d) => ({ id: d.id, verdict: d.verdict, reason: '', fatal: d.fatal })),
+    })),
   });
 }
 

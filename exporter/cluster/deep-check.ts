@@ -151,7 +151,11 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
     }
     const now = deps.clock.now();
     for (const entry of report) deps.record(runFromReport(entry, startedAt, now));
-    const passed = report.every((entry) => entry.verdict !== 'FAIL' && entry.verdict !== 'ERROR');
+    // Nothing failed and something was really tested: a report of SKIPs (no dcgmi in the image)
+    // is no evidence that an evicted node is fit again.
+    const passed =
+      report.every((entry) => entry.verdict !== 'FAIL' && entry.verdict !== 'ERROR') &&
+      report.some((entry) => entry.verdict === 'PASS' || entry.verdict === 'WARN');
     const dcgm = report.find((entry) => entry.check === 'dcgm');
     if (dcgm !== undefined && dcgm.verdict !== 'ERROR' && dcgm.verdict !== 'SKIP') {
       deps.dcgmResult?.({

@@ -361,6 +361,21 @@ describe('deep check: followed to its end', () => {
     expect(ctx.dcgm).toEqual([]);
   });
 
+  test('a report of SKIPs only (no dcgmi in the image) does not lift EVICT', async () => {
+    const ctx = setup();
+    const job = await startRunning(ctx);
+    const ended = ctx.deepCheck.settled();
+    const message = report([
+      makeRun('dcgm', ctx.t0, [], { verdict: 'SKIP', reason: 'dcgmi is not installed' }),
+      makeRun('gpumem', ctx.t0, [], { verdict: 'SKIP', reason: 'no CUDA' }),
+    ]);
+    ctx.kube.finishJob(NAMESPACE, job, { succeeded: true, message });
+    await ctx.clock.advance(POLL_MS);
+    await expect(ended).resolves.toBe('failed');
+    expect(ctx.passed).toEqual([]);
+    expect(ctx.dcgm).toEqual([]);
+  });
+
   // A report the exporter cannot read a single run from is no evidence of health; lifting a
   // sticky EVICT on it would return a broken node to service.
   test.each<[string, string]>([
@@ -375,8 +390,12 @@ describe('deep check: followed to its end', () => {
     const ended = ctx.deepCheck.settled();
     ctx.kube.finishJob(NAMESPACE, job, { succeeded: true, message });
     await ctx.clock.advance(POLL_MS);
-    await expect(ended).resolves.not.toBe('passed');
+    await expect(ended).resolves.toBe('error');
     expect(ctx.passed).toEqual([]);
+    expect(ctx.dcgm).toEqual([]);
+    expect(ctx.recorded.map((run) => [run.check, run.verdict, run.reason])).toEqual([
+      ['dcgm', 'ERROR', 'deep check: the Job reported no check'],
+    ]);
   });
 
   test('the Job deleted mid-run: ERROR run, TESTING ends', async () => {

@@ -99,12 +99,14 @@ describe('deepCheckReport and readDeepCheckReport', () => {
     },
   );
 
-  test('too many devices even without reasons: the verdicts per check remain', () => {
+  test('too many devices even without reasons: the verdicts per check and the failing devices remain', () => {
     const text = deepCheckReport(deepRuns(64, 300));
     expect(Buffer.byteLength(text)).toBeLessThanOrEqual(TERMINATION_MESSAGE_BYTES);
+    // GPU 0 failed fatally: its flag must survive, or the node would not be evicted.
+    const failing = [{ id: '0', verdict: 'FAIL', reason: '', fatal: true }];
     expect(readDeepCheckReport(text)).toEqual([
-      { check: 'dcgm', verdict: 'FAIL', reason: '', devices: [] },
-      { check: 'gpumem', verdict: 'FAIL', reason: '', devices: [] },
+      { check: 'dcgm', verdict: 'FAIL', reason: '', devices: failing },
+      { check: 'gpumem', verdict: 'FAIL', reason: '', devices: failing },
     ]);
   });
 
