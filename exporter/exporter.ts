@@ -273,6 +273,11 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
         activeDeadlineSeconds: DEEP_CHECK_DEADLINE_S,
         pendingTimeoutMs: DEEP_CHECK_PENDING_MS,
         pollMs: DEEP_CHECK_POLL_MS,
+        env: {
+          DCGM_FATAL_ERRORS: config.dcgmFatalErrors.join(','),
+          AUTOPILOT_DCGMI_COMMAND: config.dcgmiCommand,
+          AUTOPILOT_NVML_LIBRARY: config.nvmlLibrary,
+        },
       },
       gpusBusy: busy,
       record: (run) => store.record(run),

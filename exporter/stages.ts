@@ -21,6 +21,8 @@ export interface DeepCheckRunReport {
   readonly check: string;
   readonly verdict: Verdict;
   readonly reason: string;
+  /** dcgm: Autopilot's failure string (pcie.2memory_bandwidth.0), for the .output annotation. */
+  readonly failures?: string;
   readonly devices: readonly {
     readonly id: string;
     readonly verdict: Verdict;
@@ -35,6 +37,7 @@ export function deepCheckReport(runs: readonly CheckRun[]): string {
     check: run.check,
     verdict: run.verdict,
     reason: run.reason,
+    ...failuresOf(run),
     devices: run.devices.map((d) => ({
       id: d.id,
       verdict: d.verdict,
@@ -66,6 +69,14 @@ export function deepCheckReport(runs: readonly CheckRun[]): string {
   });
 }
 
+/** The dcgm check keeps Autopilot's failure string on its node-level device. */
+function failuresOf(run: CheckRun): { failures?: string } {
+  const failures = run.devices.find((d) => d.id === '')?.evidence.failures;
+  return typeof failures === 'string' && failures !== ''
+    ? { failures: failures.slice(0, 500) }
+    : {};
+}
+
 /** Pure: the report back, or undefined when the message is not one (a crash's log tail). */
 export function readDeepCheckReport(message: string | undefined): DeepCheckRunReport[] | undefined {
   if (message === undefined) return undefined;
@@ -80,6 +91,7 @@ export function readDeepCheckReport(message: string | undefined): DeepCheckRunRe
       check: run.check!,
       verdict: run.verdict!,
       reason: typeof run.reason === 'string' ? run.reason : '',
+      ...(typeof run.failures === 'string' ? { failures: run.failures } : {}),
       devices: (Array.isArray(run.devices) ? (run.devices as unknown[]) : []).flatMap((entry) => {
         const d = entry as Partial<DeepCheckRunReport['devices'][number]>;
         if (typeof d.id !== 'string' || !verdicts.includes(String(d.verdict))) return [];

@@ -48,6 +48,8 @@ export interface DeepCheckSettings {
   readonly ttlSeconds: number;
   /** The Job's activeDeadlineSeconds: DCGM level 3 takes about 15 minutes on 8 GPUs. */
   readonly activeDeadlineSeconds: number;
+  /** What the Job's own exporter must judge by as this one does (DCGM_FATAL_ERRORS, ...). */
+  readonly env: Readonly<Record<string, string>>;
   /** A pod Pending longer than this (no GPUs free after all, an image that cannot be pulled). */
   readonly pendingTimeoutMs: number;
   readonly pollMs: number;
@@ -79,6 +81,8 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
   const { settings } = deps;
   let current: { readonly job: string; readonly ended: Promise<DeepCheckEnd> } | undefined;
   let last: Promise<DeepCheckEnd> | undefined;
+  /** Set from the first await of start() on, so a timer and /invasive at once make one Job. */
+  let starting = false;
   let stopped = false;
 
   const wait = (ms: number): Promise<void> =>
@@ -161,10 +165,13 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
       deps.dcgmResult?.({
         level: 3,
         passed: dcgm.verdict !== 'FAIL',
-        output: dcgm.devices
-          .filter((d) => d.verdict === 'FAIL')
-          .map((d) => `${d.id}:${d.reason}`)
-          .join(','),
+        // Autopilot's failure string when the Job sent it; else the failing GPUs and why.
+        output:
+          dcgm.failures ??
+          dcgm.devices
+            .filter((d) => d.verdict === 'FAIL')
+            .map((d) => `${d.id}:${d.reason}`)
+            .join(','),
         at: now,
       });
     }
@@ -177,61 +184,74 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
     return passed ? 'passed' : 'failed';
   };
 
+  const startJob = async (): Promise<DeepCheckStart> => {
+    if (current !== undefined)
+      return { started: false, detail: `already running (${current.job})` };
+    if (settings.image === undefined) {
+      return { started: false, detail: 'no image for the Job (set AUTOPILOT_DEEPCHECK_IMAGE)' };
+    }
+    const busy = await deps.gpusBusy();
+    if (busy !== undefined) return { started: false, detail: `${busy}; not started` };
+    const node = await deps.kube.getNode(settings.nodeName);
+    if (node.allocatableGpus === undefined || node.allocatableGpus === 0) {
+      return { started: false, detail: 'the node advertises no allocatable nvidia.com/gpu' };
+    }
+    const job = `${DEEP_CHECK_JOB_PREFIX}${randomBytes(3).toString('hex')}`;
+    const startedAt = deps.clock.now();
+    try {
+      await deps.kube.createJob({
+        name: job,
+        namespace: settings.namespace,
+        nodeName: settings.nodeName,
+        image: settings.image,
+        command: settings.command,
+        gpus: node.allocatableGpus,
+        priorityClassName: settings.priorityClassName,
+        ttlSecondsAfterFinished: settings.ttlSeconds,
+        activeDeadlineSeconds: settings.activeDeadlineSeconds,
+        serviceAccountName: settings.serviceAccountName,
+        labels: {
+          'app.kubernetes.io/managed-by': 'autopilot',
+          'autopilot.ibm.com/check': 'deepcheck',
+        },
+        env: { ...settings.env, NODE_NAME: settings.nodeName },
+      });
+    } catch (error) {
+      deps.record(
+        runOf(
+          'dcgm',
+          'ERROR',
+          `deep check: ${error instanceof Error ? error.message : String(error)}`,
+          [],
+          startedAt,
+          deps.clock.now(),
+        ),
+      );
+      return { started: false, detail: error instanceof Error ? error.message : String(error) };
+    }
+    const ended = follow(job, startedAt).finally(() => {
+      current = undefined;
+      deps.changed();
+    });
+    current = { job, ended };
+    last = ended;
+    deps.changed();
+    deps.logger.info('deep check started', { job, gpus: node.allocatableGpus });
+    return { started: true, detail: job };
+  };
+
   return {
     async start() {
-      if (current !== undefined)
+      if (current !== undefined) {
         return { started: false, detail: `already running (${current.job})` };
-      if (settings.image === undefined) {
-        return { started: false, detail: 'no image for the Job (set AUTOPILOT_DEEPCHECK_IMAGE)' };
       }
-      const busy = await deps.gpusBusy();
-      if (busy !== undefined) return { started: false, detail: `${busy}; not started` };
-      const node = await deps.kube.getNode(settings.nodeName);
-      if (node.allocatableGpus === undefined || node.allocatableGpus === 0) {
-        return { started: false, detail: 'the node advertises no allocatable nvidia.com/gpu' };
-      }
-      const job = `${DEEP_CHECK_JOB_PREFIX}${randomBytes(3).toString('hex')}`;
-      const startedAt = deps.clock.now();
+      if (starting) return { started: false, detail: 'already starting' };
+      starting = true;
       try {
-        await deps.kube.createJob({
-          name: job,
-          namespace: settings.namespace,
-          nodeName: settings.nodeName,
-          image: settings.image,
-          command: settings.command,
-          gpus: node.allocatableGpus,
-          priorityClassName: settings.priorityClassName,
-          ttlSecondsAfterFinished: settings.ttlSeconds,
-          activeDeadlineSeconds: settings.activeDeadlineSeconds,
-          serviceAccountName: settings.serviceAccountName,
-          labels: {
-            'app.kubernetes.io/managed-by': 'autopilot',
-            'autopilot.ibm.com/check': 'deepcheck',
-          },
-          env: { NODE_NAME: settings.nodeName },
-        });
-      } catch (error) {
-        deps.record(
-          runOf(
-            'dcgm',
-            'ERROR',
-            `deep check: ${error instanceof Error ? error.message : String(error)}`,
-            [],
-            startedAt,
-            deps.clock.now(),
-          ),
-        );
-        return { started: false, detail: error instanceof Error ? error.message : String(error) };
+        return await startJob();
+      } finally {
+        starting = false;
       }
-      const ended = follow(job, startedAt).finally(() => {
-        current = undefined;
-        deps.changed();
-      });
-      current = { job, ended };
-      last = ended;
-      deps.changed();
-      deps.logger.info('deep check started', { job, gpus: node.allocatableGpus });
-      return { started: true, detail: job };
     },
     running: () => current !== undefined,
     settled: () => current?.ended ?? last ?? Promise.resolve(undefined),

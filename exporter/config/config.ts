@@ -32,7 +32,7 @@ export interface Config {
   readonly bandwidthThresholdGBps: number;
   /** --w: the periodic round. */
   readonly periodic: Schedule;
-  /** --invasive-check-timer: the deep check (run by a later capability; validated now). */
+  /** --invasive-check-timer: when the deep check (a Job on idle GPUs) runs. */
   readonly invasive: Schedule;
   readonly logLevel: LogLevel;
   readonly periodicChecks: readonly string[];
@@ -118,7 +118,7 @@ export const FLAGS = [
 
 export const FLAG_NAMES: ReadonlySet<string> = new Set(FLAGS.map((f) => f.name));
 
-/** Autopilot's default periodic list; checks this build lacks (dcgm for now) are left out. */
+/** Autopilot's default periodic list, limited to the checks this build has. */
 export const AUTOPILOT_PERIODIC_CHECKS = [
   'pciebw',
   'remapped',

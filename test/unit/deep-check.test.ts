@@ -32,6 +32,7 @@ const SETTINGS: DeepCheckSettings = {
   activeDeadlineSeconds: 1800,
   pendingTimeoutMs: PENDING_TIMEOUT_MS,
   pollMs: POLL_MS,
+  env: { DCGM_FATAL_ERRORS: 'PCIe,GPU Memory' },
 };
 
 interface DcgmResult {
@@ -206,7 +207,7 @@ describe('deep check: started', () => {
         'app.kubernetes.io/managed-by': 'autopilot',
         'autopilot.ibm.com/check': 'deepcheck',
       },
-      env: { NODE_NAME: NODE },
+      env: { DCGM_FATAL_ERRORS: 'PCIe,GPU Memory', NODE_NAME: NODE },
     };
     expect(ctx.kube.callsTo('createJob')).toEqual([[expected]]);
     expect(ctx.kube.jobs.get(`${NAMESPACE}/${start.detail}`)?.state).toBe('Active');
@@ -597,5 +598,15 @@ describe('scheduleDeepChecks', () => {
     });
     await clock.advance(HOUR * 3.1);
     expect(attempts).toBe(3);
+  });
+});
+
+describe('deep check: one at a time', () => {
+  test('two starts at the same moment (the timer and /invasive) create one Job', async () => {
+    const ctx = setup();
+    const [first, second] = await Promise.all([ctx.deepCheck.start(), ctx.deepCheck.start()]);
+    expect([first.started, second.started].sort()).toEqual([false, true]);
+    expect([first.detail, second.detail]).toContain('already starting');
+    expect(ctx.kube.jobs.size).toBe(1);
   });
 });

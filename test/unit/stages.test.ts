@@ -447,3 +447,14 @@ describe('judgePreflight', () => {
     });
   });
 });
+
+describe('the dcgm failure string travels in the report', () => {
+  test('Autopilot’s failure string from the node-level device reaches the exporter', () => {
+    const dcgm = makeRun('dcgm', 0, [
+      device('', 'FAIL', { evidence: { failures: 'pcie.2memory_bandwidth.0' } }),
+      device('2', 'FAIL', { fatal: true }),
+    ]);
+    const report = readDeepCheckReport(deepCheckReport([dcgm]));
+    expect(report?.[0]?.failures).toBe('pcie.2memory_bandwidth.0');
+  });
+});
