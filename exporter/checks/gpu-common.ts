@@ -198,3 +198,14 @@ export function medianOf(values: readonly number[], min = 3): number | undefined
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
 }
+
+/** GPUs with compute processes on them ("GPU 3 (2 compute processes)"); none without NVML. */
+export async function gpusWithProcesses(nvml: NvmlLoad): Promise<string[]> {
+  if (!nvml.ok) return [];
+  const busy: string[] = [];
+  for (const gpu of await nvml.nvml.devices()) {
+    const count = await nvml.nvml.computeProcessCount(gpu.index);
+    if (count > 0) busy.push(`GPU ${gpu.index} (${count} compute processes)`);
+  }
+  return busy;
+}

@@ -7,6 +7,7 @@ import type { Config } from '../config/config.js';
 import type { RunCommand } from '../exec/run-command.js';
 import type { CudaProbeLoad, NvmlLoad } from '../native/ports.js';
 import type { Check } from './check.js';
+import { gpusWithProcesses } from './gpu-common.js';
 import {
   DCGM_SUMMARY,
   createDcgmCheck,
@@ -111,17 +112,34 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         ...(ports.targetsOf === undefined ? {} : { targetsOf: ports.targetsOf }),
         ...(ports.selectNodes === undefined ? {} : { selectNodes: ports.selectNodes }),
       }),
-    dcgm: () => ({
-      ...createDcgmCheck({
+    dcgm: () => {
+      const check = createDcgmCheck({
         run: ports.runCommand,
         command: config.dcgmiCommand,
         fatalErrors: config.dcgmFatalErrors,
         ...(ports.onDcgmResult === undefined ? {} : { onResult: ports.onDcgmResult }),
-      }),
-      // Level 2 and above load the GPUs for minutes: exclusive, and with a deadline per level.
-      exclusiveFor: dcgmIsExclusive,
-      timeoutFor: (params) => dcgmTimeoutMs(parseDcgmLevel(params.r)) + DCGM_RUNNER_SLACK_MS,
-    }),
+      });
+      return {
+        ...check,
+        // Level 2 and above load the GPUs for minutes: exclusive, on idle GPUs only, and with a
+        // deadline per level.
+        exclusiveFor: dcgmIsExclusive,
+        timeoutFor: (params) => dcgmTimeoutMs(parseDcgmLevel(params.r)) + DCGM_RUNNER_SLACK_MS,
+        async run(ctx) {
+          if (dcgmIsExclusive(ctx.params)) {
+            const busy = await gpusWithProcesses(nvml);
+            if (busy.length > 0) {
+              return {
+                devices: [],
+                verdict: 'SKIP',
+                reason: `GPUs in use, not tested: ${busy.join(', ')}`,
+              };
+            }
+          }
+          return check.run(ctx);
+        },
+      };
+    },
     iperf: () =>
       createIperfCheck(
         ports.iperf ?? {

@@ -5,6 +5,7 @@
  * Autopilot looked at pod requests only.
  */
 
+import { gpusWithProcesses } from '../checks/gpu-common.js';
 import type { NvmlLoad } from '../native/ports.js';
 import type { KubeApi, PodInfo } from './ports.js';
 
@@ -29,11 +30,6 @@ export async function gpusBusy(deps: {
   if (holders.length > 0) {
     return `GPUs requested by ${holders.map((pod) => `${pod.namespace}/${pod.name}`).join(', ')}`;
   }
-  if (!deps.nvml.ok) return undefined;
-  const busy: string[] = [];
-  for (const gpu of await deps.nvml.nvml.devices()) {
-    const processes = await deps.nvml.nvml.computeProcessCount(gpu.index);
-    if (processes > 0) busy.push(`GPU ${gpu.index} (${processes} compute processes)`);
-  }
+  const busy = await gpusWithProcesses(deps.nvml);
   return busy.length === 0 ? undefined : `GPUs in use: ${busy.join(', ')}`;
 }

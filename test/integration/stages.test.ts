@@ -44,7 +44,7 @@ afterEach(async () => {
   rig = undefined;
 });
 
-async function setup(dcgmScenario: string): Promise<Rig> {
+async function setup(dcgmScenario: string, busyGpu?: number): Promise<Rig> {
   const api = await startFakeKubeApi();
   api.addNode({ name: NODE, allocatableGpus: 4 });
   const kc = new KubeConfig();
@@ -69,11 +69,13 @@ async function setup(dcgmScenario: string): Promise<Rig> {
     knownChecks: CHECK_NAMES,
   });
   const clock = new FakeClock(Date.now());
+  const gpus = fakeNode(4);
+  if (busyGpu !== undefined) gpus[busyGpu]!.processes = 2;
   const exporter = buildExporter(config, {
     runCommand: createRunCommand({
       baseEnv: { PATH: process.env.PATH, FAKE_DCGMI_SCENARIO: dcgmScenario },
     }),
-    nvml: { ok: true, nvml: fakeNvml(fakeNode(4)) },
+    nvml: { ok: true, nvml: fakeNvml(gpus) },
     cuda: { ok: false, reason: 'no CUDA in this test' },
     clock,
     logger: silentLogger,
@@ -125,6 +127,19 @@ describe('dcgm: GPU 2 fails PCIe (fatal), GPU 0 a non-fatal test', () => {
       );
     },
   );
+});
+
+describe('dcgm levels 2 and above need idle GPUs', () => {
+  test('level 2 with a compute process on GPU 1 is a SKIP that says so; level 1 runs', async () => {
+    const r = await setup('pass-4x', 1);
+    const level2 = await r.exporter.runner.run('dcgm', { r: '2' }, 'api');
+    expect([level2.verdict, level2.reason]).toEqual([
+      'SKIP',
+      'GPUs in use, not tested: GPU 1 (2 compute processes)',
+    ]);
+    const level1 = await r.exporter.runner.run('dcgm', { r: '1' }, 'api');
+    expect(level1.verdict).toBe('PASS');
+  });
 });
 
 /** Moves the fake clock past a poll and lets the HTTP round-trips it started finish. */
