@@ -26,7 +26,7 @@ fi
 
 packages=(iputils-ping iperf3)
 if [ "$mode" = test ]; then
-  packages+=(iproute2 prometheus gcc make)
+  packages+=(iproute2 prometheus prometheus-alertmanager gcc make)
 fi
 missing=()
 for package in "${packages[@]}"; do

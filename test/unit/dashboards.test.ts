@@ -1,0 +1,337 @@
+import { describe, expect, test } from '@jest/globals';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
+
+const DASHBOARDS = join(import.meta.dirname, '..', '..', 'dashboards');
+
+interface DatasourceRef {
+  readonly type?: string;
+  readonly uid?: string;
+}
+
+interface Target {
+  readonly refId?: string;
+  readonly expr?: string;
+  readonly datasource?: DatasourceRef;
+}
+
+interface GridPos {
+  readonly x: number;
+  readonly y: number;
+  readonly w: number;
+  readonly h: number;
+}
+
+interface Panel {
+  readonly id?: number;
+  readonly type: string;
+  readonly title?: string;
+  readonly description?: string;
+  readonly datasource?: DatasourceRef;
+  readonly gridPos: GridPos;
+  readonly targets?: readonly Target[];
+  readonly panels?: readonly Panel[];
+}
+
+interface Variable {
+  readonly name: string;
+  readonly type: string;
+  readonly query?: string | { readonly query?: string };
+  readonly datasource?: DatasourceRef;
+  readonly refresh?: number;
+}
+
+interface Dashboard {
+  readonly uid: string;
+  readonly title: string;
+  readonly schemaVersion: number;
+  readonly panels: readonly Panel[];
+  readonly templating: { readonly list: readonly Variable[] };
+  readonly __inputs?: unknown;
+}
+
+/**
+ * Grafana's own variables, and a value for every variable the dashboards define, so that an
+ * expression becomes plain PromQL. dashboards/README.md lists the same set for the test that runs
+ * the queries against Prometheus.
+ */
+const SAMPLE_VALUES: Readonly<Record<string, string>> = {
+  __rate_interval: '1m',
+  __range: '1h',
+  datasource: 'prometheus',
+  job: 'autopilot',
+  instance: '10.0.0.1:8081',
+  gpu: '0',
+};
+const GRAFANA_BUILTINS = new Set(['__rate_interval', '__range']);
+
+/** Names that can stand in PromQL without being a metric: keywords, aggregators and constants. */
+const NOT_METRICS = new Set([
+  'and',
+  'or',
+  'unless',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'bool',
+  'offset',
+  'Inf',
+  'NaN',
+  'inf',
+  'nan',
+]);
+
+const files = readdirSync(DASHBOARDS).filter((name) => name.endsWith('.json'));
+const dashboards: ReadonlyArray<readonly [string, Dashboard]> = files.map((name) => [
+  name,
+  JSON.parse(readFileSync(join(DASHBOARDS, name), 'utf8')) as Dashboard,
+]);
+
+function allPanels(panels: readonly Panel[]): Panel[] {
+  return panels.flatMap((panel) => [panel, ...allPanels(panel.panels ?? [])]);
+}
+
+const dataPanels = (dashboard: Dashboard): Panel[] =>
+  allPanels(dashboard.panels).filter((panel) => panel.type !== 'row');
+
+function variableQuery(variable: Variable): string {
+  return typeof variable.query === 'string' ? variable.query : (variable.query?.query ?? '');
+}
+
+/** Every PromQL text of a dashboard: panel targets, and the selector inside label_values(). */
+function expressions(dashboard: Dashboard): string[] {
+  const targets = dataPanels(dashboard).flatMap((panel) =>
+    (panel.targets ?? []).map((target) => target.expr ?? ''),
+  );
+  const variables = dashboard.templating.list
+    .filter((variable) => variable.type === 'query')
+    .map((variable) => labelValuesSelector(variableQuery(variable)));
+  return [...targets, ...variables];
+}
+
+function labelValuesSelector(query: string): string {
+  const match = /^label_values\((.*),\s*[a-zA-Z_]\w*\s*\)$/s.exec(query.trim());
+  if (match?.[1] === undefined) throw new Error(`not a label_values() query: ${query}`);
+  return match[1];
+}
+
+function referencedVariables(expr: string): string[] {
+  return [...expr.matchAll(/\$\{(\w+)(?::\w+)?\}|\$([a-zA-Z_]\w*)|\[\[(\w+)\]\]/g)].map(
+    (m) => m[1] ?? m[2] ?? m[3] ?? '',
+  );
+}
+
+function substitute(expr: string): string {
+  return expr.replace(
+    /\$\{(\w+)(?::\w+)?\}|\$([a-zA-Z_]\w*)|\[\[(\w+)\]\]/g,
+    (whole, braced?: string, bare?: string, bracketed?: string) =>
+      SAMPLE_VALUES[braced ?? bare ?? bracketed ?? ''] ?? whole,
+  );
+}
+
+/** String literals hold label values and regular expressions, never names to check. */
+const withoutStrings = (expr: string): string =>
+  expr.replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, '""');
+
+/** The metric names an expression reads: identifiers that are not functions, keywords or labels. */
+function metricNames(expr: string): string[] {
+  const bare = withoutStrings(substitute(expr))
+    .replace(/\{[^}]*\}/g, ' ')
+    .replace(/\[[^\]]*\]/g, ' ')
+    .replace(/\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ');
+  const names: string[] = [];
+  for (const match of bare.matchAll(/(?<![\w:.])[a-zA-Z_:][\w:]*/g)) {
+    const name = match[0];
+    const calledAsFunction = /^\s*\(/.test(bare.slice(match.index + name.length));
+    if (!calledAsFunction && !NOT_METRICS.has(name)) names.push(name);
+  }
+  return names;
+}
+
+/** Each `metric{matchers}` of an expression with the label names its matchers use. */
+function selectors(expr: string): Array<{ metric: string; labels: string[] }> {
+  const text = withoutStrings(substitute(expr));
+  return [...text.matchAll(/([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}/g)].map((m) => ({
+    metric: m[1] ?? '',
+    labels: [...(m[2] ?? '').matchAll(/([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)/g)].map((l) => l[1] ?? ''),
+  }));
+}
+
+function balanced(expr: string): boolean {
+  const closers: Record<string, string> = { ')': '(', ']': '[', '}': '{' };
+  const stack: string[] = [];
+  for (const char of withoutStrings(expr)) {
+    if ('([{'.includes(char)) stack.push(char);
+    else if (char in closers && stack.pop() !== closers[char]) return false;
+  }
+  return stack.length === 0;
+}
+
+/** Labels Prometheus attaches to every scraped series. */
+const TARGET_LABELS = ['job', 'instance'];
+const KNOWN_METRICS: Readonly<Record<string, readonly string[]>> = {
+  ...Object.fromEntries(Object.entries(ALL_METRICS).map(([name, spec]) => [name, spec.labelNames])),
+  up: [],
+};
+
+describe('the expression helpers', () => {
+  test('find metric names and skip functions, keywords, labels, strings and variables', () => {
+    expect(
+      metricNames(
+        'sum by (check) (increase(autopilot_check_runs_total{job="$job", check=~"a|b"}[$__rate_interval])) > 0 or on (instance) group_left up unless vector(1e9)',
+      ),
+    ).toEqual(['autopilot_check_runs_total', 'up']);
+    expect(metricNames('label_replace(x_total, "dst", "$1", "src", "(.*)") * 0.5 + Inf')).toEqual([
+      'x_total',
+    ]);
+  });
+
+  test('find the labels of each selector', () => {
+    expect(selectors('a{job="$job", gpu=~"0|1"} / ignoring(state) b{state!="max"}')).toEqual([
+      { metric: 'a', labels: ['job', 'gpu'] },
+      { metric: 'b', labels: ['state'] },
+    ]);
+  });
+
+  test('tell balanced brackets from unbalanced ones', () => {
+    expect(balanced('max by (a) (x{b="(("}[5m])')).toBe(true);
+    expect(balanced('max by (a) (x{b=""}[5m]')).toBe(false);
+  });
+});
+
+describe('dashboards', () => {
+  test('are the three the exporter ships, with distinct uids', () => {
+    expect(files.sort()).toEqual([
+      'autopilot-cluster.json',
+      'autopilot-network.json',
+      'autopilot-node.json',
+    ]);
+    const uids = dashboards.map(([, dashboard]) => dashboard.uid);
+    expect(uids.sort()).toEqual(['autopilot-cluster', 'autopilot-network', 'autopilot-node']);
+  });
+
+  describe.each(dashboards)('%s', (_name, dashboard) => {
+    const panels = allPanels(dashboard.panels);
+
+    test('is a Grafana 10+ model meant for provisioning, not an external export', () => {
+      expect(dashboard.schemaVersion).toBeGreaterThanOrEqual(38);
+      expect(dashboard).not.toHaveProperty('__inputs');
+      expect(dashboard).not.toHaveProperty('id');
+      expect(JSON.stringify(dashboard)).not.toMatch(/DS_PROMETHEUS/);
+    });
+
+    test('numbers its panels uniquely', () => {
+      const ids = panels.map((panel) => panel.id);
+      expect(ids.every((id) => Number.isInteger(id))).toBe(true);
+      expect(new Set(ids).size).toBe(ids.length);
+    });
+
+    test('has exactly one data source variable, a Prometheus one named datasource', () => {
+      const datasourceVariables = dashboard.templating.list.filter((v) => v.type === 'datasource');
+      expect(datasourceVariables).toEqual([
+        expect.objectContaining({ name: 'datasource', query: 'prometheus' }),
+      ]);
+    });
+
+    test('reads every panel, target and query variable through ${datasource}', () => {
+      const expected = { type: 'prometheus', uid: '${datasource}' };
+      for (const panel of dataPanels(dashboard)) {
+        expect({ panel: panel.title, datasource: panel.datasource }).toEqual({
+          panel: panel.title,
+          datasource: expected,
+        });
+        expect(panel.targets?.length).toBeGreaterThan(0);
+        for (const target of panel.targets ?? [])
+          expect({ panel: panel.title, datasource: target.datasource }).toEqual({
+            panel: panel.title,
+            datasource: expected,
+          });
+      }
+      for (const variable of dashboard.templating.list.filter((v) => v.type === 'query')) {
+        expect({ variable: variable.name, datasource: variable.datasource }).toEqual({
+          variable: variable.name,
+          datasource: expected,
+        });
+        // Node lists change as nodes come and go, so they reload with the time range.
+        expect(variable.refresh).toBe(2);
+      }
+    });
+
+    test('gives every panel a title and a description', () => {
+      for (const panel of dataPanels(dashboard)) {
+        expect(panel.title).toMatch(/\S/);
+        expect({ title: panel.title, description: panel.description }).toEqual({
+          title: panel.title,
+          description: expect.stringMatching(/\S/),
+        });
+      }
+    });
+
+    test('lays panels out on the 24-column grid without overlap', () => {
+      const boxes = panels.map((panel) => ({ title: panel.title, ...panel.gridPos }));
+      for (const box of boxes) expect(box.x + box.w).toBeLessThanOrEqual(24);
+      const overlaps = boxes.flatMap((a, i) =>
+        boxes
+          .slice(i + 1)
+          .filter((b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h)
+          .map((b) => `${a.title} / ${b.title}`),
+      );
+      expect(overlaps).toEqual([]);
+    });
+
+    test('uses only variables it defines or Grafana provides', () => {
+      const defined = new Set([
+        ...dashboard.templating.list.map((variable) => variable.name),
+        ...GRAFANA_BUILTINS,
+      ]);
+      const undefinedVariables = expressions(dashboard)
+        .flatMap(referencedVariables)
+        .filter((name) => !defined.has(name));
+      expect(undefinedVariables).toEqual([]);
+      for (const name of defined) expect(SAMPLE_VALUES).toHaveProperty(name);
+    });
+
+    test('reads only metrics of the exporter catalogue, and up', () => {
+      const unknown = expressions(dashboard)
+        .flatMap(metricNames)
+        .filter((name) => !(name in KNOWN_METRICS));
+      expect(unknown).toEqual([]);
+      // Every query must read something: a tokenizer that found nothing would pass vacuously.
+      for (const expr of expressions(dashboard))
+        expect({ expr, metrics: metricNames(expr).length > 0 }).toEqual({ expr, metrics: true });
+    });
+
+    test('selects only labels the metric has', () => {
+      const wrong = expressions(dashboard)
+        .flatMap(selectors)
+        .filter(({ metric }) => metric in KNOWN_METRICS)
+        .flatMap(({ metric, labels }) =>
+          labels
+            .filter(
+              (label) => ![...TARGET_LABELS, ...(KNOWN_METRICS[metric] ?? [])].includes(label),
+            )
+            .map((label) => `${metric}{${label}}`),
+        );
+      expect(wrong).toEqual([]);
+    });
+
+    test('writes expressions with balanced brackets and windows from Grafana', () => {
+      for (const expr of expressions(dashboard)) {
+        expect({ expr, balanced: balanced(expr) }).toEqual({ expr, balanced: true });
+        for (const window of expr.matchAll(/\b(?:rate|irate|increase)\s*\([^[]*\[([^\]]*)\]/g))
+          expect(window[1]).toMatch(/^\$__(?:rate_interval|range)$/);
+      }
+    });
+
+    test('never assumes a GPU count or reads dcgm-exporter', () => {
+      for (const expr of expressions(dashboard)) {
+        expect(expr).not.toMatch(/DCGM_FI_/);
+        expect(expr).not.toMatch(/==\s*8\b/);
+      }
+    });
+  });
+});
