@@ -1,0 +1,170 @@
+/**
+ * Debian's real Prometheus and Alertmanager in the foreground on loopback, with a webhook receiver
+ * in the test process: the alert path as a cluster runs it. Every process and directory is removed
+ * by stop().
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface WebhookAlert {
+  readonly status: 'firing' | 'resolved';
+  readonly labels: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
+export interface Notification {
+  /** performance.now() when it arrived. */
+  readonly at: number;
+  readonly alerts: readonly WebhookAlert[];
+}
+
+export interface Monitoring {
+  readonly prometheusUrl: string;
+  readonly alertmanagerUrl: string;
+  readonly notifications: readonly Notification[];
+  /** A PromQL instant query; the result vector. */
+  query(expr: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]>;
+  /** Prometheus's view of the alerts (pending and firing). */
+  alerts(): Promise<{ labels: Record<string, string>; state: string }[]>;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createNetServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        resolve(typeof address === 'object' && address !== null ? address.port : 0),
+      );
+    });
+  });
+}
+
+export async function startMonitoring(options: {
+  /** host:port of each /metrics to scrape. */
+  readonly targets: readonly string[];
+  readonly ruleFiles: readonly string[];
+}): Promise<Monitoring> {
+  const dir = mkdtempSync(join(tmpdir(), 'autopilot-monitoring-'));
+  const notifications: Notification[] = [];
+  const hook: Server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    req.on('end', () => {
+      const parsed = JSON.parse(body) as { alerts: WebhookAlert[] };
+      notifications.push({ at: performance.now(), alerts: parsed.alerts });
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+  const hookPort = (hook.address() as { port: number }).port;
+  const [promPort, amPort] = [await freePort(), await freePort()];
+
+  writeFileSync(
+    join(dir, 'alertmanager.yml'),
+    JSON.stringify({
+      route: {
+        receiver: 'hook',
+        group_by: ['alertname', 'instance'],
+        group_wait: '0s',
+        group_interval: '1s',
+        repeat_interval: '1h',
+      },
+      receivers: [
+        {
+          name: 'hook',
+          webhook_configs: [{ url: `http://127.0.0.1:${hookPort}/hook`, send_resolved: true }],
+        },
+      ],
+    }),
+  );
+  writeFileSync(
+    join(dir, 'prometheus.yml'),
+    JSON.stringify({
+      global: { scrape_interval: '1s', evaluation_interval: '1s' },
+      rule_files: options.ruleFiles,
+      alerting: { alertmanagers: [{ static_configs: [{ targets: [`127.0.0.1:${amPort}`] }] }] },
+      scrape_configs: [{ job_name: 'autopilot', static_configs: [{ targets: options.targets }] }],
+    }),
+  );
+  const processes: ChildProcess[] = [
+    spawn(
+      'prometheus-alertmanager',
+      [
+        `--config.file=${join(dir, 'alertmanager.yml')}`,
+        `--storage.path=${join(dir, 'am')}`,
+        `--web.listen-address=127.0.0.1:${amPort}`,
+        '--cluster.listen-address=',
+      ],
+      { stdio: 'ignore' },
+    ),
+    spawn(
+      'prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+      ],
+      { stdio: 'ignore' },
+    ),
+  ];
+  const prometheusUrl = `http://127.0.0.1:${promPort}`;
+  const alertmanagerUrl = `http://127.0.0.1:${amPort}`;
+  for (const url of [`${prometheusUrl}/-/ready`, `${alertmanagerUrl}/-/ready`]) {
+    const started = Date.now();
+    for (;;) {
+      try {
+        if ((await fetch(url)).ok) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() - started > 15_000) throw new Error(`${url} did not become ready`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  return {
+    prometheusUrl,
+    alertmanagerUrl,
+    notifications,
+    async query(expr) {
+      const response = await fetch(
+        `${prometheusUrl}/api/v1/query?${new URLSearchParams({ query: expr }).toString()}`,
+      );
+      const body = (await response.json()) as {
+        status: string;
+        error?: string;
+        data?: { result: { metric: Record<string, string>; value: [number, string] }[] };
+      };
+      if (body.status !== 'success') throw new Error(`query ${expr} failed: ${body.error}`);
+      return body.data?.result ?? [];
+    },
+    async alerts() {
+      const body = (await (await fetch(`${prometheusUrl}/api/v1/alerts`)).json()) as {
+        data: { alerts: { labels: Record<string, string>; state: string }[] };
+      };
+      return body.data.alerts;
+    },
+    async stop() {
+      for (const child of processes) if (child.exitCode === null) child.kill('SIGTERM');
+      await Promise.all(
+        processes.map(
+          (child) =>
+            new Promise<void>((resolve) => {
+              if (child.exitCode !== null || child.signalCode !== null) resolve();
+              else child.once('exit', () => resolve());
+            }),
+        ),
+      );
+      await new Promise<void>((resolve) => hook.close(() => resolve()));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
