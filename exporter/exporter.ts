@@ -247,7 +247,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       kube,
       nodeName: config.nodeName,
       health: () => store.health(),
-      exclusiveRunning: () => gpuLock.holders().exclusive || deepCheck?.running() === true,
+      exclusiveRunning: () => testing(),
       onEvictFound: (reason) => store.restoreEvict(reason, ports.clock.now()),
       clock: ports.clock,
       logger: ports.logger.child({ component: 'labels' }),
@@ -318,11 +318,13 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     cpuModel: ports.cpuModel,
     gpuModel: ports.gpuModel,
   };
+  const testing = (): boolean => gpuLock.holders().exclusive || deepCheck?.running() === true;
   const registry = createMetricsRegistry({
     store,
     checks,
     host,
     build: ports.build,
+    testing,
     ...(observed === undefined || peerDirectory === undefined
       ? {}
       : { kubernetes: { health: observed.health, peers: () => peerDirectory.peers() } }),
@@ -430,8 +432,8 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     metricsApp: createMetricsApp(
       cachedExposition(registry, () =>
         observed === undefined || peerDirectory === undefined
-          ? store.version()
-          : `${store.version()}/${observed.health.version()}/${peerDirectory.version()}`,
+          ? `${store.version()}/${testing()}`
+          : `${store.version()}/${testing()}/${observed.health.version()}/${peerDirectory.version()}`,
       ),
       ports.logger,
     ),

@@ -34,6 +34,8 @@ export interface MetricsDeps {
   readonly checks: ReadonlyMap<string, Check>;
   readonly host: HostLabels;
   readonly build: BuildInfo;
+  /** An exclusive check or the deep check holds the GPUs (the node label shows TESTING). */
+  readonly testing?: () => boolean;
   /** Kubernetes mode only. */
   readonly kubernetes?: {
     readonly health: KubeHealth;
@@ -159,7 +161,9 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     }
   });
   gauge('autopilot_node_health_state', (g) => {
-    const { state } = store.health();
+    // TESTING is the label's state while an exclusive check or the deep check holds the GPUs.
+    const stored = store.health().state;
+    const state = stored !== 'EVICT' && deps.testing?.() === true ? 'TESTING' : stored;
     for (const candidate of NODE_STATES) g.set({ state: candidate }, candidate === state ? 1 : 0);
   });
   const { kubernetes } = deps;

@@ -32,9 +32,10 @@ const CHECKS = new Map<string, Check>([
   ['gpupower', fakeCheck('gpupower', 'gpu', 'power-slowdown')],
 ]);
 
-function setup(): { store: ResultStore; render: () => Promise<string> } {
+function setup(testing?: () => boolean): { store: ResultStore; render: () => Promise<string> } {
   const store = createResultStore({ historySize: 5 });
   const registry = createMetricsRegistry({
+    ...(testing === undefined ? {} : { testing }),
     store,
     checks: CHECKS,
     host: {
@@ -200,5 +201,19 @@ describe('metrics', () => {
     const exposition = cachedExposition(flaky, () => store.version());
     await expect(exposition.metrics()).rejects.toThrow('boom');
     expect(await exposition.metrics()).toBe('ok');
+  });
+});
+
+describe('autopilot_node_health_state while the GPUs are under test', () => {
+  test('TESTING while an exclusive check or the deep check holds the GPUs, EVICT still wins', async () => {
+    let holding = true;
+    const { store, render } = setup(() => holding);
+    store.record(makeRun('ping', T, [device('node-b', 'PASS', { compatValue: 0 })]));
+    expect(await render()).toContain('autopilot_node_health_state{state="TESTING"} 1');
+    holding = false;
+    expect(await render()).toContain('autopilot_node_health_state{state="PASS"} 1');
+    holding = true;
+    store.restoreEvict('fatal', T);
+    expect(await render()).toContain('autopilot_node_health_state{state="EVICT"} 1');
   });
 });
