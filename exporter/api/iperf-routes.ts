@@ -8,7 +8,7 @@
 import { isIP } from 'node:net';
 import type Router from '@koa/router';
 import type Koa from 'koa';
-import { ParamError, type RawParams } from '../checks/check.js';
+import { ParamError, wholeNumberParam, type RawParams } from '../checks/check.js';
 import type { PodInterface } from '../network/interfaces.js';
 import {
   clientsToAutopilotJson,
@@ -34,9 +34,21 @@ const DEFAULT_SERVER_LIFETIME_S = 600;
 export function addIperfRoutes(router: Router, deps: IperfRouteDeps): void {
   router.all('/iperfservers', async (ctx) => {
     const query = deps.readQuery(ctx);
-    const numservers = whole('numservers', query.numservers, 8, 1, 64);
-    const startport = whole('startport', query.startport, 5200, 1024, 65535 - numservers + 1);
-    const lifetime = whole('lifetime', query.lifetime, DEFAULT_SERVER_LIFETIME_S, 1, 24 * 3600);
+    const numservers = wholeNumberParam('numservers', query.numservers, 8, 1, 64);
+    const startport = wholeNumberParam(
+      'startport',
+      query.startport,
+      5200,
+      1024,
+      65535 - numservers + 1,
+    );
+    const lifetime = wholeNumberParam(
+      'lifetime',
+      query.lifetime,
+      DEFAULT_SERVER_LIFETIME_S,
+      1,
+      24 * 3600,
+    );
     await deps.authorize(ctx);
     const addresses = deps
       .localAddresses()
@@ -58,12 +70,18 @@ export function addIperfRoutes(router: Router, deps: IperfRouteDeps): void {
   router.all('/iperfclients', async (ctx) => {
     const query = deps.readQuery(ctx);
     const dstip = address('dstip', query.dstip);
-    const dstport = whole('dstport', required('dstport', query.dstport), 0, 1, 65535);
-    const numclients = whole('numclients', required('numclients', query.numclients), 0, 1, 64);
+    const dstport = wholeNumberParam('dstport', required('dstport', query.dstport), 0, 1, 65535);
+    const numclients = wholeNumberParam(
+      'numclients',
+      required('numclients', query.numclients),
+      0,
+      1,
+      64,
+    );
     if (dstport + numclients - 1 > 65535) {
       throw new ParamError(`dstport ${dstport} with numclients ${numclients} goes past port 65535`);
     }
-    const duration = whole('duration', query.duration, 5, 1, 300);
+    const duration = wholeNumberParam('duration', query.duration, 5, 1, 300);
     let bindAddress: string | undefined;
     if (query.bindip !== undefined) {
       bindAddress = address('bindip', query.bindip);
@@ -103,22 +121,6 @@ export function addIperfRoutes(router: Router, deps: IperfRouteDeps): void {
 function required(name: string, value: string | undefined): string {
   if (value === undefined || value === '') throw new ParamError(`${name} is required`);
   return value;
-}
-
-function whole(
-  name: string,
-  value: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  if (value === undefined || value === '') return fallback;
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new ParamError(
-      `${name} ${JSON.stringify(value)} is not a whole number from ${min} to ${max}`,
-    );
-  }
-  return Number(value);
 }
 
 function address(name: string, value: string | undefined): string {

@@ -153,3 +153,20 @@ export function summariseOutcome(outcome: CheckOutcome): { verdict: Verdict; rea
   const parts = SEVERITY.filter((v) => counts.has(v)).map((v) => `${counts.get(v)} ${v}`);
   return { verdict, reason: parts.join(', ') };
 }
+
+/** Pure: an optional whole-number parameter within bounds; throws ParamError naming it. */
+export function wholeNumberParam(
+  name: string,
+  value: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined || value === '') return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw new ParamError(
+      `${name} ${JSON.stringify(value)} is not a whole number from ${min} to ${max}`,
+    );
+  }
+  return Number(value);
+}

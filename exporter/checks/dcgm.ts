@@ -14,7 +14,7 @@
  * failure string, both node-level as Autopilot wrote them.
  */
 
-import type { CommandResult, RunCommand } from '../exec/run-command.js';
+import { describeEnd, type CommandResult, type RunCommand } from '../exec/run-command.js';
 import type {
   Check,
   CheckOutcome,
@@ -441,7 +441,7 @@ export function judgeDcgm(result: CommandResult, options: DcgmJudgeOptions): Dcg
     const limit = options.timeoutMs ?? dcgmTimeoutMs(level);
     return errorOutcome(`${run} did not finish within ${formatDuration(limit)}`);
   }
-  if (result.end !== 'exited') return errorOutcome(`${run} ${describeEnd(result)}`);
+  if (result.end !== 'exited') return errorOutcome(`${run} ${describeEnd(result, exitText)}`);
 
   const diag = parseDcgmDiag(result.stdout);
   if (diag.kind === 'error') {
@@ -624,23 +624,6 @@ export function createDcgmCheck(deps: DcgmCheckDeps): Check {
       return `${lines.join('\n')}\n`;
     },
   };
-}
-
-function describeEnd(result: CommandResult): string {
-  switch (result.end) {
-    case 'timeout':
-      return 'did not finish in time';
-    case 'aborted':
-      return 'was stopped';
-    case 'output-limit':
-      return 'printed more output than expected';
-    case 'signal':
-      return `was killed by ${result.signal}`;
-    case 'spawn-failed':
-      return `could not start (${result.spawnError})`;
-    case 'exited':
-      return exitText(result.exitCode);
-  }
 }
 
 function formatDuration(ms: number): string {

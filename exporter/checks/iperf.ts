@@ -22,7 +22,7 @@ import type {
   RawParams,
   Sample,
 } from './check.js';
-import { ParamError } from './check.js';
+import { ParamError, wholeNumberParam } from './check.js';
 import { formatCheckLevelText } from './text.js';
 
 export const IPERF_SUMMARY =
@@ -217,14 +217,26 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
           `workload ${JSON.stringify(raw.workload)} is not supported; use ${IPERF_WORKLOADS.join(', ')}`,
         );
       }
-      const pclients = integer('pclients', raw.pclients, settings.defaultPclients, 1, 64);
-      const startport = integer('startport', raw.startport, settings.defaultStartport, 1024, 65000);
+      const pclients = wholeNumberParam('pclients', raw.pclients, settings.defaultPclients, 1, 64);
+      const startport = wholeNumberParam(
+        'startport',
+        raw.startport,
+        settings.defaultStartport,
+        1024,
+        65000,
+      );
       if (startport + pclients - 1 > 65535) {
         throw new ParamError(
           `startport ${startport} with pclients ${pclients} goes past port 65535`,
         );
       }
-      const duration = integer('duration', raw.duration, settings.defaultDurationSeconds, 1, 300);
+      const duration = wholeNumberParam(
+        'duration',
+        raw.duration,
+        settings.defaultDurationSeconds,
+        1,
+        300,
+      );
       const params: Record<string, string> = {
         workload,
         pclients: String(pclients),
@@ -419,22 +431,6 @@ export function readClients(
       error: errorText(error),
     };
   }
-}
-
-function integer(
-  name: string,
-  value: string | undefined,
-  fallback: number,
-  min: number,
-  max: number,
-): number {
-  if (value === undefined || value === '') return fallback;
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new ParamError(
-      `${name} ${JSON.stringify(value)} is not a whole number from ${min} to ${max}`,
-    );
-  }
-  return Number(value);
 }
 
 function medianOf(sorted: readonly number[]): number {

@@ -9,7 +9,7 @@
 import type { PingSettings } from '../config/config.js';
 import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
-import type { CommandResult, RunCommand } from '../exec/run-command.js';
+import { describeEnd, type CommandResult, type RunCommand } from '../exec/run-command.js';
 import { checkSelector, parseJob } from '../cluster/fanout.js';
 import type {
   Check,
@@ -494,23 +494,6 @@ function fnv1a(text: string): number {
     hash = Math.imul(hash, 0x01000193) >>> 0;
   }
   return hash;
-}
-
-function describeEnd(result: CommandResult): string {
-  switch (result.end) {
-    case 'timeout':
-      return 'did not finish in time';
-    case 'aborted':
-      return 'was stopped';
-    case 'output-limit':
-      return 'printed more output than expected';
-    case 'signal':
-      return `was killed by ${result.signal}`;
-    case 'spawn-failed':
-      return `could not start (${result.spawnError})`;
-    case 'exited':
-      return `exited with ${result.exitCode}`;
-  }
 }
 
 function firstLine(text: string): string {

@@ -158,3 +158,24 @@ function runCommand(
 function notStarted(end: CommandEnd, durationMs: number): CommandResult {
   return { end, exitCode: null, signal: null, stdout: '', stderr: '', durationMs };
 }
+
+/** How a command ended, in words for a check's reason ("did not finish in time"). */
+export function describeEnd(
+  result: CommandResult,
+  exited: (code: number | null) => string = (code) => `exited with ${code}`,
+): string {
+  switch (result.end) {
+    case 'timeout':
+      return 'did not finish in time';
+    case 'aborted':
+      return 'was stopped';
+    case 'output-limit':
+      return 'printed more output than expected';
+    case 'signal':
+      return `was killed by ${result.signal}`;
+    case 'spawn-failed':
+      return `could not start (${result.spawnError})`;
+    case 'exited':
+      return exited(result.exitCode);
+  }
+}
