@@ -17,6 +17,7 @@
  *   retirepending=I      pages wait for retirement      noecc=I            ECC mode off
  *   link=I:GxW           current PCIe link GenG xW (the maximum stays Gen5 x16)
  *   procs=I:N            N compute processes            xid=I:CODE[,I:CODE...] queued XID events
+ *   xidafter=I:CODE:MS   one XID on GPU I, delivered MS ms after the scenario is applied
  *   hang=FUNCTION:MS     FUNCTION sleeps MS ms first    notsupported=FUNCTION  it returns 3
  * Defaults beyond the above: clock event reasons 0x1 (GPU idle, as the idle H200 capture shows);
  * nvmlDeviceGetRetiredPagesPendingStatus NOT_SUPPORTED (Hopper remaps rows; nvidia-smi shows N/A)
@@ -130,6 +131,8 @@ struct fake_event {
     unsigned int gpu;
     unsigned long long type;
     unsigned long long data;
+    /* now_ms() from which the event may be delivered; 0: at once. */
+    unsigned long long due;
 };
 
 struct rule {
@@ -269,13 +272,19 @@ static int set_rule(struct rule *rules, unsigned int *count, const char *fn, uns
     return 0;
 }
 
-static int push_event_locked(unsigned int gpu, unsigned long long type, unsigned long long data) {
+static int push_event_at_locked(unsigned int gpu, unsigned long long type,
+                                unsigned long long data, unsigned long long due) {
     if (gpu >= MAX_GPUS || event_count >= MAX_EVENTS) return -1;
     events[event_count].gpu = gpu;
     events[event_count].type = type;
     events[event_count].data = data;
+    events[event_count].due = due;
     event_count++;
     return 0;
+}
+
+static int push_event_locked(unsigned int gpu, unsigned long long type, unsigned long long data) {
+    return push_event_at_locked(gpu, type, data, 0);
 }
 
 /* Parses an unsigned decimal number that fills the whole of [s, end). */
@@ -373,6 +382,16 @@ static int apply_item(const char *key, const char *value) {
             if (parse_gpu_number(one, &gpu, &n) != 0) return -1;
             if (push_event_locked(gpu, EVENT_XID_CRITICAL, n) != 0) return -1;
         }
+    } else if (strcmp(key, "xidafter") == 0) {
+        /* I:CODE:MS: one XID delivered MS milliseconds after the scenario is applied */
+        const char *last = strrchr(value, ':');
+        unsigned long long ms = 0;
+        char head[64];
+        if (last == NULL || (size_t)(last - value) >= sizeof head) return -1;
+        snprintf(head, sizeof head, "%.*s", (int)(last - value), value);
+        if (parse_uint(last + 1, vend, &ms) != 0) return -1;
+        if (parse_gpu_number(head, &gpu, &n) != 0) return -1;
+        if (push_event_at_locked(gpu, EVENT_XID_CRITICAL, n, now_ms() + ms) != 0) return -1;
     } else if (strcmp(key, "hang") == 0) {
         /* FUNCTION:MS */
         const char *colon = strrchr(value, ':');
@@ -787,6 +806,7 @@ API nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data,
             for (unsigned int i = 0; i < event_count; i++) {
                 struct fake_event *e = &events[i];
                 if (e->gpu >= gpu_count || (s->mask[e->gpu] & e->type) == 0) continue;
+                if (e->due > now_ms()) continue;
                 data->device = &gpus[e->gpu];
                 data->eventType = e->type;
                 data->eventData = e->data;
