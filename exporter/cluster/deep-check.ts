@@ -282,7 +282,17 @@ function runOf(
   };
 }
 
-function runFromReport(entry: DeepCheckRunReport, startedAt: number, finishedAt: number): CheckRun {
+/**
+ * Pure: a reported run as the store keeps it. The compatibility gauge's value is rebuilt (1 for a
+ * FAIL, else 0), so autopilot_health_checks keeps its dcgm and gpumem series after a deep check:
+ * dcgm reports it on its node-level device only, the other checks per GPU.
+ */
+export function runFromReport(
+  entry: DeepCheckRunReport,
+  startedAt: number,
+  finishedAt: number,
+): CheckRun {
+  const carriesCompat = (id: string): boolean => (entry.check === 'dcgm' ? id === '' : id !== '');
   return runOf(
     entry.check,
     entry.verdict,
@@ -293,6 +303,9 @@ function runFromReport(entry: DeepCheckRunReport, startedAt: number, finishedAt:
       reason: d.reason,
       evidence: {},
       ...(d.fatal ? { fatal: true } : {}),
+      ...(carriesCompat(d.id) && d.verdict !== 'ERROR' && d.verdict !== 'SKIP'
+        ? { compatValue: d.verdict === 'FAIL' ? 1 : 0 }
+        : {}),
     })),
     startedAt,
     finishedAt,

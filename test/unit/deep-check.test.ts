@@ -2,6 +2,7 @@ import { describe, expect, test } from '@jest/globals';
 import type { CheckRun } from '../../exporter/checks/check.js';
 import {
   DEEP_CHECK_JOB_PREFIX,
+  runFromReport,
   createDeepCheck,
   scheduleDeepChecks,
   type DeepCheck,
@@ -287,9 +288,10 @@ describe('deep check: followed to its end', () => {
         finishedAt: endedAt,
         verdict: 'PASS',
         reason: 'PASS run',
+        // gpumem's compatibility gauge is per GPU: rebuilt so its series survive the deep check.
         devices: [
-          { id: '0', verdict: 'PASS', reason: 'pass reason', evidence: {} },
-          { id: '1', verdict: 'PASS', reason: 'pass reason', evidence: {} },
+          { id: '0', verdict: 'PASS', reason: 'pass reason', evidence: {}, compatValue: 0 },
+          { id: '1', verdict: 'PASS', reason: 'pass reason', evidence: {}, compatValue: 0 },
         ],
         samples: [],
       },
@@ -608,5 +610,44 @@ describe('deep check: one at a time', () => {
     expect([first.started, second.started].sort()).toEqual([false, true]);
     expect([first.detail, second.detail]).toContain('already starting');
     expect(ctx.kube.jobs.size).toBe(1);
+  });
+});
+
+describe('runFromReport', () => {
+  test('the compatibility value is rebuilt: dcgm on its node device, others per GPU, none for ERROR', () => {
+    const dcgm = runFromReport(
+      {
+        check: 'dcgm',
+        verdict: 'FAIL',
+        reason: '1 FAIL',
+        devices: [
+          { id: '', verdict: 'FAIL', reason: 'pcie.2', fatal: false },
+          { id: '2', verdict: 'FAIL', reason: 'pcie', fatal: true },
+        ],
+      },
+      0,
+      1,
+    );
+    expect(dcgm.devices.map((d) => [d.id, d.compatValue])).toEqual([
+      ['', 1],
+      ['2', undefined],
+    ]);
+    const gpumem = runFromReport(
+      {
+        check: 'gpumem',
+        verdict: 'ERROR',
+        reason: 'x',
+        devices: [
+          { id: '0', verdict: 'PASS', reason: '', fatal: false },
+          { id: '1', verdict: 'ERROR', reason: '', fatal: false },
+        ],
+      },
+      0,
+      1,
+    );
+    expect(gpumem.devices.map((d) => [d.id, d.compatValue])).toEqual([
+      ['0', 0],
+      ['1', undefined],
+    ]);
   });
 });
