@@ -10,7 +10,7 @@ import type { ClusterDeps } from './api/cluster-status.js';
 import type { Registry } from 'prom-client';
 import { createApiApp } from './api/app.js';
 import { createMetricsApp, createReadinessApp } from './api/side-apps.js';
-import type { Check } from './checks/check.js';
+import type { Check, CheckRun, Trigger } from './checks/check.js';
 import { createChecks } from './checks/index.js';
 import { createCheckRunner, type CheckRunner } from './check-runner.js';
 import { sleep, type Clock } from './clock.js';
@@ -308,7 +308,10 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   const scheduler = createScheduler({
     schedule: config.periodic,
     checks: config.periodicChecks,
-    run: (check, trigger) => runner.run(check, {}, trigger),
+    run: (check, trigger) =>
+      deepCheck?.running() === true && checks.get(check)?.usesGpu === true
+        ? Promise.resolve(heldByDeepCheck(check, trigger, ports.clock.now()))
+        : runner.run(check, {}, trigger),
     clock: ports.clock,
     nodeName: config.nodeName,
     logger: ports.logger.child({ component: 'scheduler' }),
@@ -480,5 +483,24 @@ function kubernetesStatus(
           ? null
           : { message: labels.lastError.message, at: iso(labels.lastError.at) },
     },
+  };
+}
+
+/**
+ * A periodic GPU check while the deep-check Job holds the GPUs: not run, so it neither disturbs
+ * DCGM level 3 nor fails against it ("another diagnostic is running"). Not recorded either, so the
+ * last results stand.
+ */
+function heldByDeepCheck(check: string, trigger: Trigger, now: number): CheckRun {
+  return {
+    check,
+    trigger,
+    params: {},
+    startedAt: now,
+    finishedAt: now,
+    verdict: 'SKIP',
+    reason: 'the deep-check Job holds the GPUs',
+    devices: [],
+    samples: [],
   };
 }

@@ -212,6 +212,16 @@ describe('deep check and post-flight', () => {
     });
   });
 
+  test('while the deep-check Job holds the GPUs, the periodic GPU checks are not run', async () => {
+    const r = await setup('pass-4x');
+    const start = await r.exporter.cluster!.deepCheck.start();
+    expect(start.started).toBe(true);
+    r.exporter.scheduler.start();
+    await r.exporter.scheduler.idle();
+    expect(r.exporter.store.latest('remapped')).toBeUndefined();
+    r.exporter.scheduler.stop();
+  });
+
   test('a passing deep check lifts a sticky EVICT', async () => {
     const r = await setup('fail-4x');
     await r.exporter.runner.run('dcgm', { r: '1' }, 'api');
