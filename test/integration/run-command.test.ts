@@ -1,3 +1,4 @@
+import { isRunning, waitUntilGone } from '../fakes/processes.js';
 import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,30 +32,6 @@ afterAll(() => {
  * True while the process exists and is not a zombie. A killed orphan is re-parented to PID 1, and
  * where PID 1 does not reap (some container inits) it stays a zombie that kill(pid, 0) still finds.
  */
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.charAt(stat.lastIndexOf(')') + 2);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
-async function waitUntilGone(pid: number, withinMs = 1000): Promise<boolean> {
-  const deadline = performance.now() + withinMs;
-  while (performance.now() < deadline) {
-    if (!isRunning(pid)) return true;
-    await sleep(20);
-  }
-  return !isRunning(pid);
-}
-
 function readPid(file: string): number {
   const pid = Number(readFileSync(file, 'utf8').trim());
   expect(Number.isInteger(pid) && pid > 1).toBe(true);

@@ -1,8 +1,8 @@
+import { isRunning, waitUntilGone } from '../fakes/processes.js';
 import { describe, test, expect, afterAll } from '@jest/globals';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import ts from 'typescript';
 import { createStartProcess } from '../../exporter/exec/start-process.js';
 import type { ExitHook, StartedProcess } from '../../exporter/exec/start-process.js';
@@ -27,31 +27,6 @@ afterAll(async () => {
   }
   rmSync(scratch, { recursive: true, force: true });
 });
-
-/** True while the process exists and is not a zombie (see run-command.test.ts). */
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.charAt(stat.lastIndexOf(')') + 2);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
-
-async function waitUntilGone(pid: number, withinMs = 1000): Promise<boolean> {
-  const deadline = performance.now() + withinMs;
-  while (performance.now() < deadline) {
-    if (!isRunning(pid)) return true;
-    await sleep(20);
-  }
-  return !isRunning(pid);
-}
 
 /** A shell script that prints the pid of a `sleep 30` it leaves in the background. */
 async function grandchildOf(process: StartedProcess): Promise<number> {

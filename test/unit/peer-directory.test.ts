@@ -1,7 +1,7 @@
+import { recordingLogger } from '../fakes/logger.js';
 import { describe, expect, test } from '@jest/globals';
 import type { EndpointSliceInfo, SliceEndpoint } from '../../exporter/cluster/ports.js';
 import { createPeerDirectory, peersFromSlices } from '../../exporter/cluster/peer-directory.js';
-import type { LogFields, Logger } from '../../exporter/log.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
 import { FakeKube } from '../fakes/kube.js';
 
@@ -29,29 +29,6 @@ function slice(
   ports: EndpointSliceInfo['ports'] = HEALTHCHECK,
 ): EndpointSliceInfo {
   return { name, ports, endpoints };
-}
-
-interface LogLine {
-  readonly level: string;
-  readonly message: string;
-  readonly fields: LogFields | undefined;
-}
-
-function recordingLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const at =
-    (level: string) =>
-    (message: string, fields?: LogFields): void => {
-      lines.push({ level, message, fields });
-    };
-  const logger: Logger = {
-    error: at('error'),
-    warn: at('warn'),
-    info: at('info'),
-    debug: at('debug'),
-    child: () => logger,
-  };
-  return { logger, lines };
 }
 
 function setup(backoff?: { initialMs: number; maxMs: number }) {

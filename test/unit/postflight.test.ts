@@ -1,10 +1,10 @@
+import { recordingLogger } from '../fakes/logger.js';
 import { describe, expect, test } from '@jest/globals';
 import type { CheckRun, Trigger } from '../../exporter/checks/check.js';
 import { DEEP_CHECK_JOB_PREFIX } from '../../exporter/cluster/deep-check.js';
 import { gpuHolders, gpusBusy } from '../../exporter/cluster/gpu-idle.js';
 import { createPostflight, endedGpuPods } from '../../exporter/cluster/postflight.js';
 import type { PodInfo } from '../../exporter/cluster/ports.js';
-import type { LogFields, Logger } from '../../exporter/log.js';
 import type { NvmlLoad } from '../../exporter/native/ports.js';
 import { FakeClock } from '../fakes/clock.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';
@@ -28,29 +28,6 @@ function pod(name: string, phase: string, gpus: number, namespace = 'team-a'): P
 }
 
 const names = (pods: readonly PodInfo[]): string[] => pods.map((p) => `${p.namespace}/${p.name}`);
-
-interface LogLine {
-  readonly level: string;
-  readonly message: string;
-  readonly fields: LogFields | undefined;
-}
-
-function recordingLogger(): { logger: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const at =
-    (level: string) =>
-    (message: string, fields?: LogFields): void => {
-      lines.push({ level, message, fields });
-    };
-  const logger: Logger = {
-    error: at('error'),
-    warn: at('warn'),
-    info: at('info'),
-    debug: at('debug'),
-    child: () => logger,
-  };
-  return { logger, lines };
-}
 
 describe('gpuHolders', () => {
   test.each<[string, boolean]>([
