@@ -156,7 +156,8 @@ export function createApiApp(deps: ApiDeps): Koa {
         maxAgeMs !== undefined &&
         recent !== undefined &&
         recent.verdict !== 'ERROR' &&
-        deps.now() - recent.finishedAt <= maxAgeMs;
+        deps.now() - recent.finishedAt <= maxAgeMs &&
+        sameParams(check, recent.params, params);
       runs.push({ check, run: fresh ? recent : await deps.runner.run(check.name, params, 'api') });
     }
     respond(ctx, format, runs, false);
@@ -341,6 +342,18 @@ function parseCheckNames(value: string | undefined, deps: ApiDeps): string[] {
     }
   }
   return [...new Set(names)];
+}
+
+/**
+ * Whether a stored run answers a request: the same parameters once both are normalised (a periodic
+ * dcgm run stored {} is level 1; a level-3 result does not answer a level-1 request).
+ */
+function sameParams(check: Check, stored: CheckParams, requested: CheckParams): boolean {
+  try {
+    return JSON.stringify(check.parseParams(stored)) === JSON.stringify(requested);
+  } catch {
+    return false;
+  }
 }
 
 /** maxage: a Go duration; undefined when absent. */

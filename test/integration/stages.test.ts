@@ -271,3 +271,19 @@ async function waitFor(condition: () => boolean, withinMs = 5000): Promise<void>
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+describe('maxage answers only with a result of the same parameters', () => {
+  test('a level-3 dcgm result does not answer a level-1 request; a level-1 one does', async () => {
+    const r = await setup('pass-4x');
+    const app = r.exporter.apiApp.callback();
+    await r.exporter.runner.run('dcgm', { r: '3' }, 'api');
+    const first = await request(app).get(
+      '/status?host=gpu-node-1&check=dcgm&r=1&maxage=1h&format=json',
+    );
+    const runs = () => r.exporter.store.history('dcgm').length;
+    expect(runs()).toBe(2);
+    expect((first.body as { results: { params: { r: string } }[] }).results[0]!.params.r).toBe('1');
+    await request(app).get('/status?host=gpu-node-1&check=dcgm&r=1&maxage=1h&format=json');
+    expect(runs()).toBe(2);
+  });
+});
