@@ -8,7 +8,7 @@ import type Koa from 'koa';
 import { createKubernetesAuthorizer, createStaticTokenAuthorizer } from './api/auth.js';
 import type { ClusterDeps } from './api/cluster-status.js';
 import type { Registry } from 'prom-client';
-import { createApiApp } from './api/app.js';
+import { createApiApp, parseMaxAge, recentAnswer } from './api/app.js';
 import { createMetricsApp, createReadinessApp } from './api/side-apps.js';
 import type { Check, CheckRun, Trigger } from './checks/check.js';
 import { createChecks } from './checks/index.js';
@@ -353,9 +353,14 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
             names.reduce((sum, name) => sum + (checks.get(name)?.timeoutMs ?? 0), FANOUT_MARGIN_MS),
           askSelf: async (names, params) => {
             const runs = [];
+            // Forwarded maxage holds here as on every other node (validated by the API already).
+            const maxAgeMs = parseMaxAge(params.maxage);
             for (const name of names) {
               const check = checks.get(name)!;
-              const run = await runner.run(name, check.parseParams(params), 'api');
+              const own = check.parseParams(params);
+              const run =
+                recentAnswer(check, store, own, maxAgeMs, ports.clock.now()) ??
+                (await runner.run(name, own, 'api'));
               runs.push({
                 check: name,
                 verdict: run.verdict,

@@ -151,14 +151,8 @@ export function createApiApp(deps: ApiDeps): Koa {
     const runs: { check: Check; run: CheckRun }[] = [];
     for (const { check, params } of planned) {
       // maxage: a recent conclusive result is answered as it is (what pre-flight asks for).
-      const recent = deps.store.latest(check.name);
-      const fresh =
-        maxAgeMs !== undefined &&
-        recent !== undefined &&
-        recent.verdict !== 'ERROR' &&
-        deps.now() - recent.finishedAt <= maxAgeMs &&
-        sameParams(check, recent.params, params);
-      runs.push({ check, run: fresh ? recent : await deps.runner.run(check.name, params, 'api') });
+      const recent = recentAnswer(check, deps.store, params, maxAgeMs, deps.now());
+      runs.push({ check, run: recent ?? (await deps.runner.run(check.name, params, 'api')) });
     }
     respond(ctx, format, runs, false);
   });
@@ -345,19 +339,31 @@ function parseCheckNames(value: string | undefined, deps: ApiDeps): string[] {
 }
 
 /**
- * Whether a stored run answers a request: the same parameters once both are normalised (a periodic
- * dcgm run stored {} is level 1; a level-3 result does not answer a level-1 request).
+ * The stored result that answers a request with maxage: not ERROR, ended within maxAgeMs, and with
+ * the same parameters once both are normalised (a periodic dcgm run stored {} is level 1; a level-3
+ * result does not answer a level-1 request). undefined: the check must run.
  */
-function sameParams(check: Check, stored: CheckParams, requested: CheckParams): boolean {
+export function recentAnswer(
+  check: Check,
+  store: ResultStore,
+  requested: CheckParams,
+  maxAgeMs: number | undefined,
+  now: number,
+): CheckRun | undefined {
+  const recent = store.latest(check.name);
+  if (maxAgeMs === undefined || recent === undefined || recent.verdict === 'ERROR')
+    return undefined;
+  if (now - recent.finishedAt > maxAgeMs) return undefined;
   try {
-    return JSON.stringify(check.parseParams(stored)) === JSON.stringify(requested);
+    const same = JSON.stringify(check.parseParams(recent.params)) === JSON.stringify(requested);
+    return same ? recent : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 
 /** maxage: a Go duration; undefined when absent. */
-function parseMaxAge(value: string | undefined): number | undefined {
+export function parseMaxAge(value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   const ms = parseGoDuration(value);
   if (ms === undefined) {

@@ -360,3 +360,19 @@ describe('answers to another node', () => {
     );
   });
 });
+
+describe('maxage in a cluster-wide /status', () => {
+  test('the node that received the request answers its own part from a fresh result too', async () => {
+    const r = await setup();
+    await waitUntil(() => r.exporter.cluster!.peers.peers().length === 1, 2000);
+    await r.exporter.runner.run('remapped', {}, 'periodic');
+    const response = await request(r.exporter.apiApp.callback()).get(
+      '/status?check=remapped&maxage=1h&format=json',
+    );
+    expect(response.status).toBe(200);
+    expect((response.body as { nodes: { node: string; outcome: string }[] }).nodes).toMatchObject([
+      { node: NODE, outcome: 'answered' },
+    ]);
+    expect(r.exporter.store.history('remapped')).toHaveLength(1);
+  });
+});
