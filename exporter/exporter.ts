@@ -40,6 +40,7 @@ import type { CudaProbeLoad, NvmlLoad } from './native/ports.js';
 import { createXidLedger, createXidWatcher, type XidWatcher } from './checks/xid.js';
 import { createGpuLock } from './gpu-lock.js';
 import type { Logger } from './log.js';
+import { urlHost } from './net-names.js';
 import {
   cachedExposition,
   createMetricsRegistry,
@@ -155,7 +156,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
               known.find((p) => p.node === node.node && p.ready) ??
               known.find((p) => p.node === node.node);
             if (peer === undefined) return [];
-            const host = peer.address.includes(':') ? `[${peer.address}]` : peer.address;
+            const host = urlHost(peer.address);
             return [
               {
                 node: node.node,

@@ -6,6 +6,7 @@
  * stacking runs. `0` disables the timer; the start-up round still runs, as in Autopilot.
  */
 
+import { fnv1a } from './math.js';
 import type { CheckRun, Trigger } from './checks/check.js';
 import type { Clock, CancelTimer } from './clock.js';
 import { nextCronTime, type Schedule } from './config/schedule.js';
@@ -132,13 +133,4 @@ function periodOf(schedule: Schedule, now: number): number | undefined {
       return nextCronTime(schedule.expression, first) - first;
     }
   }
-}
-
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (const byte of new TextEncoder().encode(text)) {
-    hash ^= byte;
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
 }

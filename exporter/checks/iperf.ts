@@ -12,6 +12,7 @@
  * links between nodes, so they do not change the asking node's health label.
  */
 
+import { median } from '../math.js';
 import { mapBounded } from '../concurrency.js';
 import type {
   Check,
@@ -23,7 +24,7 @@ import type {
   Sample,
 } from './check.js';
 import { ParamError, wholeNumberParam } from './check.js';
-import { formatCheckLevelText } from './text.js';
+import { firstLine, formatCheckLevelText } from './text.js';
 
 export const IPERF_SUMMARY =
   'TCP throughput between nodes on every interface with iperf3 (ring, pairs or one pair), on demand';
@@ -98,7 +99,7 @@ export function judgePairs(pairs: readonly PairResult[]): DeviceResult[] {
       .filter((p) => p.interface === name && p.bitsPerSecond !== undefined)
       .map((p) => p.bitsPerSecond!)
       .sort((a, b) => a - b);
-    if (values.length > 0) medians.set(name, medianOf(values));
+    if (values.length > 0) medians.set(name, median(values));
   }
   return pairs.map((pair) => {
     const id = `${pair.source}->${pair.destination}/${pair.interface}`;
@@ -139,7 +140,7 @@ export function iperfSamples(pairs: readonly PairResult[]): Sample[] {
     if (values.length > 0) {
       for (const [stat, value] of [
         ['min', values[0]!],
-        ['median', medianOf(values)],
+        ['median', median(values)],
         ['max', values[values.length - 1]!],
       ] as const) {
         samples.push({
@@ -304,7 +305,9 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
       const ask = async (node: IperfNode, path: string, signal: AbortSignal) => {
         const answer = await ports.ask(`${node.api}${path}`, signal);
         if (answer.status !== 200) {
-          throw new Error(`${node.node} answered ${answer.status}: ${firstLine(answer.body)}`);
+          throw new Error(
+            `${node.node} answered ${answer.status}: ${firstLine(answer.body).slice(0, 300)}`,
+          );
         }
         return answer.body;
       };
@@ -431,15 +434,6 @@ export function readClients(
       error: errorText(error),
     };
   }
-}
-
-function medianOf(sorted: readonly number[]): number {
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-}
-
-function firstLine(text: string): string {
-  return text.trim().split('\n')[0]?.slice(0, 300) ?? '';
 }
 
 function errorText(error: unknown): string {

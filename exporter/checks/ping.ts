@@ -6,6 +6,7 @@
  * none FAIL (the compatibility gauge's 1), no statistics at all ERROR (unknown name, no socket).
  */
 
+import { fnv1a, median } from '../math.js';
 import type { PingSettings } from '../config/config.js';
 import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
@@ -21,7 +22,7 @@ import type {
   Sample,
 } from './check.js';
 import { ParamError, summariseOutcome, worstVerdict } from './check.js';
-import { formatCheckLevelText } from './text.js';
+import { firstLine, formatCheckLevelText } from './text.js';
 
 export interface PingSummary {
   /** The numeric address ping resolved the target to. */
@@ -486,27 +487,8 @@ function autopilotLines(device: DeviceResult): string[] {
   });
 }
 
-/** FNV-1a, so the rotation start is the same for a node across restarts. */
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
-}
-
-function firstLine(text: string): string {
-  return text.trim().split('\n')[0] ?? '';
-}
-
 function sum(values: readonly number[]): number {
   return values.reduce((a, b) => a + b, 0);
-}
-
-function median(sorted: readonly number[]): number {
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 function round(value: number): number {

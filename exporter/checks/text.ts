@@ -6,3 +6,8 @@ import type { CheckRun } from './check.js';
 export function formatCheckLevelText(prefix: string, run: CheckRun): string {
   return `${prefix} ${run.verdict}: ${run.reason}\n`;
 }
+
+/** The first non-empty line of a tool's message, for a one-line reason. */
+export function firstLine(text: string): string {
+  return text.trim().split('\n')[0] ?? '';
+}

@@ -5,7 +5,7 @@
  * or without an Autopilot pod. None is skipped in silence (Autopilot dropped not-ready pods).
  */
 
-import { isIPv6 } from 'node:net';
+import { urlHost } from '../net-names.js';
 import { ParamError } from '../checks/check.js';
 import { mapBounded } from '../concurrency.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
@@ -154,7 +154,7 @@ export function statusUrl(
   query: RemoteQuery,
   defaultPort: number,
 ): string {
-  const host = isIPv6(peer.address) ? `[${peer.address}]` : peer.address;
+  const host = urlHost(peer.address);
   const search = new URLSearchParams({ host: node, check: query.checks.join(',') });
   for (const [name, value] of Object.entries(query.params)) search.set(name, value);
   return `http://${host}:${peer.port ?? defaultPort}/status?${search.toString()}`;
@@ -311,7 +311,7 @@ async function askOne(plan: PlannedNode, deps: AskDeps, options: AskOptions): Pr
 
 function endpointOf(plan: PlannedNode): string | undefined {
   if (plan.peer === undefined) return undefined;
-  const host = isIPv6(plan.peer.address) ? `[${plan.peer.address}]` : plan.peer.address;
+  const host = urlHost(plan.peer.address);
   return plan.peer.port === undefined ? host : `${host}:${plan.peer.port}`;
 }
 
