@@ -14,3 +14,6 @@ export function isHostOrAddress(text: string): boolean {
 export function urlHost(address: string): string {
   return isIPv6(address) ? `[${address}]` : address;
 }
+
+/** The characters a Kubernetes label selector is made of; the API server judges its grammar. */
+export const LABEL_SELECTOR_CHARACTERS = /^[A-Za-z0-9_.\-/=!,() ]+$/;

@@ -5,7 +5,7 @@
  * or without an Autopilot pod. None is skipped in silence (Autopilot dropped not-ready pods).
  */
 
-import { urlHost } from '../net-names.js';
+import { LABEL_SELECTOR_CHARACTERS, urlHost } from '../net-names.js';
 import { ParamError } from '../checks/check.js';
 import { mapBounded } from '../concurrency.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
@@ -41,7 +41,7 @@ export function parseJob(value: string): { namespace: string; selector: string }
 
 /** Pure: a label selector's characters, before the API server judges its grammar. */
 export function checkSelector(name: string, selector: string): string {
-  if (selector.trim() === '' || !/^[A-Za-z0-9_.\-/=!,() ]+$/.test(selector)) {
+  if (selector.trim() === '' || !LABEL_SELECTOR_CHARACTERS.test(selector)) {
     throw new ParamError(
       `${name} ${JSON.stringify(selector)} is not a label selector, such as app=trainer or gpu-type in (h100,h200)`,
     );

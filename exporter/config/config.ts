@@ -6,7 +6,7 @@
  */
 
 import { isIP } from 'node:net';
-import { DNS_NAME, isHostOrAddress } from '../net-names.js';
+import { DNS_NAME, LABEL_SELECTOR_CHARACTERS, isHostOrAddress } from '../net-names.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
 import { formatDuration, parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
@@ -270,7 +270,7 @@ function parseChoice<T extends string>(name: string, value: string, choices: rea
 }
 
 function parseSelectorSetting(name: string, value: string): string {
-  if (!/^[A-Za-z0-9_.\-/=!,() ]+$/.test(value)) {
+  if (!LABEL_SELECTOR_CHARACTERS.test(value)) {
     throw new ConfigError(name, value, 'a label selector such as app=autopilot');
   }
   return value;
