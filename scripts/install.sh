@@ -3,7 +3,8 @@
 #   scripts/install.sh          what the exporter needs to run: ping, the npm packages, and the CUDA
 #                               probe library where nvcc exists
 #   scripts/install.sh --test   also what the tests need: promtool (Debian's prometheus package)
-#                               and iproute2 (network namespaces); gcc and make build the C fakes
+#                               and iproute2 (network namespaces); gcc and make build the C fakes;
+#                               helm for the chart tests (scripts/get-helm.sh, build/tools/helm)
 # Debian packages are installed only when missing, so a prepared machine is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ fi
 
 packages=(iputils-ping iperf3)
 if [ "$mode" = test ]; then
-  packages+=(iproute2 prometheus prometheus-alertmanager gcc make)
+  packages+=(iproute2 prometheus prometheus-alertmanager gcc make unzip openssl)
 fi
 missing=()
 for package in "${packages[@]}"; do
@@ -41,6 +42,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
+
+if [ "$mode" = test ]; then
+  scripts/get-helm.sh
+fi
 
 # The CUDA probe library (pciebw, gpumem) needs nvcc; without it those checks say SKIP.
 if command -v nvcc >/dev/null 2>&1; then

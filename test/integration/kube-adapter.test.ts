@@ -183,6 +183,8 @@ describe('deep-check Jobs', () => {
               nodeName: 'n1',
               priorityClassName: 'autopilot-preemptible',
               serviceAccountName: 'autopilot-deepcheck',
+              automountServiceAccountToken: false,
+              securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
               containers: [
                 {
                   name: 'deepcheck',
@@ -197,6 +199,10 @@ describe('deep-check Jobs', () => {
                     { name: 'DEEPCHECK_LEVEL', value: '3' },
                   ],
                   terminationMessagePolicy: 'FallbackToLogsOnError',
+                  securityContext: {
+                    allowPrivilegeEscalation: false,
+                    capabilities: { drop: ['ALL'] },
+                  },
                 },
               ],
             },
@@ -211,9 +217,11 @@ describe('deep-check Jobs', () => {
     await kube.createJob({ ...JOB, priorityClassName: undefined, serviceAccountName: undefined });
     const podSpec = api.job(NS, JOB.name)?.spec as { template: { spec: Record<string, unknown> } };
     expect(Object.keys(podSpec.template.spec).sort()).toEqual([
+      'automountServiceAccountToken',
       'containers',
       'nodeName',
       'restartPolicy',
+      'securityContext',
     ]);
   });
 

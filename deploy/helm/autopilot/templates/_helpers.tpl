@@ -1,0 +1,70 @@
+{{/*
+Names. With the release named autopilot (Autopilot's own instructions), every object keeps the name
+IBM's chart gave it, so `helm upgrade` replaces Autopilot in place: DaemonSet autopilot, Services
+autopilot-healthchecks, autopilot-metrics-service, autopilot-readinessprobe.
+*/}}
+{{- define "autopilot.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "autopilot.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Service whose EndpointSlices list the exporters (AUTOPILOT_SERVICE). */}}
+{{- define "autopilot.healthchecksService" -}}
+{{- printf "%s-healthchecks" (include "autopilot.fullname" .) -}}
+{{- end -}}
+
+{{- define "autopilot.serviceAccountName" -}}
+{{- if .Values.rbac.create -}}
+{{- include "autopilot.fullname" . -}}
+{{- else -}}
+{{- default (include "autopilot.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "autopilot.deepCheckPriorityClass" -}}
+{{- default (printf "%s-deepcheck" (include "autopilot.fullname" .)) .Values.deepCheck.priorityClass.name -}}
+{{- end -}}
+
+{{- define "autopilot.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if hasPrefix "sha256:" $tag -}}
+{{- printf "%s@%s" .Values.image.repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The pod selector. `app: <fullname>` is IBM's selector for the release named autopilot; a
+DaemonSet's selector cannot change, so keeping it is what lets an upgrade happen in place.
+*/}}
+{{- define "autopilot.selectorLabels" -}}
+app: {{ include "autopilot.fullname" . }}
+{{- end -}}
+
+{{- define "autopilot.labels" -}}
+{{ include "autopilot.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "autopilot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: autopilot
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Whether the cluster serves prometheus-operator's kinds (helm template: --api-versions). */}}
+{{- define "autopilot.hasMonitoringApi" -}}
+{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- end -}}
