@@ -1,0 +1,452 @@
+/**
+ * The Helm chart, rendered by the real helm over a matrix of values: lint, schema validation with
+ * unknown fields rejected, policy checks, and agreement with the code (the exporter parses the
+ * DaemonSet's command line and environment; the ClusterRoles grant exactly what the code calls).
+ */
+
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, test } from '@jest/globals';
+import { parse } from 'yaml';
+import { OPERATOR_RBAC_RULES, type PolicyRule } from '../../exporter/api/auth.js';
+import { CHECK_NAMES } from '../../exporter/checks/index.js';
+import { parseCommandLine } from '../../exporter/cli.js';
+import { EXPORTER_RBAC_RULES } from '../../exporter/cluster/rbac.js';
+import { parseConfig } from '../../exporter/config/config.js';
+import {
+  CHART,
+  ROOT,
+  helm,
+  renderChart,
+  templateRun,
+  withValues,
+  type RenderOptions,
+} from './helm.js';
+import { validateManifests, type Manifest } from './manifest-schema.js';
+
+/* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-assignment,
+   @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-argument,
+   @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return --
+   rendered objects are untyped YAML, read field by field; their shape is what the schema test checks */
+type Any = any;
+
+interface Case {
+  readonly name: string;
+  readonly options: RenderOptions;
+}
+
+const MATRIX: readonly Case[] = [
+  { name: 'defaults', options: {} },
+  { name: 'onlyOnGPUNodes=false', options: { values: { onlyOnGPUNodes: false } } },
+  {
+    name: 'another namespace and release name',
+    options: { release: 'gpu-health', namespace: 'observability' },
+  },
+  {
+    name: 'custom ports',
+    options: { values: { service: { port: 4444, metricsPort: 9400, readinessPort: 9401 } } },
+  },
+  { name: 'NetworkPolicy on', options: { values: { networkPolicy: { enabled: true } } } },
+  { name: 'no prometheus-operator API', options: { apiVersions: [] } },
+  {
+    name: "IBM Autopilot's values file",
+    options: {
+      values: parse(
+        readFileSync(join(ROOT, 'test', 'fixtures', 'ibm-autopilot-values.yaml'), 'utf8'),
+      ) as Record<string, unknown>,
+    },
+  },
+];
+
+const byKind = (objects: readonly Manifest[], kind: string): Any[] =>
+  objects.filter((object) => object.kind === kind);
+const one = (objects: readonly Manifest[], kind: string): Any => {
+  const found = byKind(objects, kind);
+  expect(found).toHaveLength(1);
+  return found[0];
+};
+
+/** The subset of label-selector matching that matchLabels needs. */
+const selects = (selector: Record<string, string>, labels: Record<string, string>) =>
+  Object.entries(selector).every(([key, value]) => labels[key] === value);
+
+/** Rules as sorted, comparable strings; a rule with several resources counts once per resource. */
+const normalizeRules = (rules: readonly PolicyRule[] | readonly Any[]): string[] =>
+  rules
+    .flatMap((rule: Any) =>
+      (rule.resources as string[]).map((resource) =>
+        JSON.stringify({
+          apiGroups: [...(rule.apiGroups as string[])].sort(),
+          resource,
+          verbs: [...(rule.verbs as string[])].sort(),
+          resourceNames: [...((rule.resourceNames as string[] | undefined) ?? [])].sort(),
+        }),
+      ),
+    )
+    .sort();
+
+describe.each(MATRIX)('chart with $name', ({ options }) => {
+  let objects: Manifest[];
+  let daemonSet: Any;
+  let pod: Any;
+  let container: Any;
+  const namespace = options.namespace ?? 'autopilot';
+
+  beforeAll(() => {
+    objects = renderChart(options);
+    daemonSet = one(objects, 'DaemonSet');
+    pod = daemonSet.spec.template.spec;
+    container = pod.containers[0];
+  });
+
+  test('helm lint passes', () => {
+    const run = withValues(options.values, (valueArgs) =>
+      helm(['lint', CHART, '--namespace', namespace, ...valueArgs]),
+    );
+    expect(run.stderr + run.stdout).toContain('0 chart(s) failed');
+    expect(run.status).toBe(0);
+  });
+
+  test('every object is valid against its schema, with no unknown field', async () => {
+    expect(await validateManifests(objects)).toEqual([]);
+  });
+
+  test('namespaced objects are in the release namespace', () => {
+    const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding', 'PriorityClass']);
+    for (const object of objects) {
+      if (clusterScoped.has(object.kind)) expect(object.metadata.namespace).toBeUndefined();
+      else expect([object.kind, object.metadata.namespace]).toEqual([object.kind, namespace]);
+    }
+  });
+
+  test('the pod is unprivileged and non-root with a read-only root filesystem', () => {
+    expect(pod.hostNetwork ?? false).toBe(false);
+    expect(pod.hostPID ?? false).toBe(false);
+    expect(pod.hostIPC ?? false).toBe(false);
+    expect(pod.securityContext.runAsNonRoot).toBe(true);
+    expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
+    expect(pod.securityContext.seccompProfile).toEqual({ type: 'RuntimeDefault' });
+    expect(pod.volumes.filter((volume: Any) => volume.hostPath !== undefined)).toEqual([]);
+    for (const each of [...(pod.initContainers ?? []), ...pod.containers]) {
+      const context = each.securityContext;
+      expect(context.privileged ?? false).toBe(false);
+      expect(context.allowPrivilegeEscalation).toBe(false);
+      expect(context.readOnlyRootFilesystem).toBe(true);
+      expect(context.capabilities).toEqual({ drop: ['ALL'] });
+      expect(context.runAsUser ?? pod.securityContext.runAsUser).toBeGreaterThan(0);
+    }
+  });
+
+  test('ping works unprivileged through the net.ipv4.ping_group_range sysctl', () => {
+    expect(pod.securityContext.sysctls).toEqual([
+      { name: 'net.ipv4.ping_group_range', value: '0 2147483647' },
+    ]);
+  });
+
+  test('GPUs are reached through the NVIDIA runtime, none is requested', () => {
+    const env = Object.fromEntries(container.env.map((entry: Any) => [entry.name, entry.value]));
+    expect(env.NVIDIA_VISIBLE_DEVICES).toBe('all');
+    expect(env.NVIDIA_DRIVER_CAPABILITIES).toBe('compute,utility');
+    // Autopilot's values file asks for 0, which is the same as not asking.
+    for (const quantities of [container.resources.requests, container.resources.limits]) {
+      expect(Number(quantities['nvidia.com/gpu'] ?? 0)).toBe(0);
+    }
+  });
+
+  test('probes hit named container ports, and resources are set', () => {
+    const portNames = container.ports.map((port: Any) => port.name);
+    for (const probe of [container.readinessProbe, container.livenessProbe]) {
+      expect(probe.httpGet.path).toBe('/readinessprobe');
+      expect(portNames).toContain(probe.httpGet.port);
+      expect(probe.periodSeconds).toBeGreaterThan(0);
+    }
+    expect(container.resources.requests.cpu).toBeDefined();
+    expect(container.resources.requests.memory).toBeDefined();
+    expect(container.resources.limits.memory).toBeDefined();
+    expect(container.resources.limits.cpu).toBeUndefined();
+    expect(container.image).not.toMatch(/:latest$/);
+  });
+
+  test('the selector matches the pod labels, and each Service selects the pods by a named port', () => {
+    const podLabels = daemonSet.spec.template.metadata.labels;
+    expect(selects(daemonSet.spec.selector.matchLabels, podLabels)).toBe(true);
+    const portNames = container.ports.map((port: Any) => port.name);
+    const services = byKind(objects, 'Service');
+    expect(services).toHaveLength(3);
+    for (const service of services) {
+      expect(selects(service.spec.selector, podLabels)).toBe(true);
+      for (const port of service.spec.ports) expect(portNames).toContain(port.targetPort);
+    }
+  });
+
+  test('the exporter accepts the command line and environment the chart gives it', () => {
+    const env: Record<string, string> = {
+      NODE_NAME: 'gpu-node-1',
+      NAMESPACE: namespace,
+      POD_NAME: 'autopilot-x7k2p',
+    };
+    for (const entry of container.env) if (entry.value !== undefined) env[entry.name] = entry.value;
+    const names = container.env.map((entry: Any) => entry.name);
+    expect(new Set(names).size).toBe(names.length);
+
+    const commandLine = parseCommandLine(container.args);
+    expect(commandLine.command).toEqual({ kind: 'serve' });
+    const config = parseConfig({
+      flags: commandLine.flags,
+      env,
+      hostname: 'pod',
+      knownChecks: CHECK_NAMES,
+    });
+    const port = (name: string) =>
+      container.ports.find((candidate: Any) => candidate.name === name).containerPort;
+    expect([config.apiPort, config.metricsPort, config.readinessPort]).toEqual([
+      port('healthcheck'),
+      port('http'),
+      port('readinessprobe'),
+    ]);
+    expect(config.kubernetes).toBe('on');
+    expect(config.namespace).toBe(namespace);
+
+    const healthchecks = byKind(objects, 'Service').find(
+      (service) => service.spec.ports[0].name === 'healthcheck',
+    );
+    expect(config.serviceName).toBe(healthchecks.metadata.name);
+    const [selectorKey, selectorValue] = config.podSelector.split('=');
+    expect(daemonSet.spec.template.metadata.labels[selectorKey!]).toBe(selectorValue);
+    expect(config.deepcheckImage).toBe(container.image);
+    const priorityClass = one(objects, 'PriorityClass');
+    expect(config.deepcheckPriorityClass).toBe(priorityClass.metadata.name);
+    expect(priorityClass.value).toBeLessThan(0);
+    expect(priorityClass.preemptionPolicy).toBe('Never');
+  });
+
+  test("the exporter's ClusterRole grants exactly what the code calls, to the pods' account", () => {
+    const fullname = daemonSet.metadata.name;
+    const roles = byKind(objects, 'ClusterRole');
+    const exporterRole = roles.find((role) => role.metadata.name === fullname);
+    expect(normalizeRules(exporterRole.rules)).toEqual(normalizeRules(EXPORTER_RBAC_RULES));
+    const binding = one(objects, 'ClusterRoleBinding');
+    expect(binding.roleRef).toEqual({
+      apiGroup: 'rbac.authorization.k8s.io',
+      kind: 'ClusterRole',
+      name: fullname,
+    });
+    expect(binding.subjects).toEqual([
+      { kind: 'ServiceAccount', name: pod.serviceAccountName, namespace },
+    ]);
+    expect(one(objects, 'ServiceAccount').metadata.name).toBe(pod.serviceAccountName);
+  });
+
+  test('the operator ClusterRole grants exactly the protected API actions', () => {
+    const operator = byKind(objects, 'ClusterRole').find((role) =>
+      (role.metadata.name as string).endsWith('-operator'),
+    );
+    expect(normalizeRules(operator.rules)).toEqual(normalizeRules(OPERATOR_RBAC_RULES));
+  });
+
+  test('RBAC verbs are minimal: no wildcard, no escalation verb', () => {
+    const rules = byKind(objects, 'ClusterRole').flatMap((role) => role.rules as Any[]);
+    const words = rules.flatMap((rule) => [...rule.verbs, ...rule.resources, ...rule.apiGroups]);
+    expect(words).not.toContain('*');
+    for (const verb of ['escalate', 'bind', 'impersonate', 'update', 'deletecollection']) {
+      expect(
+        rules.filter((rule) => rule.verbs.includes(verb) && rule.resources[0] !== 'nodehealth'),
+      ).toEqual([]);
+    }
+    const secretsOrConfig = rules.filter((rule) =>
+      (rule.resources as string[]).some((resource) => ['secrets', 'configmaps'].includes(resource)),
+    );
+    expect(secretsOrConfig).toEqual([]);
+  });
+});
+
+describe('chart: monitoring objects', () => {
+  let objects: Manifest[];
+  beforeAll(() => {
+    objects = renderChart();
+  });
+
+  test('the PrometheusRule holds exactly the groups of rules/autopilot.rules.yaml', () => {
+    const rule = one(objects, 'PrometheusRule');
+    const source = parse(readFileSync(join(ROOT, 'rules', 'autopilot.rules.yaml'), 'utf8'));
+    expect(rule.spec).toEqual(source);
+    expect(rule.metadata.labels.release).toBe('prometheus');
+  });
+
+  test('each dashboard of dashboards/ is a ConfigMap with the Grafana sidecar label', () => {
+    const files = readdirSync(join(ROOT, 'dashboards')).filter((file) => file.endsWith('.json'));
+    const maps = byKind(objects, 'ConfigMap');
+    expect(maps).toHaveLength(files.length);
+    for (const file of files) {
+      const map = maps.find((candidate) => candidate.data[file] !== undefined);
+      expect(map).toBeDefined();
+      expect(map.metadata.labels.grafana_dashboard).toBe('1');
+      expect(JSON.parse(map.data[file] as string)).toEqual(
+        JSON.parse(readFileSync(join(ROOT, 'dashboards', file), 'utf8')),
+      );
+    }
+  });
+
+  test('the ServiceMonitor scrapes the metrics Service by port name and adds the node label', () => {
+    const monitor = one(objects, 'ServiceMonitor');
+    expect(monitor.metadata.labels.release).toBe('prometheus');
+    const scraped = byKind(objects, 'Service').filter((service) =>
+      selects(monitor.spec.selector.matchLabels, service.metadata.labels),
+    );
+    expect(scraped.map((service) => service.metadata.name)).toEqual(['autopilot-metrics-service']);
+    const endpoint = monitor.spec.endpoints[0];
+    expect(scraped[0].spec.ports.map((port: Any) => port.name)).toContain(endpoint.port);
+    expect(endpoint.path).toBe('/metrics');
+    expect(endpoint.honorLabels).toBe(true);
+    expect(endpoint.relabelings).toContainEqual({
+      sourceLabels: ['__meta_kubernetes_pod_node_name'],
+      targetLabel: 'node',
+      action: 'replace',
+    });
+  });
+
+  test('the release labels are configurable', () => {
+    const custom = renderChart({
+      values: { serviceMonitor: { release: 'kps' }, prometheusRule: { release: 'kps' } },
+    });
+    expect(one(custom, 'ServiceMonitor').metadata.labels.release).toBe('kps');
+    expect(one(custom, 'PrometheusRule').metadata.labels.release).toBe('kps');
+  });
+
+  test('without the prometheus-operator API neither CRD kind is rendered', () => {
+    const plain = renderChart({ apiVersions: [] });
+    expect(byKind(plain, 'ServiceMonitor')).toEqual([]);
+    expect(byKind(plain, 'PrometheusRule')).toEqual([]);
+  });
+});
+
+describe('chart: the copies of rules/ and dashboards/ are current', () => {
+  const files = join(CHART, 'files');
+  test('files/autopilot.rules.yaml is rules/autopilot.rules.yaml (npm run chart:sync)', () => {
+    expect(readFileSync(join(files, 'autopilot.rules.yaml'), 'utf8')).toBe(
+      readFileSync(join(ROOT, 'rules', 'autopilot.rules.yaml'), 'utf8'),
+    );
+  });
+
+  test('files/dashboards/ holds exactly dashboards/*.json (npm run chart:sync)', () => {
+    const sources = readdirSync(join(ROOT, 'dashboards')).filter((file) => file.endsWith('.json'));
+    expect(readdirSync(join(files, 'dashboards')).sort()).toEqual(sources.sort());
+    for (const file of sources) {
+      expect([file, readFileSync(join(files, 'dashboards', file), 'utf8')]).toEqual([
+        file,
+        readFileSync(join(ROOT, 'dashboards', file), 'utf8'),
+      ]);
+    }
+  });
+});
+
+describe('chart: values', () => {
+  test("Autopilot's values keep their meaning", () => {
+    const objects = renderChart({
+      values: {
+        PCIeBW: 6,
+        repeat: '30m',
+        invasive: '0',
+        loglevel: 3,
+        service: { port: 3344 },
+        env: [
+          { name: 'PERIODIC_CHECKS', value: 'pciebw,remapped' },
+          { name: 'AUTOPILOT_SERVICE', value: 'my-service' },
+        ],
+        annotations: { 'k8s.v1.cni.cncf.io/networks': 'multi-nic-network' },
+        nodeSelector: { 'nvidia.com/mig.config': 'all-disabled' },
+        affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: null } },
+        resources: { requests: { cpu: '200m', memory: '1Gi' }, limits: { memory: '4Gi' } },
+        pullSecrets: { create: true, imagePullSecretData: 'e30=' },
+      },
+    });
+    const daemonSet = one(objects, 'DaemonSet');
+    const pod = daemonSet.spec.template.spec;
+    const container = pod.containers[0];
+    expect(container.args).toEqual([
+      'serve',
+      '--port=3344',
+      '--bw=6',
+      '--w=30m',
+      '--invasive-check-timer=0',
+      '--loglevel=3',
+    ]);
+    const env = container.env.filter((entry: Any) => entry.value !== undefined);
+    expect(env).toContainEqual({ name: 'PERIODIC_CHECKS', value: 'pciebw,remapped' });
+    // The user's entry replaces the chart's own, not duplicates it.
+    expect(env.filter((entry: Any) => entry.name === 'AUTOPILOT_SERVICE')).toEqual([
+      { name: 'AUTOPILOT_SERVICE', value: 'my-service' },
+    ]);
+    expect(daemonSet.spec.template.metadata.annotations).toEqual({
+      'k8s.v1.cni.cncf.io/networks': 'multi-nic-network',
+    });
+    expect(pod.nodeSelector).toEqual({
+      'nvidia.com/gpu.present': 'true',
+      'nvidia.com/mig.config': 'all-disabled',
+    });
+    expect(container.resources).toEqual({
+      requests: { cpu: '200m', memory: '1Gi' },
+      limits: { memory: '4Gi' },
+    });
+    expect(pod.imagePullSecrets).toEqual([{ name: 'autopilot-pull-secret' }]);
+    expect(one(objects, 'Secret').type).toBe('kubernetes.io/dockerconfigjson');
+    const healthchecks = byKind(objects, 'Service').find(
+      (service) => service.metadata.name === 'autopilot-healthchecks',
+    );
+    expect(healthchecks.spec.ports).toEqual([
+      { name: 'healthcheck', port: 3344, targetPort: 'healthcheck', protocol: 'TCP' },
+    ]);
+  });
+
+  test('onlyOnGPUNodes=false drops the GPU node selector', () => {
+    const pod = one(renderChart({ values: { onlyOnGPUNodes: false } }), 'DaemonSet').spec.template
+      .spec;
+    expect(pod.nodeSelector).toBeUndefined();
+  });
+
+  test('a release of another name gets its own names and selector', () => {
+    const objects = renderChart({ release: 'gpu-health', namespace: 'observability' });
+    const daemonSet = one(objects, 'DaemonSet');
+    expect(daemonSet.metadata.name).toBe('gpu-health-autopilot');
+    expect(daemonSet.spec.selector.matchLabels).toEqual({ app: 'gpu-health-autopilot' });
+    expect(
+      byKind(objects, 'Service')
+        .map((service) => service.metadata.name)
+        .sort(),
+    ).toEqual([
+      'gpu-health-autopilot-healthchecks',
+      'gpu-health-autopilot-metrics-service',
+      'gpu-health-autopilot-readinessprobe',
+    ]);
+  });
+
+  test.each([
+    [{ PCIeBW: -1 }, '/PCIeBW'],
+    [{ repeat: '1x' }, '/repeat'],
+    [{ service: { port: 70000 } }, '/service/port'],
+    [{ env: [{ name: 'BAD NAME', value: 'x' }] }, '/env/0/name'],
+    [{ pingGroupRange: '0 2147483647; reboot' }, '/pingGroupRange'],
+    [{ serviceMonitr: { enabled: false } }, "additional properties 'serviceMonitr' not allowed"],
+  ])('values.schema.json refuses %j, naming %s', (values, named) => {
+    const run = templateRun({ values });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain(named);
+  });
+
+  test('NetworkPolicy: exporter pods reach each other on every port; API and metrics by port', () => {
+    const objects = renderChart({ values: { networkPolicy: { enabled: true } } });
+    const policy = one(objects, 'NetworkPolicy');
+    const podLabels = one(objects, 'DaemonSet').spec.template.metadata.labels;
+    expect(selects(policy.spec.podSelector.matchLabels, podLabels)).toBe(true);
+    expect(policy.spec.policyTypes).toEqual(['Ingress']);
+    const [peers, api, metrics] = policy.spec.ingress;
+    expect(peers.ports).toBeUndefined();
+    expect(selects(peers.from[0].podSelector.matchLabels, podLabels)).toBe(true);
+    expect(api.ports).toEqual([{ port: 'healthcheck', protocol: 'TCP' }]);
+    expect(api.from).toBeUndefined();
+    expect(metrics.ports).toEqual([{ port: 'http', protocol: 'TCP' }]);
+    expect(metrics.from).toEqual([
+      { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } },
+    ]);
+  });
+});
