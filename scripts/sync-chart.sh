@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copies the rules and dashboards into the Helm chart, which can only package files under its own
-# folder. rules/ and dashboards/ are the sources; test/unit/chart.test.ts fails when a copy is stale.
+# folder. rules/ and dashboards/ are the sources; test/deploy/chart.test.ts fails when a copy is stale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=deploy/helm/autopilot/files

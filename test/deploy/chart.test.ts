@@ -398,6 +398,18 @@ describe('chart: values', () => {
     ]);
   });
 
+  test.each([
+    [{ create: false }, undefined, 0],
+    [{ create: false, name: 'batch-low' }, 'batch-low', 0],
+    [{ create: true, name: 'batch-low' }, 'batch-low', 1],
+  ])('deep-check PriorityClass %j: the Job gets %s', (priorityClass, expected, created) => {
+    const objects = renderChart({ values: { deepCheck: { priorityClass } } });
+    const env = one(objects, 'DaemonSet').spec.template.spec.containers[0].env;
+    const setting = env.find((entry: Any) => entry.name === 'AUTOPILOT_DEEPCHECK_PRIORITY_CLASS');
+    expect(setting?.value).toBe(expected);
+    expect(byKind(objects, 'PriorityClass')).toHaveLength(created);
+  });
+
   test('onlyOnGPUNodes=false drops the GPU node selector', () => {
     const pod = one(renderChart({ values: { onlyOnGPUNodes: false } }), 'DaemonSet').spec.template
       .spec;

@@ -33,8 +33,13 @@ autopilot-healthchecks, autopilot-metrics-service, autopilot-readinessprobe.
 {{- end -}}
 {{- end -}}
 
+{{/* The deep check's PriorityClass: the one the chart creates, or a named one, or none. */}}
 {{- define "autopilot.deepCheckPriorityClass" -}}
-{{- default (printf "%s-deepcheck" (include "autopilot.fullname" .)) .Values.deepCheck.priorityClass.name -}}
+{{- if .Values.deepCheck.priorityClass.name -}}
+{{- .Values.deepCheck.priorityClass.name -}}
+{{- else if .Values.deepCheck.priorityClass.create -}}
+{{- printf "%s-deepcheck" (include "autopilot.fullname" .) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "autopilot.image" -}}
