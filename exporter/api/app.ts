@@ -244,6 +244,16 @@ export function createApiApp(deps: ApiDeps): Koa {
     }
   });
 
+  app.use(async (ctx, next) => {
+    await next();
+    // koa-router answers 501 to a method it does not route (TRACE, PROPFIND): the caller's
+    // mistake, not the server's, so no 5xx.
+    if (ctx.status === 501) {
+      ctx.status = 405;
+      ctx.type = 'text/plain';
+      ctx.body = `error: method ${ctx.method} is not allowed\n`;
+    }
+  });
   app.use(router.routes());
   app.use(router.allowedMethods());
 

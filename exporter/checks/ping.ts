@@ -343,9 +343,9 @@ export function createPingCheck(deps: PingCheckDeps): Check {
         else checkSelector(name, value);
         params[name] = value;
       }
+      const parameter = raw.host !== undefined ? 'host' : 'pingnodes';
       const host = raw.host ?? raw.pingnodes;
-      if (host === undefined || host === '' || host === 'all') return params;
-      const configured = deps.peers().map(nameOf);
+      if (host === undefined || host === 'all') return params;
       const wanted = [
         ...new Set(
           host
@@ -354,10 +354,13 @@ export function createPingCheck(deps: PingCheckDeps): Check {
             .filter((h) => h !== ''),
         ),
       ];
+      // Only commas and blanks name no peer, like an empty value: every peer, never ping ''.
+      if (wanted.length === 0) return params;
+      const configured = deps.peers().map(nameOf);
       for (const peer of wanted) {
         if (!isHostOrAddress(peer) || !configured.includes(peer)) {
           throw new ParamError(
-            `host ${JSON.stringify(peer)} is not a peer of this node; peers: ${configured.join(', ') || noPeers}`,
+            `${parameter} ${JSON.stringify(peer)} is not a peer of this node; peers: ${configured.join(', ') || noPeers}`,
           );
         }
       }

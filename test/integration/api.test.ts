@@ -637,6 +637,15 @@ describe('GET /results', () => {
     expect(rig.totalRuns()).toBe(2);
   });
 
+  test.each(['/acknowledge', '/nope'])(
+    'TRACE %s, a method the router does not route, is 405, not 501',
+    async (path) => {
+      const response = await request(setup().app.callback()).trace(path);
+      expect(response.status).toBe(405);
+      expect(response.text).toBe('error: method TRACE is not allowed\n');
+    },
+  );
+
   test('an unknown check is 400', async () => {
     const rig = setup();
     const response = await rig.get('/results?check=unknown');

@@ -504,6 +504,9 @@ describe('createPingCheck: parseParams', () => {
     [{ host: '10.0.0.7' }, { host: '10.0.0.7' }],
     [{ pingnodes: 'node-a' }, { host: 'node-a' }],
     [{ job: 'None', nodelabel: '' }, {}],
+    // Only separators name no peer: every peer, as an empty value; never a ping of ''.
+    [{ host: ',' }, {}],
+    [{ pingnodes: ' , ,' }, {}],
   ])('%j → %j', (raw, expected) => {
     expect(check.parseParams(raw)).toStrictEqual(expected);
   });
@@ -514,6 +517,7 @@ describe('createPingCheck: parseParams', () => {
       /host "node-z" is not a peer of this node; peers: node-a, node-b, 10.0.0.7/,
     ],
     [{ host: 'node-a,node-z' }, /host "node-z"/],
+    [{ pingnodes: 'node-z' }, /^pingnodes "node-z" is not a peer/],
     [{ host: 'node-a;id' }, /is not a peer/],
     [{ host: '-f' }, /is not a peer/],
     [{ job: 'default:training' }, /^job selects peers through Kubernetes/],
