@@ -5,6 +5,8 @@
 #   scripts/install.sh --test   also what the tests need: promtool (Debian's prometheus package)
 #                               and iproute2 (network namespaces); gcc and make build the C fakes;
 #                               helm for the chart tests (scripts/get-helm.sh, build/tools/helm)
+#   scripts/install.sh --bench  the test set plus Debian's prometheus-node-exporter, the reference
+#                               bench/compare.ts scrapes beside the exporter
 # Debian packages are installed only when missing, so a prepared machine is not touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +15,8 @@ mode=run
 case "${1:-}" in
   "") ;;
   --test) mode=test ;;
-  *) echo "usage: scripts/install.sh [--test]" >&2; exit 2 ;;
+  --bench) mode=bench ;;
+  *) echo "usage: scripts/install.sh [--test | --bench]" >&2; exit 2 ;;
 esac
 
 if ! command -v node >/dev/null 2>&1; then
@@ -26,8 +29,11 @@ if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.e
 fi
 
 packages=(iputils-ping iperf3)
-if [ "$mode" = test ]; then
+if [ "$mode" != run ]; then
   packages+=(iproute2 prometheus prometheus-alertmanager gcc make unzip openssl)
+fi
+if [ "$mode" = bench ]; then
+  packages+=(prometheus-node-exporter)
 fi
 missing=()
 for package in "${packages[@]}"; do
@@ -43,7 +49,7 @@ fi
 
 npm ci --no-audit --no-fund --loglevel=error
 
-if [ "$mode" = test ]; then
+if [ "$mode" != run ]; then
   scripts/get-helm.sh
 fi
 
