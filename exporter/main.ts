@@ -46,7 +46,13 @@ function within<T>(ms: number, promise: Promise<T>, fallback: T): Promise<T> {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-async function main(argv: readonly string[]): Promise<number> {
+/** What main leaves for the last step, exiting, to know. */
+interface ExitState {
+  /** Driver or probe calls still running after shutdown: they are hung. */
+  hungNativeCalls: number;
+}
+
+async function main(argv: readonly string[], exit: ExitState): Promise<number> {
   let commandLine: CommandLine;
   let config: Config;
   try {
@@ -132,6 +138,13 @@ async function main(argv: readonly string[]): Promise<number> {
     return await runCommandLine(commandLine.command, exporter, config, logger);
   } finally {
     if (nvml.ok) await within(SHUTDOWN_GRACE_MS, nvml.nvml.close(), undefined);
+    exit.hungNativeCalls =
+      (nvml.ok ? nvml.nvml.callsInFlight() : 0) + (cuda.ok ? cuda.probe.callsInFlight() : 0);
+    if (exit.hungNativeCalls > 0) {
+      logger.warn('driver calls still hung after shutdown; ending the process with SIGKILL', {
+        calls: exit.hungNativeCalls,
+      });
+    }
   }
 }
 
@@ -341,10 +354,15 @@ function packageVersion(): string {
   }
 }
 
-// Exit explicitly: a driver call that hangs past the shutdown grace keeps a native thread, and the
-// process with it, alive; everything worth finishing has finished by now (stdio is synchronous).
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+// Exit explicitly: everything worth finishing has finished by now (stdio is synchronous). A driver
+// call hung on a worker thread would hold even process.exit(), since libuv joins its threads as the
+// process exits (for as long as the call hangs, minutes or forever): then SIGKILL ends it at once.
+const exitState: ExitState = { hungNativeCalls: 0 };
+main(process.argv.slice(2), exitState).then(
+  (code) => {
+    if (exitState.hungNativeCalls > 0) process.kill(process.pid, 'SIGKILL');
+    else process.exit(code);
+  },
   (error: unknown) => {
     process.stderr.write(
       `autopilot: fatal: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,

@@ -67,17 +67,31 @@ export interface XidLedger {
   /** Why the listener cannot currently hear events, or undefined while it can. */
   listenerFailure(): string | undefined;
   setListenerFailure(reason: string | undefined): void;
+  /** When the listener's pending wait began; undefined between waits. */
+  waitingSince(): number | undefined;
+  setWaitingSince(at: number | undefined): void;
 }
+
+/**
+ * A wait of the listener still running this long is stuck in the driver: waits last a second, and
+ * the wait has a thread of its own, so nothing else delays it for long.
+ */
+export const XID_WAIT_STUCK_MS = 10_000;
 
 export const XID_SUMMARY = 'XID error events, listened to continuously and classified by severity';
 
 export function createXidLedger(options: { readonly debounceMs: number }): XidLedger {
   const byGpu = new Map<number, Map<number, XidTally>>();
   let listenerFailure: string | undefined;
+  let waitingSince: number | undefined;
   return {
     listenerFailure: () => listenerFailure,
     setListenerFailure: (reason) => {
       listenerFailure = reason;
+    },
+    waitingSince: () => waitingSince,
+    setWaitingSince: (at) => {
+      waitingSince = at;
     },
     record(event, at) {
       const codes = byGpu.get(event.gpuIndex) ?? new Map<number, XidTally>();
@@ -158,7 +172,13 @@ export function createXidCheck(deps: XidCheckDeps): Check {
     timeoutMs: deps.timeoutMs ?? 30_000,
     run: () => {
       // Without a listener, "no XID" would be a claim nobody checked.
-      const failure = deps.ledger.listenerFailure();
+      const since = deps.ledger.waitingSince();
+      const stuckMs = since === undefined ? 0 : deps.now() - since;
+      const failure =
+        deps.ledger.listenerFailure() ??
+        (stuckMs > XID_WAIT_STUCK_MS
+          ? `nvmlEventSetWait_v2 has not returned for ${Math.round(stuckMs / 1000)} s (a wait lasts 1 s): the driver may be hung`
+          : undefined);
       if (failure !== undefined) {
         return Promise.resolve({
           devices: [],
@@ -216,7 +236,10 @@ export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
     const { nvml } = deps.nvml;
     while (!stopped) {
       try {
-        const events = await nvml.waitXidEvents(deps.waitMs ?? 1000);
+        deps.ledger.setWaitingSince(deps.clock.now());
+        const events = await nvml
+          .waitXidEvents(deps.waitMs ?? 1000)
+          .finally(() => deps.ledger.setWaitingSince(undefined));
         let counted = false;
         for (const event of events) {
           const fresh = deps.ledger.record(event, deps.clock.now());

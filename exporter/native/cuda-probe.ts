@@ -61,10 +61,13 @@ export function loadCudaProbe(libraryPath: string): CudaProbeLoad {
 }
 
 function createProbe(fns: ProbeFunctions): CudaProbe {
+  let inFlight = 0;
   /** Runs fn off the event loop; resolves its return value. */
   const callAsync = (fn: ProbeFunction, args: readonly unknown[]): Promise<unknown> =>
     new Promise((resolvePromise, reject) => {
+      inFlight++;
       fns[fn].async(...args, (error: unknown, result: unknown) => {
+        inFlight--;
         if (error !== null && error !== undefined) reject(asError(error));
         else resolvePromise(result);
       });
@@ -140,6 +143,7 @@ function createProbe(fns: ProbeFunctions): CudaProbe {
       await measure('ap_flops', [device, precision, tflops]);
       return Number(tflops[0]);
     },
+    callsInFlight: () => inFlight,
   };
 }
 

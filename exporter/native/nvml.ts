@@ -190,8 +190,8 @@ class CallLimiter {
     }
   }
 
-  busy(): boolean {
-    return this.inFlight > 0;
+  callsInFlight(): number {
+    return this.inFlight;
   }
 }
 
@@ -517,6 +517,10 @@ class KoffiNvml implements Nvml {
   close(): Promise<void> {
     this.closed ??= this.shutdown();
     return this.closed;
+  }
+
+  callsInFlight(): number {
+    return this.checkCalls.callsInFlight() + this.xidCalls.callsInFlight();
   }
 
   private async shutdown(): Promise<void> {

@@ -70,6 +70,8 @@ export interface Nvml {
   waitXidEvents(timeoutMs: number): Promise<readonly XidEvent[]>;
   /** Frees the event set and shuts NVML down. */
   close(): Promise<void>;
+  /** Driver calls started and not yet returned: after a clean shutdown, only hung ones. */
+  callsInFlight(): number;
 }
 
 /** Why NVML cannot be used here (no library, no driver): GPU checks then say SKIP with it. */
@@ -112,6 +114,8 @@ export interface CudaProbe {
   ): Promise<{ readonly mismatches: number; readonly bytesTested: number }>;
   /** Arithmetic throughput in TFLOPS (10^12 floating-point operations per second). */
   flops(device: number, precision: 32 | 64): Promise<number>;
+  /** Probe calls started and not yet returned: after a clean shutdown, only hung ones. */
+  callsInFlight(): number;
 }
 
 export type CudaProbeLoad =

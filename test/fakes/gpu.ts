@@ -88,6 +88,7 @@ export function fakeNvml(gpus: FakeGpu[]): FakeNvml {
             setTimeout(() => resolve(xids.splice(0)), Math.min(timeoutMs, 10)),
           ),
     close: () => Promise.resolve(),
+    callsInFlight: () => 0,
   };
 }
 
@@ -102,6 +103,7 @@ export function fakeCuda(gpus: FakeGpu[]): CudaProbe & { readonly calls: string[
   };
   return {
     calls,
+    callsInFlight: () => 0,
     deviceCount: () => Promise.resolve(byOrdinal.length),
     pciBusId: (o) => Promise.resolve(at(o).device.pciBusId.replace(/^0000/, '')),
     copyBandwidth: (o: number, direction: CopyDirection) => {

@@ -16,6 +16,7 @@ import {
   createXidLedger,
   createXidWatcher,
   judgeXids,
+  XID_WAIT_STUCK_MS,
   XID_WARN_WINDOW_MS,
 } from '../../exporter/checks/xid.js';
 import { createSystemClock } from '../../exporter/clock.js';
@@ -538,6 +539,22 @@ describe('xid listener', () => {
       reason: 'the XID listener is failing: nvmlEventSetWait_v2: Unknown Error (999)',
     });
     ledger.setListenerFailure(undefined);
+    expect(verdicts(await check.run(ctx))).toEqual(['0:PASS']);
+  });
+
+  test('a wait stuck in the driver past XID_WAIT_STUCK_MS is ERROR too; a wait in time is not', async () => {
+    const ledger = createXidLedger({ debounceMs: 0 });
+    const check = createXidCheck({ nvml: loaded(fakeNode(1)), ledger, now: () => T });
+    ledger.setWaitingSince(T - XID_WAIT_STUCK_MS);
+    expect(verdicts(await check.run(ctx))).toEqual(['0:PASS']);
+    ledger.setWaitingSince(T - 42_000);
+    expect(await check.run(ctx)).toEqual({
+      devices: [],
+      verdict: 'ERROR',
+      reason:
+        'the XID listener is failing: nvmlEventSetWait_v2 has not returned for 42 s (a wait lasts 1 s): the driver may be hung',
+    });
+    ledger.setWaitingSince(undefined);
     expect(verdicts(await check.run(ctx))).toEqual(['0:PASS']);
   });
 });

@@ -693,6 +693,7 @@ const char *cudaGetErrorName(cudaError_t error) {
     case 600: return "cudaErrorNotReady";
     case 700: return "cudaErrorIllegalAddress";
     case 719: return "cudaErrorLaunchFailure";
+    case 800: return "cudaErrorNotPermitted";
     case 999: return "cudaErrorUnknown";
     default: return "cudaErrorUnknown";
   }
@@ -716,6 +717,7 @@ const char *cudaGetErrorString(cudaError_t error) {
     case 600: return "device not ready";
     case 700: return "an illegal memory access was encountered";
     case 719: return "unspecified launch failure";
+    case 800: return "operation not permitted";
     case 999: return "unknown error";
     default: return "unrecognized error code";
   }

@@ -19,6 +19,7 @@
  *   procs=I:N            N compute processes            xid=I:CODE[,I:CODE...] queued XID events
  *   xidafter=I:CODE:MS   one XID on GPU I, delivered MS ms after the scenario is applied
  *   hang=FUNCTION:MS     FUNCTION sleeps MS ms first    notsupported=FUNCTION  it returns 3
+ *   fail=FUNCTION:CODE   FUNCTION returns CODE (e.g. 999 UNKNOWN, 15 GPU_IS_LOST), after any hang
  * Defaults beyond the above: clock event reasons 0x1 (GPU idle, as the idle H200 capture shows);
  * nvmlDeviceGetRetiredPagesPendingStatus NOT_SUPPORTED (Hopper remaps rows; nvidia-smi shows N/A)
  * unless retirepending=I; nvmlDeviceGetRemappedRows NOT_SUPPORTED on a GPU in MIG mode (nvml.h).
@@ -158,6 +159,8 @@ static struct rule hangs[MAX_RULES];
 static unsigned int hang_count;
 static struct rule unsupported[MAX_RULES];
 static unsigned int unsupported_count;
+static struct rule failing[MAX_RULES]; /* ms holds the nvmlReturn_t to answer */
+static unsigned int failing_count;
 static struct counter counters[MAX_COUNTERS];
 static unsigned int counter_count;
 
@@ -188,6 +191,7 @@ static void reset_locked(void) {
     event_count = 0;
     hang_count = 0;
     unsupported_count = 0;
+    failing_count = 0;
     counter_count = 0;
 }
 
@@ -221,20 +225,25 @@ static void count_call_locked(const char *fn) {
 
 /*
  * Every NVML entry point starts here: counts the call, sleeps for a hang= rule (outside the lock),
- * then answers NOT_SUPPORTED for a notsupported= rule, or UNINITIALIZED before nvmlInit_v2.
+ * then answers NOT_SUPPORTED for a notsupported= rule, the code of a fail= rule, or UNINITIALIZED
+ * before nvmlInit_v2.
  */
 static nvmlReturn_t enter(const char *fn, int needs_init) {
     unsigned int ms = 0;
     int not_supported = 0;
+    nvmlReturn_t fail = NVML_SUCCESS;
     pthread_mutex_lock(&lock);
     count_call_locked(fn);
     for (unsigned int i = 0; i < hang_count; i++)
         if (strcmp(hangs[i].fn, fn) == 0) ms = hangs[i].ms;
     for (unsigned int i = 0; i < unsupported_count; i++)
         if (strcmp(unsupported[i].fn, fn) == 0) not_supported = 1;
+    for (unsigned int i = 0; i < failing_count; i++)
+        if (strcmp(failing[i].fn, fn) == 0) fail = (nvmlReturn_t)failing[i].ms;
     pthread_mutex_unlock(&lock);
     if (ms > 0) sleep_ms(ms);
     if (not_supported) return NVML_ERROR_NOT_SUPPORTED;
+    if (fail != NVML_SUCCESS) return fail;
     if (needs_init) {
         pthread_mutex_lock(&lock);
         int initialized = init_count > 0;
@@ -392,14 +401,16 @@ static int apply_item(const char *key, const char *value) {
         if (parse_uint(last + 1, vend, &ms) != 0) return -1;
         if (parse_gpu_number(head, &gpu, &n) != 0) return -1;
         if (push_event_at_locked(gpu, EVENT_XID_CRITICAL, n, now_ms() + ms) != 0) return -1;
-    } else if (strcmp(key, "hang") == 0) {
-        /* FUNCTION:MS */
+    } else if (strcmp(key, "hang") == 0 || strcmp(key, "fail") == 0) {
+        /* FUNCTION:MS or FUNCTION:CODE */
         const char *colon = strrchr(value, ':');
         char fn[FN_LEN];
         if (colon == NULL || (size_t)(colon - value) >= FN_LEN) return -1;
         if (parse_uint(colon + 1, vend, &n) != 0) return -1;
         memcpy(fn, value, (size_t)(colon - value));
         fn[colon - value] = '\0';
+        if (key[0] == 'f')
+            return n == 0 ? -1 : set_rule(failing, &failing_count, fn, (unsigned int)n);
         return set_rule(hangs, &hang_count, fn, (unsigned int)n);
     } else if (strcmp(key, "initfail") == 0) {
         if (parse_uint(value, vend, &n) != 0 || n == 0) return -1;
