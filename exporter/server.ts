@@ -1,6 +1,7 @@
 /** Binds the exporter's three apps to their ports and closes them again, without leaking sockets. */
 
 import { createServer, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
 import type { Config } from './config/config.js';
 import type { Exporter } from './exporter.js';
@@ -16,6 +17,7 @@ export async function listen(exporter: Exporter, config: Config): Promise<Listen
   const bind = async (app: Koa, port: number): Promise<number> => {
     const handle = app.callback();
     const server = createServer((request, response) => void handle(request, response));
+    server.on('clientError', answerUnparsable);
     servers.push(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -49,4 +51,24 @@ export async function listen(exporter: Exporter, config: Config): Promise<Listen
     await close();
     throw error;
   }
+}
+
+/**
+ * A request Node's parser refuses never reaches the app; Node would answer it with an empty 400.
+ * This says what was wrong, in the app's `error: …` form.
+ */
+function answerUnparsable(error: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable || error.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
+  const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
+  const body = tooLarge
+    ? 'error: the request line and headers are over 16 KiB\n'
+    : `error: malformed HTTP request (${error.code ?? error.message})\n`;
+  socket.end(
+    `HTTP/1.1 ${status}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }

@@ -159,7 +159,7 @@ type Expectation =
     }
   /**
    * Rejected by Node's HTTP parser before the app sees it (a byte that is not visible ASCII in the
-   * request target, an unknown method): 400, with Node's default empty body.
+   * request target, an unknown method): 400, with the server's `error: malformed HTTP request …`.
    */
   | { readonly kind: 'malformed'; readonly oversize: boolean }
   /** Request head over Node's 16 KiB limit: 431 (or the connection closed while still sending). */
@@ -909,13 +909,14 @@ function judge(req: FuzzRequest, expected: Expectation, answer: Answer): string 
   if (status >= 500) return `status ${status}`;
   switch (expected.kind) {
     case 'oversize':
-      return status === 431
+      return status === 431 && body === 'error: the request line and headers are over 16 KiB\n'
         ? undefined
         : `expected 431 for an oversize head, got ${status}: ${JSON.stringify(body.slice(0, 200))}`;
     case 'malformed':
-      return status === 400 || (expected.oversize && status === 431)
+      return (status === 400 && /^error: malformed HTTP request \(\w+\)\n$/.test(body)) ||
+        (expected.oversize && status === 431)
         ? undefined
-        : `expected Node's 400 for a malformed request, got ${status}`;
+        : `expected a 400 naming the parser's complaint, got ${status}: ${JSON.stringify(body)}`;
     case 'generic':
       break;
     case 'exact':
@@ -925,7 +926,7 @@ function judge(req: FuzzRequest, expected: Expectation, answer: Answer): string 
       break;
   }
   if (req.method === 'HEAD') return undefined;
-  if (status >= 400 && status !== 431 && body.trim() === '') return `${status} with an empty body`;
+  if (status >= 400 && body.trim() === '') return `${status} with an empty body`;
   if (expected.kind === 'exact' && status === 400) {
     const message = errorMessage(body, expected.json);
     if (message === undefined || message.trim() === '') {
