@@ -27,10 +27,15 @@ import { createRemappedCheck } from '../exporter/checks/remapped.js';
 import { silentLogger } from '../exporter/log.js';
 import { loadCudaProbe } from '../exporter/native/cuda-probe.js';
 import { loadNvml } from '../exporter/native/nvml.js';
-import { cpuSeconds, freePort, percentile, rssMB, sleep, waitForStatus } from './lib/measure.js';
+import {
+  buildFakes,
+  ROOT,
+  startExporter,
+  startupRound,
+  type ExporterProcess,
+} from './lib/exporter-process.js';
+import { cpuSeconds, freePort, percentile, rssMB, waitForStatus } from './lib/measure.js';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
 const NODE_EXPORTER = '/usr/bin/prometheus-node-exporter';
 const PEERS = 1_000;
 const SAMPLE = 100;
@@ -50,70 +55,28 @@ const rows: Row[] = [];
 const ms = (value: number) => `${value.toFixed(2)} ms`;
 const mb = (value: number) => `${value.toFixed(1)} MB`;
 
-interface Exporter {
-  readonly child: ChildProcess;
-  readonly pid: number;
+const PEER_ADDRESSES = Array.from(
+  { length: PEERS },
+  (_, i) => `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`,
+).join(',');
+
+interface Exporter extends ExporterProcess {
   readonly api: string;
   readonly metrics: string;
-  /** Seconds of each finished run of a check, from the `check finished` log lines. */
-  readonly finished: Map<string, number[]>;
-  stop(): Promise<void>;
 }
 
-async function startExporter(extraEnv: Record<string, string>): Promise<Exporter> {
-  const ports = { api: await freePort(), metrics: await freePort(), readiness: await freePort() };
-  const peers = Array.from(
-    { length: PEERS },
-    (_, i) => `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`,
-  );
-  const child = spawn(
-    process.execPath,
-    ['--max-semi-space-size=2', MAIN, '--port', String(ports.api), '--w', '1h'],
-    {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        UV_THREADPOOL_SIZE: '16',
-        NODE_NAME: 'bench-node',
-        AUTOPILOT_KUBERNETES: 'off',
-        AUTOPILOT_PEERS: peers.join(','),
-        AUTOPILOT_METRICS_PORT: String(ports.metrics),
-        AUTOPILOT_READINESS_PORT: String(ports.readiness),
-        AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
-        AUTOPILOT_NVML_LIBRARY: join(ROOT, 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1'),
-        AUTOPILOT_CUDA_PROBE_LIBRARY: join(ROOT, 'build', 'fakes', 'cuda', 'libautopilot-probe.so'),
-        AUTOPILOT_DCGMI_COMMAND: join(ROOT, 'test', 'fakes', 'bin', 'fake-dcgmi'),
-        PERIODIC_CHECKS: PERIODIC,
-        ...extraEnv,
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  const finished = new Map<string, number[]>();
-  let tail = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    const lines = (tail + chunk.toString()).split('\n');
-    tail = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.startsWith('{')) continue;
-      const entry = JSON.parse(line) as { msg?: string; check?: string; durationSeconds?: number };
-      if (entry.msg !== 'check finished' || entry.check === undefined) continue;
-      finished.set(entry.check, [...(finished.get(entry.check) ?? []), entry.durationSeconds ?? 0]);
-    }
+/** The exporter with 1,000 peers, once its start-up round of every periodic check is over. */
+async function startWithPeers(extraEnv: Record<string, string>): Promise<Exporter> {
+  const process = await startExporter({
+    AUTOPILOT_PEERS: PEER_ADDRESSES,
+    PERIODIC_CHECKS: PERIODIC,
+    ...extraEnv,
   });
-  await waitForStatus(`http://127.0.0.1:${ports.readiness}/readinessprobe`, 201, 30_000);
-  // The start-up round: every periodic check once.
-  const deadline = Date.now() + 120_000;
-  while (PERIODIC.split(',').some((check) => !finished.has(check))) {
-    if (Date.now() > deadline) throw new Error('the start-up round did not finish in 2 minutes');
-    await sleep(100);
-  }
+  await startupRound(process.ports.api, PERIODIC.split(','), 120_000);
   return {
-    child,
-    pid: child.pid ?? 0,
-    api: `http://127.0.0.1:${ports.api}`,
-    metrics: `http://127.0.0.1:${ports.metrics}/metrics`,
-    finished,
-    stop: () => stopProcess(child),
+    ...process,
+    api: `http://127.0.0.1:${process.ports.api}`,
+    metrics: `http://127.0.0.1:${process.ports.metrics}/metrics`,
   };
 }
 
@@ -227,18 +190,16 @@ async function scrapeCost(exporter: Exporter): Promise<void> {
   }
 }
 
-/** One ping round asked through the API: its duration (from the log) and CPU (exporter + pings). */
+/** One ping round asked through the API: its duration and CPU (exporter + pings). */
 async function pingRound(exporter: Exporter): Promise<{ seconds: number; cpu: number }> {
-  const before = exporter.finished.get('ping')?.length ?? 0;
   const cpu = cpuSeconds(exporter.pid);
-  await (await fetch(`${exporter.api}/status?check=ping`)).text();
-  while ((exporter.finished.get('ping')?.length ?? 0) <= before) await sleep(20);
-  return { seconds: exporter.finished.get('ping')!.at(-1)!, cpu: cpuSeconds(exporter.pid) - cpu };
+  const { ms: elapsed } = await timedGet(`${exporter.api}/status?check=ping`);
+  return { seconds: elapsed / 1000, cpu: cpuSeconds(exporter.pid) - cpu };
 }
 
 async function pingPattern(allToAll: Exporter): Promise<void> {
   const all = await pingRound(allToAll);
-  const bounded = await startExporter({ AUTOPILOT_PING_SAMPLE: String(SAMPLE) });
+  const bounded = await startWithPeers({ AUTOPILOT_PING_SAMPLE: String(SAMPLE) });
   try {
     const sample = await pingRound(bounded);
     rows.push(
@@ -374,7 +335,8 @@ function printTable(): void {
 async function main(): Promise<void> {
   const started = performance.now();
   console.log(`Autopilot against references (${new Date().toISOString()})`);
-  const exporter = await startExporter({});
+  buildFakes(true);
+  const exporter = await startWithPeers({});
   try {
     await scrapeCost(exporter);
     await pingPattern(exporter);

@@ -6,10 +6,9 @@
  */
 
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { cpuSeconds, freePort, percentile, rssMB } from './lib/measure.js';
 
 const PEERS = 1_000;
 const ROUNDS = 5;
@@ -20,38 +19,6 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
 /** The flags `npm start` gives node; keep them in step with package.json. */
 const NODE_FLAGS = ['--max-semi-space-size=2'];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        resolve(typeof address === 'object' && address !== null ? address.port : 0),
-      );
-    });
-  });
-}
-
-function rssMB(pid: number): number {
-  const line = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return line === null ? Number.NaN : Number(line[1]) / 1024;
-}
-
-/** CPU seconds of the process and of its reaped children (the pings), from /proc/<pid>/stat. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the command name.
-  const ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0);
-  return ticks / 100; // USER_HZ is 100 on Linux
-}
-
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
-}
 
 function row(label: string, value: string, note = ''): void {
   console.log(`  ${label.padEnd(44)} ${value.padStart(12)}   ${note}`);

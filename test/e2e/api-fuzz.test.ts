@@ -29,6 +29,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { isRunning, waitUntilGone } from '../fakes/processes.js';
+import { waitForListening } from '../fakes/exporter-ports.js';
+import { CHECK_NAMES } from '../../exporter/checks/index.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
@@ -44,18 +46,7 @@ const REQUEST_TIMEOUT_MS = 20_000;
 const NODE = 'fuzz-node';
 const PEER = '127.0.0.1';
 const TOKEN = 'fuzz-token-7f3a9c';
-const KNOWN_CHECKS = [
-  'pciebw',
-  'remapped',
-  'dcgm',
-  'gpupower',
-  'ecc',
-  'xid',
-  'gpumem',
-  'ping',
-  'pvc',
-  'iperf',
-] as const;
+const KNOWN_CHECKS = CHECK_NAMES;
 const PERIODIC_CHECKS = ['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower'] as const;
 /** What the exporter binds iperf3 servers to and accepts as bindip: non-loopback IPv4. */
 const LOCAL_IPV4 = Object.values(networkInterfaces())
@@ -1129,7 +1120,6 @@ describe('API fuzzing against the exporter process', () => {
   const toolsDir = join(scratch, 'tools');
   const marker = `FAKE_ARGV_DIR=${argvDir}`;
   let exporter: ChildProcess;
-  let stderr = '';
   const ports = { api: 0, metrics: 0, readiness: 0 };
 
   beforeAll(async () => {
@@ -1167,25 +1157,7 @@ describe('API fuzzing against the exporter process', () => {
         stdio: ['ignore', 'ignore', 'pipe'],
       },
     );
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`no "exporter listening" line: ${stderr}`)),
-        15_000,
-      );
-      exporter.stderr?.on('data', (chunk: Buffer) => {
-        stderr += chunk.toString();
-        const line = stderr.split('\n').find((l) => l.includes('"exporter listening"'));
-        if (line === undefined) return;
-        const entry = JSON.parse(line) as { api: number; metrics: number; readiness: number };
-        Object.assign(ports, {
-          api: entry.api,
-          metrics: entry.metrics,
-          readiness: entry.readiness,
-        });
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    await waitForListening(exporter, ports);
     // The start-up round first, so that its ping and dcgmi calls are recorded before the fuzzing.
     for (let i = 0; i < 200; i++) {
       const text = await (await fetch(`http://127.0.0.1:${ports.api}/results?format=json`)).text();

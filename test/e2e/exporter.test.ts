@@ -7,6 +7,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { waitForListening } from '../fakes/exporter-ports.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
@@ -71,25 +72,7 @@ describe('exporter process (serve)', () => {
       }),
       stdio: ['ignore', 'ignore', 'pipe'],
     });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`no "exporter listening" line: ${stderr}`)),
-        15_000,
-      );
-      exporter.stderr?.on('data', (chunk: Buffer) => {
-        stderr += chunk.toString();
-        const line = stderr.split('\n').find((l) => l.includes('"exporter listening"'));
-        if (line === undefined) return;
-        const entry = JSON.parse(line) as { api: number; metrics: number; readiness: number };
-        Object.assign(ports, {
-          api: entry.api,
-          metrics: entry.metrics,
-          readiness: entry.readiness,
-        });
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    await waitForListening(exporter, ports, (all) => (stderr = all));
   });
 
   afterAll(() => {
