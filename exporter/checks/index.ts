@@ -9,8 +9,10 @@ import type { CudaProbeLoad, NvmlLoad } from '../native/ports.js';
 import type { Check } from './check.js';
 import { gpusWithProcesses } from './gpu-common.js';
 import {
+  DCGM_LEVELS,
   DCGM_SUMMARY,
   createDcgmCheck,
+  type DcgmLevel,
   dcgmIsExclusive,
   dcgmTimeoutMs,
   parseDcgmLevel,
@@ -87,10 +89,30 @@ export interface CheckPorts {
 /** The command has its own deadline per level; the runner's comes a little later. */
 const DCGM_RUNNER_SLACK_MS = 30_000;
 
+/** A check with its default deadline replaced (AUTOPILOT_CHECK_TIMEOUTS), or as it is. */
+function withDeadline(check: Check, timeoutMs: number | undefined): Check {
+  return timeoutMs === undefined ? check : { ...check, timeoutMs };
+}
+
+function dcgmTimeoutOverrides(
+  timeouts: Config['checkTimeoutsMs'],
+): Partial<Record<DcgmLevel, number>> {
+  const overrides: Partial<Record<DcgmLevel, number>> = {};
+  for (const level of DCGM_LEVELS) {
+    const ms = timeouts.get(`dcgm.${level}` as const);
+    if (ms !== undefined) overrides[level] = ms;
+  }
+  return overrides;
+}
+
 export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<string, Check> {
   const { nvml, cuda } = ports;
   const factories: Record<CheckName, () => Check> = {
-    pciebw: () => createPcieBwCheck({ nvml, cuda, thresholdGBps: config.bandwidthThresholdGBps }),
+    pciebw: () =>
+      withDeadline(
+        createPcieBwCheck({ nvml, cuda, thresholdGBps: config.bandwidthThresholdGBps }),
+        config.checkTimeoutsMs.get('pciebw'),
+      ),
     remapped: () => createRemappedCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
     gpupower: () => createGpuPowerCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
     ecc: () => createEccCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
@@ -101,7 +123,8 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         now: ports.now,
         timeoutMs: config.nvmlCheckTimeoutMs,
       }),
-    gpumem: () => createGpuMemCheck({ nvml, cuda }),
+    gpumem: () =>
+      withDeadline(createGpuMemCheck({ nvml, cuda }), config.checkTimeoutsMs.get('gpumem')),
     ping: () =>
       createPingCheck({
         settings: config.ping,
@@ -113,10 +136,12 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         ...(ports.selectNodes === undefined ? {} : { selectNodes: ports.selectNodes }),
       }),
     dcgm: () => {
+      const timeoutsMs = dcgmTimeoutOverrides(config.checkTimeoutsMs);
       const check = createDcgmCheck({
         run: ports.runCommand,
         command: config.dcgmiCommand,
         fatalErrors: config.dcgmFatalErrors,
+        timeoutsMs,
         ...(ports.onDcgmResult === undefined ? {} : { onResult: ports.onDcgmResult }),
       });
       return {
@@ -124,7 +149,8 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         // Level 2 and above load the GPUs for minutes: exclusive, on idle GPUs only, and with a
         // deadline per level.
         exclusiveFor: dcgmIsExclusive,
-        timeoutFor: (params) => dcgmTimeoutMs(parseDcgmLevel(params.r)) + DCGM_RUNNER_SLACK_MS,
+        timeoutFor: (params) =>
+          dcgmTimeoutMs(parseDcgmLevel(params.r), timeoutsMs) + DCGM_RUNNER_SLACK_MS,
         async run(ctx) {
           if (dcgmIsExclusive(ctx.params)) {
             const busy = await gpusWithProcesses(nvml);

@@ -56,6 +56,8 @@ export interface Config {
   readonly pvcStorageClass: string | undefined;
   /** Deadline of the checks that only read NVML (remapped, gpupower, ecc, xid). */
   readonly nvmlCheckTimeoutMs: number;
+  /** AUTOPILOT_CHECK_TIMEOUTS: deadlines that replace a long-running check's default, by name. */
+  readonly checkTimeoutsMs: ReadonlyMap<CheckTimeoutName, number>;
   /** Path or name of libnvidia-ml. */
   readonly nvmlLibrary: string;
   /** Path of the CUDA probe library; undefined means the one built into build/cuda/. */
@@ -76,6 +78,17 @@ export interface Config {
     readonly bindTimeoutMs: number;
   };
 }
+
+/** The checks whose deadline AUTOPILOT_CHECK_TIMEOUTS sets: the long ones, dcgm per level. */
+export const CHECK_TIMEOUT_NAMES = [
+  'pciebw',
+  'gpumem',
+  'dcgm.1',
+  'dcgm.2',
+  'dcgm.3',
+  'dcgm.4',
+] as const;
+export type CheckTimeoutName = (typeof CHECK_TIMEOUT_NAMES)[number];
 
 export class ConfigError extends Error {
   constructor(
@@ -231,6 +244,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
       1000,
       600_000,
     ),
+    checkTimeoutsMs: parseCheckTimeouts(setting('AUTOPILOT_CHECK_TIMEOUTS')),
     nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? DEFAULT_NVML_LIBRARY,
     cudaProbeLibrary: setting('AUTOPILOT_CUDA_PROBE_LIBRARY'),
     kubernetes: parseChoice('AUTOPILOT_KUBERNETES', setting('AUTOPILOT_KUBERNETES') ?? 'auto', [
@@ -376,6 +390,25 @@ function parseDurationSetting(name: string, value: string, minMs: number, maxMs:
     );
   }
   return ms;
+}
+
+function parseCheckTimeouts(value: string | undefined): Map<CheckTimeoutName, number> {
+  const timeouts = new Map<CheckTimeoutName, number>();
+  const accepted = `comma-separated name=duration pairs, names ${CHECK_TIMEOUT_NAMES.join(', ')}, durations from 1s to 24h, such as pciebw=5m,dcgm.3=2h`;
+  for (const item of (value ?? '').split(',').filter((part) => part.trim() !== '')) {
+    const [name = '', duration = ''] = item.split('=').map((part) => part.trim());
+    const ms = parseGoDuration(duration);
+    if (
+      !(CHECK_TIMEOUT_NAMES as readonly string[]).includes(name) ||
+      ms === undefined ||
+      ms < 1000 ||
+      ms > 24 * 3600_000
+    ) {
+      throw new ConfigError('AUTOPILOT_CHECK_TIMEOUTS', value ?? '', accepted);
+    }
+    timeouts.set(name as CheckTimeoutName, ms);
+  }
+  return timeouts;
 }
 
 function parseLogLevel(value: string): LogLevel {
@@ -524,6 +557,11 @@ export const ENV_SETTINGS = [
     'AUTOPILOT_NVML_CHECK_TIMEOUT',
     '30s',
     'deadline of remapped, gpupower, ecc and xid, which only read NVML (1s to 10m)',
+  ],
+  [
+    'AUTOPILOT_CHECK_TIMEOUTS',
+    'pciebw=2m,gpumem=15m,dcgm.1=5m,dcgm.2=20m,dcgm.3=1h30m,dcgm.4=4h',
+    'deadlines of the long checks, name=duration pairs that replace those defaults',
   ],
   [
     'AUTOPILOT_NVML_LIBRARY',

@@ -239,6 +239,7 @@ describe('helpText', () => {
     }
     expect(ENV_SETTINGS.map(([name]) => name).sort()).toEqual([
       'AUTOPILOT_API_TOKEN',
+      'AUTOPILOT_CHECK_TIMEOUTS',
       'AUTOPILOT_CUDA_PROBE_LIBRARY',
       'AUTOPILOT_DCGMI_COMMAND',
       'AUTOPILOT_DEEPCHECK_COMMAND',

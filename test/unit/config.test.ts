@@ -80,6 +80,7 @@ describe('parseConfig defaults', () => {
       invasiveJobTtlSeconds: 30,
       pvcStorageClass: undefined,
       nvmlCheckTimeoutMs: 30_000,
+      checkTimeoutsMs: new Map(),
       nvmlLibrary: 'libnvidia-ml.so.1',
       cudaProbeLibrary: undefined,
       kubernetes: 'auto',
@@ -307,6 +308,32 @@ describe('parseConfig settings', () => {
       names,
     );
   });
+
+  test.each<[string, [string, number][]]>([
+    ['', []],
+    ['pciebw=5m', [['pciebw', 300_000]]],
+    [
+      ' gpumem=30m , dcgm.1=90s,dcgm.3=2h ',
+      [
+        ['gpumem', 1_800_000],
+        ['dcgm.1', 90_000],
+        ['dcgm.3', 7_200_000],
+      ],
+    ],
+  ])('AUTOPILOT_CHECK_TIMEOUTS %j', (value, entries) => {
+    const config = parseConfig(inputs({ env: { AUTOPILOT_CHECK_TIMEOUTS: value } }));
+    expect([...config.checkTimeoutsMs]).toEqual(entries);
+  });
+
+  test.each(['ping=5m', 'pciebw', 'pciebw=0', 'dcgm=1h', 'gpumem=25h', 'pciebw=5 minutes'])(
+    'AUTOPILOT_CHECK_TIMEOUTS %j is refused, naming the setting',
+    (value) => {
+      const error = configError({ env: { AUTOPILOT_CHECK_TIMEOUTS: value } });
+      expect(error.message).toBe(
+        `invalid AUTOPILOT_CHECK_TIMEOUTS ${JSON.stringify(value)}: expected comma-separated name=duration pairs, names pciebw, gpumem, dcgm.1, dcgm.2, dcgm.3, dcgm.4, durations from 1s to 24h, such as pciebw=5m,dcgm.3=2h`,
+      );
+    },
+  );
 
   test.each<[string, number]>([
     ['0', 0],
