@@ -455,6 +455,10 @@ function failEvery(code: number): string {
 const GPU = (verdict: string, reason: string): string =>
   `0 ${verdict} ${reason} \\| 1 ${verdict} ${reason}`;
 
+/** Both GPUs ERROR with the reason given (a regular expression's source). */
+const BOTH_ERROR = (reason: string): RegExp =>
+  RegExp(`^ERROR: 2 ERROR \\| ${GPU('ERROR', reason)}$`);
+
 const NATIVE: {
   readonly fault: string;
   readonly env: Record<string, string>;
@@ -467,24 +471,9 @@ const NATIVE: {
       FAKE_CUDA_SCENARIO: 'devices=2;error=999',
     },
     rows: [
-      [
-        'remapped',
-        RegExp(
-          `^ERROR: 2 ERROR \\| ${GPU('ERROR', 'nvmlDeviceGetRemappedRows: GPU is lost \\(15\\)')}$`,
-        ),
-      ],
-      [
-        'gpupower',
-        RegExp(
-          `^ERROR: 2 ERROR \\| ${GPU('ERROR', 'nvmlDeviceGetCurrentClocksEventReasons: Unknown Error \\(999\\)')}$`,
-        ),
-      ],
-      [
-        'ecc',
-        RegExp(
-          `^ERROR: 2 ERROR \\| ${GPU('ERROR', 'nvmlDeviceGetEccMode: Unknown Error \\(999\\)')}$`,
-        ),
-      ],
+      ['remapped', BOTH_ERROR('nvmlDeviceGetRemappedRows: GPU is lost \\(15\\)')],
+      ['gpupower', BOTH_ERROR('nvmlDeviceGetCurrentClocksEventReasons: Unknown Error \\(999\\)')],
+      ['ecc', BOTH_ERROR('nvmlDeviceGetEccMode: Unknown Error \\(999\\)')],
       ['xid', /^ERROR: the XID listener is failing: nvmlEventSetWait_v2: Unknown Error \(999\)$/],
       ['pciebw', /^ERROR: check crashed: ap_device_count: unknown error \(999\)$/],
       ['gpumem', /^ERROR: check crashed: ap_device_count: unknown error \(999\)$/],
@@ -528,24 +517,12 @@ const NATIVE: {
       FAKE_CUDA_SCENARIO: 'devices=2;error=800',
     },
     rows: [
-      [
-        'remapped',
-        RegExp(
-          `^ERROR: 2 ERROR \\| ${GPU('ERROR', 'nvmlDeviceGetRemappedRows: Insufficient Permissions \\(4\\)')}$`,
-        ),
-      ],
+      ['remapped', BOTH_ERROR('nvmlDeviceGetRemappedRows: Insufficient Permissions \\(4\\)')],
       [
         'gpupower',
-        RegExp(
-          `^ERROR: 2 ERROR \\| ${GPU('ERROR', 'nvmlDeviceGetCurrentClocksEventReasons: Insufficient Permissions \\(4\\)')}$`,
-        ),
+        BOTH_ERROR('nvmlDeviceGetCurrentClocksEventReasons: Insufficient Permissions \\(4\\)'),
       ],
-      [
-        'ecc',
-        RegExp(
-          `^ERROR: 2 ERROR \\| ${GPU('ERROR', 'nvmlDeviceGetEccMode: Insufficient Permissions \\(4\\)')}$`,
-        ),
-      ],
+      ['ecc', BOTH_ERROR('nvmlDeviceGetEccMode: Insufficient Permissions \\(4\\)')],
       [
         'xid',
         /^ERROR: the XID listener is failing: nvmlEventSetWait_v2: Insufficient Permissions \(4\)$/,
