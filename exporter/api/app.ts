@@ -191,7 +191,7 @@ export function createApiApp(deps: ApiDeps): Koa {
         await authorize(ctx, { kind: 'run-check', check: 'iperf' });
       },
       readQuery: (ctx) => readQuery(ctx.query),
-      wantsJson: (ctx) => wantsJson(ctx),
+      wantsJson: (ctx) => formatOf(ctx, { format: singleFormat(ctx) }) === 'json',
     });
   }
 
@@ -317,6 +317,13 @@ function readQuery(query: Readonly<Record<string, string | string[] | undefined>
 
 function wantsJson(ctx: Koa.Context, format = ctx.query.format): boolean {
   return format === 'json' || (ctx.get('Accept').includes('application/json') && format !== 'text');
+}
+
+/** The format parameter of a route that reads no other parameter through readQuery. */
+function singleFormat(ctx: Koa.Context): string | undefined {
+  const format = ctx.query.format;
+  if (Array.isArray(format)) throw new ParamError('format is given more than once');
+  return format;
 }
 
 function formatOf(ctx: Koa.Context, query: RawParams): Format {

@@ -26,6 +26,7 @@ export interface IperfRouteDeps {
   /** Throws when the caller may not run iperf. */
   readonly authorize: (ctx: Koa.Context) => Promise<void>;
   readonly readQuery: (ctx: Koa.Context) => RawParams;
+  /** Throws a ParamError for a format other than text or json. */
   readonly wantsJson: (ctx: Koa.Context) => boolean;
 }
 
@@ -49,6 +50,7 @@ export function addIperfRoutes(router: Router, deps: IperfRouteDeps): void {
       1,
       24 * 3600,
     );
+    const json = deps.wantsJson(ctx);
     await deps.authorize(ctx);
     const addresses = deps
       .localAddresses()
@@ -59,7 +61,7 @@ export function addIperfRoutes(router: Router, deps: IperfRouteDeps): void {
       startport,
       lifetimeMs: lifetime * 1000,
     });
-    if (deps.wantsJson(ctx)) {
+    if (json) {
       ctx.body = { node: deps.nodeName, servers: starts };
     } else {
       ctx.type = 'text/plain';
@@ -108,9 +110,10 @@ export function addIperfRoutes(router: Router, deps: IperfRouteDeps): void {
   });
 
   router.all('/iperfstopservers', async (ctx) => {
+    const json = deps.wantsJson(ctx);
     await deps.authorize(ctx);
     const count = await deps.service.stopServers();
-    if (deps.wantsJson(ctx)) ctx.body = { node: deps.nodeName, stopped: count };
+    if (json) ctx.body = { node: deps.nodeName, stopped: count };
     else {
       ctx.type = 'text/plain';
       ctx.body = formatStopLine(count);

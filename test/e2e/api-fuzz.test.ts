@@ -779,7 +779,7 @@ function modelRoute(
       if (!formatOk(q, false)) bad.add('format');
       return bad.any ? refuse() : { status: 200 };
     case '/iperfservers': {
-      // These three read no format: any value answers in text.
+      if (!formatOk(q, false)) bad.add('format');
       const numservers = q.get('numservers');
       if (!numberOk(numservers, 1, 64, true)) bad.add('numservers');
       else {
@@ -790,6 +790,7 @@ function modelRoute(
       return bad.any ? refuse() : authorised(true);
     }
     case '/iperfclients': {
+      // Always JSON, as Autopilot answered: format is not read here.
       const dstip = q.get('dstip');
       if (dstip === undefined || dstip === '' || isIP(dstip) === 0) bad.add('dstip');
       const dstport = q.get('dstport');
@@ -806,7 +807,9 @@ function modelRoute(
       return bad.any ? refuse() : authorised(true);
     }
     case '/iperfstopservers':
-      return authorised(true);
+      // It reads no other parameter, so only a repeated format is refused.
+      if (Array.isArray(q.formatParam) || !formatOk(q, false)) bad.add('format');
+      return bad.any ? refuse() : authorised(true);
     case '/invasive':
       // Authorised first; then standalone mode refuses it.
       return token ? { status: 400, names: ['Kubernetes mode only'] } : { status: 401 };

@@ -461,3 +461,18 @@ describe('/iperfstopservers', () => {
     expect(response.body).toEqual({ node: NODE, stopped: 3 });
   });
 });
+
+describe('format', () => {
+  test.each([
+    ['/iperfservers?format=yaml', 'format "yaml" is not supported'],
+    ['/iperfstopservers?format=yaml', 'format "yaml" is not supported'],
+    ['/iperfstopservers?format=json&format=text', 'format is given more than once'],
+  ])('%s is a 400 before anything starts or stops', async (path, message) => {
+    const rig = setup();
+    const response = await rig.get(path, AUTH);
+    expect(response.status).toBe(400);
+    expect(response.text).toContain(message);
+    expect(rig.service.serverRequests).toEqual([]);
+    expect(rig.service.stopCalls).toBe(0);
+  });
+});
