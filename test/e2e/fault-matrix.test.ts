@@ -182,6 +182,19 @@ async function getJson<T>(port: number, path: string, signal?: AbortSignal): Pro
   return (await response.json()) as T;
 }
 
+/** An exporter on the C fakes of NVML and of the CUDA runtime, with the scenario in `env`. */
+function startOnFakes(env: Record<string, string>): Promise<Running> {
+  return startExporter({
+    AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
+    AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
+    ...env,
+  });
+}
+
+function kill(exporter: Running): void {
+  if (exporter.child.exitCode === null) exporter.child.kill('SIGKILL');
+}
+
 async function runCheck(exporter: Running, check: string): Promise<CheckResult> {
   const body = await getJson<{ results: CheckResult[] }>(
     exporter.ports.api,
@@ -311,7 +324,7 @@ describe('executables (ping, dcgmi, iperf3): one exporter, the tools swapped bet
   });
 
   afterAll(() => {
-    if (exporter.child.exitCode === null) exporter.child.kill('SIGKILL');
+    kill(exporter);
     // After a failed row a hung tool may outlive its killed exporter: it is ours to end.
     for (const pid of hungPids()) {
       try {
@@ -537,9 +550,7 @@ describe.each(NATIVE)('native libraries × $fault', ({ env, rows }) => {
   let exporter: Running;
 
   beforeAll(async () => {
-    exporter = await startExporter({
-      AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
-      AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
+    exporter = await startOnFakes({
       AUTOPILOT_NVML_CHECK_TIMEOUT: '2s',
       ...env,
     });
@@ -547,9 +558,7 @@ describe.each(NATIVE)('native libraries × $fault', ({ env, rows }) => {
     await sleep(1200);
   });
 
-  afterAll(() => {
-    if (exporter.child.exitCode === null) exporter.child.kill('SIGKILL');
-  });
+  afterAll(() => kill(exporter));
 
   test.each(rows)('%s', async (check, expected) => {
     const fdsBefore = fdCount(exporter.pid);
@@ -575,9 +584,7 @@ describe('native libraries × hang: NVML (a call sleeps 2 s, past the 1 s deadli
   let exporter: Running;
 
   beforeAll(async () => {
-    exporter = await startExporter({
-      AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
-      AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
+    exporter = await startOnFakes({
       AUTOPILOT_NVML_CHECK_TIMEOUT: '1s',
       // Every call of the function sleeps, not only the first: a driver stuck for good.
       FAKE_NVML_SCENARIO: `gpus=1;${['remapped', 'gpupower', 'ecc']
@@ -586,9 +593,7 @@ describe('native libraries × hang: NVML (a call sleeps 2 s, past the 1 s deadli
     });
   });
 
-  afterAll(() => {
-    if (exporter.child.exitCode === null) exporter.child.kill('SIGKILL');
-  });
+  afterAll(() => kill(exporter));
 
   test.each(['remapped', 'gpupower', 'ecc'])(
     '%s: ERROR at the deadline, ERROR at once while the call hangs, a new run once it returned',
@@ -632,9 +637,7 @@ describe.each([
     let exporter: Running;
 
     beforeAll(async () => {
-      exporter = await startExporter({
-        AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
-        AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
+      exporter = await startOnFakes({
         AUTOPILOT_NVML_CHECK_TIMEOUT: '2s',
         // Their defaults are 2 and 15 minutes.
         AUTOPILOT_CHECK_TIMEOUTS: 'pciebw=3s,gpumem=3s',
@@ -643,9 +646,7 @@ describe.each([
       });
     });
 
-    afterAll(() => {
-      if (exporter.child.exitCode === null) exporter.child.kill('SIGKILL');
-    });
+    afterAll(() => kill(exporter));
 
     test('the exporter keeps answering while the probe hangs; ERROR at the deadline', async () => {
       const pending = fetch(
@@ -845,7 +846,7 @@ describe('Kubernetes API (pvc): a proxy corrupts the read of the StorageClass', 
   }, 30_000);
 
   afterAll(async () => {
-    if (exporter.child.exitCode === null) exporter.child.kill('SIGKILL');
+    kill(exporter);
     await proxy.close();
     await api.close();
     rmSync(dir, { recursive: true, force: true });
@@ -926,9 +927,7 @@ describe('native libraries × hang: shutting down', () => {
   // libuv joins its worker threads as the process exits, so a driver call hung on one would hold
   // even process.exit() for as long as it hangs; the exporter ends itself with SIGKILL instead.
   test('SIGTERM while an NVML call hangs ends the process within the grace', async () => {
-    const exporter = await startExporter({
-      AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
-      AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
+    const exporter = await startOnFakes({
       AUTOPILOT_NVML_CHECK_TIMEOUT: '1s',
       FAKE_NVML_SCENARIO: 'gpus=1;hang=nvmlDeviceGetRemappedRows:60000',
     });
@@ -950,9 +949,7 @@ describe('native libraries × hang: shutting down', () => {
   }, 60_000);
 
   test('xid × hang: a listener wait stuck in the driver is ERROR, and SIGTERM still ends it', async () => {
-    const exporter = await startExporter({
-      AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
-      AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
+    const exporter = await startOnFakes({
       FAKE_NVML_SCENARIO: 'gpus=1;hang=nvmlEventSetWait_v2:120000',
     });
     try {
