@@ -7,7 +7,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   endpointSlice,
   startFakeKubeApi,
+  writeKubeconfig,
   type FakeKubeApi,
 } from '../test/fakes/kube-api-server.js';
 
@@ -155,24 +156,6 @@ async function startSimulatedNodes(nodes: readonly SimulatedNode[]): Promise<{
         server.close(() => resolve());
       }),
   };
-}
-
-function writeKubeconfig(dir: string, server: string): string {
-  const path = join(dir, 'kubeconfig');
-  // JSON is YAML, which is what a kubeconfig file is; the fake speaks plain HTTP, which
-  // client-node accepts only with TLS checks off.
-  writeFileSync(
-    path,
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'fake', cluster: { server, 'insecure-skip-tls-verify': true } }],
-      users: [{ name: 'autopilot', user: { token: 'exporter-sa-token' } }],
-      contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'autopilot' } }],
-      'current-context': 'fake',
-    }),
-  );
-  return path;
 }
 
 /** What the exporter's --trace-gc lines said so far; heap figures in MB. */

@@ -6,11 +6,16 @@
  */
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { endpointSlice, startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+import {
+  endpointSlice,
+  startFakeKubeApi,
+  writeKubeconfig,
+  type FakeKubeApi,
+} from '../fakes/kube-api-server.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
@@ -79,20 +84,7 @@ beforeAll(async () => {
   execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
   api = await startFakeKubeApi();
   workDir = mkdtempSync(join(tmpdir(), 'autopilot-cluster-'));
-  const kubeconfig = join(workDir, 'kubeconfig');
-  // JSON is YAML, which is what a kubeconfig file is.
-  writeFileSync(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      // The fake API server speaks plain HTTP, which client-node accepts only with TLS checks off.
-      clusters: [{ name: 'fake', cluster: { server: api.url, 'insecure-skip-tls-verify': true } }],
-      users: [{ name: 'autopilot', user: { token: 'exporter-sa-token' } }],
-      contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'autopilot' } }],
-      'current-context': 'fake',
-    }),
-  );
+  const kubeconfig = writeKubeconfig(workDir, api.url);
   api.addNode({ name: 'node-a', labels: { pool: 'blue' } });
   api.addNode({ name: 'node-b', labels: { pool: 'green' } });
   api.addNode({ name: 'node-c', labels: { pool: 'green' } });

@@ -12,7 +12,12 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
-import { endpointSlice, startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+import {
+  endpointSlice,
+  startFakeKubeApi,
+  writeKubeconfig,
+  type FakeKubeApi,
+} from '../fakes/kube-api-server.js';
 import { startMonitoring, type Monitoring } from '../fakes/monitoring.js';
 import { createLab, type Lab, type NetNode } from '../fakes/netns.js';
 
@@ -163,18 +168,7 @@ beforeAll(async () => {
   api = kube;
   const dir = mkdtempSync(join(tmpdir(), 'autopilot-dashboards-'));
   workDir = dir;
-  const kubeconfig = join(dir, 'kubeconfig');
-  writeFileSync(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'fake', cluster: { server: kube.url, 'insecure-skip-tls-verify': true } }],
-      users: [{ name: 'autopilot', user: { token: 'exporter-sa-token' } }],
-      contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'autopilot' } }],
-      'current-context': 'fake',
-    }),
-  );
+  const kubeconfig = writeKubeconfig(dir, kube.url);
   kube.addToken('exporter-sa-token', { username: EXPORTER_USER });
   kube.addToken(OPERATOR, { username: 'alice', groups: ['sre'] });
   kube.allow({

@@ -63,7 +63,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+import { startFakeKubeApi, writeKubeconfig, type FakeKubeApi } from '../fakes/kube-api-server.js';
 import { waitUntilGone } from '../fakes/processes.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -821,19 +821,7 @@ describe('Kubernetes API (pvc): a proxy corrupts the read of the StorageClass', 
     proxy = new FaultyProxy(new URL(api.url));
     const url = await proxy.listen();
     dir = mkdtempSync(join(tmpdir(), 'autopilot-kube-'));
-    const kubeconfig = join(dir, 'kubeconfig');
-    // JSON is YAML; plain HTTP needs the TLS checks off.
-    writeFileSync(
-      kubeconfig,
-      JSON.stringify({
-        apiVersion: 'v1',
-        kind: 'Config',
-        clusters: [{ name: 'fake', cluster: { server: url, 'insecure-skip-tls-verify': true } }],
-        users: [{ name: 'autopilot', user: { token: 'exporter-sa-token' } }],
-        contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'autopilot' } }],
-        'current-context': 'fake',
-      }),
-    );
+    const kubeconfig = writeKubeconfig(dir, url);
     exporter = await startExporter({
       KUBECONFIG: kubeconfig,
       NAMESPACE,

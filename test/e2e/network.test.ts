@@ -6,11 +6,16 @@
  */
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { endpointSlice, startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+import {
+  endpointSlice,
+  startFakeKubeApi,
+  writeKubeconfig,
+  type FakeKubeApi,
+} from '../fakes/kube-api-server.js';
 import { createLab, type Lab, type NetNode } from '../fakes/netns.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -66,18 +71,7 @@ beforeAll(async () => {
   lab = await createLab({ nodes: NAMES.length, networks: ['eth0', 'net1'] });
   api = await startFakeKubeApi({ host: lab.hostAddresses.eth0! });
   workDir = mkdtempSync(join(tmpdir(), 'autopilot-network-'));
-  const kubeconfig = join(workDir, 'kubeconfig');
-  writeFileSync(
-    kubeconfig,
-    JSON.stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'fake', cluster: { server: api.url, 'insecure-skip-tls-verify': true } }],
-      users: [{ name: 'autopilot', user: { token: 'exporter-sa-token' } }],
-      contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'autopilot' } }],
-      'current-context': 'fake',
-    }),
-  );
+  const kubeconfig = writeKubeconfig(workDir, api.url);
   const exporterUser = 'system:serviceaccount:autopilot:autopilot';
   api.addToken('exporter-sa-token', { username: exporterUser });
   api.addToken(OPERATOR, { username: 'alice', groups: ['sre'] });

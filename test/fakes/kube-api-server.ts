@@ -7,9 +7,11 @@
  */
 
 import { randomInt, randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { join } from 'node:path';
 
 // ---------------------------------------------------------------------------------------------
 // Object shapes
@@ -1648,4 +1650,25 @@ export async function startFakeKubeApi(options: FakeKubeApiOptions = {}): Promis
   });
   const { port } = server.address() as AddressInfo;
   return new FakeKubeApi(server, `http://${options.host ?? '127.0.0.1'}:${port}`, options);
+}
+
+/**
+ * Writes `<dir>/kubeconfig` naming `server` with a bearer token, and returns its path. JSON is
+ * YAML, which is what a kubeconfig file is; the fake speaks plain HTTP, which client-node accepts
+ * only with TLS checks off.
+ */
+export function writeKubeconfig(dir: string, server: string, token = 'exporter-sa-token'): string {
+  const path = join(dir, 'kubeconfig');
+  writeFileSync(
+    path,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'fake', cluster: { server, 'insecure-skip-tls-verify': true } }],
+      users: [{ name: 'autopilot', user: { token } }],
+      contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'autopilot' } }],
+      'current-context': 'fake',
+    }),
+  );
+  return path;
 }
