@@ -1,17 +1,16 @@
 /**
  * dcgm: NVIDIA DCGM diagnostics, `dcgmi diag -r <level> -j`, levels 1 (seconds) to 4 (hours).
  *
- * Reads both JSON schemas: DCGM 2.x/3.x ("DCGM GPU Diagnostic", display names such as "GPU Memory",
- * string gpu_id) and 4.x ("DCGM Diagnostic", plugin names such as "memory", entity results and a
- * test_summary). Autopilot read only the first and treated any non-zero exit as ABORT, so a failing
- * run, which always exits non-zero, never reached its gauge (its defect #10); here stdout is read
- * whatever the exit code.
+ * The output of every DCGM release from 2.1.4 to 4.x is read by dcgm-report.ts. Autopilot read only
+ * the 3.x schema and treated any non-zero exit as ABORT, so a failing run, which always exits
+ * non-zero, never reached its gauge (its defect #10); here stdout is read whatever the exit code.
  *
  * One device per GPU: FAIL when a test failed on it, fatal when that test is in DCGM_FATAL_ERRORS
  * (names compared whole after normalisation, where Autopilot iterated the setting per character and
  * matched substrings, its defects #8 and #12). One node device '' for the results tied to no GPU
  * (3.x deployment tests, 4.x global errors, CPU entities); it also carries Autopilot's gauge and
- * failure string, both node-level as Autopilot wrote them.
+ * failure string, both node-level as Autopilot wrote them. A run at level 2-4 in which every hardware
+ * test skipped is SKIP, naming the tests, never PASS: it verified nothing about the GPUs.
  */
 
 import { describeEnd, type CommandResult, type RunCommand } from '../exec/run-command.js';
@@ -26,6 +25,8 @@ import type {
   Verdict,
 } from './check.js';
 import { ParamError } from './check.js';
+import { normaliseTestName, parseDcgmDiag } from './dcgm-report.js';
+import type { DcgmEntry, DcgmTestStatus } from './dcgm-report.js';
 
 export const DCGM_SUMMARY =
   'NVIDIA DCGM diagnostics (dcgmi diag, levels 1-4); a failing test in DCGM_FATAL_ERRORS evicts';
@@ -72,207 +73,8 @@ export function parseDcgmLevel(raw: string | undefined): DcgmLevel {
   return level;
 }
 
-/**
- * DCGM 4 renamed the tests after its plugins; these are the two whose Autopilot-normalised 3.x
- * display name differs ("GPU Memory" → gpu_memory, "EUD Test" → eud_test). Mapping them keeps
- * Autopilot's failure strings and the default fatal list ("GPU Memory") meaning the same on both.
- */
-const DCGM4_PLUGIN_ALIASES: ReadonlyMap<string, string> = new Map([
-  ['memory', 'gpu_memory'],
-  ['eud', 'eud_test'],
-]);
-
-/**
- * Pure: Autopilot's unify_string_format (trim, lower case, every '/', '|' and white-space character
- * to '_'), then DCGM 4's plugin names to the 3.x names they replaced. Applied alike to test names and
- * to DCGM_FATAL_ERRORS entries, which are then compared whole.
- */
-export function normaliseTestName(name: string): string {
-  const unified = name
-    .trim()
-    .toLowerCase()
-    .replace(/[/|\s]/g, '_');
-  return DCGM4_PLUGIN_ALIASES.get(unified) ?? unified;
-}
-
-export type DcgmTestStatus = 'pass' | 'fail' | 'warn' | 'skip';
-
-/** One result of one test, on one GPU or on nothing tied to a GPU. */
-export interface DcgmEntry {
-  /** normaliseTestName of the test's name. */
-  readonly test: string;
-  /** The GPU index; undefined for a result not tied to a GPU. */
-  readonly gpu: string | undefined;
-  /** A non-GPU entity (4.x), such as "cpu0"; undefined for GPUs and for test-wide results. */
-  readonly entity: string | undefined;
-  readonly status: DcgmTestStatus;
-  /** The errors DCGM attached (its JSON calls them warnings). */
-  readonly messages: readonly string[];
-}
-
-export type DcgmSchema = 'dcgm3' | 'dcgm4';
-
-export type DcgmDiag =
-  | {
-      readonly kind: 'results';
-      readonly schema: DcgmSchema;
-      readonly version: string | undefined;
-      readonly entries: readonly DcgmEntry[];
-    }
-  /** dcgmi could not run the diagnostic (host engine, group, paused...): runtime_error. */
-  | {
-      readonly kind: 'error';
-      readonly schema: DcgmSchema;
-      readonly version: string | undefined;
-      readonly message: string;
-    }
-  | { readonly kind: 'unreadable'; readonly reason: string };
-
-type Json = Record<string, unknown>;
-
-const isRecord = (value: unknown): value is Json =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
-const arrayOf = (value: unknown): unknown[] => (Array.isArray(value) ? value : []);
-const stringOf = (value: unknown): string | undefined =>
-  typeof value === 'string' ? value : undefined;
-
-/** JSON status strings: DCGM writes Pass, Skip and Fail (a WARN too is "Fail"); Warn is tolerated. */
-const STATUSES: ReadonlyMap<string, DcgmTestStatus> = new Map([
-  ['pass', 'pass'],
-  ['fail', 'fail'],
-  ['warn', 'warn'],
-  ['skip', 'skip'],
-]);
-
-const statusOf = (value: unknown): DcgmTestStatus | undefined =>
-  typeof value === 'string' ? STATUSES.get(value.trim().toLowerCase()) : undefined;
-
-/**
- * The messages of a result's "warnings": objects with "warning" (4.x, 3.x per-GPU tests) or, in
- * 3.x deployment tests, with the text under "warnings"; a bare string is accepted too.
- */
-function messagesOf(warnings: unknown): string[] {
-  if (typeof warnings === 'string') return [warnings];
-  return arrayOf(warnings).flatMap((entry) => {
-    if (typeof entry === 'string') return [entry];
-    if (!isRecord(entry)) return [];
-    const text = stringOf(entry.warning) ?? stringOf(entry.warnings);
-    return text === undefined ? [] : [text.trim()];
-  });
-}
-
-function idOf(value: unknown): string | undefined {
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return String(value);
-  if (typeof value === 'string' && /^\d+$/.test(value.trim())) return String(Number(value));
-  return undefined;
-}
-
-/** The document, or the one JSON object dcgmi printed among other lines. */
-function parseJsonDocument(stdout: string): unknown {
-  try {
-    return JSON.parse(stdout);
-  } catch {
-    const start = stdout.indexOf('{');
-    const end = stdout.lastIndexOf('}');
-    if (start === -1 || end <= start) return undefined;
-    try {
-      return JSON.parse(stdout.slice(start, end + 1));
-    } catch {
-      return undefined;
-    }
-  }
-}
-
-/** Pure: reads `dcgmi diag -j` output of DCGM 2.x, 3.x or 4.x. Never throws. */
-export function parseDcgmDiag(stdout: string): DcgmDiag {
-  if (stdout.trim() === '') return { kind: 'unreadable', reason: 'printed nothing' };
-  const doc = parseJsonDocument(stdout);
-  if (doc === undefined) return { kind: 'unreadable', reason: 'printed no JSON document' };
-  if (!isRecord(doc)) return { kind: 'unreadable', reason: 'printed JSON that is not an object' };
-  const v4 = doc['DCGM Diagnostic'];
-  const v3 = doc['DCGM GPU Diagnostic'];
-  const schema: DcgmSchema | undefined = isRecord(v4)
-    ? 'dcgm4'
-    : isRecord(v3)
-      ? 'dcgm3'
-      : undefined;
-  if (schema === undefined) {
-    const what = 'iterations' in doc ? 'an --iterations document' : 'no DCGM diagnostic results';
-    return { kind: 'unreadable', reason: `printed ${what}` };
-  }
-  const body = (schema === 'dcgm4' ? v4 : v3) as Json;
-  const metadata = isRecord(doc.metadata) ? doc.metadata : {};
-  const version = stringOf(body.version) ?? stringOf(metadata.version) ?? stringOf(doc.version);
-  const runtimeError = stringOf(body.runtime_error);
-  if (runtimeError !== undefined && !Array.isArray(body.test_categories)) {
-    return { kind: 'error', schema, version, message: runtimeError.trim() };
-  }
-  if (!Array.isArray(body.test_categories)) {
-    return { kind: 'unreadable', reason: 'printed a document without test_categories' };
-  }
-  const entries: DcgmEntry[] = [];
-  for (const category of body.test_categories) {
-    if (!isRecord(category)) continue;
-    for (const test of arrayOf(category.tests)) {
-      if (!isRecord(test) || typeof test.name !== 'string') continue;
-      const name = normaliseTestName(test.name);
-      entries.push(...(schema === 'dcgm4' ? entriesOf4(name, test) : entriesOf3(name, test)));
-    }
-  }
-  return { kind: 'results', schema, version, entries };
-}
-
-function entriesOf4(test: string, json: Json): DcgmEntry[] {
-  const entries: DcgmEntry[] = [];
-  for (const result of arrayOf(json.results)) {
-    if (!isRecord(result)) continue;
-    const status = statusOf(result.status);
-    if (status === undefined) continue;
-    const isGpu = result.entity_group === 'GPU' || result.entity_group_id === 1;
-    const id = idOf(result.entity_id);
-    const group =
-      stringOf(result.entity_group)?.toLowerCase() ?? `group${String(result.entity_group_id)}`;
-    entries.push({
-      test,
-      gpu: isGpu ? id : undefined,
-      entity: !isGpu && id !== undefined ? `${group}${id}` : undefined,
-      status,
-      messages: messagesOf(result.warnings),
-    });
-  }
-  // A test-wide error belongs to no entity: test_summary is then the only place that says so.
-  const summary = isRecord(json.test_summary) ? json.test_summary : undefined;
-  const overall = statusOf(summary?.status);
-  const told = entries.some((e) => e.status === overall);
-  if (overall !== undefined && (entries.length === 0 || (overall !== 'pass' && !told))) {
-    entries.push({
-      test,
-      gpu: undefined,
-      entity: undefined,
-      status: overall,
-      messages: messagesOf(summary?.warnings),
-    });
-  }
-  return entries;
-}
-
-function entriesOf3(test: string, json: Json): DcgmEntry[] {
-  return arrayOf(json.results).flatMap((result): DcgmEntry[] => {
-    if (!isRecord(result)) return [];
-    const status = statusOf(result.status);
-    if (status === undefined) return [];
-    return [
-      {
-        test,
-        // Deployment tests carry no gpu_id, or an integer one when they report an error.
-        gpu: idOf(result.gpu_id),
-        entity: undefined,
-        status,
-        messages: messagesOf(result.warnings),
-      },
-    ];
-  });
-}
+export { normaliseTestName, parseDcgmDiag } from './dcgm-report.js';
+export type { DcgmDiag, DcgmEntry, DcgmSchema, DcgmTestStatus } from './dcgm-report.js';
 
 /**
  * Pure: the failure string Autopilot wrote to the dcgm.level.N.output annotation: for each test with
@@ -324,6 +126,22 @@ export function applyExitStatus(
   return entries.map((e) => (e.status === 'fail' ? { ...e, status: 'warn' } : e));
 }
 
+/**
+ * Pure: whether a run verified any hardware: a test outside the deployment/software category that
+ * did not skip. Level 1 asks DCGM for the software checks only, so it needs none.
+ */
+export function hardwareVerified(entries: readonly DcgmEntry[], level: DcgmLevel): boolean {
+  return level === 1 || entries.some((e) => e.hardware && e.status !== 'skip');
+}
+
+/** Pure: the hardware tests a set of results skipped, once each in DCGM's order. */
+export function skippedHardwareTests(entries: readonly DcgmEntry[]): string[] {
+  return [...new Set(entries.filter((e) => e.hardware && e.status === 'skip').map((e) => e.test))];
+}
+
+const skippedText = (tests: readonly string[]): string =>
+  tests.length === 0 ? 'DCGM reported none' : `skipped: ${tests.join(', ')}`;
+
 /** The evidence key of an entry on the node device: the test, and the entity when there is one. */
 const nodeKey = (entry: DcgmEntry): string =>
   entry.entity === undefined ? entry.test : `${entry.test}.${entry.entity}`;
@@ -332,12 +150,33 @@ interface DeviceInput {
   readonly id: string;
   readonly entries: readonly DcgmEntry[];
   readonly key: (entry: DcgmEntry) => string;
+  /** A pass of the software checks alone does not make this device PASS (a GPU at level 2-4). */
+  readonly needsHardware: boolean;
+}
+
+type Judged = { device: DeviceResult; statuses: Map<string, DcgmTestStatus> };
+
+function deviceReason(
+  verdict: Verdict,
+  named: (status: DcgmTestStatus) => string[],
+  fatalTests: readonly string[],
+  detail: string,
+): string {
+  const skipped = named('skip');
+  const alsoSkipped = skipped.length > 0 ? `; skipped: ${skipped.join(', ')}` : '';
+  if (verdict === 'FAIL') {
+    const fatal = fatalTests.length > 0 ? ` (fatal: ${fatalTests.join(', ')})` : '';
+    return `failed ${named('fail').join(', ')}${fatal}${detail}`;
+  }
+  if (verdict === 'WARN') return `warned in ${named('warn').join(', ')}${detail}`;
+  if (verdict === 'SKIP') return `no test ran; ${skippedText(skipped)}`;
+  return `passed ${named('pass').length} tests${alsoSkipped}`;
 }
 
 function judgeDevice(
-  { id, entries, key }: DeviceInput,
+  { id, entries, key, needsHardware }: DeviceInput,
   fatal: ReadonlySet<string>,
-): { device: DeviceResult; statuses: Map<string, DcgmTestStatus> } {
+): Judged {
   const grouped = new Map<string, DcgmTestStatus[]>();
   for (const entry of entries)
     grouped.set(key(entry), [...(grouped.get(key(entry)) ?? []), entry.status]);
@@ -350,31 +189,24 @@ function judgeDevice(
 
   const named = (status: DcgmTestStatus): string[] =>
     [...statuses].filter(([, s]) => s === status).map(([k]) => k);
-  const failed = named('fail');
-  const warned = named('warn');
-  const skipped = named('skip');
   const fatalTests = [
     ...new Set(entries.filter((e) => e.status === 'fail').map((e) => e.test)),
   ].filter((test) => fatal.has(test));
   const firstMessage = entries.find((e) => e.status === 'fail' || e.status === 'warn')?.messages[0];
   const detail = firstMessage === undefined ? '' : `: ${firstMessage}`;
-  const verdict = VERDICT_OF[worstStatus([...statuses.values()]) ?? 'skip'];
-  const reason =
-    verdict === 'FAIL'
-      ? `failed ${failed.join(', ')}${fatalTests.length > 0 ? ` (fatal: ${fatalTests.join(', ')})` : ''}${detail}`
-      : verdict === 'WARN'
-        ? `warned in ${warned.join(', ')}${detail}`
-        : verdict === 'SKIP'
-          ? `DCGM skipped every test (${skipped.join(', ')})`
-          : `passed ${named('pass').length} tests${skipped.length > 0 ? `, skipped ${skipped.join(', ')}` : ''}`;
+  let verdict = VERDICT_OF[worstStatus([...statuses.values()]) ?? 'skip'];
+  let reason = deviceReason(verdict, named, fatalTests, detail);
+  // Only the software checks passed on a GPU whose hardware tests all skipped: nothing verified.
+  if (
+    verdict === 'PASS' &&
+    needsHardware &&
+    !entries.some((e) => e.hardware && e.status === 'pass')
+  ) {
+    verdict = 'SKIP';
+    reason = `no hardware test ran; ${skippedText(skippedHardwareTests(entries))}`;
+  }
   return {
-    device: {
-      id,
-      verdict,
-      reason,
-      evidence,
-      ...(fatalTests.length > 0 ? { fatal: true } : {}),
-    },
+    device: { id, verdict, reason, evidence, ...(fatalTests.length > 0 ? { fatal: true } : {}) },
     statuses,
   };
 }
@@ -419,6 +251,15 @@ function exitText(code: number | null): string {
 
 const firstLine = (text: string): string => text.trim().split('\n')[0]?.trim() ?? '';
 
+/**
+ * Pure: the first line a person can read something in: not empty, not JSON punctuation alone
+ * (`{`, `},`), not a JSON key or string (dcgmi's document cut short). '' when there is none.
+ */
+export function meaningfulLine(text: string): string {
+  const lines = text.split('\n').map((line) => line.trim());
+  return lines.find((line) => /[\p{L}\p{N}]/u.test(line) && !/^["{}[\],]/.test(line)) ?? '';
+}
+
 const errorOutcome = (reason: string): DcgmJudgement => ({
   outcome: { devices: [], verdict: 'ERROR', reason },
 });
@@ -450,48 +291,83 @@ export function judgeDcgm(result: CommandResult, options: DcgmJudgeOptions): Dcg
   if (diag.kind === 'unreadable' || diag.entries.length === 0) {
     const what = diag.kind === 'unreadable' ? diag.reason : 'printed no test result';
     // A host engine that cannot be reached is described on stderr or as plain text on stdout.
-    const said =
-      firstLine(result.stderr) || (diag.kind === 'unreadable' ? firstLine(result.stdout) : '');
+    const said = meaningfulLine(result.stderr) || meaningfulLine(result.stdout);
     return errorOutcome(
       `${run} ${exitText(result.exitCode)} and ${what}${said === '' ? '' : `: ${said}`}`,
     );
   }
+  return judgeResults(applyExitStatus(diag.entries, result.exitCode), diag.version, options);
+}
 
-  const entries = applyExitStatus(diag.entries, result.exitCode);
-  const fatal = fatalTestSet(options.fatalErrors);
+function judgeResults(
+  entries: readonly DcgmEntry[],
+  version: string | undefined,
+  { level, fatalErrors }: DcgmJudgeOptions,
+): DcgmJudgement {
+  const fatal = fatalTestSet(fatalErrors);
   const gpuIds = [...new Set(entries.flatMap((e) => (e.gpu === undefined ? [] : [e.gpu])))].sort(
     (a, b) => Number(a) - Number(b),
   );
   const gpus = gpuIds.map((id) =>
-    judgeDevice({ id, entries: entries.filter((e) => e.gpu === id), key: (e) => e.test }, fatal),
+    judgeDevice(
+      {
+        id,
+        entries: entries.filter((e) => e.gpu === id),
+        key: (e) => e.test,
+        needsHardware: level > 1,
+      },
+      fatal,
+    ),
   );
   const nodeEntries = entries.filter((e) => e.gpu === undefined);
   const output = dcgmFailureString(entries);
-  const passed = output === '';
+  const verified = hardwareVerified(entries, level);
   const node = nodeDevice(
     nodeEntries.length === 0
       ? undefined
-      : judgeDevice({ id: '', entries: nodeEntries, key: nodeKey }, fatal),
-    { gpus: gpuIds.length, level, output, version: diag.version },
+      : judgeDevice({ id: '', entries: nodeEntries, key: nodeKey, needsHardware: false }, fatal),
+    {
+      gpus: gpuIds.length,
+      level,
+      output,
+      version,
+      verified,
+      skipped: skippedHardwareTests(entries),
+    },
   );
-
+  const devices = [...gpus.map((g) => g.device), node.device];
   const samples: Sample[] = [
     ...gpus.flatMap(({ device, statuses }) => testSamples(level, device.id, statuses)),
     ...(node.statuses === undefined ? [] : testSamples(level, '', node.statuses)),
   ];
+  const troubled = entries.some((e) => e.status === 'fail' || e.status === 'warn');
+  if (!verified && !troubled) {
+    // Nothing failed, and nothing about the hardware was checked: neither PASS nor a PASS label.
+    return { outcome: { devices, samples, verdict: 'SKIP', reason: node.device.reason } };
+  }
   return {
-    outcome: { devices: [...gpus.map((g) => g.device), node.device], samples },
-    conclusive: { passed, output },
+    outcome: { devices, samples },
+    ...(verified || output !== '' ? { conclusive: { passed: output === '', output } } : {}),
   };
+}
+
+interface RunSummary {
+  readonly gpus: number;
+  readonly level: DcgmLevel;
+  readonly output: string;
+  readonly version: string | undefined;
+  readonly verified: boolean;
+  readonly skipped: readonly string[];
 }
 
 /**
  * The node device: the results tied to no GPU when there are any, and in every case Autopilot's
- * node-level gauge (1 when any test failed) and failure string.
+ * node-level gauge (1 when any test failed) and failure string. SKIP, naming the skipped tests,
+ * when the run checked no hardware and nothing failed or warned.
  */
 function nodeDevice(
-  judged: { device: DeviceResult; statuses: Map<string, DcgmTestStatus> } | undefined,
-  run: { gpus: number; level: DcgmLevel; output: string; version: string | undefined },
+  judged: Judged | undefined,
+  run: RunSummary,
 ): { device: DeviceResult; statuses: Map<string, DcgmTestStatus> | undefined } {
   const summary: Record<string, EvidenceValue> = {
     level: run.level,
@@ -500,28 +376,25 @@ function nodeDevice(
     dcgmVersion: run.version ?? null,
   };
   const compatValue = run.output === '' ? 0 : 1;
-  if (judged !== undefined) {
-    return {
-      device: {
-        ...judged.device,
-        evidence: { ...judged.device.evidence, ...summary },
-        compatValue,
-      },
-      statuses: judged.statuses,
-    };
-  }
+  const base: DeviceResult = judged?.device ?? {
+    id: '',
+    verdict: 'PASS',
+    reason:
+      run.output === ''
+        ? `level ${run.level}: every test passed on ${run.gpus} GPUs`
+        : `no test outside the GPUs failed; failing: ${run.output}`,
+    evidence: {},
+  };
+  const unverified =
+    !run.verified && (base.verdict === 'PASS' || base.verdict === 'SKIP')
+      ? {
+          verdict: 'SKIP' as const,
+          reason: `level ${run.level}: no hardware test ran on ${run.gpus} GPUs; ${skippedText(run.skipped)}`,
+        }
+      : {};
   return {
-    device: {
-      id: '',
-      verdict: 'PASS',
-      reason:
-        run.output === ''
-          ? `level ${run.level}: every test passed on ${run.gpus} GPUs`
-          : `no test outside the GPUs failed; failing: ${run.output}`,
-      evidence: summary,
-      compatValue,
-    },
-    statuses: undefined,
+    device: { ...base, ...unverified, evidence: { ...base.evidence, ...summary }, compatValue },
+    statuses: judged?.statuses,
   };
 }
 

@@ -107,6 +107,7 @@ describe('parseDcgmDiag', () => {
     expect(diag.entries.filter((e) => e.status === 'fail')).toEqual([
       {
         test: 'pcie',
+        hardware: true,
         gpu: '2',
         entity: undefined,
         status: 'fail',
@@ -116,6 +117,7 @@ describe('parseDcgmDiag', () => {
       },
       {
         test: 'memory_bandwidth',
+        hardware: true,
         gpu: '0',
         entity: undefined,
         status: 'fail',
@@ -155,8 +157,10 @@ describe('parseDcgmDiag', () => {
       'graphics_processes',
       'inforom',
     ]);
+    expect(deployment.every((e) => !e.hardware)).toBe(true);
     expect(diag.entries.find((e) => e.test === 'pcie' && e.gpu === '2')).toEqual({
       test: 'pcie',
+      hardware: true,
       gpu: '2',
       entity: undefined,
       status: 'fail',
@@ -195,6 +199,7 @@ describe('parseDcgmDiag', () => {
       entries: [
         {
           test: 'page_retirement_row_remap',
+          hardware: false,
           gpu: '1',
           entity: undefined,
           status: 'fail',
@@ -213,9 +218,10 @@ describe('parseDcgmDiag', () => {
     );
     if (diag.kind !== 'results') throw new Error(diag.kind);
     expect(diag.entries).toEqual([
-      { test: 'pcie', gpu: '0', entity: undefined, status: 'pass', messages: [] },
+      { test: 'pcie', hardware: true, gpu: '0', entity: undefined, status: 'pass', messages: [] },
       {
         test: 'pcie',
+        hardware: true,
         gpu: undefined,
         entity: undefined,
         status: 'fail',
@@ -239,7 +245,14 @@ describe('parseDcgmDiag', () => {
     const diag = parseDcgmDiag(doc4('nccl_tests', [], { status: 'Skip' }));
     if (diag.kind !== 'results') throw new Error(diag.kind);
     expect(diag.entries).toEqual([
-      { test: 'nccl_tests', gpu: undefined, entity: undefined, status: 'skip', messages: [] },
+      {
+        test: 'nccl_tests',
+        hardware: true,
+        gpu: undefined,
+        entity: undefined,
+        status: 'skip',
+        messages: [],
+      },
     ]);
   });
 
@@ -275,7 +288,6 @@ describe('parseDcgmDiag', () => {
     ['', 'printed nothing'],
     ['  \n', 'printed nothing'],
     ['Successfully ran diagnostic for group.\n', 'printed no JSON document'],
-    ['{"DCGM Diagnostic": {"test_categories": [', 'printed no JSON document'],
     ['[1, 2]', 'printed JSON that is not an object'],
     ['{"something": "else"}', 'printed no DCGM diagnostic results'],
     ['{"iterations": [], "Overall Result": "Pass"}', 'printed an --iterations document'],
@@ -283,6 +295,17 @@ describe('parseDcgmDiag', () => {
   ])('unreadable: %j', (stdout, reason) => {
     expect(parseDcgmDiag(stdout)).toEqual({ kind: 'unreadable', reason });
   });
+
+  test.each(['{"DCGM Diagnostic": {"test_categories": [', '{\n', '{\n\t"DCGM Diagnostic" :\n\t{'])(
+    'a document cut short is named as such, with the JSON error: %j',
+    (stdout) => {
+      const diag = parseDcgmDiag(stdout);
+      expect(diag).toEqual({ kind: 'unreadable', reason: expect.any(String) });
+      expect(diag.kind === 'unreadable' && diag.reason).toMatch(
+        /^printed an incomplete JSON document \(.+\)$/,
+      );
+    },
+  );
 
   test('finds the document among other lines', () => {
     const diag = parseDcgmDiag(`note: something\n${fixture('pass-4x.json')}\n`);
@@ -445,7 +468,7 @@ describe('judgeDcgm', () => {
     expect(judged.conclusive).toEqual({ passed: true, output: '' });
     expect(device(judged.outcome, '1')).toMatchObject({
       verdict: 'PASS',
-      reason: 'passed 7 tests, skipped eud_test',
+      reason: 'passed 7 tests; skipped: eud_test',
     });
     expect(device(judged.outcome, '')).toMatchObject({
       verdict: 'PASS',
@@ -546,7 +569,7 @@ describe('judgeDcgm', () => {
       const stdout = doc4('pcie', [gpu4(0, 'Pass'), gpu4(1, 'Skip')]);
       expect(device(judge(exited(stdout, 0)).outcome, '1')).toMatchObject({
         verdict: 'SKIP',
-        reason: 'DCGM skipped every test (pcie)',
+        reason: 'no test ran; skipped: pcie',
       });
     });
   });
