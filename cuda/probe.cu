@@ -10,8 +10,13 @@
 
 #include <cuda_runtime.h>
 
+#include <errno.h>
+#include <linux/mempolicy.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "probe.h"
 
@@ -32,6 +37,10 @@ constexpr double kTargetMs = 100.0;
 constexpr int kStartIterations = 1 << 12;
 constexpr int kMaxIterations = 1 << 28;
 constexpr int kMaxTries = 8;
+
+// NUMA nodes the mbind mask can name (the kernel's own limit is CONFIG_NODES_SHIFT, at most 1024).
+constexpr int kMaxNumaNodes = 1024;
+constexpr int kMaskBits = 8 * sizeof(unsigned long);
 
 }  // namespace
 
@@ -128,8 +137,12 @@ cudaError_t begin(int device) {
 // Every measurement ends here, after its frees: destroying the primary context means the exporter
 // holds no HBM between measurements, is not listed by NVML as a compute process on the GPU (which
 // would make gpumem see the GPU as busy, and may keep jobs out under EXCLUSIVE_PROCESS), and leaves
-// no sticky error behind for the next call. The next call pays for a new context.
-cudaError_t end(cudaError_t err) {
+// no sticky error behind for the next call. The next call pays for a new context. Only when
+// cudaSetDevice succeeded: otherwise the thread's current device is some other GPU (device 0 on a
+// fresh thread), and resetting it would create and destroy a context there, on a GPU that may run
+// someone's job.
+cudaError_t end(bool device_set, cudaError_t err) {
+  if (!device_set) return err;
   cudaError_t reset = cudaDeviceReset();
   return err != cudaSuccess ? err : reset;
 }
@@ -163,6 +176,67 @@ done:
   return err;
 }
 
+// A pinned host buffer: either mmap'ed, bound to a NUMA node and registered, or cudaMallocHost'ed.
+struct HostBuffer {
+  void *p = nullptr;
+  size_t bytes = 0;
+  bool mapped = false;
+};
+
+// mmap + mbind(MPOL_BIND) + touch: the pages are allocated on `node` when touched. 0 or an errno.
+int map_on_node(size_t bytes, int node, void **out) {
+  if (node >= kMaxNumaNodes) return EINVAL;
+  void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return errno;
+  unsigned long mask[kMaxNumaNodes / kMaskBits] = {};
+  mask[node / kMaskBits] = 1UL << (node % kMaskBits);
+  // maxnode counts one more than the bits the kernel reads (it decrements it first), as numactl does.
+  if (syscall(SYS_mbind, p, bytes, MPOL_BIND, mask, (unsigned long)kMaxNumaNodes + 1, 0) != 0) {
+    int e = errno;
+    munmap(p, bytes);
+    return e;
+  }
+  memset(p, 0, bytes);  // fault every page in now, under the policy
+  *out = p;
+  return 0;
+}
+
+// The buffer for ap_copy_bandwidth, on `node` when it can be; see probe.h for *placement.
+cudaError_t host_alloc(size_t bytes, int node, HostBuffer *b, int *placement, int *why) {
+  *placement = AP_PLACEMENT_NOT_ASKED;
+  *why = 0;
+  b->bytes = bytes;
+  if (node >= 0) {
+    void *p = nullptr;
+    int e = map_on_node(bytes, node, &p);
+    if (e != 0) {
+      *placement = AP_PLACEMENT_OS_REFUSED;
+      *why = e;
+    } else {
+      cudaError_t r = cudaHostRegister(p, bytes, cudaHostRegisterDefault);
+      if (r == cudaSuccess) {
+        b->p = p;
+        b->mapped = true;
+        *placement = AP_PLACEMENT_BOUND;
+        return cudaSuccess;
+      }
+      (void)cudaGetLastError();  // a refused registration is no error of the measurement
+      munmap(p, bytes);
+      *placement = AP_PLACEMENT_CUDA_REFUSED;
+      *why = r;
+    }
+  }
+  return cudaMallocHost(&b->p, bytes);
+}
+
+cudaError_t host_free(HostBuffer *b) {
+  if (b->p == nullptr) return cudaSuccess;
+  if (!b->mapped) return cudaFreeHost(b->p);
+  cudaError_t e = cudaHostUnregister(b->p);
+  munmap(b->p, b->bytes);
+  return e;
+}
+
 }  // namespace
 
 extern "C" {
@@ -187,37 +261,45 @@ int ap_pci_bus_id(int device, char *buf, int len) {
   return cudaDeviceGetPCIBusId(buf, len, device);
 }
 
-int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, double *gbps) {
-  if (gbps == nullptr || bytes == 0 || repetitions < 1 ||
-      (direction != AP_HOST_TO_DEVICE && direction != AP_DEVICE_TO_HOST)) {
+int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, int numa_node,
+                      double *gbps, int *placement, int *placement_error) {
+  if (gbps == nullptr || placement == nullptr || placement_error == nullptr || bytes == 0 ||
+      repetitions < 1 || (direction != AP_HOST_TO_DEVICE && direction != AP_DEVICE_TO_HOST)) {
     return cudaErrorInvalidValue;
   }
   cudaError_t err = cudaSuccess;
-  void *host = nullptr;
+  bool set = false;
+  HostBuffer host;
   void *dev = nullptr;
   float ms = 0.0f;
+  int placed = AP_PLACEMENT_NOT_ASKED, why = 0;
   AP_TRY(begin(device));
-  AP_TRY(cudaMallocHost(&host, bytes));
+  set = true;
+  AP_TRY(host_alloc(bytes, numa_node, &host, &placed, &why));
   AP_TRY(cudaMalloc(&dev, bytes));
   if (direction == AP_HOST_TO_DEVICE) {
-    AP_TRY(timed_copies(dev, host, bytes, cudaMemcpyHostToDevice, repetitions, &ms));
+    AP_TRY(timed_copies(dev, host.p, bytes, cudaMemcpyHostToDevice, repetitions, &ms));
   } else {
-    AP_TRY(timed_copies(host, dev, bytes, cudaMemcpyDeviceToHost, repetitions, &ms));
+    AP_TRY(timed_copies(host.p, dev, bytes, cudaMemcpyDeviceToHost, repetitions, &ms));
   }
   *gbps = double(bytes) * repetitions / 1e9 / (ms / 1e3);
+  *placement = placed;
+  *placement_error = why;
 done:
   if (dev != nullptr) AP_RELEASE(cudaFree(dev));
-  if (host != nullptr) AP_RELEASE(cudaFreeHost(host));
-  return end(err);
+  AP_RELEASE(host_free(&host));
+  return end(set, err);
 }
 
 int ap_hbm_bandwidth(int device, size_t bytes, int repetitions, double *gbps) {
   if (gbps == nullptr || bytes == 0 || repetitions < 1) return cudaErrorInvalidValue;
   cudaError_t err = cudaSuccess;
+  bool set = false;
   void *src = nullptr;
   void *dst = nullptr;
   float ms = 0.0f;
   AP_TRY(begin(device));
+  set = true;
   AP_TRY(cudaMalloc(&src, bytes));
   AP_TRY(cudaMalloc(&dst, bytes));
   AP_TRY(cudaMemset(src, 0x5A, bytes));
@@ -227,7 +309,7 @@ int ap_hbm_bandwidth(int device, size_t bytes, int repetitions, double *gbps) {
 done:
   if (dst != nullptr) AP_RELEASE(cudaFree(dst));
   if (src != nullptr) AP_RELEASE(cudaFree(src));
-  return end(err);
+  return end(set, err);
 }
 
 int ap_memory_pattern(int device, double fraction, unsigned long long *mismatches,
@@ -249,6 +331,7 @@ int ap_memory_pattern(int device, double fraction, unsigned long long *mismatche
   };
 
   cudaError_t err = cudaSuccess;
+  bool set = false;
   unsigned long long *counter = nullptr;
   void **chunks = nullptr;
   size_t *sizes = nullptr;
@@ -258,6 +341,7 @@ int ap_memory_pattern(int device, double fraction, unsigned long long *mismatche
   int blocks = 0;
 
   AP_TRY(begin(device));
+  set = true;
   AP_TRY(grid_for(device, &blocks));
   AP_TRY(cudaMalloc(&counter, sizeof *counter));
   AP_TRY(cudaMemset(counter, 0, sizeof *counter));
@@ -325,12 +409,13 @@ done:
   free(chunks);
   free(sizes);
   if (counter != nullptr) AP_RELEASE(cudaFree(counter));
-  return end(err);
+  return end(set, err);
 }
 
 int ap_flops(int device, int precision, double *tflops) {
   if (tflops == nullptr || (precision != 32 && precision != 64)) return cudaErrorInvalidValue;
   cudaError_t err = cudaSuccess;
+  bool set = false;
   void *out = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
   int blocks = 0;
@@ -338,6 +423,7 @@ int ap_flops(int device, int precision, double *tflops) {
   float ms = 0.0f;
 
   AP_TRY(begin(device));
+  set = true;
   AP_TRY(grid_for(device, &blocks));
   AP_TRY(cudaMalloc(&out, sizeof(double)));
   AP_TRY(cudaEventCreate(&start));
@@ -372,7 +458,7 @@ done:
   if (stop != nullptr) AP_RELEASE(cudaEventDestroy(stop));
   if (start != nullptr) AP_RELEASE(cudaEventDestroy(start));
   if (out != nullptr) AP_RELEASE(cudaFree(out));
-  return end(err);
+  return end(set, err);
 }
 
 const char *ap_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }

@@ -2,7 +2,9 @@
  * Autopilot CUDA probe: one C function per whole measurement.
  *
  * Every function sets its device, allocates, measures, frees and returns a cudaError_t as an int
- * (0 on success), so each call is self-contained. That matters because the Node binding calls
+ * (0 on success), so each call is self-contained. ap_device_count and ap_pci_bus_id only query the
+ * runtime's device table and create no context; every other function creates the device's primary
+ * context (cudaSetDevice) and destroys it again before returning. That matters because the Node binding calls
  * these functions through koffi's .async, which runs each call on whichever worker thread is free:
  * CUDA's per-thread state (the current device) does not carry from one call to the next.
  *
@@ -39,13 +41,28 @@ AP_EXPORT int ap_device_count(int *count);
  */
 AP_EXPORT int ap_pci_bus_id(int device, char *buf, int len);
 
+/* Where ap_copy_bandwidth's pinned host buffer came from (its *placement). */
+#define AP_PLACEMENT_NOT_ASKED 0     /* numa_node < 0: cudaMallocHost, wherever the kernel put it */
+#define AP_PLACEMENT_BOUND 1         /* mmap + mbind(MPOL_BIND, numa_node) + cudaHostRegister */
+#define AP_PLACEMENT_OS_REFUSED 2    /* mmap or mbind failed (*placement_error: errno); fell back */
+#define AP_PLACEMENT_CUDA_REFUSED 3  /* cudaHostRegister failed (*placement_error: cudaError_t) */
+
 /*
- * Pinned host memory (cudaMallocHost) to the device (direction 0) or back (direction 1): one
- * warm-up copy of `bytes`, then `repetitions` copies timed with CUDA events.
+ * Pinned host memory to the device (direction 0) or back (direction 1): one warm-up copy of
+ * `bytes`, then `repetitions` copies timed with CUDA events.
  * *gbps = bytes * repetitions / 1e9 / seconds.
+ *
+ * With numa_node >= 0 the host buffer is bound to that NUMA node (the GPU's own, so a two-socket
+ * host copies through the GPU's root complex, not across the socket link): anonymous mmap,
+ * mbind(MPOL_BIND) through the syscall (no libnuma), every page touched, then cudaHostRegister.
+ * When the kernel refuses (a container without CAP_SYS_NICE under Docker's default seccomp
+ * profile gets EPERM; a node outside the cgroup's cpuset.mems or without memory gets EINVAL) or
+ * CUDA cannot register the range, it falls back to cudaMallocHost and says why in *placement and
+ * *placement_error (0 when there is nothing to say).
  */
 AP_EXPORT int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions,
-                                double *gbps);
+                                int numa_node, double *gbps, int *placement,
+                                int *placement_error);
 
 /*
  * Device-to-device copy of `bytes` through HBM: one warm-up copy, then `repetitions` timed

@@ -9,10 +9,11 @@
  * Only primitive types appear in the prototypes: no named koffi type is declared, so loading the
  * library more than once (or two libraries) cannot collide in koffi's process-global type table.
  */
+import { constants } from 'node:os';
 import { resolve } from 'node:path';
 import koffi from 'koffi';
 import { CudaError } from './ports.js';
-import type { CopyDirection, CudaProbe, CudaProbeLoad } from './ports.js';
+import type { CopyDirection, CudaProbe, CudaProbeLoad, HostPlacement } from './ports.js';
 
 type LibraryHandle = ReturnType<typeof koffi.load>;
 type NativeFunction = ReturnType<LibraryHandle['func']>;
@@ -22,7 +23,7 @@ const PROTOTYPES = {
   ap_device_count: 'int ap_device_count(_Out_ int *count)',
   ap_pci_bus_id: 'int ap_pci_bus_id(int device, _Out_ uint8_t *buf, int len)',
   ap_copy_bandwidth:
-    'int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, _Out_ double *gbps)',
+    'int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, int numa_node, _Out_ double *gbps, _Out_ int *placement, _Out_ int *placement_error)',
   ap_hbm_bandwidth:
     'int ap_hbm_bandwidth(int device, size_t bytes, int repetitions, _Out_ double *gbps)',
   ap_memory_pattern:
@@ -37,6 +38,33 @@ type ProbeFunctions = Record<ProbeFunction, NativeFunction>;
 const DIRECTIONS: Record<CopyDirection, number> = { h2d: 0, d2h: 1 };
 /** cudaErrorInvalidValue: what the C side answers to bad arguments, answered here without a call. */
 const INVALID_VALUE = 1;
+/** probe.h's AP_PLACEMENT_*: where ap_copy_bandwidth's host buffer came from. */
+const PLACEMENT_BOUND = 1;
+const PLACEMENT_OS_REFUSED = 2;
+const PLACEMENT_CUDA_REFUSED = 3;
+/** errno numbers by name, inverted: 1 → "EPERM". */
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+/** Pure: the placement the probe reported, in words. */
+export function describePlacement(
+  node: number | undefined,
+  placement: number,
+  error: number,
+): HostPlacement {
+  if (node === undefined) {
+    return { bound: false, node, reason: 'no NUMA node known for this GPU' };
+  }
+  if (placement === PLACEMENT_BOUND) return { bound: true, node };
+  if (placement === PLACEMENT_OS_REFUSED) {
+    const name = ERRNO_NAMES.get(error) ?? `errno ${error}`;
+    return { bound: false, node, reason: `mbind to node ${node} refused (${name})` };
+  }
+  if (placement === PLACEMENT_CUDA_REFUSED) {
+    return { bound: false, node, reason: `cudaHostRegister refused (CUDA error ${error})` };
+  }
+  return { bound: false, node, reason: `unexpected placement ${placement}` };
+}
+
 /** cudaDeviceGetPCIBusId needs 13 bytes; room for longer domains. */
 const BUS_ID_BYTES = 32;
 
@@ -109,13 +137,18 @@ function createProbe(fns: ProbeFunctions): CudaProbe {
       return buffer.toString('latin1', 0, end < 0 ? BUS_ID_BYTES : end);
     },
 
-    async copyBandwidth(device, direction, bytes, repetitions) {
-      if (!isDevice(device) || !isCount(bytes) || !isRepetitions(repetitions)) {
+    async copyBandwidth(device, direction, bytes, repetitions, numaNode) {
+      const validNode = numaNode === undefined || isDevice(numaNode);
+      if (!isDevice(device) || !isCount(bytes) || !isRepetitions(repetitions) || !validNode) {
         return invalid('ap_copy_bandwidth');
       }
-      const gbps = [0];
-      await measure('ap_copy_bandwidth', [device, DIRECTIONS[direction], bytes, repetitions, gbps]);
-      return Number(gbps[0]);
+      const [gbps, placement, error] = [[0], [0], [0]];
+      const args = [device, DIRECTIONS[direction], bytes, repetitions, numaNode ?? -1];
+      await measure('ap_copy_bandwidth', [...args, gbps, placement, error]);
+      return {
+        gbps: Number(gbps[0]),
+        placement: describePlacement(numaNode, Number(placement[0]), Number(error[0])),
+      };
     },
 
     async hbmBandwidth(device, bytes, repetitions) {

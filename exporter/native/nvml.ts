@@ -7,7 +7,9 @@
  * (see MAX_CALLS_IN_FLIGHT), so hung calls cannot take all of libuv's threadpool. Prototypes and struct layouts follow nvml.h
  * 13.3.29 (docs/reference/gpu-interfaces.md §2), using the versioned symbols go-nvml picks
  * (nvmlInit_v2, nvmlDeviceGetCount_v2, nvmlDeviceGetHandleByIndex_v2, nvmlDeviceGetPciInfo_v3,
- * nvmlDeviceGetComputeRunningProcesses_v3, nvmlEventSetWait_v2).
+ * nvmlDeviceGetComputeRunningProcesses_v3, nvmlEventSetWait_v2), and the older
+ * nvmlDeviceGetComputeRunningProcesses_v2 where _v3 is absent: in go-nvml's nvml.h history _v2 is
+ * there from the NVML 11.1 header (commit 7dce688d) and _v3 from 11.6, R510 (commit 522ec681).
  *
  * The library is never unloaded: a call still hanging on a worker thread would crash on return.
  */
@@ -21,7 +23,9 @@ import {
   type Nvml,
   type NvmlLoad,
   type PcieLinkState,
+  type ProcessCount,
   type RemappedRows,
+  type SlowdownDurations,
   type XidEvent,
 } from './ports.js';
 
@@ -51,16 +55,23 @@ const EventData = koffi.struct({
 const outUint = koffi.out(koffi.pointer('uint'));
 const outInt = koffi.out(koffi.pointer('int'));
 const outUint64 = koffi.out(koffi.pointer('unsigned long long'));
+const inoutUint = koffi.inout(koffi.pointer('uint'));
 
 const NVML_SUCCESS = 0;
 const NVML_ERROR_INVALID_ARGUMENT = 2;
 const NVML_ERROR_NOT_SUPPORTED = 3;
+const NVML_ERROR_NO_PERMISSION = 4;
 const NVML_ERROR_INSUFFICIENT_SIZE = 7;
 const NVML_ERROR_TIMEOUT = 10;
+const NVML_ERROR_UNKNOWN = 999;
 const NVML_FEATURE_ENABLED = 1;
 const NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1;
 const NVML_VOLATILE_ECC = 0;
+const NVML_AGGREGATE_ECC = 1;
 const EVENT_TYPE_XID_CRITICAL_ERROR = 0x8n;
+const NVML_AFFINITY_SCOPE_NODE = 0;
+/** unsigned longs of the memory-affinity node mask: 64 × 16 = 1024 nodes, the kernel's most. */
+const NODE_MASK_WORDS = 16;
 
 const NAME_BUFFER = 96; // NVML_DEVICE_NAME_V2_BUFFER_SIZE
 const UUID_BUFFER = 96; // NVML_DEVICE_UUID_V2_BUFFER_SIZE
@@ -96,10 +107,14 @@ interface Functions {
   readonly remappedRows: Fn;
   /** nvmlDeviceGetCurrentClocksEventReasons, or the older ...ThrottleReasons before R535. */
   readonly clockReasons: Fn;
+  /** nvmlDeviceGetFieldValues; absent from a library that lacks it. */
+  readonly fieldValues: Fn | undefined;
   readonly eccMode: Fn;
   readonly totalEccErrors: Fn;
   readonly retiredPagesPending: Fn;
+  /** ..._v3 (NVML 11.6, R510, and later), else ..._v2: the size query is the same. */
   readonly computeProcesses: Fn;
+  readonly memoryAffinity: Fn | undefined;
   /** Absent from drivers that predate it (and from the fake's old-driver build). */
   readonly migMode: Fn | undefined;
   readonly eventSetCreate: Fn;
@@ -142,14 +157,15 @@ function declare(lib: LibraryHandle): Functions {
     clockReasons:
       optional('nvmlDeviceGetCurrentClocksEventReasons', [Device, outUint64]) ??
       fn('nvmlDeviceGetCurrentClocksThrottleReasons', [Device, outUint64]),
+    fieldValues: optional('nvmlDeviceGetFieldValues', [Device, 'int', 'void *']),
     eccMode: fn('nvmlDeviceGetEccMode', [Device, outInt, outInt]),
     totalEccErrors: fn('nvmlDeviceGetTotalEccErrors', [Device, 'int', 'int', outUint64]),
     retiredPagesPending: fn('nvmlDeviceGetRetiredPagesPendingStatus', [Device, outInt]),
-    computeProcesses: fn('nvmlDeviceGetComputeRunningProcesses_v3', [
-      Device,
-      koffi.inout(koffi.pointer('uint')),
-      'void *',
-    ]),
+    computeProcesses:
+      optional('nvmlDeviceGetComputeRunningProcesses_v3', [Device, inoutUint, 'void *']) ??
+      fn('nvmlDeviceGetComputeRunningProcesses_v2', [Device, inoutUint, 'void *']),
+    // unsigned long *nodeSet: 64-bit words on the LP64 hosts the driver runs on.
+    memoryAffinity: optional('nvmlDeviceGetMemoryAffinity', [Device, 'uint', 'void *', 'uint']),
     migMode: optional('nvmlDeviceGetMigMode', [Device, outUint, outUint]),
     eventSetCreate: fn('nvmlEventSetCreate', [koffi.out(koffi.pointer(EventSet))]),
     registerEvents: fn('nvmlDeviceRegisterEvents', [Device, 'unsigned long long', EventSet]),
@@ -245,6 +261,8 @@ class KoffiNvml implements Nvml {
   private eventSet: unknown = undefined;
   /** Device handle address → NVML index, for the devices registered on eventSet. */
   private readonly eventDevices = new Map<bigint, number>();
+  /** NVML index → why the GPU is not registered on eventSet. */
+  private readonly xidNotListening = new Map<number, string>();
   private waiting: Promise<unknown> | undefined;
   private closed: Promise<void> | undefined;
 
@@ -381,6 +399,34 @@ class KoffiNvml implements Nvml {
     return toBigInt(out[0]);
   }
 
+  /** The driver's slowdown-duration field ids, from its version, asked once. */
+  private slowdownFields: Promise<SlowdownFieldIds | undefined> | undefined;
+
+  async slowdownDurations(index: number): Promise<SlowdownDurations> {
+    const none = { hwThermalNs: undefined, hwPowerBrakeNs: undefined };
+    const fieldValues = this.fns.fieldValues;
+    this.slowdownFields ??= this.driverVersion().then(slowdownFieldIds, () => undefined);
+    const ids = await this.slowdownFields;
+    if (fieldValues === undefined || ids === undefined) return none;
+    const device = await this.handle(index);
+    const values = Buffer.alloc(FIELD_VALUE_BYTES * 2);
+    values.writeUInt32LE(ids.hwThermal, 0);
+    values.writeUInt32LE(ids.hwPowerBrake, FIELD_VALUE_BYTES);
+    const code = await this.code(fieldValues, device, 2, values);
+    if (code === NVML_ERROR_NOT_SUPPORTED) return none;
+    if (code !== NVML_SUCCESS) throw await this.error(fieldValues.name, code);
+    const read = async (entry: number): Promise<bigint | undefined> => {
+      const at = entry * FIELD_VALUE_BYTES;
+      const fieldCode = values.readInt32LE(at + 28);
+      if (fieldCode === NVML_ERROR_NOT_SUPPORTED) return undefined;
+      if (fieldCode !== NVML_SUCCESS) throw await this.error(fieldValues.name, fieldCode);
+      // Another type means the id names another field on this driver: not a duration to trust.
+      if (values.readInt32LE(at + 24) !== NVML_VALUE_TYPE_UNSIGNED_LONG_LONG) return undefined;
+      return values.readBigUInt64LE(at + 32);
+    };
+    return { hwThermalNs: await read(0), hwPowerBrakeNs: await read(1) };
+  }
+
   async ecc(index: number): Promise<EccState> {
     const device = await this.handle(index);
     const [current, pending] = [[0], [0]];
@@ -390,21 +436,12 @@ class KoffiNvml implements Nvml {
     }
     const enabled = modeCode === NVML_SUCCESS && current[0] === NVML_FEATURE_ENABLED;
 
-    let volatileUncorrected: number | undefined;
-    if (enabled) {
-      const count: unknown[] = [0];
-      const code = await this.code(
-        this.fns.totalEccErrors,
-        device,
-        NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-        NVML_VOLATILE_ECC,
-        count,
-      );
-      if (code === NVML_SUCCESS) volatileUncorrected = Number(toBigInt(count[0]));
-      else if (code !== NVML_ERROR_NOT_SUPPORTED) {
-        throw await this.error(this.fns.totalEccErrors.name, code);
-      }
-    }
+    const volatileUncorrected = enabled
+      ? await this.uncorrected(device, NVML_VOLATILE_ECC)
+      : undefined;
+    const aggregateUncorrected = enabled
+      ? await this.uncorrected(device, NVML_AGGREGATE_ECC)
+      : undefined;
 
     const retired = [0];
     const retiredCode = await this.code(this.fns.retiredPagesPending, device, retired);
@@ -414,16 +451,64 @@ class KoffiNvml implements Nvml {
     const retiredPagesPending =
       retiredCode === NVML_SUCCESS ? retired[0] === NVML_FEATURE_ENABLED : undefined;
 
-    return { enabled, volatileUncorrected, retiredPagesPending };
+    return { enabled, volatileUncorrected, aggregateUncorrected, retiredPagesPending };
   }
 
-  async computeProcessCount(index: number): Promise<number> {
+  /** One uncorrected-error counter (nvmlEccCounterType_t); undefined when NOT_SUPPORTED. */
+  private async uncorrected(device: unknown, counter: number): Promise<number | undefined> {
+    const count: unknown[] = [0];
+    const code = await this.code(
+      this.fns.totalEccErrors,
+      device,
+      NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+      counter,
+      count,
+    );
+    if (code === NVML_SUCCESS) return Number(toBigInt(count[0]));
+    if (code === NVML_ERROR_NOT_SUPPORTED) return undefined;
+    throw await this.error(this.fns.totalEccErrors.name, code);
+  }
+
+  /**
+   * In MIG mode NVML gives the whole GPU's processes "only if the caller has appropriate
+   * privileges" (nvml.h, nvmlDeviceGetComputeRunningProcesses_v3), so an answer there, 0 included,
+   * would not show the GPU idle: unknown without asking.
+   */
+  async computeProcessCount(index: number): Promise<ProcessCount> {
+    if (await this.migEnabled(index)) {
+      return {
+        known: false,
+        reason: 'MIG is enabled: NVML lists its processes only to privileged callers',
+      };
+    }
+    const fn = this.fns.computeProcesses;
     const device = await this.handle(index);
     // A size query: count 0 and no buffer. SUCCESS means none run; INSUFFICIENT_SIZE says how many.
     const count = [0];
-    const code = await this.code(this.fns.computeProcesses, device, count, null);
-    if (code === NVML_SUCCESS || code === NVML_ERROR_INSUFFICIENT_SIZE) return count[0] ?? 0;
-    throw await this.error(this.fns.computeProcesses.name, code);
+    const code = await this.code(fn, device, count, null);
+    if (code === NVML_SUCCESS || code === NVML_ERROR_INSUFFICIENT_SIZE) {
+      return { known: true, count: count[0] ?? 0 };
+    }
+    if (code === NVML_ERROR_NO_PERMISSION) {
+      return { known: false, reason: (await this.error(fn.name, code)).message };
+    }
+    throw await this.error(fn.name, code);
+  }
+
+  /** The lowest node of the GPU's ideal memory affinity (NVML_AFFINITY_SCOPE_NODE). */
+  async numaNode(index: number): Promise<number | undefined> {
+    const fn = this.fns.memoryAffinity;
+    const device = await this.handle(index);
+    if (fn === undefined) return undefined;
+    const mask = Buffer.alloc(NODE_MASK_WORDS * 8);
+    const code = await this.code(fn, device, NODE_MASK_WORDS, mask, NVML_AFFINITY_SCOPE_NODE);
+    if (code === NVML_ERROR_NOT_SUPPORTED) return undefined;
+    if (code !== NVML_SUCCESS) throw await this.error(fn.name, code);
+    for (let word = 0; word < NODE_MASK_WORDS; word++) {
+      const bits = mask.readBigUInt64LE(word * 8);
+      for (let bit = 0; bit < 64; bit++) if ((bits >> BigInt(bit)) & 1n) return word * 64 + bit;
+    }
+    return undefined;
   }
 
   async migEnabled(index: number): Promise<boolean> {
@@ -437,6 +522,22 @@ class KoffiNvml implements Nvml {
     return current[0] === NVML_FEATURE_ENABLED;
   }
 
+  listenXidEvents(): Promise<ReadonlyMap<number, string>> {
+    const listening = this.listenXid();
+    this.waiting = listening;
+    return listening;
+  }
+
+  private async listenXid(): Promise<ReadonlyMap<number, string>> {
+    if (this.eventSet === undefined) {
+      await this.createXidSet();
+    } else if (this.xidNotListening.size > 0) {
+      const spoiled = await this.registerXid(this.eventSet, [...this.xidNotListening.keys()]);
+      if (spoiled !== undefined) await this.recreateXidSet();
+    }
+    return new Map(this.xidNotListening);
+  }
+
   waitXidEvents(timeoutMs: number): Promise<readonly XidEvent[]> {
     const waiting = this.waitXid(timeoutMs);
     this.waiting = waiting;
@@ -444,12 +545,20 @@ class KoffiNvml implements Nvml {
   }
 
   private async waitXid(timeoutMs: number): Promise<readonly XidEvent[]> {
-    const set = this.eventSet ?? (await this.registerXidEvents());
+    if (this.eventSet === undefined) await this.createXidSet();
+    const set = this.eventSet;
     const timeout = Number.isFinite(timeoutMs)
       ? Math.min(Math.max(Math.round(timeoutMs), 0), 0xffffffff)
       : 0;
     const events: XidEvent[] = [];
-    const first = await this.nextEvent(set, timeout);
+    const first = await this.nextEvent(set, timeout).catch(async (error: unknown) => {
+      // nvml.h gives UNKNOWN no remedy on the wait, but says of registration that a set answering
+      // it "is in undefined state and should be freed": waiting on it again could fail forever.
+      if (error instanceof NvmlError && error.code === NVML_ERROR_UNKNOWN) {
+        await this.recreateXidSet().catch(() => undefined); // the next listen tries again
+      }
+      throw error;
+    });
     if (first === undefined) return events;
     this.collect(first, events);
     // Whatever else is already queued comes in the same answer.
@@ -466,33 +575,80 @@ class KoffiNvml implements Nvml {
     return events;
   }
 
-  /** Creates the event set and registers every GPU for XID critical errors. */
-  private async registerXidEvents(): Promise<unknown> {
-    const out: unknown[] = [null];
-    await this.call(this.fns.eventSetCreate, out);
-    const set = out[0];
-    try {
-      const count = await this.deviceCount();
-      for (let index = 0; index < count; index++) {
-        const device = await this.handle(index).catch(() => undefined);
-        if (device === undefined) continue;
-        const code = await this.code(
-          this.fns.registerEvents,
-          device,
-          EVENT_TYPE_XID_CRITICAL_ERROR,
-          set,
-        );
-        // A GPU that cannot register (NOT_SUPPORTED, lost) leaves the set usable for the others.
-        if (code !== NVML_SUCCESS) continue;
-        this.eventDevices.set(address(device), index);
-      }
-    } catch (error) {
+  /**
+   * A new event set with every GPU registered that will register. A GPU whose registration answers
+   * UNKNOWN spoils the set (nvml.h: "should be freed"), so the set is built again without it.
+   */
+  private async createXidSet(): Promise<void> {
+    let left: number[] | undefined;
+    this.xidNotListening.clear();
+    for (;;) {
+      const out: unknown[] = [null];
+      await this.call(this.fns.eventSetCreate, out);
+      const set = out[0];
       this.eventDevices.clear();
-      await this.code(this.fns.eventSetFree, set).catch(() => undefined);
-      throw error;
+      let spoiled: number | undefined;
+      try {
+        left ??= Array.from({ length: await this.deviceCount() }, (_, index) => index);
+        spoiled = await this.registerXid(set, left);
+      } catch (error) {
+        await this.freeXidSet(set);
+        throw error;
+      }
+      if (spoiled === undefined) {
+        this.eventSet = set;
+        return;
+      }
+      await this.freeXidSet(set);
+      left.splice(left.indexOf(spoiled), 1);
     }
-    this.eventSet = set;
-    return set;
+  }
+
+  /**
+   * Registers `indexes` on `set` for XID critical errors, noting each GPU as listening or not (and
+   * why); stops at the first GPU that answers UNKNOWN and returns its index.
+   */
+  private async registerXid(set: unknown, indexes: readonly number[]): Promise<number | undefined> {
+    for (const index of indexes) {
+      let device: unknown;
+      try {
+        device = await this.handle(index);
+      } catch (error) {
+        this.xidNotListening.set(index, message(error));
+        continue;
+      }
+      const code = await this.code(
+        this.fns.registerEvents,
+        device,
+        EVENT_TYPE_XID_CRITICAL_ERROR,
+        set,
+      );
+      if (code === NVML_SUCCESS) {
+        this.eventDevices.set(address(device), index);
+        this.xidNotListening.delete(index);
+        continue;
+      }
+      // NOT_SUPPORTED, GPU_IS_LOST and the like leave the set usable for the other GPUs.
+      this.xidNotListening.set(
+        index,
+        (await this.error(this.fns.registerEvents.name, code)).message,
+      );
+      if (code === NVML_ERROR_UNKNOWN) return index;
+    }
+    return undefined;
+  }
+
+  private async recreateXidSet(): Promise<void> {
+    const set = this.eventSet;
+    this.eventSet = undefined;
+    this.eventDevices.clear();
+    if (set !== undefined) await this.freeXidSet(set);
+    await this.createXidSet();
+  }
+
+  /** Frees a set whatever nvmlEventSetFree answers: the set is given up either way. */
+  private async freeXidSet(set: unknown): Promise<void> {
+    await this.code(this.fns.eventSetFree, set).catch(() => undefined);
   }
 
   /** One event, or undefined when none came within timeoutMs. */
@@ -535,6 +691,33 @@ class KoffiNvml implements Nvml {
     this.handles.clear();
     await this.call(this.fns.shutdown);
   }
+}
+
+/**
+ * nvmlFieldValue_t: fieldId (u32) at 0, scopeId (u32) 4, timestamp (i64) 8, latencyUsec (i64) 16,
+ * valueType (enum) 24, nvmlReturn 28, value (an 8-byte union) 32.
+ */
+const FIELD_VALUE_BYTES = 40;
+const NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3;
+
+export interface SlowdownFieldIds {
+  readonly hwThermal: number;
+  readonly hwPowerBrake: number;
+}
+
+/**
+ * NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN and _HW_POWER_BRAKE_SLOWDOWN as the driver of
+ * this version numbers them. They first appear in nvml.h 12.9 (R575) as 252 and 253, and nvidia-smi
+ * 580.65.06 asks for 251-253 (NVIDIA/k8s-test-infra pkg/gpu/mocknvml/engine/throttle_counters.go);
+ * nvml.h 13.1.2 (CUDA 13.1, driver R590) renumbered them 270 and 271 and gave 251-253 to power
+ * smoothing settings. Undefined before R575 and for a version that does not parse.
+ */
+export function slowdownFieldIds(driverVersion: string): SlowdownFieldIds | undefined {
+  const major = Number(/^(\d+)\./.exec(driverVersion)?.[1]);
+  if (!Number.isInteger(major) || major < 575) return undefined;
+  return major >= 590
+    ? { hwThermal: 270, hwPowerBrake: 271 }
+    : { hwThermal: 252, hwPowerBrake: 253 };
 }
 
 /** nvmlErrorString(code), itself called off the event loop. */

@@ -35,11 +35,33 @@ export interface RemappedRows {
 export interface EccState {
   /** ECC mode currently enabled. */
   readonly enabled: boolean;
-  /** Uncorrected (double-bit) errors since the driver loaded; undefined when ECC is off or unsupported. */
+  /**
+   * Uncorrected (double-bit) errors since the driver loaded (NVML_VOLATILE_ECC); undefined when ECC
+   * is off or unsupported. Without persistence mode the driver unloads when its last client ends,
+   * so this count starts again at every compute application (nvml.h, nvmlEccCounterType_t).
+   */
   readonly volatileUncorrected: number | undefined;
+  /** Uncorrected errors over the GPU's lifetime (NVML_AGGREGATE_ECC); undefined as above. */
+  readonly aggregateUncorrected: number | undefined;
   /** Pages waiting to be retired at the next reset; undefined when unsupported (Ampere and newer). */
   readonly retiredPagesPending: boolean | undefined;
 }
+
+/**
+ * Time the GPU has spent in a hardware slowdown since the driver loaded, in nanoseconds
+ * (nvmlDeviceGetFieldValues, NVML_FI_DEV_CLOCKS_EVENT_REASON_*). Each is undefined where the driver
+ * does not have the field (NOT_SUPPORTED, or a driver before R575). hw_slowdown (0x8) itself has
+ * no such counter.
+ */
+export interface SlowdownDurations {
+  readonly hwThermalNs: bigint | undefined;
+  readonly hwPowerBrakeNs: bigint | undefined;
+}
+
+/** How many compute processes a GPU runs, or why that is not known. */
+export type ProcessCount =
+  | { readonly known: true; readonly count: number }
+  | { readonly known: false; readonly reason: string };
 
 export interface XidEvent {
   readonly gpuIndex: number;
@@ -58,14 +80,31 @@ export interface Nvml {
    * nvmlDeviceGetCurrentClocksThrottleReasons, same bits, on drivers before R535.
    */
   clockEventReasons(index: number): Promise<bigint>;
+  /** The accumulated slowdown durations, under the field ids this driver's version uses. */
+  slowdownDurations(index: number): Promise<SlowdownDurations>;
   ecc(index: number): Promise<EccState>;
-  /** Number of compute processes on the GPU (host PIDs, so only the count is meaningful in a pod). */
-  computeProcessCount(index: number): Promise<number>;
+  /**
+   * Compute processes on the GPU (host PIDs, so only the count is meaningful in a pod), or unknown:
+   * in MIG mode, or when NVML answers NO_PERMISSION. Rejects only for other NVML errors.
+   */
+  computeProcessCount(index: number): Promise<ProcessCount>;
+  /**
+   * The host NUMA node nearest the GPU (nvmlDeviceGetMemoryAffinity), where its pinned host buffers
+   * belong; undefined when NVML cannot say (NOT_SUPPORTED, or no node in the answer).
+   */
+  numaNode(index: number): Promise<number | undefined>;
   /** MIG mode currently enabled; false when the GPU does not support MIG. */
   migEnabled(index: number): Promise<boolean>;
   /**
-   * Waits up to timeoutMs for XID critical-error events of every GPU, registering for them on the
-   * first call; resolves [] when none came. Not to be called concurrently with itself.
+   * Creates the XID event set when there is none, and registers for XID critical errors every GPU
+   * not yet registered on it; resolves the GPUs still not registered, by NVML index, each with the
+   * NVML error that kept it out. Calling it again retries those GPUs. Not concurrent with the wait.
+   */
+  listenXidEvents(): Promise<ReadonlyMap<number, string>>;
+  /**
+   * Waits up to timeoutMs for XID critical-error events of the registered GPUs (listenXidEvents
+   * first when there is no event set); resolves [] when none came. Not to be called concurrently
+   * with itself. On NVML_ERROR_UNKNOWN the event set is freed and created again before it rejects.
    */
   waitXidEvents(timeoutMs: number): Promise<readonly XidEvent[]>;
   /** Frees the event set and shuts NVML down. */
@@ -92,19 +131,33 @@ export class NvmlError extends Error {
 
 export type CopyDirection = 'h2d' | 'd2h';
 
+/** Where a copy's pinned host buffer lay. */
+export type HostPlacement =
+  | { readonly bound: true; readonly node: number }
+  | { readonly bound: false; readonly node: number | undefined; readonly reason: string };
+
+export interface CopyResult {
+  readonly gbps: number;
+  readonly placement: HostPlacement;
+}
+
 /** The CUDA probe library (cuda/), one call per whole measurement. Methods reject with CudaError. */
 export interface CudaProbe {
   /** Devices CUDA sees; 0 when there is no driver or no device (CUDA errors 35 and 100). */
   deviceCount(): Promise<number>;
   /** "0000:06:00.0" (CUDA's 4-hex-digit domain), to match CUDA ordinals with NVML indexes. */
   pciBusId(device: number): Promise<string>;
-  /** Pinned host memory to or from the device: GB/s (10^9 bytes per second). */
+  /**
+   * Pinned host memory to or from the device: GB/s (10^9 bytes per second). With `numaNode`, the
+   * host buffer is bound to that NUMA node when the kernel and CUDA allow it; `placement` says.
+   */
   copyBandwidth(
     device: number,
     direction: CopyDirection,
     bytes: number,
     repetitions: number,
-  ): Promise<number>;
+    numaNode?: number,
+  ): Promise<CopyResult>;
   /** Device-to-device copy through HBM: GB/s counting bytes read plus bytes written. */
   hbmBandwidth(device: number, bytes: number, repetitions: number): Promise<number>;
   /** Writes and checks patterns over `fraction` of free device memory. */

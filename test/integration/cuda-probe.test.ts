@@ -35,6 +35,10 @@ const native = {
   liveAllocations: runtime.func('int fakecuda_live_allocations(void)'),
   liveEvents: runtime.func('int fakecuda_live_events(void)'),
   launches: runtime.func('unsigned long long fakecuda_launches(const char *kernel)'),
+  setUnavailable: runtime.func('int fakecuda_set_unavailable(int device, int on)'),
+  callsOn: runtime.func('int fakecuda_calls_on(const char *function, int device)'),
+  contexts: runtime.func('int fakecuda_contexts(int device)'),
+  liveContexts: runtime.func('int fakecuda_live_contexts(void)'),
 };
 
 /** Calls a control that returns 0 on success, failing the test otherwise. */
@@ -49,6 +53,8 @@ const setBandwidth = (device: number, direction: number, gbps: number): void =>
 const setTflops = (device: number, precision: number, tflops: number): void =>
   control(native.setTflops, device, precision, tflops);
 const launches = (kernel: string): number => Number(native.launches(kernel));
+/** Calls the fake's log has of `fn` (null: any runtime function) touching `device`. */
+const callsOn = (fn: string | null, device: number): number => Number(native.callsOn(fn, device));
 
 /** Nothing the probe allocated or created outlives a call. */
 function expectNothingLeft(): void {
@@ -89,6 +95,107 @@ describe('context lifetime', () => {
     await probe.flops(2, 32);
     expect(native.resets(2)).toBe(4);
     expect(native.resets(3)).toBe(0);
+    expect(Number(native.contexts(2))).toBe(4);
+    expect(Number(native.liveContexts())).toBe(0);
+  });
+
+  test('counting devices and reading bus ids creates no context and sets no device', async () => {
+    const count = await probe.deviceCount();
+    for (let device = 0; device < count; device++) await probe.pciBusId(device);
+    expect(Number(native.liveContexts())).toBe(0);
+    for (let device = 0; device < count; device++) {
+      expect(Number(native.contexts(device))).toBe(0);
+      expect(callsOn(null, device)).toBe(1);
+      expect(callsOn('cudaDeviceGetPCIBusId', device)).toBe(1);
+    }
+  });
+
+  const measurements: [string, () => Promise<unknown>][] = [
+    ['copyBandwidth', () => probe.copyBandwidth(3, 'h2d', MiB, 2, 0)],
+    ['hbmBandwidth', () => probe.hbmBandwidth(3, MiB, 2)],
+    ['memoryPattern', () => probe.memoryPattern(3, 0.1)],
+    ['flops', () => probe.flops(3, 64)],
+  ];
+
+  test.each(measurements)(
+    '%s on a GPU another process holds (error 46) resets no device and leaves no context',
+    async (_, measure) => {
+      control(native.setUnavailable, 3, 1);
+      const error = await rejection(measure());
+      expect([error.code, error.description]).toStrictEqual([
+        46,
+        'CUDA-capable device(s) is/are busy or unavailable',
+      ]);
+      // cudaSetDevice failed, so the thread's current device is another GPU (0 on a fresh
+      // thread): a reset there would create and destroy a context on someone else's GPU.
+      for (let device = 0; device < 8; device++) {
+        expect(native.resets(device)).toBe(0);
+        expect(Number(native.contexts(device))).toBe(0);
+      }
+      expect(callsOn(null, 3)).toBe(1);
+      expect(callsOn('cudaSetDevice', 3)).toBe(1);
+      expectNothingLeft();
+    },
+  );
+});
+
+describe('NUMA placement of the pinned host buffer', () => {
+  test('no node: cudaMallocHost, and the placement says why', async () => {
+    const { gbps, placement } = await probe.copyBandwidth(1, 'h2d', 2 * MiB, 2);
+    expectFigure(gbps, 54.6);
+    expect(placement).toStrictEqual({
+      bound: false,
+      node: undefined,
+      reason: 'no NUMA node known for this GPU',
+    });
+    expect(callsOn('cudaMallocHost', 1)).toBe(1);
+    expect(callsOn('cudaHostRegister', 1)).toBe(0);
+    expectNothingLeft();
+  });
+
+  test('node 0: mbind, touch and cudaHostRegister, or cudaMallocHost where the kernel refuses', async () => {
+    const { gbps, placement } = await probe.copyBandwidth(1, 'd2h', 2 * MiB, 2, 0);
+    expectFigure(gbps, 55.1);
+    // Docker's default seccomp profile allows mbind only with CAP_SYS_NICE: EPERM without it.
+    if (placement.bound) {
+      expect(placement).toStrictEqual({ bound: true, node: 0 });
+      expect(callsOn('cudaHostRegister', 1)).toBe(1);
+      expect(callsOn('cudaHostUnregister', 1)).toBe(1);
+      expect(callsOn('cudaMallocHost', 1)).toBe(0);
+    } else {
+      expect(placement).toStrictEqual({
+        bound: false,
+        node: 0,
+        reason: 'mbind to node 0 refused (EPERM)',
+      });
+      expect(callsOn('cudaMallocHost', 1)).toBe(1);
+    }
+    expectNothingLeft();
+  });
+
+  test('a node this host lacks: EINVAL from mbind, and the copy still runs from cudaMallocHost', async () => {
+    const { gbps, placement } = await probe.copyBandwidth(2, 'h2d', 2 * MiB, 2, 1000);
+    expectFigure(gbps, 54.6);
+    expect(placement.bound).toBe(false);
+    expect(placement.node).toBe(1000);
+    expect(placement.bound ? '' : placement.reason).toMatch(
+      /^mbind to node 1000 refused \((EINVAL|EPERM)\)$/,
+    );
+    expect(callsOn('cudaHostRegister', 2)).toBe(0);
+    expect(callsOn('cudaMallocHost', 2)).toBe(1);
+    expectNothingLeft();
+  });
+
+  test('a registration CUDA refuses falls back to cudaMallocHost and names the CUDA error', async () => {
+    control(native.fail, 'cudaHostRegister', 801);
+    const { gbps, placement } = await probe.copyBandwidth(0, 'h2d', 2 * MiB, 2, 0);
+    expectFigure(gbps, 54.6);
+    expect(placement.bound).toBe(false);
+    expect(placement.bound ? '' : placement.reason).toMatch(
+      /^(cudaHostRegister refused \(CUDA error 801\)|mbind to node 0 refused \(EPERM\))$/,
+    );
+    expect(callsOn('cudaMallocHost', 0)).toBe(1);
+    expectNothingLeft();
   });
 });
 
@@ -183,26 +290,26 @@ describe('pciBusId', () => {
 describe('copyBandwidth', () => {
   test('host to device gives the configured GB/s', async () => {
     setBandwidth(0, H2D, 25.3);
-    expectFigure(await probe.copyBandwidth(0, 'h2d', 8 * MiB, 5), 25.3);
+    expectFigure((await probe.copyBandwidth(0, 'h2d', 8 * MiB, 5)).gbps, 25.3);
     expectNothingLeft();
   });
 
   test('device to host gives the configured GB/s', async () => {
     setBandwidth(0, D2H, 26.9);
-    expectFigure(await probe.copyBandwidth(0, 'd2h', 8 * MiB, 5), 26.9);
+    expectFigure((await probe.copyBandwidth(0, 'd2h', 8 * MiB, 5)).gbps, 26.9);
     expectNothingLeft();
   });
 
   test('the two directions are measured separately', async () => {
     setBandwidth(1, H2D, 12.5);
     setBandwidth(1, D2H, 50.0);
-    expectFigure(await probe.copyBandwidth(1, 'h2d', 4 * MiB, 3), 12.5);
-    expectFigure(await probe.copyBandwidth(1, 'd2h', 4 * MiB, 3), 50.0);
+    expectFigure((await probe.copyBandwidth(1, 'h2d', 4 * MiB, 3)).gbps, 12.5);
+    expectFigure((await probe.copyBandwidth(1, 'd2h', 4 * MiB, 3)).gbps, 50.0);
   });
 
   test('the defaults are the H200 capture figures', async () => {
-    expectFigure(await probe.copyBandwidth(0, 'h2d', 4 * MiB, 2), 54.6);
-    expectFigure(await probe.copyBandwidth(0, 'd2h', 4 * MiB, 2), 55.1);
+    expectFigure((await probe.copyBandwidth(0, 'h2d', 4 * MiB, 2)).gbps, 54.6);
+    expectFigure((await probe.copyBandwidth(0, 'd2h', 4 * MiB, 2)).gbps, 55.1);
   });
 
   test('each device gives its own figure, also when all are measured at once', async () => {
@@ -211,7 +318,7 @@ describe('copyBandwidth', () => {
     const measured = await Promise.all(
       configured.map((_, device) => probe.copyBandwidth(device, 'h2d', 2 * MiB, 4)),
     );
-    measured.forEach((gbps, device) => expectFigure(gbps, configured[device] ?? NaN));
+    measured.forEach(({ gbps }, device) => expectFigure(gbps, configured[device] ?? NaN));
     expectNothingLeft();
   });
 
@@ -226,7 +333,7 @@ describe('copyBandwidth', () => {
       }, 20),
     );
     const started = performance.now();
-    const measurement = probe.copyBandwidth(0, 'h2d', MiB, 2).then((gbps) => {
+    const measurement = probe.copyBandwidth(0, 'h2d', MiB, 2).then(({ gbps }) => {
       order.push('measurement');
       return gbps;
     });
@@ -278,6 +385,8 @@ describe('copyBandwidth', () => {
       () => probe.copyBandwidth(0, 'h2d', MiB, 0),
       () => probe.copyBandwidth(-1, 'h2d', MiB, 1),
       () => probe.copyBandwidth(0.5, 'd2h', MiB, 1),
+      () => probe.copyBandwidth(0, 'd2h', MiB, 1, -1),
+      () => probe.copyBandwidth(0, 'd2h', MiB, 1, 1.5),
     ]) {
       const error = await rejection(call());
       expect([error.fn, error.code, error.description]).toStrictEqual([
@@ -432,11 +541,11 @@ describe('FAKE_CUDA_SCENARIO', () => {
     import koffi from 'koffi';
     const lib = koffi.load(process.argv[1]);
     const count = lib.func('int ap_device_count(_Out_ int *count)');
-    const copy = lib.func('int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, _Out_ double *gbps)');
+    const copy = lib.func('int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, int numa_node, _Out_ double *gbps, _Out_ int *placement, _Out_ int *placement_error)');
     const pattern = lib.func('int ap_memory_pattern(int device, double fraction, _Out_ unsigned long long *m, _Out_ unsigned long long *b)');
     const flops = lib.func('int ap_flops(int device, int precision, _Out_ double *tflops)');
     const n = [0], h2d = [0], unused = [0], m = [0], b = [0], t = [0];
-    const codes = [count(n), copy(1, 0, 1 << 20, 2, h2d), copy(2, 0, 1 << 20, 2, unused),
+    const codes = [count(n), copy(1, 0, 1 << 20, 2, -1, h2d, [0], [0]), copy(2, 0, 1 << 20, 2, -1, unused, [0], [0]),
                    pattern(0, 0.01, m, b), flops(1, 64, t)];
     console.log(JSON.stringify({ codes, devices: n[0], h2d: h2d[0], mismatches: Number(m[0]), tflops64: t[0] }));
   `;

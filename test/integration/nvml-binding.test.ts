@@ -137,7 +137,7 @@ describe('a healthy node', () => {
     expect(await nvml.remappedRows(0)).toEqual(HEALTHY_ROWS);
     expect(await nvml.clockEventReasons(0)).toBe(0x1n); // GPU idle, as on the idle H200 capture
     expect(await nvml.ecc(0)).toEqual(HEALTHY_ECC);
-    expect(await nvml.computeProcessCount(0)).toBe(0);
+    expect(await nvml.computeProcessCount(0)).toEqual({ known: true, count: 0 });
     expect(await nvml.migEnabled(0)).toBe(false);
     expect(await nvml.waitXidEvents(30)).toEqual([]);
   });
@@ -299,11 +299,48 @@ describe('the scenario grammar', () => {
     expect(await nvml.pcieLink(4)).toEqual(GEN5_X16);
   });
 
-  test('procs=I:N is the size the process query asks for', async () => {
+  test('procs=I:N is the size the process query asks for, through _v3', async () => {
     apply('procs=6:3');
     const nvml = await open();
-    expect(await nvml.computeProcessCount(6)).toBe(3);
-    expect(await nvml.computeProcessCount(5)).toBe(0);
+    expect(await nvml.computeProcessCount(6)).toEqual({ known: true, count: 3 });
+    expect(await nvml.computeProcessCount(5)).toEqual({ known: true, count: 0 });
+    expect(calls('nvmlDeviceGetComputeRunningProcesses_v3')).toBe(2);
+    expect(calls('nvmlDeviceGetComputeRunningProcesses_v2')).toBe(0);
+  });
+
+  test('MIG mode makes the count unknown without asking for it', async () => {
+    apply('mig=2;procs=2:1');
+    const nvml = await open();
+    expect(await nvml.computeProcessCount(2)).toEqual({
+      known: false,
+      reason: 'MIG is enabled: NVML lists its processes only to privileged callers',
+    });
+    expect(calls('nvmlDeviceGetComputeRunningProcesses_v3')).toBe(0);
+  });
+
+  test('NO_PERMISSION makes the count unknown, with the reason; other errors reject', async () => {
+    apply('fail=nvmlDeviceGetComputeRunningProcesses_v3:4');
+    const nvml = await open();
+    expect(await nvml.computeProcessCount(0)).toEqual({
+      known: false,
+      reason: 'nvmlDeviceGetComputeRunningProcesses_v3: Insufficient Permissions (4)',
+    });
+    apply('fail=nvmlDeviceGetComputeRunningProcesses_v3:15');
+    const lost = await nvmlError(nvml.computeProcessCount(0));
+    expect([lost.fn, lost.code]).toEqual(['nvmlDeviceGetComputeRunningProcesses_v3', 15]);
+  });
+
+  test('the NUMA node is the lowest of the memory affinity; NOT_SUPPORTED gives none', async () => {
+    apply('numa=6:3');
+    const nvml = await open();
+    expect(await nvml.numaNode(0)).toBe(0);
+    expect(await nvml.numaNode(5)).toBe(1);
+    expect(await nvml.numaNode(6)).toBe(3);
+    expect(fakeApply('numa=7:70')).toBe(-1);
+    apply('fail=nvmlDeviceGetMemoryAffinity:999');
+    expect((await nvmlError(nvml.numaNode(6))).fn).toBe('nvmlDeviceGetMemoryAffinity');
+    apply('notsupported=nvmlDeviceGetMemoryAffinity'); // answered before any fail= rule
+    expect(await nvml.numaNode(6)).toBeUndefined();
   });
 
   test('mig=I: MIG on, and remapped rows NOT_SUPPORTED there', async () => {
@@ -330,7 +367,7 @@ describe('the scenario grammar', () => {
     apply(' gpus=4 ; procs=1:2;;dbe=0:1 ');
     const nvml = await open();
     expect(await nvml.devices()).toHaveLength(4);
-    expect(await nvml.computeProcessCount(1)).toBe(2);
+    expect(await nvml.computeProcessCount(1)).toEqual({ known: true, count: 2 });
     expect((await nvml.ecc(0)).volatileUncorrected).toBe(1);
   });
 

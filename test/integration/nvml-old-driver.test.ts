@@ -1,7 +1,7 @@
 /**
  * The koffi NVML binding against the fake's old-driver build (build/fakes/nvml-old, compiled with
- * -DFAKE_OLD_DRIVER): no nvmlDeviceGetCurrentClocksEventReasons (before R535) and no
- * nvmlDeviceGetMigMode. Both fakes share the soname libnvidia-ml.so.1, but dlopen tells libraries
+ * -DFAKE_OLD_DRIVER): no nvmlDeviceGetCurrentClocksEventReasons (before R535), no
+ * nvmlDeviceGetMigMode, and no nvmlDeviceGetComputeRunningProcesses_v3 (before R510). Both fakes share the soname libnvidia-ml.so.1, but dlopen tells libraries
  * loaded by absolute path apart by file, so the two load side by side, each with its own state;
  * the last test shows it.
  */
@@ -88,6 +88,22 @@ describe('an NVML from before R535', () => {
       fn: 'nvmlDeviceGetCurrentClocksThrottleReasons',
       code: 3,
       description: 'Not Supported',
+    });
+  });
+
+  test('really lacks nvmlDeviceGetComputeRunningProcesses_v3, and counts through _v2', async () => {
+    expect(() =>
+      control.func('int nvmlDeviceGetComputeRunningProcesses_v3(void *h, void *n, void *i)'),
+    ).toThrow(/Cannot find function/);
+    apply('procs=3:2');
+    const nvml = await open();
+    expect(await nvml.computeProcessCount(3)).toEqual({ known: true, count: 2 });
+    expect(await nvml.computeProcessCount(0)).toEqual({ known: true, count: 0 });
+    expect(calls('nvmlDeviceGetComputeRunningProcesses_v2')).toBe(2);
+    apply('fail=nvmlDeviceGetComputeRunningProcesses_v2:4');
+    expect(await nvml.computeProcessCount(3)).toEqual({
+      known: false,
+      reason: 'nvmlDeviceGetComputeRunningProcesses_v2: Insufficient Permissions (4)',
     });
   });
 

@@ -62,11 +62,26 @@
  *   int  fakecuda_live_allocations(void)               device + pinned host allocations not freed
  *   int  fakecuda_live_events(void)                    events not destroyed
  *   unsigned long long fakecuda_launches(const char *kernel)   launches since reset
+ *   int  fakecuda_set_unavailable(int device, int on) cudaSetDevice(device) answers 46
+ *                                                      (cudaErrorDevicesUnavailable), as for a GPU
+ *                                                      in EXCLUSIVE_PROCESS mode that another
+ *                                                      process holds (cudaSetDevice's docs)
+ *   int  fakecuda_calls_on(const char *function, int device)
+ *        the call log: calls since reset of `function` (NULL: any runtime function) that
+ *        touched `device`: the ordinal it named (cudaSetDevice, cudaDeviceGetPCIBusId,
+ *        cudaDeviceGetAttribute) or, for calls that work in a context, the calling thread's
+ *        current device. cudaGetDeviceCount touches none (-1). The error and version queries
+ *        are not logged.
+ *   int  fakecuda_contexts(int device)                 primary contexts created on the device since
+ *                                                      reset: the first call that needs a context
+ *                                                      creates one (cudaSetDevice does, CUDA 12 and
+ *                                                      later), cudaDeviceReset destroys it
+ *   int  fakecuda_live_contexts(void)                  primary contexts alive now
  *
  * Separate processes (an exporter started by an end-to-end test) can be configured with the
  * environment variable FAKE_CUDA_SCENARIO, read once at the first call into this library:
  *   devices=N;error=CODE;hang=MS;h2d=I:GBPS;d2h=I:GBPS;d2d=I:GBPS;corrupt=I:WORDS;
- *   tflops32=I:T;tflops64=I:T;memory=I:BYTES
+ *   tflops32=I:T;tflops64=I:T;memory=I:BYTES;unavailable=I
  * where I is a device index or * for every device. fakecuda_reset returns to the defaults, not
  * to the scenario.
  */
@@ -120,6 +135,10 @@ int fakecuda_live_allocations(void);
 int fakecuda_resets(int device);
 int fakecuda_live_events(void);
 unsigned long long fakecuda_launches(const char *kernel);
+int fakecuda_set_unavailable(int device, int on);
+int fakecuda_calls_on(const char *function, int device);
+int fakecuda_contexts(int device);
+int fakecuda_live_contexts(void);
 
 /* ---------------------------------------------------------------------------------------------
  * State
@@ -150,7 +169,13 @@ struct failure {
 struct allocation {
   char *p;
   size_t n;
-  int device; /* -1: pinned host memory */
+  int device; /* -1: pinned host memory (cudaMallocHost), -2: registered host memory */
+};
+
+#define FAKE_MAX_LOG 8192
+struct logged_call {
+  const char *function; /* a string literal: __func__ */
+  int device;
 };
 
 #define EVENT_MAGIC 0x45564e54u
@@ -172,6 +197,11 @@ static struct {
   double clock[FAKE_MAX_DEVICES];
   struct failure failures[FAKE_MAX_FAILURES];
   int live_events;
+  int unavailable[FAKE_MAX_DEVICES];
+  int context_live[FAKE_MAX_DEVICES];
+  int contexts_created[FAKE_MAX_DEVICES];
+  struct logged_call log[FAKE_MAX_LOG];
+  int nlog;
 } S;
 
 static struct allocation *allocs;
@@ -211,6 +241,10 @@ static void defaults_locked(void) {
     S.dev[i].corrupt_pending = 0;
   }
   memset(S.failures, 0, sizeof S.failures);
+  memset(S.unavailable, 0, sizeof S.unavailable);
+  memset(S.context_live, 0, sizeof S.context_live);
+  memset(S.contexts_created, 0, sizeof S.contexts_created);
+  S.nlog = 0;
   for (int i = 0; i < FAKE_MAX_KERNELS; ++i) kernels[i].launches = 0;
 }
 
@@ -226,6 +260,12 @@ static int device_arg_ok(int device) { return device >= -1 && device < FAKE_MAX_
 
 static void scenario_item(const char *key, const char *value) {
   char *end = NULL;
+  if (strcmp(key, "unavailable") == 0) {
+    long n = strtol(value, &end, 10);
+    if (end == value || *end != '\0' || n < 0 || n >= FAKE_MAX_DEVICES) goto bad;
+    S.unavailable[n] = 1;
+    return;
+  }
   if (strcmp(key, "devices") == 0 || strcmp(key, "error") == 0 || strcmp(key, "hang") == 0) {
     long n = strtol(value, &end, 10);
     if (end == value || *end != '\0') goto bad;
@@ -436,9 +476,68 @@ unsigned long long fakecuda_launches(const char *kernel) {
   return n;
 }
 
+int fakecuda_set_unavailable(int device, int on) {
+  ensure();
+  if (device < 0 || device >= FAKE_MAX_DEVICES) return -1;
+  pthread_mutex_lock(&lock);
+  S.unavailable[device] = on != 0;
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+
+int fakecuda_calls_on(const char *function, int device) {
+  ensure();
+  int n = 0;
+  pthread_mutex_lock(&lock);
+  for (int i = 0; i < S.nlog; ++i) {
+    if (S.log[i].device != device) continue;
+    if (function == NULL || strcmp(S.log[i].function, function) == 0) ++n;
+  }
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+
+int fakecuda_contexts(int device) {
+  ensure();
+  if (device < 0 || device >= FAKE_MAX_DEVICES) return -1;
+  pthread_mutex_lock(&lock);
+  int n = S.contexts_created[device];
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+
+int fakecuda_live_contexts(void) {
+  ensure();
+  int n = 0;
+  pthread_mutex_lock(&lock);
+  for (int i = 0; i < FAKE_MAX_DEVICES; ++i) n += S.context_live[i];
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Helpers
  */
+
+/* Appends to the call log; past FAKE_MAX_LOG entries the log keeps its first ones. */
+static void log_call(const char *function, int device) {
+  pthread_mutex_lock(&lock);
+  if (S.nlog < FAKE_MAX_LOG) S.log[S.nlog++] = (struct logged_call){function, device};
+  pthread_mutex_unlock(&lock);
+}
+
+/* A call that works in the current device's primary context: logs it and creates the context
+ * when there is none (the runtime initialises it at the first call that needs it). */
+static void in_context(const char *function) {
+  int device = current_device;
+  log_call(function, device);
+  pthread_mutex_lock(&lock);
+  if (device >= 0 && device < FAKE_MAX_DEVICES && device < S.devices && !S.context_live[device]) {
+    S.context_live[device] = 1;
+    ++S.contexts_created[device];
+  }
+  pthread_mutex_unlock(&lock);
+}
 
 static cudaError_t fail(cudaError_t code) {
   last_error = code;
@@ -463,6 +562,16 @@ static int injected(const char *function, int global) {
 #define ENTER(global)                                          \
   do {                                                         \
     ensure();                                                  \
+    in_context(__func__);                                      \
+    int injected_ = injected(__func__, (global));              \
+    if (injected_ != 0) return fail((cudaError_t)injected_);   \
+  } while (0)
+
+/* For the calls that name a device ordinal and need no context. */
+#define ENTER_QUERY(global, device)                            \
+  do {                                                         \
+    ensure();                                                  \
+    log_call(__func__, (device));                              \
     int injected_ = injected(__func__, (global));              \
     if (injected_ != 0) return fail((cudaError_t)injected_);   \
   } while (0)
@@ -540,7 +649,7 @@ static int untrack(void *p, int host) {
   int found = 0;
   pthread_mutex_lock(&lock);
   for (size_t i = 0; i < nallocs; ++i) {
-    if (allocs[i].p == p && (allocs[i].device < 0) == host) {
+    if (allocs[i].p == p && (host ? allocs[i].device == -1 : allocs[i].device >= 0)) {
       allocs[i] = allocs[--nallocs];
       found = 1;
       break;
@@ -586,6 +695,7 @@ static unsigned bus_of(int device) {
 
 cudaError_t cudaGetDeviceCount(int *count) {
   ensure();
+  log_call(__func__, -1);
   if (count == NULL) return fail(cudaErrorInvalidValue);
   int code = injected(__func__, 1);
   if (code != 0) {
@@ -600,22 +710,27 @@ cudaError_t cudaGetDeviceCount(int *count) {
 }
 
 cudaError_t cudaSetDevice(int device) {
-  ENTER(1);
+  ENTER_QUERY(1, device);
   cudaError_t e = check_device(device);
   if (e != cudaSuccess) return fail(e);
+  pthread_mutex_lock(&lock);
+  int unavailable = S.unavailable[device];
+  pthread_mutex_unlock(&lock);
+  if (unavailable) return fail(cudaErrorDevicesUnavailable);
   current_device = device;
+  in_context(__func__); /* CUDA 12 and later: cudaSetDevice initialises the primary context */
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int *device) {
-  ENTER(1);
+  ENTER_QUERY(1, current_device);
   if (device == NULL) return fail(cudaErrorInvalidValue);
   *device = current_device;
   return cudaSuccess;
 }
 
 cudaError_t cudaDeviceGetPCIBusId(char *pciBusId, int len, int device) {
-  ENTER(1);
+  ENTER_QUERY(1, device);
   cudaError_t e = check_device(device);
   if (e != cudaSuccess) return fail(e);
   if (pciBusId == NULL || len < 13) return fail(cudaErrorInvalidValue);
@@ -624,7 +739,7 @@ cudaError_t cudaDeviceGetPCIBusId(char *pciBusId, int len, int device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int *value, enum cudaDeviceAttr attr, int device) {
-  ENTER(1);
+  ENTER_QUERY(1, device);
   cudaError_t e = check_device(device);
   if (e != cudaSuccess) return fail(e);
   if (value == NULL) return fail(cudaErrorInvalidValue);
@@ -651,7 +766,10 @@ int fakecuda_resets(int device) {
 }
 
 cudaError_t cudaDeviceReset(void) {
-  ENTER(1);
+  ENTER_QUERY(1, current_device);
+  pthread_mutex_lock(&lock);
+  if (current_device >= 0 && current_device < FAKE_MAX_DEVICES) S.context_live[current_device] = 0;
+  pthread_mutex_unlock(&lock);
   if (current_device >= 0 && current_device < 64) device_resets[current_device]++;
   last_error = cudaSuccess;
   return cudaSuccess;
@@ -692,6 +810,8 @@ const char *cudaGetErrorName(cudaError_t error) {
     case 400: return "cudaErrorInvalidResourceHandle";
     case 600: return "cudaErrorNotReady";
     case 700: return "cudaErrorIllegalAddress";
+    case 712: return "cudaErrorHostMemoryAlreadyRegistered";
+    case 713: return "cudaErrorHostMemoryNotRegistered";
     case 719: return "cudaErrorLaunchFailure";
     case 800: return "cudaErrorNotPermitted";
     case 999: return "cudaErrorUnknown";
@@ -716,6 +836,8 @@ const char *cudaGetErrorString(cudaError_t error) {
     case 400: return "invalid resource handle";
     case 600: return "device not ready";
     case 700: return "an illegal memory access was encountered";
+    case 712: return "part or all of the requested memory range is already mapped";
+    case 713: return "pointer does not correspond to a registered memory region";
     case 719: return "unspecified launch failure";
     case 800: return "operation not permitted";
     case 999: return "unknown error";
@@ -799,6 +921,36 @@ cudaError_t cudaFreeHost(void *ptr) {
   if (!untrack(ptr, 1)) return fail(cudaErrorInvalidValue);
   free(ptr);
   return cudaSuccess;
+}
+
+/* Page-locks nothing: the range is only tracked, so copies and leaks see it as pinned memory. */
+cudaError_t cudaHostRegister(void *ptr, size_t size, unsigned int flags) {
+  ENTER(1);
+  if (ptr == NULL || size == 0 || flags > 0x1f) return fail(cudaErrorInvalidValue);
+  cudaError_t e = check_device(current_device);
+  if (e != cudaSuccess) return fail(e);
+  pthread_mutex_lock(&lock);
+  int overlaps = find_locked(ptr, size) != NULL || find_locked((char *)ptr + size - 1, 1) != NULL;
+  pthread_mutex_unlock(&lock);
+  if (overlaps) return fail(cudaErrorHostMemoryAlreadyRegistered);
+  e = track(ptr, size, -2);
+  return e == cudaSuccess ? cudaSuccess : fail(e);
+}
+
+cudaError_t cudaHostUnregister(void *ptr) {
+  ENTER(0);
+  if (ptr == NULL) return fail(cudaErrorInvalidValue);
+  int found = 0;
+  pthread_mutex_lock(&lock);
+  for (size_t i = 0; i < nallocs; ++i) {
+    if (allocs[i].p == ptr && allocs[i].device == -2) {
+      allocs[i] = allocs[--nallocs];
+      found = 1;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&lock);
+  return found ? cudaSuccess : fail(cudaErrorHostMemoryNotRegistered);
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {

@@ -17,12 +17,33 @@
  *   retirepending=I      pages wait for retirement      noecc=I            ECC mode off
  *   link=I:GxW           current PCIe link GenG xW (the maximum stays Gen5 x16)
  *   procs=I:N            N compute processes            xid=I:CODE[,I:CODE...] queued XID events
+ *   numa=I:N             GPU I's memory affinity is NUMA node N (default: GPUs 0-3 node 0, the
+ *                        others node 1, as on a two-socket HGX board)
  *   xidafter=I:CODE:MS   one XID on GPU I, delivered MS ms after the scenario is applied
  *   hang=FUNCTION:MS     FUNCTION sleeps MS ms first    notsupported=FUNCTION  it returns 3
  *   fail=FUNCTION:CODE   FUNCTION returns CODE (e.g. 999 UNKNOWN, 15 GPU_IS_LOST), after any hang
+ *   failnext=FUNCTION:CODE:N  FUNCTION's next N calls return CODE, later calls answer normally
+ *   registerfail=I:CODE  nvmlDeviceRegisterEvents of GPU I returns CODE (e.g. 15 GPU_IS_LOST,
+ *                        999 UNKNOWN); CODE 0 lets it register again
+ *   aggdbe=I:N           N aggregate (lifetime) uncorrected ECC errors, the volatile count unchanged:
+ *                        errors from before the driver last loaded
+ *   hwslowdown=I         reasons 0x8 alone (not idle), on every read
+ *   transient=I:MASK:N   the next N reads of GPU I's clock event reasons return MASK (decimal, e.g.
+ *                        8 for hw_slowdown), later reads its reasons as before: a passing P-state bit
+ *   slowdown=I:KIND:PCT  GPU I's accumulated KIND (hwthermal or powerbrake) slowdown duration grows
+ *                        by PCT % of wall time from when the scenario is applied, whatever its
+ *                        reasons say (a pulsing slowdown that single reads can miss)
+ *   nofields=1           every slowdown-duration field answers NOT_SUPPORTED (drivers before R575)
+ *   driver=VERSION       nvmlSystemGetDriverVersion answers VERSION (default 580.159.04); from 590
+ *                        on, the slowdown-duration field ids follow the CUDA 13.1 header (below)
  * Defaults beyond the above: clock event reasons 0x1 (GPU idle, as the idle H200 capture shows);
  * nvmlDeviceGetRetiredPagesPendingStatus NOT_SUPPORTED (Hopper remaps rows; nvidia-smi shows N/A)
  * unless retirepending=I; nvmlDeviceGetRemappedRows NOT_SUPPORTED on a GPU in MIG mode (nvml.h).
+ * nvmlDeviceGetFieldValues answers the accumulated slowdown durations (nanoseconds, unsigned long
+ * long) under the ids the driver version uses: 251-253 (SW thermal, HW thermal, HW power brake) as
+ * nvml.h 12.9 and 13.0.39 number them and nvidia-smi 580.65.06 asks for them, 269-271 from driver
+ * 590 on, as nvml.h 13.1.2 renumbered them (NVIDIA/go-nvml gen/nvml/nvml.h history); they stay 0
+ * unless slowdown= makes them grow; any other field id answers NOT_SUPPORTED in its own entry.
  * Scenarios are given:
  *   - in another process (an exporter started by a test): the environment variable
  *     FAKE_NVML_SCENARIO, read by the first nvmlInit_v2 after the library loads or after a reset;
@@ -34,7 +55,11 @@
  * mutex; sleeps (hang=, nvmlEventSetWait_v2) happen outside it so other calls keep answering.
  *
  * Built twice by the Makefile: the default build, and one with -DFAKE_OLD_DRIVER that lacks
- * nvmlDeviceGetCurrentClocksEventReasons and nvmlDeviceGetMigMode, like a driver before R535.
+ * nvmlDeviceGetCurrentClocksEventReasons and nvmlDeviceGetMigMode, like a driver before R535, and
+ * nvmlDeviceGetComputeRunningProcesses_v3, like one before R510 (both builds have _v2).
+ *
+ * The process query on a GPU in MIG mode answers NO_PERMISSION: nvml.h gives the whole GPU's
+ * processes there "only if the caller has appropriate privileges", and the fake is unprivileged.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -56,6 +81,7 @@ enum {
     NVML_ERROR_UNINITIALIZED = 1,
     NVML_ERROR_INVALID_ARGUMENT = 2,
     NVML_ERROR_NOT_SUPPORTED = 3,
+    NVML_ERROR_NO_PERMISSION = 4,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_TIMEOUT = 10,
     NVML_ERROR_UNKNOWN = 999,
@@ -91,7 +117,7 @@ _Static_assert(sizeof(nvmlPciInfo_t) == 68, "nvmlPciInfo_t is 68 bytes");
 _Static_assert(sizeof(nvmlProcessInfo_t) == 24, "nvmlProcessInfo_t is 24 bytes");
 _Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t is 32 bytes");
 
-#define DRIVER_VERSION "580.159.04"
+#define DEFAULT_DRIVER_VERSION "580.159.04"
 #define DEFAULT_NAME "NVIDIA H200"
 #define DEFAULT_GPUS 8u
 #define MAX_GPUS 32u
@@ -118,9 +144,16 @@ struct fake_gpu {
     unsigned long long reasons;
     int ecc_enabled;
     unsigned long long dbe_volatile, dbe_aggregate;
+    nvmlReturn_t register_fail;
     int retire_supported, retire_pending;
     unsigned int procs;
+    unsigned int numa_node;
     int mig_enabled;
+    unsigned long long transient_mask;
+    unsigned int transient_reads;
+    /* % of wall time the HW thermal [0] and power brake [1] durations grow by since slowdown_since */
+    unsigned int slowdown_pct[2];
+    unsigned long long slowdown_since;
 };
 
 struct fake_event_set {
@@ -139,6 +172,13 @@ struct fake_event {
 struct rule {
     char fn[FN_LEN];
     unsigned int ms; /* hang rules only */
+};
+
+/* failnext=: the next `left` calls of fn answer `code`. */
+struct countdown {
+    char fn[FN_LEN];
+    nvmlReturn_t code;
+    unsigned long left;
 };
 
 struct counter {
@@ -163,6 +203,23 @@ static struct rule failing[MAX_RULES]; /* ms holds the nvmlReturn_t to answer */
 static unsigned int failing_count;
 static struct counter counters[MAX_COUNTERS];
 static unsigned int counter_count;
+static char driver_version[80];
+static int no_fields;
+
+/* nvml.h nvmlFieldValue_t (x86_64 / aarch64 LP64); the value union is 8 bytes. */
+typedef struct {
+    unsigned int fieldId;
+    unsigned int scopeId;
+    long long timestamp;
+    long long latencyUsec;
+    int valueType;
+    nvmlReturn_t nvmlReturn;
+    unsigned long long value;
+} nvmlFieldValue_t;
+
+_Static_assert(sizeof(nvmlFieldValue_t) == 40, "nvmlFieldValue_t is 40 bytes");
+static struct countdown countdowns[MAX_RULES];
+static unsigned int countdown_count;
 
 /* Bus numbers of an HGX H100/H200 board's eight GPUs; more GPUs get 0xE1, 0xE2, ... */
 static const unsigned int hgx_bus[8] = {0x1b, 0x43, 0x52, 0x61, 0x9d, 0xc3, 0xd1, 0xdf};
@@ -179,6 +236,7 @@ static void default_gpu(unsigned int i) {
     g->reasons = REASON_GPU_IDLE;
     g->ecc_enabled = 1;
     g->retire_supported = 0; /* Hopper retires rows, not pages: nvidia-smi shows N/A */
+    g->numa_node = i < 4 ? 0 : 1;
 }
 
 static void reset_locked(void) {
@@ -193,6 +251,9 @@ static void reset_locked(void) {
     unsupported_count = 0;
     failing_count = 0;
     counter_count = 0;
+    snprintf(driver_version, sizeof driver_version, "%s", DEFAULT_DRIVER_VERSION);
+    no_fields = 0;
+    countdown_count = 0;
 }
 
 __attribute__((constructor)) static void fake_nvml_load(void) { reset_locked(); }
@@ -225,8 +286,8 @@ static void count_call_locked(const char *fn) {
 
 /*
  * Every NVML entry point starts here: counts the call, sleeps for a hang= rule (outside the lock),
- * then answers NOT_SUPPORTED for a notsupported= rule, the code of a fail= rule, or UNINITIALIZED
- * before nvmlInit_v2.
+ * then answers NOT_SUPPORTED for a notsupported= rule, the code of a fail= or failnext= rule, or
+ * UNINITIALIZED before nvmlInit_v2.
  */
 static nvmlReturn_t enter(const char *fn, int needs_init) {
     unsigned int ms = 0;
@@ -240,6 +301,12 @@ static nvmlReturn_t enter(const char *fn, int needs_init) {
         if (strcmp(unsupported[i].fn, fn) == 0) not_supported = 1;
     for (unsigned int i = 0; i < failing_count; i++)
         if (strcmp(failing[i].fn, fn) == 0) fail = (nvmlReturn_t)failing[i].ms;
+    for (unsigned int i = 0; i < countdown_count && fail == NVML_SUCCESS; i++) {
+        if (strcmp(countdowns[i].fn, fn) == 0 && countdowns[i].left > 0) {
+            countdowns[i].left--;
+            fail = countdowns[i].code;
+        }
+    }
     pthread_mutex_unlock(&lock);
     if (ms > 0) sleep_ms(ms);
     if (not_supported) return NVML_ERROR_NOT_SUPPORTED;
@@ -324,6 +391,66 @@ static int parse_gpu_number(const char *value, unsigned int *gpu, unsigned long 
     return parse_uint(colon + 1, colon + strlen(colon), n);
 }
 
+/* failnext=FUNCTION:CODE:N; the lock is held. */
+static int apply_failnext(const char *value) {
+    const char *last = strrchr(value, ':');
+    if (last == NULL || last == value) return -1;
+    const char *middle = last - 1;
+    while (middle > value && *middle != ':') middle--;
+    unsigned long long code, times;
+    if (*middle != ':' || (size_t)(middle - value) >= FN_LEN || middle == value) return -1;
+    if (parse_uint(middle + 1, last, &code) != 0 || code == 0) return -1;
+    if (parse_uint(last + 1, value + strlen(value), &times) != 0) return -1;
+    struct countdown *slot = NULL;
+    for (unsigned int i = 0; i < countdown_count; i++)
+        if (strncmp(countdowns[i].fn, value, (size_t)(middle - value)) == 0 &&
+            countdowns[i].fn[middle - value] == '\0')
+            slot = &countdowns[i];
+    if (slot == NULL) {
+        if (countdown_count >= MAX_RULES) return -1;
+        slot = &countdowns[countdown_count++];
+        memcpy(slot->fn, value, (size_t)(middle - value));
+        slot->fn[middle - value] = '\0';
+    }
+    slot->code = (nvmlReturn_t)code;
+    slot->left = (unsigned long)times;
+    return 0;
+}
+
+/* transient=I:MASK:N; the lock is held. */
+static int apply_transient(const char *value) {
+    const char *first = strchr(value, ':');
+    const char *second = first ? strchr(first + 1, ':') : NULL;
+    unsigned int gpu;
+    unsigned long long mask, reads;
+    if (second == NULL || parse_gpu(value, first, &gpu) != 0 ||
+        parse_uint(first + 1, second, &mask) != 0 ||
+        parse_uint(second + 1, second + strlen(second), &reads) != 0)
+        return -1;
+    gpus[gpu].transient_mask = mask;
+    gpus[gpu].transient_reads = (unsigned int)reads;
+    return 0;
+}
+
+/* slowdown=I:KIND:PCT; the lock is held. */
+static int apply_slowdown(const char *value) {
+    const char *first = strchr(value, ':');
+    const char *second = first ? strchr(first + 1, ':') : NULL;
+    unsigned int gpu;
+    unsigned long long pct;
+    if (second == NULL || parse_gpu(value, first, &gpu) != 0 ||
+        parse_uint(second + 1, second + strlen(second), &pct) != 0 || pct > 100)
+        return -1;
+    size_t kind_len = (size_t)(second - first - 1);
+    int kind = kind_len == 9 && strncmp(first + 1, "hwthermal", 9) == 0    ? 0
+               : kind_len == 10 && strncmp(first + 1, "powerbrake", 10) == 0 ? 1
+                                                                             : -1;
+    if (kind < 0) return -1;
+    gpus[gpu].slowdown_pct[kind] = (unsigned int)pct;
+    gpus[gpu].slowdown_since = now_ms();
+    return 0;
+}
+
 /* One key=value item of a scenario; the lock is held. Returns 0, or -1 for a bad item. */
 static int apply_item(const char *key, const char *value) {
     const char *vend = value + strlen(value);
@@ -345,6 +472,19 @@ static int apply_item(const char *key, const char *value) {
                                                   : REASON_SW_POWER_CAP;
         /* a throttled GPU is not reported idle */
         gpus[gpu].reasons = (gpus[gpu].reasons & ~REASON_GPU_IDLE) | bits;
+    } else if (strcmp(key, "hwslowdown") == 0) {
+        if (parse_gpu(value, vend, &gpu) != 0) return -1;
+        gpus[gpu].reasons = REASON_HW_SLOWDOWN;
+    } else if (strcmp(key, "transient") == 0) {
+        return apply_transient(value);
+    } else if (strcmp(key, "slowdown") == 0) {
+        return apply_slowdown(value);
+    } else if (strcmp(key, "nofields") == 0) {
+        if (parse_uint(value, vend, &n) != 0) return -1;
+        no_fields = n != 0;
+    } else if (strcmp(key, "driver") == 0) {
+        if (*value == '\0' || strlen(value) >= sizeof driver_version) return -1;
+        snprintf(driver_version, sizeof driver_version, "%s", value);
     } else if (strcmp(key, "pending") == 0) {
         if (parse_gpu(value, vend, &gpu) != 0) return -1;
         gpus[gpu].remap_pending = 1;
@@ -378,6 +518,9 @@ static int apply_item(const char *key, const char *value) {
     } else if (strcmp(key, "procs") == 0) {
         if (parse_gpu_number(value, &gpu, &n) != 0) return -1;
         gpus[gpu].procs = (unsigned int)n;
+    } else if (strcmp(key, "numa") == 0) {
+        if (parse_gpu_number(value, &gpu, &n) != 0 || n >= 64) return -1;
+        gpus[gpu].numa_node = (unsigned int)n;
     } else if (strcmp(key, "mig") == 0) {
         if (parse_gpu(value, vend, &gpu) != 0) return -1;
         gpus[gpu].mig_enabled = 1;
@@ -401,6 +544,14 @@ static int apply_item(const char *key, const char *value) {
         if (parse_uint(last + 1, vend, &ms) != 0) return -1;
         if (parse_gpu_number(head, &gpu, &n) != 0) return -1;
         if (push_event_at_locked(gpu, EVENT_XID_CRITICAL, n, now_ms() + ms) != 0) return -1;
+    } else if (strcmp(key, "registerfail") == 0) {
+        if (parse_gpu_number(value, &gpu, &n) != 0) return -1;
+        gpus[gpu].register_fail = (nvmlReturn_t)n;
+    } else if (strcmp(key, "aggdbe") == 0) {
+        if (parse_gpu_number(value, &gpu, &n) != 0) return -1;
+        gpus[gpu].dbe_aggregate = n;
+    } else if (strcmp(key, "failnext") == 0) {
+        return apply_failnext(value);
     } else if (strcmp(key, "hang") == 0 || strcmp(key, "fail") == 0) {
         /* FUNCTION:MS or FUNCTION:CODE */
         const char *colon = strrchr(value, ':');
@@ -561,7 +712,10 @@ static nvmlReturn_t copy_string(char *out, unsigned int length, const char *valu
 
 API nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
     ENTER();
-    return copy_string(version, length, DRIVER_VERSION);
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t result = copy_string(version, length, driver_version);
+    pthread_mutex_unlock(&lock);
+    return result;
 }
 
 API nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *deviceCount) {
@@ -666,8 +820,14 @@ static nvmlReturn_t clock_reasons(nvmlDevice_t device, unsigned long long *reaso
     nvmlReturn_t result = NVML_SUCCESS;
     pthread_mutex_lock(&lock);
     struct fake_gpu *g = gpu_locked(device);
-    if (g == NULL || reasons == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
-    else *reasons = g->reasons;
+    if (g == NULL || reasons == NULL) {
+        result = NVML_ERROR_INVALID_ARGUMENT;
+    } else if (g->transient_reads > 0) {
+        g->transient_reads--;
+        *reasons = g->transient_mask;
+    } else {
+        *reasons = g->reasons;
+    }
     pthread_mutex_unlock(&lock);
     return result;
 }
@@ -684,6 +844,43 @@ API nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t device,
                                                            unsigned long long *clocksThrottleReasons) {
     ENTER();
     return clock_reasons(device, clocksThrottleReasons);
+}
+
+/* The accumulated duration, in ns, of slowdown KIND (0 HW thermal, 1 power brake); lock held. */
+static unsigned long long slowdown_ns_locked(const struct fake_gpu *g, int kind) {
+    if (g->slowdown_pct[kind] == 0) return 0;
+    return (now_ms() - g->slowdown_since) * 1000000ull * g->slowdown_pct[kind] / 100ull;
+}
+
+/* Which slowdown a field id names under this driver's numbering: 0 HW thermal, 1 power brake,
+ * 2 SW thermal (always 0 here), -1 none; the lock is held. */
+static int slowdown_kind_locked(unsigned int field) {
+    unsigned int base = atoi(driver_version) >= 590 ? 269u : 251u;
+    if (field == base) return 2;
+    if (field == base + 1) return 0;
+    if (field == base + 2) return 1;
+    return -1;
+}
+
+API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount,
+                                          nvmlFieldValue_t *values) {
+    WITH_GPU(device, {
+        if (values == NULL || valuesCount < 0) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            for (int i = 0; i < valuesCount; i++) {
+                nvmlFieldValue_t *v = &values[i];
+                int kind = no_fields ? -1 : slowdown_kind_locked(v->fieldId);
+                v->timestamp = (long long)ts.tv_sec * 1000000ll + ts.tv_nsec / 1000;
+                v->latencyUsec = 0;
+                v->nvmlReturn = kind < 0 ? NVML_ERROR_NOT_SUPPORTED : NVML_SUCCESS;
+                v->valueType = 3; /* NVML_VALUE_TYPE_UNSIGNED_LONG_LONG */
+                v->value = kind < 0 || kind == 2 ? 0 : slowdown_ns_locked(g, kind);
+            }
+        }
+    })
 }
 
 API nvmlReturn_t nvmlDeviceGetEccMode(nvmlDevice_t device, int *current, int *pending) {
@@ -721,25 +918,60 @@ API nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t device, int
     })
 }
 
+/* The size query and the list, as _v2 and _v3 both answer them (the 24-byte struct is the same). */
+static nvmlReturn_t compute_processes(nvmlDevice_t device, unsigned int *infoCount,
+                                      nvmlProcessInfo_t *infos) {
+    nvmlReturn_t result = NVML_SUCCESS;
+    pthread_mutex_lock(&lock);
+    struct fake_gpu *g = gpu_locked(device);
+    if (g == NULL || infoCount == NULL) {
+        result = NVML_ERROR_INVALID_ARGUMENT;
+    } else if (g->mig_enabled) {
+        result = NVML_ERROR_NO_PERMISSION;
+    } else if (*infoCount < g->procs) {
+        *infoCount = g->procs;
+        result = NVML_ERROR_INSUFFICIENT_SIZE;
+    } else if (g->procs > 0 && infos == NULL) {
+        result = NVML_ERROR_INVALID_ARGUMENT;
+    } else {
+        for (unsigned int i = 0; i < g->procs; i++) {
+            infos[i].pid = 4100 + (unsigned int)(g - gpus) * 100 + i;
+            infos[i].usedGpuMemory = 1ull << 30;
+            infos[i].gpuInstanceId = 0xffffffffu;
+            infos[i].computeInstanceId = 0xffffffffu;
+        }
+        *infoCount = g->procs;
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+#ifndef FAKE_OLD_DRIVER
 API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
                                                          unsigned int *infoCount,
                                                          nvmlProcessInfo_t *infos) {
+    ENTER();
+    return compute_processes(device, infoCount, infos);
+}
+#endif
+
+API nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t device,
+                                                         unsigned int *infoCount,
+                                                         nvmlProcessInfo_t *infos) {
+    ENTER();
+    return compute_processes(device, infoCount, infos);
+}
+
+/* nodeSet: 64 nodes per unsigned long (LP64). Scope NODE and SOCKET answer alike here. */
+API nvmlReturn_t nvmlDeviceGetMemoryAffinity(nvmlDevice_t device, unsigned int nodeSetSize,
+                                             unsigned long *nodeSet, unsigned int scope) {
     WITH_GPU(device, {
-        if (infoCount == NULL) {
-            result = NVML_ERROR_INVALID_ARGUMENT;
-        } else if (*infoCount < g->procs) {
-            *infoCount = g->procs;
-            result = NVML_ERROR_INSUFFICIENT_SIZE;
-        } else if (g->procs > 0 && infos == NULL) {
+        if (nodeSetSize == 0 || nodeSet == NULL || scope > 1) {
             result = NVML_ERROR_INVALID_ARGUMENT;
         } else {
-            for (unsigned int i = 0; i < g->procs; i++) {
-                infos[i].pid = 4100 + (unsigned int)(g - gpus) * 100 + i;
-                infos[i].usedGpuMemory = 1ull << 30;
-                infos[i].gpuInstanceId = 0xffffffffu;
-                infos[i].computeInstanceId = 0xffffffffu;
-            }
-            *infoCount = g->procs;
+            memset(nodeSet, 0, nodeSetSize * sizeof *nodeSet);
+            if (g->numa_node / 64 < nodeSetSize)
+                nodeSet[g->numa_node / 64] = 1ul << (g->numa_node % 64);
         }
     })
 }
@@ -797,6 +1029,7 @@ API nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long lon
     WITH_GPU(device, {
         struct fake_event_set *s = set_locked(set);
         if (s == NULL) result = NVML_ERROR_INVALID_ARGUMENT;
+        else if (g->register_fail != NVML_SUCCESS) result = g->register_fail;
         else if ((eventTypes & ~SUPPORTED_EVENTS) != 0) result = NVML_ERROR_NOT_SUPPORTED;
         else s->mask[g - gpus] |= eventTypes;
     })
