@@ -481,7 +481,10 @@ export function createDcgmCheck(deps: DcgmCheckDeps): Check {
     },
 
     formatText(run: CheckRun, nodeName: string) {
-      if (run.devices.length === 0) return `${TEXT_PREFIX} ${run.verdict}: ${run.reason}. ABORT\n`;
+      // A run that verified no hardware must not end in SUCCESS, which Autopilot's daemon reads.
+      if (run.devices.length === 0 || run.verdict === 'SKIP') {
+        return `${TEXT_PREFIX} ${run.verdict}: ${run.reason}. ABORT\n`;
+      }
       const lines = [`${TEXT_PREFIX} Briefings completed. Continue with dcgm evaluation.`];
       const troubled = run.devices.filter((d) => d.verdict === 'FAIL' || d.verdict === 'WARN');
       const describe = (d: DeviceResult): string =>
@@ -490,13 +493,30 @@ export function createDcgmCheck(deps: DcgmCheckDeps): Check {
       const failures = typeof node?.evidence.failures === 'string' ? node.evidence.failures : '';
       if (failures === '') {
         // Autopilot's daemon reads SUCCESS from the last line.
-        lines.push(...troubled.map(describe), `${TEXT_PREFIX} SUCCESS`);
+        lines.push(
+          ...troubled.map(describe),
+          ...skippedLine(run.devices),
+          `${TEXT_PREFIX} SUCCESS`,
+        );
       } else {
         lines.push(`Host ${nodeName}`, `${TEXT_PREFIX} FAIL`, ...troubled.map(describe), failures);
       }
       return `${lines.join('\n')}\n`;
     },
   };
+}
+
+/** "Skipped: eud_test on GPU 0, GPU 1" when a passing run skipped tests; nothing otherwise. */
+function skippedLine(devices: readonly DeviceResult[]): string[] {
+  const where = new Map<string, string[]>();
+  for (const d of devices) {
+    const name = d.id === '' ? 'the node' : `GPU ${d.id}`;
+    for (const [test, value] of Object.entries(d.evidence)) {
+      if (value === 'skip') where.set(test, [...(where.get(test) ?? []), name]);
+    }
+  }
+  const tests = [...where].map(([test, names]) => `${test} on ${names.join(', ')}`);
+  return tests.length === 0 ? [] : [`Skipped: ${tests.join('; ')}`];
 }
 
 function formatDuration(ms: number): string {

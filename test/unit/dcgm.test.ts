@@ -792,7 +792,7 @@ describe('createDcgmCheck', () => {
 
     test('success', async () => {
       expect(await textOf(exited(fixture('pass-4x.json'), 0), 'PASS')).toBe(
-        '[[ DCGM ]] Briefings completed. Continue with dcgm evaluation.\n[[ DCGM ]] SUCCESS\n',
+        '[[ DCGM ]] Briefings completed. Continue with dcgm evaluation.\nSkipped: eud_test on GPU 0, GPU 1, GPU 2, GPU 3\n[[ DCGM ]] SUCCESS\n',
       );
     });
 
@@ -836,5 +836,184 @@ describe('createDcgmCheck', () => {
         '[[ DCGM ]] SKIP: dcgmi is not installed. ABORT\n',
       );
     });
+  });
+});
+
+/**
+ * Constructed, not captured: each document has the keys dcgmi/Diag.cpp writes at the named tag
+ * (docs/checks.md, "JSON shapes by release"); no public capture of these releases was found.
+ */
+describe('shapes by release (constructed from dcgmi/Diag.cpp)', () => {
+  const doc3 = (categories: object[], extra: object = {}) =>
+    JSON.stringify({ 'DCGM GPU Diagnostic': { test_categories: categories }, ...extra });
+  const deployment = (name: string, results: object[]) => ({
+    category: 'Deployment',
+    tests: [{ name, results }],
+  });
+  const hardware = (name: string, results: (object | null)[]) => ({
+    category: 'Hardware',
+    tests: [{ name, results }],
+  });
+
+  test('2.1.4-3.2.x: "gpu_ids" and a string "warnings" put each result on its GPU', () => {
+    const stdout = doc3(
+      [
+        deployment('Blacklist', [{ status: 'Pass' }]),
+        hardware('GPU Memory', [
+          { gpu_ids: '0', status: 'Pass', info: 'Allocated 1 bytes' },
+          { gpu_ids: '1', status: 'Fail', warnings: 'Memory error on GPU 1', error_id: 6 },
+        ]),
+      ],
+      { version: '3.2.6' },
+    );
+    const judged = judge(exited(stdout, 226));
+    expect(judged.outcome.devices.map((d) => [d.id, d.verdict, d.fatal === true])).toEqual([
+      ['0', 'PASS', false],
+      ['1', 'FAIL', true],
+      ['', 'PASS', false],
+    ]);
+    expect(device(judged.outcome, '1').reason).toBe(
+      'failed gpu_memory (fatal: gpu_memory): Memory error on GPU 1',
+    );
+    expect(device(judged.outcome, '').evidence).toMatchObject({ gpus: 2, dcgmVersion: '3.2.6' });
+    expect(judged.conclusive).toEqual({ passed: false, output: 'gpu_memory.1' });
+  });
+
+  test('a null slot (a GPU that did not run the test) is passed over', () => {
+    const diag = parseDcgmDiag(doc3([hardware('PCIe', [null, { gpu_ids: '1', status: 'Pass' }])]));
+    expect(diag.kind === 'results' && diag.entries.map((e) => e.gpu)).toEqual(['1']);
+  });
+
+  test('3.3.1-3.3.2: a deployment error in a status-less results[1] joins results[0]', () => {
+    const diag = parseDcgmDiag(
+      doc3([
+        deployment('Persistence Mode', [
+          { status: 'Fail', warnings: 'Persistence mode for GPU 0 is disabled.', error_id: 29 },
+          { warnings: 'Persistence mode for GPU 1 is disabled.', error_id: 29 },
+        ]),
+      ]),
+    );
+    expect(diag.kind === 'results' && diag.entries).toEqual([
+      {
+        test: 'persistence_mode',
+        hardware: false,
+        gpu: undefined,
+        entity: undefined,
+        status: 'fail',
+        messages: [
+          'Persistence mode for GPU 0 is disabled.',
+          'Persistence mode for GPU 1 is disabled.',
+        ],
+      },
+    ]);
+  });
+
+  test('3.3.7+: the CPU EUD test names its CPU', () => {
+    const diag = parseDcgmDiag(doc3([hardware('CPU EUD Test', [{ cpu_id: '0', status: 'Pass' }])]));
+    expect(diag.kind === 'results' && diag.entries[0]).toMatchObject({
+      test: 'cpu_eud_test',
+      gpu: undefined,
+      entity: 'cpu0',
+    });
+  });
+});
+
+describe('a run that verified no hardware is never PASS', () => {
+  const skipped3 = JSON.stringify({
+    'DCGM GPU Diagnostic': {
+      test_categories: [
+        { category: 'Deployment', tests: [{ name: 'Denylist', results: [{ status: 'Pass' }] }] },
+        {
+          category: 'Hardware',
+          tests: ['GPU Memory', 'Diagnostic'].map((name) => ({
+            name,
+            results: [{ gpu_id: '0', status: 'Skip' }],
+          })),
+        },
+      ],
+    },
+  });
+
+  test('3.x level 3, every hardware test skipped: SKIP naming them, no label', () => {
+    const judged = judge(exited(skipped3, 0));
+    expect(judged.conclusive).toBeUndefined();
+    expect(judged.outcome.verdict).toBe('SKIP');
+    expect(judged.outcome.reason).toBe(
+      'level 3: no hardware test ran on 1 GPUs; skipped: gpu_memory, diagnostic',
+    );
+    expect(judged.outcome.devices.map((d) => [d.id, d.verdict])).toEqual([
+      ['0', 'SKIP'],
+      ['', 'SKIP'],
+    ]);
+    expect(device(judged.outcome, '0').reason).toBe('no test ran; skipped: gpu_memory, diagnostic');
+  });
+
+  test('4.x: the software test passing on a GPU does not make it PASS at level 2', () => {
+    const stdout = JSON.stringify({
+      'DCGM Diagnostic': {
+        test_categories: [
+          { category: 'Deployment', tests: [{ name: 'software', results: [gpu4(0, 'Pass')] }] },
+          { category: 'Hardware', tests: [{ name: 'memory', results: [gpu4(0, 'Skip')] }] },
+          { category: 'Integration', tests: [{ name: 'pcie', results: [gpu4(0, 'Skip')] }] },
+        ],
+      },
+    });
+    const judged = judge(exited(stdout, 0), { level: 2 });
+    expect(device(judged.outcome, '0')).toMatchObject({
+      verdict: 'SKIP',
+      reason: 'no hardware test ran; skipped: gpu_memory, pcie',
+    });
+    expect(judged.outcome.verdict).toBe('SKIP');
+    expect(judged.conclusive).toBeUndefined();
+    // Level 1 asks for the software checks only: the same results pass there.
+    expect(device(judge(exited(stdout, 0), { level: 1 }).outcome, '0').verdict).toBe('PASS');
+  });
+
+  test('a failure still fails when the hardware tests skipped', () => {
+    const stdout = skipped3.replace('"status":"Pass"', '"status":"Fail"');
+    const judged = judge(exited(stdout, 226));
+    expect(judged.outcome.verdict).toBeUndefined();
+    expect(device(judged.outcome, '').verdict).toBe('FAIL');
+    expect(judged.conclusive).toEqual({ passed: false, output: 'denylistNoGPUid' });
+  });
+
+  test('the text of such a run ends in SKIP and ABORT, never SUCCESS', async () => {
+    const check = createDcgmCheck({
+      run: () => Promise.resolve(exited(skipped3, 0)),
+      command: 'dcgmi',
+      fatalErrors: DEFAULT_FATAL,
+    });
+    const outcome = await check.run({
+      signal: new AbortController().signal,
+      logger: silentLogger,
+      params: { r: '3' },
+    });
+    const run = { ...runOf(outcome), verdict: outcome.verdict ?? 'PASS', reason: outcome.reason! };
+    expect(check.formatText(run, 'node-1')).toBe(
+      '[[ DCGM ]] SKIP: level 3: no hardware test ran on 1 GPUs; skipped: gpu_memory, diagnostic. ABORT\n',
+    );
+  });
+});
+
+describe('output that is not a JSON document', () => {
+  test.each([
+    ['{\n', '', 'printed an incomplete JSON document'],
+    [
+      'Error: Unable to run diagnostic on unsupported GPU 0.\n{"DCGM GPU Diagnostic":{"version":"4.2.3"}}',
+      'Error: Unable to run diagnostic on unsupported GPU 0.',
+      'printed a document without test_categories',
+    ],
+    ['{\n\t"DCGM GPU Diagnostic" :\n\t{\n', '', 'printed an incomplete JSON document'],
+  ])('%j: the reason quotes %j, never a brace', (stdout, said, what) => {
+    const reason = judge(exited(stdout, 1, '')).outcome.reason ?? '';
+    expect(reason).toContain(what);
+    if (said !== '') expect(reason.endsWith(`: ${said}`)).toBe(true);
+    expect(reason).not.toMatch(/: [{}"]/);
+  });
+
+  test('stderr is quoted first when there is something in it', () => {
+    expect(
+      judge(exited('{\n', 235, '\nError: host engine is not running\n')).outcome.reason,
+    ).toMatch(/\): Error: host engine is not running$/);
   });
 });

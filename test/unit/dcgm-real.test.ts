@@ -1,0 +1,89 @@
+/**
+ * Real `dcgmi diag -j` captures (test/fixtures/dcgm/real, sources and readings in its README.md)
+ * against the reading each one has: check verdict, the GPUs named, the tests failed and skipped.
+ */
+
+import { describe, test, expect } from '@jest/globals';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { judgeDcgm, parseDcgmDiag } from '../../exporter/checks/dcgm.js';
+import type { DcgmLevel } from '../../exporter/checks/dcgm.js';
+import { summariseOutcome } from '../../exporter/checks/check.js';
+
+const REAL = join(import.meta.dirname, '..', 'fixtures', 'dcgm', 'real');
+
+interface Reading {
+  readonly file: string;
+  readonly level: DcgmLevel;
+  readonly exitCode: number;
+  readonly dcgmVersion: string;
+  readonly verdict: string;
+  /** Each GPU device with its verdict, in order; '' is the node device. */
+  readonly devices: readonly (readonly [string, string])[];
+  readonly failed: readonly string[];
+  readonly skipped: readonly string[];
+  readonly failureString: string;
+}
+
+const READINGS: readonly Reading[] = [
+  {
+    file: 'dcgm-4.2.3-gb10-r1-fail.json',
+    level: 1,
+    exitCode: 226,
+    dcgmVersion: '4.2.3',
+    verdict: 'FAIL',
+    devices: [
+      ['0', 'FAIL'],
+      ['', 'PASS'],
+    ],
+    failed: ['software'],
+    skipped: [],
+    failureString: 'software.0',
+  },
+];
+
+/** The tests whose evidence on any device says `status`, once each. */
+function testsWith(devices: readonly { evidence: Record<string, unknown> }[], status: string) {
+  return [
+    ...new Set(
+      devices.flatMap((d) =>
+        Object.entries(d.evidence)
+          .filter(([, value]) => value === status)
+          .map(([test]) => test),
+      ),
+    ),
+  ];
+}
+
+describe('real dcgmi diag captures', () => {
+  test('every capture in the directory has a reading', () => {
+    const files = readdirSync(REAL).filter((f) => f !== 'README.md');
+    expect(files.sort()).toEqual(READINGS.map((r) => r.file).sort());
+    const readme = readFileSync(join(REAL, 'README.md'), 'utf8');
+    for (const file of files) expect(readme).toContain(`## ${file}`);
+  });
+
+  test.each(READINGS)('$file', (reading) => {
+    const stdout = readFileSync(join(REAL, reading.file), 'utf8');
+    const diag = parseDcgmDiag(stdout);
+    expect(diag.kind === 'results' && diag.version).toBe(reading.dcgmVersion);
+
+    const { outcome, conclusive } = judgeDcgm(
+      {
+        end: 'exited',
+        exitCode: reading.exitCode,
+        signal: null,
+        stdout,
+        stderr: '',
+        durationMs: 1,
+      },
+      { level: reading.level, fatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'] },
+    );
+    expect(summariseOutcome(outcome).verdict).toBe(reading.verdict);
+    expect(outcome.devices.map((d) => [d.id, d.verdict])).toEqual(reading.devices);
+    expect(testsWith(outcome.devices, 'fail')).toEqual(reading.failed);
+    expect(testsWith(outcome.devices, 'skip')).toEqual(reading.skipped);
+    expect(outcome.devices.find((d) => d.id === '')?.evidence.failures).toBe(reading.failureString);
+    expect(conclusive?.output).toBe(reading.failureString);
+  });
+});
