@@ -124,6 +124,20 @@ describe('dcgm check with fake-dcgmi', () => {
     expect(reported).toEqual([]);
   });
 
+  test('a real DCGM 4.2.3 capture through the real exporter path: GPU 0 fails software', async () => {
+    const { runCheck, reported, results } = setup('real-4.2.3-gb10');
+    const outcome = await runCheck('1');
+    expect(results.map((r) => [r.end, r.exitCode])).toEqual([['exited', 226]]);
+    expect(verdicts(outcome)).toEqual([
+      ['0', 'FAIL', false],
+      ['', 'PASS', false],
+    ]);
+    expect(outcome.devices[0]?.reason).toBe(
+      'failed software: Persistence Mode: Persistence mode for GPU 0 is disabled. Enable persistence mode by running "nvidia-smi -i <gpuId> -pm 1 " as root.',
+    );
+    expect(reported).toEqual([{ level: 1, passed: false, output: 'software.0' }]);
+  });
+
   test('a warning on stderr is tolerated when stdout has results', async () => {
     const { runCheck, reported, results } = setup('stderr-warning');
     const outcome = await runCheck('1');
