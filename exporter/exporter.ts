@@ -18,6 +18,7 @@ import { observeKubeApi, type KubeHealth } from './cluster/kube-health.js';
 import { FANOUT_HEADER, parseJob, resolveTargets } from './cluster/fanout.js';
 import { createHttpGet, type HttpGet } from './cluster/http-get.js';
 import { createTopology } from './cluster/topology.js';
+import { expectedGpusOfNode } from './cluster/expected-gpus.js';
 import { createNodeLabeler, type NodeLabeler } from './cluster/node-labeler.js';
 import {
   DEEP_CHECK_JOB_PREFIX,
@@ -222,6 +223,10 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
             ).nodes,
         }),
     kube,
+    expectedGpus:
+      kube === undefined
+        ? undefined
+        : async () => expectedGpusOfNode(await kube.getNode(config.nodeName)),
     sleep: (ms, signal) => sleep(ports.clock, ms, signal),
     nvml: ports.nvml,
     cuda: ports.cuda,
@@ -338,7 +343,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     ledger: xidLedger,
     clock: ports.clock,
     logger: ports.logger.child({ component: 'xid' }),
-    onCounted: () => void runner.run('xid', {}, 'event'),
+    onChange: () => void runner.run('xid', {}, 'event'),
   });
   const cluster: ClusterDeps | undefined =
     kube === undefined || peerDirectory === undefined || observed === undefined

@@ -1,52 +1,110 @@
 /**
- * ecc: volatile double-bit (uncorrected) ECC errors → FAIL, fatal; pages waiting to be retired →
- * WARN (a reset retires them). A GPU with ECC off or without ECC says SKIP: that is how it was
- * built or configured, not a fault this check can judge.
+ * ecc: uncorrected (double-bit) ECC errors. A new one since the last run → FAIL, fatal, and the GPU
+ * stays FAIL until the exporter restarts, as a fatal XID does; pages waiting to be retired → WARN
+ * (a reset retires them). A GPU with ECC off or without ECC says SKIP: that is how it was built or
+ * configured, not a fault this check can judge.
+ *
+ * Two counters are read (nvml.h, nvmlEccCounterType_t): the volatile one counts since the driver
+ * loaded, and without persistence mode the driver loads again for every compute application, so an
+ * error between two runs can be gone from it by the second; the aggregate one counts over the GPU's
+ * lifetime and keeps it. An error is new when either counter rose since the last run. At the first
+ * run a volatile count above 0 is new (nobody has judged it yet); a lifetime count alone is history
+ * from before the driver loaded, which the remapped check and NVIDIA's RMA process deal with.
  */
 
 import type { EccState, NvmlLoad } from '../native/ports.js';
 import type { Check, DeviceResult } from './check.js';
 import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
 
-/** Pure: the verdict for one GPU. */
-export function judgeEcc(id: string, ecc: EccState): DeviceResult {
+/** What the check remembers of one GPU between runs. */
+export interface EccMemory {
+  readonly volatileUncorrected: number | undefined;
+  readonly aggregateUncorrected: number | undefined;
+  /** When a new uncorrected error was last seen; undefined while none was. */
+  readonly newErrorAt: number | undefined;
+}
+
+/** How much a counter rose since the last run; a counter that went down (a reload) rose by 0. */
+function rise(now: number | undefined, before: number | undefined): number {
+  if (now === undefined) return 0;
+  return Math.max(0, now - (before ?? 0));
+}
+
+/** The uncorrected errors a run finds new: by the larger rise of the two counters. */
+export function newUncorrected(ecc: EccState, previous: EccMemory | undefined): number {
+  if (previous === undefined) return ecc.volatileUncorrected ?? 0;
+  return Math.max(
+    rise(ecc.volatileUncorrected, previous.volatileUncorrected),
+    rise(ecc.aggregateUncorrected, previous.aggregateUncorrected),
+  );
+}
+
+/** Pure: the verdict for one GPU, and what to remember of it for the next run. */
+export function judgeEcc(
+  id: string,
+  ecc: EccState,
+  previous: EccMemory | undefined,
+  now: number,
+): { readonly device: DeviceResult; readonly memory: EccMemory } {
+  const fresh = ecc.enabled ? newUncorrected(ecc, previous) : 0;
+  const newErrorAt = fresh > 0 ? now : previous?.newErrorAt;
+  const memory: EccMemory = {
+    volatileUncorrected: ecc.volatileUncorrected,
+    aggregateUncorrected: ecc.aggregateUncorrected,
+    newErrorAt,
+  };
   const evidence = {
     eccEnabled: ecc.enabled,
     volatileUncorrected: ecc.volatileUncorrected ?? null,
+    aggregateUncorrected: ecc.aggregateUncorrected ?? null,
     retiredPagesPending: ecc.retiredPagesPending ?? null,
   };
-  if (!ecc.enabled)
-    return { id, verdict: 'SKIP', reason: 'ECC is not enabled on this GPU', evidence };
-  if ((ecc.volatileUncorrected ?? 0) > 0) {
+  const counts = `volatile ${ecc.volatileUncorrected ?? 'n/a'}, aggregate ${ecc.aggregateUncorrected ?? 'n/a'}`;
+  if (!ecc.enabled) {
     return {
+      device: { id, verdict: 'SKIP', reason: 'ECC is not enabled on this GPU', evidence },
+      memory,
+    };
+  }
+  if (newErrorAt !== undefined) {
+    const reason =
+      fresh > 0
+        ? `${fresh} new uncorrected (double-bit) ECC errors since the last run (${counts})`
+        : `uncorrected (double-bit) ECC errors, the last new one seen ${new Date(newErrorAt).toISOString()} (${counts})`;
+    // When the error was first seen, not when it was judged: an acknowledge after it must hold.
+    const device: DeviceResult = {
+      observedAt: newErrorAt,
       id,
       verdict: 'FAIL',
       fatal: true,
-      reason: `${ecc.volatileUncorrected} uncorrected (double-bit) ECC errors since the driver loaded`,
+      reason,
       evidence,
       compatValue: 1,
     };
+    return { device, memory };
   }
   if (ecc.retiredPagesPending === true) {
-    return {
-      id,
-      verdict: 'WARN',
-      reason: 'page retirement pending: reset the GPU',
-      evidence,
-      compatValue: 0,
-    };
+    const reason = 'page retirement pending: reset the GPU';
+    return { device: { id, verdict: 'WARN', reason, evidence, compatValue: 0 }, memory };
   }
-  return { id, verdict: 'PASS', reason: 'no uncorrected ECC errors', evidence, compatValue: 0 };
+  const reason = `no new uncorrected ECC error (${counts})`;
+  return { device: { id, verdict: 'PASS', reason, evidence, compatValue: 0 }, memory };
 }
 
 export interface EccCheckDeps {
   readonly nvml: NvmlLoad;
   readonly timeoutMs?: number;
+  /** When a run judges; the system clock when absent. */
+  readonly now?: () => number;
 }
 
-export const ECC_SUMMARY = 'uncorrected (double-bit) ECC errors and pending page retirement';
+export const ECC_SUMMARY =
+  'new uncorrected (double-bit) ECC errors in the volatile or aggregate counter, and pending page retirement';
 
 export function createEccCheck(deps: EccCheckDeps): Check {
+  const now = deps.now ?? Date.now;
+  // By UUID: an NVML index can name another GPU after the driver enumerates them again.
+  const memories = new Map<string, EccMemory>();
   return {
     ...gpuCheckBase('[[ ECC ]]'),
     name: 'ecc',
@@ -59,22 +117,22 @@ export function createEccCheck(deps: EccCheckDeps): Check {
     run: () =>
       readEachGpu(deps.nvml, async (nvml, gpu) => {
         const ecc = await nvml.ecc(gpu.index);
+        const key = gpu.uuid === '' ? `index ${gpu.index}` : gpu.uuid;
+        const { device, memory } = judgeEcc(String(gpu.index), ecc, memories.get(key), now());
+        memories.set(key, memory);
         const samples = [];
-        if (ecc.volatileUncorrected !== undefined) {
-          samples.push(
-            gpuSample(
-              'autopilot_gpu_ecc_volatile_uncorrected_errors',
-              gpu,
-              ecc.volatileUncorrected,
-            ),
-          );
+        for (const [metric, value] of [
+          ['autopilot_gpu_ecc_volatile_uncorrected_errors', ecc.volatileUncorrected],
+          ['autopilot_gpu_ecc_aggregate_uncorrected_errors', ecc.aggregateUncorrected],
+        ] as const) {
+          if (value !== undefined) samples.push(gpuSample(metric, gpu, value));
         }
         if (ecc.retiredPagesPending !== undefined) {
           samples.push(
             gpuSample('autopilot_gpu_retired_pages_pending', gpu, ecc.retiredPagesPending ? 1 : 0),
           );
         }
-        return { device: judgeEcc(String(gpu.index), ecc), samples };
+        return { device, samples };
       }),
   };
 }

@@ -7,7 +7,7 @@ import type { Config } from '../config/config.js';
 import type { RunCommand } from '../exec/run-command.js';
 import type { CudaProbeLoad, NvmlLoad } from '../native/ports.js';
 import type { Check } from './check.js';
-import { gpusWithProcesses } from './gpu-common.js';
+import { gpusNotKnownIdle, notIdleSubject } from './gpu-common.js';
 import {
   DCGM_LEVELS,
   DCGM_SUMMARY,
@@ -20,6 +20,7 @@ import {
 import { ECC_SUMMARY, createEccCheck } from './ecc.js';
 import { GPUMEM_SUMMARY, createGpuMemCheck } from './gpumem.js';
 import { GPUPOWER_SUMMARY, createGpuPowerCheck } from './gpupower.js';
+import { GPUCOUNT_SUMMARY, createGpuCountCheck, type ExpectedGpus } from './gpucount.js';
 import { PCIEBW_SUMMARY, createPcieBwCheck } from './pciebw.js';
 import type { KubeApi } from '../cluster/ports.js';
 import { PING_SUMMARY, createPingCheck, type PingPeer, type PingTarget } from './ping.js';
@@ -34,6 +35,7 @@ export const CHECK_NAMES = [
   'remapped',
   'dcgm',
   'gpupower',
+  'gpucount',
   'ecc',
   'xid',
   'gpumem',
@@ -49,6 +51,7 @@ export const CHECK_SUMMARIES: Readonly<Record<CheckName, string>> = {
   dcgm: DCGM_SUMMARY,
   remapped: REMAPPED_SUMMARY,
   gpupower: GPUPOWER_SUMMARY,
+  gpucount: GPUCOUNT_SUMMARY,
   ecc: ECC_SUMMARY,
   xid: XID_SUMMARY,
   gpumem: GPUMEM_SUMMARY,
@@ -82,6 +85,8 @@ export interface CheckPorts {
     readonly output: string;
     readonly at: number;
   }) => void;
+  /** Kubernetes mode: how many GPUs the node should have, as the node says (gpucount). */
+  readonly expectedGpus?: (() => Promise<ExpectedGpus>) | undefined;
   /** How the iperf check reaches the nodes (Kubernetes mode); absent, it says SKIP. */
   readonly iperf?: IperfPorts;
 }
@@ -114,14 +119,28 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
         config.checkTimeoutsMs.get('pciebw'),
       ),
     remapped: () => createRemappedCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
-    gpupower: () => createGpuPowerCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
-    ecc: () => createEccCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
+    gpupower: () =>
+      createGpuPowerCheck({
+        nvml,
+        timeoutMs: config.nvmlCheckTimeoutMs,
+        sleep: ports.sleep,
+        now: ports.now,
+      }),
+    gpucount: () =>
+      createGpuCountCheck({
+        nvml,
+        configured: config.expectedGpus,
+        fromCluster: ports.expectedGpus,
+        timeoutMs: config.nvmlCheckTimeoutMs,
+      }),
+    ecc: () => createEccCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs, now: ports.now }),
     xid: () =>
       createXidCheck({
         nvml,
         ledger: ports.xidLedger,
         now: ports.now,
         timeoutMs: config.nvmlCheckTimeoutMs,
+        fatalXids: config.xidFatal,
       }),
     gpumem: () =>
       withDeadline(createGpuMemCheck({ nvml, cuda }), config.checkTimeoutsMs.get('gpumem')),
@@ -153,12 +172,12 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
           dcgmTimeoutMs(parseDcgmLevel(params.r), timeoutsMs) + DCGM_RUNNER_SLACK_MS,
         async run(ctx) {
           if (dcgmIsExclusive(ctx.params)) {
-            const busy = await gpusWithProcesses(nvml);
-            if (busy.length > 0) {
+            const notIdle = await gpusNotKnownIdle(nvml);
+            if (notIdle.gpus.length > 0) {
               return {
                 devices: [],
                 verdict: 'SKIP',
-                reason: `GPUs in use, not tested: ${busy.join(', ')}`,
+                reason: `${notIdleSubject(notIdle)}, not tested: ${notIdle.gpus.join(', ')}`,
               };
             }
           }

@@ -1,54 +1,98 @@
 /**
  * xid: XID error events, which the driver raises for GPU faults (and for some application errors).
  * A watcher listens to NVML continuously and feeds a ledger; the check judges each GPU from it:
- * a fatal XID since the exporter started → FAIL, fatal (the node is evicted, and stays so until
- * an acknowledge); another hardware or firmware XID in the last hour → WARN; XIDs that an
- * application causes (13, 31, 43, 45) are counted but judged healthy. The same XID on the same
- * GPU within the debounce window counts once: a storm of one fault is one fault.
+ * an XID of the fatal list (AUTOPILOT_XID_FATAL; by default those NVIDIA's XID catalogue answers
+ * with a GPU reset or a reboot) since the exporter started → FAIL, fatal (the node is evicted, and
+ * stays so until an acknowledge); another hardware or firmware XID in the last hour → WARN; XIDs
+ * that an application causes (13, 31, 43, 45) are counted but judged healthy. A GPU the listener
+ * could not register is ERROR: silence from it proves nothing. The same XID on the same GPU within
+ * the debounce window counts once: a storm of one fault is one fault.
  */
 
 import type { Clock, CancelTimer } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { NvmlLoad, XidEvent } from '../native/ports.js';
+import type { Nvml, NvmlLoad, XidEvent } from '../native/ports.js';
 import type { Check, DeviceResult } from './check.js';
 import { gpuCheckBase, gpuSample, judgeEach, withGpus } from './gpu-common.js';
 
 export type XidSeverity = 'fatal' | 'warn' | 'application';
 
-/** NVIDIA's XID catalogue, the codes with a known meaning for node health; others count as warn. */
-export const XID_TABLE: Readonly<
-  Record<number, { readonly severity: XidSeverity; readonly meaning: string }>
+/**
+ * The "Resolution Bucket (Immediate Action)" of NVIDIA's XID catalogue
+ * (docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html), as docs/checks.md cites it.
+ */
+export type XidAction =
+  | 'RESET_GPU'
+  | 'RESTART_BM'
+  | 'RESTART_APP'
+  | 'IGNORE'
+  | 'CONTACT_SUPPORT'
+  | 'WORKFLOW_XID_45'
+  | 'WORKFLOW_XID_48'
+  | 'WORKFLOW_NVLINK_ERR'
+  | 'WORKFLOW_NVLINK5_ERR'
+  | 'XID_154';
+
+/** The XIDs this check names, with their meaning and the catalogue's immediate action. */
+export const XID_CATALOGUE: Readonly<
+  Record<number, { readonly meaning: string; readonly action: XidAction | undefined }>
 > = {
-  13: { severity: 'application', meaning: 'graphics engine exception' },
-  31: { severity: 'application', meaning: 'GPU memory page fault' },
-  43: { severity: 'application', meaning: 'GPU stopped processing' },
-  45: { severity: 'application', meaning: 'preemptive cleanup' },
-  48: { severity: 'fatal', meaning: 'double-bit ECC error' },
-  61: { severity: 'warn', meaning: 'internal micro-controller breakpoint' },
-  62: { severity: 'warn', meaning: 'internal micro-controller halt' },
-  63: { severity: 'fatal', meaning: 'ECC page retirement or row remapping event' },
-  64: { severity: 'fatal', meaning: 'ECC page retirement or row remapping recording failure' },
-  69: { severity: 'warn', meaning: 'graphics engine class error' },
-  74: { severity: 'fatal', meaning: 'NVLink error' },
-  79: { severity: 'fatal', meaning: 'GPU has fallen off the bus' },
-  92: { severity: 'fatal', meaning: 'high single-bit ECC error rate' },
-  94: { severity: 'fatal', meaning: 'contained ECC error' },
-  95: { severity: 'fatal', meaning: 'uncontained ECC error' },
-  109: { severity: 'warn', meaning: 'context switch timeout' },
-  119: { severity: 'warn', meaning: 'GSP RPC timeout' },
-  120: { severity: 'warn', meaning: 'GSP error' },
-  121: { severity: 'warn', meaning: 'C2C link corrected error' },
-  140: { severity: 'warn', meaning: 'unrecovered ECC error' },
-  143: { severity: 'warn', meaning: 'GPU initialization failure' },
-  149: { severity: 'warn', meaning: 'NVLink NETIR error' },
-  154: { severity: 'warn', meaning: 'GPU recovery action changed' },
+  13: { meaning: 'graphics engine exception', action: 'RESTART_APP' },
+  31: { meaning: 'GPU memory page fault', action: 'RESTART_APP' },
+  43: { meaning: 'GPU stopped processing', action: 'IGNORE' },
+  45: { meaning: 'preemptive cleanup', action: 'WORKFLOW_XID_45' },
+  46: { meaning: 'GPU stopped processing (timeout)', action: 'RESET_GPU' },
+  48: { meaning: 'double-bit ECC error', action: 'WORKFLOW_XID_48' },
+  61: { meaning: 'internal micro-controller breakpoint', action: 'CONTACT_SUPPORT' },
+  62: { meaning: 'internal micro-controller halt', action: 'RESET_GPU' },
+  63: { meaning: 'ECC page retirement or row remapping event', action: 'IGNORE' },
+  64: { meaning: 'ECC page retirement or row remapping recording failure', action: 'RESET_GPU' },
+  69: { meaning: 'graphics engine class error', action: 'RESTART_APP' },
+  74: { meaning: 'NVLink error', action: 'WORKFLOW_NVLINK_ERR' },
+  79: { meaning: 'GPU has fallen off the bus', action: 'RESTART_BM' },
+  92: { meaning: 'high single-bit ECC error rate', action: 'IGNORE' },
+  94: { meaning: 'contained ECC error', action: 'RESTART_APP' },
+  95: { meaning: 'uncontained ECC error', action: 'RESET_GPU' },
+  109: { meaning: 'context switch timeout', action: 'RESET_GPU' },
+  110: { meaning: 'security fault', action: 'RESET_GPU' },
+  119: { meaning: 'GSP RPC timeout', action: 'RESET_GPU' },
+  120: { meaning: 'GSP error', action: 'RESET_GPU' },
+  121: { meaning: 'C2C link corrected error', action: 'IGNORE' },
+  136: { meaning: 'NVLink link training failure', action: 'RESET_GPU' },
+  140: { meaning: 'unrecovered ECC error', action: 'RESET_GPU' },
+  143: { meaning: 'GPU initialization failure', action: 'RESET_GPU' },
+  149: { meaning: 'NVLink NETIR error', action: 'WORKFLOW_NVLINK5_ERR' },
+  154: { meaning: 'GPU recovery action changed', action: 'XID_154' },
+  155: { meaning: 'NVLink software-defined error', action: 'RESET_GPU' },
+  156: { meaning: 'resource retirement event', action: 'RESET_GPU' },
+  158: { meaning: 'GPU fatal timeout', action: 'RESET_GPU' },
+  160: { meaning: 'channel retirement event', action: 'RESTART_BM' },
+  162: { meaning: 'unnamed in the catalogue', action: 'RESET_GPU' },
+  // nvml.h, nvmlEventData_t.eventData: "set as 999 for unknown Xid error".
+  999: { meaning: 'unknown XID', action: undefined },
 };
 
-export function classifyXid(xid: number): {
-  readonly severity: XidSeverity;
-  readonly meaning: string;
-} {
-  return XID_TABLE[xid] ?? { severity: 'warn', meaning: 'XID not in the catalogue' };
+/**
+ * The default of AUTOPILOT_XID_FATAL: every XID the catalogue answers with RESET_GPU or RESTART_BM
+ * (the GPU or the node must be reset before it is trusted again), and 48 (double-bit ECC) and 74
+ * (NVLink), whose catalogue workflows end in a reset as well.
+ */
+export const DEFAULT_XID_FATAL: readonly number[] = [
+  46, 48, 62, 64, 74, 79, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158, 160, 162,
+];
+
+/** XIDs an application causes: counted, but no sign of a bad GPU. */
+export const APPLICATION_XIDS: readonly number[] = [13, 31, 43, 45];
+
+const DEFAULT_FATAL_SET: ReadonlySet<number> = new Set(DEFAULT_XID_FATAL);
+
+export function classifyXid(
+  xid: number,
+  fatal: ReadonlySet<number> = DEFAULT_FATAL_SET,
+): { readonly severity: XidSeverity; readonly meaning: string } {
+  const meaning = XID_CATALOGUE[xid]?.meaning ?? 'XID not in the catalogue';
+  if (fatal.has(xid)) return { severity: 'fatal', meaning };
+  return { severity: APPLICATION_XIDS.includes(xid) ? 'application' : 'warn', meaning };
 }
 
 export interface XidTally {
@@ -67,10 +111,17 @@ export interface XidLedger {
   /** Why the listener cannot currently hear events, or undefined while it can. */
   listenerFailure(): string | undefined;
   setListenerFailure(reason: string | undefined): void;
-  /** When the listener's pending wait began; undefined between waits. */
+  /** When the listener's pending NVML call began; undefined between calls. */
   waitingSince(): number | undefined;
-  setWaitingSince(at: number | undefined): void;
+  /** The pending call: the wait, or the registration that comes before each wait. */
+  waitingOn(): XidListenerCall;
+  setWaitingSince(at: number | undefined, call?: XidListenerCall): void;
+  /** GPUs not registered for XID events, by NVML index, with the NVML error. */
+  notListening(): ReadonlyMap<number, string>;
+  setNotListening(gpus: ReadonlyMap<number, string>): void;
 }
+
+export type XidListenerCall = 'nvmlEventSetWait_v2' | 'nvmlDeviceRegisterEvents';
 
 /**
  * A wait of the listener still running this long is stuck in the driver: waits last a second, and
@@ -84,14 +135,22 @@ export function createXidLedger(options: { readonly debounceMs: number }): XidLe
   const byGpu = new Map<number, Map<number, XidTally>>();
   let listenerFailure: string | undefined;
   let waitingSince: number | undefined;
+  let waitingOn: XidListenerCall = 'nvmlEventSetWait_v2';
+  let notListening: ReadonlyMap<number, string> = new Map();
   return {
     listenerFailure: () => listenerFailure,
     setListenerFailure: (reason) => {
       listenerFailure = reason;
     },
     waitingSince: () => waitingSince,
-    setWaitingSince: (at) => {
+    waitingOn: () => waitingOn,
+    setWaitingSince: (at, call = 'nvmlEventSetWait_v2') => {
       waitingSince = at;
+      waitingOn = call;
+    },
+    notListening: () => notListening,
+    setNotListening: (gpus) => {
+      notListening = new Map(gpus);
     },
     record(event, at) {
       const codes = byGpu.get(event.gpuIndex) ?? new Map<number, XidTally>();
@@ -116,12 +175,18 @@ export function createXidLedger(options: { readonly debounceMs: number }): XidLe
 /** How long a non-fatal XID keeps its GPU at WARN. */
 export const XID_WARN_WINDOW_MS = 3_600_000;
 
-/** Pure: the verdict for one GPU from its tallies. */
-export function judgeXids(id: string, tallies: readonly XidTally[], now: number): DeviceResult {
+/** Pure: the verdict for one GPU from its tallies and the fatal list. */
+export function judgeXids(
+  id: string,
+  tallies: readonly XidTally[],
+  now: number,
+  fatalXids: ReadonlySet<number> = DEFAULT_FATAL_SET,
+): DeviceResult {
+  const severity = (t: XidTally): XidSeverity => classifyXid(t.xid, fatalXids).severity;
   const describe = (t: XidTally): string =>
     `XID ${t.xid} (${classifyXid(t.xid).meaning}) ×${t.count}, last ${new Date(t.lastAt).toISOString()}`;
   const evidence = Object.fromEntries(tallies.map((t) => [`xid${t.xid}`, t.count]));
-  const fatal = tallies.filter((t) => classifyXid(t.xid).severity === 'fatal');
+  const fatal = tallies.filter((t) => severity(t) === 'fatal');
   if (fatal.length > 0) {
     return {
       // When the fault happened, not when it was judged: an acknowledge after it must hold.
@@ -135,7 +200,7 @@ export function judgeXids(id: string, tallies: readonly XidTally[], now: number)
     };
   }
   const recent = tallies.filter(
-    (t) => classifyXid(t.xid).severity === 'warn' && now - t.lastAt < XID_WARN_WINDOW_MS,
+    (t) => severity(t) === 'warn' && now - t.lastAt < XID_WARN_WINDOW_MS,
   );
   if (recent.length > 0) {
     return {
@@ -158,9 +223,24 @@ export interface XidCheckDeps {
   readonly timeoutMs?: number;
   readonly ledger: XidLedger;
   readonly now: () => number;
+  /** AUTOPILOT_XID_FATAL; DEFAULT_XID_FATAL when absent. */
+  readonly fatalXids?: readonly number[];
+}
+
+/** Why the whole listener cannot be trusted now, or undefined. */
+function listenerFailure(ledger: XidLedger, now: number): string | undefined {
+  const since = ledger.waitingSince();
+  const stuckMs = since === undefined ? 0 : now - since;
+  if (ledger.listenerFailure() !== undefined || stuckMs <= XID_WAIT_STUCK_MS) {
+    return ledger.listenerFailure();
+  }
+  const call = ledger.waitingOn();
+  const usual = call === 'nvmlEventSetWait_v2' ? ' (a wait lasts 1 s)' : '';
+  return `${call} has not returned for ${Math.round(stuckMs / 1000)} s${usual}: the driver may be hung`;
 }
 
 export function createXidCheck(deps: XidCheckDeps): Check {
+  const fatalXids = new Set(deps.fatalXids ?? DEFAULT_XID_FATAL);
   return {
     ...gpuCheckBase('[[ XID ]]'),
     name: 'xid',
@@ -172,13 +252,7 @@ export function createXidCheck(deps: XidCheckDeps): Check {
     timeoutMs: deps.timeoutMs ?? 30_000,
     run: () => {
       // Without a listener, "no XID" would be a claim nobody checked.
-      const since = deps.ledger.waitingSince();
-      const stuckMs = since === undefined ? 0 : deps.now() - since;
-      const failure =
-        deps.ledger.listenerFailure() ??
-        (stuckMs > XID_WAIT_STUCK_MS
-          ? `nvmlEventSetWait_v2 has not returned for ${Math.round(stuckMs / 1000)} s (a wait lasts 1 s): the driver may be hung`
-          : undefined);
+      const failure = listenerFailure(deps.ledger, deps.now());
       if (failure !== undefined) {
         return Promise.resolve({
           devices: [],
@@ -186,11 +260,19 @@ export function createXidCheck(deps: XidCheckDeps): Check {
           reason: `the XID listener is failing: ${failure}`,
         });
       }
+      const notListening = deps.ledger.notListening();
       return withGpus(deps.nvml, (_nvml, gpus) =>
         judgeEach(gpus, (gpu) => {
           const tallies = deps.ledger.tallies(gpu.index);
+          const judged = judgeXids(String(gpu.index), tallies, deps.now(), fatalXids);
+          const why = notListening.get(gpu.index);
+          // A fatal XID heard before is still the finding; anything milder may hide one unheard.
+          const device: DeviceResult =
+            why === undefined || judged.verdict === 'FAIL'
+              ? judged
+              : { ...judged, verdict: 'ERROR', reason: `not listening: ${why}` };
           return Promise.resolve({
-            device: judgeXids(String(gpu.index), tallies, deps.now()),
+            device,
             samples: tallies.map((t) =>
               gpuSample('autopilot_gpu_xid_events_total', gpu, t.count, { xid: String(t.xid) }),
             ),
@@ -212,13 +294,23 @@ export interface XidWatcherDeps {
   readonly ledger: XidLedger;
   readonly clock: Clock;
   readonly logger: Logger;
-  /** Called after new XIDs counted, so that the xid check runs and the node verdict follows. */
-  readonly onCounted: () => void;
+  /**
+   * Called after new XIDs counted, or when the GPUs not listening changed, so that the xid check
+   * runs and the node verdict follows.
+   */
+  readonly onChange: () => void;
   readonly waitMs?: number;
   readonly retryMs?: number;
 }
 
-/** Listens to NVML's XID events in a loop, one wait at a time, until stopped. */
+const sameFailures = (a: ReadonlyMap<number, string>, b: ReadonlyMap<number, string>): boolean =>
+  a.size === b.size && [...a].every(([gpu, why]) => b.get(gpu) === why);
+
+/**
+ * Listens to NVML's XID events in a loop, one wait at a time, until stopped. Each cycle first asks
+ * NVML to register the GPUs not yet registered: a GPU whose registration failed is retried before
+ * every wait (about once a second), so it rejoins as soon as the driver lets it.
+ */
 export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
   let stopped = true;
   let loop: Promise<void> = Promise.resolve();
@@ -231,28 +323,49 @@ export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
       cancelPause = deps.clock.setTimer(resolve, ms);
     });
 
+  /** One registration and one wait; resolves whether the xid check should run again. */
+  const cycle = async (nvml: Nvml): Promise<boolean> => {
+    const { ledger } = deps;
+    ledger.setWaitingSince(deps.clock.now(), 'nvmlDeviceRegisterEvents');
+    const notListening = await nvml
+      .listenXidEvents()
+      .finally(() => ledger.setWaitingSince(undefined));
+    const changed = !sameFailures(notListening, ledger.notListening());
+    if (changed) {
+      deps.logger.warn('GPUs not registered for XID events', {
+        gpus: Object.fromEntries(notListening),
+      });
+    }
+    ledger.setNotListening(notListening);
+    ledger.setWaitingSince(deps.clock.now());
+    const events = await nvml
+      .waitXidEvents(deps.waitMs ?? 1000)
+      .finally(() => ledger.setWaitingSince(undefined));
+    let counted = false;
+    for (const event of events) {
+      const fresh = ledger.record(event, deps.clock.now());
+      counted ||= fresh;
+      const { meaning, action } = XID_CATALOGUE[event.xid] ?? {};
+      deps.logger.warn('XID event', {
+        gpu: event.gpuIndex,
+        xid: event.xid,
+        meaning,
+        action,
+        counted: fresh,
+      });
+    }
+    return counted || changed;
+  };
+
   const listen = async (): Promise<void> => {
     if (!deps.nvml.ok) return;
     const { nvml } = deps.nvml;
     while (!stopped) {
       try {
-        deps.ledger.setWaitingSince(deps.clock.now());
-        const events = await nvml
-          .waitXidEvents(deps.waitMs ?? 1000)
-          .finally(() => deps.ledger.setWaitingSince(undefined));
-        let counted = false;
-        for (const event of events) {
-          const fresh = deps.ledger.record(event, deps.clock.now());
-          counted ||= fresh;
-          deps.logger.warn('XID event', {
-            gpu: event.gpuIndex,
-            xid: event.xid,
-            ...classifyXid(event.xid),
-            counted: fresh,
-          });
-        }
+        const changed = await cycle(nvml);
+        const recovered = deps.ledger.listenerFailure() !== undefined;
         deps.ledger.setListenerFailure(undefined);
-        if (counted && !stopped) deps.onCounted();
+        if ((changed || recovered) && !stopped) deps.onChange();
       } catch (error) {
         deps.ledger.setListenerFailure(error instanceof Error ? error.message : String(error));
         deps.logger.error('waiting for XID events failed; retrying', { error });

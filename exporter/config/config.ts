@@ -10,6 +10,7 @@ import { DNS_NAME, LABEL_SELECTOR_CHARACTERS, isHostOrAddress } from '../net-nam
 import { LOG_LEVELS, type LogLevel } from '../log.js';
 import { formatDuration, parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
+import { DEFAULT_XID_FATAL } from '../checks/xid.js';
 
 export interface PingSettings {
   readonly command: string;
@@ -52,6 +53,8 @@ export interface Config {
   readonly podSelector: string;
   readonly historySize: number;
   readonly dcgmFatalErrors: readonly string[];
+  /** AUTOPILOT_XID_FATAL: the XIDs that fail the xid check as fatal (the node is evicted). */
+  readonly xidFatal: readonly number[];
   readonly invasiveJobTtlSeconds: number;
   readonly pvcStorageClass: string | undefined;
   /** Deadline of the checks that only read NVML (remapped, gpupower, ecc, xid). */
@@ -62,6 +65,8 @@ export interface Config {
   readonly nvmlLibrary: string;
   /** Path of the CUDA probe library; undefined means the one built into build/cuda/. */
   readonly cudaProbeLibrary: string | undefined;
+  /** AUTOPILOT_EXPECTED_GPUS: GPUs this node should have; wins over what Kubernetes says. */
+  readonly expectedGpus: number | undefined;
   /** auto: Kubernetes mode when in a cluster or KUBECONFIG is set; off: standalone. */
   readonly kubernetes: 'auto' | 'on' | 'off';
   /** KUBECONFIG: a kubeconfig file instead of the in-cluster service account. */
@@ -131,15 +136,21 @@ export const FLAGS = [
 
 export const FLAG_NAMES: ReadonlySet<string> = new Set(FLAGS.map((f) => f.name));
 
-/** Autopilot's default periodic list, limited to the checks this build has. */
+/**
+ * Autopilot's default periodic list, and gpucount (one cheap count that keeps a node whose GPUs
+ * NVML cannot see from passing), limited to the checks this build has.
+ */
 export const AUTOPILOT_PERIODIC_CHECKS = [
   'pciebw',
   'remapped',
   'dcgm',
   'ping',
   'gpupower',
+  'gpucount',
 ] as const;
 export const DEFAULT_NVML_LIBRARY = 'libnvidia-ml.so.1';
+/** More than any one host holds: a larger AUTOPILOT_EXPECTED_GPUS is a typo. */
+const MAX_EXPECTED_GPUS = 64;
 const DEFAULT_DCGM_FATAL_ERRORS = ['PCIe', 'NVLink', 'ECC', 'GPU Memory'];
 
 export function parseConfig(inputs: ConfigInputs): Config {
@@ -231,6 +242,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
       1000,
     ),
     dcgmFatalErrors: parseFatalErrors(setting('DCGM_FATAL_ERRORS')),
+    xidFatal: parseXidList(setting('AUTOPILOT_XID_FATAL')),
     invasiveJobTtlSeconds: parseInteger(
       'INVASIVE_JOB_TTLSEC',
       setting('INVASIVE_JOB_TTLSEC') ?? '30',
@@ -247,6 +259,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
     checkTimeoutsMs: parseCheckTimeouts(setting('AUTOPILOT_CHECK_TIMEOUTS')),
     nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? DEFAULT_NVML_LIBRARY,
     cudaProbeLibrary: setting('AUTOPILOT_CUDA_PROBE_LIBRARY'),
+    expectedGpus: parseExpectedGpus(setting('AUTOPILOT_EXPECTED_GPUS')),
     kubernetes: parseChoice('AUTOPILOT_KUBERNETES', setting('AUTOPILOT_KUBERNETES') ?? 'auto', [
       'auto',
       'on',
@@ -411,6 +424,17 @@ function parseCheckTimeouts(value: string | undefined): Map<CheckTimeoutName, nu
   return timeouts;
 }
 
+function parseExpectedGpus(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  return parseInteger(
+    'AUTOPILOT_EXPECTED_GPUS',
+    value,
+    0,
+    MAX_EXPECTED_GPUS,
+    `a whole number of GPUs from 0 to ${MAX_EXPECTED_GPUS}, or unset to ask Kubernetes`,
+  );
+}
+
 function parseLogLevel(value: string): LogLevel {
   const lower = value.trim().toLowerCase();
   if ((LOG_LEVELS as readonly string[]).includes(lower)) return lower as LogLevel;
@@ -489,6 +513,28 @@ function parseFatalErrors(value: string | undefined): string[] {
   return names;
 }
 
+/** The largest XID code accepted; NVML reports an XID it cannot name as 999 (nvml.h). */
+const MAX_XID = 999;
+
+function parseXidList(value: string | undefined): number[] {
+  if (value === undefined) return [...DEFAULT_XID_FATAL];
+  if (value === 'none') return [];
+  const accepted = `a comma-separated list of XID codes from 1 to ${MAX_XID}, such as 48,79,95, or none`;
+  const items = value.split(',').map((item) => item.trim());
+  if (items.every((item) => item === '')) {
+    throw new ConfigError('AUTOPILOT_XID_FATAL', value, accepted);
+  }
+  const codes: number[] = [];
+  for (const item of items.filter((part) => part !== '')) {
+    const code = Number(item);
+    if (!/^\d+$/.test(item) || code < 1 || code > MAX_XID) {
+      throw new ConfigError('AUTOPILOT_XID_FATAL', value, `${accepted} ("${item}" is not)`);
+    }
+    codes.push(code);
+  }
+  return [...new Set(codes)];
+}
+
 function parseStorageClass(value: string | undefined): string | undefined {
   // Autopilot's Helm chart sets this to "", which it then used as a class name; unset it is.
   if (value === undefined || value.trim() === '') return undefined;
@@ -510,11 +556,16 @@ export const ENV_SETTINGS = [
   ['POD_NAME', '', 'name of the exporter pod'],
   [
     'PERIODIC_CHECKS',
-    'pciebw,remapped,dcgm,ping,gpupower (those this build has)',
+    'pciebw,remapped,dcgm,ping,gpupower,gpucount (those this build has)',
     'checks of the periodic round; all = the default list',
   ],
   ['PVC_TEST_STORAGE_CLASS', '', 'StorageClass of the pvc check'],
   ['DCGM_FATAL_ERRORS', 'PCIe,NVLink,ECC,GPU Memory', 'DCGM tests whose failure evicts the node'],
+  [
+    'AUTOPILOT_XID_FATAL',
+    DEFAULT_XID_FATAL.join(','),
+    'XIDs whose event fails the xid check as fatal, evicting the node (comma-separated; none: no XID)',
+  ],
   ['INVASIVE_JOB_TTLSEC', '30', 'ttlSecondsAfterFinished of the deep-check Job'],
   [
     'AUTOPILOT_PEERS',
@@ -567,6 +618,11 @@ export const ENV_SETTINGS = [
     'AUTOPILOT_NVML_LIBRARY',
     'libnvidia-ml.so.1',
     'NVML library: a name the loader finds, or a path',
+  ],
+  [
+    'AUTOPILOT_EXPECTED_GPUS',
+    'unset: the node label nvidia.com/gpu.count or capacity (Kubernetes mode)',
+    'GPUs this node should have (0 to 64); fewer visible to NVML fails gpucount',
   ],
   [
     'AUTOPILOT_CUDA_PROBE_LIBRARY',

@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, test } from '@jest/globals';
 import { parse } from 'yaml';
 import { OPERATOR_RBAC_RULES, type PolicyRule } from '../../exporter/api/auth.js';
 import { CHECK_NAMES } from '../../exporter/checks/index.js';
+import { DEFAULT_XID_FATAL } from '../../exporter/checks/xid.js';
 import { parseCommandLine } from '../../exporter/cli.js';
 import { EXPORTER_RBAC_RULES } from '../../exporter/cluster/rbac.js';
 import { parseConfig } from '../../exporter/config/config.js';
@@ -439,10 +440,30 @@ describe('chart: values', () => {
     [{ env: [{ name: 'BAD NAME', value: 'x' }] }, '/env/0/name'],
     [{ pingGroupRange: '0 2147483647; reboot' }, '/pingGroupRange'],
     [{ serviceMonitr: { enabled: false } }, "additional properties 'serviceMonitr' not allowed"],
+    [{ xid: { fatal: [79, 0] } }, '/xid/fatal/1'],
+    [{ xid: { fatal: '79,95' } }, '/xid/fatal'],
+    [{ xid: { fatal: [79, 79] } }, '/xid/fatal'],
   ])('values.schema.json refuses %j, naming %s', (values, named) => {
     const run = templateRun({ values });
     expect(run.status).not.toBe(0);
     expect(run.stderr).toContain(named);
+  });
+
+  test.each<[string, Record<string, unknown>, string, readonly number[]]>([
+    ['the default', {}, DEFAULT_XID_FATAL.join(','), DEFAULT_XID_FATAL],
+    ['a list of its own', { xid: { fatal: [79, 94] } }, '79,94', [79, 94]],
+    ['an empty list', { xid: { fatal: [] } }, 'none', []],
+  ])('xid.fatal, %s, reaches the exporter as AUTOPILOT_XID_FATAL', (_, values, env, parsed) => {
+    const container = one(renderChart({ values }), 'DaemonSet').spec.template.spec.containers[0];
+    const setting = container.env.filter((entry: Any) => entry.name === 'AUTOPILOT_XID_FATAL');
+    expect(setting).toEqual([{ name: 'AUTOPILOT_XID_FATAL', value: env }]);
+    const config = parseConfig({
+      flags: new Map(),
+      env: { AUTOPILOT_XID_FATAL: env },
+      hostname: 'pod',
+      knownChecks: CHECK_NAMES,
+    });
+    expect(config.xidFatal).toEqual(parsed);
   });
 
   test('NetworkPolicy: exporter pods reach each other on every port; API and metrics by port', () => {

@@ -7,7 +7,9 @@ import type {
   GpuDevice,
   Nvml,
   PcieLinkState,
+  ProcessCount,
   RemappedRows,
+  SlowdownDurations,
   XidEvent,
 } from '../../exporter/native/ports.js';
 
@@ -16,11 +18,22 @@ export interface FakeGpu {
   link: PcieLinkState;
   remapped: RemappedRows | undefined;
   reasons: bigint;
+  /** Answers of the next reads of the clock event reasons, one each, before `reasons` again. */
+  reasonReads: bigint[];
+  slowdown: SlowdownDurations;
   ecc: EccState;
   processes: number;
+  /** Why NVML cannot count this GPU's processes; undefined: it can (MIG still makes it unknown). */
+  processesUnknown: string | undefined;
+  /** The host NUMA node nearest the GPU; undefined: NVML cannot say. */
+  numaNode: number | undefined;
   mig: boolean;
   /** Per-method failures: the method rejects with this error. */
   failing: Partial<Record<keyof Nvml, Error>>;
+  /** Why registering this GPU for XID events fails; undefined: it registers. */
+  xidRegistration: Error | undefined;
+  /** What every CUDA measurement on this GPU rejects with (e.g. CudaError 46); undefined: none. */
+  cudaFailure: Error | undefined;
   h2dGBps: number;
   d2hGBps: number;
   hbmGBps: number;
@@ -40,10 +53,21 @@ export function h200(index: number): FakeGpu {
     link: { currentGeneration: 5, currentWidth: 16, maxGeneration: 5, maxWidth: 16 },
     remapped: { correctable: 0, uncorrectable: 0, pending: false, failureOccurred: false },
     reasons: 0n,
-    ecc: { enabled: true, volatileUncorrected: 0, retiredPagesPending: undefined },
+    reasonReads: [],
+    slowdown: { hwThermalNs: 0n, hwPowerBrakeNs: 0n },
+    ecc: {
+      enabled: true,
+      volatileUncorrected: 0,
+      aggregateUncorrected: 0,
+      retiredPagesPending: undefined,
+    },
     processes: 0,
+    processesUnknown: undefined,
+    numaNode: index < 4 ? 0 : 1,
     mig: false,
     failing: {},
+    xidRegistration: undefined,
+    cudaFailure: undefined,
     h2dGBps: 55.1,
     d2hGBps: 55.3,
     hbmGBps: 4100,
@@ -59,6 +83,8 @@ export function fakeNode(count = 8): FakeGpu[] {
 
 export interface FakeNvml extends Nvml {
   readonly xids: XidEvent[];
+  /** How often listenXidEvents was called. */
+  readonly listens: () => number;
 }
 
 export function fakeNvml(gpus: FakeGpu[]): FakeNvml {
@@ -70,16 +96,36 @@ export function fakeNvml(gpus: FakeGpu[]): FakeNvml {
     return found;
   };
   const xids: XidEvent[] = [];
+  let listens = 0;
   return {
     xids,
+    listens: () => listens,
+    listenXidEvents: () => {
+      listens += 1;
+      const failing = gpus.filter((g) => g.xidRegistration !== undefined);
+      return Promise.resolve(
+        new Map(failing.map((g) => [g.device.index, g.xidRegistration?.message ?? ''])),
+      );
+    },
     driverVersion: () => Promise.resolve('580.159.04'),
     devices: () => Promise.resolve(gpus.map((g) => g.device)),
     pcieLink: (i) => Promise.resolve().then(() => gpu(i, 'pcieLink').link),
     remappedRows: (i) => Promise.resolve().then(() => gpu(i, 'remappedRows').remapped),
-    clockEventReasons: (i) => Promise.resolve().then(() => gpu(i, 'clockEventReasons').reasons),
+    clockEventReasons: (i) =>
+      Promise.resolve().then(() => {
+        const g = gpu(i, 'clockEventReasons');
+        return g.reasonReads.shift() ?? g.reasons;
+      }),
+    slowdownDurations: (i) => Promise.resolve().then(() => gpu(i, 'slowdownDurations').slowdown),
     ecc: (i) => Promise.resolve().then(() => gpu(i, 'ecc').ecc),
     computeProcessCount: (i) =>
-      Promise.resolve().then(() => gpu(i, 'computeProcessCount').processes),
+      Promise.resolve().then((): ProcessCount => {
+        const g = gpu(i, 'computeProcessCount');
+        if (g.mig) return { known: false, reason: 'MIG is enabled' };
+        if (g.processesUnknown !== undefined) return { known: false, reason: g.processesUnknown };
+        return { known: true, count: g.processes };
+      }),
+    numaNode: (i) => Promise.resolve().then(() => gpu(i, 'numaNode').numaNode),
     migEnabled: (i) => Promise.resolve().then(() => gpu(i, 'migEnabled').mig),
     waitXidEvents: (timeoutMs) =>
       xids.length > 0
@@ -92,7 +138,11 @@ export function fakeNvml(gpus: FakeGpu[]): FakeNvml {
   };
 }
 
-/** CUDA ordinals in reverse NVML order, as CUDA's "fastest first" order may differ from NVML's. */
+/**
+ * CUDA ordinals in reverse NVML order, as CUDA's "fastest first" order may differ from NVML's.
+ * `calls` logs every measurement, the calls that create a context on the device, as
+ * "<kind> <ordinal> ...": "copy 7 h2d node 1", "hbm 7", "pattern 7", "flops 7 32".
+ */
 export function fakeCuda(gpus: FakeGpu[]): CudaProbe & { readonly calls: string[] } {
   const calls: string[] = [];
   const byOrdinal = [...gpus].reverse();
@@ -101,19 +151,33 @@ export function fakeCuda(gpus: FakeGpu[]): CudaProbe & { readonly calls: string[
     if (found === undefined) throw new Error(`no CUDA device ${ordinal}`);
     return found;
   };
+  /** Logs a measurement and answers it, or rejects as the GPU's cudaFailure says. */
+  const measure = <T>(call: string, ordinal: number, answer: (g: FakeGpu) => T): Promise<T> =>
+    Promise.resolve().then(() => {
+      calls.push(call);
+      const g = at(ordinal);
+      if (g.cudaFailure !== undefined) throw g.cudaFailure;
+      return answer(g);
+    });
   return {
     calls,
     callsInFlight: () => 0,
     deviceCount: () => Promise.resolve(byOrdinal.length),
     pciBusId: (o) => Promise.resolve(at(o).device.pciBusId.replace(/^0000/, '')),
-    copyBandwidth: (o: number, direction: CopyDirection) => {
-      calls.push(`copy ${o} ${direction}`);
-      const g = at(o);
-      return Promise.resolve(direction === 'h2d' ? g.h2dGBps : g.d2hGBps);
-    },
-    hbmBandwidth: (o) => Promise.resolve(at(o).hbmGBps),
-    memoryPattern: (o) => Promise.resolve({ mismatches: at(o).mismatches, bytesTested: 1 << 30 }),
+    copyBandwidth: (o: number, direction: CopyDirection, _b: number, _r: number, node?: number) =>
+      measure(`copy ${o} ${direction} node ${node ?? 'none'}`, o, (g) => ({
+        gbps: direction === 'h2d' ? g.h2dGBps : g.d2hGBps,
+        placement:
+          node === undefined
+            ? { bound: false, node, reason: 'no NUMA node known for this GPU' }
+            : { bound: true, node },
+      })),
+    hbmBandwidth: (o) => measure(`hbm ${o}`, o, (g) => g.hbmGBps),
+    memoryPattern: (o) =>
+      measure(`pattern ${o}`, o, (g) => ({ mismatches: g.mismatches, bytesTested: 1 << 30 })),
     flops: (o, precision) =>
-      Promise.resolve(precision === 32 ? at(o).fp32Tflops : at(o).fp64Tflops),
+      measure(`flops ${o} ${precision}`, o, (g) =>
+        precision === 32 ? g.fp32Tflops : g.fp64Tflops,
+      ),
   };
 }

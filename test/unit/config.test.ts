@@ -77,12 +77,16 @@ describe('parseConfig defaults', () => {
       postflightChecks: [],
       historySize: 20,
       dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
+      xidFatal: [
+        46, 48, 62, 64, 74, 79, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158, 160, 162,
+      ],
       invasiveJobTtlSeconds: 30,
       pvcStorageClass: undefined,
       nvmlCheckTimeoutMs: 30_000,
       checkTimeoutsMs: new Map(),
       nvmlLibrary: 'libnvidia-ml.so.1',
       cudaProbeLibrary: undefined,
+      expectedGpus: undefined,
       kubernetes: 'auto',
       kubeconfigPath: undefined,
       serviceName: 'autopilot-healthchecks',
@@ -109,7 +113,14 @@ describe('parseConfig defaults', () => {
   });
 
   test('the default periodic list is Autopilot’s, in its order, limited to known checks', () => {
-    expect(AUTOPILOT_PERIODIC_CHECKS).toEqual(['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower']);
+    expect(AUTOPILOT_PERIODIC_CHECKS).toEqual([
+      'pciebw',
+      'remapped',
+      'dcgm',
+      'ping',
+      'gpupower',
+      'gpucount',
+    ]);
     expect(parseConfig(inputs({ knownChecks: ALL_CHECKS })).periodicChecks).toEqual([
       'pciebw',
       'remapped',
@@ -118,6 +129,26 @@ describe('parseConfig defaults', () => {
       'gpupower',
     ]);
     expect(parseConfig(inputs({ knownChecks: ['pvc'] })).periodicChecks).toEqual([]);
+    expect(parseConfig(inputs({ knownChecks: ['gpucount', 'ping'] })).periodicChecks).toEqual([
+      'ping',
+      'gpucount',
+    ]);
+  });
+
+  test.each([
+    ['8', 8],
+    [' 0 ', 0],
+    ['64', 64],
+  ])('AUTOPILOT_EXPECTED_GPUS %j is %d', (value, count) => {
+    expect(parseConfig(inputs({ env: { AUTOPILOT_EXPECTED_GPUS: value } })).expectedGpus).toBe(
+      count,
+    );
+  });
+
+  test.each(['65', '-1', '8.5', 'eight'])('AUTOPILOT_EXPECTED_GPUS %j is refused', (value) => {
+    expect(() => parseConfig(inputs({ env: { AUTOPILOT_EXPECTED_GPUS: value } }))).toThrow(
+      `invalid AUTOPILOT_EXPECTED_GPUS ${JSON.stringify(value)}: expected a whole number of GPUs from 0 to 64, or unset to ask Kubernetes`,
+    );
   });
 
   test('parseConfig reads exactly the environment variables that ENV_SETTINGS documents', () => {
@@ -307,6 +338,15 @@ describe('parseConfig settings', () => {
     expect(parseConfig(inputs({ env: { DCGM_FATAL_ERRORS: value } })).dcgmFatalErrors).toEqual(
       names,
     );
+  });
+
+  test.each<[string, number[]]>([
+    ['79', [79]],
+    [' 48 , 79,79, 94 ,', [48, 79, 94]],
+    ['999', [999]],
+    ['none', []],
+  ])('AUTOPILOT_XID_FATAL %j', (value, codes) => {
+    expect(parseConfig(inputs({ env: { AUTOPILOT_XID_FATAL: value } })).xidFatal).toEqual(codes);
   });
 
   test.each<[string, [string, number][]]>([
@@ -632,6 +672,20 @@ const ERROR_CASES: readonly ErrorCase[] = [
     value: ',,',
     accepted: 'a comma-separated list of DCGM test names, such as PCIe,NVLink',
   },
+  ...[
+    [',,', ''],
+    ['48,seventy-nine', ' ("seventy-nine" is not)'],
+    ['0', ' ("0" is not)'],
+    ['1000', ' ("1000" is not)'],
+    ['-1', ' ("-1" is not)'],
+    ['7.5', ' ("7.5" is not)'],
+  ].map(([value, why]) => ({
+    name: `AUTOPILOT_XID_FATAL ${value}`,
+    env: { AUTOPILOT_XID_FATAL: value },
+    setting: 'AUTOPILOT_XID_FATAL',
+    value: value!,
+    accepted: `a comma-separated list of XID codes from 1 to 999, such as 48,79,95, or none${why}`,
+  })),
   {
     name: 'INVASIVE_JOB_TTLSEC -5',
     env: { INVASIVE_JOB_TTLSEC: '-5' },

@@ -1,6 +1,6 @@
 import { describe, expect, test } from '@jest/globals';
 import type { Check, CheckOutcome } from '../../exporter/checks/check.js';
-import { createEccCheck, judgeEcc } from '../../exporter/checks/ecc.js';
+import { createEccCheck } from '../../exporter/checks/ecc.js';
 import { busIdKey } from '../../exporter/checks/gpu-common.js';
 import { createGpuMemCheck, judgeCudaFailure, judgeGpuMem } from '../../exporter/checks/gpumem.js';
 import {
@@ -8,7 +8,12 @@ import {
   createGpuPowerCheck,
   judgeClockEvents,
 } from '../../exporter/checks/gpupower.js';
-import { createPcieBwCheck, judgePcie, linkCapacityGBps } from '../../exporter/checks/pciebw.js';
+import {
+  createPcieBwCheck,
+  judgePcie,
+  linkCapacityGBps,
+  type PcieGpu,
+} from '../../exporter/checks/pciebw.js';
 import { createRemappedCheck, judgeRemappedRows } from '../../exporter/checks/remapped.js';
 import {
   classifyXid,
@@ -21,7 +26,13 @@ import {
 } from '../../exporter/checks/xid.js';
 import { createSystemClock } from '../../exporter/clock.js';
 import { silentLogger } from '../../exporter/log.js';
-import { CudaError, NvmlError, type NvmlLoad } from '../../exporter/native/ports.js';
+import {
+  CudaError,
+  NvmlError,
+  type CudaProbe,
+  type CudaProbeLoad,
+  type NvmlLoad,
+} from '../../exporter/native/ports.js';
 import { fakeCuda, fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
 
 const T = Date.UTC(2026, 0, 1);
@@ -119,22 +130,28 @@ describe('gpupower', () => {
   });
 
   test.each([
-    [0x88n, 'FAIL', 'power brake asserted (external, e.g. by the PSU or BMC) active', 1],
-    [0x48n, 'FAIL', 'hardware thermal slowdown active', 1],
-    [0x8n, 'FAIL', 'hardware slowdown active', 1],
+    [0x88n, 'FAIL', 'power brake asserted (external, e.g. by the PSU or BMC) held', 1],
+    [0x48n, 'FAIL', 'hardware thermal slowdown held', 1],
+    [0x8n, 'FAIL', 'hardware slowdown held', 1],
     [0x20n, 'WARN', 'software thermal slowdown active', 0],
     [0x4n, 'PASS', 'normal: sw_power_cap', 0],
     [0n, 'PASS', 'no clock event reason active', 0],
-  ] as const)('mask %s → %s', (mask, verdict, reason, compat) => {
-    expect(judgeClockEvents('1', mask)).toMatchObject({ verdict, reason, compatValue: compat });
+  ] as const)('mask %s in both reads → %s', (mask, verdict, reason, compat) => {
+    const reading = { mask, durations: { hwThermalNs: undefined, hwPowerBrakeNs: undefined } };
+    const device = judgeClockEvents('1', { first: reading, second: reading, intervalMs: 100 });
+    expect(device).toMatchObject({ verdict, compatValue: compat });
+    expect(device.reason.startsWith(reason)).toBe(true);
   });
 
-  test('exports every reason of every GPU', async () => {
+  test('exports every reason and the accumulated slowdown of every GPU', async () => {
     const gpus = fakeNode(2);
     gpus[1]!.reasons = 0x88n;
-    const outcome = await createGpuPowerCheck({ nvml: loaded(gpus) }).run(ctx);
+    const outcome = await createGpuPowerCheck({
+      nvml: loaded(gpus),
+      sleep: () => Promise.resolve(),
+    }).run(ctx);
     expect(verdicts(outcome)).toEqual(['0:PASS', '1:FAIL']);
-    expect(outcome.samples).toHaveLength(18);
+    expect(outcome.samples).toHaveLength(2 * (9 + 2));
     expect(outcome.samples).toContainEqual({
       metric: 'autopilot_gpu_clock_event_reason',
       labels: { gpu: '1', uuid: gpus[1]!.device.uuid, reason: 'hw_power_brake_slowdown' },
@@ -143,26 +160,20 @@ describe('gpupower', () => {
   });
 });
 
-describe('ecc', () => {
-  test.each([
-    [
-      { enabled: false, volatileUncorrected: undefined, retiredPagesPending: undefined },
-      'SKIP',
-      undefined,
-    ],
-    [{ enabled: true, volatileUncorrected: 0, retiredPagesPending: false }, 'PASS', undefined],
-    [{ enabled: true, volatileUncorrected: 0, retiredPagesPending: true }, 'WARN', undefined],
-    [{ enabled: true, volatileUncorrected: 2, retiredPagesPending: false }, 'FAIL', true],
-  ] as const)('%j → %s', (state, verdict, fatal) => {
-    const device = judgeEcc('5', state);
-    expect(device.verdict).toBe(verdict);
-    expect(device.fatal).toBe(fatal);
-  });
-});
-
 describe('pciebw', () => {
   const healthyLink = { currentGeneration: 5, currentWidth: 16, maxGeneration: 5, maxWidth: 16 };
   const judgement = { thresholdGBps: 4, siblingMedianH2dGBps: undefined };
+  const onNode = { bound: true, node: 0 } as const;
+  const measured = (
+    h2dGBps: number,
+    d2hGBps: number,
+    loadedLink = healthyLink,
+    idleLink = healthyLink,
+  ): PcieGpu => ({ idleLink, measured: { h2dGBps, d2hGBps, loadedLink, placement: onNode } });
+  const pcie = (gpus: FakeGpu[], cuda: CudaProbeLoad): Check =>
+    createPcieBwCheck({ nvml: loaded(gpus), cuda, thresholdGBps: 4 });
+  const withProbe = (probe: CudaProbe): CudaProbeLoad => ({ ok: true, probe });
+  const noProbe: CudaProbeLoad = { ok: false, reason: 'cannot load libautopilot-probe.so' };
 
   test('link capacity per generation and width', () => {
     expect(linkCapacityGBps(5, 16)).toBeCloseTo(63.0, 1);
@@ -177,90 +188,91 @@ describe('pciebw', () => {
     expect(busIdKey('nonsense')).toBeUndefined();
   });
 
+  const gen3x8 = { ...healthyLink, currentGeneration: 3, currentWidth: 8 };
   test.each([
+    ['healthy', measured(55.1, 55.3), 'PASS', 'h2d 55.1 GB/s, d2h 55.3 GB/s on Gen5 x16'],
     [
-      'healthy',
-      { h2dGBps: 55.1, d2hGBps: 55.3, link: healthyLink, busy: false },
+      'below --bw',
+      measured(3.2, 3.3, { ...healthyLink, currentGeneration: 1 }),
+      'FAIL',
+      'h2d 3.2 GB/s, d2h 3.3 GB/s: below the 4 GB/s threshold; degraded (generation): Gen1 of Gen5 under load',
+    ],
+    [
+      'x8 at idle, Gen3 under load',
+      measured(6.5, 6.6, gen3x8, gen3x8),
+      'FAIL',
+      'degraded (width): x8 of x16; degraded (generation): Gen3 of Gen5 under load: h2d 6.5 GB/s, d2h 6.6 GB/s',
+    ],
+    [
+      'Gen1 at idle only (power saving) is no finding',
+      measured(55.1, 55.3, healthyLink, { ...healthyLink, currentGeneration: 1 }),
       'PASS',
       'h2d 55.1 GB/s, d2h 55.3 GB/s on Gen5 x16',
     ],
     [
-      'below --bw',
-      {
-        h2dGBps: 3.2,
-        d2hGBps: 3.3,
-        link: { ...healthyLink, currentGeneration: 1, currentWidth: 16 },
-        busy: false,
-      },
-      'FAIL',
-      'h2d 3.2 GB/s, d2h 3.3 GB/s: below the 4 GB/s threshold; Gen1 (max Gen5)',
-    ],
-    [
-      'x8 Gen3 link',
-      {
-        h2dGBps: 6.5,
-        d2hGBps: 6.6,
-        link: { ...healthyLink, currentGeneration: 3, currentWidth: 8 },
-        busy: false,
-      },
-      'FAIL',
-      'h2d 6.5 GB/s, d2h 6.6 GB/s: link degraded under load: x8 link (max x16), Gen3 (max Gen5)',
-    ],
-    [
       'slow on a fine link',
-      { h2dGBps: 40, d2hGBps: 41, link: healthyLink, busy: false },
+      measured(40, 41),
       'WARN',
       'h2d 40 GB/s, d2h 41 GB/s: below 80 % of the 54.19 GB/s a Gen5 x16 link carries in practice; link fine but slow',
     ],
-  ] as const)('%s → %s', (_, measurement, verdict, reason) => {
-    expect(judgePcie('3', measurement, judgement)).toMatchObject({ verdict, reason });
+    [
+      'not measured, link fine',
+      {
+        idleLink: { ...healthyLink, currentGeneration: 1 },
+        notMeasured: { id: '3', verdict: 'SKIP', reason: '2 compute processes', evidence: {} },
+      },
+      'SKIP',
+      '2 compute processes',
+    ],
+    [
+      'not measured, x8 at idle',
+      {
+        idleLink: gen3x8,
+        notMeasured: { id: '3', verdict: 'SKIP', reason: '2 compute processes', evidence: {} },
+      },
+      'FAIL',
+      'degraded (width): x8 of x16; bandwidth not measured: 2 compute processes',
+    ],
+  ] as const)('%s → %s', (_, gpu, verdict, reason) => {
+    expect(judgePcie('3', gpu, judgement)).toMatchObject({ verdict, reason });
+  });
+
+  test('a slow copy from a buffer off the GPU NUMA node says why it was not placed', () => {
+    const gpu = measured(40, 41);
+    const off = { bound: false, node: 1, reason: 'mbind to node 1 refused (EPERM)' } as const;
+    const result = judgePcie(
+      '0',
+      { ...gpu, measured: { ...gpu.measured, placement: off } },
+      judgement,
+    );
+    expect(result.reason).toContain(
+      'link fine but slow (host buffer not placed: mbind to node 1 refused (EPERM))',
+    );
+    expect(result.evidence).toMatchObject({ numaNode: 1, hostBufferOnNode: false });
   });
 
   test('a healthy Gen4 x16 link (24 GB/s) passes', () => {
     const gen4 = { currentGeneration: 4, currentWidth: 16, maxGeneration: 4, maxWidth: 16 };
-    expect(
-      judgePcie('0', { h2dGBps: 24, d2hGBps: 24.5, link: gen4, busy: false }, judgement).verdict,
-    ).toBe('PASS');
-  });
-
-  test('on a GPU running jobs only the threshold and the link are judged', () => {
-    expect(
-      judgePcie('0', { h2dGBps: 20, d2hGBps: 21, link: healthyLink, busy: true }, judgement),
-    ).toMatchObject({
-      verdict: 'PASS',
-      reason:
-        'h2d 20 GB/s, d2h 21 GB/s while the GPU runs jobs: only the threshold and the link judged',
-    });
-    const degraded = { ...healthyLink, currentWidth: 8 };
-    expect(
-      judgePcie('0', { h2dGBps: 20, d2hGBps: 21, link: degraded, busy: true }, judgement).verdict,
-    ).toBe('FAIL');
+    expect(judgePcie('0', measured(24, 24.5, gen4, gen4), judgement).verdict).toBe('PASS');
   });
 
   test('far below the node median warns even above 80 % of the link', () => {
-    const device = judgePcie(
-      '1',
-      { h2dGBps: 51, d2hGBps: 52, link: healthyLink, busy: false },
-      {
-        thresholdGBps: 4,
-        siblingMedianH2dGBps: 70,
-      },
-    );
+    const device = judgePcie('1', measured(51, 52), {
+      thresholdGBps: 4,
+      siblingMedianH2dGBps: 70,
+    });
     expect(device.verdict).toBe('WARN');
     expect(device.reason).toContain("far below the node's other GPUs (median h2d 70 GB/s)");
   });
 
-  test('measures every GPU one after another, matched by bus id, and exports bandwidth and link', async () => {
+  test('measures every GPU one after another, matched by bus id, on its NUMA node', async () => {
     const gpus = fakeNode(8);
     gpus[3]!.link = { currentGeneration: 3, currentWidth: 8, maxGeneration: 5, maxWidth: 16 };
     gpus[3]!.h2dGBps = 6.6;
     gpus[3]!.d2hGBps = 6.7;
+    gpus[6]!.numaNode = undefined;
     const cuda = fakeCuda(gpus);
-    const outcome = await createPcieBwCheck({
-      nvml: loaded(gpus),
-      cuda: { ok: true, probe: cuda },
-      thresholdGBps: 4,
-    }).run(ctx);
+    const outcome = await pcie(gpus, withProbe(cuda)).run(ctx);
     expect(verdicts(outcome)).toEqual([
       '0:PASS',
       '1:PASS',
@@ -276,16 +288,13 @@ describe('pciebw', () => {
     ]);
     // CUDA ordinals are the reverse of NVML indexes in the fake: GPU 0 is ordinal 7.
     expect(cuda.calls.slice(0, 4)).toEqual([
-      'copy 7 h2d',
-      'copy 7 d2h',
-      'copy 6 h2d',
-      'copy 6 d2h',
+      'copy 7 h2d node 0',
+      'copy 7 d2h node 0',
+      'copy 6 h2d node 0',
+      'copy 6 d2h node 0',
     ]);
-    expect(outcome.samples).toContainEqual({
-      metric: 'autopilot_gpu_pcie_link_width',
-      labels: { gpu: '3', uuid: gpus[3]!.device.uuid, state: 'current' },
-      value: 8,
-    });
+    expect(cuda.calls).toContain('copy 3 h2d node 1'); // GPU 4, on the second socket
+    expect(cuda.calls).toContain('copy 1 h2d node none'); // GPU 6: NVML gives no node
     expect(outcome.samples).toContainEqual({
       metric: 'autopilot_gpu_pcie_bandwidth_bytes_per_second',
       labels: { gpu: '0', uuid: gpus[0]!.device.uuid, direction: 'd2h' },
@@ -293,36 +302,111 @@ describe('pciebw', () => {
     });
   });
 
-  test('a MIG GPU and a GPU CUDA does not see are skipped; no CUDA probe skips the check', async () => {
+  test('busy GPUs and GPUs not known to be idle get no CUDA call and say SKIP with why', async () => {
+    const gpus = fakeNode(4);
+    gpus[1]!.processes = 2;
+    gpus[2]!.processesUnknown =
+      'nvmlDeviceGetComputeRunningProcesses_v3: Insufficient Permissions (4)';
+    gpus[3]!.failing.computeProcessCount = new NvmlError(
+      'nvmlDeviceGetComputeRunningProcesses_v3',
+      15,
+      'GPU is lost',
+    );
+    const cuda = fakeCuda(gpus);
+    const outcome = await pcie(gpus, withProbe(cuda)).run(ctx);
+    expect(verdicts(outcome)).toEqual(['0:PASS', '1:SKIP', '2:SKIP', '3:SKIP']);
+    expect(outcome.devices.map((d) => d.reason).slice(1)).toEqual([
+      '2 compute processes',
+      'process count unknown: nvmlDeviceGetComputeRunningProcesses_v3: Insufficient Permissions (4)',
+      'process count unknown: nvmlDeviceGetComputeRunningProcesses_v3: GPU is lost (15)',
+    ]);
+    expect(outcome.devices[1]?.evidence).toMatchObject({ linkWidth: 16, maxLinkWidth: 16 });
+    // GPU 0 is ordinal 3; GPUs 1, 2 and 3 (ordinals 2, 1, 0) get no measurement at all.
+    expect(cuda.calls).toEqual(['copy 3 h2d node 0', 'copy 3 d2h node 0']);
+  });
+
+  test('a busy GPU with a degraded width is FAIL, still without a CUDA call', async () => {
+    const gpus = fakeNode(2);
+    gpus[1]!.processes = 2;
+    gpus[1]!.link = { currentGeneration: 5, currentWidth: 8, maxGeneration: 5, maxWidth: 16 };
+    const cuda = fakeCuda(gpus);
+    const outcome = await pcie(gpus, withProbe(cuda)).run(ctx);
+    expect(outcome.devices[1]).toMatchObject({
+      verdict: 'FAIL',
+      reason: 'degraded (width): x8 of x16; bandwidth not measured: 2 compute processes',
+    });
+    expect(cuda.calls.filter((c) => c.startsWith('copy 0 '))).toEqual([]);
+  });
+
+  test('GPU 3 on Gen3 x8 of a Gen5 x16 part without the CUDA probe: link metrics, width FAIL, the rest SKIP', async () => {
+    const gpus = fakeNode(8);
+    gpus[3]!.link = { currentGeneration: 3, currentWidth: 8, maxGeneration: 5, maxWidth: 16 };
+    const outcome = await pcie(gpus, noProbe).run(ctx);
+    expect(outcome.devices[3]).toMatchObject({
+      verdict: 'FAIL',
+      reason:
+        'degraded (width): x8 of x16; bandwidth not measured: cannot load libautopilot-probe.so',
+      evidence: { linkGeneration: 3, linkWidth: 8, maxLinkGeneration: 5, maxLinkWidth: 16 },
+    });
+    expect(verdicts(outcome).filter((v) => v !== '3:FAIL')).toEqual(
+      ['0', '1', '2', '4', '5', '6', '7'].map((id) => `${id}:SKIP`),
+    );
+    const sample = (metric: string, state: string) =>
+      outcome.samples?.find(
+        (s) => s.metric === metric && s.labels['gpu'] === '3' && s.labels['state'] === state,
+      )?.value;
+    expect(sample('autopilot_gpu_pcie_link_width', 'current')).toBe(8);
+    expect(sample('autopilot_gpu_pcie_link_width', 'max')).toBe(16);
+    expect(sample('autopilot_gpu_pcie_link_generation', 'current')).toBe(3);
+    expect(sample('autopilot_gpu_pcie_link_generation', 'max')).toBe(5);
+    expect(
+      outcome.samples?.filter((s) => s.metric === 'autopilot_gpu_pcie_link_width'),
+    ).toHaveLength(16);
+    expect(outcome.samples?.some((s) => s.metric.includes('bandwidth'))).toBe(false);
+  });
+
+  test('error 46 (another process holds the GPU) is SKIP; other CUDA errors stay ERROR', async () => {
+    const gpus = fakeNode(3);
+    gpus[1]!.cudaFailure = new CudaError(
+      'ap_copy_bandwidth',
+      46,
+      'CUDA-capable device(s) is/are busy or unavailable',
+    );
+    gpus[2]!.cudaFailure = new CudaError('ap_copy_bandwidth', 999, 'unknown error');
+    const outcome = await pcie(gpus, withProbe(fakeCuda(gpus))).run(ctx);
+    expect(verdicts(outcome)).toEqual(['0:PASS', '1:SKIP', '2:ERROR']);
+    expect(outcome.devices[1]?.reason).toBe(
+      'ap_copy_bandwidth: CUDA-capable device(s) is/are busy or unavailable (46): another process holds the GPU in EXCLUSIVE_PROCESS mode',
+    );
+  });
+
+  test('a MIG GPU and a GPU CUDA does not see are skipped; CUDA seeing no device skips them all', async () => {
     const gpus = fakeNode(3);
     gpus[0]!.mig = true;
-    const visible = gpus.slice(0, 2);
-    const outcome = await createPcieBwCheck({
-      nvml: loaded(gpus),
-      cuda: { ok: true, probe: fakeCuda(visible) },
-      thresholdGBps: 4,
-    }).run(ctx);
+    const outcome = await pcie(gpus, withProbe(fakeCuda(gpus.slice(0, 2)))).run(ctx);
     expect(verdicts(outcome)).toEqual(['0:SKIP', '1:PASS', '2:SKIP']);
     expect(outcome.devices[2]?.reason).toBe(`CUDA does not see ${gpus[2]!.device.pciBusId}`);
-    const noCuda = await createPcieBwCheck({
-      nvml: loaded(gpus),
-      cuda: { ok: false, reason: 'cannot load build/cuda/libautopilot-probe.so' },
-      thresholdGBps: 4,
-    }).run(ctx);
-    expect(noCuda).toEqual({
-      devices: [],
-      verdict: 'SKIP',
-      reason: 'cannot load build/cuda/libautopilot-probe.so',
-    });
+    const none = await pcie(gpus, withProbe(fakeCuda([]))).run(ctx);
+    expect(verdicts(none)).toEqual(['0:SKIP', '1:SKIP', '2:SKIP']);
+    expect(none.devices[0]?.reason).toMatch(/^CUDA sees no device while NVML sees 3 GPUs/);
+  });
+
+  test('a GPU whose link NVML cannot read is ERROR and is not measured', async () => {
+    const gpus = fakeNode(2);
+    gpus[0]!.failing.pcieLink = new NvmlError('nvmlDeviceGetCurrPcieLinkWidth', 15, 'GPU is lost');
+    const cuda = fakeCuda(gpus);
+    const outcome = await pcie(gpus, withProbe(cuda)).run(ctx);
+    expect(verdicts(outcome)).toEqual(['0:ERROR', '1:PASS']);
+    expect(cuda.calls.some((c) => c.startsWith('copy 1 '))).toBe(false);
   });
 });
 
 describe('xid', () => {
   test('severity table: the critical XIDs are fatal, application XIDs are not health', () => {
-    for (const xid of [48, 63, 64, 74, 79, 92, 94, 95])
+    for (const xid of [48, 64, 74, 79, 95, 119, 120])
       expect(classifyXid(xid).severity).toBe('fatal');
     for (const xid of [13, 31, 43, 45]) expect(classifyXid(xid).severity).toBe('application');
-    expect(classifyXid(119).severity).toBe('warn');
+    for (const xid of [63, 92, 94, 121]) expect(classifyXid(xid).severity).toBe('warn');
     expect(classifyXid(9999)).toEqual({ severity: 'warn', meaning: 'XID not in the catalogue' });
   });
 
@@ -346,8 +430,8 @@ describe('xid', () => {
       verdict: 'FAIL',
       fatal: true,
     });
-    expect(judgeXids('0', [tally(119, T)], T + 1000)).toMatchObject({ verdict: 'WARN' });
-    expect(judgeXids('0', [tally(119, T)], T + XID_WARN_WINDOW_MS)).toMatchObject({
+    expect(judgeXids('0', [tally(121, T)], T + 1000)).toMatchObject({ verdict: 'WARN' });
+    expect(judgeXids('0', [tally(121, T)], T + XID_WARN_WINDOW_MS)).toMatchObject({
       verdict: 'PASS',
     });
     expect(judgeXids('0', [tally(13, T)], T)).toMatchObject({ verdict: 'PASS' });
@@ -367,7 +451,7 @@ describe('xid', () => {
       ledger,
       clock: createSystemClock(),
       logger: silentLogger,
-      onCounted: () => (runs += 1),
+      onChange: () => (runs += 1),
       waitMs: 10,
     });
     watcher.start();
