@@ -1,11 +1,16 @@
 /**
  * gpupower: clock event reasons per GPU, from NVML (Autopilot's "power-slowdown"). Hardware
- * slowdown, external power brake and hardware thermal slowdown → FAIL; software thermal
- * slowdown → WARN; the rest (idle, power cap, sync boost…) are normal operation.
+ * slowdown, external power brake and hardware thermal slowdown → FAIL when they persist; software
+ * thermal slowdown → WARN; the rest (idle, power cap, sync boost…) are normal operation.
+ *
+ * A single read of a hardware bit can catch a passing state (hw_slowdown is also raised briefly
+ * around P-state changes), so a GPU fails only when the bit holds in two reads at least
+ * PERSISTENCE_MS apart, or when the driver's accumulated slowdown duration grew for most of the
+ * time between them. A bit seen in one read only is WARN, with both readings in the evidence.
  */
 
-import type { NvmlLoad } from '../native/ports.js';
-import type { Check, DeviceResult } from './check.js';
+import type { GpuDevice, Nvml, NvmlLoad, SlowdownDurations } from '../native/ports.js';
+import type { Check, DeviceResult, Evidence, Sample } from './check.js';
 import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
 
 /** nvmlClocksEventReason* bits, named as the `reason` label of autopilot_gpu_clock_event_reason. */
@@ -21,11 +26,23 @@ export const CLOCK_EVENT_REASONS = [
   ['display_clock_setting', 0x100n],
 ] as const;
 
-const FAILING: Readonly<Record<string, string>> = {
-  hw_power_brake_slowdown: 'power brake asserted (external, e.g. by the PSU or BMC)',
-  hw_thermal_slowdown: 'hardware thermal slowdown',
-  hw_slowdown: 'hardware slowdown',
-};
+/** The least time between the two reads of a GPU's reasons. */
+export const PERSISTENCE_MS = 100;
+/** Share of the time between the reads that an accumulated duration must grow by to fail. */
+export const SUSTAINED_SHARE = 0.5;
+
+const HW_POWER_BRAKE = 0x80n;
+const HW_THERMAL = 0x40n;
+const HW_SLOWDOWN = 0x8n;
+const SW_THERMAL = 0x20n;
+
+/** Power brake and thermal also set hw_slowdown: the specific cause is named first. */
+const FAILING: readonly (readonly [bigint, string])[] = [
+  [HW_POWER_BRAKE, 'power brake asserted (external, e.g. by the PSU or BMC)'],
+  [HW_THERMAL, 'hardware thermal slowdown'],
+  [HW_SLOWDOWN, 'hardware slowdown'],
+];
+const FAILING_BITS = HW_POWER_BRAKE | HW_THERMAL | HW_SLOWDOWN;
 
 /** Pure: names of the reasons set in the mask; unknown bits appear as "other". */
 export function activeReasons(mask: bigint): string[] {
@@ -37,26 +54,116 @@ export function activeReasons(mask: bigint): string[] {
   return names;
 }
 
-/** Pure: the verdict for one GPU. */
-export function judgeClockEvents(id: string, mask: bigint): DeviceResult {
-  const active = activeReasons(mask);
-  const evidence = { reasonsMask: `0x${mask.toString(16)}`, activeReasons: active.join(',') };
-  // Power brake and thermal also set hw_slowdown; name the specific cause when there is one.
-  const cause = ['hw_power_brake_slowdown', 'hw_thermal_slowdown', 'hw_slowdown'].find((r) =>
-    active.includes(r),
+/** One read of a GPU: its reasons and, where the driver has them, the accumulated durations. */
+export interface PowerReading {
+  readonly mask: bigint;
+  readonly durations: SlowdownDurations;
+}
+
+/** Two reads `intervalMs` apart; `second` is absent when the first showed nothing to confirm. */
+export interface PowerReadings {
+  readonly first: PowerReading;
+  readonly second?: PowerReading;
+  readonly intervalMs: number;
+}
+
+const hex = (mask: bigint): string => `0x${mask.toString(16)}`;
+
+function causeOf(mask: bigint): string | undefined {
+  return FAILING.find(([bit]) => (mask & bit) !== 0n)?.[1];
+}
+
+/** Growth of an accumulated duration between the reads, in ns; undefined where not both known. */
+function growthNs(first: bigint | undefined, second: bigint | undefined): number | undefined {
+  return first === undefined || second === undefined || second < first
+    ? undefined
+    : Number(second - first);
+}
+
+function evidenceOf(readings: PowerReadings): Evidence {
+  const latest = readings.second ?? readings.first;
+  const evidence: Record<string, string | number> = {
+    reasonsMask: hex(latest.mask),
+    activeReasons: activeReasons(latest.mask).join(','),
+    firstReasonsMask: hex(readings.first.mask),
+  };
+  if (readings.second !== undefined) evidence.intervalMs = readings.intervalMs;
+  const thermal = growthNs(
+    readings.first.durations.hwThermalNs,
+    readings.second?.durations.hwThermalNs,
   );
-  if (cause !== undefined) {
-    return { id, verdict: 'FAIL', reason: `${FAILING[cause]} active`, evidence, compatValue: 1 };
+  const brake = growthNs(
+    readings.first.durations.hwPowerBrakeNs,
+    readings.second?.durations.hwPowerBrakeNs,
+  );
+  if (thermal !== undefined) evidence.hwThermalSlowdownGrowthNs = thermal;
+  if (brake !== undefined) evidence.hwPowerBrakeSlowdownGrowthNs = brake;
+  return evidence;
+}
+
+/**
+ * The hardware slowdown whose accumulated duration grew between the reads, the longest first, with
+ * whether it grew by at least SUSTAINED_SHARE of the interval.
+ */
+function slowdownBetween(
+  readings: PowerReadings,
+): { readonly text: string; readonly sustained: boolean } | undefined {
+  const { first, second, intervalMs } = readings;
+  if (second === undefined || intervalMs <= 0) return undefined;
+  const counters: [string, number | undefined][] = [
+    [
+      'power brake asserted',
+      growthNs(first.durations.hwPowerBrakeNs, second.durations.hwPowerBrakeNs),
+    ],
+    [
+      'hardware thermal slowdown',
+      growthNs(first.durations.hwThermalNs, second.durations.hwThermalNs),
+    ],
+  ];
+  let grown: [string, number] | undefined;
+  for (const [name, ns] of counters) {
+    if (ns !== undefined && ns > 0 && (grown === undefined || ns > grown[1])) grown = [name, ns];
   }
-  if (active.includes('sw_thermal_slowdown')) {
-    return {
-      id,
-      verdict: 'WARN',
-      reason: 'software thermal slowdown active',
-      evidence,
-      compatValue: 0,
-    };
+  if (grown === undefined) return undefined;
+  const [name, ns] = grown;
+  return {
+    text: `${name} for ${Math.round(ns / 1e6)} ms of the ${intervalMs} ms between two reads (NVML accumulated duration)`,
+    sustained: ns >= SUSTAINED_SHARE * intervalMs * 1e6,
+  };
+}
+
+/** Pure: the verdict for one GPU from its two reads. */
+export function judgeClockEvents(id: string, readings: PowerReadings): DeviceResult {
+  const { first, second, intervalMs } = readings;
+  const evidence = evidenceOf(readings);
+  const fail = (reason: string): DeviceResult => ({
+    id,
+    verdict: 'FAIL',
+    reason,
+    evidence,
+    compatValue: 1,
+  });
+  const held = second === undefined ? undefined : causeOf(first.mask & second.mask & FAILING_BITS);
+  if (held !== undefined) return fail(`${held} held across two reads ${intervalMs} ms apart`);
+  const slowdown = slowdownBetween(readings);
+  if (slowdown?.sustained === true) return fail(slowdown.text);
+  const warn = (reason: string): DeviceResult => ({
+    id,
+    verdict: 'WARN',
+    reason,
+    evidence,
+    compatValue: 0,
+  });
+  if (slowdown !== undefined) return warn(`${slowdown.text}: less than half, not failed`);
+  const passing = causeOf(first.mask) ?? (second === undefined ? undefined : causeOf(second.mask));
+  if (passing !== undefined) {
+    return warn(
+      `${passing} in one read of two ${intervalMs} ms apart (a passing state, not failed)`,
+    );
   }
+  const latest = second ?? first;
+  if ((latest.mask & SW_THERMAL) !== 0n) return warn('software thermal slowdown active');
+  const active = activeReasons(latest.mask);
   return {
     id,
     verdict: 'PASS',
@@ -69,11 +176,63 @@ export function judgeClockEvents(id: string, mask: bigint): DeviceResult {
 export interface GpuPowerCheckDeps {
   readonly nvml: NvmlLoad;
   readonly timeoutMs?: number;
+  /** Resolves after `ms`, rejects when `signal` aborts; the exporter passes its clock's. */
+  readonly sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Epoch milliseconds. */
+  readonly now?: () => number;
+}
+
+/** For callers without a clock of their own (benchmarks, unit tests of the verdicts). */
+function timerSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', stop);
+      resolve();
+    }, ms);
+    const stop = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    };
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
+  });
 }
 
 export const GPUPOWER_SUMMARY = 'power brake, hardware and thermal slowdown (clock event reasons)';
 
+const NO_DURATIONS: SlowdownDurations = { hwThermalNs: undefined, hwPowerBrakeNs: undefined };
+
+async function readPower(nvml: Nvml, gpu: GpuDevice): Promise<PowerReading> {
+  const mask = await nvml.clockEventReasons(gpu.index);
+  // The durations only add evidence: a driver that cannot give them leaves the reasons to judge.
+  const durations = await nvml.slowdownDurations(gpu.index).catch(() => NO_DURATIONS);
+  return { mask, durations };
+}
+
+function samplesOf(gpu: GpuDevice, latest: PowerReading): Sample[] {
+  const samples = CLOCK_EVENT_REASONS.map(([reason, bit]) =>
+    gpuSample('autopilot_gpu_clock_event_reason', gpu, (latest.mask & bit) !== 0n ? 1 : 0, {
+      reason,
+    }),
+  );
+  const durations = [
+    ['hw_thermal_slowdown', latest.durations.hwThermalNs],
+    ['hw_power_brake_slowdown', latest.durations.hwPowerBrakeNs],
+  ] as const;
+  for (const [reason, ns] of durations) {
+    if (ns === undefined) continue;
+    samples.push(
+      gpuSample('autopilot_gpu_clock_event_slowdown_seconds_total', gpu, Number(ns) / 1e9, {
+        reason,
+      }),
+    );
+  }
+  return samples;
+}
+
 export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
+  const sleep = deps.sleep ?? timerSleep;
+  const now = deps.now ?? Date.now;
   return {
     ...gpuCheckBase('[GPU POWER]'),
     name: 'gpupower',
@@ -83,16 +242,24 @@ export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
     usesGpu: true,
     exclusive: false,
     timeoutMs: deps.timeoutMs ?? 30_000,
-    run: () =>
+    run: (ctx) =>
       readEachGpu(deps.nvml, async (nvml, gpu) => {
-        const mask = await nvml.clockEventReasons(gpu.index);
+        const first = await readPower(nvml, gpu);
+        const startedAt = now();
+        const hasDurations =
+          first.durations.hwThermalNs !== undefined || first.durations.hwPowerBrakeNs !== undefined;
+        if ((first.mask & FAILING_BITS) === 0n && !hasDurations) {
+          return {
+            device: judgeClockEvents(String(gpu.index), { first, intervalMs: 0 }),
+            samples: samplesOf(gpu, first),
+          };
+        }
+        await sleep(PERSISTENCE_MS, ctx.signal);
+        const second = await readPower(nvml, gpu);
+        const readings = { first, second, intervalMs: Math.max(now() - startedAt, 0) };
         return {
-          device: judgeClockEvents(String(gpu.index), mask),
-          samples: CLOCK_EVENT_REASONS.map(([reason, bit]) =>
-            gpuSample('autopilot_gpu_clock_event_reason', gpu, (mask & bit) !== 0n ? 1 : 0, {
-              reason,
-            }),
-          ),
+          device: judgeClockEvents(String(gpu.index), readings),
+          samples: samplesOf(gpu, second),
         };
       }),
   };

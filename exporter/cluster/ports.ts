@@ -10,6 +10,10 @@ export interface NodeInfo {
   readonly annotations: Readonly<Record<string, string>>;
   /** status.allocatable["nvidia.com/gpu"], undefined when the node does not advertise GPUs. */
   readonly allocatableGpus: number | undefined;
+  /** status.capacity["nvidia.com/gpu"]: GPUs the device plugin registered, healthy or not. */
+  readonly capacityGpus?: number;
+  /** status.capacity["nvidia.com/gpu.shared"]: present when shared GPUs are renamed. */
+  readonly capacitySharedGpus?: number;
 }
 
 /** A merge patch of node metadata: a string sets a key, null removes it. */

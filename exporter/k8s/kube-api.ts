@@ -324,12 +324,21 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
 
 function toNodeInfo(node: V1Node): NodeInfo {
   const gpus = node.status?.allocatable?.['nvidia.com/gpu'];
+  const capacity = wholeQuantity(node.status?.capacity?.['nvidia.com/gpu']);
+  const shared = wholeQuantity(node.status?.capacity?.['nvidia.com/gpu.shared']);
   return {
     name: node.metadata?.name ?? '',
     labels: node.metadata?.labels ?? {},
     annotations: node.metadata?.annotations ?? {},
     allocatableGpus: gpus === undefined || !/^\d+$/.test(gpus) ? undefined : Number(gpus),
+    ...(capacity === undefined ? {} : { capacityGpus: capacity }),
+    ...(shared === undefined ? {} : { capacitySharedGpus: shared }),
   };
+}
+
+/** An extended resource's quantity, which is a whole number; undefined when absent or not one. */
+function wholeQuantity(value: string | undefined): number | undefined {
+  return value === undefined || !/^\d+$/.test(value) ? undefined : Number(value);
 }
 
 /** The label the Job controller puts on the pods of a Job (batch.kubernetes.io/job-name is newer). */

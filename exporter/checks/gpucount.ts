@@ -1,0 +1,193 @@
+/**
+ * gpucount: does NVML see the GPUs this node should have? Every other GPU check judges the GPUs
+ * NVML lists, so a GPU that fell off the bus before NVML started, or a pod that cannot reach the
+ * driver at all, would otherwise leave nothing failing (SKIP is no evidence, and a reachable ping
+ * peer then made the node PASS).
+ *
+ * The expected count comes from AUTOPILOT_EXPECTED_GPUS, else (Kubernetes mode) from the node, read
+ * by the caller (exporter/cluster/expected-gpus.ts): this module only receives the answer.
+ *
+ * Fewer GPUs than expected is a fatal FAIL (node EVICT): a lost GPU is a hardware fault. NVML that
+ * cannot load on a node that should have GPUs is a FAIL that is not fatal (node WARN): the cause is
+ * as likely the pod's own setup, shared by every node at once, and evicting the whole cluster for it
+ * would do more harm than the fault.
+ */
+
+import type { GpuDevice, NvmlLoad } from '../native/ports.js';
+import type { Check, CheckOutcome, DeviceResult, Evidence, Sample } from './check.js';
+import { formatCheckLevelText } from './text.js';
+
+/** How many GPUs the node should have, or why that is not known. */
+export interface ExpectedGpus {
+  /** undefined: nothing trustworthy says (see `source`). */
+  readonly count: number | undefined;
+  /** Where the count came from ("AUTOPILOT_EXPECTED_GPUS", a node label), or why there is none. */
+  readonly source: string;
+}
+
+export interface GpuCountCheckDeps {
+  readonly nvml: NvmlLoad;
+  /** AUTOPILOT_EXPECTED_GPUS: wins over what Kubernetes says. */
+  readonly configured: number | undefined;
+  /** Kubernetes mode: the node's own expectation; absent in standalone mode. */
+  readonly fromCluster?: (() => Promise<ExpectedGpus>) | undefined;
+  readonly timeoutMs?: number;
+}
+
+export const GPUCOUNT_SUMMARY = 'GPUs visible to NVML against the count the node should have';
+
+/** What NVML shows now. */
+export interface VisibleGpus {
+  /** undefined when NVML cannot load; the reason is then in `nvmlProblem`. */
+  readonly devices: readonly GpuDevice[] | undefined;
+  readonly nvmlProblem?: string;
+  /** Bus ids earlier runs of this process saw that NVML no longer lists. */
+  readonly missingBusIds: readonly string[];
+}
+
+/** A GPU NVML lists but that cannot tell its identity (lost, or no permission) is not visible. */
+function answering(devices: readonly GpuDevice[]): GpuDevice[] {
+  return devices.filter((d) => d.uuid !== '');
+}
+
+function evidenceOf(expected: ExpectedGpus, visible: VisibleGpus): Evidence {
+  const devices = visible.devices ?? [];
+  const silent = devices.filter((d) => d.uuid === '').map((d) => d.index);
+  return {
+    expected: expected.count ?? null,
+    expectedSource: expected.source,
+    visible: answering(devices).length,
+    nvmlLoaded: visible.devices !== undefined,
+    missingBusIds: visible.missingBusIds.join(','),
+    notAnswering: silent.join(','),
+  };
+}
+
+function shortfall(visible: VisibleGpus): string {
+  const silent = (visible.devices ?? []).filter((d) => d.uuid === '').map((d) => d.index);
+  const parts = [
+    ...(visible.missingBusIds.length > 0 ? [`missing: ${visible.missingBusIds.join(', ')}`] : []),
+    ...(silent.length > 0 ? [`listed but not answering: GPU ${silent.join(', ')}`] : []),
+  ];
+  return parts.length === 0 ? '' : ` (${parts.join('; ')})`;
+}
+
+/** Pure: the node-level verdict. */
+export function judgeGpuCount(expected: ExpectedGpus, visible: VisibleGpus): DeviceResult {
+  const evidence = evidenceOf(expected, visible);
+  const result = (
+    verdict: DeviceResult['verdict'],
+    reason: string,
+    fatal?: boolean,
+  ): DeviceResult => ({ id: '', verdict, reason, evidence, ...(fatal ? { fatal } : {}) });
+  const want = expected.count;
+  if (visible.devices === undefined) {
+    const why = visible.nvmlProblem ?? 'NVML is not loaded';
+    if (want !== undefined && want > 0) {
+      return result('FAIL', `expected ${want} GPUs (${expected.source}), NVML cannot load: ${why}`);
+    }
+    return result('SKIP', `${why}; ${noneExpected(expected)}`);
+  }
+  const seen = answering(visible.devices).length;
+  const lost = shortfall(visible);
+  if (want === undefined) {
+    if (visible.missingBusIds.length > 0) {
+      return result(
+        'FAIL',
+        `NVML sees ${seen} GPUs, fewer than earlier in this process${lost}`,
+        true,
+      );
+    }
+    if (seen === 0) return result('SKIP', `NVML sees no GPU; ${noneExpected(expected)}`);
+    return result('PASS', `NVML sees ${seen} GPUs; ${noneExpected(expected)}`);
+  }
+  if (seen < want) {
+    return result(
+      'FAIL',
+      `expected ${want} GPUs (${expected.source}), NVML sees ${seen}${lost}`,
+      true,
+    );
+  }
+  if (want === 0 && seen === 0)
+    return result('SKIP', `no GPU expected (${expected.source}), none visible`);
+  if (seen > want) {
+    return result(
+      'WARN',
+      `expected ${want} GPUs (${expected.source}), NVML sees ${seen}: more than expected`,
+    );
+  }
+  return result('PASS', `NVML sees ${seen} GPUs, as expected (${expected.source})`);
+}
+
+function noneExpected(expected: ExpectedGpus): string {
+  return expected.count === undefined
+    ? `no expected count: ${expected.source}`
+    : `no GPU expected (${expected.source})`;
+}
+
+function samplesOf(expected: ExpectedGpus, visible: VisibleGpus): Sample[] {
+  const samples: Sample[] = [
+    {
+      metric: 'autopilot_gpus_visible',
+      labels: {},
+      value: answering(visible.devices ?? []).length,
+    },
+  ];
+  if (expected.count !== undefined) {
+    samples.push({ metric: 'autopilot_gpus_expected', labels: {}, value: expected.count });
+  }
+  return samples;
+}
+
+const STANDALONE: ExpectedGpus = {
+  count: undefined,
+  source: 'AUTOPILOT_EXPECTED_GPUS is not set and there is no Kubernetes node to ask',
+};
+
+async function expectation(deps: GpuCountCheckDeps): Promise<ExpectedGpus> {
+  if (deps.configured !== undefined) {
+    return { count: deps.configured, source: 'AUTOPILOT_EXPECTED_GPUS' };
+  }
+  if (deps.fromCluster === undefined) return STANDALONE;
+  try {
+    return await deps.fromCluster();
+  } catch (error) {
+    const why = error instanceof Error ? error.message : String(error);
+    return { count: undefined, source: `the node could not be read: ${why}` };
+  }
+}
+
+export function createGpuCountCheck(deps: GpuCountCheckDeps): Check {
+  // Every GPU an earlier run saw, by bus id: a GPU that later drops out of NVML's list is named.
+  const seenBusIds = new Set<string>();
+  const look = async (): Promise<VisibleGpus> => {
+    if (!deps.nvml.ok)
+      return { devices: undefined, nvmlProblem: deps.nvml.reason, missingBusIds: [] };
+    const devices = await deps.nvml.nvml.devices();
+    const now = new Set(answering(devices).map((d) => d.pciBusId));
+    const missingBusIds = [...seenBusIds].filter((id) => !now.has(id)).sort();
+    for (const id of now) if (id !== '') seenBusIds.add(id);
+    return { devices, missingBusIds };
+  };
+  return {
+    name: 'gpucount',
+    summary: GPUCOUNT_SUMMARY,
+    banner: 'GPU count test',
+    compatHealth: 'gpucount',
+    deviceKind: 'node',
+    usesGpu: false,
+    exclusive: false,
+    timeoutMs: deps.timeoutMs ?? 30_000,
+    parseParams: () => ({}),
+    formatText: (run) => formatCheckLevelText('[[ GPU COUNT ]]', run),
+    async run(): Promise<CheckOutcome> {
+      const [expected, visible] = await Promise.all([expectation(deps), look()]);
+      const device = judgeGpuCount(expected, visible);
+      const samples = samplesOf(expected, visible);
+      // SKIP concerns no device; otherwise the run's reason is the finding's, not "1 FAIL".
+      return device.verdict === 'SKIP'
+        ? { devices: [], verdict: 'SKIP', reason: device.reason, samples }
+        : { devices: [device], reason: device.reason, samples };
+    },
+  };
+}
