@@ -130,14 +130,18 @@ function gpusOf3(result: Json): string[] {
   });
 }
 
-/** The document, or the one JSON object dcgmi printed among other lines. */
+/**
+ * The document, or the one JSON object dcgmi printed among other lines. jsoncpp starts it on a line
+ * of its own, so a brace inside other text is no document.
+ */
 function parseJsonDocument(stdout: string): { doc: unknown } | { error: string } {
   try {
     return { doc: JSON.parse(stdout) };
   } catch (whole) {
-    const start = stdout.indexOf('{');
+    const opening = /^[ \t]*\{/m.exec(stdout);
+    if (opening === null) return { error: 'no JSON document' };
+    const start = opening.index + opening[0].length - 1;
     const end = stdout.lastIndexOf('}');
-    if (start === -1) return { error: 'no JSON document' };
     if (end <= start) return { error: `an incomplete JSON document (${messageOf(whole)})` };
     try {
       return { doc: JSON.parse(stdout.slice(start, end + 1)) };

@@ -1004,6 +1004,7 @@ describe('output that is not a JSON document', () => {
       'printed a document without test_categories',
     ],
     ['{\n\t"DCGM GPU Diagnostic" :\n\t{\n', '', 'printed an incomplete JSON document'],
+    ['\x89PNG\r\n\x00 }{ "unterminated: [1, 2\n', '', 'printed no JSON document'],
   ])('%j: the reason quotes %j, never a brace', (stdout, said, what) => {
     const reason = judge(exited(stdout, 1, '')).outcome.reason ?? '';
     expect(reason).toContain(what);
