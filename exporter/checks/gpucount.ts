@@ -129,12 +129,16 @@ function samplesOf(expected: ExpectedGpus, visible: VisibleGpus): Sample[] {
   const samples: Sample[] = [
     {
       metric: 'autopilot_gpus_visible',
-      labels: {},
+      labels: { check: 'gpucount' },
       value: answering(visible.devices ?? []).length,
     },
   ];
   if (expected.count !== undefined) {
-    samples.push({ metric: 'autopilot_gpus_expected', labels: {}, value: expected.count });
+    samples.push({
+      metric: 'autopilot_gpus_expected',
+      labels: { check: 'gpucount' },
+      value: expected.count,
+    });
   }
   return samples;
 }

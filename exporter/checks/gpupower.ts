@@ -222,7 +222,7 @@ function samplesOf(gpu: GpuDevice, latest: PowerReading): Sample[] {
   for (const [reason, ns] of durations) {
     if (ns === undefined) continue;
     samples.push(
-      gpuSample('autopilot_gpu_clock_event_slowdown_seconds_total', gpu, Number(ns) / 1e9, {
+      gpuSample('autopilot_gpu_slowdown_seconds_total', gpu, Number(ns) / 1e9, {
         reason,
       }),
     );

@@ -155,7 +155,7 @@ export const SAMPLE_METRICS = {
     help: '1 when the clock event reason is active on the GPU, 0 when not, from the last conclusive gpupower run.',
     labelNames: ['gpu', 'uuid', 'reason'],
   },
-  autopilot_gpu_clock_event_slowdown_seconds_total: {
+  autopilot_gpu_slowdown_seconds_total: {
     type: 'counter',
     help: 'Time the GPU has spent in a hardware slowdown (reason: hw_thermal_slowdown, hw_power_brake_slowdown) since the driver loaded, as NVML accumulates it, from the last conclusive gpupower run; absent where the driver does not report it (before R575).',
     labelNames: ['gpu', 'uuid', 'reason'],
@@ -163,12 +163,12 @@ export const SAMPLE_METRICS = {
   autopilot_gpus_expected: {
     type: 'gauge',
     help: 'GPUs this node should have (AUTOPILOT_EXPECTED_GPUS, else the node label nvidia.com/gpu.count or capacity nvidia.com/gpu), from the last conclusive gpucount run; absent when nothing trustworthy says.',
-    labelNames: [],
+    labelNames: ['check'],
   },
   autopilot_gpus_visible: {
     type: 'gauge',
     help: 'GPUs NVML lists and that answer, from the last conclusive gpucount run; 0 when NVML cannot load.',
-    labelNames: [],
+    labelNames: ['check'],
   },
   autopilot_gpu_ecc_volatile_uncorrected_errors: {
     type: 'gauge',

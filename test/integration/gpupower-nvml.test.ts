@@ -89,7 +89,7 @@ describe('accumulated slowdown durations', () => {
     expect(Number(device.evidence.hwPowerBrakeSlowdownGrowthNs)).toBeGreaterThan(50e6);
     expect(outcome.samples).toContainEqual(
       expect.objectContaining({
-        metric: 'autopilot_gpu_clock_event_slowdown_seconds_total',
+        metric: 'autopilot_gpu_slowdown_seconds_total',
         labels: expect.objectContaining({ gpu: '1', reason: 'hw_power_brake_slowdown' }),
       }),
     );
@@ -115,9 +115,9 @@ describe('accumulated slowdown durations', () => {
     const outcome = await runOn('gpus=1;nofields=1;slowdown=0:powerbrake:90');
     expect(gpu(outcome, '0').verdict).toBe('PASS');
     expect(gpu(outcome, '0').evidence.hwPowerBrakeSlowdownGrowthNs).toBeUndefined();
-    expect(
-      outcome.samples?.some((s) => s.metric === 'autopilot_gpu_clock_event_slowdown_seconds_total'),
-    ).toBe(false);
+    expect(outcome.samples?.some((s) => s.metric === 'autopilot_gpu_slowdown_seconds_total')).toBe(
+      false,
+    );
   });
 
   test.each([

@@ -17,7 +17,13 @@ const noNvml: NvmlLoad = { ok: false, reason: 'cannot load libnvidia-ml.so.1: no
 const EIGHT: ExpectedGpus = { count: 8, source: 'AUTOPILOT_EXPECTED_GPUS' };
 
 function node(fields: Partial<NodeInfo>): NodeInfo {
-  return { name: 'gpu-1', labels: {}, annotations: {}, allocatableGpus: undefined, ...fields };
+  return {
+    name: 'gpu-1',
+    labels: { check: 'gpucount' },
+    annotations: {},
+    allocatableGpus: undefined,
+    ...fields,
+  };
 }
 
 describe('judgeGpuCount', () => {
@@ -85,8 +91,8 @@ describe('the gpucount check', () => {
     expect(outcome.reason).toBe('expected 8 GPUs (AUTOPILOT_EXPECTED_GPUS), NVML sees 7');
     expect(outcome.devices.map((d) => d.verdict)).toEqual(['FAIL']);
     expect(outcome.samples).toEqual([
-      { metric: 'autopilot_gpus_visible', labels: {}, value: 7 },
-      { metric: 'autopilot_gpus_expected', labels: {}, value: 8 },
+      { metric: 'autopilot_gpus_visible', labels: { check: 'gpucount' }, value: 7 },
+      { metric: 'autopilot_gpus_expected', labels: { check: 'gpucount' }, value: 8 },
     ]);
   });
 
@@ -127,7 +133,9 @@ describe('the gpucount check', () => {
   test('standalone without the setting and without NVML says SKIP, as before', async () => {
     const outcome = await run({ nvml: noNvml, configured: undefined });
     expect(outcome.verdict).toBe('SKIP');
-    expect(outcome.samples).toEqual([{ metric: 'autopilot_gpus_visible', labels: {}, value: 0 }]);
+    expect(outcome.samples).toEqual([
+      { metric: 'autopilot_gpus_visible', labels: { check: 'gpucount' }, value: 0 },
+    ]);
   });
 });
 
