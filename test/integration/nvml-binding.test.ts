@@ -10,6 +10,9 @@ import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import koffi from 'koffi';
+import { createXidCheck, createXidLedger, createXidWatcher } from '../../exporter/checks/xid.js';
+import { createSystemClock } from '../../exporter/clock.js';
+import { silentLogger } from '../../exporter/log.js';
 import { loadNvml } from '../../exporter/native/nvml.js';
 import { NvmlError, type Nvml } from '../../exporter/native/ports.js';
 
@@ -38,7 +41,18 @@ const HGX_BUS_IDS = [
   '00000000:DF:00.0',
 ];
 const HEALTHY_ROWS = { correctable: 0, uncorrectable: 0, pending: false, failureOccurred: false };
-const HEALTHY_ECC = { enabled: true, volatileUncorrected: 0, retiredPagesPending: undefined };
+const HEALTHY_ECC = {
+  enabled: true,
+  volatileUncorrected: 0,
+  aggregateUncorrected: 0,
+  retiredPagesPending: undefined,
+};
+const ECC_OFF = {
+  enabled: false,
+  volatileUncorrected: undefined,
+  aggregateUncorrected: undefined,
+  retiredPagesPending: undefined,
+};
 const GEN5_X16 = { currentGeneration: 5, currentWidth: 16, maxGeneration: 5, maxWidth: 16 };
 
 let opened: Nvml | undefined;
@@ -262,11 +276,22 @@ describe('the scenario grammar', () => {
     expect(await nvml.remappedRows(1)).toEqual(HEALTHY_ROWS);
   });
 
-  test('dbe=I:N is the volatile uncorrected count', async () => {
+  test('dbe=I:N is the volatile uncorrected count, and the aggregate one at least that', async () => {
     apply('dbe=4:3');
     const nvml = await open();
-    expect(await nvml.ecc(4)).toEqual({ ...HEALTHY_ECC, volatileUncorrected: 3 });
+    expect(await nvml.ecc(4)).toEqual({
+      ...HEALTHY_ECC,
+      volatileUncorrected: 3,
+      aggregateUncorrected: 3,
+    });
     expect(await nvml.ecc(5)).toEqual(HEALTHY_ECC);
+  });
+
+  test('aggdbe=I:N is the aggregate (lifetime) count alone, read with NVML_AGGREGATE_ECC', async () => {
+    apply('aggdbe=4:7');
+    const nvml = await open();
+    expect(await nvml.ecc(4)).toEqual({ ...HEALTHY_ECC, aggregateUncorrected: 7 });
+    expect(calls('nvmlDeviceGetTotalEccErrors')).toBe(2); // volatile, then aggregate
   });
 
   test('retirepending=I', async () => {
@@ -278,11 +303,7 @@ describe('the scenario grammar', () => {
   test('noecc=I: ECC off, no counter read', async () => {
     apply('noecc=5');
     const nvml = await open();
-    expect(await nvml.ecc(5)).toEqual({
-      enabled: false,
-      volatileUncorrected: undefined,
-      retiredPagesPending: undefined,
-    });
+    expect(await nvml.ecc(5)).toEqual(ECC_OFF);
     expect(calls('nvmlDeviceGetTotalEccErrors')).toBe(0);
     expect(await nvml.ecc(4)).toEqual(HEALTHY_ECC);
   });
@@ -371,12 +392,21 @@ describe('the scenario grammar', () => {
     expect((await nvml.ecc(0)).volatileUncorrected).toBe(1);
   });
 
-  test.each(['bogus=1', 'gpus=x', 'gpus=99', 'link=3:38', 'dbe=2', 'powerbrake=40', 'noequals'])(
-    'fakenvml_apply refuses %s',
-    (scenario) => {
-      expect(fakeApply(scenario)).toBe(-1);
-    },
-  );
+  test.each([
+    'bogus=1',
+    'gpus=x',
+    'gpus=99',
+    'link=3:38',
+    'dbe=2',
+    'powerbrake=40',
+    'noequals',
+    'registerfail=3',
+    'aggdbe=40:1',
+    'failnext=nvmlEventSetWait_v2:999',
+    'failnext=nvmlEventSetWait_v2:0:1',
+  ])('fakenvml_apply refuses %s', (scenario) => {
+    expect(fakeApply(scenario)).toBe(-1);
+  });
 
   test('reset restores the healthy defaults', async () => {
     apply('gpus=1;powerbrake=0;noecc=0');
@@ -396,16 +426,16 @@ describe('NOT_SUPPORTED and other errors', () => {
 
   test('ECC mode NOT_SUPPORTED is ECC off', async () => {
     apply('notsupported=nvmlDeviceGetEccMode');
-    expect(await (await open()).ecc(0)).toEqual({
-      enabled: false,
-      volatileUncorrected: undefined,
-      retiredPagesPending: undefined,
-    });
+    expect(await (await open()).ecc(0)).toEqual(ECC_OFF);
   });
 
   test('an ECC counter NOT_SUPPORTED is undefined with ECC still on', async () => {
     apply('notsupported=nvmlDeviceGetTotalEccErrors');
-    expect(await (await open()).ecc(0)).toEqual({ ...HEALTHY_ECC, volatileUncorrected: undefined });
+    expect(await (await open()).ecc(0)).toEqual({
+      ...HEALTHY_ECC,
+      volatileUncorrected: undefined,
+      aggregateUncorrected: undefined,
+    });
   });
 
   test('MIG mode NOT_SUPPORTED is MIG off', async () => {
@@ -413,11 +443,14 @@ describe('NOT_SUPPORTED and other errors', () => {
     expect(await (await open()).migEnabled(0)).toBe(false);
   });
 
-  test('registration NOT_SUPPORTED is tolerated; such GPUs deliver nothing', async () => {
+  test('registration NOT_SUPPORTED is tolerated; such GPUs deliver nothing and say why', async () => {
     apply('notsupported=nvmlDeviceRegisterEvents;xid=0:79');
     const nvml = await open();
     expect(await nvml.waitXidEvents(20)).toEqual([]);
     expect(calls('nvmlDeviceRegisterEvents')).toBe(8);
+    const notListening = await nvml.listenXidEvents();
+    expect([...notListening.keys()]).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(notListening.get(0)).toBe('nvmlDeviceRegisterEvents: Not Supported (3)');
   });
 
   test.each([
@@ -498,6 +531,101 @@ describe('XID events', () => {
     const nvml = await open();
     expect(fakePushXid(5, 79)).toBe(0);
     expect(await nvml.waitXidEvents(20)).toEqual([]);
+  });
+});
+
+describe('XID registration and recovery', () => {
+  test('a GPU whose registration fails stays out, the others listen, and it joins once it can', async () => {
+    apply('registerfail=3:15');
+    const nvml = await open();
+    expect([...(await nvml.listenXidEvents())]).toEqual([
+      [3, 'nvmlDeviceRegisterEvents: GPU is lost (15)'],
+    ]);
+    expect(fakePushXid(2, 48)).toBe(0);
+    expect(await nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 2, xid: 48 }]);
+
+    apply('registerfail=3:0');
+    expect(await nvml.listenXidEvents()).toEqual(new Map());
+    // Added to the same set: the other GPUs kept listening meanwhile.
+    expect(calls('nvmlEventSetCreate')).toBe(1);
+    expect(calls('nvmlDeviceRegisterEvents')).toBe(9);
+    expect(fakePushXid(3, 79)).toBe(0);
+    expect(await nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 3, xid: 79 }]);
+    // Nothing left to retry: listening again calls no NVML function.
+    await nvml.listenXidEvents();
+    expect(calls('nvmlDeviceRegisterEvents')).toBe(9);
+  });
+
+  test('a registration answering UNKNOWN spoils the set: it is freed and built again without that GPU', async () => {
+    apply('registerfail=3:999');
+    const nvml = await open();
+    expect([...(await nvml.listenXidEvents())]).toEqual([
+      [3, 'nvmlDeviceRegisterEvents: Unknown Error (999)'],
+    ]);
+    expect(calls('nvmlEventSetCreate')).toBe(2);
+    expect(calls('nvmlEventSetFree')).toBe(1);
+    expect(calls('nvmlDeviceRegisterEvents')).toBe(4 + 7); // GPUs 0-3 on the first set, 7 on the second
+    expect(fakePushXid(7, 95)).toBe(0);
+    expect(await nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 7, xid: 95 }]);
+  });
+
+  test('NVML_ERROR_UNKNOWN from the wait frees the event set and creates it again', async () => {
+    apply('failnext=nvmlEventSetWait_v2:999:1');
+    const nvml = await open();
+    await nvml.listenXidEvents();
+    const error = await nvmlError(nvml.waitXidEvents(0));
+    expect([error.fn, error.code]).toEqual(['nvmlEventSetWait_v2', 999]);
+    expect(calls('nvmlEventSetFree')).toBe(1);
+    expect(calls('nvmlEventSetCreate')).toBe(2);
+    expect(calls('nvmlDeviceRegisterEvents')).toBe(16);
+    // The new set is registered already, so an XID that comes before the next wait is kept.
+    expect(fakePushXid(5, 79)).toBe(0);
+    expect(await nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 5, xid: 79 }]);
+  });
+
+  test('another error from the wait keeps the set', async () => {
+    apply('failnext=nvmlEventSetWait_v2:15:1');
+    const nvml = await open();
+    const error = await nvmlError(nvml.waitXidEvents(0));
+    expect(error.code).toBe(15);
+    expect(calls('nvmlEventSetCreate')).toBe(1);
+    expect(calls('nvmlEventSetFree')).toBe(0);
+    expect(await nvml.waitXidEvents(0)).toEqual([]);
+  });
+
+  test('the xid check over the binding: GPU 3 is ERROR while it cannot register, then heard', async () => {
+    apply('gpus=4;registerfail=3:15');
+    const nvml = await open();
+    const ledger = createXidLedger({ debounceMs: 0 });
+    let changes = 0;
+    const watcher = createXidWatcher({
+      nvml: { ok: true, nvml },
+      ledger,
+      clock: createSystemClock(),
+      logger: silentLogger,
+      onChange: () => (changes += 1),
+      waitMs: 20,
+    });
+    const check = createXidCheck({ nvml: { ok: true, nvml }, ledger, now: () => Date.now() });
+    const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
+    const verdicts = async () => (await check.run(ctx)).devices.map((d) => d.verdict);
+    const until = async (count: number) => {
+      for (let i = 0; i < 200 && changes < count; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(changes).toBe(count);
+    };
+    watcher.start();
+    try {
+      await until(1);
+      expect(await verdicts()).toEqual(['PASS', 'PASS', 'PASS', 'ERROR']);
+      apply('registerfail=3:0');
+      await until(2);
+      expect(await verdicts()).toEqual(['PASS', 'PASS', 'PASS', 'PASS']);
+      expect(fakePushXid(3, 79)).toBe(0);
+      await until(3);
+      expect(await verdicts()).toEqual(['PASS', 'PASS', 'PASS', 'FAIL']);
+    } finally {
+      await watcher.stop();
+    }
   });
 });
 
