@@ -443,6 +443,8 @@ describe('chart: values', () => {
     [{ xid: { fatal: [79, 0] } }, '/xid/fatal/1'],
     [{ xid: { fatal: '79,95' } }, '/xid/fatal'],
     [{ xid: { fatal: [79, 79] } }, '/xid/fatal'],
+    [{ expectedGpus: 65 }, '/expectedGpus'],
+    [{ expectedGpus: '8' }, '/expectedGpus'],
   ])('values.schema.json refuses %j, naming %s', (values, named) => {
     const run = templateRun({ values });
     expect(run.status).not.toBe(0);
@@ -465,6 +467,30 @@ describe('chart: values', () => {
     });
     expect(config.xidFatal).toEqual(parsed);
   });
+
+  test.each<
+    [string, Record<string, unknown>, { name: string; value: string }[], number | undefined]
+  >([
+    ['unset, each node says', {}, [], undefined],
+    ['8', { expectedGpus: 8 }, [{ name: 'AUTOPILOT_EXPECTED_GPUS', value: '8' }], 8],
+    ['0', { expectedGpus: 0 }, [{ name: 'AUTOPILOT_EXPECTED_GPUS', value: '0' }], 0],
+  ])(
+    'expectedGpus %s reaches the exporter as AUTOPILOT_EXPECTED_GPUS',
+    (_, values, env, parsed) => {
+      const container = one(renderChart({ values }), 'DaemonSet').spec.template.spec.containers[0];
+      const setting = container.env.filter(
+        (entry: Any) => entry.name === 'AUTOPILOT_EXPECTED_GPUS',
+      );
+      expect(setting).toEqual(env);
+      const config = parseConfig({
+        flags: new Map(),
+        env: Object.fromEntries(env.map((entry) => [entry.name, entry.value])),
+        hostname: 'pod',
+        knownChecks: CHECK_NAMES,
+      });
+      expect(config.expectedGpus).toBe(parsed);
+    },
+  );
 
   test('NetworkPolicy: exporter pods reach each other on every port; API and metrics by port', () => {
     const objects = renderChart({ values: { networkPolicy: { enabled: true } } });
