@@ -3,7 +3,15 @@
  * run, isolating a failure to the GPU it happened on, and the GPU identity labels of samples.
  */
 
-import type { CudaProbe, CudaProbeLoad, GpuDevice, Nvml, NvmlLoad } from '../native/ports.js';
+import {
+  CudaError,
+  type CudaProbe,
+  type CudaProbeLoad,
+  type GpuDevice,
+  type Nvml,
+  type NvmlLoad,
+  type ProcessCount,
+} from '../native/ports.js';
 import type { Check, CheckOutcome, CheckRun, DeviceResult, Sample } from './check.js';
 import { formatCheckLevelText } from './text.js';
 import type { SampleMetricName } from '../metrics/catalogue.js';
@@ -121,7 +129,10 @@ export function busIdKey(busId: string): string | undefined {
 
 /**
  * CUDA ordinals by bus id. CUDA orders devices fastest first unless told otherwise and NVML in the
- * driver's order, so the two are matched by PCI address, never by position.
+ * driver's order, so the two are matched by PCI address, never by position. Safe on busy GPUs:
+ * cudaGetDeviceCount and cudaDeviceGetPCIBusId read the device table the driver builds at
+ * initialisation and need no context, which the runtime creates only at cudaSetDevice or the first
+ * call that needs one (CUDA Runtime API, "Interactions with the CUDA Driver API").
  */
 export async function cudaOrdinals(cuda: CudaProbe): Promise<Map<string, number>> {
   const ordinals = new Map<string, number>();
@@ -151,6 +162,24 @@ export function failedMeasurement(id: string, error: unknown): DeviceResult {
   };
 }
 
+/** Why a GPU CUDA sees must not be measured now, or undefined. */
+async function blocker(nvml: Nvml, gpu: GpuDevice): Promise<string | undefined> {
+  if (await nvml.migEnabled(gpu.index)) return 'MIG is enabled on this GPU';
+  const occupancy = await occupancyOf(nvml, gpu.index);
+  return occupancy.state === 'idle' ? undefined : occupancy.reason;
+}
+
+/** cudaErrorDevicesUnavailable: EXCLUSIVE_PROCESS mode and another process holds the GPU. */
+const CUDA_ERROR_DEVICES_UNAVAILABLE = 46;
+
+function heldReason(error: CudaError): string {
+  return `${error.message}: another process holds the GPU in EXCLUSIVE_PROCESS mode`;
+}
+
+function skipped(id: string, reason: string): DeviceResult {
+  return { id, verdict: 'SKIP', reason, evidence: {} };
+}
+
 export interface CudaMeasurements<M> {
   /** What was measured, by NVML index. */
   readonly measured: ReadonlyMap<number, M>;
@@ -161,8 +190,10 @@ export interface CudaMeasurements<M> {
 /**
  * Measures the GPUs that CUDA reaches, one at a time in NVML order: GPUs behind one PCIe switch
  * would otherwise share its uplink, and a GPU's figures are only comparable with its siblings' when
- * each was measured alone. A GPU CUDA does not see, or in MIG mode, is SKIP; a failed measurement
- * is judged by `onFailure`. Undefined when CUDA sees no device at all.
+ * each was measured alone. SKIP, before any CUDA call on it: a GPU CUDA does not see, in MIG mode,
+ * or not known to be idle (a measurement creates a context, about 0.5 GiB of HBM, which can push a
+ * job out of memory). A GPU another process holds in EXCLUSIVE_PROCESS mode is SKIP too; another
+ * failed measurement is judged by `onFailure`. Undefined when CUDA sees no device at all.
  */
 export async function measureEachGpu<M>(
   nvml: Nvml,
@@ -177,16 +208,18 @@ export async function measureEachGpu<M>(
   const settled = new Map<number, DeviceResult>();
   for (const gpu of gpus) {
     const id = String(gpu.index);
-    const skip = (reason: string): void => {
-      settled.set(gpu.index, { id, verdict: 'SKIP', reason, evidence: {} });
-    };
     const ordinal = ordinals.get(busIdKey(gpu.pciBusId) ?? '');
+    if (ordinal === undefined) {
+      settled.set(gpu.index, skipped(id, `CUDA does not see ${gpu.pciBusId}`));
+      continue;
+    }
     try {
-      if (ordinal === undefined) skip(`CUDA does not see ${gpu.pciBusId}`);
-      else if (await nvml.migEnabled(gpu.index)) skip('MIG is enabled on this GPU');
+      const why = await blocker(nvml, gpu);
+      if (why !== undefined) settled.set(gpu.index, skipped(id, why));
       else measured.set(gpu.index, await measure(gpu, ordinal));
     } catch (error) {
-      settled.set(gpu.index, onFailure(id, error));
+      const held = error instanceof CudaError && error.code === CUDA_ERROR_DEVICES_UNAVAILABLE;
+      settled.set(gpu.index, held ? skipped(id, heldReason(error)) : onFailure(id, error));
     }
   }
   return { measured, settled };
@@ -199,13 +232,51 @@ export function medianOf(values: readonly number[], min = 3): number | undefined
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-/** GPUs with compute processes on them ("GPU 3 (2 compute processes)"); none without NVML. */
-export async function gpusWithProcesses(nvml: NvmlLoad): Promise<string[]> {
-  if (!nvml.ok) return [];
-  const busy: string[] = [];
-  for (const gpu of await nvml.nvml.devices()) {
-    const count = await nvml.nvml.computeProcessCount(gpu.index);
-    if (count > 0) busy.push(`GPU ${gpu.index} (${count} compute processes)`);
+/** A GPU as the busy-GPU policy reads it: idle only when NVML counts no compute process. */
+export type Occupancy =
+  { readonly state: 'idle' } | { readonly state: 'busy' | 'unknown'; readonly reason: string };
+
+/**
+ * Never rejects: a count NVML cannot give, for whatever reason, is "not known to be idle", so the
+ * work that would create a CUDA context or load the GPU is skipped, never an exception.
+ */
+export async function occupancyOf(nvml: Nvml, index: number): Promise<Occupancy> {
+  let count: ProcessCount;
+  try {
+    count = await nvml.computeProcessCount(index);
+  } catch (error) {
+    count = { known: false, reason: error instanceof Error ? error.message : String(error) };
   }
-  return busy;
+  if (!count.known) return { state: 'unknown', reason: `process count unknown: ${count.reason}` };
+  if (count.count > 0) return { state: 'busy', reason: `${count.count} compute processes` };
+  return { state: 'idle' };
+}
+
+/** The GPUs not known to be idle, as "GPU 3 (2 compute processes)", and whether one is unknown. */
+export interface NotIdle {
+  readonly gpus: readonly string[];
+  readonly unknown: boolean;
+}
+
+export async function notIdleGpus(nvml: Nvml, gpus: readonly GpuDevice[]): Promise<NotIdle> {
+  const listed: string[] = [];
+  let unknown = false;
+  for (const gpu of gpus) {
+    const occupancy = await occupancyOf(nvml, gpu.index);
+    if (occupancy.state === 'idle') continue;
+    listed.push(`GPU ${gpu.index} (${occupancy.reason})`);
+    unknown ||= occupancy.state === 'unknown';
+  }
+  return { gpus: listed, unknown };
+}
+
+/** notIdleGpus over every GPU NVML sees; none without NVML. */
+export async function gpusNotKnownIdle(nvml: NvmlLoad): Promise<NotIdle> {
+  if (!nvml.ok) return { gpus: [], unknown: false };
+  return notIdleGpus(nvml.nvml, await nvml.nvml.devices());
+}
+
+/** "GPUs in use", or "GPUs in use or not known to be idle" when a count is unknown. */
+export function notIdleSubject(notIdle: NotIdle): string {
+  return notIdle.unknown ? 'GPUs in use or not known to be idle' : 'GPUs in use';
 }

@@ -1,7 +1,8 @@
 /**
  * gpumem: HBM bandwidth, a memory pattern test and FP32/FP64 throughput per GPU, through the CUDA
- * probe library. Exclusive: it needs the GPUs to itself, so it runs only when NVML shows no
- * compute process on any GPU (and the runner keeps every other GPU check out meanwhile).
+ * probe library. Exclusive: it needs the GPUs to itself, so it runs only when NVML counts no
+ * compute process on any GPU; a count NVML cannot give is not idle either (and the runner keeps
+ * every other GPU check out meanwhile).
  *
  * Verdict per GPU: any pattern mismatch → FAIL, fatal (the memory returns wrong data); a figure
  * below half the model's datasheet peak → FAIL; below 60 % of it, or below 85 % of the node's
@@ -24,6 +25,8 @@ import {
   measureEachGpu,
   medianOf,
   noCudaDevice,
+  notIdleGpus,
+  notIdleSubject,
   withGpusAndCuda,
 } from './gpu-common.js';
 
@@ -143,16 +146,15 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
     const mig = new Set<number>();
     for (const gpu of gpus)
       if (await nvml.migEnabled(gpu.index).catch(() => false)) mig.add(gpu.index);
-    const busy: string[] = [];
-    for (const gpu of gpus.filter((g) => !mig.has(g.index))) {
-      const processes = await nvml.computeProcessCount(gpu.index);
-      if (processes > 0) busy.push(`GPU ${gpu.index} (${processes} compute processes)`);
-    }
-    if (busy.length > 0) {
+    const notIdle = await notIdleGpus(
+      nvml,
+      gpus.filter((g) => !mig.has(g.index)),
+    );
+    if (notIdle.gpus.length > 0) {
       return {
         devices: [],
         verdict: 'SKIP',
-        reason: `GPUs in use, not tested: ${busy.join(', ')}`,
+        reason: `${notIdleSubject(notIdle)}, not tested: ${notIdle.gpus.join(', ')}`,
       };
     }
     const outcome = await measureEachGpu(

@@ -1,13 +1,17 @@
 /**
- * pciebw: pinned host↔device copy bandwidth per GPU through the CUDA probe library, with the PCIe
- * link generation and width NVML reports while the copy runs (an idle link trains down, so only a
- * loaded link says anything). Autopilot ran NVIDIA's bandwidthTest sample for about 3 s per GPU
- * and compared one direction with a fixed 4 GB/s.
+ * pciebw: the PCIe link of every GPU from NVML, and pinned host↔device copy bandwidth through the
+ * CUDA probe library on the GPUs that are idle. Autopilot ran NVIDIA's bandwidthTest sample for
+ * about 3 s per GPU and compared one direction with a fixed 4 GB/s.
  *
- * Verdict per GPU, first match wins: below --bw → FAIL; link below its maximum width or generation
- * under load → FAIL; below 80 % of what the negotiated maximum link carries → WARN; far below the
- * node's other GPUs → WARN. The reason names the likely cause: "x8 link", "Gen3", or "link fine but
- * slow" (which points at the host side: IOMMU, NUMA placement, a PCIe switch).
+ * The link is read first, at idle, for every GPU: busy ones, and where the probe is missing or
+ * CUDA sees no device, included. Width is judged there (a link does not drop lanes to save power),
+ * generation only under load (it does: an idle link trains down), i.e. from the reads NVML gives
+ * while the probe copies. Verdict per GPU, first match wins: width below its maximum → FAIL,
+ * measured or not; not measured → SKIP (or ERROR) with the reason; below --bw → FAIL; generation
+ * below its maximum under load → FAIL; below 80 % of what the maximum link carries → WARN; far
+ * below the node's other GPUs → WARN. The reason names the likely cause: "degraded (width)",
+ * "degraded (generation)", or "link fine but slow" (which points at the host side: IOMMU, NUMA
+ * placement, a PCIe switch).
  */
 
 import type {
@@ -15,18 +19,21 @@ import type {
   CudaProbe,
   CudaProbeLoad,
   GpuDevice,
+  HostPlacement,
   Nvml,
   NvmlLoad,
   PcieLinkState,
 } from '../native/ports.js';
-import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
+import type { Check, CheckOutcome, DeviceResult, Evidence, Sample } from './check.js';
 import {
+  failedMeasurement,
   gpuCheckBase,
   gpuSample,
   measureEachGpu,
   medianOf,
   noCudaDevice,
-  withGpusAndCuda,
+  withGpus,
+  type CudaMeasurements,
 } from './gpu-common.js';
 
 /** GB/s one lane carries per direction after line coding, by PCIe generation. */
@@ -49,10 +56,15 @@ export interface PcieMeasurement {
   readonly h2dGBps: number;
   readonly d2hGBps: number;
   /** The link as seen while copying: the highest generation and width observed. */
-  readonly link: PcieLinkState;
-  /** The GPU had compute processes, whose traffic shares the link. */
-  readonly busy: boolean;
+  readonly loadedLink: PcieLinkState;
+  /** Where the pinned host buffer lay. */
+  readonly placement: HostPlacement;
 }
+
+/** What pciebw knows of one GPU: its idle link, and a measurement or the result of not having one. */
+export type PcieGpu = { readonly idleLink: PcieLinkState } & (
+  { readonly measured: PcieMeasurement } | { readonly notMeasured: DeviceResult }
+);
 
 export interface PcieJudgement {
   readonly thresholdGBps: number;
@@ -70,69 +82,95 @@ const LINK_EFFICIENCY = 0.86;
 const LINK_POLL_MS = 5;
 const SIBLING_SHARE = 0.75;
 
+/** "degraded (width): x8 of x16" when the link runs fewer lanes than it has, else undefined. */
+export function widthDegradation(link: PcieLinkState): string | undefined {
+  if (link.currentWidth >= link.maxWidth) return undefined;
+  return `degraded (width): x${link.currentWidth} of x${link.maxWidth}`;
+}
+
+function linkEvidence(link: PcieLinkState): Evidence {
+  const raw = linkCapacityGBps(link.maxGeneration, link.maxWidth);
+  return {
+    linkGeneration: link.currentGeneration,
+    linkWidth: link.currentWidth,
+    maxLinkGeneration: link.maxGeneration,
+    maxLinkWidth: link.maxWidth,
+    linkCapacityGBps: raw === undefined ? null : round(raw),
+  };
+}
+
 /** Pure: the verdict for one GPU. */
-export function judgePcie(id: string, m: PcieMeasurement, j: PcieJudgement): DeviceResult {
-  const { link } = m;
+export function judgePcie(id: string, gpu: PcieGpu, j: PcieJudgement): DeviceResult {
+  const width = widthDegradation(gpu.idleLink);
+  if ('measured' in gpu) return judgeMeasured(id, gpu.idleLink, gpu.measured, j);
+  const { notMeasured } = gpu;
+  const evidence = { ...notMeasured.evidence, ...linkEvidence(gpu.idleLink), linkRead: 'idle' };
+  if (width === undefined) return { ...notMeasured, id, evidence };
+  return {
+    id,
+    verdict: 'FAIL',
+    reason: `${width}; bandwidth not measured: ${notMeasured.reason}`,
+    evidence,
+  };
+}
+
+function judgeMeasured(
+  id: string,
+  idleLink: PcieLinkState,
+  m: PcieMeasurement,
+  j: PcieJudgement,
+): DeviceResult {
+  const link = m.loadedLink;
   const slowest = Math.min(m.h2dGBps, m.d2hGBps);
   const raw = linkCapacityGBps(link.maxGeneration, link.maxWidth);
   const expected = raw === undefined ? undefined : raw * LINK_EFFICIENCY;
   const evidence = {
     h2dGBps: round(m.h2dGBps),
     d2hGBps: round(m.d2hGBps),
-    linkGeneration: link.currentGeneration,
-    linkWidth: link.currentWidth,
-    maxLinkGeneration: link.maxGeneration,
-    maxLinkWidth: link.maxWidth,
-    linkCapacityGBps: raw === undefined ? null : round(raw),
-    busy: m.busy,
+    ...linkEvidence(link),
+    linkRead: 'under load',
+    idleLinkWidth: idleLink.currentWidth,
+    numaNode: m.placement.node ?? null,
+    hostBufferOnNode: m.placement.bound,
   };
   const base = { id, evidence, compatValue: round(m.h2dGBps) };
-  const degraded: string[] = [];
-  if (link.currentWidth < link.maxWidth)
-    degraded.push(`x${link.currentWidth} link (max x${link.maxWidth})`);
+  const degraded = [widthDegradation(idleLink)].filter((d) => d !== undefined);
   if (link.currentGeneration < link.maxGeneration) {
-    degraded.push(`Gen${link.currentGeneration} (max Gen${link.maxGeneration})`);
+    degraded.push(
+      `degraded (generation): Gen${link.currentGeneration} of Gen${link.maxGeneration} under load`,
+    );
   }
-  const cause = degraded.length > 0 ? degraded.join(', ') : 'link fine but slow';
   const figures = `h2d ${round(m.h2dGBps)} GB/s, d2h ${round(m.d2hGBps)} GB/s`;
-
   if (slowest < j.thresholdGBps) {
-    return {
-      ...base,
-      verdict: 'FAIL',
-      reason: `${figures}: below the ${j.thresholdGBps} GB/s threshold; ${cause}`,
-    };
+    const cause = degraded.length > 0 ? degraded.join('; ') : slowCause(m.placement);
+    const reason = `${figures}: below the ${j.thresholdGBps} GB/s threshold; ${cause}`;
+    return { ...base, verdict: 'FAIL', reason };
   }
   if (degraded.length > 0) {
-    return { ...base, verdict: 'FAIL', reason: `${figures}: link degraded under load: ${cause}` };
-  }
-  // A job's own host traffic shares the link: slowness on a busy GPU says nothing about the link.
-  if (m.busy) {
-    return {
-      ...base,
-      verdict: 'PASS',
-      reason: `${figures} while the GPU runs jobs: only the threshold and the link judged`,
-    };
+    return { ...base, verdict: 'FAIL', reason: `${degraded.join('; ')}: ${figures}` };
   }
   if (expected !== undefined && slowest < EXPECTED_SHARE * expected) {
     return {
       ...base,
       verdict: 'WARN',
-      reason: `${figures}: below ${EXPECTED_SHARE * 100} % of the ${round(expected)} GB/s a Gen${link.maxGeneration} x${link.maxWidth} link carries in practice; ${cause}`,
+      reason: `${figures}: below ${EXPECTED_SHARE * 100} % of the ${round(expected)} GB/s a Gen${link.maxGeneration} x${link.maxWidth} link carries in practice; ${slowCause(m.placement)}`,
     };
   }
   if (j.siblingMedianH2dGBps !== undefined && m.h2dGBps < SIBLING_SHARE * j.siblingMedianH2dGBps) {
     return {
       ...base,
       verdict: 'WARN',
-      reason: `${figures}: far below the node's other GPUs (median h2d ${round(j.siblingMedianH2dGBps)} GB/s); ${cause}`,
+      reason: `${figures}: far below the node's other GPUs (median h2d ${round(j.siblingMedianH2dGBps)} GB/s); ${slowCause(m.placement)}`,
     };
   }
-  return {
-    ...base,
-    verdict: 'PASS',
-    reason: `${figures} on Gen${link.currentGeneration} x${link.currentWidth}`,
-  };
+  const reason = `${figures} on Gen${link.currentGeneration} x${link.currentWidth}`;
+  return { ...base, verdict: 'PASS', reason };
+}
+
+/** "link fine but slow", with why the host buffer was not on the GPU's NUMA node if it was not. */
+function slowCause(placement: HostPlacement): string {
+  if (placement.bound) return 'link fine but slow';
+  return `link fine but slow (host buffer not placed: ${placement.reason})`;
 }
 
 export interface PcieBwCheckDeps {
@@ -146,7 +184,7 @@ export interface PcieBwCheckDeps {
 }
 
 export const PCIEBW_SUMMARY =
-  'host↔device PCIe bandwidth per GPU, with the link generation and width under load';
+  'PCIe link width and generation of every GPU, and host↔device bandwidth on idle GPUs';
 
 export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
   const bytes = deps.copyBytes ?? 64 * 1024 * 1024;
@@ -159,11 +197,15 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     gpu: GpuDevice,
     ordinal: number,
     direction: CopyDirection,
-  ): Promise<{ gbps: number; links: PcieLinkState[] }> {
+    node: number | undefined,
+  ): Promise<{ gbps: number; placement: HostPlacement; links: PcieLinkState[] }> {
     let copying = true;
-    const copy = cuda.copyBandwidth(ordinal, direction, bytes, repetitions).finally(() => {
+    const copy = cuda.copyBandwidth(ordinal, direction, bytes, repetitions, node).finally(() => {
       copying = false;
     });
+    // Handled now, thrown below: a copy failing while the loop waits on a timer would otherwise be
+    // an unhandled rejection, which ends the process.
+    copy.catch(() => undefined);
     // The copy starts after context creation and allocation, so one early read could miss it:
     // read the link every few milliseconds until the copy ends.
     const links: PcieLinkState[] = [];
@@ -171,7 +213,7 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
       links.push(await nvml.pcieLink(gpu.index));
       await new Promise((resolve) => setTimeout(resolve, LINK_POLL_MS));
     }
-    return { gbps: await copy, links };
+    return { ...(await copy), links };
   }
 
   async function measureGpu(
@@ -180,16 +222,17 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     gpu: GpuDevice,
     ordinal: number,
   ): Promise<PcieMeasurement> {
-    const busy = (await nvml.computeProcessCount(gpu.index)) > 0;
-    const h2d = await measureDirection(nvml, cuda, gpu, ordinal, 'h2d');
-    const d2h = await measureDirection(nvml, cuda, gpu, ordinal, 'd2h');
+    // Placement is an improvement, not a condition: without a node the copy still runs.
+    const node = await nvml.numaNode(gpu.index).catch(() => undefined);
+    const h2d = await measureDirection(nvml, cuda, gpu, ordinal, 'h2d', node);
+    const d2h = await measureDirection(nvml, cuda, gpu, ordinal, 'd2h', node);
     const after = await nvml.pcieLink(gpu.index);
     const links = [...h2d.links, ...d2h.links, after];
     return {
-      busy,
       h2dGBps: h2d.gbps,
       d2hGBps: d2h.gbps,
-      link: {
+      placement: h2d.placement.bound ? d2h.placement : h2d.placement,
+      loadedLink: {
         currentGeneration: Math.max(...links.map((l) => l.currentGeneration)),
         currentWidth: Math.max(...links.map((l) => l.currentWidth)),
         maxGeneration: after.maxGeneration,
@@ -198,49 +241,63 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     };
   }
 
-  async function measure(
+  /** Bandwidth of the GPUs that can be measured now; every other GPU settled with the reason. */
+  async function bandwidths(
     nvml: Nvml,
-    cuda: CudaProbe,
     gpus: readonly GpuDevice[],
-  ): Promise<CheckOutcome> {
-    const outcome = await measureEachGpu(nvml, cuda, gpus, (gpu, ordinal) =>
-      measureGpu(nvml, cuda, gpu, ordinal),
-    );
-    if (outcome === undefined) {
-      return { devices: [], verdict: 'SKIP', reason: noCudaDevice(gpus.length) };
+  ): Promise<CudaMeasurements<PcieMeasurement>> {
+    const none = (result: (id: string) => DeviceResult): CudaMeasurements<PcieMeasurement> => ({
+      measured: new Map(),
+      settled: new Map(gpus.map((gpu) => [gpu.index, result(String(gpu.index))])),
+    });
+    const skip = (reason: string) => (id: string) =>
+      ({ id, verdict: 'SKIP', reason, evidence: {} }) as const;
+    const { cuda } = deps;
+    if (!cuda.ok) return none(skip(cuda.reason));
+    try {
+      const outcome = await measureEachGpu(nvml, cuda.probe, gpus, (gpu, ordinal) =>
+        measureGpu(nvml, cuda.probe, gpu, ordinal),
+      );
+      return outcome ?? none(skip(noCudaDevice(gpus.length)));
+    } catch (error) {
+      return none((id) => failedMeasurement(id, error)); // CUDA could not even be enumerated
     }
-    const { measured } = outcome;
-    const results = new Map(outcome.settled);
+  }
+
+  async function run(nvml: Nvml, gpus: readonly GpuDevice[]): Promise<CheckOutcome> {
+    // Every idle link first, before any copy loads one of them.
+    const links = new Map<number, PcieLinkState>();
+    const unreadable = new Map<number, DeviceResult>();
+    for (const gpu of gpus) {
+      try {
+        links.set(gpu.index, await nvml.pcieLink(gpu.index));
+      } catch (error) {
+        unreadable.set(gpu.index, failedMeasurement(String(gpu.index), error));
+      }
+    }
+    const { measured, settled } = await bandwidths(
+      nvml,
+      gpus.filter((gpu) => links.has(gpu.index)),
+    );
     const siblingMedianH2dGBps = medianOf([...measured.values()].map((m) => m.h2dGBps));
+    const judgement = { thresholdGBps: deps.thresholdGBps, siblingMedianH2dGBps };
+    const devices: DeviceResult[] = [];
     const samples: Sample[] = [];
     for (const gpu of gpus) {
+      const idleLink = links.get(gpu.index);
+      if (idleLink === undefined) {
+        devices.push(unreadable.get(gpu.index)!);
+        continue;
+      }
       const m = measured.get(gpu.index);
-      if (m === undefined) continue;
-      results.set(
-        gpu.index,
-        judgePcie(String(gpu.index), m, {
-          thresholdGBps: deps.thresholdGBps,
-          siblingMedianH2dGBps,
-        }),
-      );
-      samples.push(
-        gpuSample('autopilot_gpu_pcie_bandwidth_bytes_per_second', gpu, m.h2dGBps * 1e9, {
-          direction: 'h2d',
-        }),
-        gpuSample('autopilot_gpu_pcie_bandwidth_bytes_per_second', gpu, m.d2hGBps * 1e9, {
-          direction: 'd2h',
-        }),
-        gpuSample('autopilot_gpu_pcie_link_generation', gpu, m.link.currentGeneration, {
-          state: 'current',
-        }),
-        gpuSample('autopilot_gpu_pcie_link_generation', gpu, m.link.maxGeneration, {
-          state: 'max',
-        }),
-        gpuSample('autopilot_gpu_pcie_link_width', gpu, m.link.currentWidth, { state: 'current' }),
-        gpuSample('autopilot_gpu_pcie_link_width', gpu, m.link.maxWidth, { state: 'max' }),
-      );
+      const known: PcieGpu =
+        m === undefined
+          ? { idleLink, notMeasured: settled.get(gpu.index)! }
+          : { idleLink, measured: m };
+      devices.push(judgePcie(String(gpu.index), known, judgement));
+      samples.push(...pcieSamples(gpu, idleLink, m));
     }
-    return { devices: gpus.map((gpu) => results.get(gpu.index)!), samples };
+    return { devices, samples };
   }
 
   return {
@@ -252,8 +309,35 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     usesGpu: true,
     exclusive: false,
     timeoutMs: 120_000,
-    run: () => withGpusAndCuda(deps.nvml, deps.cuda, measure),
+    run: () => withGpus(deps.nvml, run),
   };
+}
+
+/** The link of every GPU (under load where measured, else idle) and the bandwidth where measured. */
+function pcieSamples(
+  gpu: GpuDevice,
+  idleLink: PcieLinkState,
+  m: PcieMeasurement | undefined,
+): Sample[] {
+  const link = m?.loadedLink ?? idleLink;
+  const samples = [
+    gpuSample('autopilot_gpu_pcie_link_generation', gpu, link.currentGeneration, {
+      state: 'current',
+    }),
+    gpuSample('autopilot_gpu_pcie_link_generation', gpu, link.maxGeneration, { state: 'max' }),
+    gpuSample('autopilot_gpu_pcie_link_width', gpu, link.currentWidth, { state: 'current' }),
+    gpuSample('autopilot_gpu_pcie_link_width', gpu, link.maxWidth, { state: 'max' }),
+  ];
+  if (m === undefined) return samples;
+  return [
+    ...samples,
+    gpuSample('autopilot_gpu_pcie_bandwidth_bytes_per_second', gpu, m.h2dGBps * 1e9, {
+      direction: 'h2d',
+    }),
+    gpuSample('autopilot_gpu_pcie_bandwidth_bytes_per_second', gpu, m.d2hGBps * 1e9, {
+      direction: 'd2h',
+    }),
+  ];
 }
 
 function round(value: number): number {

@@ -2,10 +2,11 @@
  * Are this node's GPUs free for an invasive check? Two views, both needed: Kubernetes (a pod on
  * the node requests or limits nvidia.com/gpu and has not ended) and the driver (NVML shows compute
  * processes, which also catches work that never asked Kubernetes for GPUs, such as another agent).
- * Autopilot looked at pod requests only.
+ * A GPU whose count NVML cannot give (MIG mode, no permission, an NVML error) is not known to be
+ * idle, and counts as busy. Autopilot looked at pod requests only.
  */
 
-import { gpusWithProcesses } from '../checks/gpu-common.js';
+import { gpusNotKnownIdle, notIdleSubject } from '../checks/gpu-common.js';
 import type { NvmlLoad } from '../native/ports.js';
 import type { KubeApi, PodInfo } from './ports.js';
 
@@ -30,6 +31,7 @@ export async function gpusBusy(deps: {
   if (holders.length > 0) {
     return `GPUs requested by ${holders.map((pod) => `${pod.namespace}/${pod.name}`).join(', ')}`;
   }
-  const busy = await gpusWithProcesses(deps.nvml);
-  return busy.length === 0 ? undefined : `GPUs in use: ${busy.join(', ')}`;
+  const notIdle = await gpusNotKnownIdle(deps.nvml);
+  if (notIdle.gpus.length === 0) return undefined;
+  return `${notIdleSubject(notIdle)}: ${notIdle.gpus.join(', ')}`;
 }

@@ -120,7 +120,52 @@ describe('GPU checks end to end on the fake libraries', () => {
     expect(metrics).toContain('autopilot_gpu_verdict{check="pciebw",gpu="3",verdict="FAIL"} 1\n');
     expect(metrics).toContain('autopilot_node_health_state{state="WARN"} 1\n');
     const pciebw = results.results.find((r) => r.check === 'pciebw');
-    expect(pciebw?.devices[3]?.reason).toContain('x8 link (max x16), Gen3 (max Gen5)');
+    expect(pciebw?.devices[3]?.reason).toBe(
+      'degraded (width): x8 of x16; degraded (generation): Gen3 of Gen5 under load: h2d 6.5 GB/s, d2h 6.6 GB/s',
+    );
+  });
+
+  test('without a usable CUDA probe pciebw still reads every link: GPU 3 and busy GPU 5 at x8 of x16 FAIL', async () => {
+    const { ports } = await startExporter({
+      PERIODIC_CHECKS: 'pciebw',
+      FAKE_NVML_SCENARIO: 'link=3:3x8;procs=5:2;link=5:5x8',
+      // The default probe path: absent, or on this machine without a GPU, a probe that sees none.
+      AUTOPILOT_CUDA_PROBE_LIBRARY: '',
+    });
+    const results = await startupRound(ports.api, ['pciebw']);
+    const pciebw = results.results.find((r) => r.check === 'pciebw');
+    expect(pciebw?.devices.map((d) => d.verdict)).toEqual([
+      'SKIP',
+      'SKIP',
+      'SKIP',
+      'FAIL',
+      'SKIP',
+      'FAIL',
+      'SKIP',
+      'SKIP',
+    ]);
+    expect(pciebw?.devices[3]?.reason).toMatch(
+      /^degraded \(width\): x8 of x16; bandwidth not measured: /,
+    );
+    expect(pciebw?.devices[5]?.reason).toMatch(
+      /^degraded \(width\): x8 of x16; bandwidth not measured: /,
+    );
+    const metrics = await metricsOf(ports.metrics);
+    for (const [metric, state, value] of [
+      ['width', 'current', 8],
+      ['width', 'max', 16],
+      ['generation', 'current', 3],
+      ['generation', 'max', 5],
+    ] as const) {
+      expect(metrics).toMatch(
+        new RegExp(
+          `^autopilot_gpu_pcie_link_${metric}\\{gpu="3",uuid="[^"]+",state="${state}"\\} ${value}$`,
+          'm',
+        ),
+      );
+    }
+    expect(metrics).toContain('autopilot_gpu_verdict{check="pciebw",gpu="3",verdict="FAIL"} 1\n');
+    expect(metrics).not.toContain('autopilot_gpu_pcie_bandwidth_bytes_per_second{');
   });
 
   test('a remapping failure evicts the node, and passing rounds do not lift it', async () => {
