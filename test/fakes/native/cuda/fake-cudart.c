@@ -528,15 +528,18 @@ static void log_call(const char *function, int device) {
 
 /* A call that works in the current device's primary context: logs it and creates the context
  * when there is none (the runtime initialises it at the first call that needs it). */
-static void in_context(const char *function) {
-  int device = current_device;
-  log_call(function, device);
+static void open_context(int device) {
   pthread_mutex_lock(&lock);
   if (device >= 0 && device < FAKE_MAX_DEVICES && device < S.devices && !S.context_live[device]) {
     S.context_live[device] = 1;
     ++S.contexts_created[device];
   }
   pthread_mutex_unlock(&lock);
+}
+
+static void in_context(const char *function) {
+  log_call(function, current_device);
+  open_context(current_device);
 }
 
 static cudaError_t fail(cudaError_t code) {
@@ -718,7 +721,7 @@ cudaError_t cudaSetDevice(int device) {
   pthread_mutex_unlock(&lock);
   if (unavailable) return fail(cudaErrorDevicesUnavailable);
   current_device = device;
-  in_context(__func__); /* CUDA 12 and later: cudaSetDevice initialises the primary context */
+  open_context(device); /* CUDA 12 and later: cudaSetDevice initialises the primary context */
   return cudaSuccess;
 }
 

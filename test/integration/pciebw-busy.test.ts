@@ -1,0 +1,86 @@
+/**
+ * pciebw over both C fakes, through the real bindings: the fake libnvidia-ml (procs=, link=) and
+ * the real probe.cu over the fake CUDA runtime, whose call log shows which ordinals CUDA touched.
+ * The fakes number GPUs alike (CUDA ordinal i has NVML index i's bus id). Jest's globalSetup
+ * builds both.
+ */
+import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { join } from 'node:path';
+import koffi from 'koffi';
+import { createPcieBwCheck } from '../../exporter/checks/pciebw.js';
+import { silentLogger } from '../../exporter/log.js';
+import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
+import { loadNvml } from '../../exporter/native/nvml.js';
+import type { Nvml } from '../../exporter/native/ports.js';
+
+const BUILD = join(import.meta.dirname, '..', '..', 'build', 'fakes');
+const NVML = join(BUILD, 'nvml', 'libnvidia-ml.so.1');
+const PROBE = join(BUILD, 'cuda', 'libautopilot-probe.so');
+
+const nvmlControl = koffi.load(NVML);
+const nvmlReset = nvmlControl.func('void fakenvml_reset(void)');
+const nvmlApply = nvmlControl.func('int fakenvml_apply(const char *scenario)');
+const cudart = koffi.load(join(BUILD, 'cuda', 'libcudart.so.13'));
+const cudaReset = cudart.func('void fakecuda_reset(void)');
+const cudaUnavailable = cudart.func('int fakecuda_set_unavailable(int device, int on)');
+const callsOn = cudart.func('int fakecuda_calls_on(const char *function, int device)');
+const contexts = cudart.func('int fakecuda_contexts(int device)');
+
+const probe = loadCudaProbe(PROBE);
+const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
+let nvml: Nvml | undefined;
+
+beforeEach(() => {
+  nvmlReset();
+  cudaReset();
+});
+
+afterEach(async () => {
+  await nvml?.close();
+  nvml = undefined;
+});
+
+async function run(scenario: string) {
+  expect(nvmlApply(scenario)).toBe(0);
+  const load = await loadNvml(NVML);
+  if (!load.ok) throw new Error(load.reason);
+  nvml = load.nvml;
+  return createPcieBwCheck({
+    nvml: load,
+    cuda: probe,
+    thresholdGBps: 4,
+    copyBytes: 1 << 20,
+    repetitions: 2,
+  }).run(ctx);
+}
+
+describe('pciebw on busy GPUs, over the C fakes', () => {
+  test('a GPU with compute processes gets no CUDA call but the bus id, no context, and SKIP with the count', async () => {
+    const outcome = await run('gpus=4;procs=2:2');
+    expect(outcome.devices.map((d) => d.verdict)).toEqual(['PASS', 'PASS', 'SKIP', 'PASS']);
+    expect(outcome.devices[2]?.reason).toBe('2 compute processes');
+    expect(Number(callsOn(null, 2))).toBe(1);
+    expect(Number(callsOn('cudaDeviceGetPCIBusId', 2))).toBe(1);
+    expect(Number(contexts(2))).toBe(0);
+    expect(Number(callsOn('cudaSetDevice', 1))).toBe(2); // an idle GPU: one per direction
+  });
+
+  test('a GPU in MIG mode (process count unknown) gets no CUDA call either', async () => {
+    const outcome = await run('gpus=2;mig=1');
+    expect(outcome.devices[1]).toMatchObject({ verdict: 'SKIP' });
+    expect(Number(callsOn('cudaSetDevice', 1))).toBe(0);
+    expect(Number(contexts(1))).toBe(0);
+  });
+
+  test('a GPU another process holds in EXCLUSIVE_PROCESS mode (error 46) is SKIP, and no device is reset', async () => {
+    expect(Number(cudaUnavailable(1, 1))).toBe(0);
+    const outcome = await run('gpus=2');
+    expect(outcome.devices[1]).toMatchObject({
+      verdict: 'SKIP',
+      reason:
+        'ap_copy_bandwidth: CUDA-capable device(s) is/are busy or unavailable (46): another process holds the GPU in EXCLUSIVE_PROCESS mode',
+    });
+    expect(Number(contexts(1))).toBe(0);
+    expect(Number(callsOn('cudaDeviceReset', 1))).toBe(0);
+  });
+});
