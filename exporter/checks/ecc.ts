@@ -87,7 +87,10 @@ export function judgeEcc(
     const reason = 'page retirement pending: reset the GPU';
     return { device: { id, verdict: 'WARN', reason, evidence, compatValue: 0 }, memory };
   }
-  const reason = `no new uncorrected ECC error (${counts})`;
+  const reason =
+    (ecc.volatileUncorrected ?? 0) + (ecc.aggregateUncorrected ?? 0) === 0
+      ? 'no uncorrected ECC errors'
+      : `no new uncorrected ECC error (${counts})`;
   return { device: { id, verdict: 'PASS', reason, evidence, compatValue: 0 }, memory };
 }
 

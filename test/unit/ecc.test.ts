@@ -67,6 +67,13 @@ describe('judgeEcc', () => {
     expect(device.fatal).toBe(fatal);
   });
 
+  test('a PASS names the counts it judged when there are any', () => {
+    expect(judgeEcc('0', ecc(0, 0), undefined, T).device.reason).toBe('no uncorrected ECC errors');
+    expect(judgeEcc('0', ecc(0, 5), seen(0, 5), T).device.reason).toBe(
+      'no new uncorrected ECC error (volatile 0, aggregate 5)',
+    );
+  });
+
   test('a new error is dated when first seen, and the GPU stays FAIL with that date', () => {
     const first = judgeEcc('0', ecc(0, 6), seen(0, 5), T);
     expect(first.device).toMatchObject({
