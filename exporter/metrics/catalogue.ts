@@ -127,12 +127,12 @@ export const SAMPLE_METRICS = {
   },
   autopilot_gpu_pcie_link_generation: {
     type: 'gauge',
-    help: 'PCIe link generation of the GPU, read while pciebw copied (state="current") and the most the GPU and slot allow (state="max").',
+    help: 'PCIe link generation of every GPU from NVML in the last conclusive pciebw run: state="current" read while pciebw copied, or at idle where it could not copy (an idle link trains down its generation), state="max" the most the GPU and slot allow.',
     labelNames: ['gpu', 'uuid', 'state'],
   },
   autopilot_gpu_pcie_link_width: {
     type: 'gauge',
-    help: 'PCIe link width in lanes of the GPU, read while pciebw copied (state="current") and the most the GPU and slot allow (state="max").',
+    help: 'PCIe link width in lanes of every GPU from NVML in the last conclusive pciebw run, busy GPUs and GPUs without the CUDA probe included: state="current" (width does not drop at idle) and state="max", the most the GPU and slot allow.',
     labelNames: ['gpu', 'uuid', 'state'],
   },
   autopilot_gpu_remapped_rows: {
