@@ -116,7 +116,11 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
       return EXIT_USAGE;
     }
   }
-  if (!nvml.ok) logger.info('NVML unavailable: GPU checks will say SKIP', { reason: nvml.reason });
+  if (!nvml.ok) {
+    logger.info('NVML unavailable: GPU checks will say SKIP, gpucount FAIL where GPUs are expected', {
+      reason: nvml.reason,
+    });
+  }
   if (!cuda.ok)
     logger.info('CUDA probe unavailable: pciebw and gpumem will say SKIP', { reason: cuda.reason });
   const exporter = buildExporter(config, {
