@@ -117,8 +117,9 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
     }
   }
   if (!nvml.ok) {
-    logger.info('NVML unavailable: GPU checks will say SKIP, gpucount FAIL where GPUs are expected', {
-      reason: nvml.reason,
+    const reason = nvml.reason;
+    logger.info('NVML unavailable: GPU checks say SKIP, gpucount FAIL if GPUs are expected', {
+      reason,
     });
   }
   if (!cuda.ok)
