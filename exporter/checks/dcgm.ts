@@ -156,6 +156,11 @@ interface DeviceInput {
 
 type Judged = { device: DeviceResult; statuses: Map<string, DcgmTestStatus> };
 
+/**
+ * A failing or warning reason names the skipped tests too: on a real GB10 level-2 run (DCGM 4.2.3
+ * and 4.5.2) the software test fails while memory and pcie skip, and a reason that named only the
+ * failure hid that no hardware test ran on the GPU.
+ */
 function deviceReason(
   verdict: Verdict,
   named: (status: DcgmTestStatus) => string[],
@@ -166,9 +171,9 @@ function deviceReason(
   const alsoSkipped = skipped.length > 0 ? `; skipped: ${skipped.join(', ')}` : '';
   if (verdict === 'FAIL') {
     const fatal = fatalTests.length > 0 ? ` (fatal: ${fatalTests.join(', ')})` : '';
-    return `failed ${named('fail').join(', ')}${fatal}${detail}`;
+    return `failed ${named('fail').join(', ')}${fatal}${detail}${alsoSkipped}`;
   }
-  if (verdict === 'WARN') return `warned in ${named('warn').join(', ')}${detail}`;
+  if (verdict === 'WARN') return `warned in ${named('warn').join(', ')}${detail}${alsoSkipped}`;
   if (verdict === 'SKIP') return `no test ran; ${skippedText(skipped)}`;
   return `passed ${named('pass').length} tests${alsoSkipped}`;
 }
@@ -363,7 +368,8 @@ interface RunSummary {
 /**
  * The node device: the results tied to no GPU when there are any, and in every case Autopilot's
  * node-level gauge (1 when any test failed) and failure string. SKIP, naming the skipped tests,
- * when the run checked no hardware and nothing failed or warned.
+ * when the run checked no hardware and its own results neither failed nor warned, even if a GPU
+ * failed a software test: it then says that no hardware was verified, which a GPU's FAIL does not.
  */
 function nodeDevice(
   judged: Judged | undefined,

@@ -15,8 +15,10 @@ const REAL = join(import.meta.dirname, '..', 'fixtures', 'dcgm', 'real');
 interface Reading {
   readonly file: string;
   readonly level: DcgmLevel;
+  /** dcgmi's exit status as the source reports it, or by DCGM's rule where it does not (README). */
   readonly exitCode: number;
-  readonly dcgmVersion: string;
+  /** As the document states it; 3.x before 3.1.7 states none. */
+  readonly dcgmVersion: string | undefined;
   readonly verdict: string;
   /** Each GPU device with its verdict, in order; '' is the node device. */
   readonly devices: readonly (readonly [string, string])[];
@@ -39,6 +41,76 @@ const READINGS: readonly Reading[] = [
     failed: ['software'],
     skipped: [],
     failureString: 'software.0',
+  },
+  {
+    file: 'dcgm-4.2.3-gb10-r2-partial-skip-fail.json',
+    level: 2,
+    exitCode: 226,
+    dcgmVersion: '4.2.3',
+    verdict: 'FAIL',
+    devices: [
+      ['0', 'FAIL'],
+      ['', 'SKIP'],
+    ],
+    failed: ['software'],
+    skipped: ['gpu_memory', 'pcie'],
+    failureString: 'software.0',
+  },
+  {
+    file: 'dcgm-4.5.2-gb10-r2-gated-fail.json',
+    level: 2,
+    exitCode: 226,
+    dcgmVersion: '4.5.2',
+    verdict: 'FAIL',
+    devices: [
+      ['0', 'FAIL'],
+      ['', 'SKIP'],
+    ],
+    failed: ['software'],
+    skipped: ['gpu_memory', 'pcie'],
+    failureString: 'software.0',
+  },
+  {
+    file: 'dcgm-4.5.2-gb10-r2-allowed-fail.json',
+    level: 2,
+    exitCode: 226,
+    dcgmVersion: '4.5.2',
+    verdict: 'FAIL',
+    devices: [
+      ['0', 'FAIL'],
+      ['', 'PASS'],
+    ],
+    failed: ['software'],
+    skipped: [],
+    failureString: 'software.0',
+  },
+  {
+    file: 'dcgm-3.1-vc-r2-pass.json',
+    level: 2,
+    exitCode: 0,
+    dcgmVersion: undefined,
+    verdict: 'PASS',
+    devices: [
+      ['0', 'PASS'],
+      ['', 'PASS'],
+    ],
+    failed: [],
+    skipped: [],
+    failureString: '',
+  },
+  {
+    file: 'dcgm-3.1-vc-r3-pass.json',
+    level: 3,
+    exitCode: 0,
+    dcgmVersion: undefined,
+    verdict: 'PASS',
+    devices: [
+      ['0', 'PASS'],
+      ['', 'PASS'],
+    ],
+    failed: [],
+    skipped: ['eud_test'],
+    failureString: '',
   },
 ];
 
@@ -85,5 +157,12 @@ describe('real dcgmi diag captures', () => {
     expect(testsWith(outcome.devices, 'skip')).toEqual(reading.skipped);
     expect(outcome.devices.find((d) => d.id === '')?.evidence.failures).toBe(reading.failureString);
     expect(conclusive?.output).toBe(reading.failureString);
+    // Whatever its verdict, a GPU's reason names the tests that skipped on it (the GB10 level-2
+    // runs fail software while memory and pcie never ran).
+    for (const gpu of outcome.devices.filter((d) => d.id !== '')) {
+      const skippedHere = testsWith([gpu], 'skip');
+      if (skippedHere.length > 0)
+        expect(gpu.reason).toContain(`skipped: ${skippedHere.join(', ')}`);
+    }
   });
 });

@@ -383,7 +383,7 @@ describe('judgeDcgm', () => {
       ['', 'PASS', false],
     ]);
     expect(device(outcome, '2').reason).toBe(
-      "failed pcie (fatal: pcie): GPU 2 is running at PCI link width 8X, which is below the minimum allowed link generation of 16 (parameter 'h2d_d2h_single_pinned.min_pci_width')",
+      "failed pcie (fatal: pcie): GPU 2 is running at PCI link width 8X, which is below the minimum allowed link generation of 16 (parameter 'h2d_d2h_single_pinned.min_pci_width'); skipped: eud_test",
     );
     expect(device(outcome, '0').reason).toMatch(/^failed memory_bandwidth: GPU 0 only achieved/);
     // Autopilot's gauge stays node-level: one series, deviceid "".
@@ -802,8 +802,8 @@ describe('createDcgmCheck', () => {
           '[[ DCGM ]] Briefings completed. Continue with dcgm evaluation.',
           'Host node-a',
           '[[ DCGM ]] FAIL',
-          'GPU 0: FAIL failed memory_bandwidth: GPU 0 only achieved a memory bandwidth of 1523.40 GB/s, failing to meet 2400.00 GB/s for test 0',
-          "GPU 2: FAIL (fatal) failed pcie (fatal: pcie): GPU 2 is running at PCI link width 8X, which is below the minimum allowed link generation of 16 (parameter 'h2d_d2h_single_pinned.min_pci_width')",
+          'GPU 0: FAIL failed memory_bandwidth: GPU 0 only achieved a memory bandwidth of 1523.40 GB/s, failing to meet 2400.00 GB/s for test 0; skipped: eud_test',
+          "GPU 2: FAIL (fatal) failed pcie (fatal: pcie): GPU 2 is running at PCI link width 8X, which is below the minimum allowed link generation of 16 (parameter 'h2d_d2h_single_pinned.min_pci_width'); skipped: eud_test",
           'pcie.2memory_bandwidth.0',
           '',
         ].join('\n'),
