@@ -488,7 +488,8 @@ const NATIVE: {
       ['gpupower', BOTH_ERROR('nvmlDeviceGetCurrentClocksEventReasons: Unknown Error \\(999\\)')],
       ['ecc', BOTH_ERROR('nvmlDeviceGetEccMode: Unknown Error \\(999\\)')],
       ['xid', /^ERROR: the XID listener is failing: nvmlEventSetWait_v2: Unknown Error \(999\)$/],
-      ['pciebw', /^ERROR: check crashed: ap_device_count: unknown error \(999\)$/],
+      // pciebw reads every link through NVML before CUDA: the CUDA failure is each GPU's ERROR.
+      ['pciebw', BOTH_ERROR('ap_device_count: unknown error \\(999\\)')],
       ['gpumem', /^ERROR: check crashed: ap_device_count: unknown error \(999\)$/],
     ],
   },
@@ -540,7 +541,7 @@ const NATIVE: {
         'xid',
         /^ERROR: the XID listener is failing: nvmlEventSetWait_v2: Insufficient Permissions \(4\)$/,
       ],
-      ['pciebw', /^ERROR: check crashed: ap_device_count: operation not permitted \(800\)$/],
+      ['pciebw', BOTH_ERROR('ap_device_count: operation not permitted \\(800\\)')],
       ['gpumem', /^ERROR: check crashed: ap_device_count: operation not permitted \(800\)$/],
     ],
   },
