@@ -69,7 +69,7 @@ export function judgeEcc(
   if (newErrorAt !== undefined) {
     const reason =
       fresh > 0
-        ? `${fresh} new uncorrected (double-bit) ECC errors since the last run (${counts})`
+        ? `${fresh} new uncorrected (double-bit) ECC error${fresh === 1 ? '' : 's'} since the last run (${counts})`
         : `uncorrected (double-bit) ECC errors, the last new one seen ${new Date(newErrorAt).toISOString()} (${counts})`;
     // When the error was first seen, not when it was judged: an acknowledge after it must hold.
     const device: DeviceResult = {

@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import koffi from 'koffi';
+import { createEccCheck } from '../../exporter/checks/ecc.js';
 import { createXidCheck, createXidLedger, createXidWatcher } from '../../exporter/checks/xid.js';
 import { createSystemClock } from '../../exporter/clock.js';
 import { silentLogger } from '../../exporter/log.js';
@@ -531,6 +532,26 @@ describe('XID events', () => {
     const nvml = await open();
     expect(fakePushXid(5, 79)).toBe(0);
     expect(await nvml.waitXidEvents(20)).toEqual([]);
+  });
+});
+
+describe('the ecc check over the binding', () => {
+  test('a double-bit error only the aggregate counter shows is a new error: FAIL, fatal', async () => {
+    apply('gpus=2;aggdbe=1:7');
+    const nvml = await open();
+    const check = createEccCheck({ nvml: { ok: true, nvml } });
+    const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
+    const first = await check.run(ctx);
+    expect(first.devices.map((d) => d.verdict)).toEqual(['PASS', 'PASS']);
+    // The lifetime count rises while the volatile one stays 0, as after a driver reload.
+    apply('aggdbe=1:8');
+    const second = await check.run(ctx);
+    expect(second.devices.map((d) => d.verdict)).toEqual(['PASS', 'FAIL']);
+    expect(second.devices[1]).toMatchObject({
+      fatal: true,
+      reason:
+        '1 new uncorrected (double-bit) ECC error since the last run (volatile 0, aggregate 8)',
+    });
   });
 });
 

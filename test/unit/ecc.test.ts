@@ -80,7 +80,7 @@ describe('judgeEcc', () => {
       verdict: 'FAIL',
       observedAt: T,
       reason:
-        '1 new uncorrected (double-bit) ECC errors since the last run (volatile 0, aggregate 6)',
+        '1 new uncorrected (double-bit) ECC error since the last run (volatile 0, aggregate 6)',
     });
     const later = judgeEcc('0', ecc(0, 6), first.memory, T + 3_600_000);
     expect(later.device).toMatchObject({
