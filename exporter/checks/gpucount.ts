@@ -98,8 +98,11 @@ export function judgeGpuCount(expected: ExpectedGpus, visible: VisibleGpus): Dev
         true,
       );
     }
-    if (seen === 0) return result('SKIP', `NVML sees no GPU; ${noneExpected(expected)}`);
-    return result('PASS', `NVML sees ${seen} GPUs; ${noneExpected(expected)}`);
+    // Nothing was compared: no evidence of health, which would make a node PASS on its own.
+    return result(
+      'SKIP',
+      `NVML sees ${seen === 0 ? 'no GPU' : `${seen} GPUs`}; ${noneExpected(expected)}`,
+    );
   }
   if (seen < want) {
     return result(

@@ -124,6 +124,8 @@ export interface NodeInput {
   readonly annotations?: Readonly<Record<string, string>>;
   /** Sets status.allocatable and capacity of nvidia.com/gpu; absent: the node has no GPUs. */
   readonly allocatableGpus?: number;
+  /** More status.capacity entries, such as nvidia.com/gpu.shared. */
+  readonly capacity?: Readonly<Record<string, string>>;
 }
 
 export interface PodInput {
@@ -707,7 +709,7 @@ export class FakeKubeApi {
       },
       spec: {},
       status: {
-        capacity: { cpu: '64', memory: '512Gi', ...gpus },
+        capacity: { cpu: '64', memory: '512Gi', ...gpus, ...input.capacity },
         allocatable: { cpu: '63', memory: '500Gi', ...gpus },
       },
     };

@@ -71,7 +71,16 @@ describe('nodes', () => {
       labels: { a: '1', 'kubernetes.io/hostname': 'n1' },
       annotations: { b: '2' },
       allocatableGpus: 4,
+      capacityGpus: 4,
     });
+  });
+
+  test('reads the capacity of renamed shared GPUs (nvidia.com/gpu.shared)', async () => {
+    const { api, kube } = await setup();
+    api.addNode({ name: 'n1', capacity: { 'nvidia.com/gpu.shared': '80' } });
+    const node = await kube.getNode('n1');
+    expect(node.capacitySharedGpus).toBe(80);
+    expect(node.capacityGpus).toBeUndefined();
   });
 
   test('patches metadata as a merge patch; null removes a key', async () => {

@@ -65,7 +65,7 @@ describe('judgeGpuCount', () => {
     [{ count: 0, source: 'AUTOPILOT_EXPECTED_GPUS' }, 0, 'SKIP'],
     [{ count: 4, source: 'node label nvidia.com/gpu.count' }, 8, 'WARN'],
     [EIGHT, 8, 'PASS'],
-    [{ count: undefined, source: 'no label' }, 8, 'PASS'],
+    [{ count: undefined, source: 'no label' }, 8, 'SKIP'],
     [{ count: undefined, source: 'no label' }, 0, 'SKIP'],
   ] as const)('%j with %d visible → %s', (expected, seen, verdict) => {
     const devices = fakeNode(seen).map((g) => g.device);
@@ -121,7 +121,7 @@ describe('the gpucount check', () => {
   test('a GPU that drops out of NVML’s list is named by bus id, even with no expected count', async () => {
     const gpus = fakeNode(8);
     const check = createGpuCountCheck({ nvml: loaded(gpus), configured: undefined });
-    expect((await check.run(ctx)).devices[0]?.verdict).toBe('PASS');
+    expect((await check.run(ctx)).verdict).toBe('SKIP');
     const lost = gpus.splice(5, 1)[0]!;
     const outcome = await check.run(ctx);
     expect(outcome.devices[0]).toMatchObject({ verdict: 'FAIL', fatal: true });
