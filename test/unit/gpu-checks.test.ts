@@ -31,6 +31,7 @@ import {
   NvmlError,
   type CudaProbe,
   type CudaProbeLoad,
+  type HostPlacement,
   type NvmlLoad,
 } from '../../exporter/native/ports.js';
 import { fakeCuda, fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
@@ -169,7 +170,8 @@ describe('pciebw', () => {
     d2hGBps: number,
     loadedLink = healthyLink,
     idleLink = healthyLink,
-  ): PcieGpu => ({ idleLink, measured: { h2dGBps, d2hGBps, loadedLink, placement: onNode } });
+    placement: HostPlacement = onNode,
+  ): PcieGpu => ({ idleLink, measured: { h2dGBps, d2hGBps, loadedLink, placement } });
   const pcie = (gpus: FakeGpu[], cuda: CudaProbeLoad): Check =>
     createPcieBwCheck({ nvml: loaded(gpus), cuda, thresholdGBps: 4 });
   const withProbe = (probe: CudaProbe): CudaProbeLoad => ({ ok: true, probe });
@@ -238,13 +240,8 @@ describe('pciebw', () => {
   });
 
   test('a slow copy from a buffer off the GPU NUMA node says why it was not placed', () => {
-    const gpu = measured(40, 41);
     const off = { bound: false, node: 1, reason: 'mbind to node 1 refused (EPERM)' } as const;
-    const result = judgePcie(
-      '0',
-      { ...gpu, measured: { ...gpu.measured, placement: off } },
-      judgement,
-    );
+    const result = judgePcie('0', measured(40, 41, healthyLink, healthyLink, off), judgement);
     expect(result.reason).toContain(
       'link fine but slow (host buffer not placed: mbind to node 1 refused (EPERM))',
     );
