@@ -331,10 +331,12 @@ export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
       .listenXidEvents()
       .finally(() => ledger.setWaitingSince(undefined));
     const changed = !sameFailures(notListening, ledger.notListening());
-    if (changed) {
-      deps.logger.warn('GPUs not registered for XID events', {
+    if (changed && notListening.size > 0) {
+      deps.logger.warn('GPUs not registered for XID events; retrying before every wait', {
         gpus: Object.fromEntries(notListening),
       });
+    } else if (changed) {
+      deps.logger.info('every GPU is registered for XID events');
     }
     ledger.setNotListening(notListening);
     ledger.setWaitingSince(deps.clock.now());
