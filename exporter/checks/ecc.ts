@@ -30,12 +30,16 @@ function rise(now: number | undefined, before: number | undefined): number {
   return Math.max(0, now - (before ?? 0));
 }
 
-/** The uncorrected errors a run finds new: by the larger rise of the two counters. */
+/**
+ * The uncorrected errors a run finds new: by the larger rise of the two counters. A counter read
+ * for the first time (the first run, or ECC just turned on) has no rise: its volatile count is new
+ * all the same (nobody judged it), its lifetime count is history, as at the first run.
+ */
 export function newUncorrected(ecc: EccState, previous: EccMemory | undefined): number {
-  if (previous === undefined) return ecc.volatileUncorrected ?? 0;
+  const aggregateBefore = previous?.aggregateUncorrected;
   return Math.max(
-    rise(ecc.volatileUncorrected, previous.volatileUncorrected),
-    rise(ecc.aggregateUncorrected, previous.aggregateUncorrected),
+    rise(ecc.volatileUncorrected, previous?.volatileUncorrected),
+    aggregateBefore === undefined ? 0 : rise(ecc.aggregateUncorrected, aggregateBefore),
   );
 }
 

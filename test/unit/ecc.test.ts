@@ -61,6 +61,13 @@ describe('judgeEcc', () => {
       undefined,
     ],
     ['unchanged counters', 'PASS', ecc(0, 5), seen(0, 5), undefined],
+    [
+      'ECC turned on since the last run: lifetime errors are history, as at the first run',
+      'PASS',
+      ecc(0, 5),
+      { volatileUncorrected: undefined, aggregateUncorrected: undefined, newErrorAt: undefined },
+      undefined,
+    ],
   ])('%s → %s', (_, verdict, state, previous, fatal) => {
     const { device } = judgeEcc('5', state, previous, T);
     expect(device.verdict).toBe(verdict);
