@@ -12,6 +12,10 @@
  * below the node's other GPUs → WARN. The reason names the likely cause: "degraded (width)",
  * "degraded (generation)", or "link fine but slow" (which points at the host side: IOMMU, NUMA
  * placement, a PCIe switch).
+ *
+ * Where NVML answers NOT_SUPPORTED for the link (vGPU guests, some platforms), the GPU has no link
+ * judgement and no link metrics, and is otherwise judged as above on its bandwidth alone: the
+ * threshold and the node's other GPUs still apply, the share of the link's capacity cannot.
  */
 
 import type {
@@ -24,6 +28,7 @@ import type {
   NvmlLoad,
   PcieLinkState,
 } from '../native/ports.js';
+import { NVML_ERROR_NOT_SUPPORTED, NvmlError } from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Evidence, Sample } from './check.js';
 import {
   failedMeasurement,
@@ -55,14 +60,20 @@ export function linkCapacityGBps(generation: number, width: number): number | un
 export interface PcieMeasurement {
   readonly h2dGBps: number;
   readonly d2hGBps: number;
-  /** The link as seen while copying: the highest generation and width observed. */
-  readonly loadedLink: PcieLinkState;
+  /**
+   * The link as seen while copying: the highest generation and width observed; undefined where
+   * NVML does not report the link.
+   */
+  readonly loadedLink: PcieLinkState | undefined;
   /** Where the pinned host buffer lay. */
   readonly placement: HostPlacement;
 }
 
-/** What pciebw knows of one GPU: its idle link, and a measurement or the result of not having one. */
-export type PcieGpu = { readonly idleLink: PcieLinkState } & (
+/**
+ * What pciebw knows of one GPU: its idle link (undefined where NVML does not report it), and a
+ * measurement or the result of not having one.
+ */
+export type PcieGpu = { readonly idleLink: PcieLinkState | undefined } & (
   { readonly measured: PcieMeasurement } | { readonly notMeasured: DeviceResult }
 );
 
@@ -88,7 +99,8 @@ export function widthDegradation(link: PcieLinkState): string | undefined {
   return `degraded (width): x${link.currentWidth} of x${link.maxWidth}`;
 }
 
-function linkEvidence(link: PcieLinkState): Evidence {
+function linkEvidence(link: PcieLinkState | undefined, read: string): Evidence {
+  if (link === undefined) return { linkRead: 'not supported by NVML' };
   const raw = linkCapacityGBps(link.maxGeneration, link.maxWidth);
   return {
     linkGeneration: link.currentGeneration,
@@ -96,15 +108,16 @@ function linkEvidence(link: PcieLinkState): Evidence {
     maxLinkGeneration: link.maxGeneration,
     maxLinkWidth: link.maxWidth,
     linkCapacityGBps: raw === undefined ? null : round(raw),
+    linkRead: read,
   };
 }
 
 /** Pure: the verdict for one GPU. */
 export function judgePcie(id: string, gpu: PcieGpu, j: PcieJudgement): DeviceResult {
-  const width = widthDegradation(gpu.idleLink);
   if ('measured' in gpu) return judgeMeasured(id, gpu.idleLink, gpu.measured, j);
-  const { notMeasured } = gpu;
-  const evidence = { ...notMeasured.evidence, ...linkEvidence(gpu.idleLink), linkRead: 'idle' };
+  const { notMeasured, idleLink } = gpu;
+  const width = idleLink === undefined ? undefined : widthDegradation(idleLink);
+  const evidence = { ...notMeasured.evidence, ...linkEvidence(idleLink, 'idle') };
   if (width === undefined) return { ...notMeasured, id, evidence };
   return {
     id,
@@ -114,63 +127,88 @@ export function judgePcie(id: string, gpu: PcieGpu, j: PcieJudgement): DeviceRes
   };
 }
 
+/** What is wrong with the link: its width at idle, its generation under load. */
+function linkDegradations(
+  idleLink: PcieLinkState | undefined,
+  link: PcieLinkState | undefined,
+): string[] {
+  const degraded = [idleLink && widthDegradation(idleLink)].filter((d) => d !== undefined);
+  if (link !== undefined && link.currentGeneration < link.maxGeneration) {
+    degraded.push(
+      `degraded (generation): Gen${link.currentGeneration} of Gen${link.maxGeneration} under load`,
+    );
+  }
+  return degraded;
+}
+
 function judgeMeasured(
   id: string,
-  idleLink: PcieLinkState,
+  idleLink: PcieLinkState | undefined,
   m: PcieMeasurement,
   j: PcieJudgement,
 ): DeviceResult {
   const link = m.loadedLink;
   const slowest = Math.min(m.h2dGBps, m.d2hGBps);
-  const raw = linkCapacityGBps(link.maxGeneration, link.maxWidth);
+  const raw = link && linkCapacityGBps(link.maxGeneration, link.maxWidth);
   const expected = raw === undefined ? undefined : raw * LINK_EFFICIENCY;
   const evidence = {
     h2dGBps: round(m.h2dGBps),
     d2hGBps: round(m.d2hGBps),
-    ...linkEvidence(link),
-    linkRead: 'under load',
-    idleLinkWidth: idleLink.currentWidth,
+    ...linkEvidence(link, 'under load'),
+    ...(idleLink === undefined ? {} : { idleLinkWidth: idleLink.currentWidth }),
     numaNode: m.placement.node ?? null,
     hostBufferOnNode: m.placement.bound,
   };
   const base = { id, evidence, compatValue: round(m.h2dGBps) };
-  const degraded = [widthDegradation(idleLink)].filter((d) => d !== undefined);
-  if (link.currentGeneration < link.maxGeneration) {
-    degraded.push(
-      `degraded (generation): Gen${link.currentGeneration} of Gen${link.maxGeneration} under load`,
-    );
-  }
+  const degraded = linkDegradations(idleLink, link);
   const figures = `h2d ${round(m.h2dGBps)} GB/s, d2h ${round(m.d2hGBps)} GB/s`;
   if (slowest < j.thresholdGBps) {
-    const cause = degraded.length > 0 ? degraded.join('; ') : slowCause(m.placement);
+    const cause = degraded.length > 0 ? degraded.join('; ') : slowCause(m.placement, link);
     const reason = `${figures}: below the ${j.thresholdGBps} GB/s threshold; ${cause}`;
     return { ...base, verdict: 'FAIL', reason };
   }
   if (degraded.length > 0) {
     return { ...base, verdict: 'FAIL', reason: `${degraded.join('; ')}: ${figures}` };
   }
-  if (expected !== undefined && slowest < EXPECTED_SHARE * expected) {
+  if (link !== undefined && expected !== undefined && slowest < EXPECTED_SHARE * expected) {
     return {
       ...base,
       verdict: 'WARN',
-      reason: `${figures}: below ${EXPECTED_SHARE * 100} % of the ${round(expected)} GB/s a Gen${link.maxGeneration} x${link.maxWidth} link carries in practice; ${slowCause(m.placement)}`,
+      reason: `${figures}: below ${EXPECTED_SHARE * 100} % of the ${round(expected)} GB/s a Gen${link.maxGeneration} x${link.maxWidth} link carries in practice; ${slowCause(m.placement, link)}`,
     };
   }
   if (j.siblingMedianH2dGBps !== undefined && m.h2dGBps < SIBLING_SHARE * j.siblingMedianH2dGBps) {
     return {
       ...base,
       verdict: 'WARN',
-      reason: `${figures}: far below the node's other GPUs (median h2d ${round(j.siblingMedianH2dGBps)} GB/s); ${slowCause(m.placement)}`,
+      reason: `${figures}: far below the node's other GPUs (median h2d ${round(j.siblingMedianH2dGBps)} GB/s); ${slowCause(m.placement, link)}`,
     };
   }
-  const reason = `${figures} on Gen${link.currentGeneration} x${link.currentWidth}`;
-  return { ...base, verdict: 'PASS', reason };
+  const on =
+    link === undefined
+      ? '(link not reported by NVML)'
+      : `on Gen${link.currentGeneration} x${link.currentWidth}`;
+  return { ...base, verdict: 'PASS', reason: `${figures} ${on}` };
 }
 
-/** "link fine but slow", with why the host buffer was not on the GPU's NUMA node if it was not. */
-function slowCause(placement: HostPlacement): string {
-  if (placement.bound) return 'link fine but slow';
-  return `link fine but slow (host buffer not placed: ${placement.reason})`;
+/**
+ * "link fine but slow" (or, where NVML does not report the link, "link unknown"), with why the
+ * host buffer was not on the GPU's NUMA node if it was not.
+ */
+function slowCause(placement: HostPlacement, link: PcieLinkState | undefined): string {
+  const cause = link === undefined ? 'link unknown (not reported by NVML)' : 'link fine but slow';
+  if (placement.bound) return cause;
+  return `${cause} (host buffer not placed: ${placement.reason})`;
+}
+
+/** The link, or undefined when NVML answers NOT_SUPPORTED for it; other errors reject. */
+async function readLink(nvml: Nvml, index: number): Promise<PcieLinkState | undefined> {
+  try {
+    return await nvml.pcieLink(index);
+  } catch (error) {
+    if (error instanceof NvmlError && error.code === NVML_ERROR_NOT_SUPPORTED) return undefined;
+    throw error;
+  }
 }
 
 export interface PcieBwCheckDeps {
@@ -198,6 +236,7 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     ordinal: number,
     direction: CopyDirection,
     node: number | undefined,
+    readsLink: boolean,
   ): Promise<{ gbps: number; placement: HostPlacement; links: PcieLinkState[] }> {
     let copying = true;
     const copy = cuda.copyBandwidth(ordinal, direction, bytes, repetitions, node).finally(() => {
@@ -209,7 +248,7 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     // The copy starts after context creation and allocation, so one early read could miss it:
     // read the link every few milliseconds until the copy ends.
     const links: PcieLinkState[] = [];
-    while (copying) {
+    while (copying && readsLink) {
       links.push(await nvml.pcieLink(gpu.index));
       await new Promise((resolve) => setTimeout(resolve, LINK_POLL_MS));
     }
@@ -221,17 +260,19 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     cuda: CudaProbe,
     gpu: GpuDevice,
     ordinal: number,
+    readsLink: boolean,
   ): Promise<PcieMeasurement> {
     // Placement is an improvement, not a condition: without a node the copy still runs.
     const node = await nvml.numaNode(gpu.index).catch(() => undefined);
-    const h2d = await measureDirection(nvml, cuda, gpu, ordinal, 'h2d', node);
-    const d2h = await measureDirection(nvml, cuda, gpu, ordinal, 'd2h', node);
+    const h2d = await measureDirection(nvml, cuda, gpu, ordinal, 'h2d', node, readsLink);
+    const d2h = await measureDirection(nvml, cuda, gpu, ordinal, 'd2h', node, readsLink);
+    const placement = h2d.placement.bound ? d2h.placement : h2d.placement;
+    const measured = { h2dGBps: h2d.gbps, d2hGBps: d2h.gbps, placement };
+    if (!readsLink) return { ...measured, loadedLink: undefined };
     const after = await nvml.pcieLink(gpu.index);
     const links = [...h2d.links, ...d2h.links, after];
     return {
-      h2dGBps: h2d.gbps,
-      d2hGBps: d2h.gbps,
-      placement: h2d.placement.bound ? d2h.placement : h2d.placement,
+      ...measured,
       loadedLink: {
         currentGeneration: Math.max(...links.map((l) => l.currentGeneration)),
         currentWidth: Math.max(...links.map((l) => l.currentWidth)),
@@ -245,6 +286,7 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
   async function bandwidths(
     nvml: Nvml,
     gpus: readonly GpuDevice[],
+    links: ReadonlyMap<number, PcieLinkState | undefined>,
   ): Promise<CudaMeasurements<PcieMeasurement>> {
     const none = (result: (id: string) => DeviceResult): CudaMeasurements<PcieMeasurement> => ({
       measured: new Map(),
@@ -256,7 +298,7 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     if (!cuda.ok) return none(skip(cuda.reason));
     try {
       const outcome = await measureEachGpu(nvml, cuda.probe, gpus, (gpu, ordinal) =>
-        measureGpu(nvml, cuda.probe, gpu, ordinal),
+        measureGpu(nvml, cuda.probe, gpu, ordinal, links.get(gpu.index) !== undefined),
       );
       return outcome ?? none(skip(noCudaDevice(gpus.length)));
     } catch (error) {
@@ -266,11 +308,11 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
 
   async function run(nvml: Nvml, gpus: readonly GpuDevice[]): Promise<CheckOutcome> {
     // Every idle link first, before any copy loads one of them.
-    const links = new Map<number, PcieLinkState>();
+    const links = new Map<number, PcieLinkState | undefined>();
     const unreadable = new Map<number, DeviceResult>();
     for (const gpu of gpus) {
       try {
-        links.set(gpu.index, await nvml.pcieLink(gpu.index));
+        links.set(gpu.index, await readLink(nvml, gpu.index));
       } catch (error) {
         unreadable.set(gpu.index, failedMeasurement(String(gpu.index), error));
       }
@@ -278,17 +320,18 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
     const { measured, settled } = await bandwidths(
       nvml,
       gpus.filter((gpu) => links.has(gpu.index)),
+      links,
     );
     const siblingMedianH2dGBps = medianOf([...measured.values()].map((m) => m.h2dGBps));
     const judgement = { thresholdGBps: deps.thresholdGBps, siblingMedianH2dGBps };
     const devices: DeviceResult[] = [];
     const samples: Sample[] = [];
     for (const gpu of gpus) {
-      const idleLink = links.get(gpu.index);
-      if (idleLink === undefined) {
+      if (!links.has(gpu.index)) {
         devices.push(unreadable.get(gpu.index)!);
         continue;
       }
+      const idleLink = links.get(gpu.index);
       const m = measured.get(gpu.index);
       const known: PcieGpu =
         m === undefined
@@ -313,21 +356,29 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
   };
 }
 
-/** The link of every GPU (under load where measured, else idle) and the bandwidth where measured. */
+/**
+ * The link (under load where measured, else idle) where NVML reports it, and the bandwidth where
+ * measured.
+ */
 function pcieSamples(
   gpu: GpuDevice,
-  idleLink: PcieLinkState,
+  idleLink: PcieLinkState | undefined,
   m: PcieMeasurement | undefined,
 ): Sample[] {
-  const link = m?.loadedLink ?? idleLink;
-  const samples = [
-    gpuSample('autopilot_gpu_pcie_link_generation', gpu, link.currentGeneration, {
-      state: 'current',
-    }),
-    gpuSample('autopilot_gpu_pcie_link_generation', gpu, link.maxGeneration, { state: 'max' }),
-    gpuSample('autopilot_gpu_pcie_link_width', gpu, link.currentWidth, { state: 'current' }),
-    gpuSample('autopilot_gpu_pcie_link_width', gpu, link.maxWidth, { state: 'max' }),
-  ];
+  const link = m === undefined ? idleLink : m.loadedLink;
+  const samples =
+    link === undefined
+      ? []
+      : [
+          gpuSample('autopilot_gpu_pcie_link_generation', gpu, link.currentGeneration, {
+            state: 'current',
+          }),
+          gpuSample('autopilot_gpu_pcie_link_generation', gpu, link.maxGeneration, {
+            state: 'max',
+          }),
+          gpuSample('autopilot_gpu_pcie_link_width', gpu, link.currentWidth, { state: 'current' }),
+          gpuSample('autopilot_gpu_pcie_link_width', gpu, link.maxWidth, { state: 'max' }),
+        ];
   if (m === undefined) return samples;
   return [
     ...samples,

@@ -17,6 +17,7 @@
 import koffi from 'koffi';
 import type { LibraryHandle } from 'koffi';
 import {
+  NVML_ERROR_NOT_SUPPORTED,
   NvmlError,
   type EccState,
   type GpuDevice,
@@ -59,7 +60,6 @@ const inoutUint = koffi.inout(koffi.pointer('uint'));
 
 const NVML_SUCCESS = 0;
 const NVML_ERROR_INVALID_ARGUMENT = 2;
-const NVML_ERROR_NOT_SUPPORTED = 3;
 const NVML_ERROR_NO_PERMISSION = 4;
 const NVML_ERROR_INSUFFICIENT_SIZE = 7;
 const NVML_ERROR_TIMEOUT = 10;

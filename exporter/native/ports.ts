@@ -72,6 +72,10 @@ export interface XidEvent {
 export interface Nvml {
   driverVersion(): Promise<string>;
   devices(): Promise<readonly GpuDevice[]>;
+  /**
+   * Rejects with NvmlError code NVML_ERROR_NOT_SUPPORTED where the platform does not expose the link
+   * (vGPU guests, some hosts): the caller then has no link to judge, which is not a GPU fault.
+   */
   pcieLink(index: number): Promise<PcieLinkState>;
   /** Undefined when the GPU has no row remapping (before Ampere) or reports NOT_SUPPORTED (MIG). */
   remappedRows(index: number): Promise<RemappedRows | undefined>;
@@ -116,6 +120,9 @@ export interface Nvml {
 /** Why NVML cannot be used here (no library, no driver): GPU checks then say SKIP with it. */
 export type NvmlLoad =
   { readonly ok: true; readonly nvml: Nvml } | { readonly ok: false; readonly reason: string };
+
+/** nvmlReturn_t for a query this GPU or platform does not answer. */
+export const NVML_ERROR_NOT_SUPPORTED = 3;
 
 /** An NVML call that did not return NVML_SUCCESS. */
 export class NvmlError extends Error {

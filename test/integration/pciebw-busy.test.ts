@@ -72,6 +72,16 @@ describe('pciebw on busy GPUs, over the C fakes', () => {
     expect(Number(contexts(1))).toBe(0);
   });
 
+  test('NOT_SUPPORTED for the link: idle GPUs still measured, a busy one SKIP, no link metrics', async () => {
+    const outcome = await run('gpus=4;procs=2:2;notsupported=nvmlDeviceGetMaxPcieLinkWidth');
+    expect(outcome.devices.map((d) => d.verdict)).toEqual(['PASS', 'PASS', 'SKIP', 'PASS']);
+    expect(outcome.devices[2]?.reason).toBe('2 compute processes');
+    expect(outcome.samples?.some((s) => s.metric.startsWith('autopilot_gpu_pcie_link'))).toBe(
+      false,
+    );
+    expect(Number(contexts(2))).toBe(0);
+  });
+
   test('a GPU another process holds in EXCLUSIVE_PROCESS mode (error 46) is SKIP, and no device is reset', async () => {
     expect(Number(cudaUnavailable(1, 1))).toBe(0);
     const outcome = await run('gpus=2');

@@ -388,6 +388,35 @@ describe('pciebw', () => {
     expect(none.devices[0]?.reason).toMatch(/^CUDA sees no device while NVML sees 3 GPUs/);
   });
 
+  test('NOT_SUPPORTED for the link (vGPU): no link judgement or metrics, the rest as before', async () => {
+    const gpus = fakeNode(4);
+    for (const gpu of gpus) {
+      gpu.failing.pcieLink = new NvmlError('nvmlDeviceGetCurrPcieLinkWidth', 3, 'Not Supported');
+    }
+    gpus[1]!.processes = 2;
+    gpus[2]!.mig = true;
+    gpus[3]!.h2dGBps = 3;
+    const cuda = fakeCuda(gpus);
+    const outcome = await pcie(gpus, withProbe(cuda)).run(ctx);
+    expect(verdicts(outcome)).toEqual(['0:PASS', '1:SKIP', '2:SKIP', '3:FAIL']);
+    expect(outcome.devices.map((d) => d.reason)).toEqual([
+      'h2d 55.1 GB/s, d2h 55.3 GB/s (link not reported by NVML)',
+      '2 compute processes',
+      'MIG is enabled on this GPU',
+      'h2d 3 GB/s, d2h 55.3 GB/s: below the 4 GB/s threshold; link unknown (not reported by NVML)',
+    ]);
+    expect(outcome.devices[0]?.evidence).toMatchObject({ linkRead: 'not supported by NVML' });
+    expect(outcome.devices[0]?.evidence).not.toHaveProperty('linkWidth');
+    expect(outcome.samples?.filter((s) => s.metric.startsWith('autopilot_gpu_pcie_link'))).toEqual(
+      [],
+    );
+    expect(
+      outcome.samples?.filter((s) => s.metric === 'autopilot_gpu_pcie_bandwidth_bytes_per_second'),
+    ).toHaveLength(4);
+    const noneMeasured = await pcie(gpus, noProbe).run(ctx);
+    expect(verdicts(noneMeasured)).toEqual(['0:SKIP', '1:SKIP', '2:SKIP', '3:SKIP']);
+  });
+
   test('a GPU whose link NVML cannot read is ERROR and is not measured', async () => {
     const gpus = fakeNode(2);
     gpus[0]!.failing.pcieLink = new NvmlError('nvmlDeviceGetCurrPcieLinkWidth', 15, 'GPU is lost');
