@@ -468,6 +468,24 @@ describe('chart: values', () => {
     expect(config.xidFatal).toEqual(parsed);
   });
 
+  // Helm drops a key set to null, so null renders as a missing key: neither may mean "none", which
+  // would silently stop every fatal XID from evicting.
+  test.each<[string, Record<string, unknown>]>([
+    ['null', { xid: { fatal: null } }],
+    ['under a null xid', { xid: null }],
+  ])('xid.fatal %s: AUTOPILOT_XID_FATAL is not set, so the default list applies', (_, values) => {
+    const container = one(renderChart({ values }), 'DaemonSet').spec.template.spec.containers[0];
+    const setting = container.env.filter((entry: Any) => entry.name === 'AUTOPILOT_XID_FATAL');
+    expect(setting).toEqual([]);
+    const config = parseConfig({
+      flags: new Map(),
+      env: {},
+      hostname: 'pod',
+      knownChecks: CHECK_NAMES,
+    });
+    expect(config.xidFatal).toEqual(DEFAULT_XID_FATAL);
+  });
+
   test.each<
     [string, Record<string, unknown>, { name: string; value: string }[], number | undefined]
   >([
