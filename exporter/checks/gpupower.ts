@@ -176,13 +176,13 @@ export function judgeClockEvents(id: string, readings: PowerReadings): DeviceRes
 export interface GpuPowerCheckDeps {
   readonly nvml: NvmlLoad;
   readonly timeoutMs?: number;
-  /** Resolves after `ms`, rejects when `signal` aborts; the exporter passes its clock's. */
+  /** Resolves after `ms`, rejects when `signal` aborts; real timers unless a test passes its own. */
   readonly sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
-  /** Epoch milliseconds. */
+  /** Milliseconds on a monotonic clock; performance.now unless a test passes its own. */
   readonly now?: () => number;
 }
 
-/** For callers without a clock of their own (benchmarks, unit tests of the verdicts). */
+/** Real time: the interval between the reads is a physical one, whatever clock schedules checks. */
 function timerSleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -232,7 +232,7 @@ function samplesOf(gpu: GpuDevice, latest: PowerReading): Sample[] {
 
 export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
   const sleep = deps.sleep ?? timerSleep;
-  const now = deps.now ?? Date.now;
+  const now = deps.now ?? (() => performance.now());
   return {
     ...gpuCheckBase('[GPU POWER]'),
     name: 'gpupower',
@@ -256,7 +256,7 @@ export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
         }
         await sleep(PERSISTENCE_MS, ctx.signal);
         const second = await readPower(nvml, gpu);
-        const readings = { first, second, intervalMs: Math.max(now() - startedAt, 0) };
+        const readings = { first, second, intervalMs: Math.max(Math.round(now() - startedAt), 0) };
         return {
           device: judgeClockEvents(String(gpu.index), readings),
           samples: samplesOf(gpu, second),

@@ -120,12 +120,9 @@ export function createChecks(config: Config, ports: CheckPorts): ReadonlyMap<str
       ),
     remapped: () => createRemappedCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
     gpupower: () =>
-      createGpuPowerCheck({
-        nvml,
-        timeoutMs: config.nvmlCheckTimeoutMs,
-        sleep: ports.sleep,
-        now: ports.now,
-      }),
+      // The two reads are spaced in real time, not on the scheduler's clock: the interval is a
+      // physical one that the driver's accumulated durations are compared with.
+      createGpuPowerCheck({ nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
     gpucount: () =>
       createGpuCountCheck({
         nvml,
