@@ -13,7 +13,7 @@
  * would do more harm than the fault.
  */
 
-import type { GpuDevice, NvmlLoad } from '../native/ports.js';
+import { NvmlError, type GpuDevice, type Nvml, type NvmlLoad } from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Evidence, Sample } from './check.js';
 import { formatCheckLevelText } from './text.js';
 
@@ -64,7 +64,9 @@ function evidenceOf(expected: ExpectedGpus, visible: VisibleGpus): Evidence {
 }
 
 function shortfall(visible: VisibleGpus): string {
-  const silent = (visible.devices ?? []).filter((d) => d.uuid === '').map((d) => d.index);
+  const silent = (visible.devices ?? [])
+    .filter((d) => d.uuid === '')
+    .map((d) => (d.pciBusId === '' ? `${d.index}` : `${d.index} (${d.pciBusId})`));
   const parts = [
     ...(visible.missingBusIds.length > 0 ? [`missing: ${visible.missingBusIds.join(', ')}`] : []),
     ...(silent.length > 0 ? [`listed but not answering: GPU ${silent.join(', ')}`] : []),
@@ -103,6 +105,11 @@ export function judgeGpuCount(expected: ExpectedGpus, visible: VisibleGpus): Dev
       'SKIP',
       `NVML sees ${seen === 0 ? 'no GPU' : `${seen} GPUs`}; ${noneExpected(expected)}`,
     );
+  }
+  if (seen === 0 && want > 0) {
+    // No GPU at all is, like NVML that cannot load, as likely the pod's setup on every node at once
+    // (NVIDIA_VISIBLE_DEVICES unset or ignored, no device nodes) as a node that lost all eight.
+    return result('FAIL', `expected ${want} GPUs (${expected.source}), NVML sees none${lost}`);
   }
   if (seen < want) {
     return result(
@@ -146,6 +153,29 @@ function samplesOf(expected: ExpectedGpus, visible: VisibleGpus): Sample[] {
   return samples;
 }
 
+/** NVML_ERROR_GPU_IS_LOST (nvml.h): the GPU stopped answering since NVML listed it. */
+const NVML_ERROR_GPU_IS_LOST = 15;
+
+/**
+ * NVML lists the GPUs once, at init, so a GPU that falls off the bus later stays listed; one cheap
+ * read per GPU finds it, and it then counts as missing, named by the bus id the list still has.
+ */
+async function stillThere(nvml: Nvml, devices: readonly GpuDevice[]): Promise<GpuDevice[]> {
+  return Promise.all(
+    devices.map(async (device) => {
+      if (device.uuid === '') return device;
+      try {
+        await nvml.clockEventReasons(device.index);
+        return device;
+      } catch (error) {
+        const lost = error instanceof NvmlError && error.code === NVML_ERROR_GPU_IS_LOST;
+        // Another error (NOT_SUPPORTED on some parts) says nothing about the GPU being there.
+        return lost ? { ...device, uuid: '' } : device;
+      }
+    }),
+  );
+}
+
 const STANDALONE: ExpectedGpus = {
   count: undefined,
   source: 'AUTOPILOT_EXPECTED_GPUS is not set and there is no Kubernetes node to ask',
@@ -170,9 +200,21 @@ export function createGpuCountCheck(deps: GpuCountCheckDeps): Check {
   const look = async (): Promise<VisibleGpus> => {
     if (!deps.nvml.ok)
       return { devices: undefined, nvmlProblem: deps.nvml.reason, missingBusIds: [] };
-    const devices = await deps.nvml.nvml.devices();
+    let devices: readonly GpuDevice[];
+    try {
+      devices = await stillThere(deps.nvml.nvml, await deps.nvml.nvml.devices());
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      return {
+        devices: undefined,
+        nvmlProblem: `NVML cannot list the GPUs: ${why}`,
+        missingBusIds: [],
+      };
+    }
     const now = new Set(answering(devices).map((d) => d.pciBusId));
-    const missingBusIds = [...seenBusIds].filter((id) => !now.has(id)).sort();
+    // A GPU still listed but silent is named with the listed ones, not twice.
+    const listed = new Set(devices.map((d) => d.pciBusId));
+    const missingBusIds = [...seenBusIds].filter((id) => !listed.has(id)).sort();
     for (const id of now) if (id !== '') seenBusIds.add(id);
     return { devices, missingBusIds };
   };

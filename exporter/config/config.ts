@@ -149,6 +149,8 @@ export const AUTOPILOT_PERIODIC_CHECKS = [
   'gpucount',
 ] as const;
 export const DEFAULT_NVML_LIBRARY = 'libnvidia-ml.so.1';
+/** The check every periodic round runs, whatever PERIODIC_CHECKS lists. */
+const ALWAYS_PERIODIC = 'gpucount';
 /** More than any one host holds: a larger AUTOPILOT_EXPECTED_GPUS is a typo. */
 const MAX_EXPECTED_GPUS = 64;
 const DEFAULT_DCGM_FATAL_ERRORS = ['PCIe', 'NVLink', 'ECC', 'GPU Memory'];
@@ -461,6 +463,9 @@ function parseCheckList(value: string | undefined, known: readonly string[]): st
     else if (known.includes(name)) result.push(name);
     else throw new ConfigError('PERIODIC_CHECKS', value, `${accepted} (unknown check "${name}")`);
   }
+  // IBM's values files and chart set PERIODIC_CHECKS without gpucount; without it a node whose pod
+  // cannot see its GPUs passes on its ping alone. It is one count, and SKIP where no count is known.
+  if (known.includes(ALWAYS_PERIODIC)) result.push(ALWAYS_PERIODIC);
   return [...new Set(result)];
 }
 

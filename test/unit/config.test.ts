@@ -281,6 +281,21 @@ describe('parseConfig settings', () => {
     expect(parse('ping,ping,dcgm')).toEqual(['ping', 'dcgm']);
   });
 
+  test('gpucount joins every periodic list, IBM chart’s own included', () => {
+    const known = [...ALL_CHECKS, 'gpucount'];
+    const parse = (value: string): readonly string[] =>
+      parseConfig(inputs({ env: { PERIODIC_CHECKS: value }, knownChecks: known })).periodicChecks;
+    expect(parse('pciebw,remapped,dcgm,ping,gpupower')).toEqual([
+      'pciebw',
+      'remapped',
+      'dcgm',
+      'ping',
+      'gpupower',
+      'gpucount',
+    ]);
+    expect(parse('gpucount,ping')).toEqual(['gpucount', 'ping']);
+  });
+
   test('PERIODIC_CHECKS=all expands to the default list', () => {
     expect(
       parseConfig(inputs({ env: { PERIODIC_CHECKS: 'all' }, knownChecks: ALL_CHECKS }))

@@ -8,7 +8,7 @@ import {
 import { expectedGpusOfNode } from '../../exporter/cluster/expected-gpus.js';
 import type { NodeInfo } from '../../exporter/cluster/ports.js';
 import { silentLogger } from '../../exporter/log.js';
-import type { NvmlLoad } from '../../exporter/native/ports.js';
+import { NvmlError, type NvmlLoad } from '../../exporter/native/ports.js';
 import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
 
 const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
@@ -72,6 +72,15 @@ describe('judgeGpuCount', () => {
     expect(judgeGpuCount(expected, { devices, missingBusIds: [] }).verdict).toBe(verdict);
   });
 
+  test('none visible where 8 are expected is a FAIL that does not evict, like no NVML', () => {
+    const device = judgeGpuCount(EIGHT, { devices: [], missingBusIds: [] });
+    expect(device).toMatchObject({
+      verdict: 'FAIL',
+      reason: 'expected 8 GPUs (AUTOPILOT_EXPECTED_GPUS), NVML sees none',
+    });
+    expect(device.fatal).toBeUndefined();
+  });
+
   test('no GPU expected and no NVML keeps SKIP', () => {
     const device = judgeGpuCount(
       { count: 0, source: 'AUTOPILOT_EXPECTED_GPUS' },
@@ -94,6 +103,48 @@ describe('the gpucount check', () => {
       { metric: 'autopilot_gpus_visible', labels: { check: 'gpucount' }, value: 7 },
       { metric: 'autopilot_gpus_expected', labels: { check: 'gpucount' }, value: 8 },
     ]);
+  });
+
+  test('a GPU lost since NVML listed it is missing, named by its bus id', async () => {
+    const gpus = fakeNode(8);
+    gpus[5]!.failing.clockEventReasons = new NvmlError(
+      'nvmlDeviceGetCurrentClocksEventReasons',
+      15,
+      'GPU is lost',
+    );
+    const outcome = await run({ nvml: loaded(gpus), configured: 8 });
+    expect(outcome.devices[0]).toMatchObject({ verdict: 'FAIL', fatal: true });
+    expect(outcome.reason).toBe(
+      `expected 8 GPUs (AUTOPILOT_EXPECTED_GPUS), NVML sees 7 (listed but not answering: GPU 5 (${gpus[5]!.device.pciBusId}))`,
+    );
+  });
+
+  test('another NVML error on the read says nothing about the GPU being there', async () => {
+    const gpus = fakeNode(8);
+    gpus[5]!.failing.clockEventReasons = new NvmlError(
+      'nvmlDeviceGetCurrentClocksEventReasons',
+      3,
+      'Not Supported',
+    );
+    const outcome = await run({ nvml: loaded(gpus), configured: 8 });
+    expect(outcome.devices[0]?.verdict).toBe('PASS');
+  });
+
+  test('NVML that cannot list its GPUs is an NVML problem, not a crash', async () => {
+    const nvml = fakeNvml(fakeNode(8));
+    const broken: NvmlLoad = {
+      ok: true,
+      nvml: {
+        ...nvml,
+        devices: () => Promise.reject(new Error('nvmlDeviceGetCount_v2: Unknown Error (999)')),
+      },
+    };
+    const outcome = await run({ nvml: broken, configured: 8 });
+    expect(outcome.devices[0]).toMatchObject({ verdict: 'FAIL' });
+    expect(outcome.devices[0]?.fatal).toBeUndefined();
+    expect(outcome.reason).toBe(
+      'expected 8 GPUs (AUTOPILOT_EXPECTED_GPUS), NVML cannot load: NVML cannot list the GPUs: nvmlDeviceGetCount_v2: Unknown Error (999)',
+    );
   });
 
   test('the setting wins over what the node says', async () => {
