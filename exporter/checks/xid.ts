@@ -309,7 +309,8 @@ const sameFailures = (a: ReadonlyMap<number, string>, b: ReadonlyMap<number, str
 /**
  * Listens to NVML's XID events in a loop, one wait at a time, until stopped. Each cycle first asks
  * NVML to register the GPUs not yet registered: a GPU whose registration failed is retried before
- * every wait (about once a second), so it rejoins as soon as the driver lets it.
+ * every wait (about once a second), so it rejoins as soon as the driver lets it; one that answered
+ * NVML_ERROR_UNKNOWN only after a pause of up to a minute (Nvml.listenXidEvents says why).
  */
 export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
   let stopped = true;
@@ -332,7 +333,7 @@ export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
       .finally(() => ledger.setWaitingSince(undefined));
     const changed = !sameFailures(notListening, ledger.notListening());
     if (changed && notListening.size > 0) {
-      deps.logger.warn('GPUs not registered for XID events; retrying before every wait', {
+      deps.logger.warn('GPUs not registered for XID events; retrying', {
         gpus: Object.fromEntries(notListening),
       });
     } else if (changed) {

@@ -78,6 +78,18 @@ const UUID_BUFFER = 96; // NVML_DEVICE_UUID_V2_BUFFER_SIZE
 const DRIVER_VERSION_BUFFER = 80; // NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE
 /** Events read after the first in one waitXidEvents, so an XID storm cannot keep it busy forever. */
 const MAX_DRAINED_EVENTS = 1024;
+/**
+ * The pause before a GPU whose registration answered UNKNOWN is tried again, doubling up to the
+ * most: each such answer spoils the set, and rebuilding it re-registers every GPU and drops the
+ * events queued on it, so one bad GPU must not do that on every wait.
+ */
+const XID_RETRY_FIRST_MS = 2_000;
+const XID_RETRY_MAX_MS = 60_000;
+
+export interface NvmlOptions {
+  /** Milliseconds, for the registration backoff; Date.now unless a test steers it. */
+  readonly now?: () => number;
+}
 
 /** A koffi function as this module calls it: only through `.async`. */
 interface NativeFunction {
@@ -263,10 +275,18 @@ class KoffiNvml implements Nvml {
   private readonly eventDevices = new Map<bigint, number>();
   /** NVML index → why the GPU is not registered on eventSet. */
   private readonly xidNotListening = new Map<number, string>();
+  /** NVML index → when a GPU whose registration answered UNKNOWN may be tried again, and the pause. */
+  private readonly xidBackoff = new Map<
+    number,
+    { readonly at: number; readonly pauseMs: number }
+  >();
   private waiting: Promise<unknown> | undefined;
   private closed: Promise<void> | undefined;
 
-  constructor(private readonly fns: Functions) {}
+  constructor(
+    private readonly fns: Functions,
+    private readonly now: () => number,
+  ) {}
 
   /** Calls fn and resolves its nvmlReturn_t, whatever it is. */
   private readonly checkCalls = new CallLimiter(CHECK_CALLS_IN_FLIGHT);
@@ -531,11 +551,23 @@ class KoffiNvml implements Nvml {
   private async listenXid(): Promise<ReadonlyMap<number, string>> {
     if (this.eventSet === undefined) {
       await this.createXidSet();
-    } else if (this.xidNotListening.size > 0) {
-      const spoiled = await this.registerXid(this.eventSet, [...this.xidNotListening.keys()]);
+    } else {
+      const due = [...this.xidNotListening.keys()].filter((index) => this.xidDue(index));
+      const spoiled = due.length > 0 ? await this.registerXid(this.eventSet, due) : undefined;
       if (spoiled !== undefined) await this.recreateXidSet();
     }
     return new Map(this.xidNotListening);
+  }
+
+  /** Whether a GPU may be registered now: always, unless it is paused after an UNKNOWN answer. */
+  private xidDue(index: number): boolean {
+    return (this.xidBackoff.get(index)?.at ?? -Infinity) <= this.now();
+  }
+
+  private backOffXid(index: number): void {
+    const last = this.xidBackoff.get(index)?.pauseMs;
+    const pauseMs = last === undefined ? XID_RETRY_FIRST_MS : Math.min(last * 2, XID_RETRY_MAX_MS);
+    this.xidBackoff.set(index, { at: this.now() + pauseMs, pauseMs });
   }
 
   waitXidEvents(timeoutMs: number): Promise<readonly XidEvent[]> {
@@ -577,11 +609,11 @@ class KoffiNvml implements Nvml {
 
   /**
    * A new event set with every GPU registered that will register. A GPU whose registration answers
-   * UNKNOWN spoils the set (nvml.h: "should be freed"), so the set is built again without it.
+   * UNKNOWN spoils the set (nvml.h: "should be freed"), so the set is built again without it; GPUs
+   * still paused after such an answer are left out and keep their reason.
    */
   private async createXidSet(): Promise<void> {
     let left: number[] | undefined;
-    this.xidNotListening.clear();
     for (;;) {
       const out: unknown[] = [null];
       await this.call(this.fns.eventSetCreate, out);
@@ -589,7 +621,9 @@ class KoffiNvml implements Nvml {
       this.eventDevices.clear();
       let spoiled: number | undefined;
       try {
-        left ??= Array.from({ length: await this.deviceCount() }, (_, index) => index);
+        left ??= Array.from({ length: await this.deviceCount() }, (_, index) => index).filter(
+          (index) => this.xidDue(index),
+        );
         spoiled = await this.registerXid(set, left);
       } catch (error) {
         await this.freeXidSet(set);
@@ -626,6 +660,7 @@ class KoffiNvml implements Nvml {
       if (code === NVML_SUCCESS) {
         this.eventDevices.set(address(device), index);
         this.xidNotListening.delete(index);
+        this.xidBackoff.delete(index);
         continue;
       }
       // NOT_SUPPORTED, GPU_IS_LOST and the like leave the set usable for the other GPUs.
@@ -633,7 +668,10 @@ class KoffiNvml implements Nvml {
         index,
         (await this.error(this.fns.registerEvents.name, code)).message,
       );
-      if (code === NVML_ERROR_UNKNOWN) return index;
+      if (code === NVML_ERROR_UNKNOWN) {
+        this.backOffXid(index);
+        return index;
+      }
     }
     return undefined;
   }
@@ -736,7 +774,7 @@ async function describe(fns: Functions, code: number): Promise<string> {
  * Resolves ok:false, never rejects, when the library is missing, lacks a required symbol, or
  * nvmlInit_v2 fails (no driver, no permission).
  */
-export async function loadNvml(libraryPath: string): Promise<NvmlLoad> {
+export async function loadNvml(libraryPath: string, options: NvmlOptions = {}): Promise<NvmlLoad> {
   let lib: LibraryHandle;
   try {
     lib = koffi.load(libraryPath);
@@ -758,5 +796,5 @@ export async function loadNvml(libraryPath: string): Promise<NvmlLoad> {
   if (code !== NVML_SUCCESS) {
     return { ok: false, reason: `${fns.init.name}: ${await describe(fns, code)} (${code})` };
   }
-  return { ok: true, nvml: new KoffiNvml(fns) };
+  return { ok: true, nvml: new KoffiNvml(fns, options.now ?? Date.now) };
 }

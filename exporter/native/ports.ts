@@ -102,7 +102,10 @@ export interface Nvml {
   /**
    * Creates the XID event set when there is none, and registers for XID critical errors every GPU
    * not yet registered on it; resolves the GPUs still not registered, by NVML index, each with the
-   * NVML error that kept it out. Calling it again retries those GPUs. Not concurrent with the wait.
+   * NVML error that kept it out. Calling it again retries those GPUs, except one whose registration
+   * answered NVML_ERROR_UNKNOWN: that answer spoils the set, which is then freed and built again, so
+   * such a GPU is retried only after a pause that doubles from 2 s to at most 60 s, and stays among
+   * the GPUs not registered meanwhile. Not concurrent with the wait.
    */
   listenXidEvents(): Promise<ReadonlyMap<number, string>>;
   /**

@@ -14,7 +14,7 @@ import { createEccCheck } from '../../exporter/checks/ecc.js';
 import { createXidCheck, createXidLedger, createXidWatcher } from '../../exporter/checks/xid.js';
 import { createSystemClock } from '../../exporter/clock.js';
 import { silentLogger } from '../../exporter/log.js';
-import { loadNvml } from '../../exporter/native/nvml.js';
+import { loadNvml, type NvmlOptions } from '../../exporter/native/nvml.js';
 import { NvmlError, type Nvml } from '../../exporter/native/ports.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -58,8 +58,8 @@ const GEN5_X16 = { currentGeneration: 5, currentWidth: 16, maxGeneration: 5, max
 
 let opened: Nvml | undefined;
 
-async function open(): Promise<Nvml> {
-  const load = await loadNvml(FAKE);
+async function open(options?: NvmlOptions): Promise<Nvml> {
+  const load = await loadNvml(FAKE, options);
   if (!load.ok) throw new Error(`the fake NVML did not load: ${load.reason}`);
   opened = load.nvml;
   return load.nvml;
@@ -588,6 +588,47 @@ describe('XID registration and recovery', () => {
     expect(calls('nvmlDeviceRegisterEvents')).toBe(4 + 7); // GPUs 0-3 on the first set, 7 on the second
     expect(fakePushXid(7, 95)).toBe(0);
     expect(await nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 7, xid: 95 }]);
+  });
+
+  test('a GPU whose registration keeps answering UNKNOWN is retried with backoff, not on every wait', async () => {
+    apply('registerfail=3:999');
+    let now = 0;
+    const nvml = await open({ now: () => now });
+    const notListening = async () => [...(await nvml.listenXidEvents()).keys()];
+    expect(await notListening()).toEqual([3]);
+    expect([calls('nvmlEventSetCreate'), calls('nvmlEventSetFree')]).toEqual([2, 1]);
+    // Rounds within the pause keep the set, so an XID queued for another GPU is not lost.
+    for (let round = 0; round < 5; round++) {
+      expect(await notListening()).toEqual([3]);
+      expect(await nvml.waitXidEvents(0)).toEqual([]);
+    }
+    expect(fakePushXid(5, 79)).toBe(0);
+    expect(await notListening()).toEqual([3]);
+    expect(await nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 5, xid: 79 }]);
+    expect([calls('nvmlEventSetCreate'), calls('nvmlEventSetFree')]).toEqual([2, 1]);
+    expect(calls('nvmlDeviceRegisterEvents')).toBe(4 + 7);
+    // Due after 2 s: tried, UNKNOWN again, so the set is rebuilt once without it; then 4 s.
+    const rebuildsAfter = async (ms: number) => {
+      const before = calls('nvmlEventSetCreate');
+      now += ms;
+      expect(await notListening()).toEqual([3]);
+      return calls('nvmlEventSetCreate') - before;
+    };
+    expect(await rebuildsAfter(2_000)).toBe(1);
+    expect(await rebuildsAfter(2_000)).toBe(0);
+    expect(await rebuildsAfter(2_000)).toBe(1);
+    // The pause is capped: however often it failed, one try a minute.
+    for (let failures = 0; failures < 8; failures++) await rebuildsAfter(60_000);
+    expect(await rebuildsAfter(59_000)).toBe(0);
+    expect(await rebuildsAfter(1_000)).toBe(1);
+    // Once it registers, it joins the set in place.
+    apply('registerfail=3:0');
+    now += 60_000;
+    const creates = calls('nvmlEventSetCreate');
+    expect(await notListening()).toEqual([]);
+    expect(calls('nvmlEventSetCreate')).toBe(creates);
+    expect(fakePushXid(3, 48)).toBe(0);
+    expect(await nvml.waitXidEvents(100)).toEqual([{ gpuIndex: 3, xid: 48 }]);
   });
 
   test('NVML_ERROR_UNKNOWN from the wait frees the event set and creates it again', async () => {
