@@ -1,0 +1,176 @@
+/**
+ * Issue 14: "a MIG GPU answering NO_PERMISSION: every check completes". Every GPU check of the
+ * catalogue (createChecks, with a config from parseConfig), and dcgm at level 3, over the real
+ * bindings: the fake libnvidia-ml, the real probe.cu over the fake CUDA runtime, and fake-dcgmi on
+ * PATH as `dcgmi`. Two nodes: GPU 3 in MIG mode, whose process query the binding does not even ask
+ * (the fake would answer NO_PERMISSION there, as NVML does to an unprivileged caller); and a process
+ * query answering NO_PERMISSION on every GPU. Jest's globalSetup builds the fakes.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from '@jest/globals';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import koffi from 'koffi';
+import type { Check, CheckOutcome } from '../../exporter/checks/check.js';
+import { CHECK_NAMES, createChecks } from '../../exporter/checks/index.js';
+import { createXidLedger } from '../../exporter/checks/xid.js';
+import { parseConfig } from '../../exporter/config/config.js';
+import { createRunCommand } from '../../exporter/exec/run-command.js';
+import { silentLogger } from '../../exporter/log.js';
+import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
+import { loadNvml } from '../../exporter/native/nvml.js';
+import type { Nvml } from '../../exporter/native/ports.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const BUILD = join(ROOT, 'build', 'fakes');
+const NVML = join(BUILD, 'nvml', 'libnvidia-ml.so.1');
+const FAKE_DCGMI = join(ROOT, 'test', 'fakes', 'bin', 'fake-dcgmi');
+const NODE = 'gpu-node-1';
+
+const nvmlControl = koffi.load(NVML);
+const nvmlReset = nvmlControl.func('void fakenvml_reset(void)');
+const nvmlApply = nvmlControl.func('int fakenvml_apply(const char *scenario)');
+const cudart = koffi.load(join(BUILD, 'cuda', 'libcudart.so.13'));
+const cudaReset = cudart.func('void fakecuda_reset(void)');
+const cudaSetDevices = cudart.func('int fakecuda_set_devices(int n)');
+const contexts = cudart.func('int fakecuda_contexts(int device)');
+const callsOn = cudart.func('int fakecuda_calls_on(const char *function, int device)');
+
+let bin: string;
+let nvml: Nvml | undefined;
+
+beforeAll(() => {
+  bin = mkdtempSync(join(tmpdir(), 'autopilot-mig-'));
+  symlinkSync(FAKE_DCGMI, join(bin, 'dcgmi'));
+});
+afterAll(() => {
+  rmSync(bin, { recursive: true, force: true });
+});
+beforeEach(() => {
+  nvmlReset();
+  cudaReset();
+});
+afterEach(async () => {
+  await nvml?.close();
+  nvml = undefined;
+});
+
+/** The catalogue's GPU checks over the fakes, NVML steered by `scenario`. */
+async function gpuChecks(scenario: string): Promise<ReadonlyMap<string, Check>> {
+  expect(nvmlApply(scenario)).toBe(0);
+  expect(Number(cudaSetDevices(4))).toBe(0);
+  const load = await loadNvml(NVML);
+  if (!load.ok) throw new Error(load.reason);
+  nvml = load.nvml;
+  const config = parseConfig({
+    flags: new Map(),
+    env: { NODE_NAME: NODE, AUTOPILOT_EXPECTED_GPUS: '4' },
+    hostname: NODE,
+    knownChecks: CHECK_NAMES,
+  });
+  return createChecks(config, {
+    runCommand: createRunCommand({
+      baseEnv: {
+        PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+        FAKE_DCGMI_SCENARIO: 'pass-4x',
+      },
+    }),
+    peers: () => [],
+    nvml: load,
+    cuda: loadCudaProbe(join(BUILD, 'cuda', 'libautopilot-probe.so')),
+    xidLedger: createXidLedger({ debounceMs: 0 }),
+    now: () => Date.now(),
+    kube: undefined,
+    sleep: () => Promise.resolve(),
+  });
+}
+
+/** The checks that are not about GPUs. */
+const NOT_GPU = new Set(['ping', 'pvc', 'iperf']);
+
+/**
+ * Runs every GPU check of the catalogue, and dcgm at level 3 as well, each under its own deadline:
+ * a check that does not complete fails the test there. Keyed "pciebw", …, "dcgm 3".
+ */
+async function runEveryGpuCheck(scenario: string): Promise<Map<string, CheckOutcome>> {
+  const checks = await gpuChecks(scenario);
+  const runs: (readonly [string, Record<string, string>])[] = [
+    ...[...checks.keys()].filter((name) => !NOT_GPU.has(name)).map((name) => [name, {}] as const),
+    ['dcgm', { r: '3' }],
+  ];
+  const outcomes = new Map<string, CheckOutcome>();
+  for (const [name, raw] of runs) {
+    const check = checks.get(name)!;
+    const params = check.parseParams(raw);
+    const signal = AbortSignal.timeout(check.timeoutFor?.(params) ?? check.timeoutMs);
+    const key = raw['r'] === undefined ? name : `${name} ${raw['r']}`;
+    outcomes.set(key, await check.run({ signal, logger: silentLogger, params }));
+  }
+  return outcomes;
+}
+
+/** The check's own verdict where it has one, and each device's ("node" for the node's own). */
+function verdicts(outcomes: ReadonlyMap<string, CheckOutcome>): Record<string, string[]> {
+  const of = (outcome: CheckOutcome) => [
+    ...(outcome.verdict === undefined ? [] : [`check:${outcome.verdict}`]),
+    ...outcome.devices.map((d) => `${d.id === '' ? 'node' : d.id}:${d.verdict}`),
+  ];
+  return Object.fromEntries([...outcomes].map(([name, outcome]) => [name, of(outcome)]));
+}
+
+const PASS4 = ['0:PASS', '1:PASS', '2:PASS', '3:PASS'];
+const MIG = 'MIG is enabled on this GPU';
+const MIG_UNKNOWN =
+  'process count unknown: MIG is enabled: NVML lists its processes only to privileged callers';
+const DENIED =
+  'process count unknown: nvmlDeviceGetComputeRunningProcesses_v3: Insufficient Permissions (4)';
+
+describe('every GPU check completes where the process count is unknown', () => {
+  test('GPU 3 in MIG mode: skipped where it would be loaded, the others measured, no ERROR', async () => {
+    const outcomes = await runEveryGpuCheck('gpus=4;mig=3');
+    expect(verdicts(outcomes)).toEqual({
+      pciebw: ['0:PASS', '1:PASS', '2:PASS', '3:SKIP'],
+      remapped: ['0:PASS', '1:PASS', '2:PASS', '3:SKIP'],
+      dcgm: [...PASS4, 'node:PASS'],
+      gpupower: PASS4,
+      gpucount: ['node:PASS'],
+      ecc: PASS4,
+      xid: PASS4,
+      gpumem: ['0:PASS', '1:PASS', '2:PASS', '3:SKIP'],
+      'dcgm 3': ['check:SKIP'],
+    });
+    expect(outcomes.get('pciebw')?.devices[3]?.reason).toBe(MIG);
+    expect(outcomes.get('gpumem')?.devices[3]?.reason).toBe(MIG);
+    expect(outcomes.get('dcgm 3')?.reason).toBe(
+      `GPUs in use or not known to be idle, not tested: GPU 3 (${MIG_UNKNOWN})`,
+    );
+    // No CUDA context on the GPU whose processes cannot be seen.
+    expect(Number(callsOn('cudaSetDevice', 3))).toBe(0);
+    expect(Number(contexts(3))).toBe(0);
+  });
+
+  test('the process query answering NO_PERMISSION on every GPU: SKIP with why, no ERROR', async () => {
+    const outcomes = await runEveryGpuCheck(
+      'gpus=4;fail=nvmlDeviceGetComputeRunningProcesses_v3:4',
+    );
+    const skip4 = ['0:SKIP', '1:SKIP', '2:SKIP', '3:SKIP'];
+    expect(verdicts(outcomes)).toEqual({
+      pciebw: skip4,
+      remapped: PASS4,
+      dcgm: [...PASS4, 'node:PASS'],
+      gpupower: PASS4,
+      gpucount: ['node:PASS'],
+      ecc: PASS4,
+      xid: PASS4,
+      gpumem: ['check:SKIP'],
+      'dcgm 3': ['check:SKIP'],
+    });
+    expect(outcomes.get('pciebw')?.devices.map((d) => d.reason)).toEqual(Array(4).fill(DENIED));
+    const notIdle = `GPUs in use or not known to be idle, not tested: ${[0, 1, 2, 3]
+      .map((i) => `GPU ${i} (${DENIED})`)
+      .join(', ')}`;
+    expect(outcomes.get('gpumem')?.reason).toBe(notIdle);
+    expect(outcomes.get('dcgm 3')?.reason).toBe(notIdle);
+    expect(Number(callsOn('cudaSetDevice', -1))).toBe(0);
+  });
+});
