@@ -20,6 +20,7 @@ import type { NodeHealth } from '../node-health.js';
 import type { ResultStore } from '../store.js';
 import { requiresAuthorization, type Authorizer, type ProtectedAction } from './auth.js';
 import { streamClusterStatus, type ClusterDeps } from './cluster-status.js';
+import { iperfRunningLine } from '../checks/iperf.js';
 import { addIperfRoutes, type IperfRouteDeps } from './iperf-routes.js';
 import { healthToJson, renderResultsText, runToJson } from './render.js';
 
@@ -119,7 +120,7 @@ export function createApiApp(deps: ApiDeps): Koa {
       const run = await deps.runner.run('iperf', iperf.params, 'api');
       const others = names.filter((name) => name !== 'iperf');
       if (others.length === 0) {
-        respond(ctx, format, [{ check: iperf.check, run }], false);
+        respond(ctx, format, [{ check: iperf.check, run }], false, iperfLine(query));
         return;
       }
       await streamClusterStatus(ctx, deps.cluster, {
@@ -130,7 +131,7 @@ export function createApiApp(deps: ApiDeps): Koa {
         format: streamed ? 'ndjson' : format,
         authorization: ctx.get('Authorization') || undefined,
         preamble: {
-          text: `Running iperf3 on hosts ${query.host ?? 'all'}\n\n${iperf.check.formatText(run, deps.nodeName)}\n`,
+          text: `${iperfLine(query)}${iperf.check.formatText(run, deps.nodeName)}\n`,
           json: { ...runToJson(run), text: iperf.check.formatText(run, deps.nodeName) },
         },
       });
@@ -154,7 +155,7 @@ export function createApiApp(deps: ApiDeps): Koa {
       const recent = recentAnswer(check, deps.store, params, maxAgeMs, deps.now());
       runs.push({ check, run: recent ?? (await deps.runner.run(check.name, params, 'api')) });
     }
-    respond(ctx, format, runs, false);
+    respond(ctx, format, runs, false, iperf === undefined ? '' : iperfLine(query));
   });
 
   router.all('/results', (ctx) => {
@@ -280,6 +281,8 @@ export function createApiApp(deps: ApiDeps): Koa {
     format: Format,
     runs: readonly { check: Check; run: CheckRun }[],
     cached: boolean,
+    /** Text written before the runs' (Autopilot's iperf line). */
+    preface = '',
   ): void {
     if (format === 'json') {
       const fannedOut = ctx.get(FANOUT_HEADER) !== '';
@@ -298,12 +301,18 @@ export function createApiApp(deps: ApiDeps): Koa {
       return;
     }
     ctx.type = 'text/plain';
-    ctx.body = cached
+    const text = cached
       ? renderResultsText(deps.nodeName, deps.store.health(), runs)
       : runs.map(({ check, run }) => check.formatText(run, deps.nodeName)).join('');
+    ctx.body = `${preface}${text}`;
   }
 
   return app;
+}
+
+/** Autopilot's line before an iperf run in /status. */
+function iperfLine(query: RawParams): string {
+  return iperfRunningLine(query.host, query.job);
 }
 
 function readQuery(query: Readonly<Record<string, string | string[] | undefined>>): RawParams {

@@ -68,9 +68,32 @@ export function gpuSample(
 }
 
 /**
- * The fields every GPU check shares: one device per GPU, no parameters, and Autopilot's text block
- * (`<prefix> SUCCESS|FAIL`, `Host  <node>`, a line per GPU, and the last-line vector of
- * compatibility values that Autopilot's tools read).
+ * Autopilot's first line of a check that could run, word for word where Autopilot had the check
+ * (its power script wrote `[[GPU POWER]]` there and `[GPU POWER]` below).
+ */
+const BRIEFINGS: ReadonlyMap<string, string> = new Map([
+  ['[[ PCIEBW ]]', '[[ PCIEBW ]] Briefings completed. Continue with PCIe Bandwidth evaluation.'],
+  [
+    '[[ REMAPPED ROWS ]]',
+    '[[ REMAPPED ROWS ]] Briefings completed. Continue with remapped rows evaluation.',
+  ],
+  ['[[ GPU-MEM ]]', '[[ GPU-MEM ]] Briefings completed. Continue with memory evaluation.'],
+  ['[GPU POWER]', '[[GPU POWER]] Briefings completed. Continue with power cap evaluation.'],
+]);
+
+function briefing(textPrefix: string): string {
+  const subject = textPrefix.replace(/[[\]]/g, '').trim();
+  return (
+    BRIEFINGS.get(textPrefix) ??
+    `${textPrefix} Briefings completed. Continue with ${subject} evaluation.`
+  );
+}
+
+/**
+ * The fields every GPU check shares: one device per GPU, no parameters, and Autopilot's text block:
+ * the briefing line, `<prefix> SUCCESS|FAIL`, `Host  <node>`, the vector of compatibility values
+ * on the very next line (scripts read the line after `Host`), then a line per GPU. A run that
+ * tested no GPU (every one SKIP or ERROR) is Autopilot's `ABORT` line instead, never SUCCESS.
  */
 export function gpuCheckBase(
   textPrefix: string,
@@ -79,15 +102,20 @@ export function gpuCheckBase(
     deviceKind: 'gpu',
     parseParams: () => ({}),
     formatText: (run: CheckRun, nodeName: string) => {
-      if (run.devices.length === 0) return formatCheckLevelText(textPrefix, run);
+      const perGpu = run.devices.map((d) => `GPU ${d.id}: ${d.verdict} ${d.reason}`);
+      const tested = run.devices.some((d) => d.verdict !== 'SKIP' && d.verdict !== 'ERROR');
+      if (!tested) {
+        return formatCheckLevelText(textPrefix, run) + perGpu.map((l) => `${l}\n`).join('');
+      }
       const failing = run.devices.some((d) => d.verdict === 'FAIL');
       const lines = [
+        briefing(textPrefix),
         `${textPrefix} ${failing ? 'FAIL' : 'SUCCESS'}`,
         `Host  ${nodeName}`,
-        ...run.devices.map((d) => `GPU ${d.id}: ${d.verdict} ${d.reason}`),
         run.devices
           .map((d) => (d.compatValue === undefined ? 'N/A' : String(d.compatValue)))
           .join(' '),
+        ...perGpu,
       ];
       return `${lines.join('\n')}\n`;
     },

@@ -29,6 +29,16 @@ import { firstLine, formatCheckLevelText } from './text.js';
 export const IPERF_SUMMARY =
   'TCP throughput between nodes on every interface with iperf3 (ring, pairs or one pair), on demand';
 
+/**
+ * The line Autopilot's /status writes before an iperf run, byte for byte: `host` and `job` as the
+ * query gave them, `all` and `None` when absent or empty (Go's Query().Get gives "" for both).
+ */
+export function iperfRunningLine(host: string | undefined, job: string | undefined): string {
+  const hosts = host === undefined || host === '' ? 'all' : host;
+  const jobName = job === undefined || job === '' ? 'None' : job;
+  return `Running iperf3 on hosts ${hosts} or job ${jobName}\n\n`;
+}
+
 export const IPERF_WORKLOADS = ['ring', 'pairs', 'pair'] as const;
 export type IperfWorkload = (typeof IPERF_WORKLOADS)[number];
 

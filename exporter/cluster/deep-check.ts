@@ -18,7 +18,11 @@ import type { Logger } from '../log.js';
 import { readDeepCheckReport, type DeepCheckRunReport } from '../stages.js';
 import type { KubeApi } from './ports.js';
 
-export const DEEP_CHECK_JOB_PREFIX = 'autopilot-deepcheck-';
+/**
+ * Autopilot's name for the deep-check Job, `dcgm-<6 hex>`: operators' scripts find it with
+ * `kubectl get jobs | grep dcgm`.
+ */
+export const DEEP_CHECK_JOB_PREFIX = 'dcgm-';
 
 export type DeepCheckEnd = 'passed' | 'failed' | 'deleted' | 'stuck' | 'error';
 

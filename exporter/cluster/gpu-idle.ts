@@ -13,11 +13,15 @@ import type { KubeApi, PodInfo } from './ports.js';
 /** Pods in these phases hold (or are about to hold) their GPUs. */
 const HOLDING_PHASES: ReadonlySet<string> = new Set(['Pending', 'Running', 'Unknown']);
 
-/** Pure: the pods that keep the GPUs busy, leaving out the deep check's own pods. */
+/**
+ * Pure: the pods that keep the GPUs busy, leaving out the deep check's own pods. Those are named
+ * `<prefix><6 hex>-<suffix>` (the Job's name, then the suffix the Job controller adds); the prefix
+ * alone (`dcgm-`) would also leave out someone's `dcgm-trainer-0` holding GPUs.
+ */
 export function gpuHolders(pods: readonly PodInfo[], ownJobPrefix: string): PodInfo[] {
-  return pods.filter(
-    (pod) => pod.gpus > 0 && HOLDING_PHASES.has(pod.phase) && !pod.name.startsWith(ownJobPrefix),
-  );
+  const own = (name: string): boolean =>
+    name.startsWith(ownJobPrefix) && /^[0-9a-f]{6}-/.test(name.slice(ownJobPrefix.length));
+  return pods.filter((pod) => pod.gpus > 0 && HOLDING_PHASES.has(pod.phase) && !own(pod.name));
 }
 
 /** Resolves to why the GPUs are busy, or undefined when they are idle. */

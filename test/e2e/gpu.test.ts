@@ -256,10 +256,12 @@ describe('GPU checks end to end on the fake libraries', () => {
     const text = await (
       await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem`, { headers: auth })
     ).text();
-    expect(text.split('\n').slice(0, 3)).toEqual([
+    expect(text.split('\n').slice(0, 5)).toEqual([
       'GPU Memory DGEMM+DAXPY test',
+      '[[ GPU-MEM ]] Briefings completed. Continue with memory evaluation.',
       '[[ GPU-MEM ]] SUCCESS',
       'Host  gpu-node',
+      '0 0 0 0 0 0 0 0',
     ]);
     const busy = await startExporter({
       PERIODIC_CHECKS: 'remapped',

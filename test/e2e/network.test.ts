@@ -214,6 +214,8 @@ describe('iperf across namespaces', () => {
     );
     expect(response.status).toBe(200);
     const text = await response.text();
+    // Autopilot's first line, which scripts wait for.
+    expect(text.startsWith('Running iperf3 on hosts all or job None\n\n')).toBe(true);
     expect(text).toContain('Network Throughput eth0:');
     expect(text).toContain('Network Throughput net1:');
     // 4 nodes: 12 ordered pairs per interface, each with a throughput above zero.

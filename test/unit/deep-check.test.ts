@@ -9,7 +9,8 @@ import {
   type DeepCheckSettings,
   type DeepCheckStart,
 } from '../../exporter/cluster/deep-check.js';
-import type { JobSpec } from '../../exporter/cluster/ports.js';
+import { gpuHolders } from '../../exporter/cluster/gpu-idle.js';
+import type { JobSpec, PodInfo } from '../../exporter/cluster/ports.js';
 import type { Schedule } from '../../exporter/config/schedule.js';
 import { silentLogger } from '../../exporter/log.js';
 import { deepCheckReport } from '../../exporter/stages.js';
@@ -186,13 +187,41 @@ describe('deep check: not started', () => {
   });
 });
 
+describe("the idle test and the deep check's own pods", () => {
+  const pod = (name: string): PodInfo => ({
+    name,
+    namespace: 'ml',
+    nodeName: NODE,
+    phase: 'Running',
+    annotations: {},
+    podIPs: [],
+    gpus: 8,
+    terminationMessage: undefined,
+  });
+
+  test("only the Job's own pods (dcgm-<6 hex>-…) are left out, not other pods named dcgm-…", () => {
+    const pods = [
+      pod('dcgm-3f9a1c-x7k2p'),
+      pod('dcgm-trainer-0'),
+      pod('dcgm-exporter-abcde'),
+      pod('dcgm-3f9a1cz-x'),
+    ];
+    expect(gpuHolders(pods, DEEP_CHECK_JOB_PREFIX).map((p) => p.name)).toEqual([
+      'dcgm-trainer-0',
+      'dcgm-exporter-abcde',
+      'dcgm-3f9a1cz-x',
+    ]);
+  });
+});
+
 describe('deep check: started', () => {
   test('the Job asks for every allocatable GPU on this node, at low priority, with a TTL', async () => {
     const ctx = setup();
     const start = await ctx.deepCheck.start();
     expect(start.started).toBe(true);
+    // Autopilot's name, which operators' scripts grep for (kubectl get jobs | grep dcgm).
+    expect(start.detail).toMatch(/^dcgm-[0-9a-f]{6}$/);
     expect(start.detail.startsWith(DEEP_CHECK_JOB_PREFIX)).toBe(true);
-    expect(start.detail.length).toBeGreaterThan(DEEP_CHECK_JOB_PREFIX.length);
     const expected: JobSpec = {
       name: start.detail,
       namespace: NAMESPACE,

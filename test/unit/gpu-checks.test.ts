@@ -1,5 +1,10 @@
 import { describe, expect, test } from '@jest/globals';
-import type { Check, CheckOutcome } from '../../exporter/checks/check.js';
+import {
+  summariseOutcome,
+  type Check,
+  type CheckOutcome,
+  type CheckRun,
+} from '../../exporter/checks/check.js';
 import { createEccCheck } from '../../exporter/checks/ecc.js';
 import { busIdKey } from '../../exporter/checks/gpu-common.js';
 import { createGpuMemCheck, judgeCudaFailure, judgeGpuMem } from '../../exporter/checks/gpumem.js';
@@ -76,6 +81,83 @@ describe('GPU checks without NVML or GPUs', () => {
       });
     },
   );
+});
+
+describe("the GPU checks' Autopilot text", () => {
+  const run = (check: Check, outcome: CheckOutcome): CheckRun => ({
+    check: check.name,
+    trigger: 'api',
+    params: {},
+    startedAt: T,
+    finishedAt: T,
+    ...summariseOutcome(outcome),
+    devices: outcome.devices,
+    samples: [],
+  });
+
+  test('briefing, verdict, Host, the vector on the very next line, then a line per GPU', async () => {
+    const gpus = fakeNode(3);
+    gpus[1]!.remapped = { correctable: 0, uncorrectable: 1, pending: true, failureOccurred: false };
+    const check = createRemappedCheck({ nvml: loaded(gpus) });
+    const lines = check.formatText(run(check, await check.run(ctx)), 'node-a').split('\n');
+    expect(lines.slice(0, 4)).toEqual([
+      '[[ REMAPPED ROWS ]] Briefings completed. Continue with remapped rows evaluation.',
+      '[[ REMAPPED ROWS ]] FAIL',
+      'Host  node-a',
+      '0 1 0',
+    ]);
+    expect(lines.slice(4, 7)).toEqual([
+      expect.stringMatching(/^GPU 0: PASS /),
+      expect.stringMatching(/^GPU 1: FAIL /),
+      expect.stringMatching(/^GPU 2: PASS /),
+    ]);
+    expect(lines.slice(7)).toEqual(['']);
+  });
+
+  test.each([
+    ['pciebw', '[[ PCIEBW ]] Briefings completed. Continue with PCIe Bandwidth evaluation.'],
+    ['gpupower', '[[GPU POWER]] Briefings completed. Continue with power cap evaluation.'],
+    ['ecc', '[[ ECC ]] Briefings completed. Continue with ECC evaluation.'],
+  ])('%s opens with its briefing and SUCCESS on a healthy node', async (name, briefing) => {
+    const gpus = fakeNode(2);
+    const check = {
+      pciebw: () =>
+        createPcieBwCheck({
+          nvml: loaded(gpus),
+          cuda: { ok: true, probe: fakeCuda(gpus) },
+          thresholdGBps: 4,
+        }),
+      gpupower: () => createGpuPowerCheck({ nvml: loaded(gpus), sleep: () => Promise.resolve() }),
+      ecc: () => createEccCheck({ nvml: loaded(gpus) }),
+    }[name]!();
+    const lines = check.formatText(run(check, await check.run(ctx)), 'n').split('\n');
+    expect(lines[0]).toBe(briefing);
+    expect(lines[1]).toMatch(/ SUCCESS$/);
+    expect(lines[2]).toBe('Host  n');
+    expect(lines[3]).toMatch(/^\S+ \S+$/);
+  });
+
+  test('a check that cannot run prints SKIP with the reason and ABORT, never SUCCESS', async () => {
+    const check = createRemappedCheck({ nvml: noNvml });
+    expect(check.formatText(run(check, await check.run(ctx)), 'n')).toBe(
+      '[[ REMAPPED ROWS ]] SKIP: cannot load libnvidia-ml.so.1: not found. ABORT\n',
+    );
+  });
+
+  test('GPUs that were all skipped: ABORT, then why for each GPU, and no vector', async () => {
+    const gpus = fakeNode(2);
+    for (const gpu of gpus) gpu.processes = 1;
+    const check = createPcieBwCheck({
+      nvml: loaded(gpus),
+      cuda: { ok: false, reason: 'no probe library' },
+      thresholdGBps: 4,
+    });
+    const text = check.formatText(run(check, await check.run(ctx)), 'n');
+    expect(text.split('\n')[0]).toMatch(/^\[\[ PCIEBW \]\] SKIP: .*ABORT$/);
+    expect(text).not.toContain('SUCCESS');
+    expect(text).not.toContain('Host');
+    expect(text).toMatch(/^GPU 1: SKIP /m);
+  });
 });
 
 describe('remapped', () => {

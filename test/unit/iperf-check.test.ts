@@ -7,6 +7,7 @@ import { describe, expect, test } from '@jest/globals';
 import {
   createIperfCheck,
   failedServers,
+  iperfRunningLine,
   iperfSamples,
   judgePairs,
   pairSteps,
@@ -857,6 +858,17 @@ describe('iperf run', () => {
   });
 });
 
+describe("Autopilot's iperf line in /status", () => {
+  test.each([
+    [undefined, undefined, 'Running iperf3 on hosts all or job None\n\n'],
+    ['', '', 'Running iperf3 on hosts all or job None\n\n'],
+    ['n1,n2', undefined, 'Running iperf3 on hosts n1,n2 or job None\n\n'],
+    [undefined, 'ml:app=trainer', 'Running iperf3 on hosts all or job ml:app=trainer\n\n'],
+  ])('host %j, job %j', (host, job, line) => {
+    expect(iperfRunningLine(host, job)).toBe(line);
+  });
+});
+
 describe('iperf formatText', () => {
   test('the matrix of a run, then one line per pair that did not pass', async () => {
     const network = fakeNetwork({
@@ -915,7 +927,7 @@ describe('iperf formatText', () => {
     const check = createIperfCheck({ nodes: undefined, ask: unexpectedAsk }, SETTINGS);
     const { outcome, params } = await runCheck(check);
     expect(check.formatText(toRun(outcome, params), 'n1')).toBe(
-      '[NETWORK] - [IPERF] SKIP: iperf runs between nodes through their APIs: Kubernetes mode only\n',
+      '[NETWORK] - [IPERF] SKIP: iperf runs between nodes through their APIs: Kubernetes mode only. ABORT\n',
     );
   });
 });

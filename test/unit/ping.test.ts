@@ -594,7 +594,7 @@ describe('createPingCheck: formatText', () => {
     const outcome: CheckOutcome = { devices: [] };
     expect(
       check.formatText(runRecord(outcome, 'SKIP', 'no peers to ping (set AUTOPILOT_PEERS)'), 'n'),
-    ).toBe('[PING] SKIP: no peers to ping (set AUTOPILOT_PEERS)\n');
+    ).toBe('[PING] SKIP: no peers to ping (set AUTOPILOT_PEERS). ABORT\n');
   });
 
   test('describes itself as the ping check for peers', () => {
