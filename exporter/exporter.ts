@@ -236,6 +236,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   const store = createResultStore({
     historySize: config.historySize,
     countsForHealth: (name) => checks.get(name)?.affectsNodeHealth !== false,
+    evictOn: config.evictOn,
   });
   let labeler: NodeLabeler | undefined;
   let deepCheck: DeepCheck | undefined;
@@ -254,7 +255,8 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       nodeName: config.nodeName,
       health: () => store.health(),
       exclusiveRunning: () => testing(),
-      onEvictFound: (reason) => store.restoreEvict(reason, ports.clock.now()),
+      onEvictFound: (reason, dcgmFailedLevel) =>
+        store.restoreEvict(reason, ports.clock.now(), dcgmFailedLevel),
       clock: ports.clock,
       logger: ports.logger.child({ component: 'labels' }),
     });
@@ -423,6 +425,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
               now: () => ports.clock.now(),
               logger: ports.logger.child({ component: 'auth' }),
             }),
+      access: config.apiAccess,
       now: () => ports.clock.now(),
       cluster,
       onAcknowledged: () => labeler?.sync(),

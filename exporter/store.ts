@@ -6,8 +6,11 @@
 import { worstVerdict, type CheckRun, type Trigger, type Verdict } from './checks/check.js';
 import {
   INITIAL_NODE_HEALTH,
+  DEFAULT_EVICT_ON,
   acknowledgeEvict,
   evaluateNodeHealth,
+  restoredEvict,
+  type EvictOn,
   type HealthInputs,
   type NodeHealth,
 } from './node-health.js';
@@ -37,9 +40,10 @@ export interface ResultStore {
   acknowledge(now: number): NodeHealth;
   /**
    * Takes over an EVICT found on the node (written before this process started), so a restart
-   * does not quietly return an evicted node to service.
+   * does not quietly return an evicted node to service. dcgmFailedLevel: the highest level whose
+   * dcgm.level.N label says ERR, which in dcgm mode is what set it.
    */
-  restoreEvict(reason: string, now: number): NodeHealth;
+  restoreEvict(reason: string, now: number, dcgmFailedLevel?: number): NodeHealth;
   /** Calls `listener` after every change of the node health; returns the unsubscribe function. */
   onHealthChange(listener: (health: NodeHealth) => void): () => void;
 }
@@ -48,6 +52,8 @@ export interface StoreOptions {
   readonly historySize: number;
   /** Whether a check's results count for the node health; all do unless this says otherwise. */
   readonly countsForHealth?: (check: string) => boolean;
+  /** Which fatal findings evict (AUTOPILOT_EVICT_ON); DEFAULT_EVICT_ON when absent. */
+  readonly evictOn?: EvictOn;
 }
 
 export function createResultStore(options: StoreOptions): ResultStore {
@@ -67,12 +73,14 @@ export function createResultStore(options: StoreOptions): ResultStore {
     if (changed) for (const listener of [...listeners]) listener(health);
   };
 
-  const inputs = (now: number): HealthInputs => ({
-    conclusiveRuns: [...conclusive.values()].filter(
-      (run) => options.countsForHealth?.(run.check) ?? true,
-    ),
+  const evictOn = options.evictOn ?? DEFAULT_EVICT_ON;
+  const countsForHealth = (check: string): boolean => options.countsForHealth?.(check) ?? true;
+  const inputs = (now: number, latestRun?: CheckRun): HealthInputs => ({
+    conclusiveRuns: [...conclusive.values()].filter((run) => countsForHealth(run.check)),
     acknowledgedAt,
     now,
+    evictOn,
+    ...(latestRun !== undefined && countsForHealth(latestRun.check) ? { latest: latestRun } : {}),
   });
 
   return {
@@ -90,7 +98,7 @@ export function createResultStore(options: StoreOptions): ResultStore {
       const byTrigger = `${run.check}\u0001${run.trigger}`;
       counts.set(byTrigger, (counts.get(byTrigger) ?? 0) + 1);
       if (isSuccess(run.verdict)) lastSuccess.set(run.check, run.finishedAt);
-      setHealth(evaluateNodeHealth(health, inputs(run.finishedAt)));
+      setHealth(evaluateNodeHealth(health, inputs(run.finishedAt, run)));
     },
     latest: (check) => latest.get(check),
     latestRuns: () => [...latest.values()],
@@ -107,10 +115,10 @@ export function createResultStore(options: StoreOptions): ResultStore {
       setHealth(acknowledgeEvict(health, inputs(now)));
       return health;
     },
-    restoreEvict(reason, now) {
+    restoreEvict(reason, now, dcgmFailedLevel) {
       if (health.state === 'EVICT') return health;
       version += 1;
-      setHealth({ state: 'EVICT', since: now, reasons: [reason] });
+      setHealth(restoredEvict(reason, now, evictOn, dcgmFailedLevel));
       return health;
     },
     onHealthChange(listener) {

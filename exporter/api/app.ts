@@ -18,7 +18,14 @@ import type { Logger } from '../log.js';
 import { parseGoDuration } from '../config/duration.js';
 import type { NodeHealth } from '../node-health.js';
 import type { ResultStore } from '../store.js';
-import { requiresAuthorization, type Authorizer, type ProtectedAction } from './auth.js';
+import type { ApiAccess } from '../config/config.js';
+import {
+  PROTECTED_ACCESS,
+  requiresAuthorization,
+  withApiAccess,
+  type Authorizer,
+  type ProtectedAction,
+} from './auth.js';
 import { streamClusterStatus, type ClusterDeps } from './cluster-status.js';
 import { iperfRunningLine } from '../checks/iperf.js';
 import { addIperfRoutes, type IperfRouteDeps } from './iperf-routes.js';
@@ -32,6 +39,8 @@ export interface ApiDeps {
   readonly store: ResultStore;
   readonly logger: Logger;
   readonly authorizer: Authorizer;
+  /** Groups of protected actions opened to every caller (AUTOPILOT_API_ACCESS); absent: none. */
+  readonly access?: ApiAccess;
   readonly now: () => number;
   /** Kubernetes mode; undefined in standalone mode, where only this node can be asked. */
   readonly cluster: ClusterDeps | undefined;
@@ -59,6 +68,7 @@ class AuthError extends Error {
 export function createApiApp(deps: ApiDeps): Koa {
   const app = new Koa();
   const router = new Router();
+  const authorizer = withApiAccess(deps.authorizer, deps.access ?? PROTECTED_ACCESS);
 
   app.use(async (ctx, next) => {
     try {
@@ -271,7 +281,7 @@ export function createApiApp(deps: ApiDeps): Koa {
     ) {
       return undefined;
     }
-    const decision = await deps.authorizer.authorize(ctx.get('Authorization') || undefined, action);
+    const decision = await authorizer.authorize(ctx.get('Authorization') || undefined, action);
     if (!decision.allowed) throw new AuthError(decision.status, decision.message);
     return decision.caller;
   }

@@ -6,9 +6,19 @@
  *
  * Every failure closes: an error from the Kubernetes API refuses with 503, never allows. The token
  * is never logged, echoed or kept: caches are keyed by its SHA-256.
+ *
+ * Each group of protected actions can be opened instead (AUTOPILOT_API_ACCESS[_<GROUP>]=open), for
+ * the clusters whose scripts call Autopilot's API without a token; a refusal names the setting.
  */
 
 import { createHash, timingSafeEqual } from 'node:crypto';
+import {
+  API_ACCESS_GROUPS,
+  API_ACCESS_VARIABLE,
+  apiAccessVariable,
+  type ApiAccess,
+  type ApiAccessGroup,
+} from '../config/config.js';
 import type { KubeApi, ResourceAttributes, ReviewedUser, TokenReview } from '../cluster/ports.js';
 import { KubeError } from '../cluster/ports.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -61,6 +71,47 @@ export function accessAttributes(action: ProtectedAction): ResourceAttributes {
     case 'acknowledge':
       return { group: RBAC_API_GROUP, resource: 'nodehealth', verb: 'update', name: action.node };
   }
+}
+
+/** The group whose access setting governs an action (config.ts, API_ACCESS_GROUPS). */
+export function accessGroupOf(action: ProtectedAction): ApiAccessGroup {
+  if (action.kind === 'acknowledge') return 'acknowledge';
+  if (action.check === 'iperf') return 'iperf';
+  if (action.check === 'pvc') return 'pvc';
+  // Exclusive checks and /invasive: what takes the GPUs.
+  return 'invasive';
+}
+
+/** Today's behaviour for every group, and the default. */
+export const PROTECTED_ACCESS: ApiAccess = Object.fromEntries(
+  API_ACCESS_GROUPS.map((group) => [group, 'kubernetes']),
+) as Record<ApiAccessGroup, 'kubernetes'>;
+
+/** The Helm value that sets a group's access (deploy/helm/autopilot/values.yaml, api.access). */
+export const helmAccessValue = (group: ApiAccessGroup): string => `api.access.${group}`;
+
+/** Said after every 401 and 403: the one setting that lets this call in without authentication. */
+export function openAccessHint(group: ApiAccessGroup): string {
+  return `set ${apiAccessVariable(group)}=open (Helm: ${helmAccessValue(group)}: open) to allow it without authentication, or ${API_ACCESS_VARIABLE}=open (Helm: api.access.all: open) for every protected call; docs/upgrading.md says what that risks`;
+}
+
+/**
+ * The access settings over an authorizer: an open group lets every caller in, as Autopilot did;
+ * a protected one asks `inner`, whose 401 and 403 then name the setting that would open the call.
+ * A 503 (the caller could not be verified) does not: opening is no fix for an unreachable API.
+ */
+export function withApiAccess(inner: Authorizer, access: ApiAccess): Authorizer {
+  return {
+    async authorize(header, action) {
+      const group = accessGroupOf(action);
+      if (access[group] === 'open') {
+        return { allowed: true, caller: `anonymous (${apiAccessVariable(group)}=open)` };
+      }
+      const decision = await inner.authorize(header, action);
+      if (decision.allowed || decision.status === 503) return decision;
+      return { ...decision, message: `${decision.message}; ${openAccessHint(group)}` };
+    },
+  };
 }
 
 /** A ClusterRole rule as Kubernetes spells it. */

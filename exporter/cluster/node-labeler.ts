@@ -3,7 +3,8 @@
  * (PASS, WARN, TESTING, EVICT), and for DCGM the autopilot.ibm.com/dcgm.level.N label and its
  * .output annotation in Autopilot's format.
  *
- * Rules (design §4): EVICT is sticky, so nothing this exporter learns later overwrites it; TESTING
+ * Rules (design §4): EVICT is sticky, so nothing this exporter learns later overwrites it unless the
+ * store lifts it (an acknowledge, or a passing DCGM run after an EVICT that DCGM set); TESTING
  * shows while an exclusive check holds the GPUs and is not overwritten by a periodic round in the
  * meantime; a label is sent only when its value changes, as a merge patch; an API that refuses is
  * retried with backoff while the exporter goes on serving.
@@ -48,6 +49,17 @@ export interface DcgmLabelResult {
   readonly at: number;
 }
 
+/**
+ * Pure: the highest DCGM level whose dcgm.level.N label records a failure (ERR_<time>, or the
+ * failure string appended to it as Autopilot before v2.1.3 wrote it); undefined when none does.
+ */
+export function highestFailedDcgmLevel(
+  labels: Readonly<Record<string, string>>,
+): number | undefined {
+  const failed = [1, 2, 3, 4].filter((level) => labels[dcgmLevelLabel(level)]?.startsWith('ERR'));
+  return failed.length === 0 ? undefined : Math.max(...failed);
+}
+
 /** Pure: the merge patch Autopilot's DCGM script wrote for one result. */
 export function dcgmPatch(result: DcgmLabelResult): NodeMetadataPatch {
   return {
@@ -88,7 +100,8 @@ export interface NodeLabelerDeps {
   readonly nodeName: string;
   readonly health: () => NodeHealth;
   readonly exclusiveRunning: () => boolean;
-  readonly onEvictFound: (reason: string) => void;
+  /** dcgmFailedLevel: the highest level whose dcgm.level.N label says ERR (highestFailedDcgmLevel). */
+  readonly onEvictFound: (reason: string, dcgmFailedLevel: number | undefined) => void;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
@@ -208,6 +221,7 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
       if (applied === 'EVICT') {
         deps.onEvictFound(
           `node label ${GPUHEALTH_LABEL}=EVICT was set before this exporter started`,
+          highestFailedDcgmLevel(node.labels),
         );
       }
       pump();

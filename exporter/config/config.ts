@@ -11,6 +11,7 @@ import { LOG_LEVELS, type LogLevel } from '../log.js';
 import { formatDuration, parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
 import { DEFAULT_XID_FATAL } from '../checks/xid.js';
+import { DEFAULT_EVICT_ON, EVICT_MODES, type EvictOn } from '../node-health.js';
 
 export interface PingSettings {
   readonly command: string;
@@ -79,6 +80,10 @@ export interface Config {
   readonly apiToken: string | undefined;
   readonly pvc: {
     readonly accessMode: string;
+  /** AUTOPILOT_API_ACCESS and AUTOPILOT_API_ACCESS_<GROUP>: how each group of protected calls is let in. */
+  readonly apiAccess: ApiAccess;
+  /** AUTOPILOT_EVICT_ON: which fatal findings evict the node. */
+  readonly evictOn: EvictOn;
     readonly size: string;
     readonly bindTimeoutMs: number;
   };
@@ -97,6 +102,22 @@ export type CheckTimeoutName = (typeof CHECK_TIMEOUT_NAMES)[number];
 
 export class ConfigError extends Error {
   constructor(
+/**
+ * The groups of protected API calls whose access is set apart. invasive: what takes the GPUs, the
+ * exclusive checks (dcgm r>=2, gpumem) and the deep check (/invasive), Autopilot's "invasive
+ * checks"; iperf: the iperf check and the iperf3 server endpoints; pvc: the pvc check;
+ * acknowledge: POST /acknowledge.
+ */
+export const API_ACCESS_GROUPS = ['invasive', 'iperf', 'pvc', 'acknowledge'] as const;
+export type ApiAccessGroup = (typeof API_ACCESS_GROUPS)[number];
+/** kubernetes: an authenticated, authorised caller (standalone: AUTOPILOT_API_TOKEN); open: anyone. */
+export const API_ACCESS_MODES = ['kubernetes', 'open'] as const;
+export type ApiAccessMode = (typeof API_ACCESS_MODES)[number];
+export type ApiAccess = Readonly<Record<ApiAccessGroup, ApiAccessMode>>;
+export const API_ACCESS_VARIABLE = 'AUTOPILOT_API_ACCESS';
+export const apiAccessVariable = (group: ApiAccessGroup): string =>
+  `${API_ACCESS_VARIABLE}_${group.toUpperCase()}`;
+
     readonly setting: string,
     readonly value: string,
     readonly accepted: string,
@@ -284,6 +305,12 @@ export function parseConfig(inputs: ConfigInputs): Config {
       ),
       size: parseQuantity('AUTOPILOT_PVC_SIZE', setting('AUTOPILOT_PVC_SIZE') ?? '100Mi'),
       bindTimeoutMs: parseDurationSetting(
+    apiAccess: parseApiAccess(env),
+    evictOn: parseChoice(
+      'AUTOPILOT_EVICT_ON',
+      setting('AUTOPILOT_EVICT_ON') ?? DEFAULT_EVICT_ON,
+      EVICT_MODES,
+    ),
         'AUTOPILOT_PVC_BIND_TIMEOUT',
         setting('AUTOPILOT_PVC_BIND_TIMEOUT') ?? '90s',
         1000,
@@ -306,6 +333,37 @@ function parseSelectorSetting(name: string, value: string): string {
 }
 
 function parseOptionalName(name: string, value: string | undefined): string | undefined {
+/**
+ * AUTOPILOT_API_ACCESS sets every group, AUTOPILOT_API_ACCESS_<GROUP> one group and wins. A
+ * misspelt group is refused: on a setting that opens the API, a silently ignored typo misleads.
+ */
+function parseApiAccess(env: Env): ApiAccess {
+  const accepted = `one of ${API_ACCESS_MODES.join(', ')} (kubernetes: authenticated callers only; open: anyone who reaches the API, as in IBM Autopilot)`;
+  const read = (name: string, fallback: ApiAccessMode): ApiAccessMode => {
+    const value = env[name]?.trim() ?? '';
+    if (value === '') return fallback;
+    const mode = value.toLowerCase();
+    if (!(API_ACCESS_MODES as readonly string[]).includes(mode)) {
+      throw new ConfigError(name, env[name] ?? '', accepted);
+    }
+    return mode as ApiAccessMode;
+  };
+  const known = new Set(API_ACCESS_GROUPS.map(apiAccessVariable));
+  for (const name of Object.keys(env)) {
+    if (name.startsWith(`${API_ACCESS_VARIABLE}_`) && !known.has(name)) {
+      throw new ConfigError(
+        name,
+        env[name] ?? '',
+        `no such setting: the groups are ${[...known].join(', ')}; ${API_ACCESS_VARIABLE} sets them all`,
+      );
+    }
+  }
+  const all = read(API_ACCESS_VARIABLE, 'kubernetes');
+  const access = {} as Record<ApiAccessGroup, ApiAccessMode>;
+  for (const group of API_ACCESS_GROUPS) access[group] = read(apiAccessVariable(group), all);
+  return access;
+}
+
   if (value === undefined) return undefined;
   if (!DNS_NAME.test(value) || value !== value.toLowerCase()) {
     throw new ConfigError(name, value, 'a lower-case DNS name');
@@ -655,3 +713,21 @@ export const ENV_SETTINGS = [
   ['AUTOPILOT_PVC_SIZE', '100Mi', 'size of the pvc check claim'],
   ['AUTOPILOT_PVC_BIND_TIMEOUT', '90s', 'how long the pvc check claim may stay Pending (1s to 1h)'],
 ] as const;
+  [
+    'AUTOPILOT_API_ACCESS',
+    'kubernetes',
+    'protected API calls: kubernetes (authenticated, authorised callers only) or open (anyone; IBM Autopilot)',
+  ],
+  ...API_ACCESS_GROUPS.map(
+    (group) =>
+      [
+        apiAccessVariable(group),
+        'AUTOPILOT_API_ACCESS',
+        `kubernetes or open, for the ${group} calls alone (docs/api.md#authorisation)`,
+      ] as const,
+  ),
+  [
+    'AUTOPILOT_EVICT_ON',
+    DEFAULT_EVICT_ON,
+    'which fatal findings evict: all (every check) or dcgm (DCGM_FATAL_ERRORS tests only, IBM Autopilot)',
+  ],

@@ -92,6 +92,13 @@ describe('parseConfig defaults', () => {
       serviceName: 'autopilot-healthchecks',
       kubeRequestTimeoutMs: 10_000,
       apiToken: undefined,
+      apiAccess: {
+        invasive: 'kubernetes',
+        iperf: 'kubernetes',
+        pvc: 'kubernetes',
+        acknowledge: 'kubernetes',
+      },
+      evictOn: 'all',
       pvc: { accessMode: 'ReadWriteMany', size: '100Mi', bindTimeoutMs: 90_000 },
     };
     expect(parseConfig(inputs())).toEqual(expected);
@@ -741,5 +748,53 @@ describe('parseConfig errors', () => {
     expect(error.message).toContain(JSON.stringify(value));
     expect(error.message).toContain(accepted);
     expect(error.message).toBe(`invalid ${setting} ${JSON.stringify(value)}: expected ${accepted}`);
+  });
+});
+
+describe('API access and what may evict', () => {
+  const parse = (env: Record<string, string>) => parseConfig(inputs({ env }));
+
+  test('AUTOPILOT_API_ACCESS opens every group; a group of its own wins over it', () => {
+    expect(parse({ AUTOPILOT_API_ACCESS: 'open' }).apiAccess).toEqual({
+      invasive: 'open',
+      iperf: 'open',
+      pvc: 'open',
+      acknowledge: 'open',
+    });
+    expect(
+      parse({ AUTOPILOT_API_ACCESS: 'open', AUTOPILOT_API_ACCESS_ACKNOWLEDGE: 'kubernetes' })
+        .apiAccess,
+    ).toEqual({ invasive: 'open', iperf: 'open', pvc: 'open', acknowledge: 'kubernetes' });
+    expect(parse({ AUTOPILOT_API_ACCESS_INVASIVE: ' Open ' }).apiAccess).toEqual({
+      invasive: 'open',
+      iperf: 'kubernetes',
+      pvc: 'kubernetes',
+      acknowledge: 'kubernetes',
+    });
+  });
+
+  test.each([
+    [
+      { AUTOPILOT_API_ACCESS: 'yes' },
+      'invalid AUTOPILOT_API_ACCESS "yes": expected one of kubernetes, open',
+    ],
+    [
+      { AUTOPILOT_API_ACCESS_PVC: 'none' },
+      'invalid AUTOPILOT_API_ACCESS_PVC "none": expected one of kubernetes, open',
+    ],
+    [
+      { AUTOPILOT_API_ACCESS_INVASSIVE: 'open' },
+      'invalid AUTOPILOT_API_ACCESS_INVASSIVE "open": expected no such setting: the groups are AUTOPILOT_API_ACCESS_INVASIVE, AUTOPILOT_API_ACCESS_IPERF, AUTOPILOT_API_ACCESS_PVC, AUTOPILOT_API_ACCESS_ACKNOWLEDGE',
+    ],
+  ])('%j is refused, naming the setting', (env, message) => {
+    expect(() => parse(env)).toThrow(message);
+  });
+
+  test('AUTOPILOT_EVICT_ON is all by default, dcgm on request, and nothing else', () => {
+    expect(parse({}).evictOn).toBe('all');
+    expect(parse({ AUTOPILOT_EVICT_ON: 'dcgm' }).evictOn).toBe('dcgm');
+    expect(() => parse({ AUTOPILOT_EVICT_ON: 'DCGM_ONLY' })).toThrow(
+      'invalid AUTOPILOT_EVICT_ON "DCGM_ONLY": expected one of dcgm, all',
+    );
   });
 });

@@ -1,4 +1,12 @@
 import { describe, expect, test } from '@jest/globals';
+import {
+  INITIAL_NODE_HEALTH,
+  evaluateNodeHealth,
+  type EvictOn,
+  type HealthInputs,
+  type NodeHealth,
+} from '../../exporter/node-health.js';
+import type { CheckRun } from '../../exporter/checks/check.js';
 import { createResultStore } from '../../exporter/store.js';
 import { device, makeRun } from '../fakes/runs.js';
 
@@ -49,18 +57,16 @@ describe('node verdict', () => {
     s.record(
       makeRun('remapped', T, [device('3', 'FAIL', { fatal: true, reason: 'remapping failure' })]),
     );
-    expect(s.health()).toEqual({
+    const evicted = {
       state: 'EVICT',
       since: T,
       reasons: ['remapped 3: remapping failure'],
-    });
+      evictCause: { dcgmLevel: undefined, other: true },
+    };
+    expect(s.health()).toEqual(evicted);
     s.record(makeRun('remapped', T + 10, [device('3', 'PASS')]));
     s.record(makeRun('ping', T + 20, [device('a', 'PASS')]));
-    expect(s.health()).toEqual({
-      state: 'EVICT',
-      since: T,
-      reasons: ['remapped 3: remapping failure'],
-    });
+    expect(s.health()).toEqual(evicted);
   });
 
   test('the fatal failure of one check evicts even when another check only warns', () => {
@@ -163,5 +169,177 @@ describe('result store', () => {
     expect(s.lastSuccessAt('ping')).toBe(T);
     s.record(makeRun('ping', T + 3, [device('a', 'WARN')]));
     expect(s.lastSuccessAt('ping')).toBe(T + 3);
+  });
+});
+
+/** DCGM at level r: GPU 2 failing PCIe (a test of DCGM_FATAL_ERRORS), or every GPU passing. */
+const dcgmFatal = (at: number, r: string): CheckRun =>
+  makeRun(
+    'dcgm',
+    at,
+    [
+      device('0', 'PASS'),
+      device('2', 'FAIL', { fatal: true, reason: 'failed pcie (fatal: pcie)' }),
+    ],
+    { params: { r } },
+  );
+const dcgmPass = (at: number, r: string | undefined): CheckRun =>
+  makeRun('dcgm', at, [device('0', 'PASS'), device('2', 'PASS'), device('', 'PASS')], {
+    params: r === undefined ? {} : { r },
+  });
+const remapFailure = (at: number): CheckRun =>
+  makeRun('remapped', at, [
+    device('4', 'FAIL', {
+      fatal: true,
+      reason: 'a row remapping failed: replace the GPU',
+      evidence: { remapFailure: true },
+    }),
+  ]);
+const xid79 = (at: number): CheckRun =>
+  makeRun('xid', at, [
+    device('2', 'FAIL', { fatal: true, reason: 'XID 79 (GPU has fallen off the bus) ×1' }),
+  ]);
+
+/**
+ * Drives evaluateNodeHealth as the store does: after each run, over the latest run of each check,
+ * with that run as `latest`.
+ */
+function replay(evictOn: EvictOn, runs: readonly CheckRun[]): NodeHealth[] {
+  const view = new Map<string, CheckRun>();
+  let health: NodeHealth = INITIAL_NODE_HEALTH;
+  return runs.map((run) => {
+    view.set(run.check, run);
+    const inputs: HealthInputs = {
+      conclusiveRuns: [...view.values()],
+      acknowledgedAt: undefined,
+      now: run.finishedAt,
+      evictOn,
+      latest: run,
+    };
+    health = evaluateNodeHealth(health, inputs);
+    return health;
+  });
+}
+
+describe('evaluateNodeHealth: what may evict (AUTOPILOT_EVICT_ON)', () => {
+  test('dcgm: a row-remap failure and XID 79 are WARN, each with its reason, and say why they do not evict', () => {
+    const [afterRemap, afterXid] = replay('dcgm', [remapFailure(T), xid79(T + 1)]);
+    expect(afterRemap).toEqual({
+      state: 'WARN',
+      since: T,
+      reasons: [
+        'remapped 4: a row remapping failed: replace the GPU (fatal, but only DCGM evicts with AUTOPILOT_EVICT_ON=dcgm)',
+      ],
+    });
+    expect(afterXid?.state).toBe('WARN');
+    expect(afterXid?.reasons).toEqual([
+      'remapped 4: a row remapping failed: replace the GPU (fatal, but only DCGM evicts with AUTOPILOT_EVICT_ON=dcgm)',
+      'xid 2: XID 79 (GPU has fallen off the bus) ×1 (fatal, but only DCGM evicts with AUTOPILOT_EVICT_ON=dcgm)',
+    ]);
+  });
+
+  test('all: the same findings evict', () => {
+    expect(replay('all', [remapFailure(T)])[0]).toMatchObject({
+      state: 'EVICT',
+      reasons: ['remapped 4: a row remapping failed: replace the GPU'],
+      evictCause: { dcgmLevel: undefined, other: true },
+    });
+    expect(replay('all', [xid79(T)])[0]?.state).toBe('EVICT');
+  });
+
+  test.each<EvictOn>(['dcgm', 'all'])('%s: a DCGM level-3 fatal failure evicts', (mode) => {
+    expect(replay(mode, [dcgmFatal(T, '3')])[0]).toEqual({
+      state: 'EVICT',
+      since: T,
+      reasons: ['dcgm 2: failed pcie (fatal: pcie)'],
+      evictCause: { dcgmLevel: 3, other: false },
+    });
+  });
+
+  test.each<EvictOn>(['dcgm', 'all'])(
+    '%s: a later passing level-3 or level-4 run lifts a level-3 EVICT; a passing level 1 or 2 does not',
+    (mode) => {
+      const states = (runs: CheckRun[]) => replay(mode, runs).map((h) => h.state);
+      expect(states([dcgmFatal(T, '3'), dcgmPass(T + 1, undefined), dcgmPass(T + 2, '2')])).toEqual(
+        ['EVICT', 'EVICT', 'EVICT'],
+      );
+      const lifted = replay(mode, [dcgmFatal(T, '3'), dcgmPass(T + 1, '3')]);
+      expect(lifted[1]).toEqual({ state: 'PASS', since: T + 1, reasons: [] });
+      expect(states([dcgmFatal(T, '3'), dcgmPass(T + 1, '4')])).toEqual(['EVICT', 'PASS']);
+    },
+  );
+
+  test('a level-1 EVICT is lifted by a passing level-1 run (the periodic round)', () => {
+    const health = replay('dcgm', [dcgmFatal(T, '1'), dcgmPass(T + 1, undefined)]);
+    expect(health.map((h) => h.state)).toEqual(['EVICT', 'PASS']);
+  });
+
+  test('a DCGM run that left a GPU untested (SKIP) or failed non-fatally does not lift', () => {
+    const skipped = makeRun('dcgm', T + 1, [device('0', 'PASS'), device('2', 'SKIP')], {
+      params: { r: '3' },
+    });
+    const warnOnly = makeRun('dcgm', T + 2, [device('0', 'PASS'), device('2', 'FAIL')], {
+      params: { r: '3' },
+    });
+    const health = replay('dcgm', [dcgmFatal(T, '3'), skipped, warnOnly]);
+    expect(health.map((h) => h.state)).toEqual(['EVICT', 'EVICT', 'EVICT']);
+  });
+
+  test('all: an EVICT from another check is not lifted by a passing DCGM run, even when DCGM also evicted', () => {
+    expect(replay('all', [remapFailure(T), dcgmPass(T + 1, '3')]).map((h) => h.state)).toEqual([
+      'EVICT',
+      'EVICT',
+    ]);
+    // The remapping failure is repaired and its check passes: the EVICT still stands.
+    const repaired = makeRun('remapped', T + 2, [device('4', 'PASS')]);
+    const health = replay('all', [
+      xid79(T),
+      dcgmFatal(T + 1, '3'),
+      makeRun('xid', T + 2, [device('2', 'PASS')]),
+      repaired,
+      dcgmPass(T + 3, '4'),
+    ]);
+    expect(health.map((h) => h.state)).toEqual(['EVICT', 'EVICT', 'EVICT', 'EVICT', 'EVICT']);
+    expect(health[4]?.evictCause).toEqual({ dcgmLevel: 3, other: true });
+  });
+
+  test('dcgm: lifting a DCGM EVICT leaves the node WARN when another fatal finding stands', () => {
+    const health = replay('dcgm', [dcgmFatal(T, '3'), remapFailure(T + 1), dcgmPass(T + 2, '3')]);
+    expect(health.map((h) => h.state)).toEqual(['EVICT', 'EVICT', 'WARN']);
+    expect(health[1]?.evictCause).toEqual({ dcgmLevel: 3, other: false });
+    expect(health[2]?.reasons).toEqual([
+      'remapped 4: a row remapping failed: replace the GPU (fatal, but only DCGM evicts with AUTOPILOT_EVICT_ON=dcgm)',
+    ]);
+  });
+
+  test('an EVICT found on the node at start: in dcgm mode, a pass at its ERR level lifts it; in all mode only an acknowledge', () => {
+    const inDcgm = createResultStore({ historySize: 3, evictOn: 'dcgm' });
+    inDcgm.restoreEvict('found on the node', T, 2);
+    inDcgm.record(dcgmPass(T + 1, undefined));
+    expect(inDcgm.health().state).toBe('EVICT');
+    inDcgm.record(dcgmPass(T + 2, '2'));
+    expect(inDcgm.health().state).toBe('PASS');
+
+    const unknownOrigin = createResultStore({ historySize: 3, evictOn: 'dcgm' });
+    unknownOrigin.restoreEvict('found on the node', T, undefined);
+    unknownOrigin.record(dcgmPass(T + 1, '4'));
+    expect(unknownOrigin.health().state).toBe('EVICT');
+
+    const inAll = createResultStore({ historySize: 3, evictOn: 'all' });
+    inAll.restoreEvict('found on the node', T, 3);
+    inAll.record(dcgmPass(T + 1, '4'));
+    expect(inAll.health().state).toBe('EVICT');
+    expect(inAll.acknowledge(T + 2).state).toBe('PASS');
+  });
+
+  test('the store applies its mode, and an acknowledge lifts any EVICT in either', () => {
+    for (const evictOn of ['dcgm', 'all'] as const) {
+      const s = createResultStore({ historySize: 3, evictOn });
+      s.record(dcgmFatal(T, '3'));
+      s.record(remapFailure(T + 1));
+      expect(s.health().state).toBe('EVICT');
+      expect(s.acknowledge(T + 2).state).toBe('WARN');
+    }
+    expect(createResultStore({ historySize: 3 }).health()).toEqual(INITIAL_NODE_HEALTH);
   });
 });

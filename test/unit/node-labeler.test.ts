@@ -5,11 +5,12 @@ import {
   dcgmPatch,
   dcgmTimestamp,
   desiredGpuHealth,
+  highestFailedDcgmLevel,
   type NodeLabeler,
 } from '../../exporter/cluster/node-labeler.js';
 import { createGpuLock } from '../../exporter/gpu-lock.js';
 import { silentLogger } from '../../exporter/log.js';
-import type { NodeHealth, NodeState } from '../../exporter/node-health.js';
+import type { EvictOn, NodeHealth, NodeState } from '../../exporter/node-health.js';
 import { createResultStore } from '../../exporter/store.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
 import { FakeKube } from '../fakes/kube.js';
@@ -30,22 +31,28 @@ const fatalRun = (at: number) =>
 
 /** The real store and GPU lock, wired to the labeler as the exporter wires them. */
 function setup(
-  options: { labels?: Record<string, string>; backoff?: { initialMs: number; maxMs: number } } = {},
+  options: {
+    labels?: Record<string, string>;
+    backoff?: { initialMs: number; maxMs: number };
+    evictOn?: EvictOn;
+  } = {},
 ) {
   const clock = new FakeClock();
   const kube = new FakeKube();
   kube.addNode(NODE, { labels: options.labels ?? {} });
-  const store = createResultStore({ historySize: 5 });
+  const store = createResultStore({ historySize: 5, evictOn: options.evictOn ?? 'all' });
   const evictionsFound: string[] = [];
+  const evictLevels: (number | undefined)[] = [];
   const lock = createGpuLock({ onExclusiveChange: () => labeler.sync() });
   const labeler: NodeLabeler = createNodeLabeler({
     kube: kube.api,
     nodeName: NODE,
     health: () => store.health(),
     exclusiveRunning: () => lock.holders().exclusive,
-    onEvictFound: (reason) => {
+    onEvictFound: (reason, dcgmFailedLevel) => {
       evictionsFound.push(reason);
-      store.restoreEvict(reason, clock.now());
+      evictLevels.push(dcgmFailedLevel);
+      store.restoreEvict(reason, clock.now(), dcgmFailedLevel);
     },
     clock,
     logger: silentLogger,
@@ -53,7 +60,17 @@ function setup(
   });
   store.onHealthChange(() => labeler.sync());
   const label = (): string | undefined => kube.node(NODE).labels[GPUHEALTH_LABEL];
-  return { clock, kube, store, lock, labeler, evictionsFound, label, t0: clock.now() };
+  return {
+    clock,
+    kube,
+    store,
+    lock,
+    labeler,
+    evictionsFound,
+    evictLevels,
+    label,
+    t0: clock.now(),
+  };
 }
 
 describe('desiredGpuHealth', () => {
@@ -149,6 +166,44 @@ describe('node labeler', () => {
     store.record(passRun(t0 + 10));
     await labeler.idle();
     expect(kube.callsTo('patchNodeMetadata')).toEqual([]);
+    expect(label()).toBe('EVICT');
+  });
+
+  test('dcgm mode: an EVICT found beside dcgm.level.3=ERR is DCGM’s, and a passing level-3 run lifts it on the node', async () => {
+    const { kube, store, labeler, evictLevels, label, t0 } = setup({
+      evictOn: 'dcgm',
+      labels: {
+        [GPUHEALTH_LABEL]: 'EVICT',
+        'autopilot.ibm.com/dcgm.level.1': 'PASS_2025-05-01_10.00.00UTC',
+        'autopilot.ibm.com/dcgm.level.3': 'ERR_2025-05-01_12.00.00UTC',
+      },
+    });
+    await labeler.start();
+    expect(evictLevels).toEqual([3]);
+    store.record(makeRun('dcgm', t0 + 10, [device('0', 'PASS'), device('', 'PASS')]));
+    await labeler.idle();
+    expect(label()).toBe('EVICT');
+    store.record(
+      makeRun('dcgm', t0 + 20, [device('0', 'PASS'), device('', 'PASS')], { params: { r: '3' } }),
+    );
+    await labeler.idle();
+    expect(label()).toBe('PASS');
+    expect(kube.patches).toEqual([gpuhealth('PASS')]);
+  });
+
+  test('all mode: the same EVICT stays through a passing level-3 run', async () => {
+    const { store, labeler, evictLevels, label, t0 } = setup({
+      labels: {
+        [GPUHEALTH_LABEL]: 'EVICT',
+        'autopilot.ibm.com/dcgm.level.3': 'ERR_2025-05-01_12.00.00UTC',
+      },
+    });
+    await labeler.start();
+    expect(evictLevels).toEqual([3]);
+    store.record(
+      makeRun('dcgm', t0 + 20, [device('0', 'PASS'), device('', 'PASS')], { params: { r: '3' } }),
+    );
+    await labeler.idle();
     expect(label()).toBe('EVICT');
   });
 
@@ -346,5 +401,25 @@ describe('node labeler', () => {
     expect(kube.node(NODE).labels['autopilot.ibm.com/dcgm.level.3']).toBe(
       'PASS_2025-05-01_13.45.07UTC',
     );
+  });
+});
+
+describe('highestFailedDcgmLevel', () => {
+  test.each<[Record<string, string>, number | undefined]>([
+    [{}, undefined],
+    [{ 'autopilot.ibm.com/dcgm.level.1': 'PASS_2025-05-01_10.00.00UTC' }, undefined],
+    [
+      {
+        'autopilot.ibm.com/dcgm.level.1': 'ERR_2025-05-01_10.00.00UTC',
+        'autopilot.ibm.com/dcgm.level.2': 'ERR_2025-05-01_11.00.00UTC',
+        'autopilot.ibm.com/dcgm.level.3': 'PASS_2025-05-01_12.00.00UTC',
+      },
+      2,
+    ],
+    // Before v2.1.3 Autopilot appended the failures to the label value.
+    [{ 'autopilot.ibm.com/dcgm.level.3': 'ERR_2024-11-04_09.32.03UTC_pcie.2' }, 3],
+    [{ 'autopilot.ibm.com/dcgm.level.3': '' }, undefined],
+  ])('%j → %s', (labels, level) => {
+    expect(highestFailedDcgmLevel(labels)).toBe(level);
   });
 });
