@@ -135,8 +135,10 @@ export interface HelpContext {
 }
 
 export function helpText(topic: HelpTopic, context: HelpContext): string {
+  // Go's flag package shows no default for an empty string; neither does this.
   const flagLines = FLAGS.map(
-    (f) => `  --${f.name.padEnd(22)} ${f.help} (default ${f.defaultValue})`,
+    (f) =>
+      `  --${f.name.padEnd(22)} ${f.help}${f.defaultValue === '' ? '' : ` (default ${f.defaultValue})`}`,
   );
   const envLines = ENV_SETTINGS.map(
     ([name, fallback, meaning]) =>
@@ -168,8 +170,8 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         '',
         'Runs the exporter: the periodic round at start-up and then on the --w schedule, the API on',
         '--port (/status, /results and one endpoint per check), /metrics on AUTOPILOT_METRICS_PORT and',
-        '/readinessprobe on AUTOPILOT_READINESS_PORT. Logs are JSON lines on stderr. SIGTERM or SIGINT',
-        'stops running checks and exits.',
+        '/readinessprobe on AUTOPILOT_READINESS_PORT. Logs are JSON lines on stderr, also appended to',
+        '--logfile when it is set. SIGTERM or SIGINT stops running checks and exits.',
         '',
         'Flags:',
         ...flagLines,

@@ -1,7 +1,9 @@
 /**
  * Structured logs: one JSON object per line, so that log pipelines parse them without regexes.
- * The sink is injected; only main.ts decides that it is stderr.
+ * The sink is injected; only main.ts decides that it is stderr (and --logfile).
  */
+
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -61,3 +63,54 @@ export const silentLogger: Logger = {
   debug: () => undefined,
   child: () => silentLogger,
 };
+
+/** --logfile: an append-only copy of the log lines. */
+export interface LogFile {
+  readonly path: string;
+  write(line: string): void;
+  close(): void;
+}
+
+/**
+ * Opens (or creates) `path` for appending, as klog did with Autopilot's --logfile, and throws at
+ * once when it cannot: a setting that cannot work must stop the start, not lose logs silently.
+ * Writes are synchronous, like stderr's here, so a line written is on disk whatever way the process
+ * ends. A failing write (disk full) is reported on `report` (once until a write succeeds again) and the exporter keeps running.
+ */
+export function openLogFile(
+  path: string,
+  report: (message: string) => void = (message) => process.stderr.write(message),
+): LogFile {
+  let fd: number | undefined = openSync(path, 'a');
+  let failed = false;
+  return {
+    path,
+    write(line) {
+      if (fd === undefined) return;
+      try {
+        writeSync(fd, line);
+        failed = false;
+      } catch (error) {
+        if (!failed) {
+          report(`autopilot: cannot write to --logfile ${path}: ${messageOf(error)}\n`);
+        }
+        failed = true;
+      }
+    },
+    close() {
+      if (fd === undefined) return;
+      const closing = fd;
+      fd = undefined;
+      try {
+        fsyncSync(closing);
+      } catch {
+        // Some files (pipes, /dev/stdout) cannot be synced; the lines are written all the same.
+      }
+      closeSync(closing);
+    },
+  };
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

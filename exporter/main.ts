@@ -20,10 +20,11 @@ import type { CheckRun } from './checks/check.js';
 import { helpText, parseCommandLine, UsageError, type Command, type CommandLine } from './cli.js';
 import { createSystemClock } from './clock.js';
 import { ConfigError, DEFAULT_NVML_LIBRARY, parseConfig, type Config } from './config/config.js';
+import { describeSchedule } from './config/schedule.js';
 import { createRunCommand } from './exec/run-command.js';
 import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
-import { createJsonLogger, type Logger } from './log.js';
+import { createJsonLogger, openLogFile, type LogFile, type Logger } from './log.js';
 import { listen, type Listening } from './server.js';
 import type { KubeConnected } from './k8s/kube-api.js';
 import { createStartProcess } from './exec/start-process.js';
@@ -80,6 +81,22 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
     return preflight(commandLine.command.options, process.env.NODE_NAME ?? hostname());
   }
 
+  let logFile: LogFile | undefined;
+  if (config.logFile !== undefined) {
+    try {
+      logFile = openLogFile(config.logFile);
+    } catch (error) {
+      process.stderr.write(
+        `autopilot: cannot open --logfile ${config.logFile}: ${error instanceof Error ? error.message : String(error)}\n`,
+      );
+      return EXIT_USAGE;
+    }
+    // Every way out (return, process.exit, an uncaught error) passes here; SIGKILL loses nothing
+    // either, since each line is written before write() returns.
+    const opened = logFile;
+    process.once('exit', () => opened.close());
+  }
+
   let kube: KubeConnected | undefined;
   try {
     // The deep-check Job reports through its termination message: it needs no API access.
@@ -95,7 +112,10 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
 
   const logger = createJsonLogger({
     level: config.logLevel,
-    write: (line) => process.stderr.write(line),
+    write: (line) => {
+      process.stderr.write(line);
+      logFile?.write(line);
+    },
     now: Date.now,
   }).child({ node: config.nodeName });
   // nvmlInit can hang on a sick driver; the exporter must come up and say so all the same.
@@ -234,6 +254,8 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
     metrics: listening.ports.metrics,
     readiness: listening.ports.readiness,
     periodicChecks: config.periodicChecks,
+    periodic: describeSchedule(config.periodic),
+    invasive: describeSchedule(config.invasive),
     peers: config.peers.length,
   });
   if (exporter.cluster !== undefined) {

@@ -37,6 +37,8 @@ export interface Config {
   /** --invasive-check-timer: when the deep check (a Job on idle GPUs) runs. */
   readonly invasive: Schedule;
   readonly logLevel: LogLevel;
+  /** --logfile: a file the log lines are also appended to; undefined: stderr only. */
+  readonly logFile?: string;
   readonly periodicChecks: readonly string[];
   readonly peers: readonly string[];
   readonly ping: PingSettings;
@@ -146,12 +148,17 @@ export const FLAGS = [
   {
     name: 'invasive-check-timer',
     defaultValue: '4h',
-    help: 'deep check on idle GPUs: a Go duration (0 disables) or a cron expression',
+    help: 'deep check on idle GPUs: a Go duration, whole hours as Autopilot 2.1 took them (0 disables), or a cron expression',
   },
   {
     name: 'loglevel',
     defaultValue: '2',
     help: 'error, warn, info or debug, or a klog verbosity number (0-2 info, 3 and above debug)',
+  },
+  {
+    name: 'logfile',
+    defaultValue: '',
+    help: "a file the log lines are appended to as well as stderr (Autopilot's klog log_file)",
   },
 ] as const;
 
@@ -219,6 +226,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
     periodic: parseScheduleSetting('--w', flag('w')),
     invasive: parseScheduleSetting('--invasive-check-timer', flag('invasive-check-timer')),
     logLevel: parseLogLevel(flag('loglevel')),
+    ...(flag('logfile') === '' ? {} : { logFile: flag('logfile') }),
     periodicChecks: parseCheckList(setting('PERIODIC_CHECKS'), inputs.knownChecks),
     peers: parsePeers(setting('AUTOPILOT_PEERS')),
     ping: {

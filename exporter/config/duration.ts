@@ -40,6 +40,22 @@ export function parseGoDuration(text: string): number | undefined {
   return Number(totalNs) / 1e6;
 }
 
+/** Go's longest duration (2^63 - 1 ns) in whole hours; a longer interval overflowed in Autopilot. */
+export const MAX_WHOLE_HOURS = 2_562_047;
+
+/**
+ * Autopilot up to 2.1.3 declared --w and --invasive-check-timer as Go integers counted in hours,
+ * and IBM's chart passes `repeat: 1` from such values files as `--w 1`. Only plain decimals are
+ * read: Go's flag.Int would take "010" as octal 8, which no one means. Milliseconds, or undefined
+ * when the text is not a whole number of hours.
+ */
+export function parseWholeHours(text: string): number | undefined {
+  const match = /^\+?(0|[1-9]\d*)$/.exec(text);
+  if (match === null) return undefined;
+  const hours = Number(match[1]);
+  return hours <= MAX_WHOLE_HOURS ? hours * 3_600_000 : undefined;
+}
+
 /** 5400000 → "1h30m"; for messages and help texts. */
 export function formatDuration(ms: number): string {
   if (ms === 0) return '0';

@@ -1,9 +1,10 @@
 /**
- * A schedule setting: a Go duration ("1h", "0" disables) or a cron expression ("0 * * * *").
+ * A schedule setting: a Go duration ("1h", "0" disables), a whole number of hours as Autopilot
+ * 2.1.3 took it ("1" is 1h), or a cron expression ("0 * * * *").
  */
 
 import { CronTime, validateCronExpression } from 'cron';
-import { parseGoDuration } from './duration.js';
+import { formatDuration, parseGoDuration, parseWholeHours } from './duration.js';
 
 export type Schedule =
   | { readonly kind: 'disabled' }
@@ -11,15 +12,15 @@ export type Schedule =
   | { readonly kind: 'cron'; readonly expression: string };
 
 export const SCHEDULE_ACCEPTED =
-  'a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"';
+  'a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m, a whole number of hours as Autopilot 2.1 took it (1 is 1h), 0 to disable, or a cron expression such as "0 * * * *"';
 
 /** Shorter intervals would run rounds back to back; nothing needs them. */
 const SHORTEST_INTERVAL_MS = 1000;
 
-/** Undefined when the text is neither a duration nor a valid cron expression. */
+/** Undefined when the text is neither a duration, whole hours nor a valid cron expression. */
 export function parseSchedule(text: string): Schedule | undefined {
   const trimmed = text.trim();
-  const ms = parseGoDuration(trimmed);
+  const ms = parseGoDuration(trimmed) ?? parseWholeHours(trimmed);
   if (ms !== undefined) {
     if (ms === 0) return { kind: 'disabled' };
     return ms >= SHORTEST_INTERVAL_MS ? { kind: 'interval', everyMs: ms } : undefined;
@@ -33,6 +34,18 @@ export function parseSchedule(text: string): Schedule | undefined {
     return undefined;
   }
   return { kind: 'cron', expression: trimmed };
+}
+
+/** How a schedule reads in logs: "every 1h", "cron 0 * * * * (UTC)", "disabled". */
+export function describeSchedule(schedule: Schedule): string {
+  switch (schedule.kind) {
+    case 'disabled':
+      return 'disabled';
+    case 'interval':
+      return `every ${formatDuration(schedule.everyMs)}`;
+    case 'cron':
+      return `cron ${schedule.expression} (UTC)`;
+  }
 }
 
 /** The first fire time strictly after `afterMs`, in UTC. */

@@ -31,6 +31,26 @@ import { validateManifests, type Manifest } from './manifest-schema.js';
    rendered objects are untyped YAML, read field by field; their shape is what the schema test checks */
 type Any = any;
 
+/** IBM's chart values, verbatim (test/fixtures/ibm/README.md): the last release and the newest. */
+const IBM_VALUES_FILES = ['values-v2.1.3.yaml', 'values-09a177d.yaml'] as const;
+const IBM_IMAGE = 'quay.io/autopilot/autopilot';
+
+const ibmValues = (file: (typeof IBM_VALUES_FILES)[number]): Record<string, unknown> =>
+  parse(readFileSync(join(ROOT, 'test', 'fixtures', 'ibm', file), 'utf8')) as Record<
+    string,
+    unknown
+  >;
+
+/** What an operator changes in IBM's file, and nothing else: the image. */
+const withOurImage = (values: Record<string, unknown>): Record<string, unknown> => ({
+  ...values,
+  image: {
+    ...(values.image as Record<string, unknown>),
+    repository: 'registry.example.com/autopilot',
+    tag: '0.1.0',
+  },
+});
+
 interface Case {
   readonly name: string;
   readonly options: RenderOptions;
@@ -49,14 +69,10 @@ const MATRIX: readonly Case[] = [
   },
   { name: 'NetworkPolicy on', options: { values: { networkPolicy: { enabled: true } } } },
   { name: 'no prometheus-operator API', options: { apiVersions: [] } },
-  {
-    name: "IBM Autopilot's values file",
-    options: {
-      values: parse(
-        readFileSync(join(ROOT, 'test', 'fixtures', 'ibm-autopilot-values.yaml'), 'utf8'),
-      ) as Record<string, unknown>,
-    },
-  },
+  ...IBM_VALUES_FILES.map((file) => ({
+    name: `IBM Autopilot's ${file}, image overridden`,
+    options: { values: withOurImage(ibmValues(file)) },
+  })),
 ];
 
 const byKind = (objects: readonly Manifest[], kind: string): Any[] =>
@@ -306,6 +322,24 @@ describe('chart: monitoring objects', () => {
     });
   });
 
+  // IBM's ServiceMonitor had no jobLabel, so job was its Service's name; Alertmanager templates
+  // (IBM's example titles say "for {{ .CommonLabels.job }}") and operators' queries use it.
+  test.each<[string, RenderOptions, string | undefined]>([
+    ['the default', {}, 'autopilot-metrics-service'],
+    ['another release name', { release: 'gpu-health' }, 'autopilot-metrics-service'],
+    ['a value of its own', { values: { serviceMonitor: { job: 'gpu-nodes' } } }, 'gpu-nodes'],
+    ['empty: the operator names it', { values: { serviceMonitor: { job: '' } } }, undefined],
+  ])('the job label, %s', (_, options, job) => {
+    const monitor = one(renderChart(options), 'ServiceMonitor');
+    expect(monitor.spec.jobLabel).toBeUndefined();
+    const jobRelabelings = monitor.spec.endpoints[0].relabelings.filter(
+      (relabeling: Any) => relabeling.targetLabel === 'job',
+    );
+    expect(jobRelabelings).toEqual(
+      job === undefined ? [] : [{ targetLabel: 'job', replacement: job, action: 'replace' }],
+    );
+  });
+
   test('the release labels are configurable', () => {
     const custom = renderChart({
       values: { serviceMonitor: { release: 'kps' }, prometheusRule: { release: 'kps' } },
@@ -411,6 +445,50 @@ describe('chart: values', () => {
     expect(byKind(objects, 'PriorityClass')).toHaveLength(created);
   });
 
+  test.each(IBM_VALUES_FILES)(
+    "IBM's %s as it is, with IBM's image, fails saying which image to use",
+    (file) => {
+      const values = ibmValues(file);
+      expect(values.image).toMatchObject({ repository: IBM_IMAGE });
+      const run = templateRun({ values });
+      expect(run.status).not.toBe(0);
+      expect(run.stderr).toContain(`image.repository ${IBM_IMAGE} is IBM Autopilot's image`);
+      expect(run.stderr).toContain('docker build -f deploy/Dockerfile');
+      expect(run.stderr).toContain('set image.repository and image.tag to it');
+      expect(run.stdout).toBe('');
+    },
+  );
+
+  test.each([`${IBM_IMAGE}:v2.1.3`, `${IBM_IMAGE}@sha256:0123`])(
+    'image.repository %s is refused too',
+    (repository) => {
+      const run = templateRun({ values: { image: { repository } } });
+      expect(run.status).not.toBe(0);
+      expect(run.stderr).toContain("is IBM Autopilot's image");
+    },
+  );
+
+  // v2.1.3's chart passed `repeat: 1` to a Go int counted in hours; the newest passes `1h`.
+  test.each([
+    ['values-v2.1.3.yaml', '--w=1', '--invasive-check-timer=4'],
+    ['values-09a177d.yaml', '--w=1h', '--invasive-check-timer=4h'],
+  ] as const)(
+    "IBM's %s: %s runs the round hourly, %s the deep check every 4 hours",
+    (file, w, invasive) => {
+      const objects = renderChart({ values: withOurImage(ibmValues(file)) });
+      const container = one(objects, 'DaemonSet').spec.template.spec.containers[0];
+      expect(container.args).toEqual(expect.arrayContaining([w, invasive]));
+      const config = parseConfig({
+        flags: parseCommandLine(container.args).flags,
+        env: {},
+        hostname: 'pod',
+        knownChecks: CHECK_NAMES,
+      });
+      expect(config.periodic).toEqual({ kind: 'interval', everyMs: 3_600_000 });
+      expect(config.invasive).toEqual({ kind: 'interval', everyMs: 14_400_000 });
+    },
+  );
+
   test('onlyOnGPUNodes=false drops the GPU node selector', () => {
     const pod = one(renderChart({ values: { onlyOnGPUNodes: false } }), 'DaemonSet').spec.template
       .spec;
@@ -436,6 +514,10 @@ describe('chart: values', () => {
   test.each([
     [{ PCIeBW: -1 }, '/PCIeBW'],
     [{ repeat: '1x' }, '/repeat'],
+    [{ repeat: -1 }, '/repeat'],
+    [{ repeat: 2562048 }, '/repeat'],
+    [{ invasive: 1.5 }, '/invasive'],
+    [{ invasive: '010' }, '/invasive'],
     [{ service: { port: 70000 } }, '/service/port'],
     [{ env: [{ name: 'BAD NAME', value: 'x' }] }, '/env/0/name'],
     [{ pingGroupRange: '0 2147483647; reboot' }, '/pingGroupRange'],

@@ -18,7 +18,7 @@ function usageError(argv: readonly string[]): UsageError {
   throw new Error(`parseCommandLine accepted ${JSON.stringify(argv)}`);
 }
 
-const FLAG_LIST = '--port, --bw, --w, --invasive-check-timer, --loglevel';
+const FLAG_LIST = '--port, --bw, --w, --invasive-check-timer, --loglevel, --logfile';
 
 describe('parseCommandLine commands', () => {
   test.each<[string, string[], Command]>([
@@ -223,8 +223,10 @@ describe('helpText', () => {
     const text = helpText(topic, context);
     for (const flag of FLAGS) {
       const line = text.split('\n').find((l) => l.startsWith(`  --${flag.name} `));
-      expect(line).toBe(`  --${flag.name.padEnd(22)} ${flag.help} (default ${flag.defaultValue})`);
+      const shown = flag.defaultValue === '' ? '' : ` (default ${flag.defaultValue})`;
+      expect(line).toBe(`  --${flag.name.padEnd(22)} ${flag.help}${shown}`);
     }
+    expect(text).toContain('--logfile');
     expect(text).toContain('--port');
     expect(text).toContain('--bw');
     expect(text).toContain('--w ');

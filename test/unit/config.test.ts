@@ -111,6 +111,7 @@ describe('parseConfig defaults', () => {
       ['w', '1h'],
       ['invasive-check-timer', '4h'],
       ['loglevel', '2'],
+      ['logfile', ''],
     ]);
   });
 
@@ -209,6 +210,23 @@ describe('parseConfig settings', () => {
     expect(
       parseConfig(inputs({ env: { AUTOPILOT_LISTEN_ADDRESS: '0.0.0.0' } })).listenAddress,
     ).toBe('0.0.0.0');
+  });
+
+  // Autopilot 2.1.3's chart renders `repeat: 1` as `--w 1`, a Go int counted in hours.
+  test.each<[Record<string, string>, 'periodic' | 'invasive', number]>([
+    [{ w: '1' }, 'periodic', 3_600_000],
+    [{ w: '24' }, 'periodic', 86_400_000],
+    [{ 'invasive-check-timer': '4' }, 'invasive', 14_400_000],
+  ])('whole hours as Autopilot 2.1.3 took them: %j', (flags, field, everyMs) => {
+    expect(parseConfig(inputs({ flags }))[field]).toEqual({ kind: 'interval', everyMs });
+  });
+
+  test('--logfile is kept; empty or absent means none', () => {
+    expect(parseConfig(inputs({ flags: { logfile: '/var/log/autopilot.log' } })).logFile).toBe(
+      '/var/log/autopilot.log',
+    );
+    expect(parseConfig(inputs({ flags: { logfile: '' } })).logFile).toBeUndefined();
+    expect(parseConfig(inputs()).logFile).toBeUndefined();
   });
 
   test('--w 0 disables the periodic round', () => {
@@ -505,10 +523,24 @@ const ERROR_CASES: readonly ErrorCase[] = [
   { name: '--bw 0.0', flags: { bw: '0.0' }, setting: '--bw', value: '0.0', accepted: BW },
   { name: '--bw 1e3', flags: { bw: '1e3' }, setting: '--bw', value: '1e3', accepted: BW },
   {
-    name: '--w 123',
-    flags: { w: '123' },
+    name: '--w 2562048, more hours than a Go duration holds',
+    flags: { w: '2562048' },
     setting: '--w',
-    value: '123',
+    value: '2562048',
+    accepted: SCHEDULE_ACCEPTED,
+  },
+  {
+    name: '--w -1',
+    flags: { w: '-1' },
+    setting: '--w',
+    value: '-1',
+    accepted: SCHEDULE_ACCEPTED,
+  },
+  {
+    name: '--invasive-check-timer 1.5, hours that are not whole',
+    flags: { 'invasive-check-timer': '1.5' },
+    setting: '--invasive-check-timer',
+    value: '1.5',
     accepted: SCHEDULE_ACCEPTED,
   },
   { name: '--w 1x', flags: { w: '1x' }, setting: '--w', value: '1x', accepted: SCHEDULE_ACCEPTED },

@@ -1,5 +1,10 @@
 import { describe, test, expect } from '@jest/globals';
-import { formatDuration, parseGoDuration } from '../../exporter/config/duration.js';
+import {
+  MAX_WHOLE_HOURS,
+  formatDuration,
+  parseGoDuration,
+  parseWholeHours,
+} from '../../exporter/config/duration.js';
 
 describe('parseGoDuration', () => {
   test.each<[string, number]>([
@@ -64,6 +69,26 @@ describe('parseGoDuration', () => {
     expect(parseGoDuration('30m')).toBe(1_800_000);
     expect(parseGoDuration('2h15m30s')).toBe(8_130_000);
   });
+});
+
+describe('parseWholeHours', () => {
+  test.each<[string, number]>([
+    ['0', 0],
+    ['1', 3_600_000],
+    ['+1', 3_600_000],
+    ['24', 86_400_000],
+    [String(MAX_WHOLE_HOURS), MAX_WHOLE_HOURS * 3_600_000],
+  ])('%j is %d ms', (text, ms) => {
+    expect(parseWholeHours(text)).toBe(ms);
+  });
+
+  // Go's flag.Int would read 010 as octal 8 and 0x10 as 16: refused rather than guessed.
+  test.each(['', '-1', '1.5', '1h', '010', '00', '0x10', '1e3', ' 1', String(MAX_WHOLE_HOURS + 1)])(
+    '%j is not a whole number of hours',
+    (text) => {
+      expect(parseWholeHours(text)).toBeUndefined();
+    },
+  );
 });
 
 describe('formatDuration', () => {

@@ -1,6 +1,7 @@
 import { describe, test, expect } from '@jest/globals';
 import {
   SCHEDULE_ACCEPTED,
+  describeSchedule,
   nextCronTime,
   parseSchedule,
   type Schedule,
@@ -18,6 +19,19 @@ describe('parseSchedule', () => {
     [' 1h ', { kind: 'interval', everyMs: 3_600_000 }],
   ])('duration %j is an interval', (text, schedule) => {
     expect(parseSchedule(text)).toEqual(schedule);
+  });
+
+  // Autopilot 2.1.3: `--w 1` (flag.Int, hours), as its chart renders `repeat: 1`.
+  test.each<[string, number]>([
+    ['1', 3_600_000],
+    ['4', 14_400_000],
+    ['24', 86_400_000],
+    ['123', 442_800_000],
+    ['+2', 7_200_000],
+    [' 1 ', 3_600_000],
+    ['2562047', 2_562_047 * 3_600_000],
+  ])('whole hours %j are an interval of that many hours', (text, everyMs) => {
+    expect(parseSchedule(text)).toEqual({ kind: 'interval', everyMs });
   });
 
   test.each(['0', '0s', '0m', ' 0 ', '+0'])('%j disables', (text) => {
@@ -44,7 +58,12 @@ describe('parseSchedule', () => {
     '1h 30m',
     '',
     '   ',
-    '123',
+    '-1',
+    '1.5',
+    '010',
+    '0x10',
+    '1e3',
+    '2562048',
     '1x',
     '1d',
     '-1h',
@@ -55,8 +74,17 @@ describe('parseSchedule', () => {
 
   test('the accepted form names both a duration and a cron expression', () => {
     expect(SCHEDULE_ACCEPTED).toBe(
-      'a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"',
+      'a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m, a whole number of hours as Autopilot 2.1 took it (1 is 1h), 0 to disable, or a cron expression such as "0 * * * *"',
     );
+  });
+
+  test.each<[string, string]>([
+    ['1', 'every 1h'],
+    ['1h30m', 'every 1h30m'],
+    ['0', 'disabled'],
+    ['0 * * * *', 'cron 0 * * * * (UTC)'],
+  ])('%j reads as %j in the logs', (text, described) => {
+    expect(describeSchedule(parseSchedule(text)!)).toBe(described);
   });
 
   test.each(['1ns', '500ms', '999ms'])('%j is too short to be a periodic interval', (text) => {

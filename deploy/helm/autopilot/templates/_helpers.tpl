@@ -42,7 +42,15 @@ autopilot-healthchecks, autopilot-metrics-service, autopilot-readinessprobe.
 {{- end -}}
 {{- end -}}
 
+{{/*
+IBM's image is another program (Python scripts around a Go binary): with this chart's arguments it
+would not start, and no tag of it is this project's. An upgrade that keeps IBM's values file must
+stop here, saying what to set, rather than roll out pods that cannot pull or cannot run.
+*/}}
 {{- define "autopilot.image" -}}
+{{- if regexMatch "^quay\\.io/autopilot/autopilot([:@].*)?$" .Values.image.repository -}}
+{{- fail (printf "image.repository %s is IBM Autopilot's image, which this chart cannot run. Build this project's image (docker build -f deploy/Dockerfile -t <registry>/autopilot:<tag> .), push it, and set image.repository and image.tag to it: see docs/deploy.md#the-image and docs/upgrading.md" .Values.image.repository) -}}
+{{- end -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag -}}
 {{- if hasPrefix "sha256:" $tag -}}
 {{- printf "%s@%s" .Values.image.repository $tag -}}
