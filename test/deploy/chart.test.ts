@@ -609,3 +609,69 @@ describe('chart: values', () => {
     ]);
   });
 });
+
+describe('chart: API access and what may evict', () => {
+  const exporterEnv = (values: Record<string, unknown>): Record<string, string> => {
+    const container = one(renderChart({ values }), 'DaemonSet').spec.template.spec.containers[0];
+    return Object.fromEntries(
+      container.env
+        .filter((entry: Any) => typeof entry.value === 'string')
+        .map((entry: Any) => [entry.name, entry.value]),
+    );
+  };
+  const configOf = (env: Record<string, string>) =>
+    parseConfig({ flags: new Map(), env, hostname: 'pod', knownChecks: CHECK_NAMES });
+
+  test('by default every protected group needs Kubernetes authorisation, and every fatal finding evicts', () => {
+    const env = exporterEnv({});
+    expect(env.AUTOPILOT_API_ACCESS).toBe('kubernetes');
+    expect(Object.keys(env).filter((name) => name.startsWith('AUTOPILOT_API_ACCESS_'))).toEqual([]);
+    expect(env.AUTOPILOT_EVICT_ON).toBe('all');
+    const config = configOf(env);
+    expect(Object.values(config.apiAccess)).toEqual([
+      'kubernetes',
+      'kubernetes',
+      'kubernetes',
+      'kubernetes',
+    ]);
+    expect(config.evictOn).toBe('all');
+  });
+
+  test('api.access.invasive: open opens that group alone; api.access.all: open every group but one set back', () => {
+    expect(configOf(exporterEnv({ api: { access: { invasive: 'open' } } })).apiAccess).toEqual({
+      invasive: 'open',
+      iperf: 'kubernetes',
+      pvc: 'kubernetes',
+      acknowledge: 'kubernetes',
+    });
+    expect(
+      configOf(exporterEnv({ api: { access: { all: 'open', acknowledge: 'kubernetes' } } }))
+        .apiAccess,
+    ).toEqual({ invasive: 'open', iperf: 'open', pvc: 'open', acknowledge: 'kubernetes' });
+  });
+
+  test('evictOn: dcgm reaches the exporter as AUTOPILOT_EVICT_ON=dcgm', () => {
+    const env = exporterEnv({ evictOn: 'dcgm' });
+    expect(env.AUTOPILOT_EVICT_ON).toBe('dcgm');
+    expect(configOf(env).evictOn).toBe('dcgm');
+  });
+
+  test('an env entry of its own wins over the chart value', () => {
+    const env = exporterEnv({
+      evictOn: 'all',
+      env: [{ name: 'AUTOPILOT_EVICT_ON', value: 'dcgm' }],
+    });
+    expect(env.AUTOPILOT_EVICT_ON).toBe('dcgm');
+  });
+
+  test.each([
+    [{ evictOn: 'DCGM' }, '/evictOn'],
+    [{ api: { access: { all: 'none' } } }, '/api/access/all'],
+    [{ api: { access: { invasive: true } } }, '/api/access/invasive'],
+    [{ api: { access: { invassive: 'open' } } }, 'invassive'],
+  ])('values.schema.json refuses %j, naming %s', (values, named) => {
+    const run = templateRun({ values });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain(named);
+  });
+});

@@ -6,6 +6,9 @@
 
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { KubeConfig } from '@kubernetes/client-node';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import request from 'supertest';
 import { createSystemClock } from '../../exporter/clock.js';
 import { parseConfig } from '../../exporter/config/config.js';
@@ -64,7 +67,10 @@ function recordingLogger(sink: Rig['logs']): Logger {
 
 let rig: Rig | undefined;
 
-async function setup(nodeLabels: Record<string, string> = {}): Promise<Rig> {
+async function setup(
+  nodeLabels: Record<string, string> = {},
+  extraEnv: Record<string, string> = {},
+): Promise<Rig> {
   const api = await startFakeKubeApi();
   api.addNode({ name: NODE, labels: nodeLabels, allocatableGpus: 2 });
   api.addToken(OPERATOR_TOKEN, { username: 'alice', groups: ['sre'] });
@@ -92,14 +98,19 @@ async function setup(nodeLabels: Record<string, string> = {}): Promise<Rig> {
   );
   const config = parseConfig({
     flags: new Map([['w', '0']]),
-    env: { NODE_NAME: NODE, NAMESPACE: 'autopilot', PERIODIC_CHECKS: 'remapped,gpupower' },
+    env: {
+      NODE_NAME: NODE,
+      NAMESPACE: 'autopilot',
+      PERIODIC_CHECKS: 'remapped,gpupower',
+      ...extraEnv,
+    },
     hostname: NODE,
     knownChecks: CHECK_NAMES,
   });
   const gpus = fakeNode(2);
   const logs: Rig['logs'] = [];
   const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: process.env }),
+    runCommand: createRunCommand({ baseEnv: { ...process.env, ...extraEnv } }),
     nvml: { ok: true, nvml: fakeNvml(gpus) },
     cuda: { ok: false, reason: 'no CUDA in this test' },
     clock: createSystemClock(),
@@ -339,6 +350,73 @@ describe('protected actions in Kubernetes mode', () => {
     expect(response.text).toBe(
       'error: the Kubernetes API cannot answer: list pods ml:app=trainer: 500 etcd down\n',
     );
+  });
+});
+
+describe('API access settings (AUTOPILOT_API_ACCESS)', () => {
+  const FAKE_DCGMI = join(import.meta.dirname, '..', 'fakes', 'bin', 'fake-dcgmi');
+  const dcgmEnv = (argsFile: string) => ({
+    AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
+    FAKE_DCGMI_SCENARIO: 'pass-3x',
+    FAKE_DCGMI_ARGS_FILE: argsFile,
+  });
+  const HINT =
+    'set AUTOPILOT_API_ACCESS_INVASIVE=open (Helm: api.access.invasive: open) to allow it without authentication';
+
+  test('by default, check=dcgm&r=3 is refused, and the refusal names the setting that opens it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'access-'));
+    const r = await setup({}, dcgmEnv(join(dir, 'argv')));
+    const app = r.exporter.apiApp.callback();
+    const anonymous = await request(app).get('/status?check=dcgm&r=3');
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.text).toBe(
+      `error: this action needs a bearer token (Authorization: Bearer <token>); ${HINT}, or AUTOPILOT_API_ACCESS=open (Helm: api.access.all: open) for every protected call; docs/upgrading.md says what that risks\n`,
+    );
+    const viewer = await request(app)
+      .get(`/status?host=${NODE}&check=dcgm&r=3&format=json`)
+      .set('Authorization', `Bearer ${VIEWER_TOKEN}`);
+    expect(viewer.status).toBe(403);
+    expect((viewer.body as { error: string }).error).toContain(
+      'user bob may not create healthchecks/dcgm',
+    );
+    expect((viewer.body as { error: string }).error).toContain(HINT);
+    const ack = await request(app).post('/acknowledge');
+    expect(ack.status).toBe(401);
+    expect(ack.text).toContain(
+      'set AUTOPILOT_API_ACCESS_ACKNOWLEDGE=open (Helm: api.access.acknowledge: open)',
+    );
+    // dcgmi never ran.
+    await expect(readFile(join(dir, 'argv'), 'utf8')).rejects.toThrow('ENOENT');
+  });
+
+  test('with AUTOPILOT_API_ACCESS_INVASIVE=open the same call runs dcgmi at level 3; acknowledge stays protected', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'access-'));
+    const argv = join(dir, 'argv');
+    const r = await setup({}, { ...dcgmEnv(argv), AUTOPILOT_API_ACCESS_INVASIVE: 'open' });
+    await waitUntil(() => r.exporter.cluster!.peers.peers().length === 1, 2000);
+    const app = r.exporter.apiApp.callback();
+    const response = await request(app).get('/status?check=dcgm&r=3');
+    expect(response.status).toBe(200);
+    expect(response.text).toContain('[[ DCGM ]] SUCCESS');
+    expect((await readFile(argv, 'utf8')).split('\n')).toEqual(['diag', '-r', '3', '-j', '']);
+    expect(r.exporter.store.latest('dcgm')).toMatchObject({ params: { r: '3' }, verdict: 'PASS' });
+
+    const ack = await request(app).post('/acknowledge');
+    expect(ack.status).toBe(401);
+    expect(ack.text).toContain('AUTOPILOT_API_ACCESS_ACKNOWLEDGE=open');
+  });
+
+  test('AUTOPILOT_API_ACCESS=open opens acknowledge too, and the audit line says who let it in', async () => {
+    const r = await setup({ [LABEL]: 'EVICT' }, { AUTOPILOT_API_ACCESS: 'open' });
+    const response = await request(r.exporter.apiApp.callback()).post('/acknowledge');
+    expect(response.status).toBe(200);
+    expect(response.text).toContain(
+      'EVICT acknowledged by anonymous (AUTOPILOT_API_ACCESS_ACKNOWLEDGE=open)',
+    );
+    expect(r.logs.find((line) => line.message === 'EVICT acknowledged')?.fields).toMatchObject({
+      audit: true,
+      caller: 'anonymous (AUTOPILOT_API_ACCESS_ACKNOWLEDGE=open)',
+    });
   });
 });
 

@@ -2,6 +2,10 @@ import { describe, test, expect } from '@jest/globals';
 import {
   ALWAYS_PROTECTED_CHECKS,
   EXPORTER_REVIEW_RBAC_RULES,
+  PROTECTED_ACCESS,
+  accessGroupOf,
+  withApiAccess,
+  type Authorizer,
   OPERATOR_RBAC_RULES,
   RBAC_API_GROUP,
   accessAttributes,
@@ -537,5 +541,79 @@ describe('createStaticTokenAuthorizer', () => {
     const schemeless = await authorizer.authorize(TOKEN, RUN_DCGM);
     expect(schemeless).toMatchObject({ allowed: false, status: 401 });
     expect(JSON.stringify(schemeless)).not.toContain(TOKEN);
+  });
+});
+
+describe('withApiAccess', () => {
+  const refusing = (status: 401 | 403 | 503): Authorizer & { calls: number } => {
+    const inner = {
+      calls: 0,
+      authorize: () => {
+        inner.calls += 1;
+        return Promise.resolve<AuthDecision>({ allowed: false, status, message: 'refused' });
+      },
+    };
+    return inner;
+  };
+  const dcgm3: ProtectedAction = { kind: 'run-check', check: 'dcgm' };
+
+  test.each<[ProtectedAction, string]>([
+    [{ kind: 'run-check', check: 'dcgm' }, 'invasive'],
+    [{ kind: 'run-check', check: 'gpumem' }, 'invasive'],
+    [{ kind: 'run-check', check: 'invasive' }, 'invasive'],
+    [{ kind: 'run-check', check: 'iperf' }, 'iperf'],
+    [{ kind: 'run-check', check: 'pvc' }, 'pvc'],
+    [{ kind: 'acknowledge', node: 'n1' }, 'acknowledge'],
+  ])('%j belongs to the %s group', (action, group) => {
+    expect(accessGroupOf(action)).toBe(group);
+  });
+
+  test.each([401, 403] as const)(
+    'a %d names the exact setting and Helm value that open the call',
+    async (status) => {
+      const decision = await withApiAccess(refusing(status), PROTECTED_ACCESS).authorize(
+        undefined,
+        { kind: 'run-check', check: 'pvc' },
+      );
+      expect(decision).toEqual({
+        allowed: false,
+        status,
+        message:
+          'refused; set AUTOPILOT_API_ACCESS_PVC=open (Helm: api.access.pvc: open) to allow it without authentication, or AUTOPILOT_API_ACCESS=open (Helm: api.access.all: open) for every protected call; docs/upgrading.md says what that risks',
+      });
+    },
+  );
+
+  test('a 503 (the caller could not be verified) is passed on as it is', async () => {
+    const decision = await withApiAccess(refusing(503), PROTECTED_ACCESS).authorize(
+      undefined,
+      dcgm3,
+    );
+    expect(decision).toEqual({ allowed: false, status: 503, message: 'refused' });
+  });
+
+  test('an open group lets anyone in without asking; the others still ask', async () => {
+    const inner = refusing(401);
+    const access = { ...PROTECTED_ACCESS, invasive: 'open' } as const;
+    const authorizer = withApiAccess(inner, access);
+    expect(await authorizer.authorize(undefined, dcgm3)).toEqual({
+      allowed: true,
+      caller: 'anonymous (AUTOPILOT_API_ACCESS_INVASIVE=open)',
+    });
+    expect(inner.calls).toBe(0);
+    const ack = await authorizer.authorize(undefined, { kind: 'acknowledge', node: 'n1' });
+    expect(ack.allowed).toBe(false);
+    expect(inner.calls).toBe(1);
+  });
+
+  test('standalone without a token: the 403 names the token and the open setting', async () => {
+    const decision = await withApiAccess(
+      createStaticTokenAuthorizer(undefined),
+      PROTECTED_ACCESS,
+    ).authorize(undefined, dcgm3);
+    expect(decision).toMatchObject({ allowed: false, status: 403 });
+    expect(decision.allowed ? '' : decision.message).toContain(
+      'set AUTOPILOT_API_TOKEN (standalone mode) or run in Kubernetes; set AUTOPILOT_API_ACCESS_INVASIVE=open',
+    );
   });
 });
