@@ -261,6 +261,20 @@ int ap_pci_bus_id(int device, char *buf, int len) {
   return cudaDeviceGetPCIBusId(buf, len, device);
 }
 
+int ap_device_by_bus_id(const char *bus_id, int *device) {
+  if (bus_id == nullptr || device == nullptr) return cudaErrorInvalidValue;
+  int found = -1;
+  cudaError_t e = cudaDeviceGetByPCIBusId(&found, bus_id);
+  if (e != cudaSuccess) {
+    // "Not this bus id" is an answer, not an error: leave nothing for a later call on this
+    // koffi worker thread to pick up as its own.
+    (void)cudaGetLastError();
+    return e;
+  }
+  *device = found;
+  return cudaSuccess;
+}
+
 int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, int numa_node,
                       double *gbps, int *placement, int *placement_error) {
   if (gbps == nullptr || placement == nullptr || placement_error == nullptr || bytes == 0 ||

@@ -2,9 +2,10 @@
  * Autopilot CUDA probe: one C function per whole measurement.
  *
  * Every function sets its device, allocates, measures, frees and returns a cudaError_t as an int
- * (0 on success), so each call is self-contained. ap_device_count and ap_pci_bus_id only query the
- * runtime's device table and create no context; every other function creates the device's primary
- * context (cudaSetDevice) and destroys it again before returning. That matters because the Node binding calls
+ * (0 on success), so each call is self-contained. ap_device_count, ap_pci_bus_id and
+ * ap_device_by_bus_id only query the runtime's device table and create no context; every other
+ * function creates the device's primary context (cudaSetDevice) and destroys it again before
+ * returning. That matters because the Node binding calls
  * these functions through koffi's .async, which runs each call on whichever worker thread is free:
  * CUDA's per-thread state (the current device) does not carry from one call to the next.
  *
@@ -40,6 +41,16 @@ AP_EXPORT int ap_device_count(int *count);
  * len must be at least 13.
  */
 AP_EXPORT int ap_pci_bus_id(int device, char *buf, int len);
+
+/*
+ * The CUDA ordinal of the device at a PCI bus id: cudaDeviceGetByPCIBusId, which accepts
+ * "[domain]:[bus]:[device].[function]" (hex), "[domain]:[bus]:[device]" or
+ * "[bus]:[device].[function]". It names no ordinal before it has one, so the exporter can look up
+ * only the GPUs it will measure and never touch a busy one. A bus id CUDA does not know answers
+ * cudaErrorInvalidValue (1) or cudaErrorInvalidDevice (101), the only failures the runtime API
+ * documents besides initialisation errors; the error is cleared from the thread before returning.
+ */
+AP_EXPORT int ap_device_by_bus_id(const char *bus_id, int *device);
 
 /* Where ap_copy_bandwidth's pinned host buffer came from (its *placement). */
 #define AP_PLACEMENT_NOT_ASKED 0     /* numa_node < 0: cudaMallocHost, wherever the kernel put it */

@@ -146,30 +146,31 @@ export function withGpusAndCuda(
   );
 }
 
-/** "00000000:06:00.0" (NVML) and "0000:06:00.0" (CUDA) name the same device. */
-export function busIdKey(busId: string): string | undefined {
+/**
+ * NVML's bus id ("00000000:06:00.0", an 8-digit domain) as CUDA writes it ("0000:06:00.0",
+ * cudaDeviceGetPCIBusId's 4-hex-digit domain), the form cudaDeviceGetByPCIBusId surely reads back.
+ * Undefined when it is no bus id (NVML gave none).
+ */
+export function cudaBusId(busId: string): string | undefined {
   const match = /^(?:([0-9a-f]+):)?([0-9a-f]+):([0-9a-f]+)\.([0-9a-f]+)$/i.exec(busId.trim());
   if (match === null) return undefined;
-  return [match[1] ?? '0', match[2]!, match[3]!, match[4]!]
-    .map((part) => parseInt(part, 16))
-    .join(':');
+  const [domain, bus, device, fn] = [match[1] ?? '0', match[2]!, match[3]!, match[4]!].map((part) =>
+    parseInt(part, 16).toString(16).toUpperCase(),
+  );
+  return `${domain!.padStart(4, '0')}:${bus!.padStart(2, '0')}:${device!.padStart(2, '0')}.${fn!}`;
 }
 
 /**
- * CUDA ordinals by bus id. CUDA orders devices fastest first unless told otherwise and NVML in the
- * driver's order, so the two are matched by PCI address, never by position. Safe on busy GPUs:
- * cudaGetDeviceCount and cudaDeviceGetPCIBusId read the device table the driver builds at
- * initialisation and need no context, which the runtime creates only at cudaSetDevice or the first
- * call that needs one (CUDA Runtime API, "Interactions with the CUDA Driver API").
+ * The CUDA ordinal of an NVML GPU, matched by PCI address, never by position: CUDA orders devices
+ * fastest first unless told otherwise and NVML in the driver's order. Undefined when CUDA does not
+ * see the GPU. One lookup of this GPU's bus id alone (cudaDeviceGetByPCIBusId), so no other GPU is
+ * named to CUDA; it reads the device table the driver builds at initialisation and creates no
+ * context, which the runtime creates only at cudaSetDevice or the first call that needs one (CUDA
+ * Runtime API, "Interactions with the CUDA Driver API").
  */
-export async function cudaOrdinals(cuda: CudaProbe): Promise<Map<string, number>> {
-  const ordinals = new Map<string, number>();
-  const count = await cuda.deviceCount();
-  for (let ordinal = 0; ordinal < count; ordinal++) {
-    const key = busIdKey(await cuda.pciBusId(ordinal));
-    if (key !== undefined) ordinals.set(key, ordinal);
-  }
-  return ordinals;
+export async function cudaOrdinalOf(cuda: CudaProbe, gpu: GpuDevice): Promise<number | undefined> {
+  const busId = cudaBusId(gpu.pciBusId);
+  return busId === undefined ? undefined : cuda.deviceByBusId(busId);
 }
 
 /**
@@ -190,7 +191,7 @@ export function failedMeasurement(id: string, error: unknown): DeviceResult {
   };
 }
 
-/** Why a GPU CUDA sees must not be measured now, or undefined. */
+/** Why a GPU must not be measured now, or undefined. */
 async function blocker(nvml: Nvml, gpu: GpuDevice): Promise<string | undefined> {
   if (await nvml.migEnabled(gpu.index)) return 'MIG is enabled on this GPU';
   const occupancy = await occupancyOf(nvml, gpu.index);
@@ -218,10 +219,12 @@ export interface CudaMeasurements<M> {
 /**
  * Measures the GPUs that CUDA reaches, one at a time in NVML order: GPUs behind one PCIe switch
  * would otherwise share its uplink, and a GPU's figures are only comparable with its siblings' when
- * each was measured alone. SKIP, before any CUDA call on it: a GPU CUDA does not see, in MIG mode,
- * or not known to be idle (a measurement creates a context, about 0.5 GiB of HBM, which can push a
- * job out of memory). A GPU another process holds in EXCLUSIVE_PROCESS mode is SKIP too; another
- * failed measurement is judged by `onFailure`. Undefined when CUDA sees no device at all.
+ * each was measured alone. SKIP, before any CUDA call that names it (not even its ordinal is looked
+ * up): a GPU in MIG mode or not known to be idle (a measurement creates a context, about 0.5 GiB of
+ * HBM, which can push a job out of memory). Each other GPU's ordinal comes from its own bus-id
+ * lookup just before it is measured; SKIP when CUDA does not see it. A GPU another process holds in
+ * EXCLUSIVE_PROCESS mode is SKIP too; another failed measurement is judged by `onFailure`.
+ * Undefined when CUDA sees no device at all (counting devices names none).
  */
 export async function measureEachGpu<M>(
   nvml: Nvml,
@@ -230,20 +233,21 @@ export async function measureEachGpu<M>(
   measure: (gpu: GpuDevice, ordinal: number) => Promise<M>,
   onFailure: (id: string, error: unknown) => DeviceResult = failedMeasurement,
 ): Promise<CudaMeasurements<M> | undefined> {
-  const ordinals = await cudaOrdinals(cuda);
-  if (ordinals.size === 0) return undefined;
+  if ((await cuda.deviceCount()) === 0) return undefined;
   const measured = new Map<number, M>();
   const settled = new Map<number, DeviceResult>();
   for (const gpu of gpus) {
     const id = String(gpu.index);
-    const ordinal = ordinals.get(busIdKey(gpu.pciBusId) ?? '');
-    if (ordinal === undefined) {
-      settled.set(gpu.index, skipped(id, `CUDA does not see ${gpu.pciBusId}`));
-      continue;
-    }
     try {
+      // Judged here, not once for all GPUs up front: a job may start while others are measured.
       const why = await blocker(nvml, gpu);
-      if (why !== undefined) settled.set(gpu.index, skipped(id, why));
+      if (why !== undefined) {
+        settled.set(gpu.index, skipped(id, why));
+        continue;
+      }
+      const ordinal = await cudaOrdinalOf(cuda, gpu);
+      if (ordinal === undefined)
+        settled.set(gpu.index, skipped(id, `CUDA does not see ${gpu.pciBusId}`));
       else measured.set(gpu.index, await measure(gpu, ordinal));
     } catch (error) {
       const held = error instanceof CudaError && error.code === CUDA_ERROR_DEVICES_UNAVAILABLE;

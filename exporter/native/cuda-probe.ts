@@ -22,6 +22,7 @@ type NativeFunction = ReturnType<LibraryHandle['func']>;
 const PROTOTYPES = {
   ap_device_count: 'int ap_device_count(_Out_ int *count)',
   ap_pci_bus_id: 'int ap_pci_bus_id(int device, _Out_ uint8_t *buf, int len)',
+  ap_device_by_bus_id: 'int ap_device_by_bus_id(const char *bus_id, _Out_ int *device)',
   ap_copy_bandwidth:
     'int ap_copy_bandwidth(int device, int direction, size_t bytes, int repetitions, int numa_node, _Out_ double *gbps, _Out_ int *placement, _Out_ int *placement_error)',
   ap_hbm_bandwidth:
@@ -38,6 +39,8 @@ type ProbeFunctions = Record<ProbeFunction, NativeFunction>;
 const DIRECTIONS: Record<CopyDirection, number> = { h2d: 0, d2h: 1 };
 /** cudaErrorInvalidValue: what the C side answers to bad arguments, answered here without a call. */
 const INVALID_VALUE = 1;
+/** cudaErrorInvalidDevice. */
+const INVALID_DEVICE = 101;
 /** probe.h's AP_PLACEMENT_*: where ap_copy_bandwidth's host buffer came from. */
 const PLACEMENT_BOUND = 1;
 const PLACEMENT_OS_REFUSED = 2;
@@ -67,6 +70,24 @@ export function describePlacement(
 
 /** cudaDeviceGetPCIBusId needs 13 bytes; room for longer domains. */
 const BUS_ID_BYTES = 32;
+
+/**
+ * The forms cudaDeviceGetByPCIBusId accepts (CUDA Runtime API, Device Management):
+ * "[domain]:[bus]:[device].[function]", "[domain]:[bus]:[device]", "[bus]:[device].[function]",
+ * all hex.
+ */
+const BUS_ID =
+  /^(?:[0-9a-f]+:[0-9a-f]+:[0-9a-f]+(?:\.[0-9a-f]+)?|[0-9a-f]+:[0-9a-f]+\.[0-9a-f]+)$/i;
+
+/**
+ * cudaDeviceGetByPCIBusId returns cudaSuccess, cudaErrorInvalidValue or cudaErrorInvalidDevice
+ * (CUDA Runtime API, Device Management; cuda_runtime_api.h of CUDA 13.0), as the driver's
+ * cuDeviceGetByPCIBusId it wraps does (CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_INVALID_DEVICE,
+ * besides initialisation errors). Neither page says which one a bus id with no device gives. The
+ * binding passes only well-formed ids (BUS_ID) and a valid out-pointer, so either answer can only
+ * mean that CUDA knows no device there, and both are that answer, not an error.
+ */
+const UNKNOWN_BUS_ID = new Set([INVALID_VALUE, INVALID_DEVICE]);
 
 /** Loads the probe library; `reason` says why it cannot be used (missing file, missing symbol). */
 export function loadCudaProbe(libraryPath: string): CudaProbeLoad {
@@ -135,6 +156,15 @@ function createProbe(fns: ProbeFunctions): CudaProbe {
       await measure('ap_pci_bus_id', [device, buffer, BUS_ID_BYTES]);
       const end = buffer.indexOf(0);
       return buffer.toString('latin1', 0, end < 0 ? BUS_ID_BYTES : end);
+    },
+
+    async deviceByBusId(busId) {
+      if (!BUS_ID.test(busId)) return invalid('ap_device_by_bus_id');
+      const device = [0];
+      const code = Number(await callAsync('ap_device_by_bus_id', [busId, device]));
+      if (UNKNOWN_BUS_ID.has(code)) return undefined;
+      if (code !== 0) throw await failure('ap_device_by_bus_id', code);
+      return Number(device[0]);
     },
 
     async copyBandwidth(device, direction, bytes, repetitions, numaNode) {

@@ -155,8 +155,18 @@ export interface CopyResult {
 export interface CudaProbe {
   /** Devices CUDA sees; 0 when there is no driver or no device (CUDA errors 35 and 100). */
   deviceCount(): Promise<number>;
-  /** "0000:06:00.0" (CUDA's 4-hex-digit domain), to match CUDA ordinals with NVML indexes. */
+  /**
+   * "0000:06:00.0" (CUDA's 4-hex-digit domain) of an ordinal. The checks do not use it: it names
+   * the ordinal, so asking it of every device would touch the busy ones too (deviceByBusId).
+   */
   pciBusId(device: number): Promise<string>;
+  /**
+   * The CUDA ordinal of the device at a PCI bus id ("0000:06:00.0"), undefined when CUDA knows no
+   * device there (hidden by CUDA_VISIBLE_DEVICES, or gone). A device-table query: no context.
+   * CUDA orders devices fastest first and NVML in the driver's order, so the checks match them by
+   * bus id, one GPU at a time, just before measuring it; a malformed bus id rejects.
+   */
+  deviceByBusId(busId: string): Promise<number | undefined>;
   /**
    * Pinned host memory to or from the device: GB/s (10^9 bytes per second). With `numaNode`, the
    * host buffer is bound to that NUMA node when the kernel and CUDA allow it; `placement` says.

@@ -22,7 +22,7 @@ import type {
   DeviceResult,
 } from '../../exporter/checks/check.js';
 import { createEccCheck } from '../../exporter/checks/ecc.js';
-import { busIdKey, cudaOrdinals } from '../../exporter/checks/gpu-common.js';
+import { cudaOrdinalOf } from '../../exporter/checks/gpu-common.js';
 import { createGpuMemCheck, expectedFigures } from '../../exporter/checks/gpumem.js';
 import { createGpuPowerCheck } from '../../exporter/checks/gpupower.js';
 import { createPcieBwCheck } from '../../exporter/checks/pciebw.js';
@@ -520,12 +520,17 @@ async function main(settings: Settings, steps: Steps): Promise<number> {
     `native copy loop ${settings.reference}: ${existsSync(settings.reference) ? 'present' : 'absent'}`,
   );
   if (!gpus.ok || gpus.value.length === 0) return 1;
+  // Every GPU's ordinal, for the tables and the native loop: bus-id lookups, which create no
+  // context (the checks themselves look up only the GPUs they measure).
+  const list = gpus.value;
   const ordinals = cuda.ok
-    ? await steps.run('CUDA ordinals', 30_000, () => cudaOrdinals(cuda.probe))
+    ? await steps.run('CUDA ordinals', 30_000, () =>
+        Promise.all(list.map((gpu) => cudaOrdinalOf(cuda.probe, gpu))),
+      )
     : undefined;
   const tables = new Map(
-    gpus.value.map((gpu): [string, GpuTable] => {
-      const ordinal = ordinals?.ok ? ordinals.value.get(busIdKey(gpu.pciBusId) ?? '') : undefined;
+    list.map((gpu, i): [string, GpuTable] => {
+      const ordinal = ordinals?.ok ? ordinals.value[i] : undefined;
       return [String(gpu.index), { gpu, ordinal, rows: [], reasons: [] }];
     }),
   );

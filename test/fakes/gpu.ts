@@ -138,10 +138,18 @@ export function fakeNvml(gpus: FakeGpu[]): FakeNvml {
   };
 }
 
+/** Whether two bus ids name one device, whatever the width of their hex fields. */
+function sameBus(a: string, b: string): boolean {
+  const fields = (id: string) => id.split(/[:.]/).map((part) => parseInt(part, 16));
+  return fields(a).join(':') === fields(b).join(':');
+}
+
 /**
  * CUDA ordinals in reverse NVML order, as CUDA's "fastest first" order may differ from NVML's.
- * `calls` logs every measurement, the calls that create a context on the device, as
- * "<kind> <ordinal> ...": "copy 7 h2d node 1", "hbm 7", "pattern 7", "flops 7 32".
+ * `calls` logs every call that concerns one device, as "<kind> <ordinal> ...": the measurements,
+ * which create a context on it ("copy 7 h2d node 1", "hbm 7", "pattern 7", "flops 7 32"), and the
+ * bus-id calls ("bus id 7" for a lookup that found ordinal 7, "bus id none 0000:E1:00.0" for one
+ * that found nothing, "ordinal's bus id 7"). Counting devices concerns none and is not logged.
  */
 export function fakeCuda(gpus: FakeGpu[]): CudaProbe & { readonly calls: string[] } {
   const calls: string[] = [];
@@ -163,7 +171,17 @@ export function fakeCuda(gpus: FakeGpu[]): CudaProbe & { readonly calls: string[
     calls,
     callsInFlight: () => 0,
     deviceCount: () => Promise.resolve(byOrdinal.length),
-    pciBusId: (o) => Promise.resolve(at(o).device.pciBusId.replace(/^0000/, '')),
+    pciBusId: (o) =>
+      Promise.resolve().then(() => {
+        calls.push(`ordinal's bus id ${o}`);
+        return at(o).device.pciBusId.replace(/^0000/, '');
+      }),
+    deviceByBusId: (busId) =>
+      Promise.resolve().then(() => {
+        const ordinal = byOrdinal.findIndex((g) => sameBus(g.device.pciBusId, busId));
+        calls.push(ordinal < 0 ? `bus id none ${busId}` : `bus id ${ordinal}`);
+        return ordinal < 0 ? undefined : ordinal;
+      }),
     copyBandwidth: (o: number, direction: CopyDirection, _b: number, _r: number, node?: number) =>
       measure(`copy ${o} ${direction} node ${node ?? 'none'}`, o, (g) => ({
         gbps: direction === 'h2d' ? g.h2dGBps : g.d2hGBps,

@@ -110,6 +110,16 @@ describe('context lifetime', () => {
     }
   });
 
+  test('a lookup by bus id creates no context and names only the device it finds', async () => {
+    expect(await probe.deviceByBusId('0000:52:00.0')).toBe(2);
+    expect(Number(native.liveContexts())).toBe(0);
+    expect(Number(native.contexts(2))).toBe(0);
+    for (let device = 0; device < 8; device++) {
+      expect(callsOn(null, device)).toBe(device === 2 ? 1 : 0);
+    }
+    expect(callsOn('cudaDeviceGetByPCIBusId', 2)).toBe(1);
+  });
+
   const measurements: [string, () => Promise<unknown>][] = [
     ['copyBandwidth', () => probe.copyBandwidth(3, 'h2d', MiB, 2, 0)],
     ['hbmBandwidth', () => probe.hbmBandwidth(3, MiB, 2)],
@@ -284,6 +294,46 @@ describe('pciBusId', () => {
       101,
       'invalid device ordinal',
     ]);
+  });
+});
+
+describe('deviceByBusId', () => {
+  test('finds each device by its bus id, in the forms the runtime API documents', async () => {
+    const ordinals = await Promise.all(
+      ['1B', '43', '52', '61', '9D', 'C3', 'D1', 'DF'].map((bus) =>
+        probe.deviceByBusId(`0000:${bus}:00.0`),
+      ),
+    );
+    expect(ordinals).toStrictEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(await probe.deviceByBusId('00000000:9d:00.0')).toBe(4); // NVML's 8-digit domain
+    expect(await probe.deviceByBusId('0000:9D:00')).toBe(4);
+    expect(await probe.deviceByBusId('9D:00.0')).toBe(4);
+  });
+
+  test('a bus id with no device (cudaErrorInvalidDevice) is undefined, not an error', async () => {
+    expect(await probe.deviceByBusId('0000:E1:00.0')).toBeUndefined(); // a ninth device
+    expect(callsOn('cudaDeviceGetByPCIBusId', -1)).toBe(1);
+    control(native.setDevices, 9);
+    expect(await probe.deviceByBusId('0000:E1:00.0')).toBe(8);
+  });
+
+  test('cudaErrorInvalidValue, the other documented failure, also means no device', async () => {
+    control(native.fail, 'cudaDeviceGetByPCIBusId', 1);
+    expect(await probe.deviceByBusId('0000:1B:00.0')).toBeUndefined();
+  });
+
+  test('other errors reject with the CUDA error', async () => {
+    native.setError(3);
+    const error = await rejection(probe.deviceByBusId('0000:1B:00.0'));
+    expect([error.fn, error.code]).toStrictEqual(['ap_device_by_bus_id', 3]);
+  });
+
+  test('a malformed bus id rejects with cudaErrorInvalidValue without a call', async () => {
+    for (const busId of ['', 'GPU-0', '1B', '0000:1B:00.0;', ':1B:00.0']) {
+      const error = await rejection(probe.deviceByBusId(busId));
+      expect([error.fn, error.code]).toStrictEqual(['ap_device_by_bus_id', 1]);
+    }
+    expect(callsOn('cudaDeviceGetByPCIBusId', -1)).toBe(0);
   });
 });
 

@@ -144,8 +144,8 @@ describe('every GPU check completes where the process count is unknown', () => {
     expect(outcomes.get('dcgm 3')?.reason).toBe(
       `GPUs in use or not known to be idle, not tested: GPU 3 (${MIG_UNKNOWN})`,
     );
-    // No CUDA context on the GPU whose processes cannot be seen.
-    expect(Number(callsOn('cudaSetDevice', 3))).toBe(0);
+    // No CUDA call at all, not even a bus-id lookup, on the GPU whose processes cannot be seen.
+    expect(Number(callsOn(null, 3))).toBe(0);
     expect(Number(contexts(3))).toBe(0);
   });
 
@@ -172,5 +172,6 @@ describe('every GPU check completes where the process count is unknown', () => {
     expect(outcomes.get('gpumem')?.reason).toBe(notIdle);
     expect(outcomes.get('dcgm 3')?.reason).toBe(notIdle);
     expect(Number(callsOn('cudaSetDevice', -1))).toBe(0);
+    for (let device = 0; device < 4; device++) expect(Number(callsOn(null, device))).toBe(0);
   });
 });

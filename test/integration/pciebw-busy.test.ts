@@ -23,6 +23,7 @@ const nvmlApply = nvmlControl.func('int fakenvml_apply(const char *scenario)');
 const cudart = koffi.load(join(BUILD, 'cuda', 'libcudart.so.13'));
 const cudaReset = cudart.func('void fakecuda_reset(void)');
 const cudaUnavailable = cudart.func('int fakecuda_set_unavailable(int device, int on)');
+const cudaDevices = cudart.func('int fakecuda_set_devices(int n)');
 const callsOn = cudart.func('int fakecuda_calls_on(const char *function, int device)');
 const contexts = cudart.func('int fakecuda_contexts(int device)');
 
@@ -55,21 +56,37 @@ async function run(scenario: string) {
 }
 
 describe('pciebw on busy GPUs, over the C fakes', () => {
-  test('a GPU with compute processes gets no CUDA call but the bus id, no context, and SKIP with the count', async () => {
+  test('a GPU with compute processes gets no CUDA call at all, no context, and SKIP with the count', async () => {
     const outcome = await run('gpus=4;procs=2:2');
     expect(outcome.devices.map((d) => d.verdict)).toEqual(['PASS', 'PASS', 'SKIP', 'PASS']);
     expect(outcome.devices[2]?.reason).toBe('2 compute processes');
-    expect(Number(callsOn(null, 2))).toBe(1);
-    expect(Number(callsOn('cudaDeviceGetPCIBusId', 2))).toBe(1);
+    // Not even a bus-id query: the log has no call of any kind with ordinal 2.
+    expect(Number(callsOn(null, 2))).toBe(0);
     expect(Number(contexts(2))).toBe(0);
-    expect(Number(callsOn('cudaSetDevice', 1))).toBe(2); // an idle GPU: one per direction
+    // An idle GPU: its own lookup by bus id, then one cudaSetDevice per direction.
+    expect(Number(callsOn('cudaDeviceGetByPCIBusId', 1))).toBe(1);
+    expect(Number(callsOn('cudaSetDevice', 1))).toBe(2);
+    // No lookup came back empty, and no ordinal was asked for its bus id.
+    expect(Number(callsOn('cudaDeviceGetByPCIBusId', -1))).toBe(0);
+    for (let device = 0; device < 4; device++) {
+      expect(Number(callsOn('cudaDeviceGetPCIBusId', device))).toBe(0);
+    }
   });
 
   test('a GPU in MIG mode (process count unknown) gets no CUDA call either', async () => {
     const outcome = await run('gpus=2;mig=1');
     expect(outcome.devices[1]).toMatchObject({ verdict: 'SKIP' });
-    expect(Number(callsOn('cudaSetDevice', 1))).toBe(0);
+    expect(Number(callsOn(null, 1))).toBe(0);
     expect(Number(contexts(1))).toBe(0);
+  });
+
+  test('a GPU CUDA does not see (its bus id unknown to CUDA) is SKIP, the others measured', async () => {
+    expect(Number(cudaDevices(3))).toBe(0); // NVML lists 4 GPUs, CUDA only the first 3
+    const outcome = await run('gpus=4');
+    expect(outcome.devices.map((d) => d.verdict)).toEqual(['PASS', 'PASS', 'PASS', 'SKIP']);
+    expect(outcome.devices[3]?.reason).toBe('CUDA does not see 00000000:61:00.0');
+    expect(Number(callsOn('cudaDeviceGetByPCIBusId', -1))).toBe(1); // the lookup that found none
+    expect(Number(callsOn(null, 3))).toBe(0);
   });
 
   test('NOT_SUPPORTED for the link: idle GPUs still measured, a busy one SKIP, no link metrics', async () => {

@@ -93,7 +93,24 @@ describe('gpumem', () => {
       verdict: 'SKIP',
       reason: `GPUs in use or not known to be idle, not tested: GPU 2 (process count unknown: ${DENIED})`,
     });
-    expect(cuda.calls).toEqual([]);
+    expect(cuda.calls).toEqual([]); // not even a bus-id lookup
+  });
+
+  test('a MIG GPU is SKIP and no CUDA call names it; each idle GPU is looked up, then measured', async () => {
+    const gpus = fakeNode(3);
+    gpus[1]!.mig = true;
+    const cuda = fakeCuda(gpus); // ordinals reversed: GPU 1 is ordinal 1, GPU 0 ordinal 2
+    const outcome = await createGpuMemCheck({
+      nvml: loaded(gpus),
+      cuda: { ok: true, probe: cuda },
+    }).run(ctx({}));
+    expect(outcome.devices[1]).toMatchObject({
+      verdict: 'SKIP',
+      reason: 'MIG is enabled on this GPU',
+    });
+    expect(cuda.calls.filter((c) => c.split(' ').slice(0, 3).includes('1'))).toEqual([]);
+    expect(cuda.calls.filter((c) => c.startsWith('bus id'))).toEqual(['bus id 2', 'bus id 0']);
+    expect(cuda.calls.indexOf('bus id 0')).toBeGreaterThan(cuda.calls.indexOf('flops 2 64'));
   });
 });
 

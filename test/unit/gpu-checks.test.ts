@@ -6,7 +6,7 @@ import {
   type CheckRun,
 } from '../../exporter/checks/check.js';
 import { createEccCheck } from '../../exporter/checks/ecc.js';
-import { busIdKey } from '../../exporter/checks/gpu-common.js';
+import { cudaBusId } from '../../exporter/checks/gpu-common.js';
 import { createGpuMemCheck, judgeCudaFailure, judgeGpuMem } from '../../exporter/checks/gpumem.js';
 import {
   activeReasons,
@@ -265,11 +265,12 @@ describe('pciebw', () => {
     expect(linkCapacityGBps(9, 16)).toBeUndefined();
   });
 
-  test('NVML and CUDA bus ids compare equal', () => {
-    expect(busIdKey('00000000:1A:00.0')).toBe(busIdKey('0000:1a:00.0'));
-    expect(busIdKey('1a:00.0')).toBe(busIdKey('00000000:1A:00.0'));
-    expect(busIdKey('0000:1b:00.0')).not.toBe(busIdKey('0000:1a:00.0'));
-    expect(busIdKey('nonsense')).toBeUndefined();
+  test("NVML's bus ids are looked up in CUDA's own form", () => {
+    expect(cudaBusId('00000000:1a:00.0')).toBe('0000:1A:00.0');
+    expect(cudaBusId('1a:00.0')).toBe('0000:1A:00.0');
+    expect(cudaBusId('00010000:C3:1F.7')).toBe('10000:C3:1F.7'); // a domain over 16 bits is kept
+    expect(cudaBusId('nonsense')).toBeUndefined();
+    expect(cudaBusId('')).toBeUndefined();
   });
 
   const gen3x8 = { ...healthyLink, currentGeneration: 3, currentWidth: 8 };
@@ -365,10 +366,13 @@ describe('pciebw', () => {
     expect(outcome.devices.map((d) => d.compatValue)).toEqual([
       55.1, 55.1, 55.1, 6.6, 55.1, 55.1, 55.1, 55.1,
     ]);
-    // CUDA ordinals are the reverse of NVML indexes in the fake: GPU 0 is ordinal 7.
-    expect(cuda.calls.slice(0, 4)).toEqual([
+    // CUDA ordinals are the reverse of NVML indexes in the fake: GPU 0 is ordinal 7. Each GPU's
+    // ordinal is looked up by its bus id just before it is measured.
+    expect(cuda.calls.slice(0, 6)).toEqual([
+      'bus id 7',
       'copy 7 h2d node 0',
       'copy 7 d2h node 0',
+      'bus id 6',
       'copy 6 h2d node 0',
       'copy 6 d2h node 0',
     ]);
@@ -400,8 +404,9 @@ describe('pciebw', () => {
       'process count unknown: nvmlDeviceGetComputeRunningProcesses_v3: GPU is lost (15)',
     ]);
     expect(outcome.devices[1]?.evidence).toMatchObject({ linkWidth: 16, maxLinkWidth: 16 });
-    // GPU 0 is ordinal 3; GPUs 1, 2 and 3 (ordinals 2, 1, 0) get no measurement at all.
-    expect(cuda.calls).toEqual(['copy 3 h2d node 0', 'copy 3 d2h node 0']);
+    // GPU 0 is ordinal 3; GPUs 1, 2 and 3 (ordinals 2, 1, 0) get no call at all, not even the
+    // lookup of their bus id.
+    expect(cuda.calls).toEqual(['bus id 3', 'copy 3 h2d node 0', 'copy 3 d2h node 0']);
   });
 
   test('a busy GPU with a degraded width is FAIL, still without a CUDA call', async () => {
@@ -414,7 +419,8 @@ describe('pciebw', () => {
       verdict: 'FAIL',
       reason: 'degraded (width): x8 of x16; bandwidth not measured: 2 compute processes',
     });
-    expect(cuda.calls.filter((c) => c.startsWith('copy 0 '))).toEqual([]);
+    // GPU 1 is ordinal 0: no call names it, only GPU 0 (ordinal 1) is looked up and measured.
+    expect(cuda.calls).toEqual(['bus id 1', 'copy 1 h2d node 0', 'copy 1 d2h node 0']);
   });
 
   test('GPU 3 on Gen3 x8 of a Gen5 x16 part without the CUDA probe: link metrics, width FAIL, the rest SKIP', async () => {
@@ -462,9 +468,17 @@ describe('pciebw', () => {
   test('a MIG GPU and a GPU CUDA does not see are skipped; CUDA seeing no device skips them all', async () => {
     const gpus = fakeNode(3);
     gpus[0]!.mig = true;
-    const outcome = await pcie(gpus, withProbe(fakeCuda(gpus.slice(0, 2)))).run(ctx);
+    const cuda = fakeCuda(gpus.slice(0, 2));
+    const outcome = await pcie(gpus, withProbe(cuda)).run(ctx);
     expect(verdicts(outcome)).toEqual(['0:SKIP', '1:PASS', '2:SKIP']);
     expect(outcome.devices[2]?.reason).toBe(`CUDA does not see ${gpus[2]!.device.pciBusId}`);
+    // GPU 0 (MIG, ordinal 1) is never looked up; GPU 2's lookup, in CUDA's form, finds nothing.
+    expect(cuda.calls).toEqual([
+      'bus id 0',
+      'copy 0 h2d node 0',
+      'copy 0 d2h node 0',
+      `bus id none ${gpus[2]!.device.pciBusId.slice(4)}`,
+    ]);
     const none = await pcie(gpus, withProbe(fakeCuda([]))).run(ctx);
     expect(verdicts(none)).toEqual(['0:SKIP', '1:SKIP', '2:SKIP']);
     expect(none.devices[0]?.reason).toMatch(/^CUDA sees no device while NVML sees 3 GPUs/);

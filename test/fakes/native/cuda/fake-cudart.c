@@ -69,9 +69,10 @@
  *   int  fakecuda_calls_on(const char *function, int device)
  *        the call log: calls since reset of `function` (NULL: any runtime function) that
  *        touched `device`: the ordinal it named (cudaSetDevice, cudaDeviceGetPCIBusId,
- *        cudaDeviceGetAttribute) or, for calls that work in a context, the calling thread's
- *        current device. cudaGetDeviceCount touches none (-1). The error and version queries
- *        are not logged.
+ *        cudaDeviceGetAttribute), the ordinal it answered (cudaDeviceGetByPCIBusId: the device
+ *        at that bus id, -1 when there is none) or, for calls that work in a context, the
+ *        calling thread's current device. cudaGetDeviceCount touches none (-1). The error and
+ *        version queries are not logged.
  *   int  fakecuda_contexts(int device)                 primary contexts created on the device since
  *                                                      reset: the first call that needs a context
  *                                                      creates one (cudaSetDevice does, CUDA 12 and
@@ -738,6 +739,78 @@ cudaError_t cudaDeviceGetPCIBusId(char *pciBusId, int len, int device) {
   if (e != cudaSuccess) return fail(e);
   if (pciBusId == NULL || len < 13) return fail(cudaErrorInvalidValue);
   snprintf(pciBusId, (size_t)len, "%04X:%02X:%02X.%X", 0u, bus_of(device), 0u, 0u);
+  return cudaSuccess;
+}
+
+/* One hex field of a bus id, at least one digit, the whole field: *end_out past it. */
+static int hex_field(const char *text, unsigned long *value, const char **end_out) {
+  char *end = NULL;
+  if (!((*text >= '0' && *text <= '9') || (*text >= 'a' && *text <= 'f') ||
+        (*text >= 'A' && *text <= 'F'))) {
+    return 0;
+  }
+  *value = strtoul(text, &end, 16);
+  *end_out = end;
+  return 1;
+}
+
+/* The forms cudaDeviceGetByPCIBusId's documentation lists: "[domain]:[bus]:[device].[function]",
+ * "[domain]:[bus]:[device]" and "[bus]:[device].[function]", all hex. 0 when malformed. */
+static int parse_bus_id(const char *text, unsigned long field[4]) {
+  unsigned long v[4];
+  int n = 0;
+  const char *p = text;
+  char seps[4] = {0};
+  while (n < 4 && hex_field(p, &v[n], &p)) {
+    seps[n] = *p;
+    ++n;
+    if (*p == '\0') break;
+    if (*p != ':' && *p != '.') return 0;
+    ++p;
+  }
+  if (*p != '\0' || n < 3) return 0;
+  if (n == 4 && seps[0] == ':' && seps[1] == ':' && seps[2] == '.') {
+    memcpy(field, v, sizeof v);
+  } else if (n == 3 && seps[0] == ':' && seps[1] == ':') {
+    field[0] = v[0], field[1] = v[1], field[2] = v[2], field[3] = 0;
+  } else if (n == 3 && seps[0] == ':' && seps[1] == '.') {
+    field[0] = 0, field[1] = v[0], field[2] = v[1], field[3] = v[2];
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+/* The device at a bus id, -1 when none; -2 when the text is no bus id. */
+static int device_at_bus_id(const char *text) {
+  unsigned long f[4];
+  if (text == NULL || !parse_bus_id(text, f)) return -2;
+  if (f[0] != 0 || f[2] != 0 || f[3] != 0) return -1;
+  pthread_mutex_lock(&lock);
+  int n = S.devices;
+  pthread_mutex_unlock(&lock);
+  for (int d = 0; d < n; ++d) {
+    if (bus_of(d) == f[1]) return d;
+  }
+  return -1;
+}
+
+/* A bus id no device has: cudaErrorInvalidDevice, one of the two failures the runtime API
+ * documents for this function (the other, cudaErrorInvalidValue, for a NULL or malformed
+ * argument); which one the real runtime gives for an unknown id is not documented, and the
+ * exporter treats both alike. Logged with the ordinal it answers, so a test sees which GPUs were
+ * looked up. */
+cudaError_t cudaDeviceGetByPCIBusId(int *device, const char *pciBusId) {
+  ensure();
+  int found = device_at_bus_id(pciBusId);
+  ENTER_QUERY(1, found < 0 ? -1 : found);
+  if (device == NULL || found == -2) return fail(cudaErrorInvalidValue);
+  pthread_mutex_lock(&lock);
+  int none = S.devices == 0;
+  pthread_mutex_unlock(&lock);
+  if (none) return fail(cudaErrorNoDevice);
+  if (found < 0) return fail(cudaErrorInvalidDevice);
+  *device = found;
   return cudaSuccess;
 }
 
