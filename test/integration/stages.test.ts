@@ -6,6 +6,7 @@
 
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { KubeConfig } from '@kubernetes/client-node';
+import koffi from 'koffi';
 import { join } from 'node:path';
 import request from 'supertest';
 import { CHECK_NAMES } from '../../exporter/checks/index.js';
@@ -15,6 +16,9 @@ import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { buildExporter, type Exporter } from '../../exporter/exporter.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import { silentLogger } from '../../exporter/log.js';
+import { createSystemClock } from '../../exporter/clock.js';
+import { loadNvml } from '../../exporter/native/nvml.js';
+import type { Nvml } from '../../exporter/native/ports.js';
 import type { CheckRun } from '../../exporter/checks/check.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';
@@ -285,5 +289,164 @@ describe('maxage answers only with a result of the same parameters', () => {
     expect((first.body as { results: { params: { r: string } }[] }).results[0]!.params.r).toBe('1');
     await request(app).get('/status?host=gpu-node-1&check=dcgm&r=1&maxage=1h&format=json');
     expect(runs()).toBe(2);
+  });
+});
+
+/**
+ * What may evict (AUTOPILOT_EVICT_ON), through the whole exporter: the C fake libnvidia-ml over the
+ * real koffi binding (a row-remap failure on GPU 1, XID 79 on GPU 2, heard by the XID watcher),
+ * the fake dcgmi behind the API, the node label on the fake API server.
+ */
+describe('what may evict, on the C fake NVML and the fake dcgmi', () => {
+  const FAKE_NVML = join(
+    import.meta.dirname,
+    '..',
+    '..',
+    'build',
+    'fakes',
+    'nvml',
+    'libnvidia-ml.so.1',
+  );
+  const control = koffi.load(FAKE_NVML);
+  const fakeReset = control.func('void fakenvml_reset(void)');
+  const fakeApply = control.func('int fakenvml_apply(const char *scenario)');
+
+  interface EvictRig {
+    readonly api: FakeKubeApi;
+    readonly exporter: Exporter;
+    readonly nvml: Nvml;
+    /** The fake dcgmi's scenario for the next run; read by each run, so it can change between. */
+    readonly dcgmEnv: Record<string, string | undefined>;
+    label(): string | undefined;
+    dcgmStatus(): Promise<{ status: number; text: string }>;
+  }
+  let evictRig: EvictRig | undefined;
+
+  afterEach(async () => {
+    if (evictRig === undefined) return;
+    await evictRig.exporter.xidWatcher.stop();
+    evictRig.exporter.cluster?.labeler.stop();
+    await evictRig.exporter.runner.shutdown(1000);
+    await evictRig.nvml.close();
+    await evictRig.api.close();
+    evictRig = undefined;
+    fakeReset();
+  });
+
+  async function setupEvict(evictOn: 'dcgm' | 'all', scenario: string): Promise<EvictRig> {
+    fakeReset();
+    expect(fakeApply(scenario)).toBe(0);
+    const load = await loadNvml(FAKE_NVML);
+    if (!load.ok) throw new Error(`the fake NVML did not load: ${load.reason}`);
+    const api = await startFakeKubeApi();
+    api.addNode({ name: NODE, allocatableGpus: 8 });
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
+      users: [{ name: 'autopilot', token: 'sa' }],
+      contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
+      currentContext: 'fake',
+    });
+    const config = parseConfig({
+      flags: new Map([['w', '0']]),
+      env: {
+        NODE_NAME: NODE,
+        NAMESPACE: NS,
+        PERIODIC_CHECKS: 'remapped',
+        AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
+        AUTOPILOT_EVICT_ON: evictOn,
+        AUTOPILOT_API_ACCESS_INVASIVE: 'open',
+      },
+      hostname: NODE,
+      knownChecks: CHECK_NAMES,
+    });
+    const dcgmEnv: Record<string, string | undefined> = { PATH: process.env.PATH };
+    const exporter = buildExporter(config, {
+      runCommand: createRunCommand({ baseEnv: dcgmEnv }),
+      nvml: load,
+      cuda: { ok: false, reason: 'no CUDA in this test' },
+      clock: createSystemClock(),
+      logger: silentLogger,
+      cpuModel: 'test-cpu',
+      gpuModel: 'NVIDIA H200',
+      build: { version: 'test', nodejs: process.versions.node },
+      kube: createKubeApi(kc, 2000),
+    });
+    await exporter.cluster!.labeler.start();
+    evictRig = {
+      api,
+      exporter,
+      nvml: load.nvml,
+      dcgmEnv,
+      label: () => (api.node(NODE)?.metadata.labels ?? {})[LABEL],
+      dcgmStatus: async () => {
+        const response = await request(exporter.apiApp.callback()).get(
+          `/status?host=${NODE}&check=dcgm&r=3`,
+        );
+        await exporter.cluster!.labeler.idle();
+        return { status: response.status, text: response.text };
+      },
+    };
+    return evictRig;
+  }
+
+  /** The periodic round's remapped check, and the XID the watcher hears from the fake library. */
+  async function remapAndXid(r: EvictRig): Promise<void> {
+    await r.exporter.runner.run('remapped', {}, 'periodic');
+    r.exporter.xidWatcher.start();
+    for (let i = 0; i < 200 && r.exporter.store.latest('xid') === undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    expect(r.exporter.store.latest('xid')?.verdict).toBe('FAIL');
+    await r.exporter.cluster!.labeler.idle();
+  }
+
+  test('dcgm: a row-remap failure and XID 79 give WARN with evidence; DCGM level 3 failing PCIe evicts; a passing level 3 lifts it', async () => {
+    const r = await setupEvict('dcgm', 'gpus=4;remapfail=1;xid=2:79');
+    await remapAndXid(r);
+    const health = r.exporter.store.health();
+    expect(health.state).toBe('WARN');
+    expect(health.reasons).toEqual([
+      'remapped 1: a row remapping failed: replace the GPU (fatal, but only DCGM evicts with AUTOPILOT_EVICT_ON=dcgm)',
+      expect.stringMatching(
+        /^xid 2: XID 79 \(GPU has fallen off the bus\) ×1, last .* \(fatal, but only DCGM evicts with AUTOPILOT_EVICT_ON=dcgm\)$/,
+      ),
+    ]);
+    const remapped = r.exporter.store.latest('remapped')!.devices.find((d) => d.id === '1')!;
+    expect(remapped).toMatchObject({ verdict: 'FAIL', fatal: true });
+    expect(remapped.evidence).toMatchObject({ failureOccurred: true });
+    expect(r.label()).toBe('WARN');
+
+    r.dcgmEnv.FAKE_DCGMI_SCENARIO = 'fail-3x';
+    expect((await r.dcgmStatus()).status).toBe(200);
+    expect(r.exporter.store.health()).toMatchObject({
+      state: 'EVICT',
+      evictCause: { dcgmLevel: 3, other: false },
+    });
+    expect(r.label()).toBe('EVICT');
+
+    r.dcgmEnv.FAKE_DCGMI_SCENARIO = 'pass-3x';
+    expect((await r.dcgmStatus()).text).toContain('[[ DCGM ]] SUCCESS');
+    // Lifted: the remap failure and the XID remain, and only warn.
+    expect(r.exporter.store.health().state).toBe('WARN');
+    expect(r.label()).toBe('WARN');
+    expect((r.api.node(NODE)?.metadata.labels ?? {})['autopilot.ibm.com/dcgm.level.3']).toMatch(
+      /^PASS_/,
+    );
+  });
+
+  test('all: the row-remap failure evicts, and a passing DCGM level-3 run does not lift it', async () => {
+    const r = await setupEvict('all', 'gpus=4;remapfail=1');
+    await r.exporter.runner.run('remapped', {}, 'periodic');
+    await r.exporter.cluster!.labeler.idle();
+    expect(r.exporter.store.health()).toMatchObject({
+      state: 'EVICT',
+      reasons: ['remapped 1: a row remapping failed: replace the GPU'],
+    });
+    r.dcgmEnv.FAKE_DCGMI_SCENARIO = 'pass-3x';
+    expect((await r.dcgmStatus()).text).toContain('[[ DCGM ]] SUCCESS');
+    expect(r.exporter.store.latest('dcgm')?.verdict).toBe('PASS');
+    expect(r.exporter.store.health().state).toBe('EVICT');
+    expect(r.label()).toBe('EVICT');
   });
 });
