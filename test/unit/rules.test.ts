@@ -1,12 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, test } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { loadAllYaml } from '@kubernetes/client-node';
 import { DEFAULT_XID_FATAL } from '../../exporter/checks/xid.js';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
+/** IBM's Alertmanager example, verbatim (test/fixtures/ibm/README.md). */
+const IBM_ALERTMANAGER = join(ROOT, 'test', 'fixtures', 'ibm', 'alertmanager.yaml');
+/** The label IBM's rules carry and its Alertmanager example routes on (`alert = autopilot`). */
+const IBM_ROUTE_LABEL = { alert: 'autopilot' } as const;
 const RULES_DIR = join(ROOT, 'rules');
 const RULE_FILE = join(RULES_DIR, 'autopilot.rules.yaml');
 const TESTS_DIR = join(RULES_DIR, 'tests');
@@ -24,7 +29,8 @@ interface Rule {
 
 interface AlertTestCase {
   readonly alertname: string;
-  readonly exp_alerts?: readonly unknown[] | null;
+  readonly exp_alerts?:
+    readonly { readonly exp_labels?: Readonly<Record<string, string>> }[] | null;
 }
 
 interface RuleTestFile {
@@ -203,6 +209,12 @@ describe('rules/autopilot.rules.yaml', () => {
     },
   );
 
+  test("every alert carries IBM's routing label alert: autopilot beside its severity", () => {
+    const without = alerts.filter((rule) => rule.labels?.alert !== IBM_ROUTE_LABEL.alert);
+    expect(without.map((rule) => rule.alert)).toEqual([]);
+    expect(alerts.length).toBeGreaterThan(20);
+  });
+
   test('every runbook link points at a heading of RUNBOOK.md', () => {
     const anchors = new Set(runbookHeadings.map(githubAnchor));
     for (const rule of alerts) {
@@ -254,8 +266,63 @@ describe('rules/tests', () => {
     },
   );
 
+  // promtool compares the whole label set, so these cases passing is promtool showing the label.
+  test('every case where an alert fires expects alert: autopilot on it, which promtool checks', () => {
+    const firing = cases.flatMap((c) =>
+      (c.exp_alerts ?? []).map((expected): Record<string, string> => ({
+        alertname: c.alertname,
+        ...expected.exp_labels,
+      })),
+    );
+    expect(new Set(firing.map((labels) => labels.alertname))).toEqual(
+      new Set(alerts.map((rule) => rule.alert)),
+    );
+    expect(firing.filter((labels) => labels.alert !== IBM_ROUTE_LABEL.alert)).toEqual([]);
+  });
+
   test('test cases name only alerts that exist', () => {
     const alertNames = new Set(alerts.map((rule) => rule.alert));
     expect(cases.map((c) => c.alertname).filter((name) => !alertNames.has(name))).toEqual([]);
   });
+});
+
+describe("IBM's Alertmanager example routes every shipped alert to an Autopilot receiver", () => {
+  let dir: string;
+  let config: string;
+  beforeAll(() => {
+    // Only the Slack URL changes: IBM's placeholder is not a URL, so Alertmanager refuses the file.
+    dir = mkdtempSync(join(tmpdir(), 'autopilot-ibm-am-'));
+    config = join(dir, 'alertmanager.yaml');
+    const text = readFileSync(IBM_ALERTMANAGER, 'utf8');
+    expect(text).toContain('<slack-webhook-api-url>');
+    writeFileSync(config, text.replace('<slack-webhook-api-url>', 'http://127.0.0.1:9/slack'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const receiverFor = (labels: Readonly<Record<string, string>>): string =>
+    execFileSync(
+      'amtool',
+      [
+        'config',
+        'routes',
+        'test',
+        `--config.file=${config}`,
+        ...Object.entries(labels).map(([name, value]) => `${name}=${value}`),
+      ],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+    ).trim();
+
+  test('without the label a warning goes to the Default receiver, which delivers nothing', () => {
+    expect(receiverFor({ alertname: 'AutopilotGPUPowerSlowdown', severity: 'warning' })).toBe(
+      'Default',
+    );
+  });
+
+  test.each(alerts.map((rule) => [rule.alert!, rule.labels ?? {}] as const))(
+    '%s: critical to Critical, the others to Autopilot',
+    (alertname, labels) => {
+      const expected = labels.severity === 'critical' ? 'Critical' : 'Autopilot';
+      expect(receiverFor({ alertname, ...labels })).toBe(expected);
+    },
+  );
 });
