@@ -240,6 +240,11 @@ describe('helpText', () => {
       expect(text).toMatch(new RegExp(`^  ${name} `, 'm'));
     }
     expect(ENV_SETTINGS.map(([name]) => name).sort()).toEqual([
+      'AUTOPILOT_API_ACCESS',
+      'AUTOPILOT_API_ACCESS_ACKNOWLEDGE',
+      'AUTOPILOT_API_ACCESS_INVASIVE',
+      'AUTOPILOT_API_ACCESS_IPERF',
+      'AUTOPILOT_API_ACCESS_PVC',
       'AUTOPILOT_API_TOKEN',
       'AUTOPILOT_CHECK_TIMEOUTS',
       'AUTOPILOT_CUDA_PROBE_LIBRARY',
@@ -247,6 +252,7 @@ describe('helpText', () => {
       'AUTOPILOT_DEEPCHECK_COMMAND',
       'AUTOPILOT_DEEPCHECK_IMAGE',
       'AUTOPILOT_DEEPCHECK_PRIORITY_CLASS',
+      'AUTOPILOT_EVICT_ON',
       'AUTOPILOT_EXPECTED_GPUS',
       'AUTOPILOT_HISTORY_SIZE',
       'AUTOPILOT_IPERF_COMMAND',
