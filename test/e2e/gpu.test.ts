@@ -247,7 +247,7 @@ describe('GPU checks end to end on the fake libraries', () => {
     const anonymous = await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem`);
     expect(anonymous.status).toBe(401);
     expect(await anonymous.text()).toBe(
-      'error: this action needs a bearer token (Authorization: Bearer <token>)\n',
+      'error: this action needs a bearer token (Authorization: Bearer <token>); set AUTOPILOT_API_ACCESS_INVASIVE=open (Helm: api.access.invasive: open) to allow it without authentication, or AUTOPILOT_API_ACCESS=open (Helm: api.access.all: open) for every protected call; docs/upgrading.md says what that risks\n',
     );
     const answer = (await (
       await fetch(`http://127.0.0.1:${idle.ports.api}/gpumem?format=json`, { headers: auth })

@@ -12,7 +12,11 @@ import type Koa from 'koa';
 import request from 'supertest';
 import type { Response } from 'supertest';
 import { createApiApp } from '../../exporter/api/app.js';
-import { createStaticTokenAuthorizer, MISSING_TOKEN_MESSAGE } from '../../exporter/api/auth.js';
+import {
+  createStaticTokenAuthorizer,
+  MISSING_TOKEN_MESSAGE,
+  openAccessHint,
+} from '../../exporter/api/auth.js';
 import { silentLogger } from '../../exporter/log.js';
 import type {
   ClientRun,
@@ -164,7 +168,7 @@ describe('authorisation', () => {
     const response = await rig.get(path);
     expect(response.status).toBe(401);
     expect(response.headers['www-authenticate']).toBe('Bearer');
-    expect(response.text).toBe(`error: ${MISSING_TOKEN_MESSAGE}\n`);
+    expect(response.text).toBe(`error: ${MISSING_TOKEN_MESSAGE}; ${openAccessHint('iperf')}\n`);
     expectUntouched(rig.service);
   });
 
@@ -172,7 +176,9 @@ describe('authorisation', () => {
     const rig = setup();
     const response = await rig.get('/iperfservers', { Authorization: 'Bearer not-the-token' });
     expect(response.status).toBe(401);
-    expect(response.text).toBe('error: bearer token does not match AUTOPILOT_API_TOKEN\n');
+    expect(response.text).toBe(
+      `error: bearer token does not match AUTOPILOT_API_TOKEN; ${openAccessHint('iperf')}\n`,
+    );
     expectUntouched(rig.service);
   });
 });
