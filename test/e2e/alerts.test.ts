@@ -1,21 +1,76 @@
 /**
  * The alert path as a cluster runs it: the built exporter with a GPU fault (the fake NVML: GPU 4
  * failed a row remapping) → Debian's Prometheus scraping it every second with the shipped rules
- * (rules/autopilot.rules.yaml, unchanged) → Alertmanager → a webhook in this test. Then the fault is
- * cleared (the GPU replaced: the exporter restarts healthy) → the resolved notification. Prints
- * fault-to-firing and fault-to-notification seconds.
+ * (rules/autopilot.rules.yaml, unchanged) as the job the chart's ServiceMonitor names
+ * (autopilot-metrics-service) → Alertmanager with IBM's own configuration
+ * (test/fixtures/ibm/alertmanager.yaml: its routes, receivers, Slack templates and inhibitions) →
+ * the Slack receiver, which is this test. Then the fault is cleared (the GPU replaced: the exporter
+ * restarts healthy) → the resolved notification. Prints fault-to-firing and fault-to-notification
+ * seconds.
  */
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
-import { freePort, startMonitoring, type Monitoring } from '../fakes/monitoring.js';
+import {
+  freePort,
+  startMonitoring,
+  type Monitoring,
+  type Notification,
+} from '../fakes/monitoring.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
 const RULES = join(ROOT, 'rules', 'autopilot.rules.yaml');
 const FAKE_NVML = join(ROOT, 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1');
 const ALERT = 'AutopilotNodeEvicted';
+const JOB = 'autopilot-metrics-service';
+const IBM_ALERTMANAGER = join(ROOT, 'test', 'fixtures', 'ibm', 'alertmanager.yaml');
+
+/** `text` with `from` replaced, which must occur exactly once: a changed fixture fails loudly. */
+function replaceOnce(text: string, from: string, to: string): string {
+  const parts = text.split(from);
+  if (parts.length !== 2) throw new Error(`${JSON.stringify(from)} is not in the file once`);
+  return parts.join(to);
+}
+
+/**
+ * IBM's file with three values changed, nothing else: the Slack URL (a placeholder that
+ * Alertmanager refuses) points at this test, and the root route's group_wait (30s) and
+ * group_interval (5m) are a second, or the resolved notification would come 5 minutes late.
+ */
+function ibmAlertmanagerConfig(receiverBaseUrl: string): string {
+  let text = readFileSync(IBM_ALERTMANAGER, 'utf8');
+  text = replaceOnce(text, '<slack-webhook-api-url>', `${receiverBaseUrl}/slack`);
+  text = replaceOnce(text, '  group_wait: 30s\n', '  group_wait: 0s\n');
+  return replaceOnce(text, '  group_interval: 5m\n', '  group_interval: 1s\n');
+}
+
+interface SlackMessage {
+  /** performance.now() when it arrived. */
+  readonly at: number;
+  readonly title: string;
+  readonly text: string;
+  /** IBM's Critical receiver sets link_names; its Autopilot receiver does not. */
+  readonly critical: boolean;
+}
+
+/** The Slack messages that name ALERT, with IBM's templates applied by Alertmanager. */
+function slackMessages(notifications: readonly Notification[]): SlackMessage[] {
+  return notifications
+    .filter((n) => n.path === '/slack')
+    .flatMap((n) => {
+      const attachments = (n.body.attachments ?? []) as { title?: string; text?: string }[];
+      return attachments.map((a) => ({
+        at: n.at,
+        title: a.title ?? '',
+        text: a.text ?? '',
+        critical: n.body.link_names === true,
+      }));
+    })
+    .filter((message) => message.text.includes(`*alertname:* \`${ALERT}\``));
+}
 
 let monitoring: Monitoring | undefined;
 let exporter: ChildProcess | undefined;
@@ -92,6 +147,8 @@ test('a GPU fault fires the alert through Alertmanager, and clearing it resolves
   monitoring = await startMonitoring({
     targets: [`127.0.0.1:${ports.metrics}`],
     ruleFiles: [RULES],
+    jobName: JOB,
+    alertmanagerConfig: ibmAlertmanagerConfig,
   });
   const m = monitoring;
 
@@ -105,43 +162,40 @@ test('a GPU fault fires the alert through Alertmanager, and clearing it resolves
   );
   const firingAt = performance.now();
   const firing = await waitFor(
-    'the firing notification',
+    'the firing Slack message',
     () =>
-      Promise.resolve(
-        m.notifications.find((n) =>
-          n.alerts.some((a) => a.labels.alertname === ALERT && a.status === 'firing'),
-        ),
-      ),
+      Promise.resolve(slackMessages(m.notifications).find((s) => s.title.startsWith('[FIRING'))),
     30_000,
   );
-  const alert = firing.alerts.find((a) => a.labels.alertname === ALERT)!;
-  expect(alert.labels.severity).toBe('critical');
-  expect(alert.annotations.runbook_url).toMatch(/RUNBOOK\.md#autopilotnodeevicted$/);
+  // IBM's route: severity=critical goes to its Critical receiver before `alert = autopilot` is
+  // tried (test/unit/rules.test.ts routes every other alert to its Autopilot receiver).
+  expect(firing.critical).toBe(true);
+  expect(firing.title).toContain(` for ${JOB}`);
+  expect(firing.text).toContain('• *alert:* `autopilot`');
+  expect(firing.text).toContain('• *severity:* `critical`');
+  expect(firing.text).toContain(`• *job:* \`${JOB}\``);
   // Without a node label from the scrape (the chart's ServiceMonitor adds one), the target names it.
-  expect(alert.annotations.description).toContain(`Node 127.0.0.1:${ports.metrics} has`);
+  expect(firing.text).toContain(`*Description:* Node 127.0.0.1:${ports.metrics} has`);
 
   // The GPU is replaced: the exporter comes back on the same port, healthy.
   await stopExporter();
   const clearedAt = performance.now();
   exporter = await startExporter('');
   const resolved = await waitFor(
-    'the resolved notification',
+    'the resolved Slack message',
     () =>
-      Promise.resolve(
-        m.notifications.find((n) =>
-          n.alerts.some((a) => a.labels.alertname === ALERT && a.status === 'resolved'),
-        ),
-      ),
+      Promise.resolve(slackMessages(m.notifications).find((s) => s.title.startsWith('[RESOLVED]'))),
     90_000,
   );
+  expect(resolved.critical).toBe(true);
 
   const seconds = (ms: number): string => (ms / 1000).toFixed(1);
   console.log(
     [
       `alert path (${ALERT}, for: 1m, scrape and evaluation every 1 s):`,
       `  fault to firing in Prometheus: ${seconds(firingAt - faultAt)} s`,
-      `  fault to webhook notification: ${seconds(firing.at - faultAt)} s`,
-      `  fault cleared to resolved notification: ${seconds(resolved.at - clearedAt)} s`,
+      `  fault to Slack message (IBM's Alertmanager route): ${seconds(firing.at - faultAt)} s`,
+      `  fault cleared to resolved message: ${seconds(resolved.at - clearedAt)} s`,
     ].join('\n'),
   );
   expect(firing.at).toBeGreaterThan(faultAt);

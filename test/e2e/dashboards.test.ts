@@ -299,7 +299,7 @@ test('every dashboard panel shows data from the real exporter', async () => {
   const values = {
     __rate_interval: '1m',
     __range: '1h',
-    job: 'autopilot',
+    job: 'autopilot-metrics-service',
     instance,
     gpu: '0',
   };

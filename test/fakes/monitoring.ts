@@ -20,7 +20,12 @@ export interface WebhookAlert {
 export interface Notification {
   /** performance.now() when it arrived. */
   readonly at: number;
+  /** The path it was posted to: /hook for the default receiver; a receiver of the test's own chooses. */
+  readonly path: string;
+  /** Alertmanager's webhook payload's alerts; empty for other payloads (Slack's). */
   readonly alerts: readonly WebhookAlert[];
+  /** The payload as posted, for receivers that are not webhooks (Slack's attachments). */
+  readonly body: Readonly<Record<string, unknown>>;
 }
 
 export interface Monitoring {
@@ -51,6 +56,13 @@ export async function startMonitoring(options: {
   /** host:port of each /metrics to scrape. */
   readonly targets: readonly string[];
   readonly ruleFiles: readonly string[];
+  /** The scrape job's name; the chart's ServiceMonitor gives `autopilot-metrics-service`. */
+  readonly jobName?: string;
+  /**
+   * Alertmanager's configuration file as text, given the base URL of the test's receiver
+   * (http://127.0.0.1:<port>); by default one webhook receiver at <base>/hook.
+   */
+  readonly alertmanagerConfig?: (receiverBaseUrl: string) => string;
 }): Promise<Monitoring> {
   const dir = mkdtempSync(join(tmpdir(), 'autopilot-monitoring-'));
   const notifications: Notification[] = [];
@@ -58,8 +70,13 @@ export async function startMonitoring(options: {
     let body = '';
     req.on('data', (chunk: Buffer) => (body += chunk.toString()));
     req.on('end', () => {
-      const parsed = JSON.parse(body) as { alerts: WebhookAlert[] };
-      notifications.push({ at: performance.now(), alerts: parsed.alerts });
+      const parsed = JSON.parse(body) as { alerts?: WebhookAlert[] };
+      notifications.push({
+        at: performance.now(),
+        path: req.url ?? '',
+        alerts: parsed.alerts ?? [],
+        body: parsed,
+      });
       res.end('ok');
     });
   });
@@ -67,23 +84,25 @@ export async function startMonitoring(options: {
   const hookPort = (hook.address() as { port: number }).port;
   const [promPort, amPort] = [await freePort(), await freePort()];
 
+  const receiverBaseUrl = `http://127.0.0.1:${hookPort}`;
   writeFileSync(
     join(dir, 'alertmanager.yml'),
-    JSON.stringify({
-      route: {
-        receiver: 'hook',
-        group_by: ['alertname', 'instance'],
-        group_wait: '0s',
-        group_interval: '1s',
-        repeat_interval: '1h',
-      },
-      receivers: [
-        {
-          name: 'hook',
-          webhook_configs: [{ url: `http://127.0.0.1:${hookPort}/hook`, send_resolved: true }],
+    options.alertmanagerConfig?.(receiverBaseUrl) ??
+      JSON.stringify({
+        route: {
+          receiver: 'hook',
+          group_by: ['alertname', 'instance'],
+          group_wait: '0s',
+          group_interval: '1s',
+          repeat_interval: '1h',
         },
-      ],
-    }),
+        receivers: [
+          {
+            name: 'hook',
+            webhook_configs: [{ url: `${receiverBaseUrl}/hook`, send_resolved: true }],
+          },
+        ],
+      }),
   );
   writeFileSync(
     join(dir, 'prometheus.yml'),
@@ -91,7 +110,12 @@ export async function startMonitoring(options: {
       global: { scrape_interval: '1s', evaluation_interval: '1s' },
       rule_files: options.ruleFiles,
       alerting: { alertmanagers: [{ static_configs: [{ targets: [`127.0.0.1:${amPort}`] }] }] },
-      scrape_configs: [{ job_name: 'autopilot', static_configs: [{ targets: options.targets }] }],
+      scrape_configs: [
+        {
+          job_name: options.jobName ?? 'autopilot-metrics-service',
+          static_configs: [{ targets: options.targets }],
+        },
+      ],
     }),
   );
   const processes: ChildProcess[] = [

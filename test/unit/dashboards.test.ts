@@ -60,7 +60,7 @@ const SAMPLE_VALUES: Readonly<Record<string, string>> = {
   __rate_interval: '1m',
   __range: '1h',
   datasource: 'prometheus',
-  job: 'autopilot',
+  job: 'autopilot-metrics-service',
   instance: '10.0.0.1:8081',
   gpu: '0',
 };
