@@ -80,12 +80,12 @@ export interface Config {
   readonly kubeRequestTimeoutMs: number;
   /** Standalone mode's bearer token for protected actions; undefined disables them. */
   readonly apiToken: string | undefined;
-  readonly pvc: {
-    readonly accessMode: string;
   /** AUTOPILOT_API_ACCESS and AUTOPILOT_API_ACCESS_<GROUP>: how each group of protected calls is let in. */
   readonly apiAccess: ApiAccess;
   /** AUTOPILOT_EVICT_ON: which fatal findings evict the node. */
   readonly evictOn: EvictOn;
+  readonly pvc: {
+    readonly accessMode: string;
     readonly size: string;
     readonly bindTimeoutMs: number;
   };
@@ -102,8 +102,6 @@ export const CHECK_TIMEOUT_NAMES = [
 ] as const;
 export type CheckTimeoutName = (typeof CHECK_TIMEOUT_NAMES)[number];
 
-export class ConfigError extends Error {
-  constructor(
 /**
  * The groups of protected API calls whose access is set apart. invasive: what takes the GPUs, the
  * exclusive checks (dcgm r>=2, gpumem) and the deep check (/invasive), Autopilot's "invasive
@@ -120,6 +118,8 @@ export const API_ACCESS_VARIABLE = 'AUTOPILOT_API_ACCESS';
 export const apiAccessVariable = (group: ApiAccessGroup): string =>
   `${API_ACCESS_VARIABLE}_${group.toUpperCase()}`;
 
+export class ConfigError extends Error {
+  constructor(
     readonly setting: string,
     readonly value: string,
     readonly accepted: string,
@@ -305,6 +305,12 @@ export function parseConfig(inputs: ConfigInputs): Config {
       300_000,
     ),
     apiToken: setting('AUTOPILOT_API_TOKEN'),
+    apiAccess: parseApiAccess(env),
+    evictOn: parseChoice(
+      'AUTOPILOT_EVICT_ON',
+      setting('AUTOPILOT_EVICT_ON') ?? DEFAULT_EVICT_ON,
+      EVICT_MODES,
+    ),
     pvc: {
       accessMode: parseChoice(
         'AUTOPILOT_PVC_ACCESS_MODE',
@@ -313,12 +319,6 @@ export function parseConfig(inputs: ConfigInputs): Config {
       ),
       size: parseQuantity('AUTOPILOT_PVC_SIZE', setting('AUTOPILOT_PVC_SIZE') ?? '100Mi'),
       bindTimeoutMs: parseDurationSetting(
-    apiAccess: parseApiAccess(env),
-    evictOn: parseChoice(
-      'AUTOPILOT_EVICT_ON',
-      setting('AUTOPILOT_EVICT_ON') ?? DEFAULT_EVICT_ON,
-      EVICT_MODES,
-    ),
         'AUTOPILOT_PVC_BIND_TIMEOUT',
         setting('AUTOPILOT_PVC_BIND_TIMEOUT') ?? '90s',
         1000,
@@ -333,14 +333,6 @@ function parseChoice<T extends string>(name: string, value: string, choices: rea
   throw new ConfigError(name, value, `one of ${choices.join(', ')}`);
 }
 
-function parseSelectorSetting(name: string, value: string): string {
-  if (!LABEL_SELECTOR_CHARACTERS.test(value)) {
-    throw new ConfigError(name, value, 'a label selector such as app=autopilot');
-  }
-  return value;
-}
-
-function parseOptionalName(name: string, value: string | undefined): string | undefined {
 /**
  * AUTOPILOT_API_ACCESS sets every group, AUTOPILOT_API_ACCESS_<GROUP> one group and wins. A
  * misspelt group is refused: on a setting that opens the API, a silently ignored typo misleads.
@@ -372,6 +364,14 @@ function parseApiAccess(env: Env): ApiAccess {
   return access;
 }
 
+function parseSelectorSetting(name: string, value: string): string {
+  if (!LABEL_SELECTOR_CHARACTERS.test(value)) {
+    throw new ConfigError(name, value, 'a label selector such as app=autopilot');
+  }
+  return value;
+}
+
+function parseOptionalName(name: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   if (!DNS_NAME.test(value) || value !== value.toLowerCase()) {
     throw new ConfigError(name, value, 'a lower-case DNS name');
@@ -714,14 +714,6 @@ export const ENV_SETTINGS = [
     'standalone mode: bearer token for protected actions (unset disables them)',
   ],
   [
-    'AUTOPILOT_PVC_ACCESS_MODE',
-    'ReadWriteMany',
-    'access mode of the pvc check claim: ReadWriteMany, ReadWriteOnce, ReadWriteOncePod, ReadOnlyMany',
-  ],
-  ['AUTOPILOT_PVC_SIZE', '100Mi', 'size of the pvc check claim'],
-  ['AUTOPILOT_PVC_BIND_TIMEOUT', '90s', 'how long the pvc check claim may stay Pending (1s to 1h)'],
-] as const;
-  [
     'AUTOPILOT_API_ACCESS',
     'kubernetes',
     'protected API calls: kubernetes (authenticated, authorised callers only) or open (anyone; IBM Autopilot)',
@@ -739,3 +731,11 @@ export const ENV_SETTINGS = [
     DEFAULT_EVICT_ON,
     'which fatal findings evict: all (every check) or dcgm (DCGM_FATAL_ERRORS tests only, IBM Autopilot)',
   ],
+  [
+    'AUTOPILOT_PVC_ACCESS_MODE',
+    'ReadWriteMany',
+    'access mode of the pvc check claim: ReadWriteMany, ReadWriteOnce, ReadWriteOncePod, ReadOnlyMany',
+  ],
+  ['AUTOPILOT_PVC_SIZE', '100Mi', 'size of the pvc check claim'],
+  ['AUTOPILOT_PVC_BIND_TIMEOUT', '90s', 'how long the pvc check claim may stay Pending (1s to 1h)'],
+] as const;
