@@ -152,10 +152,10 @@ describe('exporter process (serve)', () => {
 
 describe('exporter process (errors and the check command)', () => {
   test('a bad setting stops it with exit code 2 and one message naming it', async () => {
-    const result = await runToEnd(['--w', '123'], baseEnv({}));
+    const result = await runToEnd(['--w', '12x'], baseEnv({}));
     expect(result.code).toBe(2);
     expect(result.stderr).toBe(
-      'autopilot: invalid --w "123": expected a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m (0 disables), or a cron expression such as "0 * * * *"\nRun "autopilot --help" for usage.\n',
+      'autopilot: invalid --w "12x": expected a Go duration of at least 1s such as 1h, 30m, 90s or 1h30m, a whole number of hours as Autopilot 2.1 took it (1 is 1h), 0 to disable, or a cron expression such as "0 * * * *"\nRun "autopilot --help" for usage.\n',
     );
   });
 
