@@ -29,7 +29,7 @@ import {
 import { gpusBusy } from './cluster/gpu-idle.js';
 import { createPostflight, type Postflight } from './cluster/postflight.js';
 import { createPeerDirectory, type PeerDirectory } from './cluster/peer-directory.js';
-import type { KubeApi } from './cluster/ports.js';
+import type { KubeApi } from './k8s/ports.js';
 import type { StartProcess } from './exec/start-process.js';
 import { createIperfService } from './network/iperf-service.js';
 import type { PodInterface } from './network/interfaces.js';

@@ -13,7 +13,7 @@ import type { Check, CheckParams, CheckRun, RawParams } from '../checks/check.js
 import { ParamError } from '../checks/check.js';
 import type { CheckRunner } from '../check-runner.js';
 import { FANOUT_HEADER } from '../cluster/fanout.js';
-import { KubeError } from '../cluster/ports.js';
+import { KubeError } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 import { parseGoDuration } from '../config/duration.js';
 import type { NodeHealth } from '../node-health.js';

@@ -19,8 +19,8 @@ import {
   type ApiAccess,
   type ApiAccessGroup,
 } from '../config/config.js';
-import type { KubeApi, ResourceAttributes, ReviewedUser, TokenReview } from '../cluster/ports.js';
-import { KubeError } from '../cluster/ports.js';
+import type { KubeApi, ResourceAttributes, ReviewedUser, TokenReview } from '../k8s/ports.js';
+import { KubeError } from '../k8s/ports.js';
 import { silentLogger, type Logger } from '../log.js';
 
 export type ProtectedAction =

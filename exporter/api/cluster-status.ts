@@ -27,7 +27,7 @@ import {
 } from '../cluster/fanout-report.js';
 import type { HttpGet } from '../cluster/http-get.js';
 import type { Peer } from '../cluster/peer-directory.js';
-import type { KubeApi } from '../cluster/ports.js';
+import type { KubeApi } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 
 /** batch=0 means "all at once" in Autopilot; this bounds it so 5,000 nodes do not mean 5,000 sockets. */

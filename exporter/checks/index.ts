@@ -22,7 +22,7 @@ import { GPUMEM_SUMMARY, createGpuMemCheck } from './gpumem.js';
 import { GPUPOWER_SUMMARY, createGpuPowerCheck } from './gpupower.js';
 import { GPUCOUNT_SUMMARY, createGpuCountCheck, type ExpectedGpus } from './gpucount.js';
 import { PCIEBW_SUMMARY, createPcieBwCheck } from './pciebw.js';
-import type { KubeApi } from '../cluster/ports.js';
+import type { KubeApi } from '../k8s/ports.js';
 import { PING_SUMMARY, createPingCheck, type PingPeer, type PingTarget } from './ping.js';
 import { PVC_SUMMARY, createPvcCheck } from './pvc.js';
 import { IPERF_SUMMARY, createIperfCheck, type IperfPorts } from './iperf.js';

@@ -9,8 +9,8 @@
  * the storage.
  */
 
-import type { KubeApi, PvcInfo, StorageClassInfo } from '../cluster/ports.js';
-import { KubeError } from '../cluster/ports.js';
+import type { KubeApi, PvcInfo, StorageClassInfo } from '../k8s/ports.js';
+import { KubeError } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 import type { Check, CheckOutcome, CheckRun, DeviceResult, Evidence } from './check.js';
 

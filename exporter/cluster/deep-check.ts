@@ -16,7 +16,7 @@ import type { Schedule } from '../config/schedule.js';
 import { jitterFor, nextTick } from '../scheduler.js';
 import type { Logger } from '../log.js';
 import { readDeepCheckReport, type DeepCheckRunReport } from '../stages.js';
-import type { KubeApi } from './ports.js';
+import type { KubeApi } from '../k8s/ports.js';
 
 /**
  * Autopilot's name for the deep-check Job, `dcgm-<6 hex>`: operators' scripts find it with

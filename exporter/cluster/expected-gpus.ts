@@ -16,7 +16,7 @@
  */
 
 import type { ExpectedGpus } from '../checks/gpucount.js';
-import type { NodeInfo } from './ports.js';
+import type { NodeInfo } from '../k8s/ports.js';
 
 const GFD_COUNT = 'nvidia.com/gpu.count';
 const GFD_REPLICAS = 'nvidia.com/gpu.replicas';

@@ -11,8 +11,8 @@ import { mapBounded } from '../concurrency.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
 import type { HttpGet } from './http-get.js';
 import type { Peer } from './peer-directory.js';
-import type { KubeApi } from './ports.js';
-import { KubeError } from './ports.js';
+import type { KubeApi } from '../k8s/ports.js';
+import { KubeError } from '../k8s/ports.js';
 
 export interface Selection {
   /** Node names, or 'all' for every node with an Autopilot pod. */

@@ -8,7 +8,7 @@
 
 import { gpusNotKnownIdle, notIdleSubject } from '../checks/gpu-common.js';
 import type { NvmlLoad } from '../native/ports.js';
-import type { KubeApi, PodInfo } from './ports.js';
+import type { KubeApi, PodInfo } from '../k8s/ports.js';
 
 /** Pods in these phases hold (or are about to hold) their GPUs. */
 const HOLDING_PHASES: ReadonlySet<string> = new Set(['Pending', 'Running', 'Unknown']);

@@ -4,8 +4,8 @@
  * the node 5 minutes ago" without every caller reporting it by hand.
  */
 
-import type { KubeApi } from './ports.js';
-import { KubeError } from './ports.js';
+import type { KubeApi } from '../k8s/ports.js';
+import { KubeError } from '../k8s/ports.js';
 
 export type KubeOperation = keyof KubeApi;
 

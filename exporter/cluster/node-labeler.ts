@@ -13,7 +13,7 @@
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { NodeHealth } from '../node-health.js';
-import type { KubeApi, NodeMetadataPatch } from './ports.js';
+import type { KubeApi, NodeMetadataPatch } from '../k8s/ports.js';
 
 export const GPUHEALTH_LABEL = 'autopilot.ibm.com/gpuhealth';
 export const dcgmLevelLabel = (level: number): string => `autopilot.ibm.com/dcgm.level.${level}`;

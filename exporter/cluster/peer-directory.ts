@@ -8,7 +8,7 @@
 
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { EndpointSliceInfo, KubeApi, KubeError, WatchHandle } from './ports.js';
+import type { EndpointSliceInfo, KubeApi, KubeError, WatchHandle } from '../k8s/ports.js';
 
 export interface Peer {
   /** The node the pod runs on; undefined when the EndpointSlice does not say. */

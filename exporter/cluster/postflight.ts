@@ -9,7 +9,7 @@ import type { CheckRun, Trigger } from '../checks/check.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { gpuHolders } from './gpu-idle.js';
-import type { KubeApi, PodInfo } from './ports.js';
+import type { KubeApi, PodInfo } from '../k8s/ports.js';
 
 export interface PostflightDeps {
   readonly kube: KubeApi;

@@ -5,7 +5,7 @@
  */
 
 import { podInterfaces, type PodInterface } from '../network/interfaces.js';
-import type { KubeApi } from './ports.js';
+import type { KubeApi } from '../k8s/ports.js';
 
 export interface NodeInterfaces {
   readonly node: string;

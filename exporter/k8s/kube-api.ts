@@ -32,8 +32,8 @@ import type {
   NodeInfo,
   PodInfo,
   WatchHandle,
-} from '../cluster/ports.js';
-import { KubeError } from '../cluster/ports.js';
+} from './ports.js';
+import { KubeError } from './ports.js';
 
 export interface KubeConnection {
   /** Path of a kubeconfig file; undefined means the in-cluster service account. */

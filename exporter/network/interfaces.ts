@@ -4,7 +4,7 @@
  * Pure, so that ping and iperf name interfaces the same way Autopilot did.
  */
 
-import type { PodInfo } from '../cluster/ports.js';
+import type { PodInfo } from '../k8s/ports.js';
 
 export const NETWORK_STATUS_ANNOTATION = 'k8s.v1.cni.cncf.io/network-status';
 

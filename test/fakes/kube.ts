@@ -23,8 +23,8 @@ import type {
   StorageClassInfo,
   WatchEventType,
   WatchHandle,
-} from '../../exporter/cluster/ports.js';
-import { KubeError } from '../../exporter/cluster/ports.js';
+} from '../../exporter/k8s/ports.js';
+import { KubeError } from '../../exporter/k8s/ports.js';
 import { JOB_FAILURE_MESSAGES, JOB_NAME_LABEL } from './kube-api-server.js';
 
 export type KubeMethod = keyof KubeApi;

@@ -13,7 +13,7 @@ import {
   type EndpointSliceInfo,
   type JobSpec,
   type KubeApi,
-} from '../../exporter/cluster/ports.js';
+} from '../../exporter/k8s/ports.js';
 import { createPvcCheck } from '../../exporter/checks/pvc.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import { silentLogger } from '../../exporter/log.js';

@@ -15,14 +15,14 @@ import {
   requiresAuthorization,
 } from '../../exporter/api/auth.js';
 import type { AuthDecision, PolicyRule, ProtectedAction } from '../../exporter/api/auth.js';
-import { KubeError } from '../../exporter/cluster/ports.js';
+import { KubeError } from '../../exporter/k8s/ports.js';
 import type {
   AccessReview,
   KubeApi,
   ResourceAttributes,
   ReviewedUser,
   TokenReview,
-} from '../../exporter/cluster/ports.js';
+} from '../../exporter/k8s/ports.js';
 import type { LogFields, Logger } from '../../exporter/log.js';
 
 const TOKEN = 'eyJhbGciOiJSUzI1NiJ9.secret-operator-token.sig';

@@ -10,7 +10,7 @@ import {
   type DeepCheckStart,
 } from '../../exporter/cluster/deep-check.js';
 import { gpuHolders } from '../../exporter/cluster/gpu-idle.js';
-import type { JobSpec, PodInfo } from '../../exporter/cluster/ports.js';
+import type { JobSpec, PodInfo } from '../../exporter/k8s/ports.js';
 import type { Schedule } from '../../exporter/config/schedule.js';
 import { silentLogger } from '../../exporter/log.js';
 import { deepCheckReport } from '../../exporter/stages.js';

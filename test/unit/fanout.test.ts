@@ -16,7 +16,7 @@ import {
   type SelfAnswer,
 } from '../../exporter/cluster/fanout.js';
 import type { Peer } from '../../exporter/cluster/peer-directory.js';
-import { KubeError } from '../../exporter/cluster/ports.js';
+import { KubeError } from '../../exporter/k8s/ports.js';
 import { FakeKube } from '../fakes/kube.js';
 
 const QUERY: RemoteQuery = { checks: ['ping', 'pciebw'], params: {} };

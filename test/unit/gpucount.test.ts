@@ -6,7 +6,7 @@ import {
   type ExpectedGpus,
 } from '../../exporter/checks/gpucount.js';
 import { expectedGpusOfNode } from '../../exporter/cluster/expected-gpus.js';
-import type { NodeInfo } from '../../exporter/cluster/ports.js';
+import type { NodeInfo } from '../../exporter/k8s/ports.js';
 import { silentLogger } from '../../exporter/log.js';
 import { NvmlError, type NvmlLoad } from '../../exporter/native/ports.js';
 import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';

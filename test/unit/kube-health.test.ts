@@ -1,7 +1,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { observeKubeApi } from '../../exporter/cluster/kube-health.js';
-import type { KubeApi, NodeInfo, NodeMetadataPatch } from '../../exporter/cluster/ports.js';
-import { KubeError } from '../../exporter/cluster/ports.js';
+import type { KubeApi, NodeInfo, NodeMetadataPatch } from '../../exporter/k8s/ports.js';
+import { KubeError } from '../../exporter/k8s/ports.js';
 import { FakeClock } from '../fakes/clock.js';
 import { FakeKube } from '../fakes/kube.js';
 

@@ -1,6 +1,6 @@
 import { recordingLogger } from '../fakes/logger.js';
 import { describe, expect, test } from '@jest/globals';
-import type { EndpointSliceInfo, SliceEndpoint } from '../../exporter/cluster/ports.js';
+import type { EndpointSliceInfo, SliceEndpoint } from '../../exporter/k8s/ports.js';
 import { createPeerDirectory, peersFromSlices } from '../../exporter/cluster/peer-directory.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
 import { FakeKube } from '../fakes/kube.js';

@@ -4,7 +4,7 @@ import type { CheckRun, Trigger } from '../../exporter/checks/check.js';
 import { DEEP_CHECK_JOB_PREFIX } from '../../exporter/cluster/deep-check.js';
 import { gpuHolders, gpusBusy } from '../../exporter/cluster/gpu-idle.js';
 import { createPostflight, endedGpuPods } from '../../exporter/cluster/postflight.js';
-import type { PodInfo } from '../../exporter/cluster/ports.js';
+import type { PodInfo } from '../../exporter/k8s/ports.js';
 import type { NvmlLoad } from '../../exporter/native/ports.js';
 import { FakeClock } from '../fakes/clock.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';

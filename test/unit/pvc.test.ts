@@ -3,8 +3,8 @@ import { LEFTOVER_WAIT_MS, PVC_LABELS, createPvcCheck } from '../../exporter/che
 import type { PvcCheckDeps, PvcSettings } from '../../exporter/checks/pvc.js';
 import { summariseOutcome } from '../../exporter/checks/check.js';
 import type { CheckOutcome, CheckRun } from '../../exporter/checks/check.js';
-import { KubeError } from '../../exporter/cluster/ports.js';
-import type { KubeApi, PvcInfo, PvcSpec, StorageClassInfo } from '../../exporter/cluster/ports.js';
+import { KubeError } from '../../exporter/k8s/ports.js';
+import type { KubeApi, PvcInfo, PvcSpec, StorageClassInfo } from '../../exporter/k8s/ports.js';
 import { silentLogger } from '../../exporter/log.js';
 import { evaluateNodeHealth, INITIAL_NODE_HEALTH } from '../../exporter/node-health.js';
 import { mergeConclusive } from '../../exporter/store.js';
