@@ -9,13 +9,12 @@ import type Koa from 'koa';
 import { ParamError, type RawParams } from '../checks/check.js';
 import {
   askNodes,
-  checkSelector,
-  parseJob,
   planNodes,
   resolveTargets,
   type SelfAnswer,
   type Selection,
 } from '../cluster/fanout.js';
+import { checkSelector, parseJob } from '../selectors.js';
 import {
   nodeReportToJson,
   renderHeader,

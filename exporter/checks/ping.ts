@@ -11,7 +11,7 @@ import type { PingSettings } from '../config/config.js';
 import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
 import { describeEnd, type CommandResult, type RunCommand } from '../exec/run-command.js';
-import { checkSelector, parseJob } from '../cluster/fanout.js';
+import { checkSelector, parseJob } from '../selectors.js';
 import type {
   Check,
   CheckOutcome,

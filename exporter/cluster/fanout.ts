@@ -5,7 +5,7 @@
  * or without an Autopilot pod. None is skipped in silence (Autopilot dropped not-ready pods).
  */
 
-import { LABEL_SELECTOR_CHARACTERS, urlHost } from '../net-names.js';
+import { urlHost } from '../net-names.js';
 import { ParamError } from '../checks/check.js';
 import { mapBounded } from '../concurrency.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
@@ -21,32 +21,6 @@ export interface Selection {
   readonly job: { readonly namespace: string; readonly selector: string } | undefined;
   /** Nodes carrying these labels. */
   readonly nodelabel: string | undefined;
-}
-
-const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-
-/** Pure: Autopilot's `job=namespace:selector`; throws ParamError naming the problem. */
-export function parseJob(value: string): { namespace: string; selector: string } {
-  const colon = value.indexOf(':');
-  const namespace = colon < 0 ? '' : value.slice(0, colon);
-  const selector = colon < 0 ? '' : value.slice(colon + 1).trim();
-  if (!NAMESPACE.test(namespace) || selector === '') {
-    throw new ParamError(
-      `job ${JSON.stringify(value)} is not namespace:label-selector, such as default:app=trainer`,
-    );
-  }
-  checkSelector('job', selector);
-  return { namespace, selector };
-}
-
-/** Pure: a label selector's characters, before the API server judges its grammar. */
-export function checkSelector(name: string, selector: string): string {
-  if (selector.trim() === '' || !LABEL_SELECTOR_CHARACTERS.test(selector)) {
-    throw new ParamError(
-      `${name} ${JSON.stringify(selector)} is not a label selector, such as app=trainer or gpu-type in (h100,h200)`,
-    );
-  }
-  return selector.trim();
 }
 
 export interface ResolvedTargets {

@@ -3,8 +3,6 @@ import { ParamError } from '../../exporter/checks/check.js';
 import type { NodeReport } from '../../exporter/cluster/fanout-report.js';
 import {
   askNodes,
-  checkSelector,
-  parseJob,
   planNodes,
   readAnswer,
   resolveTargets,
@@ -16,6 +14,7 @@ import {
   type SelfAnswer,
 } from '../../exporter/cluster/fanout.js';
 import type { Peer } from '../../exporter/cluster/peer-directory.js';
+import { checkSelector, parseJob } from '../../exporter/selectors.js';
 import { KubeError } from '../../exporter/k8s/ports.js';
 import { FakeKube } from '../fakes/kube.js';
 
