@@ -21,6 +21,7 @@ import {
 } from '../config/config.js';
 import type { KubeApi, ResourceAttributes, ReviewedUser, TokenReview } from '../k8s/ports.js';
 import { KubeError } from '../k8s/ports.js';
+import { RBAC_API_GROUP } from '../k8s/rbac-rules.js';
 import { silentLogger, type Logger } from '../log.js';
 
 export type ProtectedAction =
@@ -40,9 +41,6 @@ export interface Authorizer {
     action: ProtectedAction,
   ): Promise<AuthDecision>;
 }
-
-/** Virtual resources: RBAC evaluates them without any CRD being installed. */
-export const RBAC_API_GROUP = 'autopilot.ibm.com';
 
 /**
  * Checks protected whatever their exclusivity: iperf loads the fabric other nodes' jobs share, and
@@ -113,27 +111,6 @@ export function withApiAccess(inner: Authorizer, access: ApiAccess): Authorizer 
     },
   };
 }
-
-/** A ClusterRole rule as Kubernetes spells it. */
-export interface PolicyRule {
-  readonly apiGroups: readonly string[];
-  readonly resources: readonly string[];
-  readonly verbs: readonly string[];
-  /** Narrows the rule to some checks (or nodes); absent means all. */
-  readonly resourceNames?: readonly string[];
-}
-
-/** What a ClusterRole for operators grants: every protected check, and acknowledging any node. */
-export const OPERATOR_RBAC_RULES: readonly PolicyRule[] = [
-  { apiGroups: [RBAC_API_GROUP], resources: ['healthchecks'], verbs: ['create'] },
-  { apiGroups: [RBAC_API_GROUP], resources: ['nodehealth'], verbs: ['update'] },
-];
-
-/** What the exporter's own ServiceAccount needs to ask the reviews this module asks. */
-export const EXPORTER_REVIEW_RBAC_RULES: readonly PolicyRule[] = [
-  { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
-  { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
-];
 
 export const MISSING_TOKEN_MESSAGE =
   'this action needs a bearer token (Authorization: Bearer <token>)';

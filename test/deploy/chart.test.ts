@@ -8,12 +8,15 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from '@jest/globals';
 import { parse } from 'yaml';
-import { OPERATOR_RBAC_RULES, type PolicyRule } from '../../exporter/api/auth.js';
 import { CHECK_NAMES } from '../../exporter/checks/index.js';
 import { DEFAULT_XID_FATAL } from '../../exporter/checks/xid.js';
 import { parseCommandLine } from '../../exporter/cli.js';
-import { EXPORTER_RBAC_RULES } from '../../exporter/cluster/rbac.js';
 import { parseConfig } from '../../exporter/config/config.js';
+import {
+  EXPORTER_RBAC_RULES,
+  OPERATOR_RBAC_RULES,
+  type PolicyRule,
+} from '../../exporter/k8s/rbac-rules.js';
 import {
   CHART,
   ROOT,

@@ -1,20 +1,23 @@
 import { describe, test, expect } from '@jest/globals';
 import {
   ALWAYS_PROTECTED_CHECKS,
-  EXPORTER_REVIEW_RBAC_RULES,
   PROTECTED_ACCESS,
   accessGroupOf,
   withApiAccess,
   type Authorizer,
-  OPERATOR_RBAC_RULES,
-  RBAC_API_GROUP,
   accessAttributes,
   createKubernetesAuthorizer,
   createStaticTokenAuthorizer,
   parseBearer,
   requiresAuthorization,
 } from '../../exporter/api/auth.js';
-import type { AuthDecision, PolicyRule, ProtectedAction } from '../../exporter/api/auth.js';
+import type { AuthDecision, ProtectedAction } from '../../exporter/api/auth.js';
+import {
+  EXPORTER_REVIEW_RBAC_RULES,
+  OPERATOR_RBAC_RULES,
+  RBAC_API_GROUP,
+  type PolicyRule,
+} from '../../exporter/k8s/rbac-rules.js';
 import { KubeError } from '../../exporter/k8s/ports.js';
 import type {
   AccessReview,

@@ -2,8 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, test } from '@jest/globals';
 import { loadAllYaml } from '@kubernetes/client-node';
-import { OPERATOR_RBAC_RULES } from '../../exporter/api/auth.js';
-import { EXPORTER_RBAC_RULES } from '../../exporter/cluster/rbac.js';
+import { EXPORTER_RBAC_RULES, OPERATOR_RBAC_RULES } from '../../exporter/k8s/rbac-rules.js';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
