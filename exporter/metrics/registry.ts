@@ -6,8 +6,6 @@
 
 import { Counter, Gauge, Registry } from 'prom-client';
 import { TRIGGERS, VERDICTS, type Check, type CheckRun, type Sample } from '../checks/check.js';
-import type { KubeHealth } from '../cluster/kube-health.js';
-import type { Peer } from '../cluster/peer-directory.js';
 import { NODE_STATES } from '../node-health.js';
 import { isSuccess, type ResultStore } from '../store.js';
 import {
@@ -37,10 +35,24 @@ export interface MetricsDeps {
   /** An exclusive check or the deep check holds the GPUs (the node label shows TESTING). */
   readonly testing?: () => boolean;
   /** Kubernetes mode only. */
-  readonly kubernetes?: {
-    readonly health: KubeHealth;
-    readonly peers: () => readonly Peer[];
+  readonly kubernetes?: KubernetesView;
+}
+
+/**
+ * The little the metrics read of the Kubernetes side, spelled here so that metrics/ depends on no
+ * cluster type: cluster/kube-health.ts and cluster/peer-directory.ts satisfy it as they are.
+ */
+export interface KubernetesView {
+  readonly health: {
+    snapshot(): {
+      /** The last API call answered. */
+      readonly up: boolean;
+      /** Failed calls per API operation since start. */
+      readonly failures: ReadonlyMap<string, number>;
+    };
   };
+  /** Every known Autopilot pod, ready or not. */
+  readonly peers: () => readonly { readonly ready: boolean }[];
 }
 
 export function createMetricsRegistry(deps: MetricsDeps): Registry {
