@@ -23,7 +23,7 @@ const restricted = (names, { layers = false } = {}) => ({
           {
             regex: OUTER_LAYERS,
             message:
-              'The core (checks, metrics, config, scheduler, runner, store, stages) does not import exporter/cluster/ or exporter/api/: define the interface it needs beside it.',
+              'The core (checks, metrics, config, scheduler, runner, store, pre-flight, deep-check report) does not import exporter/cluster/ or exporter/api/: define the interface it needs beside it.',
           },
         ],
       }),
@@ -41,7 +41,8 @@ const CORE = [
   'exporter/scheduler.ts',
   'exporter/check-runner.ts',
   'exporter/store.ts',
-  'exporter/stages*.ts',
+  'exporter/deep-check-report.ts',
+  'exporter/preflight-client.ts',
   'exporter/node-health.ts',
 ];
 

@@ -7,14 +7,13 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
 import { renderTable } from './api/render.js';
+import { DEEP_CHECKS, deepCheckReport } from './deep-check-report.js';
 import {
-  DEEP_CHECKS,
-  deepCheckReport,
   judgePreflight,
   parsePreflightOptions,
   preflightUrl,
   type PreflightRequest,
-} from './stages.js';
+} from './preflight-client.js';
 import { CHECK_NAMES, CHECK_SUMMARIES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
 import { helpText, parseCommandLine, UsageError, type Command, type CommandLine } from './cli.js';

@@ -15,7 +15,7 @@ import type { Clock } from '../clock.js';
 import type { Schedule } from '../config/schedule.js';
 import { jitterFor, nextTick } from '../scheduler.js';
 import type { Logger } from '../log.js';
-import { readDeepCheckReport, type DeepCheckRunReport } from '../stages.js';
+import { readDeepCheckReport, type DeepCheckRunReport } from '../deep-check-report.js';
 import type { KubeApi } from '../k8s/ports.js';
 
 /**

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { CHECK_NAMES } from '../../exporter/checks/index.js';
 import { parseConfig } from '../../exporter/config/config.js';
-import { deepCheckReport } from '../../exporter/stages.js';
+import { deepCheckReport } from '../../exporter/deep-check-report.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { buildExporter, type Exporter } from '../../exporter/exporter.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';

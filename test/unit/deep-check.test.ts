@@ -13,7 +13,7 @@ import { gpuHolders } from '../../exporter/cluster/gpu-idle.js';
 import type { JobSpec, PodInfo } from '../../exporter/k8s/ports.js';
 import type { Schedule } from '../../exporter/config/schedule.js';
 import { silentLogger } from '../../exporter/log.js';
-import { deepCheckReport } from '../../exporter/stages.js';
+import { deepCheckReport } from '../../exporter/deep-check-report.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
 import { FakeKube } from '../fakes/kube.js';
 import { device, makeRun } from '../fakes/runs.js';

@@ -4,13 +4,15 @@ import {
   DEEP_CHECKS,
   TERMINATION_MESSAGE_BYTES,
   deepCheckReport,
+  readDeepCheckReport,
+} from '../../exporter/deep-check-report.js';
+import {
   judgePreflight,
   parsePreflightOptions,
   preflightUrl,
-  readDeepCheckReport,
   type FailOn,
   type PreflightRequest,
-} from '../../exporter/stages.js';
+} from '../../exporter/preflight-client.js';
 import { device, makeRun } from '../fakes/runs.js';
 
 const NODE = 'gpu-node-1';
