@@ -209,7 +209,7 @@ interface Rig {
 }
 
 async function waitFor(what: string, done: () => boolean): Promise<void> {
-  for (let i = 0; i < 500; i++) {
+  for (let i = 0; i < 1500; i++) {
     if (done()) return;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
