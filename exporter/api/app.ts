@@ -17,6 +17,7 @@ import { KubeError } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 import { parseGoDuration } from '../config/duration.js';
 import type { NodeHealth } from '../node-health.js';
+import { boundedInteger, givenSelector, notWholeNumber } from '../params.js';
 import type { ResultStore } from '../store.js';
 import type { ApiAccess } from '../config/config.js';
 import {
@@ -417,7 +418,7 @@ function splitList(value: string | undefined): string[] {
 
 /** job and nodelabel select nodes; Autopilot's "None" is its spelling of absent. */
 function selects(query: RawParams): boolean {
-  return [query.job, query.nodelabel].some((v) => v !== undefined && v !== '' && v !== 'None');
+  return [query.job, query.nodelabel].some((v) => givenSelector(v) !== undefined);
 }
 
 /** The iperf workload parameters of a /status query; an explicit host list names its nodes. */
@@ -456,8 +457,7 @@ function checkHosts(hosts: readonly string[], nodeName: string): void {
 
 function rejectClusterSelectors(query: RawParams): void {
   for (const name of ['job', 'nodelabel'] as const) {
-    const value = query[name];
-    if (value !== undefined && value !== '' && value !== 'None') {
+    if (givenSelector(query[name]) !== undefined) {
       throw new ParamError(
         `${name} selects nodes through Kubernetes, which this exporter is not connected to (standalone mode)`,
       );
@@ -472,10 +472,7 @@ function parseBoundedInteger(
   max: number,
 ): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new ParamError(
-      `${name} ${JSON.stringify(value)} is not a whole number from ${min} to ${max}`,
-    );
-  }
-  return Number(value);
+  const number = boundedInteger(value, min, max);
+  if (number === undefined) throw new ParamError(notWholeNumber(name, value, min, max));
+  return number;
 }

@@ -14,6 +14,7 @@ import {
   type SelfAnswer,
   type Selection,
 } from '../cluster/fanout.js';
+import { givenSelector } from '../params.js';
 import { checkSelector, parseJob } from '../selectors.js';
 import {
   nodeReportToJson,
@@ -71,10 +72,8 @@ export function selectionOf(query: RawParams): Selection {
     .split(',')
     .map((host) => host.trim())
     .filter((host) => host !== '');
-  const given = (value: string | undefined): string | undefined =>
-    value === undefined || value === '' || value === 'None' ? undefined : value;
-  const job = given(query.job);
-  const nodelabel = given(query.nodelabel);
+  const job = givenSelector(query.job);
+  const nodelabel = givenSelector(query.nodelabel);
   return {
     hosts: hosts.length === 0 || hosts.includes('all') ? 'all' : hosts,
     job: job === undefined ? undefined : parseJob(job),

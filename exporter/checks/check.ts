@@ -5,6 +5,7 @@
 
 import type { Logger } from '../log.js';
 import type { SampleMetricName } from '../metrics/catalogue.js';
+import { boundedInteger, notWholeNumber } from '../params.js';
 
 export const VERDICTS = ['PASS', 'WARN', 'FAIL', 'SKIP', 'ERROR'] as const;
 /**
@@ -163,10 +164,7 @@ export function wholeNumberParam(
   max: number,
 ): number {
   if (value === undefined || value === '') return fallback;
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new ParamError(
-      `${name} ${JSON.stringify(value)} is not a whole number from ${min} to ${max}`,
-    );
-  }
-  return Number(value);
+  const number = boundedInteger(value, min, max);
+  if (number === undefined) throw new ParamError(notWholeNumber(name, value, min, max));
+  return number;
 }

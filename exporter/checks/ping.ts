@@ -11,6 +11,7 @@ import type { PingSettings } from '../config/config.js';
 import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
 import { describeEnd, type CommandResult, type RunCommand } from '../exec/run-command.js';
+import { givenSelector } from '../params.js';
 import { checkSelector, parseJob } from '../selectors.js';
 import type {
   Check,
@@ -332,8 +333,8 @@ export function createPingCheck(deps: PingCheckDeps): Check {
     parseParams(raw: RawParams) {
       const params: Record<string, string> = {};
       for (const name of ['job', 'nodelabel'] as const) {
-        const value = raw[name];
-        if (value === undefined || value === '' || value === 'None') continue;
+        const value = givenSelector(raw[name]);
+        if (value === undefined) continue;
         if (deps.selectNodes === undefined) {
           throw new ParamError(
             `${name} selects peers through Kubernetes, which this exporter is not connected to (standalone mode)`,

@@ -8,6 +8,7 @@
 import { isIP } from 'node:net';
 import { DNS_NAME, LABEL_SELECTOR_CHARACTERS, isHostOrAddress } from '../net-names.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
+import { boundedInteger, wholeNumberRange } from '../params.js';
 import { formatDuration, parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
 import { DEFAULT_XID_FATAL } from '../checks/xid.js';
@@ -439,11 +440,9 @@ function parseInteger(
   max: number,
   accepted?: string,
 ): number {
-  const trimmed = value.trim();
-  const number = Number(trimmed);
-  if (!/^\d+$/.test(trimmed) || number < min || number > max) {
-    throw new ConfigError(name, value, accepted ?? `a whole number from ${min} to ${max}`);
-  }
+  const number = boundedInteger(value.trim(), min, max);
+  if (number === undefined)
+    throw new ConfigError(name, value, accepted ?? wholeNumberRange(min, max));
   return number;
 }
 
@@ -506,7 +505,8 @@ function parseExpectedGpus(value: string | undefined): number | undefined {
 function parseLogLevel(value: string): LogLevel {
   const lower = value.trim().toLowerCase();
   if ((LOG_LEVELS as readonly string[]).includes(lower)) return lower as LogLevel;
-  if (/^\d+$/.test(lower) && Number(lower) <= 10) return Number(lower) >= 3 ? 'debug' : 'info';
+  const verbosity = boundedInteger(lower, 0, 10);
+  if (verbosity !== undefined) return verbosity >= 3 ? 'debug' : 'info';
   throw new ConfigError(
     '--loglevel',
     value,
@@ -597,8 +597,8 @@ function parseXidList(value: string | undefined): number[] {
   }
   const codes: number[] = [];
   for (const item of items.filter((part) => part !== '')) {
-    const code = Number(item);
-    if (!/^\d+$/.test(item) || code < 1 || code > MAX_XID) {
+    const code = boundedInteger(item, 1, MAX_XID);
+    if (code === undefined) {
       throw new ConfigError('AUTOPILOT_XID_FATAL', value, `${accepted} ("${item}" is not)`);
     }
     codes.push(code);
