@@ -278,7 +278,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
         command: config.deepcheckCommand,
         priorityClassName: config.deepcheckPriorityClass,
         serviceAccountName: undefined,
-        ttlSeconds: config.invasiveJobTtlSeconds,
+        ttlSeconds: config.deepCheckJobTtlSeconds,
         activeDeadlineSeconds: DEEP_CHECK_DEADLINE_S,
         pendingTimeoutMs: DEEP_CHECK_PENDING_MS,
         pollMs: DEEP_CHECK_POLL_MS,
@@ -400,7 +400,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
             postflight,
             scheduleDeepChecks: () =>
               scheduleDeepChecks({
-                schedule: config.invasive,
+                schedule: config.deepCheckSchedule,
                 deepCheck: deepCheck,
                 clock: ports.clock,
                 nodeName: config.nodeName,
@@ -430,7 +430,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       now: () => ports.clock.now(),
       cluster,
       onAcknowledged: () => labeler?.sync(),
-      ...(deepCheck === undefined ? {} : { invasive: () => deepCheck.start() }),
+      ...(deepCheck === undefined ? {} : { startDeepCheck: () => deepCheck.start() }),
       ...(ports.startProcess === undefined
         ? {}
         : {

@@ -254,7 +254,8 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
     readiness: listening.ports.readiness,
     periodicChecks: config.periodicChecks,
     periodic: describeSchedule(config.periodic),
-    invasive: describeSchedule(config.invasive),
+    // Named for --invasive-check-timer, the setting operators set.
+    invasive: describeSchedule(config.deepCheckSchedule),
     peers: config.peers.length,
   });
   if (exporter.cluster !== undefined) {

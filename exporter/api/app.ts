@@ -48,7 +48,7 @@ export interface ApiDeps {
   /** Called after an acknowledge changed the node health (the node label follows it). */
   readonly onAcknowledged?: (health: NodeHealth) => void;
   /** Starts a deep check (Kubernetes mode); absent, /invasive says it needs Kubernetes. */
-  readonly invasive?: () => Promise<{ readonly started: boolean; readonly detail: string }>;
+  readonly startDeepCheck?: () => Promise<{ readonly started: boolean; readonly detail: string }>;
   /** The node-local iperf endpoints; absent, they answer 404. */
   readonly iperf?: Omit<IperfRouteDeps, 'authorize' | 'readQuery' | 'wantsJson'>;
 }
@@ -210,10 +210,10 @@ export function createApiApp(deps: ApiDeps): Koa {
   // Autopilot's /invasive: a deep check on this node's idle GPUs, followed to its end in the background.
   router.all('/invasive', async (ctx) => {
     await authorize(ctx, { kind: 'run-check', check: 'invasive' });
-    if (deps.invasive === undefined) {
+    if (deps.startDeepCheck === undefined) {
       throw new ParamError('the deep check runs as a Kubernetes Job: Kubernetes mode only');
     }
-    const start = await deps.invasive();
+    const start = await deps.startDeepCheck();
     ctx.type = 'text/plain';
     ctx.body = start.started
       ? `Launching invasive health checks. Results will be added to 'autopilot.ibm.com/gpuhealth' and 'autopilot.ibm.com/dcgm.level.3' node labels\nJob ${start.detail}\n`

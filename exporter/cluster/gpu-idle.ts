@@ -1,5 +1,5 @@
 /**
- * Are this node's GPUs free for an invasive check? Two views, both needed: Kubernetes (a pod on
+ * Are this node's GPUs free for the deep check? Two views, both needed: Kubernetes (a pod on
  * the node requests or limits nvidia.com/gpu and has not ended) and the driver (NVML shows compute
  * processes, which also catches work that never asked Kubernetes for GPUs, such as another agent).
  * A GPU whose count NVML cannot give (MIG mode, no permission, an NVML error) is not known to be

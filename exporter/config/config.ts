@@ -36,7 +36,7 @@ export interface Config {
   /** --w: the periodic round. */
   readonly periodic: Schedule;
   /** --invasive-check-timer: when the deep check (a Job on idle GPUs) runs. */
-  readonly invasive: Schedule;
+  readonly deepCheckSchedule: Schedule;
   readonly logLevel: LogLevel;
   /** --logfile: a file the log lines are also appended to; undefined: stderr only. */
   readonly logFile?: string;
@@ -59,7 +59,8 @@ export interface Config {
   readonly dcgmFatalErrors: readonly string[];
   /** AUTOPILOT_XID_FATAL: the XIDs that fail the xid check as fatal (the node is evicted). */
   readonly xidFatal: readonly number[];
-  readonly invasiveJobTtlSeconds: number;
+  /** INVASIVE_JOB_TTLSEC: ttlSecondsAfterFinished of the deep-check Job. */
+  readonly deepCheckJobTtlSeconds: number;
   readonly pvcStorageClass: string | undefined;
   /** Deadline of the checks that only read NVML (remapped, gpupower, ecc, xid). */
   readonly nvmlCheckTimeoutMs: number;
@@ -225,7 +226,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
       'a number of GB/s above 0, such as 4 or 12.5',
     ),
     periodic: parseScheduleSetting('--w', flag('w')),
-    invasive: parseScheduleSetting('--invasive-check-timer', flag('invasive-check-timer')),
+    deepCheckSchedule: parseScheduleSetting('--invasive-check-timer', flag('invasive-check-timer')),
     logLevel: parseLogLevel(flag('loglevel')),
     ...(flag('logfile') === '' ? {} : { logFile: flag('logfile') }),
     periodicChecks: parseCheckList(setting('PERIODIC_CHECKS'), inputs.knownChecks),
@@ -275,7 +276,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
     ),
     dcgmFatalErrors: parseFatalErrors(setting('DCGM_FATAL_ERRORS')),
     xidFatal: parseXidList(setting('AUTOPILOT_XID_FATAL')),
-    invasiveJobTtlSeconds: parseInteger(
+    deepCheckJobTtlSeconds: parseInteger(
       'INVASIVE_JOB_TTLSEC',
       setting('INVASIVE_JOB_TTLSEC') ?? '30',
       0,

@@ -488,7 +488,7 @@ describe('chart: values', () => {
         knownChecks: CHECK_NAMES,
       });
       expect(config.periodic).toEqual({ kind: 'interval', everyMs: 3_600_000 });
-      expect(config.invasive).toEqual({ kind: 'interval', everyMs: 14_400_000 });
+      expect(config.deepCheckSchedule).toEqual({ kind: 'interval', everyMs: 14_400_000 });
     },
   );
 

@@ -63,7 +63,7 @@ describe('parseConfig defaults', () => {
       readinessPort: 8080,
       bandwidthThresholdGBps: 4,
       periodic: { kind: 'interval', everyMs: 3_600_000 },
-      invasive: { kind: 'interval', everyMs: 14_400_000 },
+      deepCheckSchedule: { kind: 'interval', everyMs: 14_400_000 },
       logLevel: 'info',
       periodicChecks: ['ping'],
       peers: [],
@@ -80,7 +80,7 @@ describe('parseConfig defaults', () => {
       xidFatal: [
         46, 48, 62, 64, 74, 79, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158, 160, 162,
       ],
-      invasiveJobTtlSeconds: 30,
+      deepCheckJobTtlSeconds: 30,
       pvcStorageClass: undefined,
       nvmlCheckTimeoutMs: 30_000,
       checkTimeoutsMs: new Map(),
@@ -191,7 +191,7 @@ describe('parseConfig settings', () => {
     expect(config.apiPort).toBe(4000);
     expect(config.bandwidthThresholdGBps).toBe(12.5);
     expect(config.periodic).toEqual({ kind: 'interval', everyMs: 1_800_000 });
-    expect(config.invasive).toEqual({ kind: 'cron', expression: '0 3 * * *' });
+    expect(config.deepCheckSchedule).toEqual({ kind: 'cron', expression: '0 3 * * *' });
     expect(config.logLevel).toBe('warn');
   });
 
@@ -213,10 +213,10 @@ describe('parseConfig settings', () => {
   });
 
   // Autopilot 2.1.3's chart renders `repeat: 1` as `--w 1`, a Go int counted in hours.
-  test.each<[Record<string, string>, 'periodic' | 'invasive', number]>([
+  test.each<[Record<string, string>, 'periodic' | 'deepCheckSchedule', number]>([
     [{ w: '1' }, 'periodic', 3_600_000],
     [{ w: '24' }, 'periodic', 86_400_000],
-    [{ 'invasive-check-timer': '4' }, 'invasive', 14_400_000],
+    [{ 'invasive-check-timer': '4' }, 'deepCheckSchedule', 14_400_000],
   ])('whole hours as Autopilot 2.1.3 took them: %j', (flags, field, everyMs) => {
     expect(parseConfig(inputs({ flags }))[field]).toEqual({ kind: 'interval', everyMs });
   });
@@ -241,7 +241,9 @@ describe('parseConfig settings', () => {
   });
 
   test('--invasive-check-timer 0 disables the deep check', () => {
-    expect(parseConfig(inputs({ flags: { 'invasive-check-timer': '0' } })).invasive).toEqual({
+    expect(
+      parseConfig(inputs({ flags: { 'invasive-check-timer': '0' } })).deepCheckSchedule,
+    ).toEqual({
       kind: 'disabled',
     });
   });
@@ -421,9 +423,9 @@ describe('parseConfig settings', () => {
     ['3600', 3600],
     ['604800', 604_800],
   ])('INVASIVE_JOB_TTLSEC %j', (value, seconds) => {
-    expect(parseConfig(inputs({ env: { INVASIVE_JOB_TTLSEC: value } })).invasiveJobTtlSeconds).toBe(
-      seconds,
-    );
+    expect(
+      parseConfig(inputs({ env: { INVASIVE_JOB_TTLSEC: value } })).deepCheckJobTtlSeconds,
+    ).toBe(seconds);
   });
 
   test.each<[string, string | undefined]>([
