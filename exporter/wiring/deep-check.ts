@@ -1,0 +1,109 @@
+/**
+ * The deep check's wiring (Kubernetes mode): the Job on this node's idle GPUs, started by
+ * /invasive or the --invasive-check-timer schedule, and post-flight, which runs the quick checks
+ * after a pod that held GPUs ends. Both wait for GPUs that no one else's pod holds.
+ */
+
+import type { CheckRunner } from '../check-runner.js';
+import type { Clock } from '../clock.js';
+import {
+  DEEP_CHECK_JOB_PREFIX,
+  createDeepCheck,
+  scheduleDeepChecks,
+  type DeepCheck,
+} from '../cluster/deep-check.js';
+import { gpusBusy } from '../cluster/gpu-idle.js';
+import type { NodeLabeler } from '../cluster/node-labeler.js';
+import { createPostflight, type Postflight } from '../cluster/postflight.js';
+import type { Config } from '../config/config.js';
+import type { KubeApi } from '../k8s/ports.js';
+import type { Logger } from '../log.js';
+import type { NvmlLoad } from '../native/ports.js';
+import type { ResultStore } from '../store.js';
+
+/** DCGM level 3 takes about 15 minutes on 8 GPUs, gpumem a few more. */
+const DEEP_CHECK_DEADLINE_S = 2 * 3600;
+const DEEP_CHECK_PENDING_MS = 10 * 60_000;
+const DEEP_CHECK_POLL_MS = 10_000;
+const POSTFLIGHT_POLL_MS = 15_000;
+
+export interface DeepCheckParts {
+  readonly deepCheck: DeepCheck;
+  readonly postflight: Postflight | undefined;
+  /** Starts the --invasive-check-timer schedule; returns its stop. */
+  readonly scheduleDeepChecks: () => () => void;
+}
+
+export interface DeepCheckWiring {
+  readonly kube: KubeApi;
+  readonly nvml: NvmlLoad;
+  readonly store: ResultStore;
+  readonly runner: CheckRunner;
+  readonly labeler: NodeLabeler;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+export function wireDeepCheck(config: Config, wiring: DeepCheckWiring): DeepCheckParts {
+  const { kube, store, labeler, clock, logger } = wiring;
+  const busy = () =>
+    gpusBusy({
+      kube,
+      nvml: wiring.nvml,
+      nodeName: config.nodeName,
+      ownJobPrefix: DEEP_CHECK_JOB_PREFIX,
+    });
+  const deepCheck = createDeepCheck({
+    kube,
+    settings: {
+      namespace: config.namespace ?? 'default',
+      nodeName: config.nodeName,
+      image: config.deepcheckImage,
+      command: config.deepcheckCommand,
+      priorityClassName: config.deepcheckPriorityClass,
+      serviceAccountName: undefined,
+      ttlSeconds: config.deepCheckJobTtlSeconds,
+      activeDeadlineSeconds: DEEP_CHECK_DEADLINE_S,
+      pendingTimeoutMs: DEEP_CHECK_PENDING_MS,
+      pollMs: DEEP_CHECK_POLL_MS,
+      env: {
+        DCGM_FATAL_ERRORS: config.dcgmFatalErrors.join(','),
+        AUTOPILOT_DCGMI_COMMAND: config.dcgmiCommand,
+        AUTOPILOT_NVML_LIBRARY: config.nvmlLibrary,
+      },
+    },
+    gpusBusy: busy,
+    record: (run) => store.record(run),
+    passed: (at) => store.acknowledge(at),
+    dcgmResult: (result) => void labeler.recordDcgm(result),
+    changed: () => labeler.sync(),
+    clock,
+    logger: logger.child({ component: 'deepcheck' }),
+  });
+  const postflight =
+    config.postflightChecks.length === 0
+      ? undefined
+      : createPostflight({
+          kube,
+          nodeName: config.nodeName,
+          checks: config.postflightChecks.map((name) => [name, name === 'dcgm' ? { r: '1' } : {}]),
+          run: (name, params, trigger) => wiring.runner.run(name, params, trigger),
+          gpusBusy: busy,
+          ownJobPrefix: DEEP_CHECK_JOB_PREFIX,
+          clock,
+          logger: logger.child({ component: 'postflight' }),
+          pollMs: POSTFLIGHT_POLL_MS,
+        });
+  return {
+    deepCheck,
+    postflight,
+    scheduleDeepChecks: () =>
+      scheduleDeepChecks({
+        schedule: config.deepCheckSchedule,
+        deepCheck,
+        clock,
+        nodeName: config.nodeName,
+        logger: logger.child({ component: 'deepcheck' }),
+      }),
+  };
+}

@@ -1,0 +1,179 @@
+/**
+ * Kubernetes mode's wiring: the observed API, the pods ping and iperf reach, what only a cluster
+ * can tell a check (whole-pod targets, job and node-label selections, the node's GPU count), the
+ * node labeler, and the connection as /status JSON reports it. Standalone mode builds none of it.
+ */
+
+import type { Clock } from '../clock.js';
+import type { PingPeer, PingTarget } from '../checks/ping.js';
+import type { ExpectedGpus } from '../checks/gpucount.js';
+import { expectedGpusOfNode } from '../cluster/expected-gpus.js';
+import { resolveTargets } from '../cluster/fanout.js';
+import { observeKubeApi, type KubeHealth } from '../cluster/kube-health.js';
+import { createNodeLabeler, type NodeLabeler } from '../cluster/node-labeler.js';
+import { createPeerDirectory, type PeerDirectory } from '../cluster/peer-directory.js';
+import { createTopology, type Topology } from '../cluster/topology.js';
+import type { Config } from '../config/config.js';
+import type { KubeApi } from '../k8s/ports.js';
+import type { Logger } from '../log.js';
+import { parseJob } from '../selectors.js';
+import type { ResultStore } from '../store.js';
+
+export interface KubernetesSide {
+  /** The API as every part calls it: observed, so kubeHealth sees each call. */
+  readonly kube: KubeApi;
+  readonly health: KubeHealth;
+  readonly peers: PeerDirectory;
+  readonly topology: Topology;
+}
+
+export function connectKubernetes(
+  config: Config,
+  api: KubeApi,
+  clock: Clock,
+  logger: Logger,
+): KubernetesSide {
+  const observed = observeKubeApi(api, () => clock.now());
+  const kube = observed.api;
+  const namespace = config.namespace ?? 'default';
+  return {
+    kube,
+    health: observed.health,
+    peers: createPeerDirectory({
+      kube,
+      namespace,
+      service: config.serviceName,
+      portName: 'healthcheck',
+      clock,
+      logger: logger.child({ component: 'peers' }),
+    }),
+    topology: createTopology({ kube, namespace, podSelector: config.podSelector }),
+  };
+}
+
+/** Standalone: the configured list. Kubernetes: every other node's Autopilot pod, by node name. */
+export function pingPeers(
+  config: Config,
+  directory: PeerDirectory | undefined,
+): () => readonly PingPeer[] {
+  return () => {
+    if (directory === undefined) return config.peers;
+    const byNode = new Map<string, PingPeer>();
+    for (const peer of directory.peers()) {
+      if (peer.node === undefined || peer.node === config.nodeName) continue;
+      // A ready pod is the one to ping when a node briefly has two (a rolling update).
+      if (!byNode.has(peer.node) || peer.ready)
+        byNode.set(peer.node, { name: peer.node, address: peer.address });
+    }
+    return [...byNode.values()];
+  };
+}
+
+/** What the checks learn from the cluster: ping's targets and selections, gpucount's expectation. */
+export interface ClusterCheckPorts {
+  readonly targetsOf: (peers: readonly string[]) => Promise<readonly PingTarget[]>;
+  readonly selectNodes: (selection: {
+    readonly job: string | undefined;
+    readonly nodelabel: string | undefined;
+  }) => Promise<readonly string[]>;
+  readonly expectedGpus: () => Promise<ExpectedGpus>;
+}
+
+export function clusterCheckPorts(config: Config, side: KubernetesSide): ClusterCheckPorts {
+  const { kube, topology } = side;
+  return {
+    targetsOf: async (names) => {
+      const wanted = new Set(names);
+      return (await topology.nodes())
+        .filter((node) => wanted.has(node.node))
+        .flatMap((node) =>
+          node.interfaces.map((nic) => ({
+            peer: node.node,
+            interface: nic.name,
+            address: nic.address,
+          })),
+        );
+    },
+    selectNodes: async (selection) =>
+      (
+        await resolveTargets(
+          {
+            hosts: [],
+            job: selection.job === undefined ? undefined : parseJob(selection.job),
+            nodelabel: selection.nodelabel,
+          },
+          kube,
+          [],
+        )
+      ).nodes,
+    expectedGpus: async () => expectedGpusOfNode(await kube.getNode(config.nodeName)),
+  };
+}
+
+/** The node label follows the node's health, and TESTING while something holds the GPUs. */
+export function createLabeler(
+  config: Config,
+  side: KubernetesSide,
+  parts: {
+    readonly store: ResultStore;
+    readonly testing: () => boolean;
+    readonly clock: Clock;
+    readonly logger: Logger;
+  },
+): NodeLabeler {
+  const { store, clock } = parts;
+  const labeler = createNodeLabeler({
+    kube: side.kube,
+    nodeName: config.nodeName,
+    health: () => store.health(),
+    exclusiveRunning: parts.testing,
+    onEvictFound: (reason, dcgmFailedLevel) =>
+      store.restoreEvict(reason, clock.now(), dcgmFailedLevel),
+    clock,
+    logger: parts.logger.child({ component: 'labels' }),
+  });
+  store.onHealthChange(() => labeler.sync());
+  return labeler;
+}
+
+/** The Kubernetes connection as /status JSON shows it: what works, and the last thing that did not. */
+export function kubernetesStatus(
+  health: KubeHealth,
+  peers: PeerDirectory,
+  labeler: NodeLabeler | undefined,
+): Record<string, unknown> {
+  const api = health.snapshot();
+  const discovery = peers.status();
+  const labels = labeler?.status();
+  const iso = (at: number | undefined): string | null =>
+    at === undefined ? null : new Date(at).toISOString();
+  return {
+    apiUp: api.up,
+    lastApiError:
+      api.lastFailure === undefined
+        ? null
+        : {
+            operation: api.lastFailure.operation,
+            message: api.lastFailure.message,
+            at: iso(api.lastFailure.at),
+          },
+    peers: {
+      synced: discovery.synced,
+      watching: discovery.watching,
+      known: peers.peers().length,
+      ready: peers.peers().filter((peer) => peer.ready).length,
+      lastError:
+        discovery.lastError === undefined
+          ? null
+          : { message: discovery.lastError.message, at: iso(discovery.lastError.at) },
+    },
+    nodeLabel: {
+      applied: labels?.applied ?? null,
+      pending: labels?.pending ?? null,
+      lastError:
+        labels?.lastError === undefined
+          ? null
+          : { message: labels.lastError.message, at: iso(labels.lastError.at) },
+    },
+  };
+}
