@@ -122,9 +122,19 @@ export function verifyStatus(checks: readonly string[]): Verify {
 
 /**
  * The checks the load benchmark's exporter runs at start-up (and /status answers from with
- * maxage): every GPU check the fakes serve without an exclusive lock, dcgm level 1 and ping.
+ * maxage): every GPU check the fakes serve without an exclusive lock, dcgm level 1 and ping, then
+ * gpucount, which joins every periodic round whatever PERIODIC_CHECKS lists.
  */
-export const LOAD_CHECKS = ['pciebw', 'remapped', 'gpupower', 'ecc', 'xid', 'dcgm', 'ping'];
+export const LOAD_CHECKS = [
+  'pciebw',
+  'remapped',
+  'gpupower',
+  'ecc',
+  'xid',
+  'dcgm',
+  'ping',
+  'gpucount',
+];
 /** The light NVML checks that a share of /status requests runs for real. */
 export const LIGHT_CHECKS = ['remapped', 'gpupower', 'ecc'];
 
