@@ -4,7 +4,7 @@
  * in process, honouring a forwarded maxage as every other node does.
  */
 
-import { parseMaxAge, recentAnswer } from '../api/app.js';
+import { parseMaxAge, recentAnswer } from '../api/status-routes.js';
 import type { ClusterDeps } from '../api/cluster-status.js';
 import type { CheckRunner } from '../check-runner.js';
 import type { Check } from '../checks/check.js';
