@@ -9,9 +9,16 @@
  * time between them. A bit seen in one read only is WARN, with both readings in the evidence.
  */
 
-import type { GpuDevice, Nvml, NvmlLoad, SlowdownDurations } from '../native/ports.js';
+import {
+  NVML_ERROR_NOT_SUPPORTED,
+  type FieldValue,
+  type GpuDevice,
+  type Nvml,
+  type NvmlLoad,
+} from '../native/ports.js';
 import type { Check, DeviceResult, Evidence, Sample } from './check.js';
 import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
+import type { CheckModule } from './module.js';
 
 /** nvmlClocksEventReason* bits, named as the `reason` label of autopilot_gpu_clock_event_reason. */
 export const CLOCK_EVENT_REASONS = [
@@ -202,10 +209,73 @@ export const GPUPOWER_SUMMARY = 'power brake, hardware and thermal slowdown (clo
 
 const NO_DURATIONS: SlowdownDurations = { hwThermalNs: undefined, hwPowerBrakeNs: undefined };
 
-async function readPower(nvml: Nvml, gpu: GpuDevice): Promise<PowerReading> {
+/**
+ * Time the GPU has spent in a hardware slowdown since the driver loaded, in nanoseconds
+ * (NVML_FI_DEV_CLOCKS_EVENT_REASON_*). Each is undefined where the driver does not have the field
+ * (NOT_SUPPORTED, or a driver before R575). hw_slowdown (0x8) itself has no such counter.
+ */
+export interface SlowdownDurations {
+  readonly hwThermalNs: bigint | undefined;
+  readonly hwPowerBrakeNs: bigint | undefined;
+}
+
+export interface SlowdownFieldIds {
+  readonly hwThermal: number;
+  readonly hwPowerBrake: number;
+}
+
+/**
+ * NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN and _HW_POWER_BRAKE_SLOWDOWN as the driver of
+ * this version numbers them. They first appear in nvml.h 12.9 (R575) as 252 and 253, and nvidia-smi
+ * 580.65.06 asks for 251-253 (NVIDIA/k8s-test-infra pkg/gpu/mocknvml/engine/throttle_counters.go);
+ * nvml.h 13.1.2 (CUDA 13.1, driver R590) renumbered them 270 and 271 and gave 251-253 to power
+ * smoothing settings. Undefined before R575 and for a version that does not parse.
+ */
+export function slowdownFieldIds(driverVersion: string): SlowdownFieldIds | undefined {
+  const major = Number(/^(\d+)\./.exec(driverVersion)?.[1]);
+  if (!Number.isInteger(major) || major < 575) return undefined;
+  return major >= 590
+    ? { hwThermal: 270, hwPowerBrake: 271 }
+    : { hwThermal: 252, hwPowerBrake: 253 };
+}
+
+/** A duration field's nanoseconds; another type means the id names another field on this driver. */
+function durationOf(field: FieldValue | undefined): bigint | undefined {
+  return field?.ok === true &&
+    field.type === 'unsigned long long' &&
+    typeof field.value === 'bigint'
+    ? field.value
+    : undefined;
+}
+
+/** Pure: the durations of one fieldValues answer; a field that failed otherwise spoils both. */
+export function slowdownDurationsOf(fields: readonly FieldValue[]): SlowdownDurations {
+  const failed = fields.some((f) => !f.ok && f.code !== NVML_ERROR_NOT_SUPPORTED);
+  if (failed) return NO_DURATIONS;
+  return { hwThermalNs: durationOf(fields[0]), hwPowerBrakeNs: durationOf(fields[1]) };
+}
+
+/** Reads the two durations through the generic field reader, the ids asked of the driver once. */
+function slowdownReader(): (nvml: Nvml, index: number) => Promise<SlowdownDurations> {
+  let ids: Promise<SlowdownFieldIds | undefined> | undefined;
+  return async (nvml, index) => {
+    ids ??= nvml.driverVersion().then(slowdownFieldIds, () => undefined);
+    const known = await ids;
+    if (known === undefined) return NO_DURATIONS;
+    return slowdownDurationsOf(
+      await nvml.fieldValues(index, [known.hwThermal, known.hwPowerBrake]),
+    );
+  };
+}
+
+async function readPower(
+  nvml: Nvml,
+  gpu: GpuDevice,
+  durationsOf: (nvml: Nvml, index: number) => Promise<SlowdownDurations>,
+): Promise<PowerReading> {
   const mask = await nvml.clockEventReasons(gpu.index);
   // The durations only add evidence: a driver that cannot give them leaves the reasons to judge.
-  const durations = await nvml.slowdownDurations(gpu.index).catch(() => NO_DURATIONS);
+  const durations = await durationsOf(nvml, gpu.index).catch(() => NO_DURATIONS);
   return { mask, durations };
 }
 
@@ -230,11 +300,14 @@ function samplesOf(gpu: GpuDevice, latest: PowerReading): Sample[] {
   return samples;
 }
 
+const TEXT = gpuCheckBase('[GPU POWER]');
+
 export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
   const sleep = deps.sleep ?? timerSleep;
   const now = deps.now ?? (() => performance.now());
+  const durationsOf = slowdownReader();
   return {
-    ...gpuCheckBase('[GPU POWER]'),
+    ...TEXT,
     name: 'gpupower',
     summary: GPUPOWER_SUMMARY,
     banner: 'GPU Power Measurement test',
@@ -244,7 +317,7 @@ export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
     timeoutMs: deps.timeoutMs ?? 30_000,
     run: (ctx) =>
       readEachGpu(deps.nvml, async (nvml, gpu) => {
-        const first = await readPower(nvml, gpu);
+        const first = await readPower(nvml, gpu, durationsOf);
         const startedAt = now();
         const hasDurations =
           first.durations.hwThermalNs !== undefined || first.durations.hwPowerBrakeNs !== undefined;
@@ -255,7 +328,7 @@ export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
           };
         }
         await sleep(PERSISTENCE_MS, ctx.signal);
-        const second = await readPower(nvml, gpu);
+        const second = await readPower(nvml, gpu, durationsOf);
         const readings = { first, second, intervalMs: Math.max(Math.round(now() - startedAt), 0) };
         return {
           device: judgeClockEvents(String(gpu.index), readings),
@@ -264,3 +337,16 @@ export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
       }),
   };
 }
+
+export const gpupowerModule: CheckModule = {
+  name: 'gpupower',
+  summary: GPUPOWER_SUMMARY,
+  policy: { periodic: 5, postflight: { order: 3 }, preflight: true, exclusive: false },
+  metrics: ['autopilot_gpu_clock_event_reason', 'autopilot_gpu_slowdown_seconds_total'],
+  formatText: TEXT.formatText,
+  statusName: 'GPU POWER',
+  // The two reads are spaced in real time, not on the scheduler's clock: the interval is a
+  // physical one that the driver's accumulated durations are compared with.
+  create: (config, ports) =>
+    createGpuPowerCheck({ nvml: ports.nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
+};

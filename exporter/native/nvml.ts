@@ -18,15 +18,17 @@ import koffi from 'koffi';
 import type { LibraryHandle } from 'koffi';
 import {
   NVML_ERROR_NOT_SUPPORTED,
+  NVML_VALUE_TYPES,
   NvmlError,
   type EccState,
+  type FieldValue,
+  type NvmlValueType,
   type GpuDevice,
   type Nvml,
   type NvmlLoad,
   type PcieLinkState,
   type ProcessCount,
   type RemappedRows,
-  type SlowdownDurations,
   type XidEvent,
 } from './ports.js';
 
@@ -419,32 +421,19 @@ class KoffiNvml implements Nvml {
     return toBigInt(out[0]);
   }
 
-  /** The driver's slowdown-duration field ids, from its version, asked once. */
-  private slowdownFields: Promise<SlowdownFieldIds | undefined> | undefined;
-
-  async slowdownDurations(index: number): Promise<SlowdownDurations> {
-    const none = { hwThermalNs: undefined, hwPowerBrakeNs: undefined };
+  async fieldValues(index: number, fieldIds: readonly number[]): Promise<readonly FieldValue[]> {
     const fieldValues = this.fns.fieldValues;
-    this.slowdownFields ??= this.driverVersion().then(slowdownFieldIds, () => undefined);
-    const ids = await this.slowdownFields;
-    if (fieldValues === undefined || ids === undefined) return none;
+    const unsupported = fieldIds.map(
+      () => ({ ok: false, code: NVML_ERROR_NOT_SUPPORTED }) as const,
+    );
+    if (fieldValues === undefined || fieldIds.length === 0) return unsupported;
     const device = await this.handle(index);
-    const values = Buffer.alloc(FIELD_VALUE_BYTES * 2);
-    values.writeUInt32LE(ids.hwThermal, 0);
-    values.writeUInt32LE(ids.hwPowerBrake, FIELD_VALUE_BYTES);
-    const code = await this.code(fieldValues, device, 2, values);
-    if (code === NVML_ERROR_NOT_SUPPORTED) return none;
+    const values = Buffer.alloc(FIELD_VALUE_BYTES * fieldIds.length);
+    fieldIds.forEach((id, entry) => values.writeUInt32LE(id, entry * FIELD_VALUE_BYTES));
+    const code = await this.code(fieldValues, device, fieldIds.length, values);
+    if (code === NVML_ERROR_NOT_SUPPORTED) return unsupported;
     if (code !== NVML_SUCCESS) throw await this.error(fieldValues.name, code);
-    const read = async (entry: number): Promise<bigint | undefined> => {
-      const at = entry * FIELD_VALUE_BYTES;
-      const fieldCode = values.readInt32LE(at + 28);
-      if (fieldCode === NVML_ERROR_NOT_SUPPORTED) return undefined;
-      if (fieldCode !== NVML_SUCCESS) throw await this.error(fieldValues.name, fieldCode);
-      // Another type means the id names another field on this driver: not a duration to trust.
-      if (values.readInt32LE(at + 24) !== NVML_VALUE_TYPE_UNSIGNED_LONG_LONG) return undefined;
-      return values.readBigUInt64LE(at + 32);
-    };
-    return { hwThermalNs: await read(0), hwPowerBrakeNs: await read(1) };
+    return fieldIds.map((_, entry) => readFieldValue(values, entry * FIELD_VALUE_BYTES));
   }
 
   async ecc(index: number): Promise<EccState> {
@@ -736,26 +725,32 @@ class KoffiNvml implements Nvml {
  * valueType (enum) 24, nvmlReturn 28, value (an 8-byte union) 32.
  */
 const FIELD_VALUE_BYTES = 40;
-const NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3;
 
-export interface SlowdownFieldIds {
-  readonly hwThermal: number;
-  readonly hwPowerBrake: number;
-}
-
-/**
- * NVML_FI_DEV_CLOCKS_EVENT_REASON_HW_THERM_SLOWDOWN and _HW_POWER_BRAKE_SLOWDOWN as the driver of
- * this version numbers them. They first appear in nvml.h 12.9 (R575) as 252 and 253, and nvidia-smi
- * 580.65.06 asks for 251-253 (NVIDIA/k8s-test-infra pkg/gpu/mocknvml/engine/throttle_counters.go);
- * nvml.h 13.1.2 (CUDA 13.1, driver R590) renumbered them 270 and 271 and gave 251-253 to power
- * smoothing settings. Undefined before R575 and for a version that does not parse.
- */
-export function slowdownFieldIds(driverVersion: string): SlowdownFieldIds | undefined {
-  const major = Number(/^(\d+)\./.exec(driverVersion)?.[1]);
-  if (!Number.isInteger(major) || major < 575) return undefined;
-  return major >= 590
-    ? { hwThermal: 270, hwPowerBrake: 271 }
-    : { hwThermal: 252, hwPowerBrake: 253 };
+/** One nvmlFieldValue_t of the answer, its value read as its valueType says. */
+function readFieldValue(values: Buffer, at: number): FieldValue {
+  const code = values.readInt32LE(at + 28);
+  if (code !== NVML_SUCCESS) return { ok: false, code };
+  const type: NvmlValueType | undefined = NVML_VALUE_TYPES[values.readInt32LE(at + 24)];
+  const value = at + 32;
+  switch (type) {
+    case 'double':
+      return { ok: true, type, value: values.readDoubleLE(value) };
+    case 'unsigned int':
+      return { ok: true, type, value: values.readUInt32LE(value) };
+    case 'signed int':
+      return { ok: true, type, value: values.readInt32LE(value) };
+    case 'unsigned short':
+      return { ok: true, type, value: values.readUInt16LE(value) };
+    case 'signed long long':
+      return { ok: true, type, value: values.readBigInt64LE(value) };
+    case 'unsigned long':
+    case 'unsigned long long':
+      // unsigned long is 8 bytes on the LP64 hosts NVML ships for.
+      return { ok: true, type, value: values.readBigUInt64LE(value) };
+    case undefined:
+      // A type this binding does not know: the value cannot be read safely.
+      return { ok: false, code: NVML_ERROR_NOT_SUPPORTED };
+  }
 }
 
 /** nvmlErrorString(code), itself called off the event loop. */

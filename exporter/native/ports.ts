@@ -47,16 +47,26 @@ export interface EccState {
   readonly retiredPagesPending: boolean | undefined;
 }
 
+/** nvmlValueType_t, by name: how a field's 8-byte value is to be read. */
+export const NVML_VALUE_TYPES = [
+  'double',
+  'unsigned int',
+  'unsigned long',
+  'unsigned long long',
+  'signed long long',
+  'signed int',
+  'unsigned short',
+] as const;
+export type NvmlValueType = (typeof NVML_VALUE_TYPES)[number];
+
 /**
- * Time the GPU has spent in a hardware slowdown since the driver loaded, in nanoseconds
- * (nvmlDeviceGetFieldValues, NVML_FI_DEV_CLOCKS_EVENT_REASON_*). Each is undefined where the driver
- * does not have the field (NOT_SUPPORTED, or a driver before R575). hw_slowdown (0x8) itself has
- * no such counter.
+ * One entry of nvmlDeviceGetFieldValues: the value, typed as the driver says, or the NVML code the
+ * field answered (NVML_ERROR_NOT_SUPPORTED where the driver does not have it). Integers of 64 bits
+ * are bigints, the others numbers.
  */
-export interface SlowdownDurations {
-  readonly hwThermalNs: bigint | undefined;
-  readonly hwPowerBrakeNs: bigint | undefined;
-}
+export type FieldValue =
+  | { readonly ok: true; readonly type: NvmlValueType; readonly value: number | bigint }
+  | { readonly ok: false; readonly code: number };
 
 /** How many compute processes a GPU runs, or why that is not known. */
 export type ProcessCount =
@@ -84,8 +94,13 @@ export interface Nvml {
    * nvmlDeviceGetCurrentClocksThrottleReasons, same bits, on drivers before R535.
    */
   clockEventReasons(index: number): Promise<bigint>;
-  /** The accumulated slowdown durations, under the field ids this driver's version uses. */
-  slowdownDurations(index: number): Promise<SlowdownDurations>;
+  /**
+   * nvmlDeviceGetFieldValues for the NVML_FI_* ids given, one answer per id in their order: what a
+   * check that needs a field or two reads, with no binding of its own. Every entry answers
+   * NVML_ERROR_NOT_SUPPORTED where the library lacks the function or the whole call is unsupported;
+   * rejects for other errors of the call.
+   */
+  fieldValues(index: number, fieldIds: readonly number[]): Promise<readonly FieldValue[]>;
   ecc(index: number): Promise<EccState>;
   /**
    * Compute processes on the GPU (host PIDs, so only the count is meaningful in a pod), or unknown:

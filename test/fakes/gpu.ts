@@ -8,10 +8,11 @@ import type {
   Nvml,
   PcieLinkState,
   ProcessCount,
+  FieldValue,
   RemappedRows,
-  SlowdownDurations,
   XidEvent,
 } from '../../exporter/native/ports.js';
+import type { SlowdownDurations } from '../../exporter/checks/gpupower.js';
 
 export interface FakeGpu {
   device: GpuDevice;
@@ -116,7 +117,21 @@ export function fakeNvml(gpus: FakeGpu[]): FakeNvml {
         const g = gpu(i, 'clockEventReasons');
         return g.reasonReads.shift() ?? g.reasons;
       }),
-    slowdownDurations: (i) => Promise.resolve().then(() => gpu(i, 'slowdownDurations').slowdown),
+    // The slowdown durations under the ids of the 580 driver above (252, 253); other ids unsupported.
+    fieldValues: (i, ids) =>
+      Promise.resolve().then(() => {
+        const { slowdown } = gpu(i, 'fieldValues');
+        const byId = new Map([
+          [252, slowdown.hwThermalNs],
+          [253, slowdown.hwPowerBrakeNs],
+        ]);
+        return ids.map((id): FieldValue => {
+          const ns = byId.get(id);
+          return ns === undefined
+            ? { ok: false, code: 3 }
+            : { ok: true, type: 'unsigned long long', value: ns };
+        });
+      }),
     ecc: (i) => Promise.resolve().then(() => gpu(i, 'ecc').ecc),
     computeProcessCount: (i) =>
       Promise.resolve().then((): ProcessCount => {

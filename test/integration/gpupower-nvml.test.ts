@@ -8,9 +8,13 @@ import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { join } from 'node:path';
 import koffi from 'koffi';
 import type { CheckOutcome } from '../../exporter/checks/check.js';
-import { createGpuPowerCheck, PERSISTENCE_MS } from '../../exporter/checks/gpupower.js';
+import {
+  createGpuPowerCheck,
+  PERSISTENCE_MS,
+  slowdownFieldIds,
+} from '../../exporter/checks/gpupower.js';
 import { silentLogger } from '../../exporter/log.js';
-import { loadNvml, slowdownFieldIds } from '../../exporter/native/nvml.js';
+import { loadNvml } from '../../exporter/native/nvml.js';
 import type { Nvml } from '../../exporter/native/ports.js';
 
 const FAKE = join(import.meta.dirname, '..', '..', 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1');

@@ -419,6 +419,42 @@ describe('the scenario grammar', () => {
   });
 });
 
+describe('the generic field reader (nvmlDeviceGetFieldValues)', () => {
+  test('one typed answer per id, in order; an id the driver lacks answers NOT_SUPPORTED alone', async () => {
+    // 251-253 are the slowdown-duration fields of a 580 driver; 9999 is no field at all.
+    apply('gpus=1;slowdown=0:hwthermal:50');
+    const nvml = await open();
+    const fields = await nvml.fieldValues(0, [253, 9999, 252, 251]);
+    expect(fields).toHaveLength(4);
+    expect(fields[0]).toEqual({ ok: true, type: 'unsigned long long', value: 0n });
+    expect(fields[1]).toEqual({ ok: false, code: 3 });
+    expect(fields[2]).toMatchObject({ ok: true, type: 'unsigned long long' });
+    expect(fields[3]).toEqual({ ok: true, type: 'unsigned long long', value: 0n });
+  });
+
+  test('a driver without the fields answers NOT_SUPPORTED per entry; no ids, no call', async () => {
+    apply('nofields=1');
+    const nvml = await open();
+    expect(await nvml.fieldValues(0, [252, 253])).toEqual([
+      { ok: false, code: 3 },
+      { ok: false, code: 3 },
+    ]);
+    const before = calls('nvmlDeviceGetFieldValues');
+    expect(await nvml.fieldValues(0, [])).toEqual([]);
+    expect(calls('nvmlDeviceGetFieldValues')).toBe(before);
+  });
+
+  test('the whole call unsupported is NOT_SUPPORTED per entry', async () => {
+    apply('notsupported=nvmlDeviceGetFieldValues');
+    expect(await (await open()).fieldValues(0, [252])).toEqual([{ ok: false, code: 3 }]);
+  });
+
+  test('another error of the whole call rejects with it', async () => {
+    apply('failnext=nvmlDeviceGetFieldValues:999:1');
+    expect((await nvmlError((await open()).fieldValues(0, [252]))).code).toBe(999);
+  });
+});
+
 describe('NOT_SUPPORTED and other errors', () => {
   test('remapped rows NOT_SUPPORTED is undefined', async () => {
     apply('notsupported=nvmlDeviceGetRemappedRows');
