@@ -142,30 +142,6 @@ export interface ConfigInputs {
   readonly knownChecks: readonly string[];
 }
 
-/** Autopilot's flags: name, default, what it means. Order is the order of --help. */
-export const FLAGS = [
-  { name: 'port', defaultValue: '3333', help: 'port of the health-check API' },
-  { name: 'bw', defaultValue: '4', help: 'PCIe bandwidth threshold in GB/s (pciebw)' },
-  { name: 'w', defaultValue: '1h', help: `periodic round: ${SCHEDULE_ACCEPTED}` },
-  {
-    name: 'invasive-check-timer',
-    defaultValue: '4h',
-    help: 'deep check on idle GPUs: a Go duration, whole hours as Autopilot 2.1 took them (0 disables), or a cron expression',
-  },
-  {
-    name: 'loglevel',
-    defaultValue: '2',
-    help: 'error, warn, info or debug, or a klog verbosity number (0-2 info, 3 and above debug)',
-  },
-  {
-    name: 'logfile',
-    defaultValue: '',
-    help: "a file the log lines are appended to as well as stderr (Autopilot's klog log_file)",
-  },
-] as const;
-
-export const FLAG_NAMES: ReadonlySet<string> = new Set(FLAGS.map((f) => f.name));
-
 /**
  * Autopilot's default periodic list, and gpucount (one cheap count that keeps a node whose GPUs
  * NVML cannot see from passing), limited to the checks this build has.
@@ -185,149 +161,85 @@ const ALWAYS_PERIODIC = 'gpucount';
 const MAX_EXPECTED_GPUS = 64;
 const DEFAULT_DCGM_FATAL_ERRORS = ['PCIe', 'NVLink', 'ECC', 'GPU Memory'];
 
+/** The settings of SETTINGS put where the rest of the exporter reads them. */
 export function parseConfig(inputs: ConfigInputs): Config {
-  const { env } = inputs;
-  const flag = (name: (typeof FLAGS)[number]['name']): string =>
-    inputs.flags.get(name) ?? FLAGS.find((f) => f.name === name)!.defaultValue;
-  const setting = (name: string): string | undefined => {
-    const value = env[name];
-    return value === undefined || value.trim() === '' ? undefined : value.trim();
-  };
-
-  const apiPort = parsePort('--port', flag('port'));
-  const metricsPort = parsePort(
-    'AUTOPILOT_METRICS_PORT',
-    setting('AUTOPILOT_METRICS_PORT') ?? '8081',
-  );
-  const readinessPort = parsePort(
-    'AUTOPILOT_READINESS_PORT',
-    setting('AUTOPILOT_READINESS_PORT') ?? '8080',
-  );
+  const v = readSettings(inputs);
   rejectSharedPorts({
-    '--port': apiPort,
-    AUTOPILOT_METRICS_PORT: metricsPort,
-    AUTOPILOT_READINESS_PORT: readinessPort,
+    '--port': v['--port'],
+    AUTOPILOT_METRICS_PORT: v.AUTOPILOT_METRICS_PORT,
+    AUTOPILOT_READINESS_PORT: v.AUTOPILOT_READINESS_PORT,
   });
-
-  const nodeName = setting('NODE_NAME') ?? inputs.hostname;
-  checkName('NODE_NAME', nodeName);
-
   return {
-    nodeName,
-    namespace: setting('NAMESPACE'),
-    podName: setting('POD_NAME'),
-    listenAddress: parseListenAddress(setting('AUTOPILOT_LISTEN_ADDRESS')),
-    apiPort,
-    metricsPort,
-    readinessPort,
-    bandwidthThresholdGBps: parsePositiveNumber(
-      '--bw',
-      flag('bw'),
-      'a number of GB/s above 0, such as 4 or 12.5',
-    ),
-    periodic: parseScheduleSetting('--w', flag('w')),
-    deepCheckSchedule: parseScheduleSetting('--invasive-check-timer', flag('invasive-check-timer')),
-    logLevel: parseLogLevel(flag('loglevel')),
-    ...(flag('logfile') === '' ? {} : { logFile: flag('logfile') }),
-    periodicChecks: parseCheckList(setting('PERIODIC_CHECKS'), inputs.knownChecks),
-    peers: parsePeers(setting('AUTOPILOT_PEERS')),
+    nodeName: v.NODE_NAME,
+    namespace: v.NAMESPACE,
+    podName: v.POD_NAME,
+    listenAddress: v.AUTOPILOT_LISTEN_ADDRESS,
+    apiPort: v['--port'],
+    metricsPort: v.AUTOPILOT_METRICS_PORT,
+    readinessPort: v.AUTOPILOT_READINESS_PORT,
+    bandwidthThresholdGBps: v['--bw'],
+    periodic: v['--w'],
+    deepCheckSchedule: v['--invasive-check-timer'],
+    logLevel: v['--loglevel'],
+    ...(v['--logfile'] === undefined ? {} : { logFile: v['--logfile'] }),
+    periodicChecks: v.PERIODIC_CHECKS,
+    peers: v.AUTOPILOT_PEERS,
     ping: {
-      command: setting('AUTOPILOT_PING_COMMAND') ?? 'ping',
-      count: parseInteger('AUTOPILOT_PING_COUNT', setting('AUTOPILOT_PING_COUNT') ?? '3', 1, 100),
-      replyTimeoutMs: parseDurationSetting(
-        'AUTOPILOT_PING_REPLY_TIMEOUT',
-        setting('AUTOPILOT_PING_REPLY_TIMEOUT') ?? '1s',
-        100,
-        60_000,
-      ),
-      concurrency: parseInteger(
-        'AUTOPILOT_PING_CONCURRENCY',
-        setting('AUTOPILOT_PING_CONCURRENCY') ?? '64',
-        1,
-        1024,
-      ),
-      sampleSize: parseInteger(
-        'AUTOPILOT_PING_SAMPLE',
-        setting('AUTOPILOT_PING_SAMPLE') ?? '0',
-        0,
-        100_000,
-      ),
+      command: v.AUTOPILOT_PING_COMMAND,
+      count: v.AUTOPILOT_PING_COUNT,
+      replyTimeoutMs: v.AUTOPILOT_PING_REPLY_TIMEOUT,
+      concurrency: v.AUTOPILOT_PING_CONCURRENCY,
+      sampleSize: v.AUTOPILOT_PING_SAMPLE,
     },
-    iperfCommand: setting('AUTOPILOT_IPERF_COMMAND') ?? 'iperf3',
-    dcgmiCommand: setting('AUTOPILOT_DCGMI_COMMAND') ?? 'dcgmi',
-    deepcheckImage: setting('AUTOPILOT_DEEPCHECK_IMAGE'),
-    deepcheckCommand: (setting('AUTOPILOT_DEEPCHECK_COMMAND') ?? 'autopilot deepcheck').split(
-      /\s+/,
-    ),
-    deepcheckPriorityClass: parseOptionalName(
-      'AUTOPILOT_DEEPCHECK_PRIORITY_CLASS',
-      setting('AUTOPILOT_DEEPCHECK_PRIORITY_CLASS'),
-    ),
-    postflightChecks: parsePostflight(setting('AUTOPILOT_POSTFLIGHT_CHECKS'), inputs.knownChecks),
-    podSelector: parseSelectorSetting(
-      'AUTOPILOT_POD_SELECTOR',
-      setting('AUTOPILOT_POD_SELECTOR') ?? 'app=autopilot',
-    ),
-    historySize: parseInteger(
-      'AUTOPILOT_HISTORY_SIZE',
-      setting('AUTOPILOT_HISTORY_SIZE') ?? '20',
-      1,
-      1000,
-    ),
-    dcgmFatalErrors: parseFatalErrors(setting('DCGM_FATAL_ERRORS')),
-    xidFatal: parseXidList(setting('AUTOPILOT_XID_FATAL')),
-    deepCheckJobTtlSeconds: parseInteger(
-      'INVASIVE_JOB_TTLSEC',
-      setting('INVASIVE_JOB_TTLSEC') ?? '30',
-      0,
-      7 * 24 * 3600,
-    ),
-    pvcStorageClass: parseStorageClass(env.PVC_TEST_STORAGE_CLASS),
-    nvmlCheckTimeoutMs: parseDurationSetting(
-      'AUTOPILOT_NVML_CHECK_TIMEOUT',
-      setting('AUTOPILOT_NVML_CHECK_TIMEOUT') ?? '30s',
-      1000,
-      600_000,
-    ),
-    checkTimeoutsMs: parseCheckTimeouts(setting('AUTOPILOT_CHECK_TIMEOUTS')),
-    nvmlLibrary: setting('AUTOPILOT_NVML_LIBRARY') ?? DEFAULT_NVML_LIBRARY,
-    cudaProbeLibrary: setting('AUTOPILOT_CUDA_PROBE_LIBRARY'),
-    expectedGpus: parseExpectedGpus(setting('AUTOPILOT_EXPECTED_GPUS')),
-    kubernetes: parseChoice('AUTOPILOT_KUBERNETES', setting('AUTOPILOT_KUBERNETES') ?? 'auto', [
-      'auto',
-      'on',
-      'off',
-    ]),
-    kubeconfigPath: setting('KUBECONFIG'),
-    serviceName: parseServiceName(setting('AUTOPILOT_SERVICE') ?? 'autopilot-healthchecks'),
-    kubeRequestTimeoutMs: parseDurationSetting(
-      'AUTOPILOT_KUBE_TIMEOUT',
-      setting('AUTOPILOT_KUBE_TIMEOUT') ?? '10s',
-      500,
-      300_000,
-    ),
-    apiToken: setting('AUTOPILOT_API_TOKEN'),
-    apiAccess: parseApiAccess(env),
-    evictOn: parseChoice(
-      'AUTOPILOT_EVICT_ON',
-      setting('AUTOPILOT_EVICT_ON') ?? DEFAULT_EVICT_ON,
-      EVICT_MODES,
-    ),
+    iperfCommand: v.AUTOPILOT_IPERF_COMMAND,
+    dcgmiCommand: v.AUTOPILOT_DCGMI_COMMAND,
+    deepcheckImage: v.AUTOPILOT_DEEPCHECK_IMAGE,
+    deepcheckCommand: v.AUTOPILOT_DEEPCHECK_COMMAND,
+    deepcheckPriorityClass: v.AUTOPILOT_DEEPCHECK_PRIORITY_CLASS,
+    postflightChecks: v.AUTOPILOT_POSTFLIGHT_CHECKS,
+    podSelector: v.AUTOPILOT_POD_SELECTOR,
+    historySize: v.AUTOPILOT_HISTORY_SIZE,
+    dcgmFatalErrors: v.DCGM_FATAL_ERRORS,
+    xidFatal: v.AUTOPILOT_XID_FATAL,
+    deepCheckJobTtlSeconds: v.INVASIVE_JOB_TTLSEC,
+    pvcStorageClass: v.PVC_TEST_STORAGE_CLASS,
+    nvmlCheckTimeoutMs: v.AUTOPILOT_NVML_CHECK_TIMEOUT,
+    checkTimeoutsMs: v.AUTOPILOT_CHECK_TIMEOUTS,
+    nvmlLibrary: v.AUTOPILOT_NVML_LIBRARY,
+    cudaProbeLibrary: v.AUTOPILOT_CUDA_PROBE_LIBRARY,
+    expectedGpus: v.AUTOPILOT_EXPECTED_GPUS,
+    kubernetes: v.AUTOPILOT_KUBERNETES,
+    kubeconfigPath: v.KUBECONFIG,
+    serviceName: v.AUTOPILOT_SERVICE,
+    kubeRequestTimeoutMs: v.AUTOPILOT_KUBE_TIMEOUT,
+    apiToken: v.AUTOPILOT_API_TOKEN,
+    apiAccess: v.AUTOPILOT_API_ACCESS,
+    evictOn: v.AUTOPILOT_EVICT_ON,
     pvc: {
-      accessMode: parseChoice(
-        'AUTOPILOT_PVC_ACCESS_MODE',
-        setting('AUTOPILOT_PVC_ACCESS_MODE') ?? 'ReadWriteMany',
-        ['ReadWriteMany', 'ReadWriteOnce', 'ReadWriteOncePod', 'ReadOnlyMany'],
-      ),
-      size: parseQuantity('AUTOPILOT_PVC_SIZE', setting('AUTOPILOT_PVC_SIZE') ?? '100Mi'),
-      bindTimeoutMs: parseDurationSetting(
-        'AUTOPILOT_PVC_BIND_TIMEOUT',
-        setting('AUTOPILOT_PVC_BIND_TIMEOUT') ?? '90s',
-        1000,
-        3_600_000,
-      ),
+      accessMode: v.AUTOPILOT_PVC_ACCESS_MODE,
+      size: v.AUTOPILOT_PVC_SIZE,
+      bindTimeoutMs: v.AUTOPILOT_PVC_BIND_TIMEOUT,
     },
   };
+}
+
+/** Every setting parsed, in the table's order; the first bad one stops here. */
+function readSettings(inputs: ConfigInputs): SettingValues {
+  const values: Record<string, unknown> = {};
+  for (const [name, entry] of TABLE) {
+    values[name] = entry.parse(given(name, inputs) ?? entry.fallback, inputs);
+  }
+  return values as SettingValues;
+}
+
+/**
+ * A flag as the command line gave it (--logfile= is given, and empty); an environment variable
+ * trimmed, and unset when blank, as manifests often leave them.
+ */
+function given(name: string, inputs: ConfigInputs): string | undefined {
+  if (name.startsWith('--')) return inputs.flags.get(name.slice(2));
+  const value = inputs.env[name];
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
 }
 
 function parseChoice<T extends string>(name: string, value: string, choices: readonly T[]): T {
@@ -536,10 +448,11 @@ function parseCheckList(value: string | undefined, known: readonly string[]): st
   return [...new Set(result)];
 }
 
-function checkName(name: string, value: string): void {
+function parseNodeName(value: string): string {
   if (!DNS_NAME.test(value)) {
-    throw new ConfigError(name, value, 'a node name made of letters, digits, "-" and "."');
+    throw new ConfigError('NODE_NAME', value, 'a node name made of letters, digits, "-" and "."');
   }
+  return value;
 }
 
 function parsePeers(value: string | undefined): string[] {
@@ -621,122 +534,314 @@ function parseStorageClass(value: string | undefined): string | undefined {
   return name;
 }
 
+/**
+ * One setting of the table: what parseConfig reads, --help lists and docs/configuration.md must
+ * document. A flag's key is spelt with its dashes, an environment variable's as it is set.
+ */
+export interface Setting<T> {
+  /** The value parsed when the setting is not given; absent, parse sees undefined. */
+  readonly fallback?: string;
+  /** The default as --help and the docs say it, where the fallback does not say it ('' for none). */
+  readonly shown?: string;
+  readonly help: string;
+  readonly parse: (value: string | undefined, inputs: ConfigInputs) => T;
+  /** Variables this setting's parser reads beside its own name, documented after it. */
+  readonly reads?: readonly SettingRow[];
+}
+
+/** name, default as shown ('' for none), meaning. */
+export type SettingRow = readonly [name: string, shown: string, help: string];
+
+function setting<T>(
+  entry: Omit<Setting<T>, 'fallback' | 'parse'> & {
+    readonly fallback: string;
+    readonly parse: (value: string, inputs: ConfigInputs) => T;
+  },
+): Setting<T>;
+function setting<T>(entry: Omit<Setting<T>, 'fallback'>): Setting<T>;
+function setting<T>(
+  entry: Omit<Setting<T>, 'parse'> & { readonly parse: (value: never, inputs: ConfigInputs) => T },
+): Setting<T> {
+  // The first overload guarantees a fallback wherever parse needs a string.
+  return entry as Setting<T>;
+}
+
+const optional = (value: string | undefined): string | undefined => value;
+const text = (value: string): string => value;
+const integer =
+  (name: string, min: number, max: number) =>
+  (value: string): number =>
+    parseInteger(name, value, min, max);
+const duration =
+  (name: string, minMs: number, maxMs: number) =>
+  (value: string): number =>
+    parseDurationSetting(name, value, minMs, maxMs);
+
+/**
+ * Every flag (Autopilot's, first) and environment variable, in the order of --help. parseConfig
+ * parses each in this order, and the first bad one stops the program.
+ */
+export const SETTINGS = {
+  '--port': setting({
+    fallback: '3333',
+    help: 'port of the health-check API',
+    parse: (value) => parsePort('--port', value),
+  }),
+  '--bw': setting({
+    fallback: '4',
+    help: 'PCIe bandwidth threshold in GB/s (pciebw)',
+    parse: (value) =>
+      parsePositiveNumber('--bw', value, 'a number of GB/s above 0, such as 4 or 12.5'),
+  }),
+  '--w': setting({
+    fallback: '1h',
+    help: `periodic round: ${SCHEDULE_ACCEPTED}`,
+    parse: (value) => parseScheduleSetting('--w', value),
+  }),
+  '--invasive-check-timer': setting({
+    fallback: '4h',
+    help: 'deep check on idle GPUs: a Go duration, whole hours as Autopilot 2.1 took them (0 disables), or a cron expression',
+    parse: (value) => parseScheduleSetting('--invasive-check-timer', value),
+  }),
+  '--loglevel': setting({
+    fallback: '2',
+    help: 'error, warn, info or debug, or a klog verbosity number (0-2 info, 3 and above debug)',
+    parse: parseLogLevel,
+  }),
+  '--logfile': setting({
+    fallback: '',
+    help: "a file the log lines are appended to as well as stderr (Autopilot's klog log_file)",
+    parse: (value) => (value === '' ? undefined : value),
+  }),
+  NODE_NAME: setting({
+    shown: 'the host name',
+    help: 'name of this node (Kubernetes downward API)',
+    parse: (value, inputs) => parseNodeName(value ?? inputs.hostname),
+  }),
+  NAMESPACE: setting({ help: 'namespace of the exporter pod', parse: optional }),
+  POD_NAME: setting({ help: 'name of the exporter pod', parse: optional }),
+  PERIODIC_CHECKS: setting({
+    shown: 'pciebw,remapped,dcgm,ping,gpupower,gpucount (those this build has)',
+    help: 'checks of the periodic round; all = the default list',
+    parse: (value, inputs) => parseCheckList(value, inputs.knownChecks),
+  }),
+  PVC_TEST_STORAGE_CLASS: setting({
+    help: 'StorageClass of the pvc check',
+    // Its own reading of blank: the message quotes the value as it was set.
+    parse: (_value, inputs) => parseStorageClass(inputs.env.PVC_TEST_STORAGE_CLASS),
+  }),
+  DCGM_FATAL_ERRORS: setting({
+    shown: DEFAULT_DCGM_FATAL_ERRORS.join(','),
+    help: 'DCGM tests whose failure evicts the node',
+    parse: parseFatalErrors,
+  }),
+  AUTOPILOT_XID_FATAL: setting({
+    shown: DEFAULT_XID_FATAL.join(','),
+    help: 'XIDs whose event fails the xid check as fatal, evicting the node (comma-separated; none: no XID)',
+    parse: parseXidList,
+  }),
+  INVASIVE_JOB_TTLSEC: setting({
+    fallback: '30',
+    help: 'ttlSecondsAfterFinished of the deep-check Job',
+    parse: integer('INVASIVE_JOB_TTLSEC', 0, 7 * 24 * 3600),
+  }),
+  AUTOPILOT_PEERS: setting({
+    help: 'ping targets in standalone mode: host names or addresses, comma-separated',
+    parse: parsePeers,
+  }),
+  AUTOPILOT_PING_COUNT: setting({
+    fallback: '3',
+    help: 'echo requests per peer',
+    parse: integer('AUTOPILOT_PING_COUNT', 1, 100),
+  }),
+  AUTOPILOT_PING_REPLY_TIMEOUT: setting({
+    fallback: '1s',
+    help: 'how long to wait for each reply (100ms to 1m)',
+    parse: duration('AUTOPILOT_PING_REPLY_TIMEOUT', 100, 60_000),
+  }),
+  AUTOPILOT_PING_CONCURRENCY: setting({
+    fallback: '64',
+    help: 'peers pinged at once',
+    parse: integer('AUTOPILOT_PING_CONCURRENCY', 1, 1024),
+  }),
+  AUTOPILOT_PING_COMMAND: setting({
+    fallback: 'ping',
+    help: 'the iputils ping executable',
+    parse: text,
+  }),
+  AUTOPILOT_PING_SAMPLE: setting({
+    fallback: '0',
+    help: 'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
+    parse: integer('AUTOPILOT_PING_SAMPLE', 0, 100_000),
+  }),
+  AUTOPILOT_IPERF_COMMAND: setting({
+    fallback: 'iperf3',
+    help: 'the iperf3 executable',
+    parse: text,
+  }),
+  AUTOPILOT_DCGMI_COMMAND: setting({
+    fallback: 'dcgmi',
+    help: 'the dcgmi executable (DCGM diagnostics)',
+    parse: text,
+  }),
+  AUTOPILOT_DEEPCHECK_IMAGE: setting({
+    help: "image of the deep-check Job (the exporter's own); unset, no deep check runs",
+    parse: optional,
+  }),
+  AUTOPILOT_DEEPCHECK_COMMAND: setting({
+    fallback: 'autopilot deepcheck',
+    help: 'command of the deep-check Job container',
+    parse: (value) => value.split(/\s+/),
+  }),
+  AUTOPILOT_DEEPCHECK_PRIORITY_CLASS: setting({
+    help: 'PriorityClass of the deep-check Job (a low one)',
+    parse: (value) => parseOptionalName('AUTOPILOT_DEEPCHECK_PRIORITY_CLASS', value),
+  }),
+  AUTOPILOT_POSTFLIGHT_CHECKS: setting({
+    shown: 'pciebw,remapped,gpupower,ecc,dcgm (those this build has)',
+    help: 'checks run when a pod that held GPUs ends (dcgm at level 1); none disables post-flight',
+    parse: (value, inputs) => parsePostflight(value, inputs.knownChecks),
+  }),
+  AUTOPILOT_POD_SELECTOR: setting({
+    fallback: 'app=autopilot',
+    help: 'Kubernetes mode: label selector of the Autopilot pods, whose interfaces ping and iperf reach',
+    parse: (value) => parseSelectorSetting('AUTOPILOT_POD_SELECTOR', value),
+  }),
+  AUTOPILOT_METRICS_PORT: setting({
+    fallback: '8081',
+    help: 'port of /metrics',
+    parse: (value) => parsePort('AUTOPILOT_METRICS_PORT', value),
+  }),
+  AUTOPILOT_READINESS_PORT: setting({
+    fallback: '8080',
+    help: 'port of /readinessprobe',
+    parse: (value) => parsePort('AUTOPILOT_READINESS_PORT', value),
+  }),
+  AUTOPILOT_LISTEN_ADDRESS: setting({
+    shown: 'all addresses',
+    help: 'address the three listeners bind to',
+    parse: parseListenAddress,
+  }),
+  AUTOPILOT_HISTORY_SIZE: setting({
+    fallback: '20',
+    help: 'runs kept per check for the API',
+    parse: integer('AUTOPILOT_HISTORY_SIZE', 1, 1000),
+  }),
+  AUTOPILOT_NVML_CHECK_TIMEOUT: setting({
+    fallback: '30s',
+    help: 'deadline of remapped, gpupower, ecc and xid, which only read NVML (1s to 10m)',
+    parse: duration('AUTOPILOT_NVML_CHECK_TIMEOUT', 1000, 600_000),
+  }),
+  AUTOPILOT_CHECK_TIMEOUTS: setting({
+    shown: 'pciebw=2m,gpumem=15m,dcgm.1=5m,dcgm.2=20m,dcgm.3=1h30m,dcgm.4=4h',
+    help: 'deadlines of the long checks, name=duration pairs that replace those defaults',
+    parse: parseCheckTimeouts,
+  }),
+  AUTOPILOT_NVML_LIBRARY: setting({
+    fallback: DEFAULT_NVML_LIBRARY,
+    help: 'NVML library: a name the loader finds, or a path',
+    parse: text,
+  }),
+  AUTOPILOT_EXPECTED_GPUS: setting({
+    shown: 'unset: the node label nvidia.com/gpu.count or capacity (Kubernetes mode)',
+    help: 'GPUs this node should have (0 to 64); fewer visible to NVML fails gpucount',
+    parse: parseExpectedGpus,
+  }),
+  AUTOPILOT_CUDA_PROBE_LIBRARY: setting({
+    shown: 'build/cuda/libautopilot-probe.so of this installation',
+    help: 'the CUDA probe library built from cuda/',
+    parse: optional,
+  }),
+  AUTOPILOT_KUBERNETES: setting({
+    fallback: 'auto',
+    help: 'auto (Kubernetes mode in a pod or with KUBECONFIG), on, or off (standalone)',
+    parse: (value) => parseChoice('AUTOPILOT_KUBERNETES', value, ['auto', 'on', 'off'] as const),
+  }),
+  KUBECONFIG: setting({
+    help: 'kubeconfig file to use instead of the in-cluster service account',
+    parse: optional,
+  }),
+  AUTOPILOT_SERVICE: setting({
+    fallback: 'autopilot-healthchecks',
+    help: 'Service whose EndpointSlices list the peers',
+    parse: parseServiceName,
+  }),
+  AUTOPILOT_KUBE_TIMEOUT: setting({
+    fallback: '10s',
+    help: 'deadline of each Kubernetes API call (500ms to 5m)',
+    parse: duration('AUTOPILOT_KUBE_TIMEOUT', 500, 300_000),
+  }),
+  AUTOPILOT_API_TOKEN: setting({
+    help: 'standalone mode: bearer token for protected actions (unset disables them)',
+    parse: optional,
+  }),
+  AUTOPILOT_API_ACCESS: setting({
+    shown: 'kubernetes',
+    help: 'protected API calls: kubernetes (authenticated, authorised callers only) or open (anyone; IBM Autopilot)',
+    parse: (_value, inputs) => parseApiAccess(inputs.env),
+    reads: API_ACCESS_GROUPS.map(
+      (group) =>
+        [
+          apiAccessVariable(group),
+          API_ACCESS_VARIABLE,
+          `kubernetes or open, for the ${group} calls alone (docs/api.md#authorisation)`,
+        ] as const,
+    ),
+  }),
+  AUTOPILOT_EVICT_ON: setting({
+    fallback: DEFAULT_EVICT_ON,
+    help: 'which fatal findings evict: all (every check) or dcgm (DCGM_FATAL_ERRORS tests only, IBM Autopilot)',
+    parse: (value) => parseChoice('AUTOPILOT_EVICT_ON', value, EVICT_MODES),
+  }),
+  AUTOPILOT_PVC_ACCESS_MODE: setting({
+    fallback: 'ReadWriteMany',
+    help: 'access mode of the pvc check claim: ReadWriteMany, ReadWriteOnce, ReadWriteOncePod, ReadOnlyMany',
+    parse: (value) =>
+      parseChoice('AUTOPILOT_PVC_ACCESS_MODE', value, [
+        'ReadWriteMany',
+        'ReadWriteOnce',
+        'ReadWriteOncePod',
+        'ReadOnlyMany',
+      ]),
+  }),
+  AUTOPILOT_PVC_SIZE: setting({
+    fallback: '100Mi',
+    help: 'size of the pvc check claim',
+    parse: (value) => parseQuantity('AUTOPILOT_PVC_SIZE', value),
+  }),
+  AUTOPILOT_PVC_BIND_TIMEOUT: setting({
+    fallback: '90s',
+    help: 'how long the pvc check claim may stay Pending (1s to 1h)',
+    parse: duration('AUTOPILOT_PVC_BIND_TIMEOUT', 1000, 3_600_000),
+  }),
+};
+
+type SettingValues = {
+  readonly [Name in keyof typeof SETTINGS]: (typeof SETTINGS)[Name] extends Setting<infer T>
+    ? T
+    : never;
+};
+
+const rowsOf = ([name, entry]: [string, Setting<unknown>]): SettingRow[] => [
+  [name, entry.shown ?? entry.fallback ?? '', entry.help],
+  ...(entry.reads ?? []),
+];
+const TABLE = Object.entries(SETTINGS) as [string, Setting<unknown>][];
+
+/** Autopilot's flags: name without dashes, default, what it means. Order is the order of --help. */
+export const FLAGS: readonly {
+  readonly name: string;
+  readonly defaultValue: string;
+  readonly help: string;
+}[] = TABLE.filter(([name]) => name.startsWith('--')).map(([name, entry]) => ({
+  name: name.slice(2),
+  defaultValue: entry.fallback ?? '',
+  help: entry.help,
+}));
+
+export const FLAG_NAMES: ReadonlySet<string> = new Set(FLAGS.map((f) => f.name));
+
 /** Environment variables, for --help and docs/configuration.md. */
-export const ENV_SETTINGS = [
-  ['NODE_NAME', 'the host name', 'name of this node (Kubernetes downward API)'],
-  ['NAMESPACE', '', 'namespace of the exporter pod'],
-  ['POD_NAME', '', 'name of the exporter pod'],
-  [
-    'PERIODIC_CHECKS',
-    'pciebw,remapped,dcgm,ping,gpupower,gpucount (those this build has)',
-    'checks of the periodic round; all = the default list',
-  ],
-  ['PVC_TEST_STORAGE_CLASS', '', 'StorageClass of the pvc check'],
-  ['DCGM_FATAL_ERRORS', 'PCIe,NVLink,ECC,GPU Memory', 'DCGM tests whose failure evicts the node'],
-  [
-    'AUTOPILOT_XID_FATAL',
-    DEFAULT_XID_FATAL.join(','),
-    'XIDs whose event fails the xid check as fatal, evicting the node (comma-separated; none: no XID)',
-  ],
-  ['INVASIVE_JOB_TTLSEC', '30', 'ttlSecondsAfterFinished of the deep-check Job'],
-  [
-    'AUTOPILOT_PEERS',
-    '',
-    'ping targets in standalone mode: host names or addresses, comma-separated',
-  ],
-  ['AUTOPILOT_PING_COUNT', '3', 'echo requests per peer'],
-  ['AUTOPILOT_PING_REPLY_TIMEOUT', '1s', 'how long to wait for each reply (100ms to 1m)'],
-  ['AUTOPILOT_PING_CONCURRENCY', '64', 'peers pinged at once'],
-  ['AUTOPILOT_PING_COMMAND', 'ping', 'the iputils ping executable'],
-  [
-    'AUTOPILOT_PING_SAMPLE',
-    '0',
-    'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
-  ],
-  ['AUTOPILOT_IPERF_COMMAND', 'iperf3', 'the iperf3 executable'],
-  ['AUTOPILOT_DCGMI_COMMAND', 'dcgmi', 'the dcgmi executable (DCGM diagnostics)'],
-  [
-    'AUTOPILOT_DEEPCHECK_IMAGE',
-    '',
-    "image of the deep-check Job (the exporter's own); unset, no deep check runs",
-  ],
-  ['AUTOPILOT_DEEPCHECK_COMMAND', 'autopilot deepcheck', 'command of the deep-check Job container'],
-  ['AUTOPILOT_DEEPCHECK_PRIORITY_CLASS', '', 'PriorityClass of the deep-check Job (a low one)'],
-  [
-    'AUTOPILOT_POSTFLIGHT_CHECKS',
-    'pciebw,remapped,gpupower,ecc,dcgm (those this build has)',
-    'checks run when a pod that held GPUs ends (dcgm at level 1); none disables post-flight',
-  ],
-  [
-    'AUTOPILOT_POD_SELECTOR',
-    'app=autopilot',
-    'Kubernetes mode: label selector of the Autopilot pods, whose interfaces ping and iperf reach',
-  ],
-  ['AUTOPILOT_METRICS_PORT', '8081', 'port of /metrics'],
-  ['AUTOPILOT_READINESS_PORT', '8080', 'port of /readinessprobe'],
-  ['AUTOPILOT_LISTEN_ADDRESS', 'all addresses', 'address the three listeners bind to'],
-  ['AUTOPILOT_HISTORY_SIZE', '20', 'runs kept per check for the API'],
-  [
-    'AUTOPILOT_NVML_CHECK_TIMEOUT',
-    '30s',
-    'deadline of remapped, gpupower, ecc and xid, which only read NVML (1s to 10m)',
-  ],
-  [
-    'AUTOPILOT_CHECK_TIMEOUTS',
-    'pciebw=2m,gpumem=15m,dcgm.1=5m,dcgm.2=20m,dcgm.3=1h30m,dcgm.4=4h',
-    'deadlines of the long checks, name=duration pairs that replace those defaults',
-  ],
-  [
-    'AUTOPILOT_NVML_LIBRARY',
-    'libnvidia-ml.so.1',
-    'NVML library: a name the loader finds, or a path',
-  ],
-  [
-    'AUTOPILOT_EXPECTED_GPUS',
-    'unset: the node label nvidia.com/gpu.count or capacity (Kubernetes mode)',
-    'GPUs this node should have (0 to 64); fewer visible to NVML fails gpucount',
-  ],
-  [
-    'AUTOPILOT_CUDA_PROBE_LIBRARY',
-    'build/cuda/libautopilot-probe.so of this installation',
-    'the CUDA probe library built from cuda/',
-  ],
-  [
-    'AUTOPILOT_KUBERNETES',
-    'auto',
-    'auto (Kubernetes mode in a pod or with KUBECONFIG), on, or off (standalone)',
-  ],
-  ['KUBECONFIG', '', 'kubeconfig file to use instead of the in-cluster service account'],
-  ['AUTOPILOT_SERVICE', 'autopilot-healthchecks', 'Service whose EndpointSlices list the peers'],
-  ['AUTOPILOT_KUBE_TIMEOUT', '10s', 'deadline of each Kubernetes API call (500ms to 5m)'],
-  [
-    'AUTOPILOT_API_TOKEN',
-    '',
-    'standalone mode: bearer token for protected actions (unset disables them)',
-  ],
-  [
-    'AUTOPILOT_API_ACCESS',
-    'kubernetes',
-    'protected API calls: kubernetes (authenticated, authorised callers only) or open (anyone; IBM Autopilot)',
-  ],
-  ...API_ACCESS_GROUPS.map(
-    (group) =>
-      [
-        apiAccessVariable(group),
-        'AUTOPILOT_API_ACCESS',
-        `kubernetes or open, for the ${group} calls alone (docs/api.md#authorisation)`,
-      ] as const,
-  ),
-  [
-    'AUTOPILOT_EVICT_ON',
-    DEFAULT_EVICT_ON,
-    'which fatal findings evict: all (every check) or dcgm (DCGM_FATAL_ERRORS tests only, IBM Autopilot)',
-  ],
-  [
-    'AUTOPILOT_PVC_ACCESS_MODE',
-    'ReadWriteMany',
-    'access mode of the pvc check claim: ReadWriteMany, ReadWriteOnce, ReadWriteOncePod, ReadOnlyMany',
-  ],
-  ['AUTOPILOT_PVC_SIZE', '100Mi', 'size of the pvc check claim'],
-  ['AUTOPILOT_PVC_BIND_TIMEOUT', '90s', 'how long the pvc check claim may stay Pending (1s to 1h)'],
-] as const;
+export const ENV_SETTINGS: readonly SettingRow[] = TABLE.filter(
+  ([name]) => !name.startsWith('--'),
+).flatMap(rowsOf);
