@@ -4,6 +4,7 @@
  * `-port 3333`. Pure: main.ts feeds it argv and prints what it returns.
  */
 
+import { CHECK_TABLE } from './checks/index.js';
 import { ENV_SETTINGS, FLAGS, FLAG_NAMES } from './config/config.js';
 
 export type Command =
@@ -26,7 +27,7 @@ export const COMMAND_FLAGS = {
     { name: 'max-age', defaultValue: '1h', help: 'results older than this are run again' },
     {
       name: 'checks',
-      defaultValue: 'pciebw,remapped,gpupower',
+      defaultValue: CHECK_TABLE.preflight.join(','),
       help: 'the quick checks to require',
     },
     {

@@ -10,9 +10,11 @@ import { createApiApp } from './api/app.js';
 import { createKubernetesAuthorizer, createStaticTokenAuthorizer } from './api/auth.js';
 import { createMetricsApp, createReadinessApp } from './api/side-apps.js';
 import type { Check, CheckRun, Trigger } from './checks/check.js';
-import { createChecks } from './checks/index.js';
+import { CHECK_TABLE } from './checks/index.js';
+import type { CheckExtras, CommonPorts, Listener } from './checks/module.js';
+import type { CheckTable } from './checks/table.js';
 import { createCheckRunner, type CheckRunner } from './check-runner.js';
-import { sleep, type Clock } from './clock.js';
+import type { Clock } from './clock.js';
 import type { KubeHealth } from './cluster/kube-health.js';
 import { createHttpGet, type HttpGet } from './cluster/http-get.js';
 import type { NodeLabeler } from './cluster/node-labeler.js';
@@ -25,12 +27,6 @@ import type { PodInterface } from './network/interfaces.js';
 import type { Config } from './config/config.js';
 import type { RunCommand } from './exec/run-command.js';
 import type { CudaProbeLoad, NvmlLoad } from './native/ports.js';
-import {
-  createXidLedger,
-  createXidWatcher,
-  type XidLedger,
-  type XidWatcher,
-} from './checks/xid.js';
 import { createGpuLock } from './gpu-lock.js';
 import type { Logger } from './log.js';
 import {
@@ -71,6 +67,8 @@ export interface ExporterPorts {
   readonly startProcess?: StartProcess;
   /** This pod's own addresses (os.networkInterfaces). */
   readonly localAddresses?: () => readonly PodInterface[];
+  /** The checks to build; CHECK_TABLE (every check of this build) unless a test brings its own. */
+  readonly checkTable?: CheckTable;
 }
 
 /** What Kubernetes mode adds; main starts and stops it with the exporter. */
@@ -93,8 +91,8 @@ export interface Exporter {
   readonly apiApp: Koa;
   readonly metricsApp: Koa;
   readonly readinessApp: Koa;
-  /** Listens to XID events while the exporter serves; runs the xid check when one counts. */
-  readonly xidWatcher: XidWatcher;
+  /** The checks' listeners (XID events), started and stopped with the exporter's listeners. */
+  readonly checkListener: Listener;
   /** Kubernetes mode only. */
   readonly cluster: ClusterParts | undefined;
 }
@@ -108,7 +106,6 @@ const FANOUT_MAX_ANSWER_BYTES = 32 * 1024 * 1024;
  * (labels, deep check, post-flight), then the scheduler, the metrics and the three HTTP apps.
  */
 export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
-  const xidLedger = createXidLedger({ debounceMs: 10_000 });
   const side =
     ports.kube === undefined
       ? undefined
@@ -117,10 +114,17 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   // The cluster parts come after the checks and the runner that they drive, and the checks and
   // the GPU lock report to them: filled in once built.
   const late: Late = {};
-  const checks = createChecks(
+  const created = (ports.checkTable ?? CHECK_TABLE).create(
     config,
-    checkPorts(config, ports, { side, httpGet, xidLedger, late }),
+    commonPorts(ports, side),
+    checkExtras(config, ports, {
+      side,
+      httpGet,
+      late,
+      runOnEvent: (name) => void runner.run(name, {}, 'event'),
+    }),
   );
+  const { checks } = created;
   const store = createResultStore({
     historySize: config.historySize,
     countsForHealth: (name) => checks.get(name)?.affectsNodeHealth !== false,
@@ -142,16 +146,9 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   const core: Core = { checks, store, runner, testing, late };
   const scheduler = periodicScheduler(config, ports, core);
   const registry = metricsRegistry(config, ports, side, core);
-  const xidWatcher = createXidWatcher({
-    nvml: ports.nvml,
-    ledger: xidLedger,
-    clock: ports.clock,
-    logger: ports.logger.child({ component: 'xid' }),
-    onChange: () => void runner.run('xid', {}, 'event'),
-  });
   return {
     checks,
-    xidWatcher,
+    checkListener: created.listener,
     cluster,
     store,
     runner,
@@ -186,30 +183,36 @@ interface Late {
   deepCheck?: DeepCheck;
 }
 
-/** The ports the checks are created with; the cluster-only ones are absent in standalone mode. */
-function checkPorts(
+/** The ports every check may use, the same whatever checks the table has. */
+function commonPorts(ports: ExporterPorts, side: KubernetesSide | undefined): CommonPorts {
+  return {
+    nvml: ports.nvml,
+    cuda: ports.cuda,
+    run: ports.runCommand,
+    clock: ports.clock,
+    logger: ports.logger,
+    kube: side?.kube,
+  };
+}
+
+/** The wiring a few checks need beyond the common ports; the cluster-only parts are absent standalone. */
+function checkExtras(
   config: Config,
   ports: ExporterPorts,
   parts: {
     readonly side: KubernetesSide | undefined;
     readonly httpGet: HttpGet;
-    readonly xidLedger: XidLedger;
     readonly late: Late;
+    readonly runOnEvent: (check: string) => void;
   },
-): Parameters<typeof createChecks>[1] {
+): CheckExtras {
   const { side, late } = parts;
   return {
-    runCommand: ports.runCommand,
     peers: pingPeers(config, side?.peers),
     onDcgmResult: (result) => void late.labeler?.recordDcgm(result),
     iperf: iperfCheckPorts(config, parts.httpGet, ports.peerToken, side),
     ...(side === undefined ? {} : clusterCheckPorts(config, side)),
-    kube: side?.kube,
-    sleep: (ms, signal) => sleep(ports.clock, ms, signal),
-    nvml: ports.nvml,
-    cuda: ports.cuda,
-    xidLedger: parts.xidLedger,
-    now: () => ports.clock.now(),
+    runOnEvent: parts.runOnEvent,
   };
 }
 

@@ -14,7 +14,7 @@ import {
   preflightUrl,
   type PreflightRequest,
 } from './preflight-client.js';
-import { CHECK_NAMES, CHECK_SUMMARIES } from './checks/index.js';
+import { CHECK_MODULES, CHECK_NAMES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
 import { helpText, parseCommandLine, UsageError, type Command, type CommandLine } from './cli.js';
 import { createSystemClock } from './clock.js';
@@ -58,8 +58,7 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
   try {
     commandLine = parseCommandLine(argv);
     if (commandLine.command.kind === 'help') {
-      const checks = CHECK_NAMES.map((name) => ({ name, summary: CHECK_SUMMARIES[name] }));
-      process.stdout.write(helpText(commandLine.command.topic, { checks }));
+      process.stdout.write(helpText(commandLine.command.topic, { checks: CHECK_MODULES }));
       return 0;
     }
     config = parseConfig({
@@ -266,7 +265,7 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
     stopDeepChecks = exporter.cluster.scheduleDeepChecks();
   }
   exporter.scheduler.start();
-  exporter.xidWatcher.start();
+  exporter.checkListener.start();
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -278,8 +277,9 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
   exporter.cluster?.postflight?.stop();
   exporter.cluster?.deepCheck.stop();
   stopDeepChecks?.();
-  // The XID wait may be stuck in the driver; shutting down does not wait for it beyond the grace.
-  await within(SHUTDOWN_GRACE_MS, exporter.xidWatcher.stop(), undefined);
+  // A listener's wait (XID events) may be stuck in the driver; shutting down does not wait for it
+  // beyond the grace.
+  await within(SHUTDOWN_GRACE_MS, exporter.checkListener.stop(), undefined);
   await exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
   await listening.close();
   return 0;

@@ -21,6 +21,7 @@ import {
 } from '../config/config.js';
 import type { KubeApi, ResourceAttributes, ReviewedUser, TokenReview } from '../k8s/ports.js';
 import { KubeError } from '../k8s/ports.js';
+import { CHECK_TABLE } from '../checks/index.js';
 import { RBAC_API_GROUP } from '../k8s/rbac-rules.js';
 import { silentLogger, type Logger } from '../log.js';
 
@@ -43,10 +44,10 @@ export interface Authorizer {
 }
 
 /**
- * Checks protected whatever their exclusivity: iperf loads the fabric other nodes' jobs share, and
- * pvc creates cluster storage objects. Both reach beyond this node.
+ * Checks protected whatever their exclusivity, because they reach beyond this node: each module
+ * whose policy names an access group (checks/module.ts, protectedAs).
  */
-export const ALWAYS_PROTECTED_CHECKS: ReadonlySet<string> = new Set(['iperf', 'pvc']);
+export const ALWAYS_PROTECTED_CHECKS: ReadonlySet<string> = new Set(CHECK_TABLE.protectedAs.keys());
 
 /** Exclusive checks take the GPUs from running workloads, so they are protected too. */
 export function requiresAuthorization(check: {
@@ -74,10 +75,8 @@ export function accessAttributes(action: ProtectedAction): ResourceAttributes {
 /** The group whose access setting governs an action (config.ts, API_ACCESS_GROUPS). */
 export function accessGroupOf(action: ProtectedAction): ApiAccessGroup {
   if (action.kind === 'acknowledge') return 'acknowledge';
-  if (action.check === 'iperf') return 'iperf';
-  if (action.check === 'pvc') return 'pvc';
   // Exclusive checks and /invasive: what takes the GPUs.
-  return 'invasive';
+  return CHECK_TABLE.protectedAs.get(action.check) ?? 'invasive';
 }
 
 /** Today's behaviour for every group, and the default. */

@@ -26,6 +26,9 @@ import type {
 } from './check.js';
 import { ParamError } from './check.js';
 import { normaliseTestName, parseDcgmDiag } from './dcgm-report.js';
+import { gpusNotKnownIdle, notIdleSubject } from './gpu-common.js';
+import type { CheckExtras, CheckModule } from './module.js';
+import type { Config } from '../config/config.js';
 import type { DcgmEntry, DcgmTestStatus } from './dcgm-report.js';
 
 export const DCGM_SUMMARY =
@@ -486,30 +489,28 @@ export function createDcgmCheck(deps: DcgmCheckDeps): Check {
       return judged.outcome;
     },
 
-    formatText(run: CheckRun, nodeName: string) {
-      // A run that verified no hardware must not end in SUCCESS, which Autopilot's daemon reads.
-      if (run.devices.length === 0 || run.verdict === 'SKIP') {
-        return `${TEXT_PREFIX} ${run.verdict}: ${run.reason}. ABORT\n`;
-      }
-      const lines = [`${TEXT_PREFIX} Briefings completed. Continue with dcgm evaluation.`];
-      const troubled = run.devices.filter((d) => d.verdict === 'FAIL' || d.verdict === 'WARN');
-      const describe = (d: DeviceResult): string =>
-        `${d.id === '' ? 'Node' : `GPU ${d.id}`}: ${d.verdict}${d.fatal === true ? ' (fatal)' : ''} ${d.reason}`;
-      const node = run.devices.find((d) => d.id === '');
-      const failures = typeof node?.evidence.failures === 'string' ? node.evidence.failures : '';
-      if (failures === '') {
-        // Autopilot's daemon reads SUCCESS from the last line.
-        lines.push(
-          ...troubled.map(describe),
-          ...skippedLine(run.devices),
-          `${TEXT_PREFIX} SUCCESS`,
-        );
-      } else {
-        lines.push(`Host ${nodeName}`, `${TEXT_PREFIX} FAIL`, ...troubled.map(describe), failures);
-      }
-      return `${lines.join('\n')}\n`;
-    },
+    formatText: formatDcgmText,
   };
+}
+
+function formatDcgmText(run: CheckRun, nodeName: string): string {
+  // A run that verified no hardware must not end in SUCCESS, which Autopilot's daemon reads.
+  if (run.devices.length === 0 || run.verdict === 'SKIP') {
+    return `${TEXT_PREFIX} ${run.verdict}: ${run.reason}. ABORT\n`;
+  }
+  const lines = [`${TEXT_PREFIX} Briefings completed. Continue with dcgm evaluation.`];
+  const troubled = run.devices.filter((d) => d.verdict === 'FAIL' || d.verdict === 'WARN');
+  const describe = (d: DeviceResult): string =>
+    `${d.id === '' ? 'Node' : `GPU ${d.id}`}: ${d.verdict}${d.fatal === true ? ' (fatal)' : ''} ${d.reason}`;
+  const node = run.devices.find((d) => d.id === '');
+  const failures = typeof node?.evidence.failures === 'string' ? node.evidence.failures : '';
+  if (failures === '') {
+    // Autopilot's daemon reads SUCCESS from the last line.
+    lines.push(...troubled.map(describe), ...skippedLine(run.devices), `${TEXT_PREFIX} SUCCESS`);
+  } else {
+    lines.push(`Host ${nodeName}`, `${TEXT_PREFIX} FAIL`, ...troubled.map(describe), failures);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 /** "Skipped: eud_test on GPU 0, GPU 1" when a passing run skipped tests; nothing otherwise. */
@@ -530,3 +531,63 @@ function formatDuration(ms: number): string {
   if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000} min`;
   return `${ms / 1000} s`;
 }
+
+/** The command has its own deadline per level; the runner's comes a little later. */
+const DCGM_RUNNER_SLACK_MS = 30_000;
+
+function dcgmTimeoutOverrides(
+  timeouts: Config['checkTimeoutsMs'],
+): Partial<Record<DcgmLevel, number>> {
+  const overrides: Partial<Record<DcgmLevel, number>> = {};
+  for (const level of DCGM_LEVELS) {
+    const ms = timeouts.get(`dcgm.${level}`);
+    if (ms !== undefined) overrides[level] = ms;
+  }
+  return overrides;
+}
+
+export const dcgmModule: CheckModule = {
+  name: 'dcgm',
+  summary: DCGM_SUMMARY,
+  policy: {
+    periodic: 3,
+    postflight: { order: 5, params: { r: '1' } },
+    exclusive: 'by-params',
+    timeoutSettings: DCGM_LEVELS.map((level) => `dcgm.${level}`),
+  },
+  metrics: ['autopilot_dcgm_test_result'],
+  formatText: formatDcgmText,
+  statusName: 'DCGM',
+  create(config, ports, extras: Pick<CheckExtras, 'onDcgmResult'>) {
+    const timeoutsMs = dcgmTimeoutOverrides(config.checkTimeoutsMs);
+    const check = createDcgmCheck({
+      run: ports.run,
+      command: config.dcgmiCommand,
+      fatalErrors: config.dcgmFatalErrors,
+      timeoutsMs,
+      ...(extras.onDcgmResult === undefined ? {} : { onResult: extras.onDcgmResult }),
+    });
+    const { nvml } = ports;
+    return {
+      ...check,
+      // Level 2 and above load the GPUs for minutes: exclusive, on idle GPUs only, and with a
+      // deadline per level.
+      exclusiveFor: dcgmIsExclusive,
+      timeoutFor: (params) =>
+        dcgmTimeoutMs(parseDcgmLevel(params.r), timeoutsMs) + DCGM_RUNNER_SLACK_MS,
+      async run(ctx) {
+        if (dcgmIsExclusive(ctx.params)) {
+          const notIdle = await gpusNotKnownIdle(nvml);
+          if (notIdle.gpus.length > 0) {
+            return {
+              devices: [],
+              verdict: 'SKIP',
+              reason: `${notIdleSubject(notIdle)}, not tested: ${notIdle.gpus.join(', ')}`,
+            };
+          }
+        }
+        return check.run(ctx);
+      },
+    };
+  },
+};

@@ -15,6 +15,7 @@
 import type { EccState, NvmlLoad } from '../native/ports.js';
 import type { Check, DeviceResult } from './check.js';
 import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
+import type { CheckModule } from './module.js';
 
 /** What the check remembers of one GPU between runs. */
 export interface EccMemory {
@@ -108,12 +109,14 @@ export interface EccCheckDeps {
 export const ECC_SUMMARY =
   'new uncorrected (double-bit) ECC errors in the volatile or aggregate counter, and pending page retirement';
 
+const TEXT = gpuCheckBase('[[ ECC ]]');
+
 export function createEccCheck(deps: EccCheckDeps): Check {
   const now = deps.now ?? Date.now;
   // By UUID: an NVML index can name another GPU after the driver enumerates them again.
   const memories = new Map<string, EccMemory>();
   return {
-    ...gpuCheckBase('[[ ECC ]]'),
+    ...TEXT,
     name: 'ecc',
     summary: ECC_SUMMARY,
     banner: 'ECC test',
@@ -143,3 +146,21 @@ export function createEccCheck(deps: EccCheckDeps): Check {
       }),
   };
 }
+
+export const eccModule: CheckModule = {
+  name: 'ecc',
+  summary: ECC_SUMMARY,
+  policy: { postflight: { order: 4 }, exclusive: false },
+  metrics: [
+    'autopilot_gpu_ecc_volatile_uncorrected_errors',
+    'autopilot_gpu_ecc_aggregate_uncorrected_errors',
+    'autopilot_gpu_retired_pages_pending',
+  ],
+  formatText: TEXT.formatText,
+  create: (config, ports) =>
+    createEccCheck({
+      nvml: ports.nvml,
+      timeoutMs: config.nvmlCheckTimeoutMs,
+      now: () => ports.clock.now(),
+    }),
+};

@@ -14,8 +14,9 @@
  */
 
 import { NvmlError, type GpuDevice, type Nvml, type NvmlLoad } from '../native/ports.js';
-import type { Check, CheckOutcome, DeviceResult, Evidence, Sample } from './check.js';
+import type { Check, CheckOutcome, CheckRun, DeviceResult, Evidence, Sample } from './check.js';
 import { formatCheckLevelText } from './text.js';
+import type { CheckExtras, CheckModule } from './module.js';
 
 /** How many GPUs the node should have, or why that is not known. */
 export interface ExpectedGpus {
@@ -194,6 +195,8 @@ async function expectation(deps: GpuCountCheckDeps): Promise<ExpectedGpus> {
   }
 }
 
+const formatGpuCountText = (run: CheckRun): string => formatCheckLevelText('[[ GPU COUNT ]]', run);
+
 export function createGpuCountCheck(deps: GpuCountCheckDeps): Check {
   // Every GPU an earlier run saw, by bus id: a GPU that later drops out of NVML's list is named.
   const seenBusIds = new Set<string>();
@@ -228,7 +231,7 @@ export function createGpuCountCheck(deps: GpuCountCheckDeps): Check {
     exclusive: false,
     timeoutMs: deps.timeoutMs ?? 30_000,
     parseParams: () => ({}),
-    formatText: (run) => formatCheckLevelText('[[ GPU COUNT ]]', run),
+    formatText: formatGpuCountText,
     async run(): Promise<CheckOutcome> {
       const [expected, visible] = await Promise.all([expectation(deps), look()]);
       const device = judgeGpuCount(expected, visible);
@@ -240,3 +243,20 @@ export function createGpuCountCheck(deps: GpuCountCheckDeps): Check {
     },
   };
 }
+
+export const gpucountModule: CheckModule = {
+  name: 'gpucount',
+  summary: GPUCOUNT_SUMMARY,
+  // One cheap count in every round: without it a node whose pod cannot see its GPUs passes on its
+  // ping alone, and IBM's values files set PERIODIC_CHECKS without it.
+  policy: { periodic: 6, alwaysPeriodic: true, exclusive: false },
+  metrics: ['autopilot_gpus_expected', 'autopilot_gpus_visible'],
+  formatText: formatGpuCountText,
+  create: (config, ports, extras: Pick<CheckExtras, 'expectedGpus'>) =>
+    createGpuCountCheck({
+      nvml: ports.nvml,
+      configured: config.expectedGpus,
+      fromCluster: extras.expectedGpus,
+      timeoutMs: config.nvmlCheckTimeoutMs,
+    }),
+};

@@ -19,6 +19,7 @@ import {
   type NvmlLoad,
 } from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
+import { withDeadline, type CheckModule } from './module.js';
 import {
   gpuCheckBase,
   gpuSample,
@@ -134,6 +135,8 @@ export interface GpuMemCheckDeps {
 export const GPUMEM_SUMMARY =
   'HBM bandwidth, memory pattern test and FP32/FP64 throughput on idle GPUs (exclusive)';
 
+const TEXT = gpuCheckBase('[[ GPU-MEM ]]');
+
 export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
   const fraction = deps.patternFraction ?? 0.5;
 
@@ -203,7 +206,7 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
   }
 
   return {
-    ...gpuCheckBase('[[ GPU-MEM ]]'),
+    ...TEXT,
     name: 'gpumem',
     summary: GPUMEM_SUMMARY,
     banner: 'GPU Memory DGEMM+DAXPY test',
@@ -257,3 +260,22 @@ async function hbmBandwidth(cuda: CudaProbe, ordinal: number): Promise<number> {
 function round(value: number): number {
   return Number(value.toFixed(2));
 }
+
+export const gpumemModule: CheckModule = {
+  name: 'gpumem',
+  summary: GPUMEM_SUMMARY,
+  policy: { exclusive: true, timeoutSettings: ['gpumem'] },
+  metrics: [
+    'autopilot_gpu_memory_bandwidth_bytes_per_second',
+    'autopilot_gpu_memory_pattern_mismatches',
+    'autopilot_gpu_fp32_flops',
+    'autopilot_gpu_fp64_flops',
+  ],
+  formatText: TEXT.formatText,
+  statusName: 'GPU MEM Test',
+  create: (config, ports) =>
+    withDeadline(
+      createGpuMemCheck({ nvml: ports.nvml, cuda: ports.cuda }),
+      config.checkTimeoutsMs.get('gpumem'),
+    ),
+};

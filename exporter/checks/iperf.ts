@@ -25,6 +25,7 @@ import type {
 } from './check.js';
 import { ParamError, wholeNumberParam } from './check.js';
 import { firstLine, formatCheckLevelText } from './text.js';
+import type { CheckExtras, CheckModule } from './module.js';
 
 export const IPERF_SUMMARY =
   'TCP throughput between nodes on every interface with iperf3 (ring, pairs or one pair), on demand';
@@ -386,23 +387,25 @@ export function createIperfCheck(ports: IperfPorts, settings: IperfSettings): Ch
       return { devices: judgePairs(pairs), samples: iperfSamples(pairs) };
     },
 
-    formatText(run: CheckRun) {
-      if (run.devices.length === 0) return formatCheckLevelText('[NETWORK] - [IPERF]', run);
-      const pairs: PairResult[] = run.devices.map((d) => ({
-        source: String(d.evidence.source),
-        destination: String(d.evidence.destination),
-        interface: String(d.evidence.interface),
-        bitsPerSecond:
-          typeof d.evidence.bytesPerSecond === 'number' ? d.evidence.bytesPerSecond * 8 : undefined,
-        error: d.verdict === 'FAIL' ? d.reason : undefined,
-      }));
-      const problems = run.devices
-        .filter((d) => d.verdict !== 'PASS')
-        .map((d) => `[NETWORK] - [IPERF] - [${d.verdict}] : ${d.id} ${d.reason}`);
-      return `${renderMatrix(pairs)}${problems.length === 0 ? '' : `${problems.join('\n')}\n`}`;
-    },
+    formatText: formatIperfText,
   };
   return check;
+}
+
+function formatIperfText(run: CheckRun): string {
+  if (run.devices.length === 0) return formatCheckLevelText('[NETWORK] - [IPERF]', run);
+  const pairs: PairResult[] = run.devices.map((d) => ({
+    source: String(d.evidence.source),
+    destination: String(d.evidence.destination),
+    interface: String(d.evidence.interface),
+    bitsPerSecond:
+      typeof d.evidence.bytesPerSecond === 'number' ? d.evidence.bytesPerSecond * 8 : undefined,
+    error: d.verdict === 'FAIL' ? d.reason : undefined,
+  }));
+  const problems = run.devices
+    .filter((d) => d.verdict !== 'PASS')
+    .map((d) => `[NETWORK] - [IPERF] - [${d.verdict}] : ${d.id} ${d.reason}`);
+  return `${renderMatrix(pairs)}${problems.length === 0 ? '' : `${problems.join('\n')}\n`}`;
 }
 
 /** Pure: the servers a node's /iperfservers JSON answer says could not start. */
@@ -449,3 +452,28 @@ export function readClients(
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** Without Kubernetes there are no nodes to reach: the check says SKIP. */
+const STANDALONE: IperfPorts = {
+  nodes: undefined,
+  ask: () => Promise.reject(new Error('not in Kubernetes mode')),
+};
+
+export const iperfModule: CheckModule = {
+  name: 'iperf',
+  summary: IPERF_SUMMARY,
+  // It loads the fabric other nodes' jobs share: protected whatever its parameters.
+  policy: { protectedAs: 'iperf', exclusive: false },
+  metrics: [
+    'autopilot_iperf_bandwidth_bytes_per_second',
+    'autopilot_iperf_node_bandwidth_bytes_per_second',
+  ],
+  formatText: formatIperfText,
+  statusName: 'IPERF',
+  create: (_config, _ports, extras: Pick<CheckExtras, 'iperf'>) =>
+    createIperfCheck(extras.iperf ?? STANDALONE, {
+      defaultPclients: 8,
+      defaultStartport: 5200,
+      defaultDurationSeconds: 5,
+    }),
+};

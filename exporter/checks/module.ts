@@ -1,7 +1,7 @@
 /**
  * What one check file exports: a CheckModule, everything about its check in one object. The table
  * (checks/table.ts) derives every list of check names from an array of these, so adding a check is
- * its file and one line in checks/index.ts. Types only: nothing here performs I/O.
+ * its file and one line in checks/index.ts. Types and one pure helper: nothing here performs I/O.
  */
 
 import type { Clock } from '../clock.js';
@@ -97,4 +97,9 @@ export interface CheckModule {
   /** Its word in the cluster summary's "<word> Failed" (runHealthchecks.py's); absent: NAME. */
   readonly statusName?: string;
   create(config: Config, ports: CommonPorts, extras: CheckExtras): CreatedCheck;
+}
+
+/** A check with its default deadline replaced (AUTOPILOT_CHECK_TIMEOUTS), or as it is. */
+export function withDeadline(check: Check, timeoutMs: number | undefined): Check {
+  return timeoutMs === undefined ? check : { ...check, timeoutMs };
 }

@@ -30,6 +30,7 @@ import type {
 } from '../native/ports.js';
 import { NVML_ERROR_NOT_SUPPORTED, NvmlError } from '../native/ports.js';
 import type { Check, CheckOutcome, DeviceResult, Evidence, Sample } from './check.js';
+import { withDeadline, type CheckModule } from './module.js';
 import {
   failedMeasurement,
   gpuCheckBase,
@@ -224,6 +225,8 @@ export interface PcieBwCheckDeps {
 export const PCIEBW_SUMMARY =
   'PCIe link width and generation of every GPU, and host↔device bandwidth on idle GPUs';
 
+const TEXT = gpuCheckBase('[[ PCIEBW ]]');
+
 export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
   const bytes = deps.copyBytes ?? 64 * 1024 * 1024;
   const repetitions = deps.repetitions ?? 16;
@@ -344,7 +347,7 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
   }
 
   return {
-    ...gpuCheckBase('[[ PCIEBW ]]'),
+    ...TEXT,
     name: 'pciebw',
     summary: PCIEBW_SUMMARY,
     banner: `Requesting pcie test with bw: ${deps.thresholdGBps}`,
@@ -394,3 +397,31 @@ function pcieSamples(
 function round(value: number): number {
   return Number(value.toFixed(2));
 }
+
+export const pciebwModule: CheckModule = {
+  name: 'pciebw',
+  summary: PCIEBW_SUMMARY,
+  policy: {
+    periodic: 1,
+    postflight: { order: 1 },
+    preflight: true,
+    exclusive: false,
+    timeoutSettings: ['pciebw'],
+  },
+  metrics: [
+    'autopilot_gpu_pcie_bandwidth_bytes_per_second',
+    'autopilot_gpu_pcie_link_generation',
+    'autopilot_gpu_pcie_link_width',
+  ],
+  formatText: TEXT.formatText,
+  statusName: 'PCIE',
+  create: (config, ports) =>
+    withDeadline(
+      createPcieBwCheck({
+        nvml: ports.nvml,
+        cuda: ports.cuda,
+        thresholdGBps: config.bandwidthThresholdGBps,
+      }),
+      config.checkTimeoutsMs.get('pciebw'),
+    ),
+};

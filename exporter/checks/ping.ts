@@ -24,6 +24,7 @@ import type {
 } from './check.js';
 import { ParamError, summariseOutcome, worstVerdict } from './check.js';
 import { firstLine, formatCheckLevelText } from './text.js';
+import type { CheckExtras, CheckModule } from './module.js';
 
 export interface PingSummary {
   /** The numeric address ping resolved the target to. */
@@ -450,27 +451,30 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       };
     },
 
-    formatText(run: CheckRun, nodeName: string) {
-      if (run.devices.length === 0) return formatCheckLevelText('[PING]', run);
-      const lines = [`[PING] Node ${nodeName} pinged ${run.devices.length} peer(s)`];
-      // Autopilot's 0/1 says reachable or not; a peer that could not be checked is neither, and is
-      // listed with its reason below instead.
-      for (const device of run.devices.filter((d) => d.verdict !== 'ERROR')) {
-        lines.push(...autopilotLines(device));
-      }
-      for (const device of run.devices.filter((d) => d.verdict !== 'PASS')) {
-        lines.push(`[PING] ${device.id}: ${device.verdict} ${device.reason}`);
-      }
-      lines.push(
-        run.devices.some((d) => d.verdict === 'FAIL')
-          ? '[PING] At least one node unreachable. FAIL'
-          : run.devices.some((d) => d.verdict === 'ERROR')
-            ? '[PING] At least one node could not be checked. ERROR'
-            : '[PING] all nodes reachable. success',
-      );
-      return `${lines.join('\n')}\n`;
-    },
+    formatText: formatPingText,
   };
+}
+
+/** Autopilot's text: a "Node <node> <ip> <interface> <0|1>" line per interface, then a verdict. */
+function formatPingText(run: CheckRun, nodeName: string): string {
+  if (run.devices.length === 0) return formatCheckLevelText('[PING]', run);
+  const lines = [`[PING] Node ${nodeName} pinged ${run.devices.length} peer(s)`];
+  // Autopilot's 0/1 says reachable or not; a peer that could not be checked is neither, and is
+  // listed with its reason below instead.
+  for (const device of run.devices.filter((d) => d.verdict !== 'ERROR')) {
+    lines.push(...autopilotLines(device));
+  }
+  for (const device of run.devices.filter((d) => d.verdict !== 'PASS')) {
+    lines.push(`[PING] ${device.id}: ${device.verdict} ${device.reason}`);
+  }
+  lines.push(
+    run.devices.some((d) => d.verdict === 'FAIL')
+      ? '[PING] At least one node unreachable. FAIL'
+      : run.devices.some((d) => d.verdict === 'ERROR')
+        ? '[PING] At least one node could not be checked. ERROR'
+        : '[PING] all nodes reachable. success',
+  );
+  return `${lines.join('\n')}\n`;
 }
 
 /** Autopilot's "Node <node> <ip> <interface> <0|1>" lines, one per interface. */
@@ -503,3 +507,27 @@ function round(value: number): number {
 function msToSeconds(ms: number): number {
   return Number((ms / 1000).toFixed(9));
 }
+
+export const pingModule: CheckModule = {
+  name: 'ping',
+  summary: PING_SUMMARY,
+  policy: { periodic: 4, exclusive: false },
+  metrics: [
+    'autopilot_peer_rtt_median_seconds',
+    'autopilot_peer_rtt_max_seconds',
+    'autopilot_peer_loss_ratio',
+    'autopilot_peer_interface_loss_ratio',
+  ],
+  formatText: formatPingText,
+  statusName: 'PING',
+  create: (config, ports, extras: Pick<CheckExtras, 'peers' | 'targetsOf' | 'selectNodes'>) =>
+    createPingCheck({
+      settings: config.ping,
+      peers: extras.peers,
+      run: ports.run,
+      clusterMode: ports.kube !== undefined,
+      rotationSeed: config.nodeName,
+      ...(extras.targetsOf === undefined ? {} : { targetsOf: extras.targetsOf }),
+      ...(extras.selectNodes === undefined ? {} : { selectNodes: extras.selectNodes }),
+    }),
+};

@@ -13,6 +13,8 @@ import type { KubeApi, PvcInfo, StorageClassInfo } from '../k8s/ports.js';
 import { KubeError } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 import type { Check, CheckOutcome, CheckRun, DeviceResult, Evidence } from './check.js';
+import type { CheckModule } from './module.js';
+import { sleep } from '../clock.js';
 
 export interface PvcSettings {
   /** undefined when none is configured: the check does not apply. */
@@ -275,13 +277,14 @@ export function createPvcCheck(deps: PvcCheckDeps): Check {
       return outcome;
     },
 
-    formatText(run: CheckRun) {
-      if (run.verdict === 'PASS')
-        return `${TEXT_PREFIX} PVC SUCCESS\n${TEXT_PREFIX} ${run.reason}\n`;
-      if (run.verdict === 'FAIL') return `${TEXT_PREFIX} FAIL\n${TEXT_PREFIX} ${run.reason}\n`;
-      return `${TEXT_PREFIX} ${run.verdict}: ${run.reason}. ABORT\n`;
-    },
+    formatText: formatPvcText,
   };
+}
+
+function formatPvcText(run: CheckRun): string {
+  if (run.verdict === 'PASS') return `${TEXT_PREFIX} PVC SUCCESS\n${TEXT_PREFIX} ${run.reason}\n`;
+  if (run.verdict === 'FAIL') return `${TEXT_PREFIX} FAIL\n${TEXT_PREFIX} ${run.reason}\n`;
+  return `${TEXT_PREFIX} ${run.verdict}: ${run.reason}. ABORT\n`;
 }
 
 function isPending(pvc: PvcInfo | undefined): boolean {
@@ -320,3 +323,28 @@ function seconds(ms: number): string {
 function round(value: number): number {
   return Number(value.toFixed(3));
 }
+
+export const pvcModule: CheckModule = {
+  name: 'pvc',
+  summary: PVC_SUMMARY,
+  // It creates cluster storage objects: beyond this node, so protected whatever its parameters.
+  policy: { protectedAs: 'pvc', exclusive: false },
+  metrics: [],
+  formatText: formatPvcText,
+  statusName: 'PVC Create-Delete Test',
+  create: (config, ports) =>
+    createPvcCheck({
+      kube: ports.kube,
+      settings: {
+        storageClass: config.pvcStorageClass,
+        accessMode: config.pvc.accessMode,
+        size: config.pvc.size,
+        bindTimeoutMs: config.pvc.bindTimeoutMs,
+        namespace: config.namespace ?? 'default',
+        // Autopilot named the claim after the pod; one pod runs one check at a time.
+        claimName: config.podName ?? `autopilot-pvc-${config.nodeName}`,
+      },
+      sleep: (ms, signal) => sleep(ports.clock, ms, signal),
+      now: () => ports.clock.now(),
+    }),
+};

@@ -8,6 +8,7 @@
 import type { NvmlLoad, RemappedRows } from '../native/ports.js';
 import type { Check, DeviceResult } from './check.js';
 import { gpuCheckBase, gpuSample, readEachGpu } from './gpu-common.js';
+import type { CheckModule } from './module.js';
 
 /** Pure: the verdict for one GPU; undefined rows mean the GPU has no row remapping. */
 export function judgeRemappedRows(id: string, rows: RemappedRows | undefined): DeviceResult {
@@ -71,9 +72,11 @@ export interface RemappedCheckDeps {
 export const REMAPPED_SUMMARY =
   'HBM row remapping: pending remaps, remapping failures, uncorrectable rows';
 
+const TEXT = gpuCheckBase('[[ REMAPPED ROWS ]]');
+
 export function createRemappedCheck(deps: RemappedCheckDeps): Check {
   return {
-    ...gpuCheckBase('[[ REMAPPED ROWS ]]'),
+    ...TEXT,
     name: 'remapped',
     summary: REMAPPED_SUMMARY,
     banner: 'Requesting Remapped Rows check on all GPUs',
@@ -102,3 +105,18 @@ export function createRemappedCheck(deps: RemappedCheckDeps): Check {
       }),
   };
 }
+
+export const remappedModule: CheckModule = {
+  name: 'remapped',
+  summary: REMAPPED_SUMMARY,
+  policy: { periodic: 2, postflight: { order: 2 }, preflight: true, exclusive: false },
+  metrics: [
+    'autopilot_gpu_remapped_rows',
+    'autopilot_gpu_row_remap_pending',
+    'autopilot_gpu_row_remap_failure',
+  ],
+  formatText: TEXT.formatText,
+  statusName: 'REMAPPED ROWS',
+  create: (config, ports) =>
+    createRemappedCheck({ nvml: ports.nvml, timeoutMs: config.nvmlCheckTimeoutMs }),
+};

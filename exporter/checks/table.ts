@@ -52,6 +52,11 @@ function ranked(
     .map((entry) => entry.name);
 }
 
+/** Whole-check settings first, then those per parameter (dcgm.1), each in table order. */
+function settingsOrder(names: readonly string[]): string[] {
+  return [...names.filter((n) => !n.includes('.')), ...names.filter((n) => n.includes('.'))];
+}
+
 function allOf(listeners: readonly Listener[]): Listener {
   return {
     start: () => listeners.forEach((listener) => listener.start()),
@@ -94,7 +99,9 @@ export function createCheckTable(modules: readonly CheckModule[]): CheckTable {
     alwaysPeriodic: modules.filter((m) => m.policy.alwaysPeriodic === true).map((m) => m.name),
     postflight: ranked(modules, (module) => module.policy.postflight?.order),
     preflight: modules.filter((m) => m.policy.preflight === true).map((m) => m.name),
-    timeoutSettings: modules.flatMap((module) => module.policy.timeoutSettings ?? []),
+    timeoutSettings: settingsOrder(
+      modules.flatMap((module) => module.policy.timeoutSettings ?? []),
+    ),
     protectedAs: new Map(
       modules.flatMap((module) =>
         module.policy.protectedAs === undefined ? [] : [[module.name, module.policy.protectedAs]],

@@ -14,6 +14,7 @@ import type { Logger } from '../log.js';
 import type { Nvml, NvmlLoad, XidEvent } from '../native/ports.js';
 import type { Check, DeviceResult } from './check.js';
 import { gpuCheckBase, gpuSample, judgeEach, withGpus } from './gpu-common.js';
+import type { CheckExtras, CheckModule } from './module.js';
 
 export type XidSeverity = 'fatal' | 'warn' | 'application';
 
@@ -239,10 +240,12 @@ function listenerFailure(ledger: XidLedger, now: number): string | undefined {
   return `${call} has not returned for ${Math.round(stuckMs / 1000)} s${usual}: the driver may be hung`;
 }
 
+const TEXT = gpuCheckBase('[[ XID ]]');
+
 export function createXidCheck(deps: XidCheckDeps): Check {
   const fatalXids = new Set(deps.fatalXids ?? DEFAULT_XID_FATAL);
   return {
-    ...gpuCheckBase('[[ XID ]]'),
+    ...TEXT,
     name: 'xid',
     summary: XID_SUMMARY,
     banner: 'XID events',
@@ -391,3 +394,34 @@ export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
     },
   };
 }
+
+/** A repeat of the same XID on the same GPU within this counts once. */
+const XID_DEBOUNCE_MS = 10_000;
+
+export const xidModule: CheckModule = {
+  name: 'xid',
+  summary: XID_SUMMARY,
+  policy: { exclusive: false },
+  metrics: ['autopilot_gpu_xid_events_total'],
+  formatText: TEXT.formatText,
+  // The ledger is the check's memory: the listener counts into it, each run judges from it.
+  create(config, ports, extras: Pick<CheckExtras, 'runOnEvent'>) {
+    const ledger = createXidLedger({ debounceMs: XID_DEBOUNCE_MS });
+    return {
+      check: createXidCheck({
+        nvml: ports.nvml,
+        ledger,
+        now: () => ports.clock.now(),
+        timeoutMs: config.nvmlCheckTimeoutMs,
+        fatalXids: config.xidFatal,
+      }),
+      listener: createXidWatcher({
+        nvml: ports.nvml,
+        ledger,
+        clock: ports.clock,
+        logger: ports.logger.child({ component: 'xid' }),
+        onChange: () => extras.runOnEvent('xid'),
+      }),
+    };
+  },
+};

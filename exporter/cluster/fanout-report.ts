@@ -25,6 +25,7 @@
  */
 
 import type { Verdict } from '../checks/check.js';
+import { CHECK_TABLE } from '../checks/index.js';
 
 export type NodeOutcome = 'answered' | 'unreachable' | 'not-ready' | 'no-endpoint' | 'refused';
 
@@ -95,22 +96,6 @@ const OK = 'OK';
 const SEPARATOR = '-------------------------------------';
 const PPRINT_WIDTH = 80;
 
-/** runHealthchecks.py's names for the checks it knew; a Map so that no check name hits a prototype key. */
-const CHECK_STATUS_PREFIX: ReadonlyMap<string, string> = new Map([
-  ['pciebw', 'PCIE'],
-  ['remapped', 'REMAPPED ROWS'],
-  ['dcgm', 'DCGM'],
-  ['gpupower', 'GPU POWER'],
-  ['ping', 'PING'],
-  ['gpumem', 'GPU MEM Test'],
-  ['pvc', 'PVC Create-Delete Test'],
-  ['iperf', 'IPERF'],
-]);
-
-function checkStatusPrefix(check: string): string {
-  return CHECK_STATUS_PREFIX.get(check) ?? check.toUpperCase();
-}
-
 /** The label for a node that gave no usable answer; undefined for 'answered'. */
 function failureLabel(report: NodeReport): string | undefined {
   switch (report.outcome) {
@@ -141,9 +126,9 @@ export function nodeStatus(report: NodeReport): string[] {
   for (const run of report.runs) {
     const status =
       run.verdict === 'FAIL'
-        ? `${checkStatusPrefix(run.check)} Failed`
+        ? `${CHECK_TABLE.statusName(run.check)} Failed`
         : run.verdict === 'ERROR'
-          ? `${checkStatusPrefix(run.check)} Error`
+          ? `${CHECK_TABLE.statusName(run.check)} Error`
           : undefined;
     if (status !== undefined && !statuses.includes(status)) statuses.push(status);
   }

@@ -11,6 +11,7 @@ import { LOG_LEVELS, type LogLevel } from '../log.js';
 import { boundedInteger, wholeNumberRange } from '../params.js';
 import { formatDuration, parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
+import { CHECK_TABLE } from '../checks/index.js';
 import { DEFAULT_XID_FATAL } from '../checks/xid.js';
 import { DEFAULT_EVICT_ON, EVICT_MODES, type EvictOn } from '../node-health.js';
 
@@ -93,16 +94,9 @@ export interface Config {
   };
 }
 
-/** The checks whose deadline AUTOPILOT_CHECK_TIMEOUTS sets: the long ones, dcgm per level. */
-export const CHECK_TIMEOUT_NAMES = [
-  'pciebw',
-  'gpumem',
-  'dcgm.1',
-  'dcgm.2',
-  'dcgm.3',
-  'dcgm.4',
-] as const;
-export type CheckTimeoutName = (typeof CHECK_TIMEOUT_NAMES)[number];
+/** The names AUTOPILOT_CHECK_TIMEOUTS accepts: each check module's timeoutSettings. */
+export const CHECK_TIMEOUT_NAMES: readonly string[] = CHECK_TABLE.timeoutSettings;
+export type CheckTimeoutName = string;
 
 /**
  * The groups of protected API calls whose access is set apart. invasive: what takes the GPUs, the
@@ -143,20 +137,11 @@ export interface ConfigInputs {
 }
 
 /**
- * Autopilot's default periodic list, and gpucount (one cheap count that keeps a node whose GPUs
- * NVML cannot see from passing), limited to the checks this build has.
+ * The default periodic round: the modules with a periodic place (checks/module.ts), in Autopilot's
+ * order, then parseConfig limits it to the checks this build has.
  */
-export const AUTOPILOT_PERIODIC_CHECKS = [
-  'pciebw',
-  'remapped',
-  'dcgm',
-  'ping',
-  'gpupower',
-  'gpucount',
-] as const;
+export const AUTOPILOT_PERIODIC_CHECKS: readonly string[] = CHECK_TABLE.periodic;
 export const DEFAULT_NVML_LIBRARY = 'libnvidia-ml.so.1';
-/** The check every periodic round runs, whatever PERIODIC_CHECKS lists. */
-const ALWAYS_PERIODIC = 'gpucount';
 /** More than any one host holds: a larger AUTOPILOT_EXPECTED_GPUS is a typo. */
 const MAX_EXPECTED_GPUS = 64;
 const DEFAULT_DCGM_FATAL_ERRORS = ['PCIe', 'NVLink', 'ECC', 'GPU Memory'];
@@ -295,9 +280,7 @@ function parseOptionalName(name: string, value: string | undefined): string | un
 
 /** Default: the quick checks and DCGM level 1, those this build has; "none" disables post-flight. */
 function parsePostflight(value: string | undefined, known: readonly string[]): string[] {
-  const defaults = ['pciebw', 'remapped', 'gpupower', 'ecc', 'dcgm'].filter((n) =>
-    known.includes(n),
-  );
+  const defaults = CHECK_TABLE.postflight.filter((n) => known.includes(n));
   if (value === undefined) return defaults;
   if (value === 'none') return [];
   const names = value
@@ -392,14 +375,14 @@ function parseCheckTimeouts(value: string | undefined): Map<CheckTimeoutName, nu
     const [name = '', duration = ''] = item.split('=').map((part) => part.trim());
     const ms = parseGoDuration(duration);
     if (
-      !(CHECK_TIMEOUT_NAMES as readonly string[]).includes(name) ||
+      !CHECK_TIMEOUT_NAMES.includes(name) ||
       ms === undefined ||
       ms < 1000 ||
       ms > 24 * 3600_000
     ) {
       throw new ConfigError('AUTOPILOT_CHECK_TIMEOUTS', value ?? '', accepted);
     }
-    timeouts.set(name as CheckTimeoutName, ms);
+    timeouts.set(name, ms);
   }
   return timeouts;
 }
@@ -442,9 +425,9 @@ function parseCheckList(value: string | undefined, known: readonly string[]): st
     else if (known.includes(name)) result.push(name);
     else throw new ConfigError('PERIODIC_CHECKS', value, `${accepted} (unknown check "${name}")`);
   }
-  // IBM's values files and chart set PERIODIC_CHECKS without gpucount; without it a node whose pod
-  // cannot see its GPUs passes on its ping alone. It is one count, and SKIP where no count is known.
-  if (known.includes(ALWAYS_PERIODIC)) result.push(ALWAYS_PERIODIC);
+  // IBM's values files and chart set PERIODIC_CHECKS without the checks every round needs (the
+  // module's policy says why).
+  result.push(...CHECK_TABLE.alwaysPeriodic.filter((name) => known.includes(name)));
   return [...new Set(result)];
 }
 
@@ -621,7 +604,7 @@ export const SETTINGS = {
   NAMESPACE: setting({ help: 'namespace of the exporter pod', parse: optional }),
   POD_NAME: setting({ help: 'name of the exporter pod', parse: optional }),
   PERIODIC_CHECKS: setting({
-    shown: 'pciebw,remapped,dcgm,ping,gpupower,gpucount (those this build has)',
+    shown: `${AUTOPILOT_PERIODIC_CHECKS.join(',')} (those this build has)`,
     help: 'checks of the periodic round; all = the default list',
     parse: (value, inputs) => parseCheckList(value, inputs.knownChecks),
   }),
@@ -698,7 +681,7 @@ export const SETTINGS = {
     parse: (value) => parseOptionalName('AUTOPILOT_DEEPCHECK_PRIORITY_CLASS', value),
   }),
   AUTOPILOT_POSTFLIGHT_CHECKS: setting({
-    shown: 'pciebw,remapped,gpupower,ecc,dcgm (those this build has)',
+    shown: `${CHECK_TABLE.postflight.join(',')} (those this build has)`,
     help: 'checks run when a pod that held GPUs ends (dcgm at level 1); none disables post-flight',
     parse: (value, inputs) => parsePostflight(value, inputs.knownChecks),
   }),

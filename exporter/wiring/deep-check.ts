@@ -5,6 +5,7 @@
  */
 
 import type { CheckRunner } from '../check-runner.js';
+import { CHECK_TABLE } from '../checks/index.js';
 import type { Clock } from '../clock.js';
 import {
   DEEP_CHECK_JOB_PREFIX,
@@ -86,7 +87,7 @@ export function wireDeepCheck(config: Config, wiring: DeepCheckWiring): DeepChec
       : createPostflight({
           kube,
           nodeName: config.nodeName,
-          checks: config.postflightChecks.map((name) => [name, name === 'dcgm' ? { r: '1' } : {}]),
+          checks: config.postflightChecks.map((name) => [name, CHECK_TABLE.postflightParams(name)]),
           run: (name, params, trigger) => wiring.runner.run(name, params, trigger),
           gpusBusy: busy,
           ownJobPrefix: DEEP_CHECK_JOB_PREFIX,

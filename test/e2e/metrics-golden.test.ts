@@ -260,9 +260,9 @@ async function runEveryCheckOnce(exporter: Exporter): Promise<void> {
   await cluster.labeler.start();
   cluster.peers.start();
   await waitFor('the peers', () => cluster.peers.peers().length === NODES.length);
-  exporter.xidWatcher.start();
+  exporter.checkListener.start();
   await waitFor('the XID run', () => exporter.store.latest('xid') !== undefined);
-  await exporter.xidWatcher.stop();
+  await exporter.checkListener.stop();
   for (const name of exporter.checks.keys()) {
     if (name !== 'xid') await exporter.runner.run(name, {}, 'api');
   }

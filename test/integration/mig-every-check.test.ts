@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import koffi from 'koffi';
 import type { Check, CheckOutcome } from '../../exporter/checks/check.js';
 import { CHECK_NAMES, createChecks } from '../../exporter/checks/index.js';
-import { createXidLedger } from '../../exporter/checks/xid.js';
+import { createSystemClock } from '../../exporter/clock.js';
 import { parseConfig } from '../../exporter/config/config.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { silentLogger } from '../../exporter/log.js';
@@ -68,21 +68,23 @@ async function gpuChecks(scenario: string): Promise<ReadonlyMap<string, Check>> 
     hostname: NODE,
     knownChecks: CHECK_NAMES,
   });
-  return createChecks(config, {
-    runCommand: createRunCommand({
-      baseEnv: {
-        PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-        FAKE_DCGMI_SCENARIO: 'pass-4x',
-      },
-    }),
-    peers: () => [],
-    nvml: load,
-    cuda: loadCudaProbe(join(BUILD, 'cuda', 'libautopilot-probe.so')),
-    xidLedger: createXidLedger({ debounceMs: 0 }),
-    now: () => Date.now(),
-    kube: undefined,
-    sleep: () => Promise.resolve(),
-  });
+  return createChecks(
+    config,
+    {
+      run: createRunCommand({
+        baseEnv: {
+          PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+          FAKE_DCGMI_SCENARIO: 'pass-4x',
+        },
+      }),
+      nvml: load,
+      cuda: loadCudaProbe(join(BUILD, 'cuda', 'libautopilot-probe.so')),
+      clock: createSystemClock(),
+      logger: silentLogger,
+      kube: undefined,
+    },
+    { peers: () => [], runOnEvent: () => undefined },
+  );
 }
 
 /** The checks that are not about GPUs. */

@@ -324,7 +324,7 @@ describe('what may evict, on the C fake NVML and the fake dcgmi', () => {
 
   afterEach(async () => {
     if (evictRig === undefined) return;
-    await evictRig.exporter.xidWatcher.stop();
+    await evictRig.exporter.checkListener.stop();
     evictRig.exporter.cluster?.labeler.stop();
     await evictRig.exporter.runner.shutdown(1000);
     await evictRig.nvml.close();
@@ -393,7 +393,7 @@ describe('what may evict, on the C fake NVML and the fake dcgmi', () => {
   /** The periodic round's remapped check, and the XID the watcher hears from the fake library. */
   async function remapAndXid(r: EvictRig): Promise<void> {
     await r.exporter.runner.run('remapped', {}, 'periodic');
-    r.exporter.xidWatcher.start();
+    r.exporter.checkListener.start();
     for (let i = 0; i < 200 && r.exporter.store.latest('xid') === undefined; i++) {
       await new Promise((resolve) => setTimeout(resolve, 25));
     }

@@ -8,14 +8,15 @@ import { describe, expect, test } from '@jest/globals';
 import { DEEP_CHECK_JOB_PREFIX } from '../../exporter/cluster/deep-check.js';
 import { gpusBusy } from '../../exporter/cluster/gpu-idle.js';
 import { occupancyOf } from '../../exporter/checks/gpu-common.js';
-import { CHECK_NAMES, createChecks, type CheckPorts } from '../../exporter/checks/index.js';
+import { CHECK_NAMES, createChecks } from '../../exporter/checks/index.js';
+import type { CommonPorts } from '../../exporter/checks/module.js';
 import { createGpuMemCheck } from '../../exporter/checks/gpumem.js';
-import { createXidLedger } from '../../exporter/checks/xid.js';
 import { parseConfig } from '../../exporter/config/config.js';
 import { silentLogger } from '../../exporter/log.js';
 import { NvmlError, type NvmlLoad } from '../../exporter/native/ports.js';
 import { fakeCuda, fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
 import { FakeKube } from '../fakes/kube.js';
+import { FakeClock } from '../fakes/clock.js';
 
 const NODE = 'gpu-node-1';
 const DENIED = 'nvmlDeviceGetComputeRunningProcesses_v3: Insufficient Permissions (4)';
@@ -122,20 +123,20 @@ describe('dcgm levels 2 to 4', () => {
       hostname: NODE,
       knownChecks: CHECK_NAMES,
     });
-    const ports: CheckPorts = {
-      runCommand: (command) => {
+    const ports: CommonPorts = {
+      run: (command) => {
         ran.push([command.file, ...command.args].join(' '));
         return Promise.reject(new Error('dcgmi is not run in this test'));
       },
-      peers: () => [],
       nvml,
       cuda: { ok: false, reason: 'no probe' },
-      xidLedger: createXidLedger({ debounceMs: 0 }),
-      now: () => 0,
+      clock: new FakeClock(0),
+      logger: silentLogger,
       kube: undefined,
-      sleep: () => Promise.resolve(),
     };
-    return createChecks(config, ports).get('dcgm')!;
+    return createChecks(config, ports, { peers: () => [], runOnEvent: () => undefined }).get(
+      'dcgm',
+    )!;
   }
 
   test('a GPU whose count is unknown is a SKIP that says why, and dcgmi never starts', async () => {
