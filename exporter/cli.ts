@@ -131,6 +131,24 @@ function topicOf(word: string | undefined): HelpTopic {
     : 'main';
 }
 
+/** What preflight and deepcheck do, above their flags in their help. */
+const COMMAND_USAGE: Readonly<Record<keyof typeof COMMAND_FLAGS, readonly string[]>> = {
+  preflight: [
+    'Usage: autopilot preflight [flags]',
+    '',
+    'For an initContainer: asks the exporters (through --url) for the node NODE_NAME, with results',
+    'not older than --max-age (the checks run again when they are older), prints a short report, and',
+    'exits 0 when the node may run the job, 1 when it may not (see --fail-on) or cannot be asked.',
+  ],
+  deepcheck: [
+    'Usage: autopilot deepcheck [flags]',
+    '',
+    'Run by the deep-check Job, which holds all the GPUs of the node: DCGM diagnostics level 3 and',
+    'gpumem. Prints a table, writes a JSON report to --report-file for the exporter that created',
+    'the Job, and exits 0 when nothing failed, 1 otherwise.',
+  ],
+};
+
 export interface HelpContext {
   readonly checks: readonly { readonly name: string; readonly summary: string }[];
 }
@@ -186,23 +204,7 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
       const own = COMMAND_FLAGS[topic].map(
         (f) => `  --${f.name.padEnd(22)} ${f.help} (default ${f.defaultValue})`,
       );
-      const what =
-        topic === 'preflight'
-          ? [
-              'Usage: autopilot preflight [flags]',
-              '',
-              'For an initContainer: asks the exporters (through --url) for the node NODE_NAME, with results',
-              'not older than --max-age (the checks run again when they are older), prints a short report, and',
-              'exits 0 when the node may run the job, 1 when it may not (see --fail-on) or cannot be asked.',
-            ]
-          : [
-              'Usage: autopilot deepcheck [flags]',
-              '',
-              'Run by the deep-check Job, which holds all the GPUs of the node: DCGM diagnostics level 3 and',
-              'gpumem. Prints a table, writes a JSON report to --report-file for the exporter that created',
-              'the Job, and exits 0 when nothing failed, 1 otherwise.',
-            ];
-      return [...what, '', 'Flags:', ...own, '', ...flagLines, ''].join('\n');
+      return [...COMMAND_USAGE[topic], '', 'Flags:', ...own, '', ...flagLines, ''].join('\n');
     }
     case 'check':
       return [

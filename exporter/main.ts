@@ -16,7 +16,7 @@ import {
 } from './preflight-client.js';
 import { CHECK_MODULES, CHECK_NAMES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
-import { helpText, parseCommandLine, UsageError, type Command, type CommandLine } from './cli.js';
+import { helpText, parseCommandLine, UsageError, type Command } from './cli.js';
 import { createSystemClock } from './clock.js';
 import { ConfigError, DEFAULT_NVML_LIBRARY, parseConfig, type Config } from './config/config.js';
 import { describeSchedule } from './config/schedule.js';
@@ -30,7 +30,7 @@ import { createStartProcess } from './exec/start-process.js';
 import { localAddresses } from './network/interfaces.js';
 import { loadCudaProbe } from './native/cuda-probe.js';
 import { loadNvml } from './native/nvml.js';
-import type { NvmlLoad } from './native/ports.js';
+import type { CudaProbeLoad, NvmlLoad } from './native/ports.js';
 import { fileURLToPath } from 'node:url';
 
 const EXIT_USAGE = 2;
@@ -53,52 +53,20 @@ interface ExitState {
 }
 
 async function main(argv: readonly string[], exit: ExitState): Promise<number> {
-  let commandLine: CommandLine;
-  let config: Config;
-  try {
-    commandLine = parseCommandLine(argv);
-    if (commandLine.command.kind === 'help') {
-      process.stdout.write(helpText(commandLine.command.topic, { checks: CHECK_MODULES }));
-      return 0;
-    }
-    config = parseConfig({
-      flags: commandLine.flags,
-      env: process.env,
-      hostname: hostname(),
-      knownChecks: CHECK_NAMES,
-    });
-  } catch (error) {
-    if (error instanceof UsageError || error instanceof ConfigError) {
-      process.stderr.write(`autopilot: ${error.message}\nRun "autopilot --help" for usage.\n`);
-      return EXIT_USAGE;
-    }
-    throw error;
+  const read = readCommandLine(argv);
+  if (typeof read === 'number') return read;
+  const { command } = read;
+  let { config } = read;
+  if (command.kind === 'preflight') {
+    return preflight(command.options, process.env.NODE_NAME ?? hostname());
   }
-
-  if (commandLine.command.kind === 'preflight') {
-    return preflight(commandLine.command.options, process.env.NODE_NAME ?? hostname());
-  }
-
-  let logFile: LogFile | undefined;
-  if (config.logFile !== undefined) {
-    try {
-      logFile = openLogFile(config.logFile);
-    } catch (error) {
-      process.stderr.write(
-        `autopilot: cannot open --logfile ${config.logFile}: ${error instanceof Error ? error.message : String(error)}\n`,
-      );
-      return EXIT_USAGE;
-    }
-    // Every way out (return, process.exit, an uncaught error) passes here; SIGKILL loses nothing
-    // either, since each line is written before write() returns.
-    const opened = logFile;
-    process.once('exit', () => opened.close());
-  }
+  const logFile = openLogFileOf(config);
+  if (typeof logFile === 'number') return logFile;
 
   let kube: KubeConnected | undefined;
   try {
     // The deep-check Job reports through its termination message: it needs no API access.
-    if (commandLine.command.kind !== 'deepcheck') {
+    if (command.kind !== 'deepcheck') {
       ({ kube, config } = await connectIfConfigured(config));
     }
   } catch (error) {
@@ -116,6 +84,90 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
     },
     now: Date.now,
   }).child({ node: config.nodeName });
+  const native = await loadGpuLibraries(config, logger);
+  if (typeof native === 'number') return native;
+  const { nvml, cuda } = native;
+  const exporter = buildExporter(config, {
+    runCommand: createRunCommand({ baseEnv: process.env }),
+    nvml,
+    cuda,
+    clock: createSystemClock(),
+    logger,
+    cpuModel: readCpuModel(),
+    gpuModel: await within(NATIVE_START_MS, gpuModelOf(nvml), 'N/A'),
+    build: { version: packageVersion(), nodejs: process.versions.node },
+    kube: kube?.api,
+    ...(kube === undefined ? {} : { peerToken: kube.token }),
+    startProcess: createStartProcess({ baseEnv: process.env }),
+    localAddresses: () => localAddresses(networkInterfaces()),
+  });
+
+  try {
+    return await runCommandLine(command, exporter, config, logger);
+  } finally {
+    if (nvml.ok) await within(SHUTDOWN_GRACE_MS, nvml.nvml.close(), undefined);
+    exit.hungNativeCalls =
+      (nvml.ok ? nvml.nvml.callsInFlight() : 0) + (cuda.ok ? cuda.probe.callsInFlight() : 0);
+    if (exit.hungNativeCalls > 0) {
+      logger.warn('driver calls still hung after shutdown; ending the process with SIGKILL', {
+        calls: exit.hungNativeCalls,
+      });
+    }
+  }
+}
+
+/**
+ * The command line and the configuration, or the exit code when there is nothing more to do: help
+ * was printed (0), or a usage or configuration error was (EXIT_USAGE).
+ */
+function readCommandLine(
+  argv: readonly string[],
+): { readonly command: Exclude<Command, { kind: 'help' }>; readonly config: Config } | number {
+  try {
+    const commandLine = parseCommandLine(argv);
+    if (commandLine.command.kind === 'help') {
+      process.stdout.write(helpText(commandLine.command.topic, { checks: CHECK_MODULES }));
+      return 0;
+    }
+    const config = parseConfig({
+      flags: commandLine.flags,
+      env: process.env,
+      hostname: hostname(),
+      knownChecks: CHECK_NAMES,
+    });
+    return { command: commandLine.command, config };
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof ConfigError) {
+      process.stderr.write(`autopilot: ${error.message}\nRun "autopilot --help" for usage.\n`);
+      return EXIT_USAGE;
+    }
+    throw error;
+  }
+}
+
+/** The --logfile, opened, or EXIT_USAGE when it cannot be; undefined when none is set. */
+function openLogFileOf(config: Config): LogFile | undefined | number {
+  if (config.logFile === undefined) return undefined;
+  let logFile: LogFile;
+  try {
+    logFile = openLogFile(config.logFile);
+  } catch (error) {
+    process.stderr.write(
+      `autopilot: cannot open --logfile ${config.logFile}: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return EXIT_USAGE;
+  }
+  // Every way out (return, process.exit, an uncaught error) passes here; SIGKILL loses nothing
+  // either, since each line is written before write() returns.
+  process.once('exit', () => logFile.close());
+  return logFile;
+}
+
+/** NVML and the CUDA probe, loaded or with the reason they are not; EXIT_USAGE for a bad setting. */
+async function loadGpuLibraries(
+  config: Config,
+  logger: Logger,
+): Promise<{ readonly nvml: NvmlLoad; readonly cuda: CudaProbeLoad } | number> {
   // nvmlInit can hang on a sick driver; the exporter must come up and say so all the same.
   const nvml = await within(NATIVE_START_MS, loadNvml(config.nvmlLibrary), {
     ok: false,
@@ -142,33 +194,7 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
   }
   if (!cuda.ok)
     logger.info('CUDA probe unavailable: pciebw and gpumem will say SKIP', { reason: cuda.reason });
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: process.env }),
-    nvml,
-    cuda,
-    clock: createSystemClock(),
-    logger,
-    cpuModel: readCpuModel(),
-    gpuModel: await within(NATIVE_START_MS, gpuModelOf(nvml), 'N/A'),
-    build: { version: packageVersion(), nodejs: process.versions.node },
-    kube: kube?.api,
-    ...(kube === undefined ? {} : { peerToken: kube.token }),
-    startProcess: createStartProcess({ baseEnv: process.env }),
-    localAddresses: () => localAddresses(networkInterfaces()),
-  });
-
-  try {
-    return await runCommandLine(commandLine.command, exporter, config, logger);
-  } finally {
-    if (nvml.ok) await within(SHUTDOWN_GRACE_MS, nvml.nvml.close(), undefined);
-    exit.hungNativeCalls =
-      (nvml.ok ? nvml.nvml.callsInFlight() : 0) + (cuda.ok ? cuda.probe.callsInFlight() : 0);
-    if (exit.hungNativeCalls > 0) {
-      logger.warn('driver calls still hung after shutdown; ending the process with SIGKILL', {
-        calls: exit.hungNativeCalls,
-      });
-    }
-  }
+  return { nvml, cuda };
 }
 
 async function runCommandLine(
