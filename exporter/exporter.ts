@@ -44,7 +44,7 @@ import {
   clusterCheckPorts,
   connectKubernetes,
   createLabeler,
-  pingPeers,
+  peerList,
   type KubernetesSide,
 } from './wiring/kubernetes.js';
 
@@ -208,7 +208,7 @@ function checkExtras(
 ): CheckExtras {
   const { side, late } = parts;
   return {
-    peers: pingPeers(config, side?.peers),
+    peers: peerList(config, side?.peers),
     onDcgmResult: (result) => void late.labeler?.recordDcgm(result),
     iperf: iperfCheckPorts(config, parts.httpGet, ports.peerToken, side),
     ...(side === undefined ? {} : clusterCheckPorts(config, side)),

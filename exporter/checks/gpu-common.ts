@@ -67,26 +67,10 @@ export function gpuSample(
   return { metric, labels: { gpu: String(gpu.index), uuid: gpu.uuid, ...labels }, value };
 }
 
-/**
- * Autopilot's first line of a check that could run, word for word where Autopilot had the check
- * (its power script wrote `[[GPU POWER]]` there and `[GPU POWER]` below).
- */
-const BRIEFINGS: ReadonlyMap<string, string> = new Map([
-  ['[[ PCIEBW ]]', '[[ PCIEBW ]] Briefings completed. Continue with PCIe Bandwidth evaluation.'],
-  [
-    '[[ REMAPPED ROWS ]]',
-    '[[ REMAPPED ROWS ]] Briefings completed. Continue with remapped rows evaluation.',
-  ],
-  ['[[ GPU-MEM ]]', '[[ GPU-MEM ]] Briefings completed. Continue with memory evaluation.'],
-  ['[GPU POWER]', '[[GPU POWER]] Briefings completed. Continue with power cap evaluation.'],
-]);
-
+/** The first line of a run that tested something, where the check has no words of its own. */
 function briefing(textPrefix: string): string {
   const subject = textPrefix.replace(/[[\]]/g, '').trim();
-  return (
-    BRIEFINGS.get(textPrefix) ??
-    `${textPrefix} Briefings completed. Continue with ${subject} evaluation.`
-  );
+  return `${textPrefix} Briefings completed. Continue with ${subject} evaluation.`;
 }
 
 /**
@@ -97,6 +81,8 @@ function briefing(textPrefix: string): string {
  */
 export function gpuCheckBase(
   textPrefix: string,
+  /** Autopilot's own first line, word for word, where Autopilot had the check. */
+  briefingLine: string = briefing(textPrefix),
 ): Pick<Check, 'deviceKind' | 'parseParams' | 'formatText'> {
   return {
     deviceKind: 'gpu',
@@ -109,7 +95,7 @@ export function gpuCheckBase(
       }
       const failing = run.devices.some((d) => d.verdict === 'FAIL');
       const lines = [
-        briefing(textPrefix),
+        briefingLine,
         `${textPrefix} ${failing ? 'FAIL' : 'SUCCESS'}`,
         `Host  ${nodeName}`,
         run.devices

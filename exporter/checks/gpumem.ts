@@ -135,7 +135,10 @@ export interface GpuMemCheckDeps {
 export const GPUMEM_SUMMARY =
   'HBM bandwidth, memory pattern test and FP32/FP64 throughput on idle GPUs (exclusive)';
 
-const TEXT = gpuCheckBase('[[ GPU-MEM ]]');
+const TEXT = gpuCheckBase(
+  '[[ GPU-MEM ]]',
+  '[[ GPU-MEM ]] Briefings completed. Continue with memory evaluation.',
+);
 
 export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
   const fraction = deps.patternFraction ?? 0.5;

@@ -300,7 +300,11 @@ function samplesOf(gpu: GpuDevice, latest: PowerReading): Sample[] {
   return samples;
 }
 
-const TEXT = gpuCheckBase('[GPU POWER]');
+// Autopilot's power script wrote `[[GPU POWER]]` on its first line and `[GPU POWER]` below.
+const TEXT = gpuCheckBase(
+  '[GPU POWER]',
+  '[[GPU POWER]] Briefings completed. Continue with power cap evaluation.',
+);
 
 export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
   const sleep = deps.sleep ?? timerSleep;

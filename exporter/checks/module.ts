@@ -14,7 +14,20 @@ import type { CudaProbeLoad, NvmlLoad } from '../native/ports.js';
 import type { Check, CheckParams, CheckRun } from './check.js';
 import type { ExpectedGpus } from './gpucount.js';
 import type { IperfPorts } from './iperf.js';
-import type { PingPeer, PingTarget } from './ping.js';
+
+/**
+ * A peer: a host name or address, or in Kubernetes mode a node and its Autopilot pod's address
+ * (reported under the node name, as Autopilot does since its #38, so a rescheduled pod's new IP
+ * does not start a new series).
+ */
+export type Peer = string | { readonly name: string; readonly address: string };
+
+/** One address of a peer: Kubernetes mode reaches every interface of every peer's pod. */
+export interface PeerTarget {
+  readonly peer: string;
+  readonly interface: string;
+  readonly address: string;
+}
 
 /** The ports every check may use; buildExporter builds them once, whatever checks there are. */
 export interface CommonPorts {
@@ -34,9 +47,9 @@ export interface CommonPorts {
  */
 export interface CheckExtras {
   /** The other nodes: the configured list standalone, one Autopilot pod per node in Kubernetes. */
-  readonly peers: () => readonly PingPeer[];
+  readonly peers: () => readonly Peer[];
   /** Kubernetes mode: every address of these peers' pods. */
-  readonly targetsOf?: (peers: readonly string[]) => Promise<readonly PingTarget[]>;
+  readonly targetsOf?: (peers: readonly string[]) => Promise<readonly PeerTarget[]>;
   /** Kubernetes mode: the nodes a job or node label selector picks. */
   readonly selectNodes?: (selection: {
     readonly job: string | undefined;

@@ -225,7 +225,10 @@ export interface PcieBwCheckDeps {
 export const PCIEBW_SUMMARY =
   'PCIe link width and generation of every GPU, and host↔device bandwidth on idle GPUs';
 
-const TEXT = gpuCheckBase('[[ PCIEBW ]]');
+const TEXT = gpuCheckBase(
+  '[[ PCIEBW ]]',
+  '[[ PCIEBW ]] Briefings completed. Continue with PCIe Bandwidth evaluation.',
+);
 
 export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
   const bytes = deps.copyBytes ?? 64 * 1024 * 1024;

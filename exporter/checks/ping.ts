@@ -24,7 +24,7 @@ import type {
 } from './check.js';
 import { ParamError, summariseOutcome, worstVerdict } from './check.js';
 import { firstLine, formatCheckLevelText } from './text.js';
-import type { CheckExtras, CheckModule } from './module.js';
+import type { CheckExtras, CheckModule, Peer, PeerTarget } from './module.js';
 
 export interface PingSummary {
   /** The numeric address ping resolved the target to. */
@@ -152,22 +152,14 @@ export function pingSamples(devices: readonly DeviceResult[]): Sample[] {
   return samples;
 }
 
-/**
- * A peer: a host name or address, or in Kubernetes mode a node and its Autopilot pod's address
- * (reported under the node name, as Autopilot does since its #38, so a rescheduled pod's new IP
- * does not start a new series).
- */
-export type PingPeer = string | { readonly name: string; readonly address: string };
+/** A peer to ping (checks/module.ts, Peer). */
+export type PingPeer = Peer;
 
 const nameOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.name);
 const addressOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.address);
 
 /** One address of a peer: Kubernetes mode pings every interface of every peer's pod. */
-export interface PingTarget {
-  readonly peer: string;
-  readonly interface: string;
-  readonly address: string;
-}
+export type PingTarget = PeerTarget;
 
 export interface PingCheckDeps {
   readonly settings: PingSettings;

@@ -72,7 +72,10 @@ export interface RemappedCheckDeps {
 export const REMAPPED_SUMMARY =
   'HBM row remapping: pending remaps, remapping failures, uncorrectable rows';
 
-const TEXT = gpuCheckBase('[[ REMAPPED ROWS ]]');
+const TEXT = gpuCheckBase(
+  '[[ REMAPPED ROWS ]]',
+  '[[ REMAPPED ROWS ]] Briefings completed. Continue with remapped rows evaluation.',
+);
 
 export function createRemappedCheck(deps: RemappedCheckDeps): Check {
   return {

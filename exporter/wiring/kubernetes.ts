@@ -1,11 +1,11 @@
 /**
- * Kubernetes mode's wiring: the observed API, the pods ping and iperf reach, what only a cluster
+ * Kubernetes mode's wiring: the observed API, the pods the network checks reach, what only a cluster
  * can tell a check (whole-pod targets, job and node-label selections, the node's GPU count), the
  * node labeler, and the connection as /status JSON reports it. Standalone mode builds none of it.
  */
 
 import type { Clock } from '../clock.js';
-import type { PingPeer, PingTarget } from '../checks/ping.js';
+import type { Peer, PeerTarget } from '../checks/module.js';
 import type { ExpectedGpus } from '../checks/gpucount.js';
 import { expectedGpusOfNode } from '../cluster/expected-gpus.js';
 import { resolveTargets } from '../cluster/fanout.js';
@@ -52,16 +52,16 @@ export function connectKubernetes(
 }
 
 /** Standalone: the configured list. Kubernetes: every other node's Autopilot pod, by node name. */
-export function pingPeers(
+export function peerList(
   config: Config,
   directory: PeerDirectory | undefined,
-): () => readonly PingPeer[] {
+): () => readonly Peer[] {
   return () => {
     if (directory === undefined) return config.peers;
-    const byNode = new Map<string, PingPeer>();
+    const byNode = new Map<string, Peer>();
     for (const peer of directory.peers()) {
       if (peer.node === undefined || peer.node === config.nodeName) continue;
-      // A ready pod is the one to ping when a node briefly has two (a rolling update).
+      // A ready pod is the one to reach when a node briefly has two (a rolling update).
       if (!byNode.has(peer.node) || peer.ready)
         byNode.set(peer.node, { name: peer.node, address: peer.address });
     }
@@ -69,9 +69,9 @@ export function pingPeers(
   };
 }
 
-/** What the checks learn from the cluster: ping's targets and selections, gpucount's expectation. */
+/** What the checks learn from the cluster: the peers' addresses, selections, the node's GPU count. */
 export interface ClusterCheckPorts {
-  readonly targetsOf: (peers: readonly string[]) => Promise<readonly PingTarget[]>;
+  readonly targetsOf: (peers: readonly string[]) => Promise<readonly PeerTarget[]>;
   readonly selectNodes: (selection: {
     readonly job: string | undefined;
     readonly nodelabel: string | undefined;
