@@ -632,7 +632,7 @@ function checkNames(value: string | undefined): string[] | undefined {
   const names: string[] = [];
   for (const name of requested) {
     if (name === 'all') names.push(...PERIODIC_CHECKS);
-    else if ((KNOWN_CHECKS as readonly string[]).includes(name)) names.push(name);
+    else if (KNOWN_CHECKS.includes(name)) names.push(name);
     else return undefined;
   }
   return [...new Set(names)];
