@@ -150,7 +150,7 @@ export function createEccCheck(deps: EccCheckDeps): Check {
 export const eccModule: CheckModule = {
   name: 'ecc',
   summary: ECC_SUMMARY,
-  policy: { postflight: { order: 4 }, exclusive: false },
+  policy: { postflight: { order: 4 }, exclusive: false, nvmlOnly: true },
   metrics: [
     'autopilot_gpu_ecc_volatile_uncorrected_errors',
     'autopilot_gpu_ecc_aggregate_uncorrected_errors',

@@ -345,7 +345,13 @@ export function createGpuPowerCheck(deps: GpuPowerCheckDeps): Check {
 export const gpupowerModule: CheckModule = {
   name: 'gpupower',
   summary: GPUPOWER_SUMMARY,
-  policy: { periodic: 5, postflight: { order: 3 }, preflight: true, exclusive: false },
+  policy: {
+    periodic: 5,
+    postflight: { order: 3 },
+    preflight: true,
+    exclusive: false,
+    nvmlOnly: true,
+  },
   metrics: ['autopilot_gpu_clock_event_reason', 'autopilot_gpu_slowdown_seconds_total'],
   formatText: TEXT.formatText,
   statusName: 'GPU POWER',

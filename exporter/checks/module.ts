@@ -6,6 +6,7 @@
 
 import type { Clock } from '../clock.js';
 import type { ApiAccessGroup, Config } from '../config/config.js';
+import type { Setting } from '../config/setting.js';
 import type { RunCommand } from '../exec/run-command.js';
 import type { KubeApi } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
@@ -96,9 +97,23 @@ export interface CheckPolicy {
   readonly exclusive: boolean | 'by-params';
   /** Its names in AUTOPILOT_CHECK_TIMEOUTS, when that setting can replace its deadline. */
   readonly timeoutSettings?: readonly string[];
+  /** Only reads NVML: its deadline is AUTOPILOT_NVML_CHECK_TIMEOUT, whose help names it. */
+  readonly nvmlOnly?: boolean;
 }
 
-export interface CheckModule {
+/**
+ * Settings that belong to one check, declared in its file with the spec type of config.ts's
+ * SETTINGS: parseConfig parses them with the rest (--help, the docs and the first-bad-setting
+ * error follow them), and the table hands the parsed values, by setting name, to create().
+ */
+export interface CheckSettings<Values> {
+  /** The setting of config.ts's SETTINGS these follow in --help, the docs and the parse order. */
+  readonly after: string;
+  readonly specs: { readonly [Name in keyof Values]: Setting<Values[Name]> };
+}
+
+/** Values: what its own settings (CheckSettings) parse into; unknown when it has none. */
+export interface CheckModule<Values = unknown> {
   readonly name: string;
   /** One line for --help and the API reference. */
   readonly summary: string;
@@ -109,7 +124,9 @@ export interface CheckModule {
   readonly formatText: (run: CheckRun, nodeName: string) => string;
   /** Its word in the cluster summary's "<word> Failed" (runHealthchecks.py's); absent: NAME. */
   readonly statusName?: string;
-  create(config: Config, ports: CommonPorts, extras: CheckExtras): CreatedCheck;
+  /** Settings of its own, beside config.ts's; create() receives them parsed. */
+  readonly settings?: CheckSettings<Values>;
+  create(config: Config, ports: CommonPorts, extras: CheckExtras, settings: Values): CreatedCheck;
 }
 
 /** A check with its default deadline replaced (AUTOPILOT_CHECK_TIMEOUTS), or as it is. */

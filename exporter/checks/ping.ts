@@ -7,7 +7,7 @@
  */
 
 import { fnv1a, median } from '../math.js';
-import type { PingSettings } from '../config/config.js';
+import { duration, integer, setting, text, type SettingValues } from '../config/setting.js';
 import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
 import { describeEnd, type CommandResult, type RunCommand } from '../exec/run-command.js';
@@ -154,6 +154,61 @@ export function pingSamples(devices: readonly DeviceResult[]): Sample[] {
 
 /** A peer to ping (checks/module.ts, Peer). */
 export type PingPeer = Peer;
+
+export interface PingSettings {
+  readonly command: string;
+  readonly count: number;
+  readonly replyTimeoutMs: number;
+  readonly concurrency: number;
+  /** Peers pinged per round; 0 pings every peer every round. */
+  readonly sampleSize?: number;
+}
+
+/**
+ * The ping check's own settings, after AUTOPILOT_PEERS in --help and the docs (the peers stay in
+ * config.ts: the cluster layer reads them too).
+ */
+const PING_SETTINGS = {
+  AUTOPILOT_PING_COUNT: setting({
+    fallback: '3',
+    help: 'echo requests per peer',
+    parse: integer('AUTOPILOT_PING_COUNT', 1, 100),
+  }),
+  AUTOPILOT_PING_REPLY_TIMEOUT: setting({
+    fallback: '1s',
+    help: 'how long to wait for each reply (100ms to 1m)',
+    parse: duration('AUTOPILOT_PING_REPLY_TIMEOUT', 100, 60_000),
+  }),
+  AUTOPILOT_PING_CONCURRENCY: setting({
+    fallback: '64',
+    help: 'peers pinged at once',
+    parse: integer('AUTOPILOT_PING_CONCURRENCY', 1, 1024),
+  }),
+  AUTOPILOT_PING_COMMAND: setting({
+    fallback: 'ping',
+    help: 'the iputils ping executable',
+    parse: text,
+  }),
+  AUTOPILOT_PING_SAMPLE: setting({
+    fallback: '0',
+    help: 'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
+    parse: integer('AUTOPILOT_PING_SAMPLE', 0, 100_000),
+  }),
+};
+
+/** PING_SETTINGS parsed, by setting name, as parseConfig hands them to the module. */
+export type PingSettingValues = SettingValues<typeof PING_SETTINGS>;
+
+/** What the check reads of its settings. */
+export function pingSettings(values: PingSettingValues): PingSettings {
+  return {
+    command: values.AUTOPILOT_PING_COMMAND,
+    count: values.AUTOPILOT_PING_COUNT,
+    replyTimeoutMs: values.AUTOPILOT_PING_REPLY_TIMEOUT,
+    concurrency: values.AUTOPILOT_PING_CONCURRENCY,
+    sampleSize: values.AUTOPILOT_PING_SAMPLE,
+  };
+}
 
 const nameOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.name);
 const addressOf = (peer: PingPeer): string => (typeof peer === 'string' ? peer : peer.address);
@@ -500,7 +555,7 @@ function msToSeconds(ms: number): number {
   return Number((ms / 1000).toFixed(9));
 }
 
-export const pingModule: CheckModule = {
+export const pingModule: CheckModule<PingSettingValues> = {
   name: 'ping',
   summary: PING_SUMMARY,
   policy: { periodic: 4, exclusive: false },
@@ -512,9 +567,15 @@ export const pingModule: CheckModule = {
   ],
   formatText: formatPingText,
   statusName: 'PING',
-  create: (config, ports, extras: Pick<CheckExtras, 'peers' | 'targetsOf' | 'selectNodes'>) =>
+  settings: { after: 'AUTOPILOT_PEERS', specs: PING_SETTINGS },
+  create: (
+    config,
+    ports,
+    extras: Pick<CheckExtras, 'peers' | 'targetsOf' | 'selectNodes'>,
+    settings,
+  ) =>
     createPingCheck({
-      settings: config.ping,
+      settings: pingSettings(settings),
       peers: extras.peers,
       run: ports.run,
       clusterMode: ports.kube !== undefined,

@@ -112,7 +112,13 @@ export function createRemappedCheck(deps: RemappedCheckDeps): Check {
 export const remappedModule: CheckModule = {
   name: 'remapped',
   summary: REMAPPED_SUMMARY,
-  policy: { periodic: 2, postflight: { order: 2 }, preflight: true, exclusive: false },
+  policy: {
+    periodic: 2,
+    postflight: { order: 2 },
+    preflight: true,
+    exclusive: false,
+    nvmlOnly: true,
+  },
   metrics: [
     'autopilot_gpu_remapped_rows',
     'autopilot_gpu_row_remap_pending',

@@ -20,6 +20,8 @@ export interface CheckTable {
   readonly postflight: readonly string[];
   /** `autopilot preflight`'s default --checks. */
   readonly preflight: readonly string[];
+  /** The checks that only read NVML (AUTOPILOT_NVML_CHECK_TIMEOUT's deadline). */
+  readonly nvmlOnly: readonly string[];
   /** The names AUTOPILOT_CHECK_TIMEOUTS accepts. */
   readonly timeoutSettings: readonly string[];
   /** Checks protected whatever their parameters, with their access group. */
@@ -73,7 +75,8 @@ function instantiate(
   ports: CommonPorts,
   extras: CheckExtras,
 ): { check: Check; listener?: Listener } {
-  const created = module.create(config, ports, extras);
+  // parseConfig parsed the module's own settings into checkSettings under its name.
+  const created = module.create(config, ports, extras, config.checkSettings.get(module.name));
   const [check, listener] = 'listener' in created ? [created.check, created.listener] : [created];
   return {
     check: {
@@ -99,6 +102,7 @@ export function createCheckTable(modules: readonly CheckModule[]): CheckTable {
     alwaysPeriodic: modules.filter((m) => m.policy.alwaysPeriodic === true).map((m) => m.name),
     postflight: ranked(modules, (module) => module.policy.postflight?.order),
     preflight: modules.filter((m) => m.policy.preflight === true).map((m) => m.name),
+    nvmlOnly: modules.filter((m) => m.policy.nvmlOnly === true).map((m) => m.name),
     timeoutSettings: settingsOrder(
       modules.flatMap((module) => module.policy.timeoutSettings ?? []),
     ),

@@ -10,6 +10,8 @@
  */
 
 import type { Clock, CancelTimer } from '../clock.js';
+import { ConfigError, setting, type SettingValues } from '../config/setting.js';
+import { boundedInteger } from '../params.js';
 import type { Logger } from '../log.js';
 import type { Nvml, NvmlLoad, XidEvent } from '../native/ports.js';
 import type { Check, DeviceResult } from './check.js';
@@ -81,6 +83,40 @@ export const XID_CATALOGUE: Readonly<
 export const DEFAULT_XID_FATAL: readonly number[] = [
   46, 48, 62, 64, 74, 79, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158, 160, 162,
 ];
+
+/** The largest XID code accepted; NVML reports an XID it cannot name as 999 (nvml.h). */
+const MAX_XID = 999;
+
+function parseXidList(value: string | undefined): number[] {
+  if (value === undefined) return [...DEFAULT_XID_FATAL];
+  if (value === 'none') return [];
+  const accepted = `a comma-separated list of XID codes from 1 to ${MAX_XID}, such as 48,79,95, or none`;
+  const items = value.split(',').map((item) => item.trim());
+  if (items.every((item) => item === '')) {
+    throw new ConfigError('AUTOPILOT_XID_FATAL', value, accepted);
+  }
+  const codes: number[] = [];
+  for (const item of items.filter((part) => part !== '')) {
+    const code = boundedInteger(item, 1, MAX_XID);
+    if (code === undefined) {
+      throw new ConfigError('AUTOPILOT_XID_FATAL', value, `${accepted} ("${item}" is not)`);
+    }
+    codes.push(code);
+  }
+  return [...new Set(codes)];
+}
+
+/** The xid check's own setting, after DCGM_FATAL_ERRORS in --help and the docs. */
+const XID_SETTINGS = {
+  AUTOPILOT_XID_FATAL: setting({
+    shown: DEFAULT_XID_FATAL.join(','),
+    help: 'XIDs whose event fails the xid check as fatal, evicting the node (comma-separated; none: no XID)',
+    parse: parseXidList,
+  }),
+};
+
+/** XID_SETTINGS parsed, by setting name, as parseConfig hands them to the module. */
+export type XidSettingValues = SettingValues<typeof XID_SETTINGS>;
 
 /** XIDs an application causes: counted, but no sign of a bad GPU. */
 export const APPLICATION_XIDS: readonly number[] = [13, 31, 43, 45];
@@ -398,14 +434,15 @@ export function createXidWatcher(deps: XidWatcherDeps): XidWatcher {
 /** A repeat of the same XID on the same GPU within this counts once. */
 const XID_DEBOUNCE_MS = 10_000;
 
-export const xidModule: CheckModule = {
+export const xidModule: CheckModule<XidSettingValues> = {
   name: 'xid',
   summary: XID_SUMMARY,
-  policy: { exclusive: false },
+  policy: { exclusive: false, nvmlOnly: true },
   metrics: ['autopilot_gpu_xid_events_total'],
   formatText: TEXT.formatText,
+  settings: { after: 'DCGM_FATAL_ERRORS', specs: XID_SETTINGS },
   // The ledger is the check's memory: the listener counts into it, each run judges from it.
-  create(config, ports, extras: Pick<CheckExtras, 'runOnEvent'>) {
+  create(config, ports, extras: Pick<CheckExtras, 'runOnEvent'>, settings) {
     const ledger = createXidLedger({ debounceMs: XID_DEBOUNCE_MS });
     return {
       check: createXidCheck({
@@ -413,7 +450,7 @@ export const xidModule: CheckModule = {
         ledger,
         now: () => ports.clock.now(),
         timeoutMs: config.nvmlCheckTimeoutMs,
-        fatalXids: config.xidFatal,
+        fatalXids: settings.AUTOPILOT_XID_FATAL,
       }),
       listener: createXidWatcher({
         nvml: ports.nvml,

@@ -8,21 +8,26 @@
 import { isIP } from 'node:net';
 import { DNS_NAME, LABEL_SELECTOR_CHARACTERS, isHostOrAddress } from '../net-names.js';
 import { LOG_LEVELS, type LogLevel } from '../log.js';
-import { boundedInteger, wholeNumberRange } from '../params.js';
-import { formatDuration, parseGoDuration } from './duration.js';
+import { boundedInteger } from '../params.js';
+import { parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
 import { CHECK_TABLE } from '../checks/index.js';
-import { DEFAULT_XID_FATAL } from '../checks/xid.js';
 import { DEFAULT_EVICT_ON, EVICT_MODES, type EvictOn } from '../node-health.js';
+import {
+  ConfigError,
+  duration,
+  integer,
+  parseInteger,
+  setting,
+  text,
+  type ConfigInputs,
+  type Env,
+  type Setting,
+  type SettingRow,
+  type SettingValues,
+} from './setting.js';
 
-export interface PingSettings {
-  readonly command: string;
-  readonly count: number;
-  readonly replyTimeoutMs: number;
-  readonly concurrency: number;
-  /** Peers pinged per round; 0 pings every peer every round. */
-  readonly sampleSize?: number;
-}
+export { ConfigError, type ConfigInputs, type Env, type Setting, type SettingRow };
 
 export interface Config {
   readonly nodeName: string;
@@ -43,7 +48,11 @@ export interface Config {
   readonly logFile?: string;
   readonly periodicChecks: readonly string[];
   readonly peers: readonly string[];
-  readonly ping: PingSettings;
+  /**
+   * The settings check modules declare for themselves (CheckModule.settings), parsed, by module
+   * name; the table hands each module its own in create().
+   */
+  readonly checkSettings: ReadonlyMap<string, unknown>;
   /** The iperf3 executable. */
   readonly iperfCommand: string;
   /** The dcgmi executable. */
@@ -58,12 +67,10 @@ export interface Config {
   readonly podSelector: string;
   readonly historySize: number;
   readonly dcgmFatalErrors: readonly string[];
-  /** AUTOPILOT_XID_FATAL: the XIDs that fail the xid check as fatal (the node is evicted). */
-  readonly xidFatal: readonly number[];
   /** INVASIVE_JOB_TTLSEC: ttlSecondsAfterFinished of the deep-check Job. */
   readonly deepCheckJobTtlSeconds: number;
   readonly pvcStorageClass: string | undefined;
-  /** Deadline of the checks that only read NVML (remapped, gpupower, ecc, xid). */
+  /** Deadline of the checks that only read NVML (their policy says nvmlOnly). */
   readonly nvmlCheckTimeoutMs: number;
   /** AUTOPILOT_CHECK_TIMEOUTS: deadlines that replace a long-running check's default, by name. */
   readonly checkTimeoutsMs: ReadonlyMap<CheckTimeoutName, number>;
@@ -114,28 +121,6 @@ export const API_ACCESS_VARIABLE = 'AUTOPILOT_API_ACCESS';
 export const apiAccessVariable = (group: ApiAccessGroup): string =>
   `${API_ACCESS_VARIABLE}_${group.toUpperCase()}`;
 
-export class ConfigError extends Error {
-  constructor(
-    readonly setting: string,
-    readonly value: string,
-    readonly accepted: string,
-  ) {
-    super(`invalid ${setting} ${JSON.stringify(value)}: expected ${accepted}`);
-    this.name = 'ConfigError';
-  }
-}
-
-export type Env = Readonly<Record<string, string | undefined>>;
-
-export interface ConfigInputs {
-  /** Flag values by name without dashes ("port", "w"), as the command line gave them. */
-  readonly flags: ReadonlyMap<string, string>;
-  readonly env: Env;
-  readonly hostname: string;
-  /** Names of the checks this build has, in catalogue order. */
-  readonly knownChecks: readonly string[];
-}
-
 /**
  * The default periodic round: the modules with a periodic place (checks/module.ts), in Autopilot's
  * order, then parseConfig limits it to the checks this build has.
@@ -169,13 +154,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
     ...(v['--logfile'] === undefined ? {} : { logFile: v['--logfile'] }),
     periodicChecks: v.PERIODIC_CHECKS,
     peers: v.AUTOPILOT_PEERS,
-    ping: {
-      command: v.AUTOPILOT_PING_COMMAND,
-      count: v.AUTOPILOT_PING_COUNT,
-      replyTimeoutMs: v.AUTOPILOT_PING_REPLY_TIMEOUT,
-      concurrency: v.AUTOPILOT_PING_CONCURRENCY,
-      sampleSize: v.AUTOPILOT_PING_SAMPLE,
-    },
+    checkSettings: moduleSettings(v),
     iperfCommand: v.AUTOPILOT_IPERF_COMMAND,
     dcgmiCommand: v.AUTOPILOT_DCGMI_COMMAND,
     deepcheckImage: v.AUTOPILOT_DEEPCHECK_IMAGE,
@@ -185,7 +164,6 @@ export function parseConfig(inputs: ConfigInputs): Config {
     podSelector: v.AUTOPILOT_POD_SELECTOR,
     historySize: v.AUTOPILOT_HISTORY_SIZE,
     dcgmFatalErrors: v.DCGM_FATAL_ERRORS,
-    xidFatal: v.AUTOPILOT_XID_FATAL,
     deepCheckJobTtlSeconds: v.INVASIVE_JOB_TTLSEC,
     pvcStorageClass: v.PVC_TEST_STORAGE_CLASS,
     nvmlCheckTimeoutMs: v.AUTOPILOT_NVML_CHECK_TIMEOUT,
@@ -209,12 +187,30 @@ export function parseConfig(inputs: ConfigInputs): Config {
 }
 
 /** Every setting parsed, in the table's order; the first bad one stops here. */
-function readSettings(inputs: ConfigInputs): SettingValues {
+function readSettings(
+  inputs: ConfigInputs,
+): Readonly<Record<string, unknown>> & SettingValues<typeof SETTINGS> {
   const values: Record<string, unknown> = {};
   for (const [name, entry] of TABLE) {
     values[name] = entry.parse(given(name, inputs) ?? entry.fallback, inputs);
   }
-  return values as SettingValues;
+  return values as Readonly<Record<string, unknown>> & SettingValues<typeof SETTINGS>;
+}
+
+/** Each module's own settings, by setting name, under the module's name. */
+function moduleSettings(values: Readonly<Record<string, unknown>>): Map<string, unknown> {
+  return new Map(
+    CHECK_TABLE.modules.flatMap((module) =>
+      module.settings === undefined
+        ? []
+        : [
+            [
+              module.name,
+              Object.fromEntries(Object.keys(module.settings.specs).map((n) => [n, values[n]])),
+            ],
+          ],
+    ),
+  );
 }
 
 /**
@@ -329,19 +325,6 @@ function rejectSharedPorts(ports: Readonly<Record<string, number>>): void {
   }
 }
 
-function parseInteger(
-  name: string,
-  value: string,
-  min: number,
-  max: number,
-  accepted?: string,
-): number {
-  const number = boundedInteger(value.trim(), min, max);
-  if (number === undefined)
-    throw new ConfigError(name, value, accepted ?? wholeNumberRange(min, max));
-  return number;
-}
-
 function parsePositiveNumber(name: string, value: string, accepted: string): number {
   const number = Number(value.trim());
   if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(number) || number <= 0) {
@@ -354,18 +337,6 @@ function parseScheduleSetting(name: string, value: string): Schedule {
   const schedule = parseSchedule(value);
   if (schedule === undefined) throw new ConfigError(name, value, SCHEDULE_ACCEPTED);
   return schedule;
-}
-
-function parseDurationSetting(name: string, value: string, minMs: number, maxMs: number): number {
-  const ms = parseGoDuration(value);
-  if (ms === undefined || ms < minMs || ms > maxMs) {
-    throw new ConfigError(
-      name,
-      value,
-      `a Go duration from ${formatDuration(minMs)} to ${formatDuration(maxMs)}, such as 1s or 500ms`,
-    );
-  }
-  return ms;
 }
 
 function parseCheckTimeouts(value: string | undefined): Map<CheckTimeoutName, number> {
@@ -481,28 +452,6 @@ function parseFatalErrors(value: string | undefined): string[] {
   return names;
 }
 
-/** The largest XID code accepted; NVML reports an XID it cannot name as 999 (nvml.h). */
-const MAX_XID = 999;
-
-function parseXidList(value: string | undefined): number[] {
-  if (value === undefined) return [...DEFAULT_XID_FATAL];
-  if (value === 'none') return [];
-  const accepted = `a comma-separated list of XID codes from 1 to ${MAX_XID}, such as 48,79,95, or none`;
-  const items = value.split(',').map((item) => item.trim());
-  if (items.every((item) => item === '')) {
-    throw new ConfigError('AUTOPILOT_XID_FATAL', value, accepted);
-  }
-  const codes: number[] = [];
-  for (const item of items.filter((part) => part !== '')) {
-    const code = boundedInteger(item, 1, MAX_XID);
-    if (code === undefined) {
-      throw new ConfigError('AUTOPILOT_XID_FATAL', value, `${accepted} ("${item}" is not)`);
-    }
-    codes.push(code);
-  }
-  return [...new Set(codes)];
-}
-
 function parseStorageClass(value: string | undefined): string | undefined {
   // Autopilot's Helm chart sets this to "", which it then used as a class name; unset it is.
   if (value === undefined || value.trim() === '') return undefined;
@@ -517,48 +466,7 @@ function parseStorageClass(value: string | undefined): string | undefined {
   return name;
 }
 
-/**
- * One setting of the table: what parseConfig reads, --help lists and docs/configuration.md must
- * document. A flag's key is spelt with its dashes, an environment variable's as it is set.
- */
-export interface Setting<T> {
-  /** The value parsed when the setting is not given; absent, parse sees undefined. */
-  readonly fallback?: string;
-  /** The default as --help and the docs say it, where the fallback does not say it ('' for none). */
-  readonly shown?: string;
-  readonly help: string;
-  readonly parse: (value: string | undefined, inputs: ConfigInputs) => T;
-  /** Variables this setting's parser reads beside its own name, documented after it. */
-  readonly reads?: readonly SettingRow[];
-}
-
-/** name, default as shown ('' for none), meaning. */
-export type SettingRow = readonly [name: string, shown: string, help: string];
-
-function setting<T>(
-  entry: Omit<Setting<T>, 'fallback' | 'parse'> & {
-    readonly fallback: string;
-    readonly parse: (value: string, inputs: ConfigInputs) => T;
-  },
-): Setting<T>;
-function setting<T>(entry: Omit<Setting<T>, 'fallback'>): Setting<T>;
-function setting<T>(
-  entry: Omit<Setting<T>, 'parse'> & { readonly parse: (value: never, inputs: ConfigInputs) => T },
-): Setting<T> {
-  // The first overload guarantees a fallback wherever parse needs a string.
-  return entry as Setting<T>;
-}
-
 const optional = (value: string | undefined): string | undefined => value;
-const text = (value: string): string => value;
-const integer =
-  (name: string, min: number, max: number) =>
-  (value: string): number =>
-    parseInteger(name, value, min, max);
-const duration =
-  (name: string, minMs: number, maxMs: number) =>
-  (value: string): number =>
-    parseDurationSetting(name, value, minMs, maxMs);
 
 /**
  * Every flag (Autopilot's, first) and environment variable, in the order of --help. parseConfig
@@ -618,11 +526,6 @@ export const SETTINGS = {
     help: 'DCGM tests whose failure evicts the node',
     parse: parseFatalErrors,
   }),
-  AUTOPILOT_XID_FATAL: setting({
-    shown: DEFAULT_XID_FATAL.join(','),
-    help: 'XIDs whose event fails the xid check as fatal, evicting the node (comma-separated; none: no XID)',
-    parse: parseXidList,
-  }),
   INVASIVE_JOB_TTLSEC: setting({
     fallback: '30',
     help: 'ttlSecondsAfterFinished of the deep-check Job',
@@ -631,31 +534,6 @@ export const SETTINGS = {
   AUTOPILOT_PEERS: setting({
     help: 'ping targets in standalone mode: host names or addresses, comma-separated',
     parse: parsePeers,
-  }),
-  AUTOPILOT_PING_COUNT: setting({
-    fallback: '3',
-    help: 'echo requests per peer',
-    parse: integer('AUTOPILOT_PING_COUNT', 1, 100),
-  }),
-  AUTOPILOT_PING_REPLY_TIMEOUT: setting({
-    fallback: '1s',
-    help: 'how long to wait for each reply (100ms to 1m)',
-    parse: duration('AUTOPILOT_PING_REPLY_TIMEOUT', 100, 60_000),
-  }),
-  AUTOPILOT_PING_CONCURRENCY: setting({
-    fallback: '64',
-    help: 'peers pinged at once',
-    parse: integer('AUTOPILOT_PING_CONCURRENCY', 1, 1024),
-  }),
-  AUTOPILOT_PING_COMMAND: setting({
-    fallback: 'ping',
-    help: 'the iputils ping executable',
-    parse: text,
-  }),
-  AUTOPILOT_PING_SAMPLE: setting({
-    fallback: '0',
-    help: 'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
-    parse: integer('AUTOPILOT_PING_SAMPLE', 0, 100_000),
   }),
   AUTOPILOT_IPERF_COMMAND: setting({
     fallback: 'iperf3',
@@ -712,7 +590,7 @@ export const SETTINGS = {
   }),
   AUTOPILOT_NVML_CHECK_TIMEOUT: setting({
     fallback: '30s',
-    help: 'deadline of remapped, gpupower, ecc and xid, which only read NVML (1s to 10m)',
+    help: `deadline of ${inWords(CHECK_TABLE.nvmlOnly)}, which only read NVML (1s to 10m)`,
     parse: duration('AUTOPILOT_NVML_CHECK_TIMEOUT', 1000, 600_000),
   }),
   AUTOPILOT_CHECK_TIMEOUTS: setting({
@@ -799,17 +677,33 @@ export const SETTINGS = {
   }),
 };
 
-type SettingValues = {
-  readonly [Name in keyof typeof SETTINGS]: (typeof SETTINGS)[Name] extends Setting<infer T>
-    ? T
-    : never;
-};
-
 const rowsOf = ([name, entry]: [string, Setting<unknown>]): SettingRow[] => [
   [name, entry.shown ?? entry.fallback ?? '', entry.help],
   ...(entry.reads ?? []),
 ];
-const TABLE = Object.entries(SETTINGS) as [string, Setting<unknown>][];
+const TABLE = withModuleSettings(Object.entries(SETTINGS));
+
+/** The settings with each module's own (CheckModule.settings) after the one it names. */
+function withModuleSettings(
+  table: readonly [string, Setting<unknown>][],
+): [string, Setting<unknown>][] {
+  const result = [...table];
+  for (const module of CHECK_TABLE.modules) {
+    if (module.settings === undefined) continue;
+    const { after, specs } = module.settings;
+    const at = result.findIndex(([name]) => name === after);
+    if (at < 0) throw new Error(`the ${module.name} module's settings follow ${after}, no setting`);
+    result.splice(at + 1, 0, ...Object.entries<Setting<unknown>>(specs));
+  }
+  return result;
+}
+
+/** "a, b and c". */
+function inWords(names: readonly string[]): string {
+  return names.length < 2
+    ? names.join('')
+    : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1] ?? ''}`;
+}
 
 /** Autopilot's flags: name without dashes, default, what it means. Order is the order of --help. */
 export const FLAGS: readonly {

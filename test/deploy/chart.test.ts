@@ -550,7 +550,7 @@ describe('chart: values', () => {
       hostname: 'pod',
       knownChecks: CHECK_NAMES,
     });
-    expect(config.xidFatal).toEqual(parsed);
+    expect(config.checkSettings.get('xid')).toEqual({ AUTOPILOT_XID_FATAL: parsed });
   });
 
   // Helm drops a key set to null, so null renders as a missing key: neither may mean "none", which
@@ -568,7 +568,7 @@ describe('chart: values', () => {
       hostname: 'pod',
       knownChecks: CHECK_NAMES,
     });
-    expect(config.xidFatal).toEqual(DEFAULT_XID_FATAL);
+    expect(config.checkSettings.get('xid')).toEqual({ AUTOPILOT_XID_FATAL: DEFAULT_XID_FATAL });
   });
 
   test.each<

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createPingCheck } from '../../exporter/checks/ping.js';
 import type { CheckContext, CheckRun, CheckOutcome } from '../../exporter/checks/check.js';
-import type { PingSettings } from '../../exporter/config/config.js';
+import type { PingSettings } from '../../exporter/checks/ping.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { silentLogger } from '../../exporter/log.js';
 

@@ -10,6 +10,7 @@ import {
   type Env,
 } from '../../exporter/config/config.js';
 import { SCHEDULE_ACCEPTED } from '../../exporter/config/schedule.js';
+import { pingSettings, type PingSettingValues } from '../../exporter/checks/ping.js';
 
 interface Inputs {
   readonly flags?: Readonly<Record<string, string>>;
@@ -67,7 +68,27 @@ describe('parseConfig defaults', () => {
       logLevel: 'info',
       periodicChecks: ['ping'],
       peers: [],
-      ping: { command: 'ping', count: 3, replyTimeoutMs: 1000, concurrency: 64, sampleSize: 0 },
+      checkSettings: new Map<string, unknown>([
+        [
+          'xid',
+          {
+            AUTOPILOT_XID_FATAL: [
+              46, 48, 62, 64, 74, 79, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158, 160,
+              162,
+            ],
+          },
+        ],
+        [
+          'ping',
+          {
+            AUTOPILOT_PING_COUNT: 3,
+            AUTOPILOT_PING_REPLY_TIMEOUT: 1000,
+            AUTOPILOT_PING_CONCURRENCY: 64,
+            AUTOPILOT_PING_COMMAND: 'ping',
+            AUTOPILOT_PING_SAMPLE: 0,
+          },
+        ],
+      ]),
       podSelector: 'app=autopilot',
       iperfCommand: 'iperf3',
       dcgmiCommand: 'dcgmi',
@@ -77,9 +98,6 @@ describe('parseConfig defaults', () => {
       postflightChecks: [],
       historySize: 20,
       dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
-      xidFatal: [
-        46, 48, 62, 64, 74, 79, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158, 160, 162,
-      ],
       deepCheckJobTtlSeconds: 30,
       pvcStorageClass: undefined,
       nvmlCheckTimeoutMs: 30_000,
@@ -348,7 +366,7 @@ describe('parseConfig settings', () => {
         },
       }),
     );
-    expect(config.ping).toEqual({
+    expect(pingSettings(config.checkSettings.get('ping') as PingSettingValues)).toEqual({
       command: '/usr/bin/ping',
       count: 100,
       replyTimeoutMs: 500,
@@ -363,8 +381,10 @@ describe('parseConfig settings', () => {
     ['2.5s', 2500],
   ])('AUTOPILOT_PING_REPLY_TIMEOUT %j at the limits', (value, ms) => {
     expect(
-      parseConfig(inputs({ env: { AUTOPILOT_PING_REPLY_TIMEOUT: value } })).ping.replyTimeoutMs,
-    ).toBe(ms);
+      parseConfig(inputs({ env: { AUTOPILOT_PING_REPLY_TIMEOUT: value } })).checkSettings.get(
+        'ping',
+      ),
+    ).toMatchObject({ AUTOPILOT_PING_REPLY_TIMEOUT: ms });
   });
 
   test('AUTOPILOT_HISTORY_SIZE', () => {
@@ -388,7 +408,9 @@ describe('parseConfig settings', () => {
     ['999', [999]],
     ['none', []],
   ])('AUTOPILOT_XID_FATAL %j', (value, codes) => {
-    expect(parseConfig(inputs({ env: { AUTOPILOT_XID_FATAL: value } })).xidFatal).toEqual(codes);
+    expect(
+      parseConfig(inputs({ env: { AUTOPILOT_XID_FATAL: value } })).checkSettings.get('xid'),
+    ).toEqual({ AUTOPILOT_XID_FATAL: codes });
   });
 
   test.each<[string, [string, number][]]>([

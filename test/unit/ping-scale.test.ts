@@ -14,7 +14,7 @@ import {
   rotatingSample,
   type PingTarget,
 } from '../../exporter/checks/ping.js';
-import type { PingSettings } from '../../exporter/config/config.js';
+import type { PingSettings } from '../../exporter/checks/ping.js';
 import type { CommandResult, RunCommand } from '../../exporter/exec/run-command.js';
 import { silentLogger } from '../../exporter/log.js';
 import { parseNetworkStatus, podInterfaces } from '../../exporter/network/interfaces.js';

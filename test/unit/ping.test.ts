@@ -12,7 +12,7 @@ import type {
   CheckRun,
   DeviceResult,
 } from '../../exporter/checks/check.js';
-import type { PingSettings } from '../../exporter/config/config.js';
+import type { PingSettings } from '../../exporter/checks/ping.js';
 import type { CommandResult, CommandSpec, RunCommand } from '../../exporter/exec/run-command.js';
 import { silentLogger } from '../../exporter/log.js';
 
