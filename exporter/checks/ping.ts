@@ -57,9 +57,29 @@ export function parsePing(stdout: string): PingSummary | undefined {
 /** This node has no path to the peer: a network fault, unlike a name that does not resolve. */
 const NO_ROUTE = /Network is unreachable|No route to host/;
 
+/**
+ * ping may not open its socket: iputils says "socket: Operation not permitted" (and, when the
+ * kernel refuses the ICMP datagram socket, "socket: Permission denied"). Its first stderr line is
+ * "ping: socktype: SOCK_RAW", which names no fix, so the reason quotes the socket line and names both.
+ */
+const NO_SOCKET = /^.*socket: (?:Operation not permitted|Permission denied).*$/m;
+
+/** The reason for a peer ping could not even try: the remedy first, ping's own line after it. */
+function noSocketReason(socketLine: string): string {
+  return (
+    'ping may not open a socket (no CAP_NET_RAW): add the CAP_NET_RAW capability to the container, ' +
+    `or include its group in the sysctl net.ipv4.ping_group_range (${socketLine.trim()})`
+  );
+}
+
 /** Pure: the verdict for one peer from the command's result. */
 export function judgePeer(peer: string, result: CommandResult): DeviceResult {
   const summary = parsePing(result.stdout);
+  const noSocket = NO_SOCKET.exec(result.stderr);
+  if ((summary === undefined || summary.transmitted === 0) && noSocket !== null) {
+    // Could not tell: the peer was never asked, so ERROR, not FAIL.
+    return { id: peer, verdict: 'ERROR', reason: noSocketReason(noSocket[0]), evidence: {} };
+  }
   if ((summary === undefined || summary.transmitted === 0) && NO_ROUTE.test(result.stderr)) {
     return {
       id: peer,

@@ -23,6 +23,7 @@ const FIXTURE_NAMES = [
   'no-reply',
   'no-route',
   'unknown-host',
+  'no-cap-net-raw',
   'synthetic-partial-loss',
 ] as const;
 type FixtureName = (typeof FIXTURE_NAMES)[number];
@@ -33,6 +34,7 @@ const EXIT_CODES: Record<FixtureName, number> = {
   'no-reply': 1,
   'no-route': 2,
   'unknown-host': 2,
+  'no-cap-net-raw': 2,
   'synthetic-partial-loss': 0,
 };
 
@@ -58,6 +60,7 @@ const PARSED: Record<FixtureName, PingSummary | undefined> = {
   'no-reply': { address: '198.18.0.2', transmitted: 12, received: 0, rttMs: undefined },
   'no-route': undefined,
   'unknown-host': undefined,
+  'no-cap-net-raw': undefined,
   'synthetic-partial-loss': {
     address: '198.18.0.2',
     transmitted: 3,
@@ -108,6 +111,15 @@ const JUDGED: Record<FixtureName, DeviceResult> = {
     id: 'peer',
     verdict: 'ERROR',
     reason: 'ping: no-such-host.invalid: Name or service not known',
+    evidence: {},
+  },
+  'no-cap-net-raw': {
+    id: 'peer',
+    verdict: 'ERROR',
+    reason:
+      'ping may not open a socket (no CAP_NET_RAW): add the CAP_NET_RAW capability to the ' +
+      'container, or include its group in the sysctl net.ipv4.ping_group_range ' +
+      '(ping: socket: Operation not permitted)',
     evidence: {},
   },
   'synthetic-partial-loss': {
@@ -172,6 +184,19 @@ describe('judgePeer', () => {
 
   test('an unknown host carries no compatibility value', () => {
     expect('compatValue' in judged('unknown-host')).toBe(false);
+  });
+
+  test('"socket: Permission denied" names the capability and the sysctl too', () => {
+    const result: CommandResult = {
+      ...fixtureResult('no-cap-net-raw'),
+      stderr: 'ping: socket: Permission denied\n',
+    };
+    const judgedPeer = judgePeer('p', result);
+    expect(judgedPeer.verdict).toBe('ERROR');
+    expect(judgedPeer.reason).toContain('CAP_NET_RAW');
+    expect(judgedPeer.reason).toContain('net.ipv4.ping_group_range');
+    expect(judgedPeer.reason).toContain('(ping: socket: Permission denied)');
+    expect('compatValue' in judgedPeer).toBe(false);
   });
 
   test('the peer name becomes the device id', () => {
