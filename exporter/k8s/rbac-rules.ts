@@ -29,18 +29,46 @@ export const EXPORTER_REVIEW_RBAC_RULES: readonly PolicyRule[] = [
   { apiGroups: ['authorization.k8s.io'], resources: ['subjectaccessreviews'], verbs: ['create'] },
 ];
 
+// The deep-check Job.
+const JOBS_RULE: PolicyRule = {
+  apiGroups: ['batch'],
+  resources: ['jobs'],
+  verbs: ['create', 'get', 'delete'],
+};
+// Peers: the EndpointSlices of the exporters' own Service.
+const ENDPOINTSLICES_RULE: PolicyRule = {
+  apiGroups: ['discovery.k8s.io'],
+  resources: ['endpointslices'],
+  verbs: ['list', 'watch'],
+};
+// The pvc check.
+const PVC_RULE: PolicyRule = {
+  apiGroups: [''],
+  resources: ['persistentvolumeclaims'],
+  verbs: ['create', 'get', 'delete'],
+};
+
+/**
+ * What the exporter does only in its own namespace (NAMESPACE, the release's): the chart grants
+ * these through a Role there, not cluster-wide, so the exporter cannot create Jobs or claims, or
+ * read other Services' endpoints, anywhere else.
+ */
+export const EXPORTER_NAMESPACED_RBAC_RULES: readonly PolicyRule[] = [
+  JOBS_RULE,
+  ENDPOINTSLICES_RULE,
+  PVC_RULE,
+];
+
+/** Everything the exporter calls: a single ClusterRole granting it works too (docs/kubernetes.md). */
 export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
   // Read its node, resolve nodelabel=, write the gpuhealth and dcgm labels.
   { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'patch'] },
   // Resolve job=namespace:selector; this node's pods (GPU use, post-flight); the Autopilot pods'
   // interfaces; the deep-check Job's pod and its report.
   { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
-  // The deep-check Job.
-  { apiGroups: ['batch'], resources: ['jobs'], verbs: ['create', 'get', 'delete'] },
-  // Peers.
-  { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['list', 'watch'] },
-  // The pvc check.
-  { apiGroups: [''], resources: ['persistentvolumeclaims'], verbs: ['create', 'get', 'delete'] },
+  JOBS_RULE,
+  ENDPOINTSLICES_RULE,
+  PVC_RULE,
   { apiGroups: ['storage.k8s.io'], resources: ['storageclasses'], verbs: ['get'] },
   ...EXPORTER_REVIEW_RBAC_RULES,
   // The iperf check starts servers and clients on other nodes through their APIs, as this exporter.
@@ -51,3 +79,8 @@ export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
     resourceNames: ['iperf'],
   },
 ];
+
+/** What needs a ClusterRole: cluster-scoped kinds, and pods read in any namespace. */
+export const EXPORTER_CLUSTER_RBAC_RULES: readonly PolicyRule[] = EXPORTER_RBAC_RULES.filter(
+  (rule) => !EXPORTER_NAMESPACED_RBAC_RULES.includes(rule),
+);

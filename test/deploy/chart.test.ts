@@ -13,6 +13,8 @@ import { DEFAULT_XID_FATAL } from '../../exporter/checks/xid.js';
 import { parseCommandLine } from '../../exporter/cli.js';
 import { parseConfig } from '../../exporter/config/config.js';
 import {
+  EXPORTER_CLUSTER_RBAC_RULES,
+  EXPORTER_NAMESPACED_RBAC_RULES,
   EXPORTER_RBAC_RULES,
   OPERATOR_RBAC_RULES,
   type PolicyRule,
@@ -240,11 +242,33 @@ describe.each(MATRIX)('chart with $name', ({ options }) => {
     expect(priorityClass.preemptionPolicy).toBe('Never');
   });
 
-  test("the exporter's ClusterRole grants exactly what the code calls, to the pods' account", () => {
+  test("the exporter's ClusterRole and Role grant exactly what the code calls, to the pods' account", () => {
     const fullname = daemonSet.metadata.name;
     const roles = byKind(objects, 'ClusterRole');
     const exporterRole = roles.find((role) => role.metadata.name === fullname);
-    expect(normalizeRules(exporterRole.rules)).toEqual(normalizeRules(EXPORTER_RBAC_RULES));
+    expect(normalizeRules(exporterRole.rules)).toEqual(normalizeRules(EXPORTER_CLUSTER_RBAC_RULES));
+    // Jobs, claims and EndpointSlices only in the release's namespace, the exporter's NAMESPACE.
+    const role = one(objects, 'Role');
+    expect(role.metadata).toMatchObject({ name: fullname, namespace });
+    expect(normalizeRules(role.rules)).toEqual(normalizeRules(EXPORTER_NAMESPACED_RBAC_RULES));
+    expect(normalizeRules([...exporterRole.rules, ...role.rules])).toEqual(
+      normalizeRules(EXPORTER_RBAC_RULES),
+    );
+    const roleBinding = one(objects, 'RoleBinding');
+    expect(roleBinding.metadata.namespace).toBe(namespace);
+    expect(roleBinding.roleRef).toEqual({
+      apiGroup: 'rbac.authorization.k8s.io',
+      kind: 'Role',
+      name: fullname,
+    });
+    expect(roleBinding.subjects).toEqual([
+      { kind: 'ServiceAccount', name: pod.serviceAccountName, namespace },
+    ]);
+    for (const kind of ['jobs', 'persistentvolumeclaims', 'endpointslices']) {
+      expect((exporterRole.rules as Any[]).filter((rule) => rule.resources.includes(kind))).toEqual(
+        [],
+      );
+    }
     const binding = one(objects, 'ClusterRoleBinding');
     expect(binding.roleRef).toEqual({
       apiGroup: 'rbac.authorization.k8s.io',
@@ -265,7 +289,9 @@ describe.each(MATRIX)('chart with $name', ({ options }) => {
   });
 
   test('RBAC verbs are minimal: no wildcard, no escalation verb', () => {
-    const rules = byKind(objects, 'ClusterRole').flatMap((role) => role.rules as Any[]);
+    const rules = [...byKind(objects, 'ClusterRole'), ...byKind(objects, 'Role')].flatMap(
+      (role) => role.rules as Any[],
+    );
     const words = rules.flatMap((rule) => [...rule.verbs, ...rule.resources, ...rule.apiGroups]);
     expect(words).not.toContain('*');
     for (const verb of ['escalate', 'bind', 'impersonate', 'update', 'deletecollection']) {
