@@ -7,7 +7,8 @@
  * that names it. A request only ever waits on the checks it asked for.
  *
  * One module per route group: status-routes.ts, check-routes.ts (/results and one per check),
- * iperf-routes.ts, action-routes.ts (/invasive, /acknowledge); request.ts holds what they share.
+ * iperf-routes.ts, action-routes.ts (/invasive, /acknowledge), index-route.ts (/, the list of
+ * endpoints); request.ts holds what they share.
  */
 
 import Router from '@koa/router';
@@ -23,6 +24,7 @@ import type { ApiAccess } from '../config/config.js';
 import type { Authorizer } from './auth.js';
 import { addActionRoutes } from './action-routes.js';
 import { addCheckRoutes } from './check-routes.js';
+import { addIndexRoute } from './index-route.js';
 import type { ClusterDeps } from './cluster-status.js';
 import { addIperfRoutes, type IperfRouteDeps } from './iperf-routes.js';
 import {
@@ -84,6 +86,7 @@ export function createApiApp(deps: ApiDeps): Koa {
     }
   });
 
+  addIndexRoute(router, kit);
   addStatusRoutes(router, kit);
   addCheckRoutes(router, kit);
   if (deps.iperf !== undefined) {

@@ -72,6 +72,8 @@ const OTHER_HTTP_METHODS = ['TRACE', 'PROPFIND', 'MKCOL', 'PURGE'] as const;
 const UNKNOWN_METHOD = 'FUZZ';
 
 const ROUTES = [
+  // The index of endpoints (any method, like Autopilot's paths).
+  '/',
   '/status',
   '/results',
   '/pciebw',
@@ -747,6 +749,10 @@ function modelRoute(
       if (maxage !== undefined && maxage !== '' && !GO_DURATION.test(maxage)) bad.add('maxage');
       return bad.any ? refuse() : { status: 200 };
     }
+    case '/':
+      // The index reads only format; it runs nothing and needs no token.
+      if (!formatOk(q, false)) bad.add('format');
+      return bad.any ? refuse() : { status: 200 };
     case '/results': {
       if (!formatOk(q, false)) bad.add('format');
       if (q.get('check') !== undefined && checkNames(q.get('check')) === undefined)

@@ -537,6 +537,62 @@ describe('per-check endpoint /<name>', () => {
   });
 });
 
+describe('GET /: the index of endpoints', () => {
+  test('answers 200 in text, one line per endpoint, each check included, running nothing', async () => {
+    const rig = setup();
+    const response = await rig.get('/');
+    expect(response.status).toBe(200);
+    expect(response.headers['content-type']).toBe(TEXT);
+    const lines = response.text.split('\n');
+    expect(lines[0]).toBe(
+      `Autopilot health-check API on ${NODE}. Endpoints (JSON with format=json; docs/api.md):`,
+    );
+    const paths = lines.slice(1, -1).map((line) => line.trim().split(' ')[0]);
+    expect(paths).toStrictEqual([
+      '/status',
+      '/results',
+      ...rig.fakes.map((check) => `/${check.name}`),
+      '/invasive',
+      '/acknowledge',
+    ]);
+    expect(response.text).toContain('lift a sticky EVICT (POST only)');
+    expect(rig.totalRuns()).toBe(0);
+  });
+
+  test('format=json answers the node and the endpoints', async () => {
+    const rig = setup();
+    const response = await rig.get('/?format=json');
+    expect(response.status).toBe(200);
+    expect(response.headers['content-type']).toBe(JSON_TYPE);
+    const answer = body(response) as {
+      node: string;
+      endpoints: { path: string; methods: string; description: string }[];
+    };
+    expect(answer.node).toBe(NODE);
+    expect(answer.endpoints.map((e) => e.path)).toContain('/alpha');
+    expect(answer.endpoints.find((e) => e.path === '/acknowledge')?.methods).toBe('POST');
+  });
+
+  test('every endpoint it lists is routed: none answers 404', async () => {
+    const rig = setup();
+    const answer = body(await rig.get('/?format=json')) as { endpoints: { path: string }[] };
+    for (const { path } of answer.endpoints) {
+      // format=nope is refused before anything runs (/invasive refuses the unauthorised caller
+      // first); /acknowledge is POST only, so a GET is 405. None of them is 404.
+      const response = await rig.get(`${path}?format=nope`);
+      expect([path, response.status]).not.toStrictEqual([path, 404]);
+      expect([path, response.status === 200]).toStrictEqual([path, false]);
+    }
+  });
+
+  test('an unsupported format is 400', async () => {
+    const rig = setup();
+    const response = await rig.get('/?format=xml');
+    expect(response.status).toBe(400);
+    expect(response.text).toContain('format "xml" is not supported');
+  });
+});
+
 describe('GET /results', () => {
   test('before any run: says so in text and runs nothing', async () => {
     const rig = setup();
@@ -763,7 +819,7 @@ describe('errors', () => {
     expect(rig.crashy.runCount).toBe(2);
   });
 
-  test.each(['/nope', '/', '/status/alpha', '/metrics'])('unknown path %s is 404', async (path) => {
+  test.each(['/nope', '/status/alpha', '/metrics'])('unknown path %s is 404', async (path) => {
     const rig = setup();
     const response = await rig.get(path);
     expect(response.status).toBe(404);
