@@ -35,6 +35,11 @@ export const COMMAND_FLAGS = {
       defaultValue: 'warn',
       help: 'warn: WARN, EVICT or a failed check; evict: only EVICT; error: also checks that could not run',
     },
+    {
+      name: 'on-unreachable',
+      defaultValue: 'fail',
+      help: 'when the exporters cannot be asked: fail blocks the job, pass lets it start (the reason is printed either way)',
+    },
   ],
   deepcheck: [
     {
@@ -138,7 +143,8 @@ const COMMAND_USAGE: Readonly<Record<keyof typeof COMMAND_FLAGS, readonly string
     '',
     'For an initContainer: asks the exporters (through --url) for the node NODE_NAME, with results',
     'not older than --max-age (the checks run again when they are older), prints a short report, and',
-    'exits 0 when the node may run the job, 1 when it may not (see --fail-on) or cannot be asked.',
+    'exits 0 when the node may run the job, 1 when it may not (see --fail-on) or cannot be asked',
+    '(see --on-unreachable), 2 on a bad option.',
   ],
   deepcheck: [
     'Usage: autopilot deepcheck [flags]',

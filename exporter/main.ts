@@ -9,7 +9,9 @@ import { hostname, networkInterfaces } from 'node:os';
 import { renderTable } from './api/render.js';
 import { DEEP_CHECKS, deepCheckReport } from './deep-check-report.js';
 import {
+  describeError,
   judgePreflight,
+  judgeUnreachable,
   parsePreflightOptions,
   preflightUrl,
   type PreflightRequest,
@@ -355,18 +357,28 @@ async function preflight(options: ReadonlyMap<string, string>, node: string): Pr
     return EXIT_USAGE;
   }
   const url = preflightUrl(request);
-  let body: unknown;
+  let response: Response;
   try {
-    const response = await fetch(url, {
+    response = await fetch(url, {
       headers: { accept: 'application/json' },
       signal: AbortSignal.timeout(PREFLIGHT_TIMEOUT_MS),
     });
+  } catch (error) {
+    // No answer at all (refused, no such host, timed out): --on-unreachable decides.
+    const verdict = judgeUnreachable(url, error, request);
+    process.stdout.write(verdict.report);
+    return verdict.exitCode;
+  }
+  let body: unknown;
+  try {
+    // An exporter that answers, but not with a status, is not "unreachable": it blocks the job.
     const text = await response.text();
     if (!response.ok) throw new Error(`${response.status}: ${text.trim().slice(0, 300)}`);
     body = JSON.parse(text);
   } catch (error) {
-    const why = error instanceof Error ? error.message : String(error);
-    process.stdout.write(`preflight ${node}: cannot ask ${url}: ${why}\nNOT READY\n`);
+    process.stdout.write(
+      `preflight ${node}: cannot use the answer of ${url}: ${describeError(error)}\nNOT READY\n`,
+    );
     return 1;
   }
   const verdict = judgePreflight(body, request);

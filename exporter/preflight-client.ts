@@ -7,6 +7,8 @@
 import { parseGoDuration } from './config/duration.js';
 
 export type FailOn = 'warn' | 'evict' | 'error';
+/** What an exporter that cannot be asked means: fail blocks the job, pass lets it start. */
+export type OnUnreachable = 'fail' | 'pass';
 
 export interface PreflightRequest {
   readonly url: string;
@@ -14,6 +16,7 @@ export interface PreflightRequest {
   readonly maxAge: string;
   readonly checks: readonly string[];
   readonly failOn: FailOn;
+  readonly onUnreachable: OnUnreachable;
 }
 
 /** Throws an Error naming a bad option. */
@@ -38,7 +41,14 @@ export function parsePreflightOptions(
   if (failOn !== 'warn' && failOn !== 'evict' && failOn !== 'error') {
     throw new Error(`invalid --fail-on ${JSON.stringify(failOn)}: expected warn, evict or error`);
   }
-  return { url: url.replace(/\/+$/, ''), node, maxAge, checks, failOn };
+  // Absent (a caller older than the option) means the documented default.
+  const onUnreachable = options.get('on-unreachable') ?? 'fail';
+  if (onUnreachable !== 'fail' && onUnreachable !== 'pass') {
+    throw new Error(
+      `invalid --on-unreachable ${JSON.stringify(onUnreachable)}: expected fail or pass`,
+    );
+  }
+  return { url: url.replace(/\/+$/, ''), node, maxAge, checks, failOn, onUnreachable };
 }
 
 /** Pure: one request: this node's checks, answered from results younger than max-age. */
@@ -129,4 +139,43 @@ export function judgePreflight(
   }
   lines.push(blocking.length === 0 ? 'READY' : `NOT READY: ${blocking.join('; ')}`);
   return { exitCode: blocking.length === 0 ? 0 : 1, report: `${lines.join('\n')}\n` };
+}
+
+/**
+ * Pure: the words of an error and of its causes. fetch says only "fetch failed"; the reason an
+ * operator can act on (ECONNREFUSED, ENOTFOUND, a timeout) is in error.cause, and for a host name
+ * with several addresses in the cause's AggregateError.errors.
+ */
+export function describeError(error: unknown): string {
+  const parts: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && current !== undefined && current !== null; depth++) {
+    if (!(current instanceof Error)) {
+      parts.push(typeof current === 'string' ? current : JSON.stringify(current));
+      break;
+    }
+    const inner = (current as { errors?: unknown }).errors;
+    const code = (current as { code?: unknown }).code;
+    if (current.message !== '') parts.push(current.message);
+    else if (Array.isArray(inner) && inner.length > 0)
+      parts.push(inner.map((e) => (e instanceof Error ? e.message : String(e))).join('; '));
+    else if (typeof code === 'string') parts.push(code);
+    current = current.cause;
+  }
+  return parts.length === 0 ? 'unknown error' : parts.join(': ');
+}
+
+/** Pure: the report when the exporters could not be asked; --on-unreachable decides the exit. */
+export function judgeUnreachable(
+  url: string,
+  error: unknown,
+  request: PreflightRequest,
+): { readonly exitCode: 0 | 1; readonly report: string } {
+  const reason = `preflight ${request.node}: cannot ask ${url}: ${describeError(error)}`;
+  return request.onUnreachable === 'pass'
+    ? {
+        exitCode: 0,
+        report: `${reason}\nREADY: the exporters could not be asked and --on-unreachable is pass\n`,
+      }
+    : { exitCode: 1, report: `${reason}\nNOT READY\n` };
 }

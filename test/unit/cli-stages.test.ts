@@ -24,6 +24,7 @@ const PREFLIGHT_DEFAULTS = new Map([
   ['max-age', '1h'],
   ['checks', 'pciebw,remapped,gpupower'],
   ['fail-on', 'warn'],
+  ['on-unreachable', 'fail'],
 ]);
 
 describe('preflight command line', () => {
@@ -46,9 +47,21 @@ describe('preflight command line', () => {
         ['max-age', '30m'],
         ['checks', 'a,b'],
         ['fail-on', 'evict'],
+        ['on-unreachable', 'fail'],
       ]),
     });
     expect(line.flags).toEqual(new Map());
+  });
+
+  test('--on-unreachable=pass is an option of preflight alone', () => {
+    const line = parseCommandLine(['preflight', '--on-unreachable=pass']);
+    expect(line.command).toEqual({
+      kind: 'preflight',
+      options: new Map([...PREFLIGHT_DEFAULTS, ['on-unreachable', 'pass']]),
+    });
+    expect(usageError(['serve', '--on-unreachable', 'pass']).message).toMatch(
+      /^unknown flag --on-unreachable;/,
+    );
   });
 
   test('no options: the defaults', () => {

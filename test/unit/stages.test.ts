@@ -7,7 +7,9 @@ import {
   readDeepCheckReport,
 } from '../../exporter/deep-check-report.js';
 import {
+  describeError,
   judgePreflight,
+  judgeUnreachable,
   parsePreflightOptions,
   preflightUrl,
   type FailOn,
@@ -182,7 +184,15 @@ describe('parsePreflightOptions', () => {
       maxAge: '1h',
       checks: ['pciebw', 'remapped', 'gpupower'],
       failOn: 'warn',
+      onUnreachable: 'fail',
     });
+  });
+
+  test('--on-unreachable takes fail or pass', () => {
+    expect(parse({ 'on-unreachable': 'pass' }).onUnreachable).toBe('pass');
+    expect(() => parse({ 'on-unreachable': 'open' })).toThrow(
+      new Error('invalid --on-unreachable "open": expected fail or pass'),
+    );
   });
 
   test('trailing slashes leave the URL, blanks and empty items the check list', () => {
@@ -239,6 +249,7 @@ describe('preflightUrl', () => {
       maxAge: '30m',
       checks: ['pciebw', 'remapped'],
       failOn: 'warn',
+      onUnreachable: 'fail',
     });
     expect(url).toBe(
       'http://x:3333/status?host=gpu-node-1&check=pciebw%2Cremapped&maxage=30m&format=json',
@@ -261,8 +272,52 @@ describe('preflightUrl', () => {
         maxAge: '1h',
         checks: ['a'],
         failOn: 'warn',
+        onUnreachable: 'fail',
       }),
     ).toBe('http://x/autopilot/status?host=n&check=a&maxage=1h&format=json');
+  });
+});
+
+describe('an exporter that cannot be asked', () => {
+  const request = (onUnreachable: 'fail' | 'pass'): PreflightRequest => ({
+    url: 'http://x:3333',
+    node: NODE,
+    maxAge: '1h',
+    checks: ['pciebw'],
+    failOn: 'warn',
+    onUnreachable,
+  });
+  // What undici throws for a refused connection: the useful words are in the cause.
+  const refused = new TypeError('fetch failed', {
+    cause: Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:3333'), { code: 'ECONNREFUSED' }),
+  });
+
+  test('"fetch failed" is followed by its cause', () => {
+    expect(describeError(refused)).toBe('fetch failed: connect ECONNREFUSED 10.0.0.5:3333');
+  });
+
+  test('an AggregateError without a message (several addresses) gives each address', () => {
+    const both = new TypeError('fetch failed', {
+      cause: new AggregateError(
+        [new Error('connect ECONNREFUSED ::1:1'), new Error('connect ECONNREFUSED 127.0.0.1:1')],
+        '',
+      ),
+    });
+    expect(describeError(both)).toBe(
+      'fetch failed: connect ECONNREFUSED ::1:1; connect ECONNREFUSED 127.0.0.1:1',
+    );
+  });
+
+  test('fail (the default) blocks the job, pass lets it start; both print the reason', () => {
+    const reason = `preflight ${NODE}: cannot ask http://u: fetch failed: connect ECONNREFUSED 10.0.0.5:3333\n`;
+    expect(judgeUnreachable('http://u', refused, request('fail'))).toEqual({
+      exitCode: 1,
+      report: `${reason}NOT READY\n`,
+    });
+    expect(judgeUnreachable('http://u', refused, request('pass'))).toEqual({
+      exitCode: 0,
+      report: `${reason}READY: the exporters could not be asked and --on-unreachable is pass\n`,
+    });
   });
 });
 
@@ -273,6 +328,7 @@ describe('judgePreflight', () => {
     maxAge: '1h',
     checks: ['pciebw', 'remapped', 'gpupower'],
     failOn,
+    onUnreachable: 'fail',
   });
 
   interface Run {

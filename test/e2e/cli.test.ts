@@ -1,0 +1,73 @@
+/**
+ * The built CLI (dist/exporter/main.js) as scripts and initContainers run it: exit codes, stdout
+ * and stderr. jest's global setup builds the fakes; the file builds dist/ itself.
+ */
+
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { beforeAll, describe, expect, test } from '@jest/globals';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
+
+execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+
+interface Ran {
+  readonly code: number | null;
+  readonly out: string;
+  readonly err: string;
+}
+
+async function autopilot(args: string[], env: Record<string, string> = {}): Promise<Ran> {
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_NAME: 'gpu-node', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, out, err };
+}
+
+/** A loopback port nothing listens on (fetch refuses low ports such as 1 as "bad port"). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe('preflight against an exporter that cannot be reached', () => {
+  let unreachable: string[] = [];
+  beforeAll(async () => {
+    const url = `http://127.0.0.1:${await closedPort()}`;
+    unreachable = ['preflight', '--url', url, '--checks', 'remapped'];
+  });
+
+  test('exits 1 by default, naming the URL and the cause', async () => {
+    const ran = await autopilot(unreachable);
+    expect(ran.code).toBe(1);
+    expect(ran.out).toMatch(
+      /^preflight gpu-node: cannot ask http:\/\/127\.0\.0\.1:\d+\/status\?host=gpu-node\S*: fetch failed: .*ECONNREFUSED.*\nNOT READY\n$/,
+    );
+  });
+
+  test('exits 0 with --on-unreachable=pass, and still says why', async () => {
+    const ran = await autopilot([...unreachable, '--on-unreachable=pass']);
+    expect(ran.code).toBe(0);
+    expect(ran.out).toMatch(
+      /cannot ask http:\/\/127\.0\.0\.1:\d+\/\S*: fetch failed: .*ECONNREFUSED/,
+    );
+    expect(ran.out).toMatch(/\nREADY: the exporters could not be asked/);
+  });
+
+  test('a bad --on-unreachable is bad usage (2)', async () => {
+    const ran = await autopilot([...unreachable, '--on-unreachable=maybe']);
+    expect(ran.code).toBe(2);
+    expect(ran.err).toContain('invalid --on-unreachable "maybe": expected fail or pass');
+  });
+});
