@@ -382,6 +382,23 @@ describe('chart: monitoring objects', () => {
     expect(byKind(plain, 'ServiceMonitor')).toEqual([]);
     expect(byKind(plain, 'PrometheusRule')).toEqual([]);
   });
+
+  test('monitoring.forceCRDs renders both CRD kinds without the API (helm template, GitOps)', () => {
+    const forced = renderChart({ apiVersions: [], values: { monitoring: { forceCRDs: true } } });
+    expect(one(forced, 'ServiceMonitor').apiVersion).toBe('monitoring.coreos.com/v1');
+    expect(one(forced, 'PrometheusRule').apiVersion).toBe('monitoring.coreos.com/v1');
+    // The enabled switches still win: forcing is about the API check only.
+    const off = renderChart({
+      apiVersions: [],
+      values: {
+        monitoring: { forceCRDs: true },
+        serviceMonitor: { enabled: false },
+        prometheusRule: { enabled: false },
+      },
+    });
+    expect(byKind(off, 'ServiceMonitor')).toEqual([]);
+    expect(byKind(off, 'PrometheusRule')).toEqual([]);
+  });
 });
 
 describe('chart: the copies of rules/ and dashboards/ are current', () => {

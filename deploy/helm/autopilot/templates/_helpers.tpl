@@ -77,7 +77,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
-{{/* Whether the cluster serves prometheus-operator's kinds (helm template: --api-versions). */}}
+{{/*
+Whether to render prometheus-operator's kinds: the cluster serves them, or monitoring.forceCRDs says
+so. `helm template` and GitOps tools render without cluster access (no --api-versions), where the
+check alone would silently drop the ServiceMonitor and PrometheusRule.
+*/}}
 {{- define "autopilot.hasMonitoringApi" -}}
-{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- if or (dig "forceCRDs" false (default dict .Values.monitoring)) (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") -}}true{{- end -}}
 {{- end -}}
