@@ -26,7 +26,7 @@ import { createRunCommand } from './exec/run-command.js';
 import { buildExporter, type Exporter } from './exporter.js';
 import { parseCpuModel } from './host-info.js';
 import { createJsonLogger, openLogFile, type LogFile, type Logger } from './log.js';
-import { listen, type Listening } from './server.js';
+import { describeListenError, listen, type Listening } from './server.js';
 import type { KubeConnected } from './k8s/kube-api.js';
 import { createStartProcess } from './exec/start-process.js';
 import { localAddresses } from './network/interfaces.js';
@@ -265,14 +265,9 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
   try {
     listening = await listen(exporter, config);
   } catch (error) {
-    const { code, port } = error as { code?: string; port?: number };
-    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw error;
-    const why = {
-      EADDRINUSE: 'it is in use',
-      EACCES: 'permission denied',
-      EADDRNOTAVAIL: 'no such address here',
-    }[code];
-    process.stderr.write(`autopilot: cannot listen on port ${port ?? '?'}: ${why}\n`);
+    const line = describeListenError(error, config.listenAddress);
+    if (line === undefined) throw error;
+    process.stderr.write(`autopilot: ${line}\n`);
     return 1;
   }
   logger.info('exporter listening', {
@@ -351,7 +346,7 @@ async function connectIfConfigured(
 async function preflight(options: ReadonlyMap<string, string>, node: string): Promise<number> {
   let request: PreflightRequest;
   try {
-    request = parsePreflightOptions(options, node);
+    request = parsePreflightOptions(options, node, CHECK_NAMES);
   } catch (error) {
     process.stderr.write(`autopilot: ${error instanceof Error ? error.message : String(error)}\n`);
     return EXIT_USAGE;

@@ -23,6 +23,7 @@ export interface PreflightRequest {
 export function parsePreflightOptions(
   options: ReadonlyMap<string, string>,
   node: string,
+  knownChecks: readonly string[],
 ): PreflightRequest {
   const url = options.get('url') ?? '';
   if (!/^https?:\/\/[^\s/]+/.test(url)) {
@@ -37,6 +38,13 @@ export function parsePreflightOptions(
     .map((c) => c.trim())
     .filter((c) => c !== '');
   if (checks.length === 0) throw new Error('invalid --checks: name at least one check');
+  // Checked here, not by the exporter: a typo would otherwise block every job as "NOT READY".
+  const unknown = checks.find((c) => !knownChecks.includes(c));
+  if (unknown !== undefined) {
+    throw new Error(
+      `invalid --checks: unknown check ${JSON.stringify(unknown)}; known checks: ${knownChecks.join(', ')}`,
+    );
+  }
   const failOn = options.get('fail-on');
   if (failOn !== 'warn' && failOn !== 'evict' && failOn !== 'error') {
     throw new Error(`invalid --fail-on ${JSON.stringify(failOn)}: expected warn, evict or error`);

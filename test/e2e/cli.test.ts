@@ -71,3 +71,21 @@ describe('preflight against an exporter that cannot be reached', () => {
     expect(ran.err).toContain('invalid --on-unreachable "maybe": expected fail or pass');
   });
 });
+
+describe('preflight --checks is checked before asking anyone', () => {
+  test('an unknown check is bad usage (2) and the known ones are named', async () => {
+    // The URL is never asked: the exit status must not depend on an exporter.
+    const ran = await autopilot([
+      'preflight',
+      '--url',
+      'http://127.0.0.1:9',
+      '--checks',
+      'pciebw,remaped',
+    ]);
+    expect(ran.code).toBe(2);
+    expect(ran.err).toMatch(
+      /invalid --checks: unknown check "remaped"; known checks: .*\bremapped\b/,
+    );
+    expect(ran.out).toBe('');
+  });
+});

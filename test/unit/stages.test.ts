@@ -163,6 +163,7 @@ describe('deepCheckReport and readDeepCheckReport', () => {
 });
 
 describe('parsePreflightOptions', () => {
+  const KNOWN = ['pciebw', 'remapped', 'gpupower', 'dcgm'];
   const VALID: Record<string, string> = {
     url: 'http://autopilot-healthchecks.autopilot.svc:3333',
     'max-age': '1h',
@@ -174,7 +175,7 @@ describe('parsePreflightOptions', () => {
     for (const [name, value] of Object.entries({ ...VALID, ...changes })) {
       if (value !== undefined) options.set(name, value);
     }
-    return parsePreflightOptions(options, NODE);
+    return parsePreflightOptions(options, NODE, KNOWN);
   };
 
   test('the defaults make a request for this node', () => {
@@ -226,6 +227,11 @@ describe('parsePreflightOptions', () => {
       'invalid --max-age "30": expected a duration such as 1h',
     ],
     ['no checks', { checks: ' , ,' }, 'invalid --checks: name at least one check'],
+    [
+      'an unknown check',
+      { checks: 'pciebw,remaped' },
+      'invalid --checks: unknown check "remaped"; known checks: pciebw, remapped, gpupower, dcgm',
+    ],
     [
       'an unknown fail-on',
       { 'fail-on': 'fail' },
