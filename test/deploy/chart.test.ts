@@ -93,6 +93,14 @@ const selects = (selector: Record<string, string>, labels: Record<string, string
   Object.entries(selector).every(([key, value]) => labels[key] === value);
 
 /** Rules as sorted, comparable strings; a rule with several resources counts once per resource. */
+/** A memory quantity (Mi, Gi, Ti, or bytes) in GiB. */
+const gibibytes = (quantity: string): number => {
+  const match = /^(\d+(?:\.\d+)?)(Mi|Gi|Ti)?$/.exec(quantity);
+  if (!match) throw new Error(`unexpected memory quantity ${quantity}`);
+  const unit = { Mi: 1 / 1024, Gi: 1, Ti: 1024 }[match[2] ?? ''] ?? 1 / 1024 ** 3;
+  return Number(match[1]) * unit;
+};
+
 const normalizeRules = (rules: readonly PolicyRule[] | readonly Any[]): string[] =>
   rules
     .flatMap((rule: Any) =>
@@ -185,6 +193,8 @@ describe.each(MATRIX)('chart with $name', ({ options }) => {
     expect(container.resources.requests.cpu).toBeDefined();
     expect(container.resources.requests.memory).toBeDefined();
     expect(container.resources.limits.memory).toBeDefined();
+    // DCGM's diagnostics run in this pod and take several GB (IBM's values warn of OOM kills).
+    expect(gibibytes(container.resources.limits.memory)).toBeGreaterThanOrEqual(4);
     expect(container.resources.limits.cpu).toBeUndefined();
     expect(container.image).not.toMatch(/:latest$/);
   });
