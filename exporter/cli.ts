@@ -50,6 +50,19 @@ export const COMMAND_FLAGS = {
   ],
 } as const;
 
+/**
+ * `autopilot check`'s exit statuses, so that a script can tell a sick node (FAIL) from a check
+ * that could not tell (ERROR: a tool missing, a timeout), which calls for another fix.
+ */
+export const CHECK_EXIT = { ok: 0, fail: 1, usage: 2, error: 3 } as const;
+
+/** Pure: FAIL wins over ERROR (the node is known to be sick); SKIP, WARN and PASS are 0. */
+export function checkExitCode(verdicts: readonly string[]): 0 | 1 | 3 {
+  if (verdicts.includes('FAIL')) return CHECK_EXIT.fail;
+  if (verdicts.includes('ERROR')) return CHECK_EXIT.error;
+  return CHECK_EXIT.ok;
+}
+
 export interface CommandLine {
   readonly command: Command;
   readonly flags: ReadonlyMap<string, string>;
@@ -216,9 +229,11 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
       return [
         'Usage: autopilot check <check>[,<check>…] [flags]',
         '',
-        'Runs the named checks once on this node (all = the periodic list), prints one row per device',
-        'and exits 0 when no check failed, 1 when one reported FAIL or ERROR, and 2 on bad usage.',
+        'Runs the named checks once on this node (all = the periodic list) and prints one row per device.',
         'The exporter does not need to be running.',
+        '',
+        'Exit status: 0 when no check reported FAIL or ERROR (PASS, WARN, SKIP), 1 when one reported',
+        'FAIL, 3 when none failed but one reported ERROR (it could not tell), 2 on bad usage.',
         '',
         'Checks:',
         ...checkLines,

@@ -18,7 +18,7 @@ import {
 } from './preflight-client.js';
 import { CHECK_MODULES, CHECK_NAMES } from './checks/index.js';
 import type { CheckRun } from './checks/check.js';
-import { helpText, parseCommandLine, UsageError, type Command } from './cli.js';
+import { checkExitCode, helpText, parseCommandLine, UsageError, type Command } from './cli.js';
 import { createSystemClock } from './clock.js';
 import { ConfigError, DEFAULT_NVML_LIBRARY, parseConfig, type Config } from './config/config.js';
 import { describeSchedule } from './config/schedule.js';
@@ -256,7 +256,7 @@ async function checkOnce(
   for (const name of new Set(names)) runs.push(await exporter.runner.run(name, {}, 'cli'));
   process.stdout.write(renderTable(runs));
   logger.debug('checks done', { checks: names });
-  return runs.some((run) => run.verdict === 'FAIL' || run.verdict === 'ERROR') ? 1 : 0;
+  return checkExitCode(runs.map((run) => run.verdict));
 }
 
 async function serve(exporter: Exporter, config: Config, logger: Logger): Promise<number> {

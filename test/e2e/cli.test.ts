@@ -10,6 +10,7 @@ import { beforeAll, describe, expect, test } from '@jest/globals';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
+const FAKE_DCGMI = join(ROOT, 'test', 'fakes', 'bin', 'fake-dcgmi');
 
 execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
 
@@ -87,5 +88,29 @@ describe('preflight --checks is checked before asking anyone', () => {
       /invalid --checks: unknown check "remaped"; known checks: .*\bremapped\b/,
     );
     expect(ran.out).toBe('');
+  });
+});
+
+describe('check exit statuses', () => {
+  const dcgm = (scenario: string, args: string[] = []): Promise<Ran> =>
+    autopilot(['check', 'dcgm', ...args], {
+      AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
+      FAKE_DCGMI_SCENARIO: scenario,
+    });
+
+  test.each<[string, string, number]>([
+    ['every test passes', 'pass-4x', 0],
+    ['a GPU fails a test (FAIL)', 'fail-4x', 1],
+    ['the host engine is down (ERROR: dcgm could not tell)', 'hostengine-down', 3],
+  ])('%s: %s exits %d', async (_name, scenario, code) => {
+    const ran = await dcgm(scenario);
+    expect(ran.out).toMatch(/^CHECK +DEVICE +VERDICT +REASON\n/);
+    expect(ran.code).toBe(code);
+  });
+
+  test('an unknown check is bad usage (2)', async () => {
+    const ran = await autopilot(['check', 'dcgn']);
+    expect(ran.code).toBe(2);
+    expect(ran.err).toContain('unknown check "dcgn"');
   });
 });

@@ -1,5 +1,6 @@
 import { describe, test, expect } from '@jest/globals';
 import {
+  checkExitCode,
   UsageError,
   helpText,
   parseCommandLine,
@@ -298,9 +299,19 @@ describe('helpText', () => {
   test('check gives the exit codes', () => {
     const text = helpText('check', context);
     expect(text).toContain('Usage: autopilot check <check>[,<check>…] [flags]');
-    expect(text).toContain('exits 0 when no check failed');
-    expect(text).toContain('1 when one reported FAIL or ERROR');
+    expect(text).toContain('Exit status: 0 when no check reported FAIL or ERROR');
+    expect(text).toContain('1 when one reported\nFAIL, 3 when none failed but one reported ERROR');
     expect(text).toContain('2 on bad usage');
+  });
+
+  test.each<[string[], number]>([
+    [[], 0],
+    [['PASS', 'WARN', 'SKIP'], 0],
+    [['PASS', 'FAIL'], 1],
+    [['ERROR', 'PASS'], 3],
+    [['ERROR', 'FAIL'], 1],
+  ])('check exits, for verdicts %j, with %d', (verdicts, code) => {
+    expect(checkExitCode(verdicts)).toBe(code);
   });
 
   test.each(['main', 'check'] as const)('%s lists the checks', (topic) => {
