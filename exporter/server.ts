@@ -14,13 +14,14 @@ export interface Listening {
 
 export async function listen(exporter: Exporter, config: Config): Promise<Listening> {
   const servers: Server[] = [];
-  const bind = async (app: Koa, port: number): Promise<number> => {
+  const bind = async (app: Koa, port: number, setting: ListenerSetting): Promise<number> => {
     const handle = app.callback();
     const server = createServer((request, response) => void handle(request, response));
     server.on('clientError', answerUnparsable);
     servers.push(server);
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      // The error names the setting that chose the port, so the operator knows what to change.
+      server.once('error', (error) => reject(Object.assign(error, { setting })));
       server.listen(port, config.listenAddress, () => {
         server.off('error', reject);
         resolve();
@@ -42,15 +43,48 @@ export async function listen(exporter: Exporter, config: Config): Promise<Listen
   };
   try {
     const ports = {
-      api: await bind(exporter.apiApp, config.apiPort),
-      metrics: await bind(exporter.metricsApp, config.metricsPort),
-      readiness: await bind(exporter.readinessApp, config.readinessPort),
+      api: await bind(exporter.apiApp, config.apiPort, '--port'),
+      metrics: await bind(exporter.metricsApp, config.metricsPort, 'AUTOPILOT_METRICS_PORT'),
+      readiness: await bind(
+        exporter.readinessApp,
+        config.readinessPort,
+        'AUTOPILOT_READINESS_PORT',
+      ),
     };
     return { ports, close };
   } catch (error) {
     await close();
     throw error;
   }
+}
+
+/** The setting that chooses each listener's port (config.ts SETTINGS). */
+export type ListenerSetting = '--port' | 'AUTOPILOT_METRICS_PORT' | 'AUTOPILOT_READINESS_PORT';
+
+/**
+ * Pure: one line for an error of listen() that the operator can fix by changing a setting, naming
+ * that setting; undefined for any other error. Node's own message ("listen EADDRINUSE: address
+ * already in use :::8081") names neither the listener nor what to change.
+ */
+export function describeListenError(
+  error: unknown,
+  listenAddress: string | undefined,
+): string | undefined {
+  const { code, port, setting } = (error ?? {}) as {
+    code?: string;
+    port?: number;
+    setting?: ListenerSetting;
+  };
+  const where = `port ${port ?? '?'}`;
+  const which = setting ?? 'the port settings';
+  if (code === 'EADDRINUSE') return `${where} is in use: set ${which} to a free port`;
+  if (code === 'EACCES') {
+    return `${where} may not be bound (permission denied): set ${which} to a port above 1023`;
+  }
+  if (code === 'EADDRNOTAVAIL') {
+    return `cannot listen on ${listenAddress ?? 'the address'}, ${where}: it is not an address of this host: set AUTOPILOT_LISTEN_ADDRESS`;
+  }
+  return undefined;
 }
 
 /**

@@ -202,17 +202,23 @@ describe('exporter process (errors and the check command)', () => {
     expect(result.stdout).toContain('Usage:');
   });
 
-  test('a port in use is one clear line and exit code 1', async () => {
+  // Each listener's port in turn is the busy one; the other two are free (0).
+  test.each([
+    ['--port', 'AUTOPILOT_METRICS_PORT', 'AUTOPILOT_READINESS_PORT'],
+    ['AUTOPILOT_METRICS_PORT', '--port', 'AUTOPILOT_READINESS_PORT'],
+    ['AUTOPILOT_READINESS_PORT', '--port', 'AUTOPILOT_METRICS_PORT'],
+  ])('a port in use is one line naming its setting (%s) and exit code 1', async (busy, ...free) => {
     const blocker: Server = createServer();
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     const address = blocker.address();
     const port = typeof address === 'object' && address !== null ? address.port : 0;
+    const value = (setting: string): string => (setting === busy ? String(port) : '0');
     try {
       const result = await runToEnd(
-        ['--port', String(port)],
+        ['--port', value('--port')],
         baseEnv({
-          AUTOPILOT_METRICS_PORT: '0',
-          AUTOPILOT_READINESS_PORT: '0',
+          AUTOPILOT_METRICS_PORT: value('AUTOPILOT_METRICS_PORT'),
+          AUTOPILOT_READINESS_PORT: value('AUTOPILOT_READINESS_PORT'),
           AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
         }),
       );
@@ -221,7 +227,8 @@ describe('exporter process (errors and the check command)', () => {
       const plain = result.stderr
         .split('\n')
         .filter((line) => line !== '' && !line.startsWith('{'));
-      expect(plain).toEqual([`autopilot: cannot listen on port ${port}: it is in use`]);
+      expect(plain).toEqual([`autopilot: port ${port} is in use: set ${busy} to a free port`]);
+      for (const setting of free) expect(plain[0]).not.toContain(setting);
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
     }
