@@ -411,6 +411,26 @@ describe('chart: monitoring objects', () => {
   });
 });
 
+describe('chart: NOTES', () => {
+  // helm template leaves NOTES out; a client-side dry run renders it without a cluster.
+  const run = helm(['install', 'autopilot', CHART, '-n', 'autopilot', '--dry-run=client']);
+  const notes = run.stdout.slice(run.stdout.indexOf('NOTES:'));
+  const commands = notes
+    .split('\n')
+    .filter((line) => line.startsWith('  '))
+    .map((line) => line.trim());
+
+  test('the first commands only read: labels and /results, not a round of checks on every node', () => {
+    expect(run.status).toBe(0);
+    const firstCurl = commands.find((command) => command.startsWith('curl '));
+    expect(firstCurl).toMatch(/^curl localhost:3333\/results$/);
+    expect(commands[0]).toBe('kubectl get nodes -L autopilot.ibm.com/gpuhealth');
+    // /status runs the checks on every node; NOTES may show it only after saying so.
+    const before = notes.slice(0, notes.indexOf('/status'));
+    expect(before).toMatch(/Running the checks now on every node/);
+  });
+});
+
 describe('chart: the copies of rules/ and dashboards/ are current', () => {
   const files = join(CHART, 'files');
   test('files/autopilot.rules.yaml is rules/autopilot.rules.yaml (npm run chart:sync)', () => {
