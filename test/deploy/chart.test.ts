@@ -411,6 +411,42 @@ describe('chart: monitoring objects', () => {
   });
 });
 
+describe('chart: docsUrl', () => {
+  const runbookUrls = (objects: Manifest[]): string[] =>
+    (one(objects, 'PrometheusRule').spec.groups as Any[]).flatMap((group) =>
+      (group.rules as Any[]).flatMap((rule) => rule.annotations?.runbook_url ?? []),
+    );
+  const defaults = parse(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as { docsUrl: string };
+
+  test('runbook_url links follow docsUrl, trailing slash or not', () => {
+    for (const docsUrl of [
+      'https://docs.example.com/autopilot',
+      'https://docs.example.com/autopilot/',
+    ]) {
+      const urls = runbookUrls(renderChart({ values: { docsUrl } }));
+      expect(urls.length).toBeGreaterThan(20);
+      for (const url of urls) {
+        expect(url).toMatch(/^https:\/\/docs\.example\.com\/autopilot\/rules\/RUNBOOK\.md#[a-z]+$/);
+      }
+    }
+  });
+
+  test("by default the links are rules/' own, and Chart.yaml's home is docsUrl's repository", () => {
+    const urls = runbookUrls(renderChart());
+    expect(urls.length).toBeGreaterThan(20);
+    for (const url of urls)
+      expect(url.startsWith(`${defaults.docsUrl}/rules/RUNBOOK.md#`)).toBe(true);
+    const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { home: string };
+    expect(defaults.docsUrl.startsWith(`${chart.home}/`)).toBe(true);
+  });
+
+  test('a docsUrl that is not an http(s) address is refused', () => {
+    const run = templateRun({ values: { docsUrl: 'not a url' } });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/docsUrl/);
+  });
+});
+
 describe('chart: NOTES', () => {
   // helm template leaves NOTES out; a client-side dry run renders it without a cluster.
   const run = helm(['install', 'autopilot', CHART, '-n', 'autopilot', '--dry-run=client']);

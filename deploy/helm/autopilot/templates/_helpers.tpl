@@ -85,3 +85,11 @@ check alone would silently drop the ServiceMonitor and PrometheusRule.
 {{- define "autopilot.hasMonitoringApi" -}}
 {{- if or (dig "forceCRDs" false (default dict .Values.monitoring)) (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") -}}true{{- end -}}
 {{- end -}}
+
+{{/*
+The address rules/autopilot.rules.yaml's runbook_url links start with (test/unit/rules.test.ts
+holds it too): the prefix the PrometheusRule swaps for docsUrl.
+*/}}
+{{- define "autopilot.rulesDocsUrl" -}}
+https://github.com/autopilot/autopilot/blob/main/
+{{- end -}}
