@@ -9,7 +9,14 @@ import { ENV_SETTINGS, FLAGS, FLAG_NAMES } from './config/config.js';
 
 export type Command =
   | { readonly kind: 'serve' }
-  | { readonly kind: 'check'; readonly checks: readonly string[] }
+  | {
+      readonly kind: 'check';
+      readonly checks: readonly string[];
+      readonly output: 'table' | 'json';
+      /** dcgm's level (its r parameter), when --level is given. */
+      readonly level?: number;
+    }
+  | { readonly kind: 'version' }
   | { readonly kind: 'preflight'; readonly options: ReadonlyMap<string, string> }
   | { readonly kind: 'deepcheck'; readonly options: ReadonlyMap<string, string> }
   | { readonly kind: 'help'; readonly topic: HelpTopic };
@@ -18,6 +25,14 @@ export type HelpTopic = 'serve' | 'check' | 'preflight' | 'deepcheck' | 'main';
 
 /** Flags of one command, beside the exporter's own (which configure the checks it runs). */
 export const COMMAND_FLAGS = {
+  check: [
+    {
+      name: 'output',
+      defaultValue: 'table',
+      help: "table: one row per device; json: one document, as the API's /status?format=json",
+    },
+    { name: 'level', defaultValue: '', help: "dcgm's diagnostic level, 1 to 4 (as /status?r=N)" },
+  ],
   preflight: [
     {
       name: 'url',
@@ -79,10 +94,15 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   const flags = new Map<string, string>();
   const positional: string[] = [];
   let help = false;
+  let version = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (['--help', '-help', '-h', '--h'].includes(arg)) {
       help = true;
+      continue;
+    }
+    if (arg === '--version' || arg === '-version') {
+      version = true;
       continue;
     }
     if (!arg.startsWith('-') || arg === '-') {
@@ -105,6 +125,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
   }
 
   const [verb, ...rest] = positional;
+  if (version && !help) return { command: { kind: 'version' }, flags };
   if (verb === 'help') return { command: { kind: 'help', topic: topicOf(rest[0]) }, flags };
   if (verb === undefined || verb === 'serve') {
     if (rest.length > 0) throw new UsageError(`serve takes no arguments, got ${rest.join(' ')}`);
@@ -130,16 +151,36 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     const checks = rest.flatMap((arg) => arg.split(',')).filter((name) => name !== '');
     if (checks.length === 0)
       throw new UsageError('check needs the names of the checks to run, or all');
-    return { command: { kind: 'check', checks }, flags };
+    return { command: checkCommand(checks, flags), flags };
   }
   throw new UsageError(
     `unknown command ${JSON.stringify(verb)}; commands: serve, check, preflight, deepcheck, help`,
   );
 }
 
+/** check's own options, taken out of `flags` (which then holds the exporter's alone). */
+function checkCommand(checks: readonly string[], flags: Map<string, string>): Command {
+  const output = flags.get('output') ?? 'table';
+  const level = flags.get('level');
+  flags.delete('output');
+  flags.delete('level');
+  if (output !== 'table' && output !== 'json') {
+    throw new UsageError(`invalid --output ${JSON.stringify(output)}: expected table or json`);
+  }
+  if (level === undefined) return { kind: 'check', checks, output };
+  if (!/^[1-4]$/.test(level)) {
+    throw new UsageError(`invalid --level ${JSON.stringify(level)}: expected 1, 2, 3 or 4`);
+  }
+  // Only dcgm has levels: a --level that changes nothing would let a script believe it did.
+  if (!checks.includes('dcgm') && !checks.includes('all')) {
+    throw new UsageError('--level is the level of dcgm: name dcgm (or all) among the checks');
+  }
+  return { kind: 'check', checks, output, level: Number(level) };
+}
+
 /** The flags the command named in argv accepts beside the exporter's. */
 function commandFlagNames(argv: readonly string[]): ReadonlySet<string> {
-  const verb = argv.find((arg) => arg === 'preflight' || arg === 'deepcheck');
+  const verb = argv.find((arg) => arg === 'preflight' || arg === 'deepcheck' || arg === 'check');
   return new Set(verb === undefined ? [] : COMMAND_FLAGS[verb].map((flag) => flag.name));
 }
 
@@ -150,7 +191,7 @@ function topicOf(word: string | undefined): HelpTopic {
 }
 
 /** What preflight and deepcheck do, above their flags in their help. */
-const COMMAND_USAGE: Readonly<Record<keyof typeof COMMAND_FLAGS, readonly string[]>> = {
+const COMMAND_USAGE: Readonly<Record<'preflight' | 'deepcheck', readonly string[]>> = {
   preflight: [
     'Usage: autopilot preflight [flags]',
     '',
@@ -167,6 +208,14 @@ const COMMAND_USAGE: Readonly<Record<keyof typeof COMMAND_FLAGS, readonly string
     'the Job, and exits 0 when nothing failed, 1 otherwise.',
   ],
 };
+
+/** A command's own flags, as Go's flag package shows them (no default for an empty one). */
+function ownFlagLines(command: keyof typeof COMMAND_FLAGS): string[] {
+  return COMMAND_FLAGS[command].map(
+    (f: { name: string; defaultValue: string; help: string }) =>
+      `  --${f.name.padEnd(22)} ${f.help}${f.defaultValue === '' ? '' : ` (default ${f.defaultValue})`}`,
+  );
+}
 
 export interface HelpContext {
   readonly checks: readonly { readonly name: string; readonly summary: string }[];
@@ -194,6 +243,7 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         '  autopilot preflight [flags]      before a job: is this node healthy? (exit 0 or 1)',
         '  autopilot deepcheck [flags]      inside the deep-check Job: DCGM level 3 and gpumem',
         '  autopilot <command> --help       help for one command',
+        '  autopilot --version              the version',
         '',
         'Flags:',
         ...flagLines,
@@ -219,12 +269,16 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         '',
       ].join('\n');
     case 'preflight':
-    case 'deepcheck': {
-      const own = COMMAND_FLAGS[topic].map(
-        (f) => `  --${f.name.padEnd(22)} ${f.help} (default ${f.defaultValue})`,
-      );
-      return [...COMMAND_USAGE[topic], '', 'Flags:', ...own, '', ...flagLines, ''].join('\n');
-    }
+    case 'deepcheck':
+      return [
+        ...COMMAND_USAGE[topic],
+        '',
+        'Flags:',
+        ...ownFlagLines(topic),
+        '',
+        ...flagLines,
+        '',
+      ].join('\n');
     case 'check':
       return [
         'Usage: autopilot check <check>[,<check>…] [flags]',
@@ -238,7 +292,10 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         'Checks:',
         ...checkLines,
         '',
-        'Flags and environment variables are those of serve (autopilot serve --help).',
+        'Flags:',
+        ...ownFlagLines('check'),
+        '',
+        "The exporter's flags and environment variables apply too (autopilot serve --help).",
         '',
       ].join('\n');
   }

@@ -6,7 +6,7 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
-import { renderTable } from './api/render.js';
+import { healthToJson, renderTable, runToJson } from './api/render.js';
 import { DEEP_CHECKS, deepCheckReport } from './deep-check-report.js';
 import {
   describeError,
@@ -17,7 +17,7 @@ import {
   type PreflightRequest,
 } from './preflight-client.js';
 import { CHECK_MODULES, CHECK_NAMES } from './checks/index.js';
-import type { CheckRun } from './checks/check.js';
+import type { Check, CheckRun } from './checks/check.js';
 import { checkExitCode, helpText, parseCommandLine, UsageError, type Command } from './cli.js';
 import { createSystemClock } from './clock.js';
 import { ConfigError, DEFAULT_NVML_LIBRARY, parseConfig, type Config } from './config/config.js';
@@ -122,13 +122,20 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
  * The command line and the configuration, or the exit code when there is nothing more to do: help
  * was printed (0), or a usage or configuration error was (EXIT_USAGE).
  */
-function readCommandLine(
-  argv: readonly string[],
-): { readonly command: Exclude<Command, { kind: 'help' }>; readonly config: Config } | number {
+function readCommandLine(argv: readonly string[]):
+  | {
+      readonly command: Exclude<Command, { kind: 'help' | 'version' }>;
+      readonly config: Config;
+    }
+  | number {
   try {
     const commandLine = parseCommandLine(argv);
     if (commandLine.command.kind === 'help') {
       process.stdout.write(helpText(commandLine.command.topic, { checks: CHECK_MODULES }));
+      return 0;
+    }
+    if (commandLine.command.kind === 'version') {
+      process.stdout.write(`autopilot ${packageVersion()}\n`);
       return 0;
     }
     const config = parseConfig({
@@ -200,14 +207,14 @@ async function loadGpuLibraries(
 }
 
 async function runCommandLine(
-  command: Exclude<Command, { kind: 'help' }>,
+  command: Exclude<Command, { kind: 'help' | 'version' }>,
   exporter: Exporter,
   config: Config,
   logger: Logger,
 ): Promise<number> {
   switch (command.kind) {
     case 'check':
-      return checkOnce(exporter, config, command.checks, logger);
+      return checkOnce(exporter, config, command, logger);
     case 'serve':
       return serve(exporter, config, logger);
     case 'deepcheck':
@@ -238,10 +245,10 @@ async function deepCheck(exporter: Exporter, reportFile: string): Promise<number
 async function checkOnce(
   exporter: Exporter,
   config: Config,
-  requested: readonly string[],
+  command: Extract<Command, { kind: 'check' }>,
   logger: Logger,
 ): Promise<number> {
-  const names = requested.flatMap((name) => (name === 'all' ? config.periodicChecks : [name]));
+  const names = command.checks.flatMap((name) => (name === 'all' ? config.periodicChecks : [name]));
   const unknown = names.filter((name) => !exporter.checks.has(name));
   if (unknown.length > 0) {
     process.stderr.write(
@@ -249,14 +256,40 @@ async function checkOnce(
     );
     return EXIT_USAGE;
   }
-  const runs: CheckRun[] = [];
+  const runs: { check: Check; run: CheckRun }[] = [];
   const stop = (): void => void exporter.runner.shutdown(SHUTDOWN_GRACE_MS);
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  for (const name of new Set(names)) runs.push(await exporter.runner.run(name, {}, 'cli'));
-  process.stdout.write(renderTable(runs));
+  for (const name of new Set(names)) {
+    const check = exporter.checks.get(name)!;
+    // --level is dcgm's r, as /status?r=N; cli.ts made sure dcgm is among the checks.
+    const raw = name === 'dcgm' && command.level !== undefined ? { r: String(command.level) } : {};
+    runs.push({ check, run: await exporter.runner.run(name, check.parseParams(raw), 'cli') });
+  }
+  process.stdout.write(
+    command.output === 'json'
+      ? `${JSON.stringify(statusJson(config.nodeName, exporter, runs), null, 2)}\n`
+      : renderTable(runs.map(({ run }) => run)),
+  );
   logger.debug('checks done', { checks: names });
-  return checkExitCode(runs.map((run) => run.verdict));
+  return checkExitCode(runs.map(({ run }) => run.verdict));
+}
+
+/** The API's /status?format=json for this node (request.ts respond), so one parser reads both. */
+function statusJson(
+  node: string,
+  exporter: Exporter,
+  runs: readonly { check: Check; run: CheckRun }[],
+): Record<string, unknown> {
+  return {
+    node,
+    cached: false,
+    health: healthToJson(exporter.store.health()),
+    results: runs.map(({ check, run }) => ({
+      ...runToJson(run),
+      text: check.formatText(run, node),
+    })),
+  };
 }
 
 async function serve(exporter: Exporter, config: Config, logger: Logger): Promise<number> {

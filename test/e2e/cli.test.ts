@@ -5,6 +5,8 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from '@jest/globals';
 
@@ -112,5 +114,40 @@ describe('check exit statuses', () => {
     const ran = await autopilot(['check', 'dcgn']);
     expect(ran.code).toBe(2);
     expect(ran.err).toContain('unknown check "dcgn"');
+  });
+});
+
+describe('check --output json, --level and --version', () => {
+  const env = { AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI, FAKE_DCGMI_SCENARIO: 'fail-4x' };
+
+  test('--output json is one JSON document in the shape of /status?format=json', async () => {
+    const ran = await autopilot(['check', 'dcgm', '--output', 'json'], env);
+    expect(ran.code).toBe(1);
+    const doc = JSON.parse(ran.out) as Record<string, unknown>;
+    expect(Object.keys(doc)).toEqual(['node', 'cached', 'health', 'results']);
+    expect(doc).toMatchObject({ node: 'gpu-node', cached: false });
+    const results = doc.results as Record<string, unknown>[];
+    expect(results).toHaveLength(1);
+    expect(results[0]).toMatchObject({ check: 'dcgm', verdict: 'FAIL', params: { r: '1' } });
+    expect(results[0]!.text).toEqual(expect.stringContaining('FAIL'));
+  });
+
+  test('--level 3 runs dcgmi diag -r 3', async () => {
+    const argsFile = join(mkdtempSync(join(tmpdir(), 'cli-')), 'args');
+    const ran = await autopilot(['check', 'dcgm', '--level', '3', '--output=json'], {
+      ...env,
+      FAKE_DCGMI_SCENARIO: 'pass-4x',
+      FAKE_DCGMI_ARGS_FILE: argsFile,
+    });
+    expect(ran.code).toBe(0);
+    expect(readFileSync(argsFile, 'utf8').split('\n').slice(0, 3)).toEqual(['diag', '-r', '3']);
+    expect(JSON.parse(ran.out)).toMatchObject({ results: [{ params: { r: '3' } }] });
+  });
+
+  test('--version prints the package version', async () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const ran = await autopilot(['--version']);
+    expect(ran.code).toBe(0);
+    expect(ran.out).toBe(`autopilot ${pkg.version}\n`);
   });
 });

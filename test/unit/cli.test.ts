@@ -21,21 +21,55 @@ function usageError(argv: readonly string[]): UsageError {
 
 const FLAG_LIST = '--port, --bw, --w, --invasive-check-timer, --loglevel, --logfile';
 
+describe('check options and --version', () => {
+  test('--output json and --level 3 are check options, not exporter flags', () => {
+    const line = parseCommandLine(['check', 'dcgm', '--output', 'json', '--level=3', '--bw=5']);
+    expect(line.command).toEqual({ kind: 'check', checks: ['dcgm'], output: 'json', level: 3 });
+    expect(line.flags).toEqual(new Map([['bw', '5']]));
+  });
+
+  test.each<[string[], string]>([
+    [['check', 'ping', '--output', 'yaml'], 'invalid --output "yaml": expected table or json'],
+    [['check', 'dcgm', '--level', '5'], 'invalid --level "5": expected 1, 2, 3 or 4'],
+    [['check', 'dcgm', '--level', 'high'], 'invalid --level "high": expected 1, 2, 3 or 4'],
+    [
+      ['check', 'ping', '--level', '3'],
+      '--level is the level of dcgm: name dcgm (or all) among the checks',
+    ],
+  ])('%j is bad usage', (argv, message) => {
+    expect(() => parseCommandLine(argv)).toThrow(new UsageError(message));
+  });
+
+  test('--output is not a flag of serve', () => {
+    expect(() => parseCommandLine(['--output', 'json'])).toThrow(/^unknown flag --output;/);
+  });
+
+  test.each([['--version'], ['-version'], ['check', '--version']])('%s', (...argv) => {
+    expect(parseCommandLine(argv).command).toEqual({ kind: 'version' });
+  });
+
+  test('check --help lists its own flags', () => {
+    const text = helpText('check', { checks: [] });
+    expect(text).toContain(`  --${'output'.padEnd(22)} table: one row per device`);
+    expect(text).toContain(`  --${'level'.padEnd(22)} dcgm's diagnostic level, 1 to 4`);
+  });
+});
+
 describe('parseCommandLine commands', () => {
   test.each<[string, string[], Command]>([
     ['no arguments', [], { kind: 'serve' }],
     ['serve', ['serve'], { kind: 'serve' }],
-    ['check ping', ['check', 'ping'], { kind: 'check', checks: ['ping'] }],
+    ['check ping', ['check', 'ping'], { kind: 'check', checks: ['ping'], output: 'table' }],
     [
       'check ping,ping2 x',
       ['check', 'ping,ping2', 'x'],
-      { kind: 'check', checks: ['ping', 'ping2', 'x'] },
+      { kind: 'check', checks: ['ping', 'ping2', 'x'], output: 'table' },
     ],
-    ['check all', ['check', 'all'], { kind: 'check', checks: ['all'] }],
+    ['check all', ['check', 'all'], { kind: 'check', checks: ['all'], output: 'table' }],
     [
       'check with empty items',
       ['check', ',ping,,', 'x,'],
-      { kind: 'check', checks: ['ping', 'x'] },
+      { kind: 'check', checks: ['ping', 'x'], output: 'table' },
     ],
   ])('%s', (_name, argv, command) => {
     const line = parseCommandLine(argv);
@@ -116,7 +150,11 @@ describe('parseCommandLine flags', () => {
       '-port',
       '4000',
     ]);
-    expect(line.command).toEqual({ kind: 'check', checks: ['ping', 'pciebw', 'dcgm'] });
+    expect(line.command).toEqual({
+      kind: 'check',
+      checks: ['ping', 'pciebw', 'dcgm'],
+      output: 'table',
+    });
     expect(line.flags).toEqual(
       new Map([
         ['loglevel', 'debug'],
@@ -128,7 +166,7 @@ describe('parseCommandLine flags', () => {
 
   test('the value of a flag is never taken for a command or a check name', () => {
     const line = parseCommandLine(['check', '--w', 'serve', 'ping']);
-    expect(line.command).toEqual({ kind: 'check', checks: ['ping'] });
+    expect(line.command).toEqual({ kind: 'check', checks: ['ping'], output: 'table' });
     expect(line.flags).toEqual(new Map([['w', 'serve']]));
   });
 });
