@@ -264,7 +264,9 @@ async function checkOnce(
     const check = exporter.checks.get(name)!;
     // --level is dcgm's r, as /status?r=N; cli.ts made sure dcgm is among the checks.
     const raw = name === 'dcgm' && command.level !== undefined ? { r: String(command.level) } : {};
-    runs.push({ check, run: await exporter.runner.run(name, check.parseParams(raw), 'cli') });
+    const params = check.parseParams(raw);
+    const run = await withProgress(exporter.runner.run(name, params, 'cli'), name, params, logger);
+    runs.push({ check, run });
   }
   process.stdout.write(
     command.output === 'json'
@@ -273,6 +275,28 @@ async function checkOnce(
   );
   logger.debug('checks done', { checks: names });
   return checkExitCode(runs.map(({ run }) => run.verdict));
+}
+
+/** A check that runs long (dcgm level 3: an hour) says, on stderr, that it is still running. */
+const PROGRESS_EVERY_MS = 5_000;
+
+/** `running`, with a log line every PROGRESS_EVERY_MS until it settles: a script is not left silent. */
+async function withProgress<T>(
+  running: Promise<T>,
+  check: string,
+  params: Readonly<Record<string, string>>,
+  logger: Logger,
+): Promise<T> {
+  const started = Date.now();
+  const timer = setInterval(() => {
+    const elapsedSeconds = Math.round((Date.now() - started) / 1000);
+    logger.info('check still running', { check, params, elapsedSeconds });
+  }, PROGRESS_EVERY_MS);
+  try {
+    return await running;
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 /** The API's /status?format=json for this node (request.ts respond), so one parser reads both. */

@@ -151,3 +151,22 @@ describe('check --output json, --level and --version', () => {
     expect(ran.out).toBe(`autopilot ${pkg.version}\n`);
   });
 });
+
+describe('check progress on stderr', () => {
+  test('a slow dcgmi: "check still running" lines with the check and elapsed time', async () => {
+    // The fake hangs; a 7-second deadline ends it after the first progress line (every 5 s).
+    const ran = await autopilot(['check', 'dcgm'], {
+      AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
+      FAKE_DCGMI_SCENARIO: 'hang',
+      AUTOPILOT_CHECK_TIMEOUTS: 'dcgm.1=7s',
+    });
+    expect(ran.code).toBe(3);
+    const progress = ran.err
+      .split('\n')
+      .filter((line) => line.includes('"check still running"'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    expect(progress[0]).toMatchObject({ check: 'dcgm', params: { r: '1' }, elapsedSeconds: 5 });
+    expect(ran.out).toContain('did not finish within 7 s');
+  }, 20_000);
+});
