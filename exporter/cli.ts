@@ -113,9 +113,7 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     const eq = body.indexOf('=');
     const name = eq >= 0 ? body.slice(0, eq) : body;
     if (!FLAG_NAMES.has(name) && !commandFlagNames(argv).has(name)) {
-      throw new UsageError(
-        `unknown flag ${arg}; flags: ${FLAGS.map((f) => `--${f.name}`).join(', ')}`,
-      );
+      throw new UsageError(unknownFlag(arg, name, argv));
     }
     const value = eq >= 0 ? body.slice(eq + 1) : argv[i + 1];
     if (eq < 0) i++;
@@ -176,6 +174,36 @@ function checkCommand(checks: readonly string[], flags: Map<string, string>): Co
     throw new UsageError('--level is the level of dcgm: name dcgm (or all) among the checks');
   }
   return { kind: 'check', checks, output, level: Number(level) };
+}
+
+/** The error for an unknown flag: the closest known one when it looks like a typo, then all. */
+function unknownFlag(arg: string, name: string, argv: readonly string[]): string {
+  const known = [...commandFlagNames(argv), ...FLAGS.map((f) => f.name)];
+  let best: { name: string; distance: number } | undefined;
+  for (const candidate of known) {
+    const distance = editDistance(name, candidate);
+    if (best === undefined || distance < best.distance) best = { name: candidate, distance };
+  }
+  // Two edits at most, and fewer than half the letters: -x is not a typo of -w.
+  const hint =
+    best !== undefined && best.distance <= 2 && best.distance < name.length / 2
+      ? ` did you mean --${best.name}?`
+      : '';
+  return `unknown flag ${arg};${hint} flags: ${known.map((f) => `--${f}`).join(', ')}`;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(Math.min(previous[j]! + 1, current[j - 1]! + 1, substitution));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
 }
 
 /** The flags the command named in argv accepts beside the exporter's. */
@@ -276,7 +304,8 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         'Flags:',
         ...ownFlagLines(topic),
         '',
-        ...flagLines,
+        // Its own flags only: the exporter's are accepted too, and serve --help lists them.
+        "The exporter's flags and environment variables are accepted too (autopilot serve --help).",
         '',
       ].join('\n');
     case 'check':

@@ -205,7 +205,17 @@ describe('parseCommandLine errors', () => {
     [
       'unknown flag with a value',
       ['serve', '--portt=1'],
-      `unknown flag --portt=1; flags: ${FLAG_LIST}`,
+      `unknown flag --portt=1; did you mean --port? flags: ${FLAG_LIST}`,
+    ],
+    [
+      "a typo of a command's own flag",
+      ['preflight', '--on-unreachble=pass'],
+      `unknown flag --on-unreachble=pass; did you mean --on-unreachable? flags: --url, --max-age, --checks, --fail-on, --on-unreachable, ${FLAG_LIST}`,
+    ],
+    [
+      'a typo of check --output',
+      ['check', 'ping', '-ouptut', 'json'],
+      `unknown flag -ouptut; did you mean --output? flags: --output, --level, ${FLAG_LIST}`,
     ],
     ['flag without value', ['--port'], 'flag --port needs a value'],
     ['flag without value after a command', ['serve', '-w'], 'flag --w needs a value'],
