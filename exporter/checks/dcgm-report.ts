@@ -27,7 +27,58 @@ export interface DcgmEntry {
   readonly status: DcgmTestStatus;
   /** The errors DCGM attached (its JSON calls them warnings). */
   readonly messages: readonly string[];
+  /** The DCGM error code and category of each attached error that names one; absent when none does. */
+  readonly errors?: readonly DcgmErrorRef[];
 }
+
+/**
+ * One attached error's DCGM_FR_* code (`error_id`, 3.3+ and 4.x) and DCGM_FR_EC_* category
+ * (`error_category`, 3.3+ and 4.x; from the code through DCGM_ERROR_CATEGORY_OF where the document
+ * has only the code).
+ */
+export interface DcgmErrorRef {
+  readonly id: number | undefined;
+  readonly category: number | undefined;
+}
+
+/** dcgmError_category_t (dcgmlib/dcgm_errors.h, the same numbers at v3.3.9 and v4.2.3). */
+export const DCGM_ERROR_CATEGORY = {
+  HARDWARE_MEMORY: 10,
+  HARDWARE_NVLINK: 11,
+  HARDWARE_NVSWITCH: 12,
+  HARDWARE_PCIE: 13,
+} as const;
+
+/**
+ * The category of each DCGM_FR_* code in the four hardware categories above, for a document that
+ * carries an error's code and not its category. From the dcgmErrorMeta table of DCGM v4.2.3
+ * (dcgmlib/src/dcgm_errors.c; codes from dcgmlib/dcgm_errors.h, unchanged since v3.3.9, where the
+ * codes are the same).
+ */
+const DCGM_ERROR_CATEGORY_OF: ReadonlyMap<number, number> = new Map([
+  // HARDWARE_MEMORY: VOLATILE_DBE/SBE_DETECTED, PENDING_PAGE_RETIREMENTS, RETIRED_PAGES_LIMIT,
+  // RETIRED_PAGES_DBE_LIMIT, FAULTY_MEMORY, ECC_DISABLED, CUDA_DBE, MEMORY_MISMATCH, ECC_UNSUPPORTED,
+  // ECC_PENDING, NO_MEMORY_CLOCKS, L1TAG_MISCOMPARE, ROW_REMAP_FAILURE, DBE_PENDING_PAGE_RETIREMENTS,
+  // UNCORRECTABLE_ROW_REMAP, PENDING_ROW_REMAP, SBE/DBE_VIOLATION, SBE/DBE_THRESHOLD_VIOLATION,
+  // NAN_VALUE, SRAM_THRESHOLD.
+  ...[
+    4, 5, 6, 7, 8, 52, 55, 57, 58, 60, 61, 75, 79, 80, 83, 84, 85, 102, 103, 105, 106, 111, 118,
+  ].map((id) => [id, DCGM_ERROR_CATEGORY.HARDWARE_MEMORY] as const),
+  // HARDWARE_NVLINK: NVLINK_ERROR_THRESHOLD, NVLINK_DOWN, NVLINK_CRC_ERROR_THRESHOLD,
+  // NVLINK_ERROR_CRITICAL, NVSWITCH_NVLINK_DOWN, GPU/NVSWITCH_EXPECTED_NVLINKS_UP,
+  // BROKEN_P2P_NVLINK_MEMORY/WRITER_DEVICE.
+  ...[13, 14, 70, 71, 88, 99, 100, 115, 116].map(
+    (id) => [id, DCGM_ERROR_CATEGORY.HARDWARE_NVLINK] as const,
+  ),
+  // HARDWARE_NVSWITCH: NVSWITCH_FATAL_ERROR, NVSWITCH_NON_FATAL_ERROR, NVSWITCH_DOWN.
+  ...[15, 16, 17].map((id) => [id, DCGM_ERROR_CATEGORY.HARDWARE_NVSWITCH] as const),
+  // HARDWARE_PCIE: PCI_REPLAY_RATE, LOW_BANDWIDTH, HIGH_LATENCY, PCIE_GENERATION, PCIE_WIDTH,
+  // PCIE_H_REPLAY_VIOLATION, PCIE_REPLAY_VIOLATION, PCIE_REPLAY_THRESHOLD_VIOLATION,
+  // BROKEN_P2P_PCIE_MEMORY/WRITER_DEVICE.
+  ...[3, 30, 31, 45, 46, 98, 104, 107, 113, 114].map(
+    (id) => [id, DCGM_ERROR_CATEGORY.HARDWARE_PCIE] as const,
+  ),
+]);
 
 export type DcgmSchema = 'dcgm3' | 'dcgm4';
 
@@ -107,6 +158,26 @@ function messagesOf(warnings: unknown): string[] {
     return text === undefined ? [] : [text.trim()];
   });
 }
+
+const integerOf = (value: unknown): number | undefined =>
+  typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : undefined;
+
+/** The code and category of each error object in a result's "warnings" that names either. */
+function errorsOf(warnings: unknown): { errors?: DcgmErrorRef[] } {
+  const errors = arrayOf(warnings).flatMap((entry) => {
+    if (!isRecord(entry)) return [];
+    const id = integerOf(entry.error_id);
+    const category =
+      integerOf(entry.error_category) ??
+      integerOf(entry.category) ??
+      (id === undefined ? undefined : DCGM_ERROR_CATEGORY_OF.get(id));
+    return id === undefined && category === undefined ? [] : [{ id, category }];
+  });
+  return errors.length > 0 ? { errors } : {};
+}
+
+const withErrors = (entry: DcgmEntry, errors: readonly DcgmErrorRef[] | undefined): DcgmEntry =>
+  errors === undefined ? entry : { ...entry, errors: [...(entry.errors ?? []), ...errors] };
 
 function idOf(value: unknown): string | undefined {
   if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return String(value);
@@ -215,6 +286,7 @@ function entryOf4(name: TestName, result: Json): DcgmEntry | undefined {
     entity: !isGpu && id !== undefined ? `${group}${id}` : undefined,
     status,
     messages: messagesOf(result.warnings),
+    ...errorsOf(result.warnings),
   };
 }
 
@@ -234,6 +306,7 @@ function entriesOf4(name: TestName, json: Json): DcgmEntry[] {
       entity: undefined,
       status: overall,
       messages: messagesOf(summary?.warnings),
+      ...errorsOf(summary?.warnings),
     });
   }
   return entries;
@@ -246,20 +319,100 @@ function entriesOf3(name: TestName, json: Json): DcgmEntry[] {
     if (!isRecord(result)) continue;
     const status = statusOf(result.status);
     const messages = messagesOf(result.warnings);
+    const { errors } = errorsOf(result.warnings);
     if (status === undefined) {
       // 3.3.1/3.3.2 deployment tests: results[1..] carry only a further error of results[0].
       const first = entries[0];
       if (first !== undefined && messages.length > 0) {
-        entries[0] = { ...first, messages: [...first.messages, ...messages] };
+        entries[0] = withErrors({ ...first, messages: [...first.messages, ...messages] }, errors);
       }
       continue;
     }
     const cpu = idOf(result.cpu_id);
     const gpus = gpusOf3(result);
-    const base = { ...name, status, messages };
+    const base = { ...name, status, messages, ...(errors === undefined ? {} : { errors }) };
     if (cpu !== undefined) entries.push({ ...base, gpu: undefined, entity: `cpu${cpu}` });
     else if (gpus.length === 0) entries.push({ ...base, gpu: undefined, entity: undefined });
     else entries.push(...gpus.map((gpu) => ({ ...base, gpu, entity: undefined })));
   }
   return entries;
 }
+
+/**
+ * DCGM_FATAL_ERRORS entries that name a kind of error rather than a test (IBM Autopilot's default
+ * list has NVLink and ECC, which no DCGM test is called): a failed result is fatal when one of its
+ * attached errors is of that kind.
+ *
+ * - NVLink: the HARDWARE_NVLINK and HARDWARE_NVSWITCH categories.
+ * - ECC: the codes of ECC errors and of their consequences (dcgmlib/dcgm_errors.h, v3.3.9 and
+ *   v4.2.3): VOLATILE_DBE_DETECTED 4, VOLATILE_SBE_DETECTED 5, PENDING_PAGE_RETIREMENTS 6,
+ *   RETIRED_PAGES_LIMIT 7, RETIRED_PAGES_DBE_LIMIT 8, CUDA_DBE 57, ROW_REMAP_FAILURE 80,
+ *   DBE_PENDING_PAGE_RETIREMENTS 83, UNCORRECTABLE_ROW_REMAP 84, PENDING_ROW_REMAP 85,
+ *   SBE_VIOLATION 102, DBE_VIOLATION 103, SBE_THRESHOLD_VIOLATION 105, DBE_THRESHOLD_VIOLATION 106.
+ *   Not the whole HARDWARE_MEMORY category: it also holds ECC_DISABLED 55 and ECC_UNSUPPORTED 60
+ *   (a setting, not an error), and the memory tests' own findings, which "GPU Memory" covers.
+ */
+const ECC_ERROR_IDS: ReadonlySet<number> = new Set([
+  4, 5, 6, 7, 8, 57, 80, 83, 84, 85, 102, 103, 105, 106,
+]);
+export const DCGM_FATAL_ERROR_KINDS: ReadonlyMap<string, (error: DcgmErrorRef) => boolean> =
+  new Map([
+    [
+      'nvlink',
+      (error: DcgmErrorRef) =>
+        error.category === DCGM_ERROR_CATEGORY.HARDWARE_NVLINK ||
+        error.category === DCGM_ERROR_CATEGORY.HARDWARE_NVSWITCH,
+    ],
+    ['ecc', (error: DcgmErrorRef) => error.id !== undefined && ECC_ERROR_IDS.has(error.id)],
+  ]);
+
+/**
+ * Every DCGM test name, normalised: the 2.x/3.x display names and the 4.x plugin names
+ * (nvvs/include/PluginStrings.h, v3.3.9 and v4.2.3).
+ */
+export const DCGM_TEST_NAMES: ReadonlySet<string> = new Set(
+  [
+    'Denylist',
+    'Blacklist',
+    'NVML Library',
+    'CUDA Main Library',
+    'CUDA Toolkit Library',
+    'Permissions and OS Blocks',
+    'Persistence Mode',
+    'Environment Variables',
+    'Page Retirement/Row Remap',
+    'Graphics Processes',
+    'Inforom',
+    'Fabric Manager',
+    'software',
+    'GPU Memory',
+    'memory',
+    'Memtest',
+    'Memory Test',
+    'Diagnostic',
+    'PCIe',
+    'SM Stress',
+    'Targeted Stress',
+    'Targeted Power',
+    'Memory Bandwidth',
+    'Pulse Test',
+    'Context Create',
+    'EUD Test',
+    'eud',
+    'CPU EUD',
+    'cpu_eud',
+    'nvbandwidth',
+  ].map(normaliseTestName),
+);
+
+/** Pure: the DCGM_FATAL_ERRORS entries that name neither a DCGM test nor a kind of error. */
+export function unknownFatalErrors(entries: readonly string[]): string[] {
+  return entries.filter((entry) => {
+    const name = normaliseTestName(entry);
+    return !DCGM_TEST_NAMES.has(name) && !DCGM_FATAL_ERROR_KINDS.has(name);
+  });
+}
+
+/** The names DCGM_FATAL_ERRORS accepts, for an error message. */
+export const FATAL_ERROR_NAMES_HELP =
+  'NVLink, ECC (kinds of DCGM error) or a DCGM test name such as PCIe, GPU Memory, Memory Bandwidth, Targeted Stress, Targeted Power, SM Stress, Diagnostic, Pulse Test, memtest, nvbandwidth, software or a 3.x software test (Persistence Mode, Page Retirement/Row Remap...)';

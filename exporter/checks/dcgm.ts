@@ -25,7 +25,7 @@ import type {
   Verdict,
 } from './check.js';
 import { ParamError } from './check.js';
-import { normaliseTestName, parseDcgmDiag } from './dcgm-report.js';
+import { DCGM_FATAL_ERROR_KINDS, normaliseTestName, parseDcgmDiag } from './dcgm-report.js';
 import { gpusNotKnownIdle, notIdleSubject } from './gpu-common.js';
 import type { CheckExtras, CheckModule } from './module.js';
 import type { Config } from '../config/config.js';
@@ -100,6 +100,19 @@ export function dcgmFailureString(
 /** Pure: DCGM_FATAL_ERRORS as a set of normalised names. */
 export function fatalTestSet(fatalErrors: readonly string[]): ReadonlySet<string> {
   return new Set(fatalErrors.map(normaliseTestName).filter((name) => name !== ''));
+}
+
+/**
+ * Pure: whether a failed result is fatal: its test is in DCGM_FATAL_ERRORS, or an entry there names
+ * the kind of an error DCGM attached to it (NVLink, ECC: DCGM_FATAL_ERROR_KINDS).
+ */
+export function isFatal(entry: DcgmEntry, fatal: ReadonlySet<string>): boolean {
+  if (fatal.has(entry.test)) return true;
+  const kinds = [...fatal].flatMap((name) => {
+    const kind = DCGM_FATAL_ERROR_KINDS.get(name);
+    return kind === undefined ? [] : [kind];
+  });
+  return (entry.errors ?? []).some((error) => kinds.some((kind) => kind(error)));
 }
 
 /** Worst first, for a test that reports more than one result on one device. */
@@ -198,8 +211,8 @@ function judgeDevice(
   const named = (status: DcgmTestStatus): string[] =>
     [...statuses].filter(([, s]) => s === status).map(([k]) => k);
   const fatalTests = [
-    ...new Set(entries.filter((e) => e.status === 'fail').map((e) => e.test)),
-  ].filter((test) => fatal.has(test));
+    ...new Set(entries.filter((e) => e.status === 'fail' && isFatal(e, fatal)).map((e) => e.test)),
+  ];
   const firstMessage = entries.find((e) => e.status === 'fail' || e.status === 'warn')?.messages[0];
   const detail = firstMessage === undefined ? '' : `: ${firstMessage}`;
   let verdict = VERDICT_OF[worstStatus([...statuses.values()]) ?? 'skip'];
@@ -429,7 +442,7 @@ export interface DcgmCheckDeps {
   readonly run: RunCommand;
   /** dcgmi, by name (PATH) or path. */
   readonly command: string;
-  /** DCGM_FATAL_ERRORS: test names whose failure takes the node out of service. */
+  /** DCGM_FATAL_ERRORS: test names, or NVLink/ECC error kinds, whose failure takes the node out of service. */
   readonly fatalErrors: readonly string[];
   readonly timeoutsMs?: Partial<Record<DcgmLevel, number>>;
   /** After each conclusive run (not ERROR, not SKIP): the DCGM label and annotation to write. */

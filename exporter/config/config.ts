@@ -12,6 +12,7 @@ import { boundedInteger } from '../params.js';
 import { parseGoDuration } from './duration.js';
 import { SCHEDULE_ACCEPTED, parseSchedule, type Schedule } from './schedule.js';
 import { CHECK_TABLE } from '../checks/index.js';
+import { FATAL_ERROR_NAMES_HELP, unknownFatalErrors } from '../checks/dcgm-report.js';
 import { DEFAULT_EVICT_ON, EVICT_MODES, type EvictOn } from '../node-health.js';
 import {
   ConfigError,
@@ -447,6 +448,14 @@ function parseFatalErrors(value: string | undefined): string[] {
       'DCGM_FATAL_ERRORS',
       value,
       'a comma-separated list of DCGM test names, such as PCIe,NVLink',
+    );
+  }
+  const unknown = unknownFatalErrors(names);
+  if (unknown.length > 0) {
+    throw new ConfigError(
+      'DCGM_FATAL_ERRORS',
+      value,
+      `a comma-separated list of DCGM test names or error kinds (${unknown.map((name) => JSON.stringify(name)).join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not): ${FATAL_ERROR_NAMES_HELP}`,
     );
   }
   return names;

@@ -10,6 +10,7 @@ import {
   type Env,
 } from '../../exporter/config/config.js';
 import { SCHEDULE_ACCEPTED } from '../../exporter/config/schedule.js';
+import { FATAL_ERROR_NAMES_HELP } from '../../exporter/checks/dcgm-report.js';
 import { pingSettings, type PingSettingValues } from '../../exporter/checks/ping.js';
 
 interface Inputs {
@@ -396,6 +397,10 @@ describe('parseConfig settings', () => {
     ['PCIe', ['PCIe']],
     ['PCIe,NVLink', ['PCIe', 'NVLink']],
     [' PCIe , GPU Memory ,', ['PCIe', 'GPU Memory']],
+    [
+      'ECC,memory_bandwidth,Targeted Stress,eud',
+      ['ECC', 'memory_bandwidth', 'Targeted Stress', 'eud'],
+    ],
   ])('DCGM_FATAL_ERRORS %j is a comma-separated list', (value, names) => {
     expect(parseConfig(inputs({ env: { DCGM_FATAL_ERRORS: value } })).dcgmFatalErrors).toEqual(
       names,
@@ -749,6 +754,13 @@ const ERROR_CASES: readonly ErrorCase[] = [
     setting: 'DCGM_FATAL_ERRORS',
     value: ',,',
     accepted: 'a comma-separated list of DCGM test names, such as PCIe,NVLink',
+  },
+  {
+    name: 'DCGM_FATAL_ERRORS naming no test and no error kind',
+    env: { DCGM_FATAL_ERRORS: 'PCIe,NVLnik' },
+    setting: 'DCGM_FATAL_ERRORS',
+    value: 'PCIe,NVLnik',
+    accepted: `a comma-separated list of DCGM test names or error kinds ("NVLnik" is not): ${FATAL_ERROR_NAMES_HELP}`,
   },
   ...[
     [',,', ''],

@@ -114,6 +114,7 @@ describe('parseDcgmDiag', () => {
         messages: [
           "GPU 2 is running at PCI link width 8X, which is below the minimum allowed link generation of 16 (parameter 'h2d_d2h_single_pinned.min_pci_width')",
         ],
+        errors: [{ id: 46, category: 13 }],
       },
       {
         test: 'memory_bandwidth',
@@ -124,6 +125,7 @@ describe('parseDcgmDiag', () => {
         messages: [
           'GPU 0 only achieved a memory bandwidth of 1523.40 GB/s, failing to meet 2400.00 GB/s for test 0',
         ],
+        errors: [{ id: 62, category: 1 }],
       },
     ]);
     expect(new Set(diag.entries.map((e) => e.test))).toEqual(
@@ -165,6 +167,7 @@ describe('parseDcgmDiag', () => {
       entity: undefined,
       status: 'fail',
       messages: ['Detected more than 8 PCIe replays per minute for GPU 2 : 14'],
+      errors: [{ id: 3, category: 13 }],
     });
   });
 
@@ -204,6 +207,7 @@ describe('parseDcgmDiag', () => {
           entity: undefined,
           status: 'fail',
           messages: ['Row remapping is pending for GPU 1'],
+          errors: [{ id: 85, category: 10 }],
         },
       ],
     });
@@ -226,6 +230,8 @@ describe('parseDcgmDiag', () => {
         entity: undefined,
         status: 'fail',
         messages: ['NVLink 3 of the node is down'],
+        // error_id alone: its category from DCGM's table (NVLINK_DOWN, HARDWARE_NVLINK).
+        errors: [{ id: 14, category: 11 }],
       },
     ]);
   });
@@ -373,6 +379,104 @@ describe('dcgmFailureString (Autopilot annotation format)', () => {
 });
 
 describe('judgeDcgm', () => {
+  /**
+   * Constructed (no capture): a DCGM 4.x document where one test fails on GPU 0 with one error, as
+   * dcgmi/Diag.cpp (v4.2.3) writes it: error_id, error_category, error_severity beside the text.
+   */
+  const constructed4x = (test: string, errorId: number, category: number, text: string): string =>
+    JSON.stringify({
+      'DCGM Diagnostic': {
+        test_categories: [
+          {
+            category: 'Integration',
+            tests: [
+              {
+                name: test,
+                results: [
+                  {
+                    entity_group: 'GPU',
+                    entity_group_id: 1,
+                    entity_id: 0,
+                    status: 'Fail',
+                    warnings: [
+                      {
+                        error_category: category,
+                        error_id: errorId,
+                        error_severity: 1,
+                        warning: text,
+                      },
+                    ],
+                  },
+                  { entity_group: 'GPU', entity_group_id: 1, entity_id: 1, status: 'Pass' },
+                ],
+                test_summary: { status: 'Fail' },
+              },
+            ],
+          },
+        ],
+      },
+      metadata: { version: '4.2.3' },
+    });
+
+  test('an NVLink-category error on a failing test is fatal with the default list (constructed)', () => {
+    // DCGM_FR_NVLINK_DOWN 14, DCGM_FR_EC_HARDWARE_NVLINK 11 (dcgmlib/dcgm_errors.h, v4.2.3).
+    const doc = constructed4x('nvbandwidth', 14, 11, 'GPU 0 NVLink link 3 is currently down');
+    const { outcome } = judge(exited(doc, 226));
+    expect(outcome.devices.map((d) => [d.id, d.verdict, d.fatal ?? false])).toEqual([
+      ['0', 'FAIL', true],
+      ['1', 'PASS', false],
+      ['', 'PASS', false],
+    ]);
+    expect(device(outcome, '0').reason).toMatch(/^failed nvbandwidth \(fatal: nvbandwidth\)/);
+    // Not fatal once NVLink is left out of the list.
+    const without = judge(exited(doc, 226), { fatalErrors: ['PCIe', 'ECC', 'GPU Memory'] });
+    expect(device(without.outcome, '0').fatal).toBeUndefined();
+  });
+
+  test('an NVSwitch-category error counts as NVLink; a 3.x error_id alone is mapped to its category', () => {
+    // DCGM_FR_NVSWITCH_FATAL_ERROR 15, DCGM_FR_EC_HARDWARE_NVSWITCH 12.
+    const nvswitch = judge(exited(constructed4x('diagnostic', 15, 12, 'NVSwitch fatal'), 226));
+    expect(device(nvswitch.outcome, '0').fatal).toBe(true);
+    // Constructed 3.x result with only error_id 71 (DCGM_FR_NVLINK_ERROR_CRITICAL).
+    const doc3 = JSON.stringify({
+      'DCGM GPU Diagnostic': {
+        test_categories: [
+          {
+            category: 'Integration',
+            tests: [
+              {
+                name: 'Targeted Stress',
+                results: [
+                  {
+                    gpu_id: '0',
+                    status: 'Fail',
+                    warnings: [{ error_id: 71, warning: 'NVLink error critical' }],
+                  },
+                ],
+              },
+            ],
+          },
+        ],
+      },
+    });
+    const { outcome } = judge(exited(doc3, 205));
+    expect(device(outcome, '0').fatal).toBe(true);
+    expect(parseDcgmDiag(doc3)).toMatchObject({
+      entries: [{ test: 'targeted_stress', errors: [{ id: 71, category: 11 }] }],
+    });
+  });
+
+  test('an ECC error on a failing test is fatal with the default list (constructed)', () => {
+    // DCGM_FR_DBE_VIOLATION 103, DCGM_FR_EC_HARDWARE_MEMORY 10 (dcgmlib/dcgm_errors.h, v4.2.3).
+    const doc = constructed4x('targeted_stress', 103, 10, 'Double bit error detected on GPU 0');
+    const { outcome } = judge(exited(doc, 226));
+    expect(device(outcome, '0')).toMatchObject({ verdict: 'FAIL', fatal: true });
+    // ECC_DISABLED 55 is a memory-category setting, not an ECC error: not fatal.
+    const disabled = judge(exited(constructed4x('targeted_stress', 55, 10, 'ECC off'), 226));
+    expect(device(disabled.outcome, '0')).toMatchObject({ verdict: 'FAIL' });
+    expect(device(disabled.outcome, '0').fatal).toBeUndefined();
+  });
+
   test('acceptance: GPU 2 failing PCIe is fatal, GPU 0 failing memory bandwidth is not', () => {
     const { outcome } = judge(exited(fixture('fail-4x.json'), 226));
     expect(outcome.devices.map((d) => [d.id, d.verdict, d.fatal ?? false])).toEqual([
