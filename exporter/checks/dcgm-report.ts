@@ -344,17 +344,17 @@ function entriesOf3(name: TestName, json: Json): DcgmEntry[] {
  * attached errors is of that kind.
  *
  * - NVLink: the HARDWARE_NVLINK and HARDWARE_NVSWITCH categories.
- * - ECC: the codes of ECC errors and of their consequences (dcgmlib/dcgm_errors.h, v3.3.9 and
- *   v4.2.3): VOLATILE_DBE_DETECTED 4, VOLATILE_SBE_DETECTED 5, PENDING_PAGE_RETIREMENTS 6,
- *   RETIRED_PAGES_LIMIT 7, RETIRED_PAGES_DBE_LIMIT 8, CUDA_DBE 57, ROW_REMAP_FAILURE 80,
- *   DBE_PENDING_PAGE_RETIREMENTS 83, UNCORRECTABLE_ROW_REMAP 84, PENDING_ROW_REMAP 85,
- *   SBE_VIOLATION 102, DBE_VIOLATION 103, SBE_THRESHOLD_VIOLATION 105, DBE_THRESHOLD_VIOLATION 106.
- *   Not the whole HARDWARE_MEMORY category: it also holds ECC_DISABLED 55 and ECC_UNSUPPORTED 60
+ * - ECC: the codes of uncorrectable ECC errors and of their consequences (dcgmlib/dcgm_errors.h,
+ *   v3.3.9 and v4.2.3): VOLATILE_DBE_DETECTED 4, RETIRED_PAGES_LIMIT 7, RETIRED_PAGES_DBE_LIMIT 8,
+ *   CUDA_DBE 57, ROW_REMAP_FAILURE 80, DBE_PENDING_PAGE_RETIREMENTS 83, UNCORRECTABLE_ROW_REMAP 84,
+ *   DBE_VIOLATION 103, DBE_THRESHOLD_VIOLATION 106. Not the single-bit ones (VOLATILE_SBE_DETECTED 5,
+ *   SBE_VIOLATION 102, SBE_THRESHOLD_VIOLATION 105: corrected, the GPU keeps working) nor the merely
+ *   pending ones (PENDING_PAGE_RETIREMENTS 6, PENDING_ROW_REMAP 85: a reset applies them), which the
+ *   ecc and remapped checks judge as non-fatal too: evicting on them would drain healthy nodes. Not
+ *   the whole HARDWARE_MEMORY category either: it also holds ECC_DISABLED 55 and ECC_UNSUPPORTED 60
  *   (a setting, not an error), and the memory tests' own findings, which "GPU Memory" covers.
  */
-const ECC_ERROR_IDS: ReadonlySet<number> = new Set([
-  4, 5, 6, 7, 8, 57, 80, 83, 84, 85, 102, 103, 105, 106,
-]);
+const ECC_ERROR_IDS: ReadonlySet<number> = new Set([4, 7, 8, 57, 80, 83, 84, 103, 106]);
 export const DCGM_FATAL_ERROR_KINDS: ReadonlyMap<string, (error: DcgmErrorRef) => boolean> =
   new Map([
     [

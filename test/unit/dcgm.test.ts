@@ -477,6 +477,21 @@ describe('judgeDcgm', () => {
     expect(device(disabled.outcome, '0').fatal).toBeUndefined();
   });
 
+  test.each([
+    [5, 'VOLATILE_SBE_DETECTED'],
+    [102, 'SBE_VIOLATION'],
+    [105, 'SBE_THRESHOLD_VIOLATION'],
+    [6, 'PENDING_PAGE_RETIREMENTS'],
+    [85, 'PENDING_ROW_REMAP'],
+  ])(
+    'ECC code %d (%s), corrected or pending, is a FAIL that does not evict (constructed)',
+    (id) => {
+      const { outcome } = judge(exited(constructed4x('targeted_stress', id, 10, 'memory'), 226));
+      expect(device(outcome, '0')).toMatchObject({ verdict: 'FAIL' });
+      expect(device(outcome, '0').fatal).toBeUndefined();
+    },
+  );
+
   test('acceptance: GPU 2 failing PCIe is fatal, GPU 0 failing memory bandwidth is not', () => {
     const { outcome } = judge(exited(fixture('fail-4x.json'), 226));
     expect(outcome.devices.map((d) => [d.id, d.verdict, d.fatal ?? false])).toEqual([
