@@ -180,7 +180,10 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
   });
   const { kubernetes } = deps;
   gauge('autopilot_kubernetes_api_up', (g) => {
-    if (kubernetes !== undefined) g.set(kubernetes.health.snapshot().up ? 1 : 0);
+    // reset() leaves a label-less gauge at 0; in standalone mode that 0 would read as "the API is
+    // down" and fire AutopilotKubernetesAPIDown, so the series goes.
+    if (kubernetes === undefined) g.remove();
+    else g.set(kubernetes.health.snapshot().up ? 1 : 0);
   });
   counter('autopilot_kubernetes_api_errors_total', (c) => {
     if (kubernetes === undefined) return;
