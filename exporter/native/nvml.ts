@@ -77,6 +77,7 @@ const NODE_MASK_WORDS = 16;
 
 const NAME_BUFFER = 96; // NVML_DEVICE_NAME_V2_BUFFER_SIZE
 const UUID_BUFFER = 96; // NVML_DEVICE_UUID_V2_BUFFER_SIZE
+const SERIAL_BUFFER = 30; // NVML_DEVICE_SERIAL_BUFFER_SIZE
 const DRIVER_VERSION_BUFFER = 80; // NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE
 /** Events read after the first in one waitXidEvents, so an XID storm cannot keep it busy forever. */
 const MAX_DRAINED_EVENTS = 1024;
@@ -113,6 +114,7 @@ interface Functions {
   readonly handleByIndex: Fn;
   readonly name: Fn;
   readonly uuid: Fn;
+  readonly serial: Fn;
   readonly pciInfo: Fn;
   readonly currLinkGeneration: Fn;
   readonly currLinkWidth: Fn;
@@ -162,6 +164,7 @@ function declare(lib: LibraryHandle): Functions {
     handleByIndex: fn('nvmlDeviceGetHandleByIndex_v2', ['uint', koffi.out(koffi.pointer(Device))]),
     name: fn('nvmlDeviceGetName', [Device, 'char *', 'uint']),
     uuid: fn('nvmlDeviceGetUUID', [Device, 'char *', 'uint']),
+    serial: fn('nvmlDeviceGetSerial', [Device, 'char *', 'uint']),
     pciInfo: fn('nvmlDeviceGetPciInfo_v3', [Device, koffi.out(koffi.pointer(PciInfo))]),
     currLinkGeneration: uintGetter('nvmlDeviceGetCurrPcieLinkGeneration'),
     currLinkWidth: uintGetter('nvmlDeviceGetCurrPcieLinkWidth'),
@@ -377,10 +380,21 @@ class KoffiNvml implements Nvml {
         uuid: cString(uuid),
         name: cString(name),
         pciBusId: typeof pci['busId'] === 'string' ? pci['busId'] : '',
+        serial: await this.serial(device),
       };
     } catch {
-      return { index, uuid: '', name: '', pciBusId: '' };
+      return { index, uuid: '', name: '', pciBusId: '', serial: '' };
     }
+  }
+
+  /**
+   * Only boards with an inforom have a serial (nvml.h): consumer GPUs answer NOT_SUPPORTED. A
+   * missing serial must not hide the GPU's other identity, so any failure here gives ''.
+   */
+  private async serial(device: unknown): Promise<string> {
+    const buffer = Buffer.alloc(SERIAL_BUFFER);
+    const code = await this.code(this.fns.serial, device, buffer, buffer.length);
+    return code === NVML_SUCCESS ? cString(buffer) : '';
   }
 
   async pcieLink(index: number): Promise<PcieLinkState> {

@@ -13,6 +13,11 @@ export interface GpuDevice {
   readonly name: string;
   /** NVML's 8-hex-digit-domain form, "00000000:06:00.0". */
   readonly pciBusId: string;
+  /**
+   * The board serial printed on its tag (nvmlDeviceGetSerial), what an RMA asks for; '' where the
+   * board has none to give (consumer GPUs answer NOT_SUPPORTED).
+   */
+  readonly serial: string;
 }
 
 export interface PcieLinkState {

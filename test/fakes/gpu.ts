@@ -50,6 +50,7 @@ export function h200(index: number): FakeGpu {
       uuid: `GPU-0000000${index}-aaaa-bbbb-cccc-dddddddddddd`,
       name: 'NVIDIA H200',
       pciBusId: `00000000:${(0x18 + index * 0x10).toString(16).toUpperCase()}:00.0`,
+      serial: `165492300${1000 + index}`,
     },
     link: { currentGeneration: 5, currentWidth: 16, maxGeneration: 5, maxWidth: 16 },
     remapped: { correctable: 0, uncorrectable: 0, pending: false, failureOccurred: false },

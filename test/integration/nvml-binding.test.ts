@@ -143,6 +143,18 @@ describe('a healthy node', () => {
       );
     }
     expect(new Set(devices.map((d) => d.uuid)).size).toBe(8);
+    // NVML_DEVICE_SERIAL_BUFFER_SIZE is 30: a serial is at most 29 characters.
+    expect(devices.map((d) => d.serial)).toEqual(
+      [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `165492300${1700 + i}`),
+    );
+  });
+
+  test('a board without a serial (NOT_SUPPORTED, consumer GPUs) keeps its other identity', async () => {
+    apply('notsupported=nvmlDeviceGetSerial');
+    const devices = await (await open()).devices();
+    expect(devices.map((d) => d.serial)).toEqual(Array(8).fill(''));
+    expect(devices.map((d) => d.pciBusId)).toEqual(HGX_BUS_IDS);
+    expect(devices.every((d) => d.uuid.startsWith('GPU-'))).toBe(true);
   });
 
   test('every method on a healthy GPU', async () => {
@@ -510,7 +522,7 @@ describe('NOT_SUPPORTED and other errors', () => {
     const nvml = await open();
     const devices = await nvml.devices();
     expect(devices).toHaveLength(8);
-    expect(devices[3]).toEqual({ index: 3, uuid: '', name: '', pciBusId: '' });
+    expect(devices[3]).toEqual({ index: 3, uuid: '', name: '', pciBusId: '', serial: '' });
   });
 
   test('a failed registration frees the set, and the next wait tries again', async () => {

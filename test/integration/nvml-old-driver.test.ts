@@ -62,6 +62,7 @@ describe('an NVML from before R535', () => {
       uuid: expect.stringMatching(/^GPU-/) as unknown,
       name: 'NVIDIA H200',
       pciBusId: '00000000:1B:00.0',
+      serial: '1654923001700',
     });
     expect(await nvml.pcieLink(0)).toEqual({
       currentGeneration: 5,

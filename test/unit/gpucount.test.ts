@@ -53,7 +53,7 @@ describe('judgeGpuCount', () => {
 
   test('a listed GPU that cannot tell its identity is not counted as visible', () => {
     const devices = fakeNode(8).map((g) => g.device);
-    devices[3] = { index: 3, uuid: '', name: '', pciBusId: '' };
+    devices[3] = { index: 3, uuid: '', name: '', pciBusId: '', serial: '' };
     const device = judgeGpuCount(EIGHT, { devices, missingBusIds: [] });
     expect(device.verdict).toBe('FAIL');
     expect(device.reason).toBe(

@@ -36,7 +36,8 @@
  *   nofields=1           every slowdown-duration field answers NOT_SUPPORTED (drivers before R575)
  *   driver=VERSION       nvmlSystemGetDriverVersion answers VERSION (default 580.159.04); from 590
  *                        on, the slowdown-duration field ids follow the CUDA 13.1 header (below)
- * Defaults beyond the above: clock event reasons 0x1 (GPU idle, as the idle H200 capture shows);
+ * Defaults beyond the above: board serials 1654923001700, ...01701, ... by index (made up);
+ * clock event reasons 0x1 (GPU idle, as the idle H200 capture shows);
  * nvmlDeviceGetRetiredPagesPendingStatus NOT_SUPPORTED (Hopper remaps rows; nvidia-smi shows N/A)
  * unless retirepending=I; nvmlDeviceGetRemappedRows NOT_SUPPORTED on a GPU in MIG mode (nvml.h).
  * nvmlDeviceGetFieldValues answers the accumulated slowdown durations (nanoseconds, unsigned long
@@ -138,6 +139,7 @@ _Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t is 32 bytes");
 struct fake_gpu {
     char name[96];
     char uuid[96];
+    char serial[30]; /* NVML_DEVICE_SERIAL_BUFFER_SIZE */
     unsigned int bus;
     unsigned int cur_gen, cur_width, max_gen, max_width;
     unsigned int corr_rows, unc_rows, remap_pending, remap_failure;
@@ -230,6 +232,8 @@ static void default_gpu(unsigned int i) {
     snprintf(g->name, sizeof g->name, "%s", DEFAULT_NAME);
     snprintf(g->uuid, sizeof g->uuid, "GPU-%08x-feb7-44a7-b1fb-fe8546bcd5%02x",
              0x4930c808u ^ (i * 0x9e3779b1u), i);
+    /* 13 digits, as the board tags of data-centre GPUs read; made up, unique per index. */
+    snprintf(g->serial, sizeof g->serial, "16549230%05u", 1700u + i);
     g->bus = i < 8 ? hgx_bus[i] : 0xe1 + (i - 8);
     g->cur_gen = g->max_gen = 5;
     g->cur_width = g->max_width = 16;
@@ -764,6 +768,11 @@ API nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int
 
 API nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
     WITH_GPU(device, { result = copy_string(uuid, length, g->uuid); })
+}
+
+/* Consumer GPUs answer NOT_SUPPORTED (no inforom): notsupported=nvmlDeviceGetSerial. */
+API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t device, char *serial, unsigned int length) {
+    WITH_GPU(device, { result = copy_string(serial, length, g->serial); })
 }
 
 API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
