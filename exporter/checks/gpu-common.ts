@@ -161,10 +161,12 @@ export async function cudaOrdinalOf(cuda: CudaProbe, gpu: GpuDevice): Promise<nu
 
 /**
  * CUDA answers "no device" (errors 35 and 100) when there is no driver, or when the driver is older
- * than the probe's CUDA 13 runtime needs (R580); when NVML sees GPUs, it is the second.
+ * than the probe's CUDA runtime needs; when NVML sees GPUs, it is the second. The runtime is the
+ * toolkit's that built the library (deploy/Dockerfile's CUDA_VERSION, 12.8 in the image), so both
+ * majors' minimum drivers are named (CUDA minor version compatibility: R525 for 12.x, R580 for 13.x).
  */
 export function noCudaDevice(nvmlGpus: number): string {
-  return `CUDA sees no device while NVML sees ${nvmlGpus} GPUs: the driver may be older than the CUDA 13 runtime of the probe library needs (R580 or newer)`;
+  return `CUDA sees no device while NVML sees ${nvmlGpus} GPUs: the driver may be older than the probe library's CUDA runtime needs (R525 or newer for CUDA 12, as in the image; R580 or newer for CUDA 13)`;
 }
 
 /** A measurement that failed: ERROR with the error's message. */
