@@ -4,6 +4,7 @@
  * `-port 3333`. Pure: main.ts feeds it argv and prints what it returns.
  */
 
+import type { Check, CheckParams } from './checks/check.js';
 import { CHECK_TABLE } from './checks/index.js';
 import { ENV_SETTINGS, FLAGS, FLAG_NAMES } from './config/config.js';
 
@@ -76,6 +77,29 @@ export function checkExitCode(verdicts: readonly string[]): 0 | 1 | 3 {
   if (verdicts.includes('FAIL')) return CHECK_EXIT.fail;
   if (verdicts.includes('ERROR')) return CHECK_EXIT.error;
   return CHECK_EXIT.ok;
+}
+
+/** How often `autopilot check` says that a check still runs (dcgm at level 3 runs for an hour). */
+export const PROGRESS_EVERY_MS = 5_000;
+
+/**
+ * The fields of a "check still running" line on stderr: the check, its parameters, the GPUs it is
+ * on and the whole seconds since it started. A GPU check works on every GPU of the node in one go
+ * (one dcgmi diag, one NVML pass over the devices), so the runner cannot know which GPU it is on at
+ * a given moment: the line says "all GPUs" rather than naming one it would have to guess. Peer and
+ * node checks are on no GPU, and their lines name none.
+ */
+export function progressFields(
+  check: Pick<Check, 'name' | 'deviceKind'>,
+  params: CheckParams,
+  elapsedMs: number,
+): Record<string, unknown> {
+  return {
+    check: check.name,
+    params,
+    ...(check.deviceKind === 'gpu' ? { gpus: 'all GPUs' } : {}),
+    elapsedSeconds: Math.round(elapsedMs / 1000),
+  };
 }
 
 export interface CommandLine {

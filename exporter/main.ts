@@ -18,7 +18,15 @@ import {
 } from './preflight-client.js';
 import { CHECK_MODULES, CHECK_NAMES } from './checks/index.js';
 import type { Check, CheckRun } from './checks/check.js';
-import { checkExitCode, helpText, parseCommandLine, UsageError, type Command } from './cli.js';
+import {
+  checkExitCode,
+  helpText,
+  parseCommandLine,
+  PROGRESS_EVERY_MS,
+  progressFields,
+  UsageError,
+  type Command,
+} from './cli.js';
 import { createSystemClock } from './clock.js';
 import { ConfigError, DEFAULT_NVML_LIBRARY, parseConfig, type Config } from './config/config.js';
 import { describeSchedule } from './config/schedule.js';
@@ -265,7 +273,7 @@ async function checkOnce(
     // --level is dcgm's r, as /status?r=N; cli.ts made sure dcgm is among the checks.
     const raw = name === 'dcgm' && command.level !== undefined ? { r: String(command.level) } : {};
     const params = check.parseParams(raw);
-    const run = await withProgress(exporter.runner.run(name, params, 'cli'), name, params, logger);
+    const run = await withProgress(exporter.runner.run(name, params, 'cli'), check, params, logger);
     runs.push({ check, run });
   }
   process.stdout.write(
@@ -277,20 +285,16 @@ async function checkOnce(
   return checkExitCode(runs.map(({ run }) => run.verdict));
 }
 
-/** A check that runs long (dcgm level 3: an hour) says, on stderr, that it is still running. */
-const PROGRESS_EVERY_MS = 5_000;
-
 /** `running`, with a log line every PROGRESS_EVERY_MS until it settles: a script is not left silent. */
 async function withProgress<T>(
   running: Promise<T>,
-  check: string,
+  check: Check,
   params: Readonly<Record<string, string>>,
   logger: Logger,
 ): Promise<T> {
   const started = Date.now();
   const timer = setInterval(() => {
-    const elapsedSeconds = Math.round((Date.now() - started) / 1000);
-    logger.info('check still running', { check, params, elapsedSeconds });
+    logger.info('check still running', progressFields(check, params, Date.now() - started));
   }, PROGRESS_EVERY_MS);
   try {
     return await running;

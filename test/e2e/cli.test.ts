@@ -5,7 +5,15 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from '@jest/globals';
@@ -23,10 +31,20 @@ interface Ran {
 }
 
 async function autopilot(args: string[], env: Record<string, string> = {}): Promise<Ran> {
-  const child = spawn(process.execPath, [MAIN, ...args], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_NAME: 'gpu-node', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  return ran(process.execPath, [MAIN, ...args], {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    NODE_NAME: 'gpu-node',
+    ...env,
   });
+}
+
+async function ran(
+  file: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  cwd = ROOT,
+): Promise<Ran> {
+  const child = spawn(file, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
@@ -153,7 +171,7 @@ describe('check --output json, --level and --version', () => {
 });
 
 describe('check progress on stderr', () => {
-  test('a slow dcgmi: "check still running" lines with the check and elapsed time', async () => {
+  test('a slow dcgmi: "check still running" lines with the check, its GPUs and elapsed time', async () => {
     // The fake hangs; a 7-second deadline ends it after the first progress line (every 5 s).
     const ran = await autopilot(['check', 'dcgm'], {
       AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
@@ -166,7 +184,85 @@ describe('check progress on stderr', () => {
       .filter((line) => line.includes('"check still running"'))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(progress.length).toBeGreaterThanOrEqual(1);
-    expect(progress[0]).toMatchObject({ check: 'dcgm', params: { r: '1' }, elapsedSeconds: 5 });
+    // dcgmi diag tests every GPU at once: the runner cannot know which one it is on.
+    expect(progress[0]).toMatchObject({
+      check: 'dcgm',
+      params: { r: '1' },
+      gpus: 'all GPUs',
+      elapsedSeconds: 5,
+    });
     expect(ran.out).toContain('did not finish within 7 s');
   }, 20_000);
+});
+
+describe('the documented way to run the CLI', () => {
+  test('README shows npx autopilot, and its stdout is the JSON document alone (no npm banner)', async () => {
+    expect(readFileSync(join(ROOT, 'README.md'), 'utf8')).toContain(
+      'npx autopilot check ping --output json',
+    );
+    // offline: npx must find the package's own bin, never fetch a namesake from the registry.
+    const env = {
+      ...process.env,
+      npm_config_offline: 'true',
+      NODE_NAME: 'gpu-node',
+      AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
+      FAKE_DCGMI_SCENARIO: 'pass-4x',
+    };
+    const out = await ran('npx', ['autopilot', 'check', 'dcgm', '--output', 'json'], env);
+    expect(out.err).not.toContain('npm error');
+    expect(out.code).toBe(0);
+    expect(JSON.parse(out.out)).toMatchObject({ node: 'gpu-node', results: [{ check: 'dcgm' }] });
+  }, 30_000);
+});
+
+/** Every file under `dir` with its modification time, to see what a build wrote. */
+function mtimes(dir: string): Map<string, number> {
+  const files = readdirSync(dir, { recursive: true, encoding: 'utf8' });
+  return new Map(
+    files
+      .filter((file) => statSync(join(dir, file)).isFile())
+      .map((file) => [file, statSync(join(dir, file)).mtimeMs]),
+  );
+}
+
+describe('npm run build is incremental', () => {
+  const build = (cwd: string): Promise<Ran> =>
+    ran('npm', ['run', '--silent', 'build'], { ...process.env, npm_config_offline: 'true' }, cwd);
+
+  test('here: the build info lives in dist/, and a build with nothing changed writes nothing', async () => {
+    expect((await build(ROOT)).code).toBe(0);
+    expect(statSync(join(ROOT, 'dist', '.tsbuildinfo')).isFile()).toBe(true);
+    const before = mtimes(join(ROOT, 'dist'));
+    expect(before.get(join('exporter', 'main.js'))).toBeDefined();
+    expect((await build(ROOT)).code).toBe(0);
+    expect(mtimes(join(ROOT, 'dist'))).toEqual(before);
+  }, 60_000);
+
+  test('a fresh tree builds; a changed source is emitted again, an unchanged one is not', async () => {
+    // The project's own build script and configs over two small sources, in a clone-like copy.
+    const tree = mkdtempSync(join(tmpdir(), 'build-'));
+    for (const file of ['package.json', 'tsconfig.json', 'tsconfig.build.json']) {
+      writeFileSync(join(tree, file), readFileSync(join(ROOT, file)));
+    }
+    symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
+    mkdirSync(join(tree, 'exporter'));
+    writeFileSync(join(tree, 'exporter', 'a.ts'), 'export const a: number = 1;\n');
+    writeFileSync(join(tree, 'exporter', 'b.ts'), 'export const b: string = "b";\n');
+
+    const fresh = await build(tree);
+    expect(fresh).toMatchObject({ code: 0, err: '' });
+    const aJs = join(tree, 'dist', 'exporter', 'a.js');
+    expect(readFileSync(aJs, 'utf8')).toContain('export const a = 1;');
+    const first = mtimes(join(tree, 'dist'));
+
+    expect((await build(tree)).code).toBe(0);
+    expect(mtimes(join(tree, 'dist'))).toEqual(first);
+
+    writeFileSync(join(tree, 'exporter', 'a.ts'), 'export const a: number = 2;\n');
+    expect((await build(tree)).code).toBe(0);
+    expect(readFileSync(aJs, 'utf8')).toContain('export const a = 2;');
+    const after = mtimes(join(tree, 'dist'));
+    const bJs = join('exporter', 'b.js');
+    expect(after.get(bJs)).toBe(first.get(bJs));
+  }, 60_000);
 });

@@ -4,6 +4,7 @@ import {
   UsageError,
   helpText,
   parseCommandLine,
+  progressFields,
   type Command,
   type HelpContext,
 } from '../../exporter/cli.js';
@@ -52,6 +53,31 @@ describe('check options and --version', () => {
     const text = helpText('check', { checks: [] });
     expect(text).toContain(`  --${'output'.padEnd(22)} table: one row per device`);
     expect(text).toContain(`  --${'level'.padEnd(22)} dcgm's diagnostic level, 1 to 4`);
+  });
+});
+
+describe('progressFields: the "check still running" line', () => {
+  test('a GPU check names the GPUs it covers (all of them), the check, params and elapsed time', () => {
+    const fields = progressFields({ name: 'dcgm', deviceKind: 'gpu' }, { r: '3' }, 65_400);
+    expect(fields).toEqual({
+      check: 'dcgm',
+      params: { r: '3' },
+      gpus: 'all GPUs',
+      elapsedSeconds: 65,
+    });
+  });
+
+  test('a peer or node check names no GPU', () => {
+    for (const deviceKind of ['peer', 'node'] as const) {
+      const fields = progressFields({ name: 'ping', deviceKind }, {}, 5_000);
+      expect(fields).toEqual({ check: 'ping', params: {}, elapsedSeconds: 5 });
+    }
+  });
+
+  test('elapsed seconds round to the nearest second', () => {
+    const at = (ms: number): unknown =>
+      progressFields({ name: 'gpumem', deviceKind: 'gpu' }, {}, ms).elapsedSeconds;
+    expect([at(4_499), at(4_500), at(10_001)]).toEqual([4, 5, 10]);
   });
 });
 
@@ -303,6 +329,9 @@ describe('helpText', () => {
       'AUTOPILOT_DEEPCHECK_PRIORITY_CLASS',
       'AUTOPILOT_EVICT_ON',
       'AUTOPILOT_EXPECTED_GPUS',
+      'AUTOPILOT_GPUMEM_FAIL_SHARE',
+      'AUTOPILOT_GPUMEM_SIBLING_SHARE',
+      'AUTOPILOT_GPUMEM_WARN_SHARE',
       'AUTOPILOT_HISTORY_SIZE',
       'AUTOPILOT_IPERF_COMMAND',
       'AUTOPILOT_KUBERNETES',
@@ -311,6 +340,8 @@ describe('helpText', () => {
       'AUTOPILOT_METRICS_PORT',
       'AUTOPILOT_NVML_CHECK_TIMEOUT',
       'AUTOPILOT_NVML_LIBRARY',
+      'AUTOPILOT_PCIEBW_SIBLING_SHARE',
+      'AUTOPILOT_PCIEBW_WARN_SHARE',
       'AUTOPILOT_PEERS',
       'AUTOPILOT_PING_COMMAND',
       'AUTOPILOT_PING_CONCURRENCY',
@@ -325,6 +356,7 @@ describe('helpText', () => {
       'AUTOPILOT_READINESS_PORT',
       'AUTOPILOT_SERVICE',
       'AUTOPILOT_XID_FATAL',
+      'AUTOPILOT_XID_WARN',
       'DCGM_FATAL_ERRORS',
       'INVASIVE_JOB_TTLSEC',
       'KUBECONFIG',
