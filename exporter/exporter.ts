@@ -35,8 +35,14 @@ import {
   type BuildInfo,
   type HostLabels,
 } from './metrics/registry.js';
-import { createScheduler, type Scheduler } from './scheduler.js';
+import {
+  checkIntervalSeconds,
+  createScheduler,
+  type CheckSchedules,
+  type Scheduler,
+} from './scheduler.js';
 import { createResultStore, type ResultStore } from './store.js';
+import { DEEP_CHECKS } from './deep-check-report.js';
 import { clusterStatusDeps } from './wiring/cluster-status.js';
 import { wireDeepCheck } from './wiring/deep-check.js';
 import { iperfCheckPorts, iperfRoutes } from './wiring/iperf.js';
@@ -270,10 +276,36 @@ function metricsRegistry(
     host,
     build: ports.build,
     testing: core.testing,
+    checkIntervals: () =>
+      checkIntervalSeconds(
+        checkSchedules(config, side !== undefined, core.checks),
+        ports.clock.now(),
+      ),
     ...(side === undefined
       ? {}
       : { kubernetes: { health: side.health, peers: () => side.peers.peers() } }),
   });
+}
+
+/** The schedules as configured; a deep check without an image for its Job never starts. */
+function checkSchedules(
+  config: Config,
+  kubernetes: boolean,
+  checks: ReadonlyMap<string, Check>,
+): CheckSchedules {
+  const known = (names: readonly string[]): string[] => names.filter((name) => checks.has(name));
+  return {
+    periodic: config.periodic,
+    periodicChecks: known(config.periodicChecks),
+    ...(kubernetes && config.deepcheckImage !== undefined
+      ? {
+          deep: {
+            schedule: config.deepCheckSchedule,
+            checks: known(DEEP_CHECKS.map(([name]) => name)),
+          },
+        }
+      : {}),
+  };
 }
 
 function apiApp(

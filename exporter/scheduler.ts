@@ -9,7 +9,7 @@
 import { fnv1a } from './math.js';
 import type { CheckRun, Trigger } from './checks/check.js';
 import type { Clock, CancelTimer } from './clock.js';
-import { nextCronTime, type Schedule } from './config/schedule.js';
+import { nextCronTime, scheduleIntervalMs, type Schedule } from './config/schedule.js';
 import type { Logger } from './log.js';
 
 export interface Scheduler {
@@ -116,21 +116,39 @@ export function nextTick(
 
 /** A stable offset in [0, bound) from the node name (FNV-1a), so restarts keep the same slot. */
 export function jitterFor(nodeName: string, schedule: Schedule, now: number): number {
-  const period = periodOf(schedule, now);
+  const period = scheduleIntervalMs(schedule, now);
   if (period === undefined) return 0;
   const bound = Math.min(period * MAX_JITTER_SHARE, MAX_JITTER_MS);
   return Math.floor((fnv1a(nodeName) / 2 ** 32) * bound);
 }
 
-function periodOf(schedule: Schedule, now: number): number | undefined {
-  switch (schedule.kind) {
-    case 'disabled':
-      return undefined;
-    case 'interval':
-      return schedule.everyMs;
-    case 'cron': {
-      const first = nextCronTime(schedule.expression, now);
-      return nextCronTime(schedule.expression, first) - first;
+/** The schedules that start checks: the periodic round and, in Kubernetes mode, the deep check. */
+export interface CheckSchedules {
+  readonly periodic: Schedule;
+  readonly periodicChecks: readonly string[];
+  /** Absent where no deep check can start (standalone mode, or no image for its Job). */
+  readonly deep?: { readonly schedule: Schedule; readonly checks: readonly string[] };
+}
+
+/**
+ * Seconds between scheduled runs of each check, for autopilot_check_interval_seconds. A check on
+ * both schedules (dcgm: level 1 in the round, level 3 in the deep check) gets the shorter, the one
+ * that keeps its last run fresh. Checks that run only on demand are absent.
+ */
+export function checkIntervalSeconds(
+  schedules: CheckSchedules,
+  now: number,
+): ReadonlyMap<string, number> {
+  const intervals = new Map<string, number>();
+  const add = (schedule: Schedule, checks: readonly string[]): void => {
+    const ms = scheduleIntervalMs(schedule, now);
+    if (ms === undefined) return;
+    for (const check of checks) {
+      const known = intervals.get(check);
+      intervals.set(check, known === undefined ? ms / 1000 : Math.min(known, ms / 1000));
     }
-  }
+  };
+  add(schedules.periodic, schedules.periodicChecks);
+  if (schedules.deep !== undefined) add(schedules.deep.schedule, schedules.deep.checks);
+  return intervals;
 }

@@ -48,6 +48,24 @@ export function describeSchedule(schedule: Schedule): string {
   }
 }
 
+/**
+ * Milliseconds between two planned runs, undefined when disabled. A cron expression's gaps may
+ * differ ("0 9 * * 1-5" waits three days over a weekend): this is the gap between its next two
+ * fire times after `now`.
+ */
+export function scheduleIntervalMs(schedule: Schedule, now: number): number | undefined {
+  switch (schedule.kind) {
+    case 'disabled':
+      return undefined;
+    case 'interval':
+      return schedule.everyMs;
+    case 'cron': {
+      const first = nextCronTime(schedule.expression, now);
+      return nextCronTime(schedule.expression, first) - first;
+    }
+  }
+}
+
 /** The first fire time strictly after `afterMs`, in UTC. */
 export function nextCronTime(expression: string, afterMs: number): number {
   return new CronTime(expression, 'UTC').getNextDateFrom(new Date(afterMs), 'UTC').toMillis();

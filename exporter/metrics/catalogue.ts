@@ -41,6 +41,11 @@ export const CORE_METRICS = {
     help: 'Unix time at which the last run of the check that found nothing failing ended. Absent until one has.',
     labelNames: ['check'],
   },
+  autopilot_check_interval_seconds: {
+    type: 'gauge',
+    help: 'Seconds between scheduled runs of the check (the periodic round --w, the deep check --invasive-check-timer; the shorter where both run it; for a cron expression the gap between its next two fire times), so staleness alerts need not assume the defaults. Checks run only on demand, or on a disabled schedule, have no series.',
+    labelNames: ['check'],
+  },
   autopilot_check_runs_total: {
     type: 'counter',
     help: 'Runs of the check since the exporter started, by verdict. Incremented when a run ends.',

@@ -36,6 +36,8 @@ export interface MetricsDeps {
   readonly testing?: () => boolean;
   /** Kubernetes mode only. */
   readonly kubernetes?: KubernetesView;
+  /** Seconds between scheduled runs per check, from the configured schedules; absent: none. */
+  readonly checkIntervals?: () => ReadonlyMap<string, number>;
 }
 
 /**
@@ -131,6 +133,10 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
       const at = store.lastSuccessAt(check.name);
       if (at !== undefined) g.set({ check: check.name }, at / 1000);
     }
+  });
+
+  gauge('autopilot_check_interval_seconds', (g) => {
+    for (const [check, seconds] of deps.checkIntervals?.() ?? []) g.set({ check }, seconds);
   });
 
   counter('autopilot_check_runs_total', (c) => {

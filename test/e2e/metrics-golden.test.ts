@@ -222,8 +222,13 @@ async function setup(): Promise<Rig> {
   writeFileSync(join(bin, 'ping'), PING_WRAPPER);
   chmodSync(join(bin, 'ping'), 0o755);
   const api = await startCluster();
+  // The scheduler is never started here; the schedules only feed autopilot_check_interval_seconds
+  // (the round's checks every 1h, the deep check's dcgm and gpumem every 4h, dcgm the shorter).
   const config = parseConfig({
-    flags: new Map([['w', '0']]),
+    flags: new Map([
+      ['w', '1h'],
+      ['invasive-check-timer', '4h'],
+    ]),
     env: {
       NODE_NAME: NODE,
       NAMESPACE: NS,
@@ -231,6 +236,7 @@ async function setup(): Promise<Rig> {
       AUTOPILOT_PING_COMMAND: join(bin, 'ping'),
       AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
       PVC_TEST_STORAGE_CLASS: 'standard',
+      AUTOPILOT_DEEPCHECK_IMAGE: 'registry.example/autopilot:golden',
     },
     hostname: NODE,
     knownChecks: CHECK_NAMES,

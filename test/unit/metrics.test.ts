@@ -44,6 +44,12 @@ function setup(testing?: () => boolean): { store: ResultStore; render: () => Pro
       gpuModel: 'NVIDIA H200',
     },
     build: { version: '1.2.3', nodejs: '20.20.2' },
+    // ping on the periodic round; gpupower as if a deep check every 4h ran it: not per-run values.
+    checkIntervals: () =>
+      new Map([
+        ['ping', 3600],
+        ['gpupower', 14_400],
+      ]),
   });
   return { store, render: () => registry.metrics() };
 }

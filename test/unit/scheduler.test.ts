@@ -1,7 +1,12 @@
 import { describe, expect, test } from '@jest/globals';
 import type { CheckRun, Trigger } from '../../exporter/checks/check.js';
 import { silentLogger } from '../../exporter/log.js';
-import { createScheduler, jitterFor, nextTick } from '../../exporter/scheduler.js';
+import {
+  checkIntervalSeconds,
+  createScheduler,
+  jitterFor,
+  nextTick,
+} from '../../exporter/scheduler.js';
 import type { Schedule } from '../../exporter/config/schedule.js';
 import { FakeClock } from '../fakes/clock.js';
 
@@ -184,5 +189,64 @@ describe('nextTick', () => {
     expect(nextTick(every, 0, 105, 5)).toBe(205);
     expect(nextTick(every, 0, 350, 5)).toBe(405);
     expect(nextTick({ kind: 'disabled' }, 0, 0, 0)).toBeUndefined();
+  });
+});
+
+describe('checkIntervalSeconds (autopilot_check_interval_seconds)', () => {
+  const T = Date.UTC(2026, 0, 1, 12);
+
+  test('every check of the periodic round gets --w in seconds; on-demand checks get nothing', () => {
+    const intervals = checkIntervalSeconds(
+      { periodic: { kind: 'interval', everyMs: 6 * HOUR }, periodicChecks: ['pciebw', 'ping'] },
+      T,
+    );
+    expect([...intervals]).toEqual([
+      ['pciebw', 21_600],
+      ['ping', 21_600],
+    ]);
+  });
+
+  test('a check on both schedules gets the shorter; a deep-check-only check gets the timer', () => {
+    const intervals = checkIntervalSeconds(
+      {
+        periodic: { kind: 'interval', everyMs: HOUR },
+        periodicChecks: ['dcgm'],
+        deep: { schedule: { kind: 'interval', everyMs: 4 * HOUR }, checks: ['dcgm', 'gpumem'] },
+      },
+      T,
+    );
+    expect(Object.fromEntries(intervals)).toEqual({ dcgm: 3600, gpumem: 14_400 });
+  });
+
+  test('a cron expression exports the gap between its next two fire times', () => {
+    // Weekdays at 09:00: on Friday 2026-01-02 at 12:00 the next two are Monday and Tuesday.
+    const weekdays = checkIntervalSeconds(
+      { periodic: { kind: 'cron', expression: '0 9 * * 1-5' }, periodicChecks: ['ping'] },
+      Date.UTC(2026, 0, 2, 12),
+    );
+    expect(weekdays.get('ping')).toBe(86_400);
+    // Thursday 12:00: Friday 09:00, then Monday 09:00.
+    const overWeekend = checkIntervalSeconds(
+      { periodic: { kind: 'cron', expression: '0 9 * * 1-5' }, periodicChecks: ['ping'] },
+      Date.UTC(2026, 0, 1, 12),
+    );
+    expect(overWeekend.get('ping')).toBe(3 * 86_400);
+    const every15 = checkIntervalSeconds(
+      { periodic: { kind: 'cron', expression: '*/15 * * * *' }, periodicChecks: ['ping'] },
+      T,
+    );
+    expect(every15.get('ping')).toBe(900);
+  });
+
+  test('a disabled schedule exports no series', () => {
+    const intervals = checkIntervalSeconds(
+      {
+        periodic: { kind: 'disabled' },
+        periodicChecks: ['pciebw'],
+        deep: { schedule: { kind: 'disabled' }, checks: ['dcgm', 'gpumem'] },
+      },
+      T,
+    );
+    expect(intervals.size).toBe(0);
   });
 });
