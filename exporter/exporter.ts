@@ -276,6 +276,7 @@ function metricsRegistry(
     host,
     build: ports.build,
     testing: core.testing,
+    now: () => ports.clock.now(),
     checkIntervals: () =>
       checkIntervalSeconds(
         checkSchedules(config, side !== undefined, core.checks),

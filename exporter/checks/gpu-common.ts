@@ -12,11 +12,14 @@ import {
   type NvmlLoad,
   type ProcessCount,
 } from '../native/ports.js';
-import type { Check, CheckOutcome, CheckRun, DeviceResult, Sample } from './check.js';
+import type { Check, CheckOutcome, CheckRun, DeviceResult, Evidence, Sample } from './check.js';
 import { formatCheckLevelText } from './text.js';
 import type { SampleMetricName } from '../metrics/catalogue.js';
 
-/** Runs `body` with NVML and the GPU list, or says SKIP when there is no NVML or no GPU. */
+/**
+ * Runs `body` with NVML and the GPU list, or says SKIP when there is no NVML or no GPU. Every
+ * device result of a GPU then carries the GPU's identity (gpuIdentity).
+ */
 export async function withGpus(
   nvml: NvmlLoad,
   body: (nvml: Nvml, gpus: readonly GpuDevice[]) => Promise<CheckOutcome>,
@@ -24,7 +27,28 @@ export async function withGpus(
   if (!nvml.ok) return { devices: [], verdict: 'SKIP', reason: nvml.reason };
   const gpus = await nvml.nvml.devices();
   if (gpus.length === 0) return { devices: [], verdict: 'SKIP', reason: 'NVML sees no GPU' };
-  return body(nvml.nvml, gpus);
+  return withIdentity(await body(nvml.nvml, gpus), gpus);
+}
+
+/**
+ * What names a GPU beyond its index, which the driver may change across reboots: the UUID, the
+ * board serial an RMA asks for ('' where the board has none) and the PCI bus id, in NVML's form,
+ * which dcgm-exporter's pci_bus_id label also uses. /metrics exports them as autopilot_gpu_info.
+ */
+export function gpuIdentity(gpu: GpuDevice): Evidence {
+  return { uuid: gpu.uuid, serial: gpu.serial, pciBusId: gpu.pciBusId };
+}
+
+/** Every check names GPUs by index; the identity is added here once, for all of them. */
+function withIdentity(outcome: CheckOutcome, gpus: readonly GpuDevice[]): CheckOutcome {
+  const byId = new Map(gpus.map((gpu) => [String(gpu.index), gpu]));
+  const devices = outcome.devices.map((device) => {
+    const gpu = byId.get(device.id);
+    return gpu === undefined
+      ? device
+      : { ...device, evidence: { ...device.evidence, ...gpuIdentity(gpu) } };
+  });
+  return { ...outcome, devices };
 }
 
 /**

@@ -71,6 +71,16 @@ export const CORE_METRICS = {
     help: 'Health state of this node (the autopilot.ibm.com/gpuhealth label), one series per state (1 for the current one). Updated when a run ends.',
     labelNames: ['state'],
   },
+  autopilot_node_state_since_seconds: {
+    type: 'gauge',
+    help: 'Unix time at which the node entered its current state (the state label, as in autopilot_node_health_state); the value changes only when the state does. UNKNOWN before any check concluded dates from the exporter start.',
+    labelNames: ['state'],
+  },
+  autopilot_gpu_info: {
+    type: 'gauge',
+    help: "Always 1, one series per GPU some GPU check judged in its last conclusive run: the GPU's index (gpu), UUID, board serial (empty where NVML has none, as on consumer GPUs), PCI bus id and model (gpumodel, as in autopilot_health_checks). gpu, UUID and pci_bus_id are dcgm-exporter's label names and forms, so its series join on UUID.",
+    labelNames: ['gpu', 'UUID', 'serial', 'pci_bus_id', 'gpumodel'],
+  },
   autopilot_kubernetes_api_up: {
     type: 'gauge',
     help: 'Whether the last call to the Kubernetes API got an answer (1) or failed (0). Absent in standalone mode.',

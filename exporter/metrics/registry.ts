@@ -6,7 +6,7 @@
 
 import { Counter, Gauge, Registry } from 'prom-client';
 import { TRIGGERS, VERDICTS, type Check, type CheckRun, type Sample } from '../checks/check.js';
-import { NODE_STATES } from '../node-health.js';
+import { NODE_STATES, type NodeHealth, type NodeState } from '../node-health.js';
 import { isSuccess, type ResultStore } from '../store.js';
 import {
   ALL_METRICS,
@@ -36,6 +36,11 @@ export interface MetricsDeps {
   readonly testing?: () => boolean;
   /** Kubernetes mode only. */
   readonly kubernetes?: KubernetesView;
+  /**
+   * Epoch milliseconds. Dates what the store does not: the exporter's start (the state before any
+   * check concluded) and TESTING. Without it, those states have no autopilot_node_state_since_seconds.
+   */
+  readonly now?: () => number;
   /** Seconds between scheduled runs per check, from the configured schedules; absent: none. */
   readonly checkIntervals?: () => ReadonlyMap<string, number>;
 }
@@ -179,10 +184,17 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     }
   });
   gauge('autopilot_node_health_state', (g) => {
-    // TESTING is the label's state while an exclusive check or the deep check holds the GPUs.
-    const stored = store.health().state;
-    const state = stored !== 'EVICT' && deps.testing?.() === true ? 'TESTING' : stored;
+    const state = shownState(store.health().state, deps.testing?.() === true);
     for (const candidate of NODE_STATES) g.set({ state: candidate }, candidate === state ? 1 : 0);
+  });
+  const stateSince = stateSinceTracker(deps.now);
+  gauge('autopilot_node_state_since_seconds', (g) => {
+    const shown = stateSince(store.health(), deps.testing?.() === true);
+    if (shown !== undefined) g.set({ state: shown.state }, shown.since / 1000);
+  });
+  gauge('autopilot_gpu_info', (g) => {
+    for (const gpu of gpuIdentities(store.conclusiveRuns(), checks))
+      g.set({ ...gpu, gpumodel: host.gpuModel }, 1);
   });
   const { kubernetes } = deps;
   gauge('autopilot_kubernetes_api_up', (g) => {
@@ -222,6 +234,69 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     }
   }
   return registry;
+}
+
+/** TESTING is the label's state while an exclusive check or the deep check holds the GPUs. */
+function shownState(stored: NodeState, testing: boolean): NodeState {
+  return stored !== 'EVICT' && testing ? 'TESTING' : stored;
+}
+
+/**
+ * The state /metrics shows and since when (epoch ms). The store dates its own states; TESTING comes
+ * from the GPU lock, which keeps no time, so it is dated from the first scrape that shows it (within
+ * a scrape interval), and the state after it from the first scrape that no longer does.
+ */
+export function stateSinceTracker(
+  now: (() => number) | undefined,
+): (health: NodeHealth, testing: boolean) => { state: NodeState; since: number } | undefined {
+  const startedAt = now?.();
+  let testingSince: number | undefined;
+  let testingEnded = 0;
+  return (health, testing) => {
+    const state = shownState(health.state, testing);
+    if (state === 'TESTING') {
+      testingSince ??= now?.();
+      return testingSince === undefined ? undefined : { state, since: testingSince };
+    }
+    if (testingSince !== undefined) {
+      testingEnded = now?.() ?? 0;
+      testingSince = undefined;
+    }
+    // since 0: the state the node started in (UNKNOWN), never changed since the exporter started.
+    const stored = health.since === 0 ? startedAt : health.since;
+    return stored === undefined ? undefined : { state, since: Math.max(stored, testingEnded) };
+  };
+}
+
+/**
+ * Each GPU's identity as the GPU checks' device evidence gives it (checks/gpu-common.ts), from the
+ * most recent conclusive result that has one; GPUs no check still lists are gone.
+ */
+function gpuIdentities(
+  runs: readonly CheckRun[],
+  checks: ReadonlyMap<string, Check>,
+): Array<Record<'gpu' | 'UUID' | 'serial' | 'pci_bus_id', string>> {
+  const latest = new Map<
+    string,
+    { at: number; labels: Record<'gpu' | 'UUID' | 'serial' | 'pci_bus_id', string> }
+  >();
+  for (const run of runs) {
+    if (checks.get(run.check)?.deviceKind !== 'gpu') continue;
+    for (const device of run.devices) {
+      const { uuid, serial, pciBusId } = device.evidence;
+      if (typeof uuid !== 'string' || uuid === '' || typeof pciBusId !== 'string') continue;
+      const at = device.observedAt ?? run.finishedAt;
+      if ((latest.get(device.id)?.at ?? -Infinity) >= at) continue;
+      const labels = {
+        gpu: device.id,
+        UUID: uuid,
+        serial: typeof serial === 'string' ? serial : '',
+        pci_bus_id: pciBusId,
+      };
+      latest.set(device.id, { at, labels });
+    }
+  }
+  return [...latest.values()].map((entry) => entry.labels);
 }
 
 /** What the /metrics endpoint serves; a prom-client Registry is one. */
