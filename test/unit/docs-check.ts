@@ -128,12 +128,15 @@ export function wideTableRows(file: string, text: string, limit = MAX_TABLE_ROW)
     );
 }
 
-/** The part of `text` from the heading line starting with `heading` to the next heading of any level. */
+/** The part of `text` from the heading line starting with `heading` to the next one of its level or above. */
 export function section(text: string, heading: string): string {
   const lines = text.split('\n');
   const start = lines.findIndex((line) => line.startsWith(heading));
   if (start < 0) throw new Error(`no heading ${JSON.stringify(heading)}`);
-  const end = lines.findIndex((line, index) => index > start && /^#{1,6}\s/.test(line));
+  const level = /^#+/.exec(heading)?.[0].length ?? 6;
+  const end = lines.findIndex(
+    (line, index) => index > start && (/^(#+)\s/.exec(line)?.[1]?.length ?? 99) <= level,
+  );
   return lines.slice(start, end < 0 ? undefined : end).join('\n');
 }
 
@@ -209,13 +212,24 @@ export function envDefaultProblems(
       continue;
     }
     const cell = row[1]!.trim();
-    const documented = /`([^`]*)`/.exec(cell)?.[1];
-    const value = shown.replace(/\s*\([^)]*\)$/, '');
-    if (documented === undefined ? cell !== '' && !cell.startsWith(value) : documented !== value) {
+    if (!defaultAgrees(cell, shown)) {
       problems.push(
         `${name}: documented default ${JSON.stringify(cell)}, --help says ${JSON.stringify(shown)}`,
       );
     }
   }
   return problems;
+}
+
+/**
+ * A default cell agrees with --help's default when it starts with the same value (code spans
+ * unquoted, --help's parenthesised remark left out); a default in words (it has a space: "unset:
+ * …", "the host name") needs only the same first word; no default, no code span.
+ */
+function defaultAgrees(cell: string, shown: string): boolean {
+  if (shown === '') return !cell.includes('`');
+  const plain = cell.replace(/`/g, '');
+  const value = shown.replace(/\s*\([^)]*\)$/, '');
+  const firstWord = (text: string): string => text.split(/\s/, 1)[0]!;
+  return plain.startsWith(value) || (value.includes(' ') && firstWord(plain) === firstWord(value));
 }
