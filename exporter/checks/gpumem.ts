@@ -5,9 +5,10 @@
  * every other GPU check out meanwhile).
  *
  * Verdict per GPU: any pattern mismatch → FAIL, fatal (the memory returns wrong data); a figure
- * below half the model's datasheet peak → FAIL; below 60 % of it, or below 85 % of the node's
- * other GPUs → WARN. Autopilot's thresholds were fixed A100/H100 numbers that failed every other
- * GPU model.
+ * below AUTOPILOT_GPUMEM_FAIL_SHARE (half) of the model's datasheet peak → FAIL; below
+ * AUTOPILOT_GPUMEM_WARN_SHARE (60 %) of it, or below AUTOPILOT_GPUMEM_SIBLING_SHARE (85 %) of the
+ * node's other GPUs → WARN. Autopilot's thresholds were fixed A100/H100 numbers that failed every
+ * other GPU model.
  */
 
 import {
@@ -18,6 +19,15 @@ import {
   type Nvml,
   type NvmlLoad,
 } from '../native/ports.js';
+import {
+  ConfigError,
+  givenEnv,
+  parseShare,
+  setting,
+  share,
+  type ConfigInputs,
+  type SettingValues,
+} from '../config/setting.js';
 import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
 import { withDeadline, type CheckModule } from './module.js';
 import {
@@ -57,9 +67,17 @@ export interface GpuMemMeasurement {
   readonly fp64Tflops: number;
 }
 
-const FAIL_SHARE = 0.5;
-const WARN_SHARE = 0.6;
-const SIBLING_SHARE = 0.85;
+/**
+ * The thresholds, as shares: of the datasheet peak (fail, warn; fail below warn) and of the node's
+ * median (sibling).
+ */
+export interface GpuMemShares {
+  readonly fail: number;
+  readonly warn: number;
+  readonly sibling: number;
+}
+
+export const DEFAULT_GPUMEM_SHARES: GpuMemShares = { fail: 0.5, warn: 0.6, sibling: 0.85 };
 
 type Figure = 'hbmGBps' | 'fp32Tflops' | 'fp64Tflops';
 const FIGURES: readonly { readonly key: Figure; readonly label: string; readonly unit: string }[] =
@@ -75,6 +93,7 @@ export function judgeGpuMem(
   gpuName: string,
   m: GpuMemMeasurement,
   siblingMedians: Readonly<Partial<Record<Figure, number>>>,
+  shares: GpuMemShares = DEFAULT_GPUMEM_SHARES,
 ): DeviceResult {
   const evidence = {
     hbmGBps: round(m.hbmGBps),
@@ -99,13 +118,13 @@ export function judgeGpuMem(
   for (const { key, label, unit } of FIGURES) {
     const value = m[key];
     const text = `${label} ${round(value)} ${unit}`;
-    if (model !== undefined && value < FAIL_SHARE * model[key])
+    if (model !== undefined && value < shares.fail * model[key])
       failing.push(`${text} (datasheet ${model[key]})`);
-    else if (model !== undefined && value < WARN_SHARE * model[key])
+    else if (model !== undefined && value < shares.warn * model[key])
       warning.push(`${text} (datasheet ${model[key]})`);
     else {
       const median = siblingMedians[key];
-      if (median !== undefined && value < SIBLING_SHARE * median)
+      if (median !== undefined && value < shares.sibling * median)
         warning.push(`${text} (node median ${round(median)})`);
     }
   }
@@ -130,6 +149,8 @@ export interface GpuMemCheckDeps {
   readonly cuda: CudaProbeLoad;
   /** Share of free device memory the pattern test covers. */
   readonly patternFraction?: number;
+  /** DEFAULT_GPUMEM_SHARES when absent. */
+  readonly shares?: GpuMemShares;
 }
 
 export const GPUMEM_SUMMARY =
@@ -197,7 +218,7 @@ export function createGpuMemCheck(deps: GpuMemCheckDeps): Check {
     for (const gpu of gpus) {
       const m = measured.get(gpu.index);
       if (m === undefined) continue;
-      results.set(gpu.index, judgeGpuMem(String(gpu.index), gpu.name, m, medians));
+      results.set(gpu.index, judgeGpuMem(String(gpu.index), gpu.name, m, medians, deps.shares));
       samples.push(
         gpuSample('autopilot_gpu_memory_bandwidth_bytes_per_second', gpu, m.hbmGBps * 1e9),
         gpuSample('autopilot_gpu_memory_pattern_mismatches', gpu, m.mismatches),
@@ -264,7 +285,60 @@ function round(value: number): number {
   return Number(value.toFixed(2));
 }
 
-export const gpumemModule: CheckModule = {
+/**
+ * AUTOPILOT_GPUMEM_WARN_SHARE, which must lie above AUTOPILOT_GPUMEM_FAIL_SHARE (parsed before it):
+ * otherwise no figure could ever WARN. The error names the one the operator set.
+ */
+function parseWarnShare(value: string, inputs: ConfigInputs): number {
+  const warn = parseShare('AUTOPILOT_GPUMEM_WARN_SHARE', value, String(DEFAULT_GPUMEM_SHARES.warn));
+  const failGiven = givenEnv(inputs, 'AUTOPILOT_GPUMEM_FAIL_SHARE');
+  const fail = failGiven === undefined ? DEFAULT_GPUMEM_SHARES.fail : Number(failGiven);
+  if (fail < warn) return warn;
+  if (givenEnv(inputs, 'AUTOPILOT_GPUMEM_WARN_SHARE') === undefined) {
+    throw new ConfigError(
+      'AUTOPILOT_GPUMEM_FAIL_SHARE',
+      failGiven ?? String(fail),
+      `a share below AUTOPILOT_GPUMEM_WARN_SHARE (${warn}, its default), or AUTOPILOT_GPUMEM_WARN_SHARE set above it`,
+    );
+  }
+  throw new ConfigError(
+    'AUTOPILOT_GPUMEM_WARN_SHARE',
+    value,
+    `a share above AUTOPILOT_GPUMEM_FAIL_SHARE (${fail}) and at most 1`,
+  );
+}
+
+/** gpumem's own settings, after pciebw's. */
+const GPUMEM_SETTINGS = {
+  AUTOPILOT_GPUMEM_FAIL_SHARE: setting({
+    fallback: String(DEFAULT_GPUMEM_SHARES.fail),
+    help: "gpumem FAIL when a figure is below this share of the GPU model's datasheet peak (above 0, below the WARN share)",
+    parse: share('AUTOPILOT_GPUMEM_FAIL_SHARE', String(DEFAULT_GPUMEM_SHARES.fail)),
+  }),
+  AUTOPILOT_GPUMEM_WARN_SHARE: setting({
+    fallback: String(DEFAULT_GPUMEM_SHARES.warn),
+    help: "gpumem WARN when a figure is below this share of the GPU model's datasheet peak (above the FAIL share, at most 1)",
+    parse: parseWarnShare,
+  }),
+  AUTOPILOT_GPUMEM_SIBLING_SHARE: setting({
+    fallback: String(DEFAULT_GPUMEM_SHARES.sibling),
+    help: "gpumem WARN when a figure is below this share of the node's median (above 0, at most 1)",
+    parse: share('AUTOPILOT_GPUMEM_SIBLING_SHARE', String(DEFAULT_GPUMEM_SHARES.sibling)),
+  }),
+};
+
+/** GPUMEM_SETTINGS parsed, by setting name, as parseConfig hands them to the module. */
+export type GpumemSettingValues = SettingValues<typeof GPUMEM_SETTINGS>;
+
+/**
+ * The settings as environment variables: the deep check runs gpumem in a Job of its own, which
+ * must judge with the exporter's thresholds.
+ */
+export function gpumemSettingsEnv(values: GpumemSettingValues): Record<string, string> {
+  return Object.fromEntries(Object.entries(values).map(([name, value]) => [name, String(value)]));
+}
+
+export const gpumemModule: CheckModule<GpumemSettingValues> = {
   name: 'gpumem',
   summary: GPUMEM_SUMMARY,
   policy: { exclusive: true, timeoutSettings: ['gpumem'] },
@@ -276,9 +350,18 @@ export const gpumemModule: CheckModule = {
   ],
   formatText: TEXT.formatText,
   statusName: 'GPU MEM Test',
-  create: (config, ports) =>
+  settings: { after: 'AUTOPILOT_PCIEBW_SIBLING_SHARE', specs: GPUMEM_SETTINGS },
+  create: (config, ports, _extras, settings) =>
     withDeadline(
-      createGpuMemCheck({ nvml: ports.nvml, cuda: ports.cuda }),
+      createGpuMemCheck({
+        nvml: ports.nvml,
+        cuda: ports.cuda,
+        shares: {
+          fail: settings.AUTOPILOT_GPUMEM_FAIL_SHARE,
+          warn: settings.AUTOPILOT_GPUMEM_WARN_SHARE,
+          sibling: settings.AUTOPILOT_GPUMEM_SIBLING_SHARE,
+        },
+      }),
       config.checkTimeoutsMs.get('gpumem'),
     ),
 };

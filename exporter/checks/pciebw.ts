@@ -8,8 +8,9 @@
  * generation only under load (it does: an idle link trains down), i.e. from the reads NVML gives
  * while the probe copies. Verdict per GPU, first match wins: width below its maximum → FAIL,
  * measured or not; not measured → SKIP (or ERROR) with the reason; below --bw → FAIL; generation
- * below its maximum under load → FAIL; below 80 % of what the maximum link carries → WARN; far
- * below the node's other GPUs → WARN. The reason names the likely cause: "degraded (width)",
+ * below its maximum under load → FAIL; below AUTOPILOT_PCIEBW_WARN_SHARE (80 %) of what the
+ * maximum link carries → WARN; below AUTOPILOT_PCIEBW_SIBLING_SHARE (75 %) of the node's other
+ * GPUs → WARN. The reason names the likely cause: "degraded (width)",
  * "degraded (generation)", or "link fine but slow" (which points at the host side: IOMMU, NUMA
  * placement, a PCIe switch).
  *
@@ -29,6 +30,7 @@ import type {
   PcieLinkState,
 } from '../native/ports.js';
 import { NVML_ERROR_NOT_SUPPORTED, NvmlError } from '../native/ports.js';
+import { setting, share, type SettingValues } from '../config/setting.js';
 import type { Check, CheckOutcome, DeviceResult, Evidence, Sample } from './check.js';
 import { withDeadline, type CheckModule } from './module.js';
 import {
@@ -78,13 +80,24 @@ export type PcieGpu = { readonly idleLink: PcieLinkState | undefined } & (
   { readonly measured: PcieMeasurement } | { readonly notMeasured: DeviceResult }
 );
 
+/** The WARN thresholds, as shares: AUTOPILOT_PCIEBW_WARN_SHARE and AUTOPILOT_PCIEBW_SIBLING_SHARE. */
+export interface PcieShares {
+  /** Of what the maximum link carries in practice. */
+  readonly warn: number;
+  /** Of the median host→device bandwidth of the node's GPUs. */
+  readonly sibling: number;
+}
+
+export const DEFAULT_PCIE_SHARES: PcieShares = { warn: 0.8, sibling: 0.75 };
+
 export interface PcieJudgement {
   readonly thresholdGBps: number;
   /** Median host→device bandwidth of the node's GPUs, when there are at least three to compare. */
   readonly siblingMedianH2dGBps: number | undefined;
+  /** DEFAULT_PCIE_SHARES when absent. */
+  readonly shares?: PcieShares;
 }
 
-const EXPECTED_SHARE = 0.8;
 /**
  * Share of the raw link rate that copies can reach: every 256-byte payload travels with TLP and
  * DLLP overhead (about 86 % efficiency). A healthy Gen4 x16 copies 24–27 GB/s of its raw 31.5, a
@@ -92,7 +105,11 @@ const EXPECTED_SHARE = 0.8;
  */
 const LINK_EFFICIENCY = 0.86;
 const LINK_POLL_MS = 5;
-const SIBLING_SHARE = 0.75;
+
+/** "80 %": a share as the reasons quote it, without the float noise of 0.7 * 100. */
+function percent(share: number): string {
+  return `${Number((share * 100).toFixed(1))} %`;
+}
 
 /** "degraded (width): x8 of x16" when the link runs fewer lanes than it has, else undefined. */
 export function widthDegradation(link: PcieLinkState): string | undefined {
@@ -163,6 +180,7 @@ function judgeMeasured(
   const base = { id, evidence, compatValue: round(m.h2dGBps) };
   const degraded = linkDegradations(idleLink, link);
   const figures = `h2d ${round(m.h2dGBps)} GB/s, d2h ${round(m.d2hGBps)} GB/s`;
+  const shares = j.shares ?? DEFAULT_PCIE_SHARES;
   if (slowest < j.thresholdGBps) {
     const cause = degraded.length > 0 ? degraded.join('; ') : slowCause(m.placement, link);
     const reason = `${figures}: below the ${j.thresholdGBps} GB/s threshold; ${cause}`;
@@ -171,18 +189,19 @@ function judgeMeasured(
   if (degraded.length > 0) {
     return { ...base, verdict: 'FAIL', reason: `${degraded.join('; ')}: ${figures}` };
   }
-  if (link !== undefined && expected !== undefined && slowest < EXPECTED_SHARE * expected) {
+  if (link !== undefined && expected !== undefined && slowest < shares.warn * expected) {
     return {
       ...base,
       verdict: 'WARN',
-      reason: `${figures}: below ${EXPECTED_SHARE * 100} % of the ${round(expected)} GB/s a Gen${link.maxGeneration} x${link.maxWidth} link carries in practice; ${slowCause(m.placement, link)}`,
+      reason: `${figures}: below ${percent(shares.warn)} of the ${round(expected)} GB/s a Gen${link.maxGeneration} x${link.maxWidth} link carries in practice; ${slowCause(m.placement, link)}`,
     };
   }
-  if (j.siblingMedianH2dGBps !== undefined && m.h2dGBps < SIBLING_SHARE * j.siblingMedianH2dGBps) {
+  const median = j.siblingMedianH2dGBps;
+  if (median !== undefined && m.h2dGBps < shares.sibling * median) {
     return {
       ...base,
       verdict: 'WARN',
-      reason: `${figures}: far below the node's other GPUs (median h2d ${round(j.siblingMedianH2dGBps)} GB/s); ${slowCause(m.placement, link)}`,
+      reason: `${figures}: far below the node's other GPUs (median h2d ${round(median)} GB/s); ${slowCause(m.placement, link)}`,
     };
   }
   const on =
@@ -220,6 +239,8 @@ export interface PcieBwCheckDeps {
   /** Bytes per copy and copies per direction: 64 MiB × 16 is about 20 ms per direction at 55 GB/s. */
   readonly copyBytes?: number;
   readonly repetitions?: number;
+  /** DEFAULT_PCIE_SHARES when absent. */
+  readonly shares?: PcieShares;
 }
 
 export const PCIEBW_SUMMARY =
@@ -329,7 +350,11 @@ export function createPcieBwCheck(deps: PcieBwCheckDeps): Check {
       links,
     );
     const siblingMedianH2dGBps = medianOf([...measured.values()].map((m) => m.h2dGBps));
-    const judgement = { thresholdGBps: deps.thresholdGBps, siblingMedianH2dGBps };
+    const judgement = {
+      thresholdGBps: deps.thresholdGBps,
+      siblingMedianH2dGBps,
+      ...(deps.shares === undefined ? {} : { shares: deps.shares }),
+    };
     const devices: DeviceResult[] = [];
     const samples: Sample[] = [];
     for (const gpu of gpus) {
@@ -401,7 +426,24 @@ function round(value: number): number {
   return Number(value.toFixed(2));
 }
 
-export const pciebwModule: CheckModule = {
+/** pciebw's own settings, after DCGM_FATAL_ERRORS (and xid's, which the table puts first). */
+const PCIEBW_SETTINGS = {
+  AUTOPILOT_PCIEBW_WARN_SHARE: setting({
+    fallback: String(DEFAULT_PCIE_SHARES.warn),
+    help: "pciebw WARN below this share of what the GPU's maximum PCIe link carries in practice (above 0, at most 1)",
+    parse: share('AUTOPILOT_PCIEBW_WARN_SHARE', String(DEFAULT_PCIE_SHARES.warn)),
+  }),
+  AUTOPILOT_PCIEBW_SIBLING_SHARE: setting({
+    fallback: String(DEFAULT_PCIE_SHARES.sibling),
+    help: "pciebw WARN when host-to-device bandwidth is below this share of the node's median (above 0, at most 1)",
+    parse: share('AUTOPILOT_PCIEBW_SIBLING_SHARE', String(DEFAULT_PCIE_SHARES.sibling)),
+  }),
+};
+
+/** PCIEBW_SETTINGS parsed, by setting name, as parseConfig hands them to the module. */
+export type PciebwSettingValues = SettingValues<typeof PCIEBW_SETTINGS>;
+
+export const pciebwModule: CheckModule<PciebwSettingValues> = {
   name: 'pciebw',
   summary: PCIEBW_SUMMARY,
   policy: {
@@ -418,12 +460,17 @@ export const pciebwModule: CheckModule = {
   ],
   formatText: TEXT.formatText,
   statusName: 'PCIE',
-  create: (config, ports) =>
+  settings: { after: 'DCGM_FATAL_ERRORS', specs: PCIEBW_SETTINGS },
+  create: (config, ports, _extras, settings) =>
     withDeadline(
       createPcieBwCheck({
         nvml: ports.nvml,
         cuda: ports.cuda,
         thresholdGBps: config.bandwidthThresholdGBps,
+        shares: {
+          warn: settings.AUTOPILOT_PCIEBW_WARN_SHARE,
+          sibling: settings.AUTOPILOT_PCIEBW_SIBLING_SHARE,
+        },
       }),
       config.checkTimeoutsMs.get('pciebw'),
     ),

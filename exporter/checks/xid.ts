@@ -3,14 +3,21 @@
  * A watcher listens to NVML continuously and feeds a ledger; the check judges each GPU from it:
  * an XID of the fatal list (AUTOPILOT_XID_FATAL; by default those NVIDIA's XID catalogue answers
  * with a GPU reset or a reboot) since the exporter started → FAIL, fatal (the node is evicted, and
- * stays so until an acknowledge); another hardware or firmware XID in the last hour → WARN; XIDs
- * that an application causes (13, 31, 43, 45) are counted but judged healthy. A GPU the listener
+ * stays so until an acknowledge); an XID of the warn list in the last hour → WARN; any other XID
+ * is counted but judged healthy. The warn list (AUTOPILOT_XID_WARN) is by default every XID but
+ * the fatal ones and those an application causes (13, 31, 43, 45). A GPU the listener
  * could not register is ERROR: silence from it proves nothing. The same XID on the same GPU within
  * the debounce window counts once: a storm of one fault is one fault.
  */
 
 import type { Clock, CancelTimer } from '../clock.js';
-import { ConfigError, setting, type SettingValues } from '../config/setting.js';
+import {
+  ConfigError,
+  givenEnv,
+  setting,
+  type ConfigInputs,
+  type SettingValues,
+} from '../config/setting.js';
 import { boundedInteger } from '../params.js';
 import type { Logger } from '../log.js';
 import type { Nvml, NvmlLoad, XidEvent } from '../native/ports.js';
@@ -18,6 +25,7 @@ import type { Check, DeviceResult } from './check.js';
 import { gpuCheckBase, gpuSample, judgeEach, withGpus } from './gpu-common.js';
 import type { CheckExtras, CheckModule } from './module.js';
 
+/** application: counted, healthy; an XID of neither list when AUTOPILOT_XID_WARN lists codes. */
 export type XidSeverity = 'fatal' | 'warn' | 'application';
 
 /**
@@ -87,33 +95,63 @@ export const DEFAULT_XID_FATAL: readonly number[] = [
 /** The largest XID code accepted; NVML reports an XID it cannot name as 999 (nvml.h). */
 const MAX_XID = 999;
 
-function parseXidList(value: string | undefined): number[] {
-  if (value === undefined) return [...DEFAULT_XID_FATAL];
-  if (value === 'none') return [];
-  const accepted = `a comma-separated list of XID codes from 1 to ${MAX_XID}, such as 48,79,95, or none`;
+/** XID codes, comma-separated, without repeats; accepted says what else the setting takes. */
+function parseXidCodes(name: string, value: string, accepted: string): number[] {
   const items = value.split(',').map((item) => item.trim());
-  if (items.every((item) => item === '')) {
-    throw new ConfigError('AUTOPILOT_XID_FATAL', value, accepted);
-  }
+  if (items.every((item) => item === '')) throw new ConfigError(name, value, accepted);
   const codes: number[] = [];
   for (const item of items.filter((part) => part !== '')) {
     const code = boundedInteger(item, 1, MAX_XID);
-    if (code === undefined) {
-      throw new ConfigError('AUTOPILOT_XID_FATAL', value, `${accepted} ("${item}" is not)`);
-    }
+    if (code === undefined) throw new ConfigError(name, value, `${accepted} ("${item}" is not)`);
     codes.push(code);
   }
   return [...new Set(codes)];
 }
 
-/** The xid check's own setting, after DCGM_FATAL_ERRORS in --help and the docs. */
+function parseXidList(value: string | undefined): number[] {
+  if (value === undefined) return [...DEFAULT_XID_FATAL];
+  if (value === 'none') return [];
+  const accepted = `a comma-separated list of XID codes from 1 to ${MAX_XID}, such as 48,79,95, or none`;
+  return parseXidCodes('AUTOPILOT_XID_FATAL', value, accepted);
+}
+
+/**
+ * AUTOPILOT_XID_WARN: all (every XID neither fatal nor an application's), none, or the codes that
+ * WARN. A code may not be in both lists: which one wins would be a guess, and a fatal XID quietly
+ * judged as a warning loses an eviction.
+ */
+function parseXidWarn(value: string, inputs: ConfigInputs): XidWarnList {
+  if (value === 'all' || value === 'none') return value === 'all' ? 'all' : [];
+  const accepted = `all, none, or a comma-separated list of XID codes from 1 to ${MAX_XID}, such as 63,92,94`;
+  const codes = parseXidCodes('AUTOPILOT_XID_WARN', value, accepted);
+  const fatalGiven = givenEnv(inputs, 'AUTOPILOT_XID_FATAL');
+  const fatal = new Set(parseXidList(fatalGiven));
+  const both = codes.filter((code) => fatal.has(code));
+  if (both.length === 0) return codes;
+  const whose = fatalGiven === undefined ? 'its default' : 'as set';
+  throw new ConfigError(
+    'AUTOPILOT_XID_WARN',
+    value,
+    `XID codes that AUTOPILOT_XID_FATAL (${whose}) does not list; ${both.join(', ')} ${both.length === 1 ? 'is' : 'are'} in both`,
+  );
+}
+
+/** The xid check's own settings, after DCGM_FATAL_ERRORS in --help and the docs. */
 const XID_SETTINGS = {
   AUTOPILOT_XID_FATAL: setting({
     shown: DEFAULT_XID_FATAL.join(','),
     help: 'XIDs whose event fails the xid check as fatal, evicting the node (comma-separated; none: no XID)',
     parse: parseXidList,
   }),
+  AUTOPILOT_XID_WARN: setting({
+    fallback: 'all',
+    help: 'XIDs whose event makes the xid check WARN for an hour (comma-separated; all: every XID not fatal but 13,31,43,45; none: no XID)',
+    parse: parseXidWarn,
+  }),
 };
+
+/** The codes of AUTOPILOT_XID_WARN, or all: every XID neither fatal nor an application's. */
+export type XidWarnList = 'all' | readonly number[];
 
 /** XID_SETTINGS parsed, by setting name, as parseConfig hands them to the module. */
 export type XidSettingValues = SettingValues<typeof XID_SETTINGS>;
@@ -126,10 +164,12 @@ const DEFAULT_FATAL_SET: ReadonlySet<number> = new Set(DEFAULT_XID_FATAL);
 export function classifyXid(
   xid: number,
   fatal: ReadonlySet<number> = DEFAULT_FATAL_SET,
+  warn: XidWarnList = 'all',
 ): { readonly severity: XidSeverity; readonly meaning: string } {
   const meaning = XID_CATALOGUE[xid]?.meaning ?? 'XID not in the catalogue';
   if (fatal.has(xid)) return { severity: 'fatal', meaning };
-  return { severity: APPLICATION_XIDS.includes(xid) ? 'application' : 'warn', meaning };
+  const warns = warn === 'all' ? !APPLICATION_XIDS.includes(xid) : warn.includes(xid);
+  return { severity: warns ? 'warn' : 'application', meaning };
 }
 
 export interface XidTally {
@@ -218,8 +258,9 @@ export function judgeXids(
   tallies: readonly XidTally[],
   now: number,
   fatalXids: ReadonlySet<number> = DEFAULT_FATAL_SET,
+  warnXids: XidWarnList = 'all',
 ): DeviceResult {
-  const severity = (t: XidTally): XidSeverity => classifyXid(t.xid, fatalXids).severity;
+  const severity = (t: XidTally): XidSeverity => classifyXid(t.xid, fatalXids, warnXids).severity;
   const describe = (t: XidTally): string =>
     `XID ${t.xid} (${classifyXid(t.xid).meaning}) ×${t.count}, last ${new Date(t.lastAt).toISOString()}`;
   const evidence = Object.fromEntries(tallies.map((t) => [`xid${t.xid}`, t.count]));
@@ -248,10 +289,14 @@ export function judgeXids(
       compatValue: 0,
     };
   }
+  // An XID that warned more than an hour ago, or one AUTOPILOT_XID_WARN leaves out, is no
+  // application's: the reason says what let it pass.
   const seen =
     tallies.length === 0
       ? 'no XID since the exporter started'
-      : `only application XIDs: ${tallies.map(describe).join('; ')}`;
+      : tallies.every((t) => APPLICATION_XIDS.includes(t.xid))
+        ? `only application XIDs: ${tallies.map(describe).join('; ')}`
+        : `no fatal XID, and none of AUTOPILOT_XID_WARN in the last hour: ${tallies.map(describe).join('; ')}`;
   return { id, verdict: 'PASS', reason: seen, evidence, compatValue: 0 };
 }
 
@@ -262,6 +307,8 @@ export interface XidCheckDeps {
   readonly now: () => number;
   /** AUTOPILOT_XID_FATAL; DEFAULT_XID_FATAL when absent. */
   readonly fatalXids?: readonly number[];
+  /** AUTOPILOT_XID_WARN; all when absent. */
+  readonly warnXids?: XidWarnList;
 }
 
 /** Why the whole listener cannot be trusted now, or undefined. */
@@ -303,7 +350,13 @@ export function createXidCheck(deps: XidCheckDeps): Check {
       return withGpus(deps.nvml, (_nvml, gpus) =>
         judgeEach(gpus, (gpu) => {
           const tallies = deps.ledger.tallies(gpu.index);
-          const judged = judgeXids(String(gpu.index), tallies, deps.now(), fatalXids);
+          const judged = judgeXids(
+            String(gpu.index),
+            tallies,
+            deps.now(),
+            fatalXids,
+            deps.warnXids,
+          );
           const why = notListening.get(gpu.index);
           // A fatal XID heard before is still the finding; anything milder may hide one unheard.
           const device: DeviceResult =
@@ -451,6 +504,7 @@ export const xidModule: CheckModule<XidSettingValues> = {
         now: () => ports.clock.now(),
         timeoutMs: config.nvmlCheckTimeoutMs,
         fatalXids: settings.AUTOPILOT_XID_FATAL,
+        warnXids: settings.AUTOPILOT_XID_WARN,
       }),
       listener: createXidWatcher({
         nvml: ports.nvml,

@@ -105,3 +105,29 @@ export const duration =
   (name: string, minMs: number, maxMs: number) =>
   (value: string): number =>
     parseDurationSetting(name, value, minMs, maxMs);
+
+/**
+ * A share of an expected figure, in (0, 1]: 0 would judge nothing, above 1 would warn on a GPU
+ * that does better than expected.
+ */
+export function parseShare(name: string, value: string, example: string): number {
+  const share = /^(?:\d+(?:\.\d+)?|\.\d+)$/.test(value.trim()) ? Number(value) : Number.NaN;
+  if (!(share > 0 && share <= 1)) {
+    throw new ConfigError(name, value, `a share greater than 0 and at most 1, such as ${example}`);
+  }
+  return share;
+}
+
+export const share =
+  (name: string, example: string) =>
+  (value: string): number =>
+    parseShare(name, value, example);
+
+/**
+ * An environment variable as parseConfig reads it (trimmed, unset when blank), for a setting whose
+ * parser checks it against another.
+ */
+export function givenEnv(inputs: ConfigInputs, name: string): string | undefined {
+  const value = inputs.env[name]?.trim();
+  return value === undefined || value === '' ? undefined : value;
+}

@@ -17,6 +17,7 @@ import { gpusBusy } from '../cluster/gpu-idle.js';
 import type { NodeLabeler } from '../cluster/node-labeler.js';
 import { createPostflight, type Postflight } from '../cluster/postflight.js';
 import type { Config } from '../config/config.js';
+import { gpumemSettingsEnv, type GpumemSettingValues } from '../checks/gpumem.js';
 import type { KubeApi } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 import type { NvmlLoad } from '../native/ports.js';
@@ -71,6 +72,8 @@ export function wireDeepCheck(config: Config, wiring: DeepCheckWiring): DeepChec
         DCGM_FATAL_ERRORS: config.dcgmFatalErrors.join(','),
         AUTOPILOT_DCGMI_COMMAND: config.dcgmiCommand,
         AUTOPILOT_NVML_LIBRARY: config.nvmlLibrary,
+        // parseConfig keeps each module's own settings under its name, typed by the module.
+        ...gpumemSettingsEnv(config.checkSettings.get('gpumem') as GpumemSettingValues),
       },
     },
     gpusBusy: busy,

@@ -70,6 +70,7 @@ describe('parseConfig defaults', () => {
       periodicChecks: ['ping'],
       peers: [],
       checkSettings: new Map<string, unknown>([
+        ['pciebw', { AUTOPILOT_PCIEBW_WARN_SHARE: 0.8, AUTOPILOT_PCIEBW_SIBLING_SHARE: 0.75 }],
         [
           'xid',
           {
@@ -77,6 +78,15 @@ describe('parseConfig defaults', () => {
               46, 48, 62, 64, 74, 79, 95, 109, 110, 119, 120, 136, 140, 143, 155, 156, 158, 160,
               162,
             ],
+            AUTOPILOT_XID_WARN: 'all',
+          },
+        ],
+        [
+          'gpumem',
+          {
+            AUTOPILOT_GPUMEM_FAIL_SHARE: 0.5,
+            AUTOPILOT_GPUMEM_WARN_SHARE: 0.6,
+            AUTOPILOT_GPUMEM_SIBLING_SHARE: 0.85,
           },
         ],
         [
@@ -415,7 +425,7 @@ describe('parseConfig settings', () => {
   ])('AUTOPILOT_XID_FATAL %j', (value, codes) => {
     expect(
       parseConfig(inputs({ env: { AUTOPILOT_XID_FATAL: value } })).checkSettings.get('xid'),
-    ).toEqual({ AUTOPILOT_XID_FATAL: codes });
+    ).toEqual({ AUTOPILOT_XID_FATAL: codes, AUTOPILOT_XID_WARN: 'all' });
   });
 
   test.each<[string, [string, number][]]>([
