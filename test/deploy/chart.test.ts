@@ -659,7 +659,10 @@ describe('chart: values', () => {
       hostname: 'pod',
       knownChecks: CHECK_NAMES,
     });
-    expect(config.checkSettings.get('xid')).toEqual({ AUTOPILOT_XID_FATAL: parsed });
+    expect(config.checkSettings.get('xid')).toEqual({
+      AUTOPILOT_XID_FATAL: parsed,
+      AUTOPILOT_XID_WARN: 'all',
+    });
   });
 
   // Helm drops a key set to null, so null renders as a missing key: neither may mean "none", which
@@ -677,7 +680,10 @@ describe('chart: values', () => {
       hostname: 'pod',
       knownChecks: CHECK_NAMES,
     });
-    expect(config.checkSettings.get('xid')).toEqual({ AUTOPILOT_XID_FATAL: DEFAULT_XID_FATAL });
+    expect(config.checkSettings.get('xid')).toEqual({
+      AUTOPILOT_XID_FATAL: DEFAULT_XID_FATAL,
+      AUTOPILOT_XID_WARN: 'all',
+    });
   });
 
   test.each<
