@@ -89,13 +89,11 @@ const NOT_YET_NARROWED: ReadonlySet<string> = new Set([
   'docs/checks.md',
   'docs/configuration.md',
   'docs/deploy.md',
-  'docs/design-notes.md',
   'docs/gpu-host.md',
   'docs/kubernetes.md',
   'docs/metrics.md',
   'docs/operations.md',
   'docs/performance.md',
-  'docs/stages.md',
   'docs/upgrading.md',
 ]);
 
