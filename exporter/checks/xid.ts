@@ -145,7 +145,7 @@ const XID_SETTINGS = {
   }),
   AUTOPILOT_XID_WARN: setting({
     fallback: 'all',
-    help: 'XIDs whose event makes the xid check WARN for an hour (comma-separated; all: every XID not fatal but 13,31,43,45; none: no XID)',
+    help: 'XIDs whose event makes the xid check WARN for an hour (comma-separated; all: every XID neither fatal nor one applications cause, 13,31,43,45; none: no XID)',
     parse: parseXidWarn,
   }),
 };
