@@ -272,6 +272,8 @@ beforeAll(async () => {
   }
   monitoring = await startMonitoring({
     targets: RUNNING.map((name) => `${addressOf(name)}:${METRICS_PORT}`),
+    // The chart's ServiceMonitor labels every series with the pod's node; the dashboards read it.
+    nodeOf: Object.fromEntries(RUNNING.map((name) => [`${addressOf(name)}:${METRICS_PORT}`, name])),
     ruleFiles: [RULES],
   });
 }, 90_000);
@@ -295,12 +297,11 @@ test('every dashboard panel shows data from the real exporter', async () => {
   expect({ status: iperf.status, body: iperfBody }).toMatchObject({ status: 200 });
   expect(iperfBody).toContain('"verdict":"PASS"');
 
-  const instance = `${addressOf('gpu-a')}:${METRICS_PORT}`;
   const values = {
     __rate_interval: '1m',
     __range: '1h',
     job: 'autopilot-metrics-service',
-    instance,
+    node: 'gpu-a',
     gpu: '0',
   };
   const queries = panelQueries().map((q) => ({ ...q, promql: substitute(q.expr, values) }));

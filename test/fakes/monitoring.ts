@@ -59,6 +59,11 @@ export async function startMonitoring(options: {
   /** The scrape job's name; the chart's ServiceMonitor gives `autopilot-metrics-service`. */
   readonly jobName?: string;
   /**
+   * The node of each target, as the chart's ServiceMonitor labels series from the pod's node (with
+   * honor_labels, so a series' own node label wins, as there); absent: no node label.
+   */
+  readonly nodeOf?: Readonly<Record<string, string>>;
+  /**
    * Alertmanager's configuration file as text, given the base URL of the test's receiver
    * (http://127.0.0.1:<port>); by default one webhook receiver at <base>/hook.
    */
@@ -113,7 +118,14 @@ export async function startMonitoring(options: {
       scrape_configs: [
         {
           job_name: options.jobName ?? 'autopilot-metrics-service',
-          static_configs: [{ targets: options.targets }],
+          ...(options.nodeOf === undefined ? {} : { honor_labels: true }),
+          static_configs:
+            options.nodeOf === undefined
+              ? [{ targets: options.targets }]
+              : options.targets.map((target) => ({
+                  targets: [target],
+                  labels: { node: options.nodeOf?.[target] ?? '' },
+                })),
         },
       ],
     }),

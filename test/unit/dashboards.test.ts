@@ -13,6 +13,7 @@ interface DatasourceRef {
 interface Target {
   readonly refId?: string;
   readonly expr?: string;
+  readonly legendFormat?: string;
   readonly datasource?: DatasourceRef;
 }
 
@@ -32,6 +33,8 @@ interface Panel {
   readonly gridPos: GridPos;
   readonly targets?: readonly Target[];
   readonly panels?: readonly Panel[];
+  readonly fieldConfig?: { readonly defaults?: { readonly noValue?: string } };
+  readonly transformations?: readonly { readonly id: string; readonly options?: unknown }[];
 }
 
 interface Variable {
@@ -61,7 +64,7 @@ const SAMPLE_VALUES: Readonly<Record<string, string>> = {
   __range: '1h',
   datasource: 'prometheus',
   job: 'autopilot-metrics-service',
-  instance: '10.0.0.1:8081',
+  node: 'gpu-a',
   gpu: '0',
 };
 const GRAFANA_BUILTINS = new Set(['__rate_interval', '__range']);
@@ -171,8 +174,11 @@ function balanced(expr: string): boolean {
   return stack.length === 0;
 }
 
-/** Labels Prometheus attaches to every scraped series. */
-const TARGET_LABELS = ['job', 'instance'];
+/**
+ * Labels Prometheus attaches to every scraped series; node comes from the chart's ServiceMonitor
+ * (the pod's node).
+ */
+const TARGET_LABELS = ['job', 'instance', 'node'];
 const KNOWN_METRICS: Readonly<Record<string, readonly string[]>> = {
   ...Object.fromEntries(Object.entries(ALL_METRICS).map(([name, spec]) => [name, spec.labelNames])),
   up: [],
@@ -204,6 +210,33 @@ describe('the expression helpers', () => {
 });
 
 describe('dashboards', () => {
+  test("show each node's state since, and the UUID, serial and bus id where a GPU is named", () => {
+    const byUid = new Map(dashboards.map(([, dashboard]) => [dashboard.uid, dashboard]));
+    const exprsOf = (uid: string): string[] => expressions(byUid.get(uid)!);
+    for (const uid of ['autopilot-cluster', 'autopilot-node'])
+      expect(exprsOf(uid).some((e) => e.includes('autopilot_node_state_since_seconds'))).toBe(true);
+    const gpuTables = dashboards.flatMap(([, dashboard]) =>
+      dataPanels(dashboard).filter(
+        (panel) =>
+          panel.type === 'table' &&
+          (panel.targets ?? []).some((t) =>
+            /autopilot_gpu_(?:verdict|pcie_bandwidth)/.test(t.expr ?? ''),
+          ),
+      ),
+    );
+    expect(gpuTables.length).toBeGreaterThanOrEqual(3);
+    for (const panel of gpuTables)
+      expect({
+        panel: panel.title,
+        exprs: (panel.targets ?? []).map((t) => t.expr).join('\n'),
+      }).toEqual({
+        panel: panel.title,
+        exprs: expect.stringMatching(
+          /group_left \(UUID, serial, pci_bus_id\)[\s\S]*autopilot_gpu_info/,
+        ),
+      });
+  });
+
   test('are the three the exporter ships, with distinct uids', () => {
     expect(files.sort()).toEqual([
       'autopilot-cluster.json',
@@ -325,6 +358,76 @@ describe('dashboards', () => {
         for (const window of expr.matchAll(/\b(?:rate|irate|increase)\s*\([^[]*\[([^\]]*)\]/g))
           expect(window[1]).toMatch(/^\$__(?:rate_interval|range)$/);
       }
+    });
+
+    test('names nodes, never pod addresses: no instance in a legend, a variable, a grouping or a table', () => {
+      const text = JSON.stringify(dashboard);
+      expect(text).not.toMatch(/\{\{\s*instance\s*\}\}/);
+      expect(text).not.toMatch(/\$instance|var-instance/);
+      for (const expr of expressions(dashboard)) {
+        // by (..., instance) would split a node's series at every pod restart.
+        expect({ expr, byInstance: /\b(?:by|on)\s*\([^)]*\binstance\b/.test(expr) }).toEqual({
+          expr,
+          byInstance: false,
+        });
+      }
+      for (const panel of dataPanels(dashboard).filter((p) => p.type === 'table')) {
+        const organize = panel.transformations?.find((t) => t.id === 'organize');
+        const grouped = panel.transformations?.some((t) => t.id === 'groupingToMatrix');
+        if (grouped === true) continue; // rows are the field named in rowField, checked above
+        expect({ table: panel.title, excludes: organize?.options }).toEqual({
+          table: panel.title,
+          excludes: expect.objectContaining({
+            excludeByName: expect.objectContaining({ instance: true }),
+          }),
+        });
+      }
+    });
+
+    test('labels every per-node series by node, one series per node across pod restarts', () => {
+      for (const panel of dataPanels(dashboard)) {
+        for (const target of panel.targets ?? []) {
+          const legend = target.legendFormat ?? '';
+          if (!legend.includes('{{node}}')) continue;
+          // An aggregation keeps node (and the legend's other labels) and drops instance and pod.
+          expect({ panel: panel.title, expr: target.expr }).toEqual({
+            panel: panel.title,
+            expr: expect.stringMatching(
+              /^\s*(?:time\(\)\s*-\s*)?(?:max|min|sum|count|group|sort|sort_desc|bottomk|topk)\b[^(]*\(\s*(?:\d+\s*,\s*)?(?:max|min|sum|count)?\s*(?:by\s*\([^)]*\bnode\b)?/,
+            ),
+          });
+        }
+      }
+      if (dashboard.uid !== 'autopilot-node') {
+        // Panels that show a series per node say which node in the legend.
+        const perNode = dataPanels(dashboard).flatMap((panel) =>
+          (panel.targets ?? [])
+            .filter((t) => /by \([^)]*\bnode\b/.test(t.expr ?? '') && t.legendFormat !== undefined)
+            .map((t) => ({ panel: panel.title, legend: t.legendFormat })),
+        );
+        for (const entry of perNode)
+          expect(entry).toEqual({
+            panel: entry.panel,
+            legend: expect.stringContaining('{{node}}'),
+          });
+      }
+    });
+
+    test('says why a panel is empty, never something that reads as healthy', () => {
+      for (const panel of dataPanels(dashboard)) {
+        const noValue = panel.fieldConfig?.defaults?.noValue ?? '';
+        expect({ panel: panel.title, noValue }).toEqual({
+          panel: panel.title,
+          noValue: expect.stringMatching(/not run|standalone mode/),
+        });
+      }
+      // A count that falls back to 0 when no exporter reports would read as "nothing failing".
+      for (const expr of expressions(dashboard))
+        if (/autopilot_check_|autopilot_gpu_verdict|autopilot_dcgm_/.test(expr))
+          expect({ expr, zeroWhenNothingRan: /or vector\(0\)/.test(expr) }).toEqual({
+            expr,
+            zeroWhenNothingRan: false,
+          });
     });
 
     test('never assumes a GPU count or reads dcgm-exporter', () => {
