@@ -93,3 +93,60 @@ holds it too): the prefix the PrometheusRule swaps for docsUrl.
 {{- define "autopilot.rulesDocsUrl" -}}
 https://github.com/autopilot/autopilot/blob/main/
 {{- end -}}
+
+{{/*
+Seconds of a schedule value (repeat, invasive) as the exporter reads it: a Go duration ("1h", "90m",
+"1h30m"; fractions round up) or whole hours as IBM's chart gave them (1 is 1h); "0" when disabled,
+empty for a cron expression, whose period a template cannot work out.
+*/}}
+{{- define "autopilot.scheduleSeconds" -}}
+{{- $text := toString . | trim | trimPrefix "+" -}}
+{{- if regexMatch "^[0-9]+$" $text -}}
+{{- mul (atoi $text) 3600 -}}
+{{- else if regexMatch "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$" $text -}}
+{{- $units := dict "ns" 1e-9 "us" 1e-6 "µs" 1e-6 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" $text -1 -}}
+{{- $unit := regexFind "(ns|us|µs|ms|s|m|h)$" . -}}
+{{- $total = addf $total (mulf (float64 (trimSuffix $unit .)) (get $units $unit)) -}}
+{{- end -}}
+{{- int (ceil $total) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The thresholds of rules/autopilot.rules.yaml that the DaemonSet's flags also set from values, as
+pairs of the exact string in the rules and what it becomes. The rules file is not a template (its
+alerts hold {{ "{{ $labels }}" }}), so the PrometheusRule replaces these strings; test/deploy/
+rules-values.test.ts fails when one no longer occurs in the rules. At the default values every pair
+is the identity. The round is repeat in seconds: a cron repeat counts as a day and a disabled one
+(0) as the 1h default, since the chart cannot know a cron's period (the exporter's
+autopilot_check_interval_seconds does, and the staleness alert uses it first).
+*/}}
+{{- define "autopilot.rulesValues" -}}
+{{- $seconds := include "autopilot.scheduleSeconds" .Values.repeat -}}
+{{- $round := 3600 -}}
+{{- if eq $seconds "" -}}
+{{- $round = 86400 -}}
+{{- else if ne $seconds "0" -}}
+{{- $round = atoi $seconds -}}
+{{- end -}}
+{{- $bw := toString .Values.PCIeBW -}}
+{{- $pairs := list
+  (list "autopilot_health_checks{health=\"pciebw\"} < 4" (printf "autopilot_health_checks{health=\"pciebw\"} < %s" $bw))
+  (list "in the last pciebw run, under 4 GB/s." (printf "in the last pciebw run, under %s GB/s." $bw))
+  (list "autopilot_check_last_run_timestamp_seconds > 3 * 3600" (printf "autopilot_check_last_run_timestamp_seconds > 3 * %d" $round))
+  (list "[10800s]" (printf "[%ds]" (mul 3 $round)))
+  (list "for: 7200s" (printf "for: %ds" (mul 2 $round)))
+-}}
+{{- $periodic := "" -}}
+{{- range .Values.env -}}
+{{- if and (eq (toString .name) "PERIODIC_CHECKS") (regexMatch "^[a-z0-9, ]+$" (toString .value)) -}}
+{{- $periodic = splitList "," (toString .value) | compact | join "|" | nospace -}}
+{{- end -}}
+{{- end -}}
+{{- if and $periodic (not (has "all" (splitList "|" $periodic))) -}}
+{{- $pairs = append $pairs (list "check=~\"pciebw|remapped|dcgm|ping|gpupower\"" (printf "check=~\"%s\"" $periodic)) -}}
+{{- end -}}
+{{- toJson $pairs -}}
+{{- end -}}
