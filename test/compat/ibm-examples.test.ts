@@ -191,10 +191,14 @@ describe('the data file and docs/upgrading.md', () => {
     expect(start).toBeGreaterThan(-1);
     const end = upgrading.indexOf('\n## ', start + 1);
     const section = upgrading.slice(start, end === -1 ? undefined : end);
-    const firstCells = section
-      .split('\n')
-      .filter((line) => line.startsWith('| ') && !/^\| -+/.test(line))
-      .map((line) => line.split(' | ')[0]!.slice(2).trim());
+    // Each entry is a list item: "- <item> (<status>): IBM Autopilot: … This project: …".
+    const firstCells = [
+      ...section
+        .replace(/\n {2}(?=\S)/g, ' ')
+        .matchAll(/^- (.+?) \((?:identical|different|new)\): IBM Autopilot:/gm),
+    ].map((match) => match[1]!);
+    // Every entry is read: one that lost its "(status): IBM Autopilot:" would vanish silently.
+    expect(firstCells.length).toBe(section.split('\n').filter((l) => l.startsWith('- ')).length);
     const missing: string[] = [];
     for (const example of EXAMPLES) {
       if (!firstCells.includes(example.upgrading))
