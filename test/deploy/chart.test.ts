@@ -56,6 +56,8 @@ const withOurImage = (values: Record<string, unknown>): Record<string, unknown> 
   },
 });
 
+const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 interface Case {
   readonly name: string;
   readonly options: RenderOptions;
@@ -440,6 +442,44 @@ describe('chart: docsUrl', () => {
     expect(defaults.docsUrl.startsWith(`${chart.home}/`)).toBe(true);
   });
 
+  test('one address: Chart.yaml, the rules, _helpers.tpl and the docs agree with docsUrl', () => {
+    const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as {
+      home: string;
+      sources: string[];
+    };
+    // docsUrl is the repository's files on its main branch; the repository is home and source.
+    expect(defaults.docsUrl).toBe(`${chart.home}/blob/main`);
+    expect(chart.sources).toEqual([chart.home]);
+    // The prefix the PrometheusRule swaps for docsUrl must be the one rules/ carries.
+    const helpers = readFileSync(join(CHART, 'templates', '_helpers.tpl'), 'utf8');
+    const swapped = /define "autopilot\.rulesDocsUrl" -\}\}\n(.*)\n/.exec(helpers)?.[1];
+    expect(swapped).toBe(`${defaults.docsUrl}/`);
+    const rules: Any = parse(readFileSync(join(ROOT, 'rules', 'autopilot.rules.yaml'), 'utf8'));
+    const urls = (rules.groups as Any[]).flatMap((group) =>
+      (group.rules as Any[]).flatMap((rule) => rule.annotations?.runbook_url ?? []),
+    );
+    expect(urls.length).toBeGreaterThan(20);
+    for (const url of urls) expect(url.startsWith(`${swapped}rules/RUNBOOK.md#`)).toBe(true);
+    // Any mention of the home's owner in README or docs/ names the home itself.
+    const home = chart.home.replace(/^https?:\/\//, '');
+    const owner = home.slice(0, home.lastIndexOf('/') + 1);
+    const docs = readdirSync(join(ROOT, 'docs')).filter((file) => file.endsWith('.md'));
+    for (const file of ['README.md', ...docs.map((doc) => join('docs', doc))]) {
+      const text = readFileSync(join(ROOT, file), 'utf8');
+      for (const [mention] of text.matchAll(
+        new RegExp(`${escapeRegExp(owner)}[^\\s)\`'"<>]*`, 'g'),
+      )) {
+        expect({ file, mention: mention.startsWith(home) }).toEqual({ file, mention: true });
+      }
+    }
+    // deploy.md's row gives the default and says it is a placeholder to set.
+    const row = readFileSync(join(ROOT, 'docs', 'deploy.md'), 'utf8')
+      .split('\n')
+      .find((line) => line.startsWith('| `docsUrl`'));
+    expect(row).toContain(`\`${defaults.docsUrl}\``);
+    expect(row).toMatch(/placeholder/);
+  });
+
   test('a docsUrl that is not an http(s) address is refused', () => {
     const run = templateRun({ values: { docsUrl: 'not a url' } });
     expect(run.status).not.toBe(0);
@@ -447,23 +487,98 @@ describe('chart: docsUrl', () => {
   });
 });
 
+describe('chart: the image', () => {
+  test("values.yaml's defaults fail to render, saying how to build and set the image", () => {
+    const run = templateRun({ withoutTestImage: true });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain('image.repository is not set');
+    expect(run.stderr).toContain('docker build -f deploy/Dockerfile');
+    expect(run.stderr).toContain('--set image.repository=<registry>/autopilot');
+    expect(run.stdout).toBe('');
+  });
+
+  test.each([
+    ['', 'image.repository is not set'],
+    ['  ', 'image.repository is not set'],
+    ['<registry>/autopilot', 'image.repository <registry>/autopilot is a placeholder'],
+    [
+      'ghcr.io/autopilot/autopilot',
+      'image.repository ghcr.io/autopilot/autopilot is a placeholder',
+    ],
+    ['ghcr.io/autopilot/autopilot:0.1.0', 'is a placeholder'],
+  ])('image.repository %j is refused: %s', (repository, message) => {
+    const run = templateRun({ values: { image: { repository } } });
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toContain(message);
+  });
+
+  test('a repository renders with the chart appVersion, for the exporter and the deep check', () => {
+    const chart = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { appVersion: string };
+    const objects = renderChart({
+      withoutTestImage: true,
+      values: { image: { repository: 'registry.corp.test/gpu/autopilot' } },
+    });
+    const container = one(objects, 'DaemonSet').spec.template.spec.containers[0];
+    const image = `registry.corp.test/gpu/autopilot:${chart.appVersion}`;
+    expect(container.image).toBe(image);
+    expect(container.env).toContainEqual({ name: 'AUTOPILOT_DEEPCHECK_IMAGE', value: image });
+  });
+
+  test("docs/deploy.md's install command and minimal values render, setting the image", () => {
+    const doc = readFileSync(join(ROOT, 'docs', 'deploy.md'), 'utf8');
+    const install = doc.slice(doc.indexOf('\n## Install\n'));
+    const command = /```sh\n([\s\S]*?)```/.exec(install)![1]!.replace(/\\\n/g, ' ');
+    expect(command).toMatch(/^helm upgrade --install autopilot deploy\/helm\/autopilot /);
+    const values: Record<string, Any> = parse(/```yaml\n([\s\S]*?)```/.exec(install)![1]!);
+    for (const [, key, value] of command.matchAll(/--set ([\w.]+)=(\S+)/g)) {
+      const [group, name] = key!.split('.') as [string, string];
+      values[group] = { ...values[group], [name]: value };
+    }
+    expect(values.image?.repository).toEqual(expect.any(String));
+    const objects = renderChart({ withoutTestImage: true, values });
+    const container = one(objects, 'DaemonSet').spec.template.spec.containers[0];
+    expect(container.image).toBe(`${values.image.repository}:${values.image.tag}`);
+  });
+});
+
 describe('chart: NOTES', () => {
   // helm template leaves NOTES out; a client-side dry run renders it without a cluster.
-  const run = helm(['install', 'autopilot', CHART, '-n', 'autopilot', '--dry-run=client']);
-  const notes = run.stdout.slice(run.stdout.indexOf('NOTES:'));
-  const commands = notes
-    .split('\n')
-    .filter((line) => line.startsWith('  '))
-    .map((line) => line.trim());
+  const dryRun = (values?: Record<string, unknown>): string => {
+    const run = withValues(values, (valueArgs) =>
+      helm(['install', 'autopilot', CHART, '-n', 'autopilot', '--dry-run=client', ...valueArgs]),
+    );
+    if (run.status !== 0) throw new Error(`helm install --dry-run failed: ${run.stderr}`);
+    return run.stdout.slice(run.stdout.indexOf('NOTES:'));
+  };
+  const commandsOf = (notes: string): string[] =>
+    notes
+      .split('\n')
+      .filter((line) => line.startsWith('  '))
+      .map((line) => line.trim());
 
   test('the first commands only read: labels and /results, not a round of checks on every node', () => {
-    expect(run.status).toBe(0);
+    const notes = dryRun();
+    const commands = commandsOf(notes);
     const firstCurl = commands.find((command) => command.startsWith('curl '));
     expect(firstCurl).toMatch(/^curl localhost:3333\/results$/);
     expect(commands[0]).toBe('kubectl get nodes -L autopilot.ibm.com/gpuhealth');
     // /status runs the checks on every node; NOTES may show it only after saying so.
     const before = notes.slice(0, notes.indexOf('/status'));
     expect(before).toMatch(/Running the checks now on every node/);
+  });
+
+  test('the guide and runbook links follow docsUrl; the default is called a placeholder', () => {
+    const placeholder = /docsUrl is the chart's default, a placeholder/;
+    const byDefault = dryRun();
+    expect(byDefault).toMatch(placeholder);
+    const set = dryRun({ docsUrl: 'https://docs.example.com/autopilot/' });
+    expect(set).not.toMatch(placeholder);
+    expect(commandsOf(set)).toEqual(
+      expect.arrayContaining([
+        'https://docs.example.com/autopilot/docs/operations.md',
+        'https://docs.example.com/autopilot/rules/RUNBOOK.md',
+      ]),
+    );
   });
 });
 

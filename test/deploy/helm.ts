@@ -23,7 +23,15 @@ export interface RenderOptions {
   readonly values?: Readonly<Record<string, unknown>>;
   /** API versions the cluster is said to serve, as `helm template --api-versions`. */
   readonly apiVersions?: readonly string[];
+  /** Render values.yaml as it is, without TEST_IMAGE: the chart then refuses to render. */
+  readonly withoutTestImage?: boolean;
 }
+
+/**
+ * The image the tests render with. values.yaml names none (none is published), and the chart
+ * refuses to render without one; `values` given to a render still win over this.
+ */
+export const TEST_IMAGE = 'registry.example.com/autopilot';
 
 /** The chart as the tests render it by default: with prometheus-operator's API present. */
 export const MONITORING_API = 'monitoring.coreos.com/v1';
@@ -37,17 +45,28 @@ export function helm(args: readonly string[]): HelmRun {
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
-/** Runs helm with the values written to a file (JSON is YAML), so no value goes through --set parsing. */
+/**
+ * Runs helm with TEST_IMAGE and then the values, each written to a file (JSON is YAML), so no value
+ * goes through --set parsing; helm merges the files in order, so `values` may override the image.
+ */
 export function withValues<T>(
   values: Readonly<Record<string, unknown>> | undefined,
   use: (valueArgs: string[]) => T,
+  testImage = true,
 ): T {
-  if (values === undefined) return use([]);
+  const files = [
+    ...(testImage ? [{ image: { repository: TEST_IMAGE } }] : []),
+    ...(values === undefined ? [] : [values]),
+  ];
   const dir = mkdtempSync(join(tmpdir(), 'autopilot-values-'));
   try {
-    const file = join(dir, 'values.json');
-    writeFileSync(file, JSON.stringify(values));
-    return use(['--values', file]);
+    return use(
+      files.flatMap((content, index) => {
+        const file = join(dir, `values-${index}.json`);
+        writeFileSync(file, JSON.stringify(content));
+        return ['--values', file];
+      }),
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -55,16 +74,19 @@ export function withValues<T>(
 
 export function templateRun(options: RenderOptions = {}): HelmRun {
   const apiVersions = options.apiVersions ?? [MONITORING_API];
-  return withValues(options.values, (valueArgs) =>
-    helm([
-      'template',
-      options.release ?? 'autopilot',
-      CHART,
-      '--namespace',
-      options.namespace ?? 'autopilot',
-      ...apiVersions.flatMap((version) => ['--api-versions', version]),
-      ...valueArgs,
-    ]),
+  return withValues(
+    options.values,
+    (valueArgs) =>
+      helm([
+        'template',
+        options.release ?? 'autopilot',
+        CHART,
+        '--namespace',
+        options.namespace ?? 'autopilot',
+        ...apiVersions.flatMap((version) => ['--api-versions', version]),
+        ...valueArgs,
+      ]),
+    options.withoutTestImage !== true,
   );
 }
 

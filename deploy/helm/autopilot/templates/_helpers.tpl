@@ -45,9 +45,19 @@ autopilot-healthchecks, autopilot-metrics-service, autopilot-readinessprobe.
 {{/*
 IBM's image is another program (Python scripts around a Go binary): with this chart's arguments it
 would not start, and no tag of it is this project's. An upgrade that keeps IBM's values file must
-stop here, saying what to set, rather than roll out pods that cannot pull or cannot run.
+stop here, saying what to set, rather than roll out pods that cannot pull or cannot run. The same
+goes for no repository at all (values.yaml names none: none is published) and for placeholders:
+a `<registry>` copied from the docs, or ghcr.io/autopilot/autopilot, the unpublished name that
+values.yaml once held.
 */}}
 {{- define "autopilot.image" -}}
+{{- $repository := .Values.image.repository | default "" | trim -}}
+{{- if not $repository -}}
+{{- fail "image.repository is not set. No image of this project is published: build it (docker build -f deploy/Dockerfile -t <registry>/autopilot:<tag> .), push it to a registry the nodes can pull from, and install with --set image.repository=<registry>/autopilot --set image.tag=<tag>: see docs/deploy.md#the-image" -}}
+{{- end -}}
+{{- if or (regexMatch "[<>]" $repository) (regexMatch "^ghcr\\.io/autopilot/autopilot([:@].*)?$" $repository) -}}
+{{- fail (printf "image.repository %s is a placeholder, not an image anyone publishes. Build this project's image (docker build -f deploy/Dockerfile -t <registry>/autopilot:<tag> .), push it, and set image.repository and image.tag to it: see docs/deploy.md#the-image" $repository) -}}
+{{- end -}}
 {{- if regexMatch "^quay\\.io/autopilot/autopilot([:@].*)?$" .Values.image.repository -}}
 {{- fail (printf "image.repository %s is IBM Autopilot's image, which this chart cannot run. Build this project's image (docker build -f deploy/Dockerfile -t <registry>/autopilot:<tag> .), push it, and set image.repository and image.tag to it: see docs/deploy.md#the-image and docs/upgrading.md" .Values.image.repository) -}}
 {{- end -}}
