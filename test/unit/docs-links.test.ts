@@ -88,7 +88,6 @@ const NOT_YET_NARROWED: ReadonlySet<string> = new Set([
   'docs/checks.md',
   'docs/configuration.md',
   'docs/deploy.md',
-  'docs/gpu-host.md',
   'docs/kubernetes.md',
   'docs/metrics.md',
 ]);
