@@ -9,6 +9,7 @@ import {
   OPERATOR_RBAC_RULES,
 } from '../../exporter/k8s/rbac-rules.js';
 import request from 'supertest';
+import { parse } from 'yaml';
 import { createStaticTokenAuthorizer } from '../../exporter/api/auth.js';
 import { createApiApp } from '../../exporter/api/app.js';
 import { apiEndpoints } from '../../exporter/api/index-route.js';
@@ -454,5 +455,62 @@ describe('all-SKIP and the node state', () => {
         claim: /every check (says )?`SKIP`[^.]{0,30}state `UNKNOWN`/.test(text),
       }).toEqual({ file, claim: false });
     }
+  });
+});
+
+interface Rule {
+  readonly alert?: string;
+  readonly record?: string;
+  readonly for?: string;
+  readonly labels?: { readonly severity?: string };
+  readonly annotations?: { readonly summary?: string };
+}
+
+/** A Prometheus duration ("2h", "7200s", "1h30m") in seconds, so that equal windows compare equal. */
+function seconds(duration: string): number {
+  const unit: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 };
+  const parts = [...duration.matchAll(/(\d+)([smhd])/g)];
+  if (parts.map((m) => m[0]).join('') !== duration) throw new Error(`not a duration: ${duration}`);
+  return parts.reduce((sum, m) => sum + Number(m[1]) * unit[m[2]!]!, 0);
+}
+
+describe('the alerts the docs list and count', () => {
+  const rules = (
+    parse(readDoc('rules/autopilot.rules.yaml')) as { groups: { rules: Rule[] }[] }
+  ).groups.flatMap((group) => group.rules);
+  const alerts = rules.filter((rule) => rule.alert !== undefined);
+
+  test('every "N alerts" and "N recording rules" is the rule file’s count', () => {
+    const records = rules.length - alerts.length;
+    for (const file of markdownFiles()) {
+      const text = readDoc(file).replace(/\s+/g, ' ');
+      for (const [, count] of text.matchAll(/(?<![\w-])(\d+) alerts\b/g))
+        expect({ file, alerts: Number(count) }).toEqual({ file, alerts: alerts.length });
+      for (const [, count] of text.matchAll(/(?<![\w-])(\d+) recording rules/g))
+        expect({ file, records: Number(count) }).toEqual({ file, records });
+    }
+  });
+
+  test('operations.md lists every alert with its severity, for and summary', () => {
+    const listed = [
+      ...section(readDoc('docs/operations.md'), '## Alerts')
+        .replace(/\n {2}(?=\S)/g, ' ')
+        .matchAll(/^- \[`(\w+)`\]\(\.\.\/rules\/RUNBOOK\.md#(\w+)\) \((\w+), for (\w+)\): (.*)$/gm),
+    ].map(([, name, anchor, severity, pending, summary]) => ({
+      name,
+      anchor,
+      severity,
+      pending: seconds(pending!),
+      summary,
+    }));
+    expect(listed).toEqual(
+      alerts.map((rule) => ({
+        name: rule.alert,
+        anchor: rule.alert!.toLowerCase(),
+        severity: rule.labels?.severity,
+        pending: seconds(rule.for ?? '0s'),
+        summary: rule.annotations?.summary,
+      })),
+    );
   });
 });
