@@ -292,7 +292,7 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         'Usage:',
         '  autopilot [serve] [flags]        run the exporter (the default command)',
         '  autopilot check <checks…> [flags] run checks once on this node and print a table',
-        '  autopilot preflight [flags]      before a job: is this node healthy? (exit 0 or 1)',
+        '  autopilot preflight [flags]      before a job: is this node healthy? (exit 0, 1 or 2)',
         '  autopilot deepcheck [flags]      inside the deep-check Job: DCGM level 3 and gpumem',
         '  autopilot <command> --help       help for one command',
         '  autopilot --version              the version',

@@ -64,7 +64,7 @@ describe('the strings the chart replaces in the rules', () => {
         'autopilot_check_last_run_timestamp_seconds > 3 * 3600',
         '[10800s]',
         'for: 7200s',
-        'check=~"pciebw|remapped|dcgm|ping|gpupower"',
+        'check=~"pciebw|remapped|dcgm|ping|gpupower|gpucount"',
       ]),
     );
   });
@@ -170,8 +170,10 @@ describe('repeat in every form the schema takes', () => {
         renderedGroups({ env: [{ name: 'PERIODIC_CHECKS', value }] }),
         'AutopilotCheckNeverRan',
       ).expr;
-    expect(never('pciebw, ping')).toContain('check=~"pciebw|ping"');
-    expect(never('all')).toContain('check=~"pciebw|remapped|dcgm|ping|gpupower"');
+    // gpucount runs every round whatever the list says, so it is watched too.
+    expect(never('pciebw, ping')).toContain('check=~"pciebw|ping|gpucount"');
+    expect(never('gpucount,ping')).toContain('check=~"gpucount|ping"');
+    expect(never('all')).toContain('check=~"pciebw|remapped|dcgm|ping|gpupower|gpucount"');
   });
 
   test('at the default values the rendered rules are rules/ itself', () => {

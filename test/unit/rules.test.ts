@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { loadAllYaml } from '@kubernetes/client-node';
+import { CHECK_TABLE } from '../../exporter/checks/index.js';
 import { DEFAULT_XID_FATAL } from '../../exporter/checks/xid.js';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
 
@@ -187,6 +188,12 @@ describe('exprNames', () => {
 });
 
 describe('rules/autopilot.rules.yaml', () => {
+  test("AutopilotCheckNeverRan watches exactly the exporter's default periodic checks", () => {
+    const rule = alerts.find((r) => r.alert === 'AutopilotCheckNeverRan');
+    const listed = /check=~"([^"]+)"/.exec(rule?.expr ?? '')?.[1]?.split('|');
+    expect(listed?.slice().sort()).toEqual([...CHECK_TABLE.periodic].sort());
+  });
+
   test('has alerts and recording rules, each named once', () => {
     const names = rules.map((rule) => rule.alert ?? rule.record);
     expect(alerts.length).toBeGreaterThan(0);

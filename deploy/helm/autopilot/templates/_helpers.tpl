@@ -156,7 +156,11 @@ autopilot_check_interval_seconds does, and the staleness alert uses it first).
 {{- end -}}
 {{- end -}}
 {{- if and $periodic (not (has "all" (splitList "|" $periodic))) -}}
-{{- $pairs = append $pairs (list "check=~\"pciebw|remapped|dcgm|ping|gpupower\"" (printf "check=~\"%s\"" $periodic)) -}}
+{{- /* The exporter adds gpucount to every round whatever PERIODIC_CHECKS lists (checks/gpucount.ts). */ -}}
+{{- if not (has "gpucount" (splitList "|" $periodic)) -}}
+{{- $periodic = printf "%s|gpucount" $periodic -}}
+{{- end -}}
+{{- $pairs = append $pairs (list "check=~\"pciebw|remapped|dcgm|ping|gpupower|gpucount\"" (printf "check=~\"%s\"" $periodic)) -}}
 {{- end -}}
 {{- toJson $pairs -}}
 {{- end -}}
