@@ -472,10 +472,11 @@ describe('chart: docsUrl', () => {
         expect({ file, mention: mention.startsWith(home) }).toEqual({ file, mention: true });
       }
     }
-    // deploy.md's row gives the default and says it is a placeholder to set.
+    // deploy.md's item (wrapped lines joined) gives the default and says it is a placeholder to set.
     const row = readFileSync(join(ROOT, 'docs', 'deploy.md'), 'utf8')
+      .replace(/\n {2}(?=\S)/g, ' ')
       .split('\n')
-      .find((line) => line.startsWith('| `docsUrl`'));
+      .find((line) => line.startsWith('- `docsUrl` (default '));
     expect(row).toContain(`\`${defaults.docsUrl}\``);
     expect(row).toMatch(/placeholder/);
   });

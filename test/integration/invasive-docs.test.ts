@@ -1,5 +1,5 @@
 /**
- * docs/api.md's /invasive table against what the API answers in standalone mode. The table once
+ * docs/api.md's /invasive answers against what the API answers in standalone mode. The doc once
  * promised a 400 to every standalone caller while the code authorises first (401 or 403), so the
  * claims are read from the doc, not copied here: a change on either side fails this test.
  */
@@ -13,6 +13,7 @@ import { createStaticTokenAuthorizer, PROTECTED_ACCESS } from '../../exporter/ap
 import type { ApiAccess } from '../../exporter/config/config.js';
 import { silentLogger } from '../../exporter/log.js';
 import { createFakeCheck, createRealRunner } from '../fakes/checks.js';
+import { listItems } from '../unit/docs-check.js';
 
 const API_MD = join(import.meta.dirname, '..', '..', 'docs', 'api.md');
 const TOKEN = 'invasive-docs-token';
@@ -22,15 +23,15 @@ interface Claim {
   readonly when: string;
 }
 
-/** The rows of the table under "## `/invasive`": | `status` | when | */
+/** The items of the list under "## `/invasive`": `- \`status\`: when`, wrapped lines joined. */
 function invasiveClaims(): Claim[] {
   const text = readFileSync(API_MD, 'utf8');
   const start = text.indexOf('## `/invasive`');
   const section = text.slice(start, text.indexOf('\n## ', start + 1));
-  return [...section.matchAll(/^\| `(\d{3})` +\| (.*?) +\|$/gm)].map((m) => ({
-    status: Number(m[1]),
-    when: m[2]!,
-  }));
+  return listItems(section).flatMap((item) => {
+    const match = /^`(\d{3})`: (.*)$/.exec(item);
+    return match === null ? [] : [{ status: Number(match[1]), when: match[2]! }];
+  });
 }
 
 /** The claimed message of a row: its last code span, up to an elided tail ("; …"). */

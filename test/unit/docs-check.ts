@@ -149,6 +149,54 @@ export function exitTable(text: string): Map<number, string> {
   return rows;
 }
 
+/**
+ * The items of the markdown lists in `text` (outside code blocks), each with its wrapped lines
+ * joined by one space: the wide tables became lists, so the claims they hold are read here.
+ */
+export function listItems(text: string): string[] {
+  const items: string[] = [];
+  let current: string[] | undefined;
+  for (const line of withoutFences(text).split('\n')) {
+    if (line.startsWith('- ')) {
+      current = [line.slice(2)];
+      items.push('');
+    } else if (current !== undefined && /^ {2}\S/.test(line)) {
+      current.push(line.trim());
+    } else {
+      current = undefined;
+      continue;
+    }
+    items[items.length - 1] = current.join(' ');
+  }
+  return items;
+}
+
+export interface Definition {
+  /** The code span that starts the item, without its backticks. */
+  readonly name: string;
+  /** What the parentheses after the name say (`default …`, a type and labels), if any. */
+  readonly note: string | undefined;
+  readonly meaning: string;
+}
+
+/**
+ * Definition-style items `- \`name\` (note): meaning` keyed by name. An item that starts with a
+ * code span matching `names` but not this shape is an error, so that a mangled entry cannot drop
+ * out of a test unnoticed.
+ */
+export function definitions(text: string, names: RegExp): Map<string, Definition> {
+  const found = new Map<string, Definition>();
+  for (const item of listItems(text)) {
+    const name = /^`([^`]+)`/.exec(item)?.[1];
+    if (name === undefined || !names.test(name)) continue;
+    const match = /^`[^`]+`(?: \((.*?)\))?: (.+)$/.exec(item);
+    if (match === null) throw new Error(`not a "- \`name\` (note): meaning" item: ${item}`);
+    if (found.has(name)) throw new Error(`${name} is listed twice`);
+    found.set(name, { name, note: match[1], meaning: match[2]! });
+  }
+  return found;
+}
+
 /** Whether `actual` is `claimed` where each `…` of the claim stands for any text. */
 export function matchesElided(claimed: string, actual: string): boolean {
   const pattern = claimed
@@ -195,24 +243,27 @@ export function metricModeProblems(
 }
 
 /**
- * configuration.md's environment table against the settings: the default cell's first code
- * span is the setting's default up to its parenthesised remark; a setting without a default has
- * no code span there (words such as "the host name" are allowed when --help says the same).
+ * configuration.md's environment variables against the settings: each is an item
+ * `- \`NAME\` (default …): meaning`, whose default's first code span is the setting's default up to
+ * its parenthesised remark; a setting without a default has no `(default …)`, or one with no code
+ * span (words such as "the host name" are allowed when --help says the same).
  */
 export function envDefaultProblems(
   doc: string,
   settings: readonly (readonly [name: string, shown: string, help: string])[],
 ): string[] {
+  const items = definitions(doc, /^[A-Z][A-Z0-9_]*$/);
   const problems: string[] = [];
   for (const [name, shown] of settings) {
-    const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-    const row = new RegExp(`^\\|\\s*\`${escaped}\`\\s*\\|([^|]*)\\|`, 'm').exec(doc);
-    if (row === null) {
-      problems.push(`${name}: no row`);
+    const item = items.get(name);
+    if (item === undefined) {
+      problems.push(`${name}: no item`);
       continue;
     }
-    const cell = row[1]!.trim();
-    if (!defaultAgrees(cell, shown)) {
+    const cell = /^default (.*)$/.exec(item.note ?? '')?.[1] ?? '';
+    if (item.note !== undefined && !item.note.startsWith('default ')) {
+      problems.push(`${name}: "(${item.note})" is not "(default …)"`);
+    } else if (!defaultAgrees(cell, shown)) {
       problems.push(
         `${name}: documented default ${JSON.stringify(cell)}, --help says ${JSON.stringify(shown)}`,
       );

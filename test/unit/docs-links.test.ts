@@ -78,28 +78,9 @@ describe('relative links', () => {
   });
 });
 
-/**
- * Pages whose tables are still to be narrowed (lists, or fewer and shorter columns). A page leaves
- * this list once it has no wide row, and the test below makes sure it does; no page joins it.
- */
-const NOT_YET_NARROWED: ReadonlySet<string> = new Set([
-  'docs/alerts.md',
-  'docs/api.md',
-  'docs/checks.md',
-  'docs/configuration.md',
-  'docs/deploy.md',
-  'docs/kubernetes.md',
-  'docs/metrics.md',
-]);
-
 describe(`tables no wider than ${MAX_TABLE_ROW} characters`, () => {
-  test.each(FILES.filter((file) => !NOT_YET_NARROWED.has(file)))('%s', (file) => {
+  test.each(FILES)('%s', (file) => {
     expect(wideTableRows(file, readDoc(file))).toEqual([]);
-  });
-
-  test.each([...NOT_YET_NARROWED])('%s still has wide rows (else it leaves the list)', (file) => {
-    expect(FILES).toContain(file);
-    expect(wideTableRows(file, readDoc(file)).length).toBeGreaterThan(0);
   });
 
   test('a wide row is reported, a wide line in a code block is not', () => {

@@ -31,8 +31,10 @@ import { createResultStore } from '../../exporter/store.js';
 import { createFakeCheck, createRealRunner } from '../fakes/checks.js';
 import { device, makeRun } from '../fakes/runs.js';
 import {
+  definitions,
   envDefaultProblems,
   exitTable,
+  listItems,
   markdownFiles,
   matchesElided,
   metricModeProblems,
@@ -49,15 +51,19 @@ interface DocumentedMetric {
   readonly meaning: string;
 }
 
-/** The rows of the table in docs/metrics.md: | `name` | type | `label`, `label` | meaning | */
-function documentedMetrics(): Map<string, DocumentedMetric> {
+/**
+ * The items of docs/metrics.md: `- \`name\` (type; labels \`label\`, \`label\`): meaning`, with
+ * `label` for one and `no labels` for none. An `autopilot_` item of another shape throws.
+ */
+function documentedMetrics(
+  text = readFileSync(join(ROOT, 'docs', 'metrics.md'), 'utf8'),
+): Map<string, DocumentedMetric> {
   const rows = new Map<string, DocumentedMetric>();
-  for (const line of readFileSync(join(ROOT, 'docs', 'metrics.md'), 'utf8').split('\n')) {
-    const cells = line.split('|').map((cell) => cell.trim());
-    const name = /^`(autopilot_\w+)`$/.exec(cells[1] ?? '')?.[1];
-    if (name === undefined) continue;
-    const labels = [...(cells[3] ?? '').matchAll(/`(\w+)`/g)].map((m) => m[1]!);
-    rows.set(name, { type: cells[2] ?? '', labels, meaning: cells[4] ?? '' });
+  for (const [name, item] of definitions(text, /^autopilot_\w+$/)) {
+    const note = /^(\w+); (?:labels? ((?:`\w+`(?:, )?)+)|no labels)$/.exec(item.note ?? '');
+    if (note === null) throw new Error(`${name}: "(${item.note})" is not "(type; labels …)"`);
+    const labels = [...(note[2] ?? '').matchAll(/`(\w+)`/g)].map((m) => m[1]!);
+    rows.set(name, { type: note[1]!, labels, meaning: item.meaning });
   }
   return rows;
 }
@@ -79,23 +85,48 @@ describe('docs/metrics.md', () => {
   test('lists no metric the code does not have', () => {
     expect([...documented.keys()].filter((name) => !(name in ALL_METRICS))).toEqual([]);
   });
+
+  test('the reader takes type and labels from every item, and refuses an item of another shape', () => {
+    const text = [
+      '- `autopilot_a` (gauge; labels `check`, `gpu`): A, wrapped',
+      '  over two lines.',
+      '- `autopilot_b` (counter; label `check`): B.',
+      '- `autopilot_c` (gauge; no labels): Kubernetes mode: C.',
+    ].join('\n');
+    expect(Object.fromEntries(documentedMetrics(text))).toEqual({
+      autopilot_a: {
+        type: 'gauge',
+        labels: ['check', 'gpu'],
+        meaning: 'A, wrapped over two lines.',
+      },
+      autopilot_b: { type: 'counter', labels: ['check'], meaning: 'B.' },
+      autopilot_c: { type: 'gauge', labels: [], meaning: 'Kubernetes mode: C.' },
+    });
+    expect(() => documentedMetrics('- `autopilot_d` (gauge, `check`): D.')).toThrow('autopilot_d');
+    expect(() => documentedMetrics('- `autopilot_e` gauge: E.')).toThrow('autopilot_e');
+  });
 });
 
 describe('docs/configuration.md', () => {
   const text = readFileSync(join(ROOT, 'docs', 'configuration.md'), 'utf8');
-  const escape = (cell: string): string => cell.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
-  // Prettier pads table cells, so cells match with any surrounding space.
-  const row = (...cells: string[]): RegExp =>
-    new RegExp(`^\\|${cells.map((cell) => `\\s*${escape(cell)}\\s*\\|`).join('')}`, 'm');
 
   test('documents every flag with its default, and every environment variable', async () => {
     const { ENV_SETTINGS, FLAGS } = await import('../../exporter/config/config.js');
+    const flags = definitions(section(text, '## Flags'), /^--/);
     // A flag without a default (--logfile) says so in words.
-    for (const flag of FLAGS) {
-      const shown = flag.defaultValue === '' ? 'none' : `\`${flag.defaultValue}\``;
-      expect(text).toMatch(row(`\`--${flag.name}\``, shown));
-    }
-    for (const [name] of ENV_SETTINGS) expect(text).toMatch(row(`\`${name}\``));
+    const documented = FLAGS.map((flag) => ({
+      flag: flag.name,
+      note: flags.get(`--${flag.name}`)?.note,
+    }));
+    expect(documented).toEqual(
+      FLAGS.map((flag) => ({
+        flag: flag.name,
+        note: flag.defaultValue === '' ? 'no default' : `default \`${flag.defaultValue}\``,
+      })),
+    );
+    expect([...flags.keys()].sort()).toEqual(FLAGS.map((flag) => `--${flag.name}`).sort());
+    const variables = definitions(section(text, '## Environment variables'), /^[A-Z][A-Z0-9_]*$/);
+    expect([...variables.keys()].sort()).toEqual(ENV_SETTINGS.map(([name]) => name).sort());
   });
 });
 
@@ -205,15 +236,27 @@ describe('docs/configuration.md: environment defaults as --help shows them', () 
   });
 
   test('the checker reports a wrong default and a default where there is none', () => {
-    const doc = ['| `A_PORT` | `8082` | port |', '| `A_FILE` | `x` | file |'].join('\n');
+    const doc = [
+      '- `A_PORT` (default `8082`): port',
+      '- `A_FILE` (default `x`): a file, wrapped',
+      '  onto a second line',
+      '- `A_MODE` (`on`): mode',
+      '- `A_NAME`: name',
+    ].join('\n');
     expect(
       envDefaultProblems(doc, [
         ['A_PORT', '8081', 'port'],
         ['A_FILE', '', 'file'],
+        ['A_MODE', 'on', 'mode'],
+        ['A_NAME', 'the host name', 'name'],
+        ['A_GONE', '', 'gone'],
       ]),
     ).toEqual([
       'A_PORT: documented default "`8082`", --help says "8081"',
       'A_FILE: documented default "`x`", --help says ""',
+      'A_MODE: "(`on`)" is not "(default …)"',
+      'A_NAME: documented default "", --help says "the host name"',
+      'A_GONE: no item',
     ]);
   });
 });
@@ -312,7 +355,7 @@ describe('docs/api.md and README.md: endpoints and answers', () => {
     const served = apiEndpoints(CHECK_NAMES, true).map((endpoint) => endpoint.path);
     for (const path of served)
       expect({ path, documented: api.includes(`\`${path}\``) }).toEqual({ path, documented: true });
-    const portRow = /^\| `:3333`.*$/m.exec(api)?.[0] ?? '';
+    const portRow = listItems(api).find((item) => item.startsWith('`:3333`')) ?? '';
     const headings = [...api.matchAll(/^## `(\/\w*)`/gm)].map((m) => m[1]!);
     const claimed = [...[...portRow.matchAll(/`(\/\w*)`/g)].map((m) => m[1]!), ...headings];
     expect(claimed.length).toBeGreaterThan(4);
@@ -332,7 +375,7 @@ describe('docs/api.md and README.md: endpoints and answers', () => {
   });
 
   test('the readiness answer is the one the port table gives', async () => {
-    const row = /^\| `:8080`.*$/m.exec(api)?.[0] ?? '';
+    const row = listItems(api).find((item) => item.startsWith('`:8080`')) ?? '';
     // `:8080`, `AUTOPILOT_READINESS_PORT`, `/readinessprobe`, then the answer's three spans.
     const [path, status, type, body] = [...row.matchAll(/`([^`]+)`/g)].map((m) => m[1]!).slice(2);
     const response = await request(createReadinessApp().callback()).get(path!);
