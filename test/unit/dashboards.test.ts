@@ -237,6 +237,28 @@ describe('dashboards', () => {
       });
   });
 
+  test('the node dashboard shows NVLink per GPU and link, the fabric, and a src × dst P2P matrix', () => {
+    const node = dashboards.find(([, dashboard]) => dashboard.uid === 'autopilot-node')![1];
+    const reading = (metric: string): Panel[] =>
+      dataPanels(node).filter((panel) =>
+        (panel.targets ?? []).some((t) => (t.expr ?? '').includes(metric)),
+      );
+    const matrix = (panel: Panel): unknown =>
+      panel.transformations?.find((t) => t.id === 'groupingToMatrix')?.options;
+
+    const [linkState] = reading('autopilot_gpu_nvlink_up');
+    expect(matrix(linkState!)).toEqual(
+      expect.objectContaining({ rowField: 'gpu', columnField: 'link' }),
+    );
+    const [errors] = reading('autopilot_gpu_nvlink_errors_total');
+    expect(errors!.targets![0]!.expr).toMatch(/by \(gpu, link, counter\)/);
+    expect(errors!.targets![0]!.legendFormat).toBe('GPU {{gpu}} link {{link}} {{counter}}');
+    expect(reading('autopilot_gpu_fabric_ready')).toHaveLength(1);
+    const [p2p] = reading('autopilot_gpu_p2p_bandwidth_bytes_per_second');
+    expect(matrix(p2p!)).toEqual(expect.objectContaining({ rowField: 'src', columnField: 'dst' }));
+    expect(p2p!.fieldConfig?.defaults).toEqual(expect.objectContaining({ unit: 'Bps' }));
+  });
+
   test('are the three the exporter ships, with distinct uids', () => {
     expect(files.sort()).toEqual([
       'autopilot-cluster.json',
