@@ -176,6 +176,27 @@ done:
   return err;
 }
 
+// timed_copies for a peer copy: the warm-up and the timed copies go on the current device's legacy
+// default stream (the source's), between two events recorded there.
+cudaError_t timed_peer_copies(void *to, int dst, const void *from, int src, size_t bytes,
+                              int copies, float *ms) {
+  cudaError_t err = cudaSuccess;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  AP_TRY(cudaEventCreate(&start));
+  AP_TRY(cudaEventCreate(&stop));
+  AP_TRY(cudaMemcpyPeerAsync(to, dst, from, src, bytes, 0));  // warm-up, not timed
+  AP_TRY(cudaEventRecord(start, 0));
+  for (int i = 0; i < copies; ++i) AP_TRY(cudaMemcpyPeerAsync(to, dst, from, src, bytes, 0));
+  AP_TRY(cudaEventRecord(stop, 0));
+  AP_TRY(cudaEventSynchronize(stop));
+  AP_TRY(cudaEventElapsedTime(ms, start, stop));
+  if (!(*ms > 0.0f)) err = cudaErrorUnknown;
+done:
+  if (stop != nullptr) AP_RELEASE(cudaEventDestroy(stop));
+  if (start != nullptr) AP_RELEASE(cudaEventDestroy(start));
+  return err;
+}
+
 // A pinned host buffer: either mmap'ed, bound to a NUMA node and registered, or cudaMallocHost'ed.
 struct HostBuffer {
   void *p = nullptr;
@@ -473,6 +494,66 @@ done:
   if (start != nullptr) AP_RELEASE(cudaEventDestroy(start));
   if (out != nullptr) AP_RELEASE(cudaFree(out));
   return end(set, err);
+}
+
+int ap_can_access_peer(int src, int dst, int *can) {
+  if (can == nullptr || src == dst) return cudaErrorInvalidValue;
+  int answer = 0;
+  (void)cudaGetLastError();
+  cudaError_t e = cudaDeviceCanAccessPeer(&answer, src, dst);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // this call's answer, not a later call's error
+    return e;
+  }
+  *can = answer;
+  return cudaSuccess;
+}
+
+int ap_p2p_bandwidth(int src, int dst, size_t bytes, int repetitions, double *gbps) {
+  if (gbps == nullptr || bytes == 0 || repetitions < 1 || src == dst) return cudaErrorInvalidValue;
+  int can = 0;
+  cudaError_t err = static_cast<cudaError_t>(ap_can_access_peer(src, dst, &can));
+  if (err != cudaSuccess) return err;
+  // Without peer access the runtime would stage the copy through host memory and time that.
+  if (!can) return AP_NO_PEER_ACCESS;
+  bool src_set = false, dst_set = false;
+  void *from = nullptr;
+  void *to = nullptr;
+  float ms = 0.0f;
+  cudaError_t enabled = cudaSuccess;
+  AP_TRY(begin(dst));
+  dst_set = true;
+  AP_TRY(cudaMalloc(&to, bytes));
+  AP_TRY(cudaSetDevice(src));
+  src_set = true;
+  AP_TRY(cudaMalloc(&from, bytes));
+  AP_TRY(cudaMemset(from, 0x5A, bytes));
+  // Unidirectional, from the current device (src) to dst's allocations. Already enabled (another
+  // thread of this process did it) is as good as enabled now.
+  enabled = cudaDeviceEnablePeerAccess(dst, 0);
+  if (enabled == cudaErrorPeerAccessAlreadyEnabled) {
+    (void)cudaGetLastError();
+  } else {
+    AP_TRY(enabled);
+  }
+  AP_TRY(timed_peer_copies(to, dst, from, src, bytes, repetitions, &ms));
+  *gbps = double(bytes) * repetitions / 1e9 / (ms / 1e3);
+done:
+  // The source first: resetting it also ends its peer mapping of dst's memory (cudaDeviceReset).
+  if (src_set) {
+    if (from != nullptr) AP_RELEASE(cudaFree(from));
+    err = end(true, err);
+  }
+  if (dst_set) {
+    cudaError_t back = src_set ? cudaSetDevice(dst) : cudaSuccess;
+    if (back == cudaSuccess) {
+      if (to != nullptr) AP_RELEASE(cudaFree(to));
+      err = end(true, err);
+    } else if (err == cudaSuccess) {
+      err = back;
+    }
+  }
+  return err;
 }
 
 const char *ap_error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }

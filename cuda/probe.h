@@ -97,6 +97,29 @@ AP_EXPORT int ap_memory_pattern(int device, double fraction, unsigned long long 
  */
 AP_EXPORT int ap_flops(int device, int precision, double *tflops);
 
+/*
+ * What ap_p2p_bandwidth returns for a pair whose source cannot reach the destination's memory
+ * directly (cudaDeviceCanAccessPeer says 0): an answer, not an error. Negative, so it is no
+ * cudaError_t; ap_error_string does not know it.
+ */
+#define AP_NO_PEER_ACCESS (-1)
+
+/*
+ * Whether device `src` can access the memory of device `dst` directly (cudaDeviceCanAccessPeer):
+ * *can 1 or 0. A device-table query: no context is created on either device.
+ */
+AP_EXPORT int ap_can_access_peer(int src, int dst, int *can);
+
+/*
+ * Unidirectional peer copy from device `src` to device `dst` (src != dst): `bytes` on each device,
+ * peer access enabled from src to dst (cudaDeviceEnablePeerAccess; already enabled is fine), one
+ * warm-up cudaMemcpyPeerAsync, then `repetitions` of them timed with events on src's legacy
+ * default stream. *gbps = bytes * repetitions / 1e9 / seconds. AP_NO_PEER_ACCESS, with no context
+ * created, when src cannot access dst. Both devices' primary contexts are destroyed before
+ * returning (which also ends the peer mapping).
+ */
+AP_EXPORT int ap_p2p_bandwidth(int src, int dst, size_t bytes, int repetitions, double *gbps);
+
 /* cudaGetErrorString of a code these functions returned. */
 AP_EXPORT const char *ap_error_string(int code);
 

@@ -14,6 +14,7 @@ import { gpumemModule } from './gpumem.js';
 import { gpupowerModule } from './gpupower.js';
 import { iperfModule } from './iperf.js';
 import type { CheckExtras, CheckModule, CommonPorts } from './module.js';
+import { p2pbwModule } from './p2pbw.js';
 import { pciebwModule } from './pciebw.js';
 import { pingModule } from './ping.js';
 import { pvcModule } from './pvc.js';
@@ -30,6 +31,7 @@ export const CHECK_MODULES: readonly CheckModule[] = [
   eccModule,
   xidModule,
   gpumemModule,
+  p2pbwModule,
   pingModule,
   pvcModule,
   iperfModule,

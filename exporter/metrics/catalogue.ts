@@ -225,6 +225,11 @@ export const SAMPLE_METRICS = {
     help: 'FP64 arithmetic throughput in floating-point operations per second, from the last conclusive gpumem run.',
     labelNames: ['gpu', 'uuid'],
   },
+  autopilot_gpu_p2p_bandwidth_bytes_per_second: {
+    type: 'gauge',
+    help: 'Unidirectional peer copy bandwidth from GPU index src to GPU index dst, in bytes per second, from the last conclusive p2pbw run; only pairs with P2P access.',
+    labelNames: ['src', 'dst'],
+  },
   autopilot_dcgm_test_result: {
     type: 'gauge',
     help: 'Result of one DCGM diagnostic test (test, normalised as in Autopilot\'s failure string) on one GPU (gpu="" for results tied to no GPU), from the last conclusive dcgm run at any level (level); one series per test and GPU, always 1, the result label (pass, fail, warn, skip) says which.',

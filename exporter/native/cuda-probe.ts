@@ -30,6 +30,9 @@ const PROTOTYPES = {
   ap_memory_pattern:
     'int ap_memory_pattern(int device, double fraction, _Out_ unsigned long long *mismatches, _Out_ unsigned long long *bytes_tested)',
   ap_flops: 'int ap_flops(int device, int precision, _Out_ double *tflops)',
+  ap_can_access_peer: 'int ap_can_access_peer(int src, int dst, _Out_ int *can)',
+  ap_p2p_bandwidth:
+    'int ap_p2p_bandwidth(int src, int dst, size_t bytes, int repetitions, _Out_ double *gbps)',
   ap_error_string: 'const char *ap_error_string(int code)',
 } as const;
 
@@ -41,6 +44,8 @@ const DIRECTIONS: Record<CopyDirection, number> = { h2d: 0, d2h: 1 };
 const INVALID_VALUE = 1;
 /** cudaErrorInvalidDevice. */
 const INVALID_DEVICE = 101;
+/** probe.h's AP_NO_PEER_ACCESS: the pair has no peer access, an answer rather than an error. */
+const NO_PEER_ACCESS = -1;
 /** probe.h's AP_PLACEMENT_*: where ap_copy_bandwidth's host buffer came from. */
 const PLACEMENT_BOUND = 1;
 const PLACEMENT_OS_REFUSED = 2;
@@ -205,6 +210,27 @@ function createProbe(fns: ProbeFunctions): CudaProbe {
       const tflops = [0];
       await measure('ap_flops', [device, precision, tflops]);
       return Number(tflops[0]);
+    },
+
+    async canAccessPeer(src, dst) {
+      if (!isDevice(src) || !isDevice(dst) || src === dst) return invalid('ap_can_access_peer');
+      const can = [0];
+      await measure('ap_can_access_peer', [src, dst, can]);
+      return Number(can[0]) !== 0;
+    },
+
+    async p2pBandwidth(src, dst, bytes, repetitions) {
+      const valid = isDevice(src) && isDevice(dst) && src !== dst;
+      if (!valid || !isCount(bytes) || !isRepetitions(repetitions)) {
+        return invalid('ap_p2p_bandwidth');
+      }
+      const gbps = [0];
+      const code = Number(
+        await callAsync('ap_p2p_bandwidth', [src, dst, bytes, repetitions, gbps]),
+      );
+      if (code === NO_PEER_ACCESS) return undefined;
+      if (code !== 0) throw await failure('ap_p2p_bandwidth', code);
+      return Number(gbps[0]);
     },
     callsInFlight: () => inFlight,
   };

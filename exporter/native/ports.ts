@@ -207,6 +207,21 @@ export interface CudaProbe {
   ): Promise<{ readonly mismatches: number; readonly bytesTested: number }>;
   /** Arithmetic throughput in TFLOPS (10^12 floating-point operations per second). */
   flops(device: number, precision: 32 | 64): Promise<number>;
+  /**
+   * Whether device `src` can access device `dst`'s memory directly (cudaDeviceCanAccessPeer), for
+   * two distinct ordinals. A device-table query: no context.
+   */
+  canAccessPeer(src: number, dst: number): Promise<boolean>;
+  /**
+   * Unidirectional peer copy from `src` to `dst` with peer access enabled: GB/s (10^9 bytes per
+   * second); undefined when `src` cannot access `dst` (no context is created then).
+   */
+  p2pBandwidth(
+    src: number,
+    dst: number,
+    bytes: number,
+    repetitions: number,
+  ): Promise<number | undefined>;
   /** Probe calls started and not yet returned: after a clean shutdown, only hung ones. */
   callsInFlight(): number;
 }

@@ -41,6 +41,10 @@ export interface FakeGpu {
   mismatches: number;
   fp32Tflops: number;
   fp64Tflops: number;
+  /** GB/s of peer copies from this GPU, unless `peers` names the destination (an NVML index). */
+  p2pGBps: number;
+  /** Peer copies from this GPU to a destination: its GB/s, no peer access, or what it rejects with. */
+  peers: Map<number, number | 'no-p2p' | Error>;
 }
 
 export function h200(index: number): FakeGpu {
@@ -76,6 +80,8 @@ export function h200(index: number): FakeGpu {
     mismatches: 0,
     fp32Tflops: 60,
     fp64Tflops: 30,
+    p2pGBps: 390,
+    peers: new Map(),
   };
 }
 
@@ -163,7 +169,8 @@ function sameBus(a: string, b: string): boolean {
 /**
  * CUDA ordinals in reverse NVML order, as CUDA's "fastest first" order may differ from NVML's.
  * `calls` logs every call that concerns one device, as "<kind> <ordinal> ...": the measurements,
- * which create a context on it ("copy 7 h2d node 1", "hbm 7", "pattern 7", "flops 7 32"), and the
+ * which create a context on it ("copy 7 h2d node 1", "hbm 7", "pattern 7", "flops 7 32", "p2p 7 6"
+ * from ordinal 7 to 6, which creates one on both), the peer-access queries ("can peer 7 6"), and the
  * bus-id calls ("bus id 7" for a lookup that found ordinal 7, "bus id none 0000:E1:00.0" for one
  * that found nothing, "ordinal's bus id 7"). Counting devices concerns none and is not logged.
  */
@@ -213,5 +220,16 @@ export function fakeCuda(gpus: FakeGpu[]): CudaProbe & { readonly calls: string[
       measure(`flops ${o} ${precision}`, o, (g) =>
         precision === 32 ? g.fp32Tflops : g.fp64Tflops,
       ),
+    canAccessPeer: (src, dst) =>
+      Promise.resolve().then(() => {
+        calls.push(`can peer ${src} ${dst}`);
+        return at(src).peers.get(at(dst).device.index) !== 'no-p2p';
+      }),
+    p2pBandwidth: (src, dst) =>
+      measure(`p2p ${src} ${dst}`, src, (g) => {
+        const peer = g.peers.get(at(dst).device.index) ?? g.p2pGBps;
+        if (peer instanceof Error) throw peer;
+        return peer === 'no-p2p' ? undefined : peer;
+      }),
   };
 }

@@ -27,6 +27,12 @@
  *                       AP_FMA_CHAINS), so the probe computes exactly the configured TFLOPS
  *   Any other kernel fails with cudaErrorInvalidDeviceFunction.
  * - The current device and the last error are per thread, as in the real runtime.
+ * - Peer copies (cudaMemcpyPeerAsync) really copy and advance the calling thread's current
+ *   device's clock by bytes / (the ordered pair's GB/s * 1e9) when peer access from the source to
+ *   the destination is enabled (cudaDeviceEnablePeerAccess, in the source's context; a reset of
+ *   either device ends it), and at the rate of staging through host memory, 1 / (1 / d2h(src) +
+ *   1 / h2d(dst)), when it is not, as the real runtime falls back to. cudaDeviceCanAccessPeer
+ *   answers 1 for every pair of distinct devices unless told otherwise.
  *
  * Devices: up to FAKE_MAX_DEVICES (32, as the fake NVML). Device i has PCI bus id "0000:XX:00.0",
  * upper-case hex, with the bus numbers the fake NVML (test/fakes/native/nvml/fake-nvml.c) gives
@@ -37,7 +43,10 @@
  *
  * Defaults (fakecuda_reset): 8 devices, no error, no hang, per device h2d 54.6 GB/s,
  * d2h 55.1 GB/s (an H200's pinned figures), d2d 4260 GB/s (read + write), FP32 60 TFLOPS,
- * FP64 30 TFLOPS, 256 MiB of device memory, no corruption.
+ * FP64 30 TFLOPS, 256 MiB of device memory, no corruption; every ordered pair of devices has
+ * peer access at 390 GB/s. That figure is constructed, not captured: made up to be plausible
+ * for an HGX H100/H200 board, whose GPUs have 18 NVLink 4 links, 450 GB/s per direction on paper,
+ * of which a unidirectional copy-engine copy reaches somewhat less.
  *
  * Controls (exported; tests call them through koffi, because jest gives each test file its own
  * copy of process.env that C getenv never sees). `device` -1 means every device; functions that
@@ -78,12 +87,21 @@
  *                                                      creates one (cudaSetDevice does, CUDA 12 and
  *                                                      later), cudaDeviceReset destroys it
  *   int  fakecuda_live_contexts(void)                  primary contexts alive now
+ *   int  fakecuda_set_peer_bandwidth(int src, int dst, double gbps)   the ordered pair's GB/s
+ *   int  fakecuda_set_peer_access(int src, int dst, int can)  what cudaDeviceCanAccessPeer says
+ *   int  fakecuda_fail_peer_copy(int src, int dst, int code)  cudaMemcpyPeerAsync from src to dst
+ *                                                      returns `code` (0: copies again)
+ *   int  fakecuda_peer_enabled(int src, int dst)      1 while src's context has peer access to
+ *                                                      dst, 0 when not, -1 out of range
+ *   (src and dst -1: every device)
  *
  * Separate processes (an exporter started by an end-to-end test) can be configured with the
  * environment variable FAKE_CUDA_SCENARIO, read once at the first call into this library:
  *   devices=N;error=CODE;hang=MS;h2d=I:GBPS;d2h=I:GBPS;d2d=I:GBPS;corrupt=I:WORDS;
- *   tflops32=I:T;tflops64=I:T;memory=I:BYTES;unavailable=I
- * where I is a device index or * for every device. fakecuda_reset returns to the defaults, not
+ *   tflops32=I:T;tflops64=I:T;memory=I:BYTES;unavailable=I;
+ *   p2pslow=S:D:GBPS;nop2p=S:D;p2pfail=S:D:CODE
+ * where I, S and D are device indexes or * for every device; S:D is the ordered pair from S to D
+ * (a slow link in both directions is two items). fakecuda_reset returns to the defaults, not
  * to the scenario.
  */
 #define _GNU_SOURCE
@@ -104,6 +122,8 @@
 #define FAKE_MAX_MODULES 16
 #define FAKE_MAX_FAILURES 16
 #define FAKE_ALIGN 256
+/* The default GB/s of a peer copy: constructed (see the defaults above). */
+#define FAKE_P2P_GBPS 390.0
 
 /* Hooks nvcc's host code calls; declared in C++-only toolkit headers, so declared again here. */
 void **__cudaRegisterFatBinary(void *fatCubin);
@@ -140,6 +160,10 @@ int fakecuda_set_unavailable(int device, int on);
 int fakecuda_calls_on(const char *function, int device);
 int fakecuda_contexts(int device);
 int fakecuda_live_contexts(void);
+int fakecuda_set_peer_bandwidth(int src, int dst, double gbps);
+int fakecuda_set_peer_access(int src, int dst, int can);
+int fakecuda_fail_peer_copy(int src, int dst, int code);
+int fakecuda_peer_enabled(int src, int dst);
 
 /* ---------------------------------------------------------------------------------------------
  * State
@@ -203,6 +227,11 @@ static struct {
   int contexts_created[FAKE_MAX_DEVICES];
   struct logged_call log[FAKE_MAX_LOG];
   int nlog;
+  /* Ordered pairs [src][dst]. */
+  double peer_gbps[FAKE_MAX_DEVICES][FAKE_MAX_DEVICES];
+  int no_peer[FAKE_MAX_DEVICES][FAKE_MAX_DEVICES];
+  int peer_fail[FAKE_MAX_DEVICES][FAKE_MAX_DEVICES];
+  int peer_enabled[FAKE_MAX_DEVICES][FAKE_MAX_DEVICES];
 } S;
 
 static struct allocation *allocs;
@@ -247,7 +276,22 @@ static void defaults_locked(void) {
   memset(S.contexts_created, 0, sizeof S.contexts_created);
   S.nlog = 0;
   for (int i = 0; i < FAKE_MAX_KERNELS; ++i) kernels[i].launches = 0;
+  for (int i = 0; i < FAKE_MAX_DEVICES; ++i) {
+    for (int j = 0; j < FAKE_MAX_DEVICES; ++j) S.peer_gbps[i][j] = FAKE_P2P_GBPS;
+  }
+  memset(S.no_peer, 0, sizeof S.no_peer);
+  memset(S.peer_fail, 0, sizeof S.peer_fail);
+  memset(S.peer_enabled, 0, sizeof S.peer_enabled);
 }
+
+/* Calls body for one ordered pair (s, t), or for every src and/or dst given as -1. */
+#define FOR_PAIRS(src, dst, body)                                           \
+  do {                                                                      \
+    int slo_ = (src) < 0 ? 0 : (src), shi_ = (src) < 0 ? FAKE_MAX_DEVICES : (src) + 1; \
+    int dlo_ = (dst) < 0 ? 0 : (dst), dhi_ = (dst) < 0 ? FAKE_MAX_DEVICES : (dst) + 1; \
+    for (int s = slo_; s < shi_; ++s)                                       \
+      for (int t = dlo_; t < dhi_; ++t) body;                               \
+  } while (0)
 
 /* Calls fn(dev) for one device, or for all when device is -1. */
 #define FOR_DEVICES(device, body)                                           \
@@ -259,8 +303,52 @@ static void defaults_locked(void) {
 
 static int device_arg_ok(int device) { return device >= -1 && device < FAKE_MAX_DEVICES; }
 
+/* One device of a scenario pair: an index or '*' (-1), up to `stop`; the end in *after. */
+static int scenario_device(const char *text, char stop, int *device, const char **after) {
+  if (text[0] == '*' && text[1] == stop) {
+    *device = -1;
+    *after = text + 1;
+    return 1;
+  }
+  char *end = NULL;
+  long n = strtol(text, &end, 10);
+  if (end == text || *end != stop || n < 0 || n >= FAKE_MAX_DEVICES) return 0;
+  *device = (int)n;
+  *after = end;
+  return 1;
+}
+
+/* p2pslow=S:D:GBPS, nop2p=S:D, p2pfail=S:D:CODE; 0 when `key` is none of them or `value` is bad. */
+static int scenario_pair(const char *key, const char *value) {
+  int nop2p = strcmp(key, "nop2p") == 0;
+  if (!nop2p && strcmp(key, "p2pslow") != 0 && strcmp(key, "p2pfail") != 0) return 0;
+  int src, dst;
+  const char *p = value;
+  if (!scenario_device(p, ':', &src, &p)) return 0;
+  if (!scenario_device(p + 1, nop2p ? '\0' : ':', &dst, &p)) return 0;
+  if (nop2p) {
+    FOR_PAIRS(src, dst, S.no_peer[s][t] = 1);
+    return 1;
+  }
+  char *end = NULL;
+  if (key[3] == 's') {
+    double gbps = strtod(p + 1, &end);
+    if (end == p + 1 || *end != '\0' || !(gbps > 0)) return 0;
+    FOR_PAIRS(src, dst, S.peer_gbps[s][t] = gbps);
+  } else {
+    long code = strtol(p + 1, &end, 10);
+    if (end == p + 1 || *end != '\0') return 0;
+    FOR_PAIRS(src, dst, S.peer_fail[s][t] = (int)code);
+  }
+  return 1;
+}
+
 static void scenario_item(const char *key, const char *value) {
   char *end = NULL;
+  if (strncmp(key, "p2p", 3) == 0 || strcmp(key, "nop2p") == 0) {
+    if (!scenario_pair(key, value)) goto bad;
+    return;
+  }
   if (strcmp(key, "unavailable") == 0) {
     long n = strtol(value, &end, 10);
     if (end == value || *end != '\0' || n < 0 || n >= FAKE_MAX_DEVICES) goto bad;
@@ -514,6 +602,44 @@ int fakecuda_live_contexts(void) {
   for (int i = 0; i < FAKE_MAX_DEVICES; ++i) n += S.context_live[i];
   pthread_mutex_unlock(&lock);
   return n;
+}
+
+static int pair_arg_ok(int src, int dst) { return device_arg_ok(src) && device_arg_ok(dst); }
+
+int fakecuda_set_peer_bandwidth(int src, int dst, double gbps) {
+  ensure();
+  if (!pair_arg_ok(src, dst) || !(gbps > 0)) return -1;
+  pthread_mutex_lock(&lock);
+  FOR_PAIRS(src, dst, S.peer_gbps[s][t] = gbps);
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+
+int fakecuda_set_peer_access(int src, int dst, int can) {
+  ensure();
+  if (!pair_arg_ok(src, dst)) return -1;
+  pthread_mutex_lock(&lock);
+  FOR_PAIRS(src, dst, S.no_peer[s][t] = can == 0);
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+
+int fakecuda_fail_peer_copy(int src, int dst, int code) {
+  ensure();
+  if (!pair_arg_ok(src, dst)) return -1;
+  pthread_mutex_lock(&lock);
+  FOR_PAIRS(src, dst, S.peer_fail[s][t] = code);
+  pthread_mutex_unlock(&lock);
+  return 0;
+}
+
+int fakecuda_peer_enabled(int src, int dst) {
+  ensure();
+  if (src < 0 || dst < 0 || src >= FAKE_MAX_DEVICES || dst >= FAKE_MAX_DEVICES) return -1;
+  pthread_mutex_lock(&lock);
+  int on = S.peer_enabled[src][dst];
+  pthread_mutex_unlock(&lock);
+  return on;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -844,7 +970,14 @@ int fakecuda_resets(int device) {
 cudaError_t cudaDeviceReset(void) {
   ENTER_QUERY(1, current_device);
   pthread_mutex_lock(&lock);
-  if (current_device >= 0 && current_device < FAKE_MAX_DEVICES) S.context_live[current_device] = 0;
+  if (current_device >= 0 && current_device < FAKE_MAX_DEVICES) {
+    S.context_live[current_device] = 0;
+    /* Peer access ends when either device is reset (cudaDeviceEnablePeerAccess's docs). */
+    for (int d = 0; d < FAKE_MAX_DEVICES; ++d) {
+      S.peer_enabled[current_device][d] = 0;
+      S.peer_enabled[d][current_device] = 0;
+    }
+  }
   pthread_mutex_unlock(&lock);
   if (current_device >= 0 && current_device < 64) device_resets[current_device]++;
   last_error = cudaSuccess;
@@ -885,7 +1018,10 @@ const char *cudaGetErrorName(cudaError_t error) {
     case 214: return "cudaErrorECCUncorrectable";
     case 400: return "cudaErrorInvalidResourceHandle";
     case 600: return "cudaErrorNotReady";
+    case 217: return "cudaErrorPeerAccessUnsupported";
     case 700: return "cudaErrorIllegalAddress";
+    case 704: return "cudaErrorPeerAccessAlreadyEnabled";
+    case 705: return "cudaErrorPeerAccessNotEnabled";
     case 712: return "cudaErrorHostMemoryAlreadyRegistered";
     case 713: return "cudaErrorHostMemoryNotRegistered";
     case 719: return "cudaErrorLaunchFailure";
@@ -911,7 +1047,10 @@ const char *cudaGetErrorString(cudaError_t error) {
     case 214: return "uncorrectable ECC error encountered";
     case 400: return "invalid resource handle";
     case 600: return "device not ready";
+    case 217: return "peer access is not supported between these two devices";
     case 700: return "an illegal memory access was encountered";
+    case 704: return "peer access is already enabled";
+    case 705: return "peer access has not been enabled";
     case 712: return "part or all of the requested memory range is already mapped";
     case 713: return "pointer does not correspond to a registered memory region";
     case 719: return "unspecified launch failure";
@@ -1095,6 +1234,96 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, enum cudaM
   ENTER(1);
   (void)stream; /* everything runs in order, synchronously */
   return copy(dst, src, count, kind);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Peer access and peer copies
+ */
+
+cudaError_t cudaDeviceCanAccessPeer(int *canAccessPeer, int device, int peerDevice) {
+  ENTER_QUERY(1, device);
+  if (canAccessPeer == NULL) return fail(cudaErrorInvalidValue);
+  pthread_mutex_lock(&lock);
+  cudaError_t e = check_device_locked(device);
+  if (e == cudaSuccess) e = check_device_locked(peerDevice);
+  int can = e == cudaSuccess && device != peerDevice && !S.no_peer[device][peerDevice];
+  pthread_mutex_unlock(&lock);
+  if (e != cudaSuccess) return fail(e);
+  *canAccessPeer = can;
+  return cudaSuccess;
+}
+
+/* The errors cuda_runtime_api.h documents: flags not 0, a device that cannot access the peer
+ * (cudaErrorInvalidDevice), access already enabled from this context. */
+cudaError_t cudaDeviceEnablePeerAccess(int peerDevice, unsigned int flags) {
+  ENTER(1);
+  int device = current_device;
+  if (flags != 0) return fail(cudaErrorInvalidValue);
+  pthread_mutex_lock(&lock);
+  cudaError_t e = check_device_locked(device);
+  if (e == cudaSuccess) e = check_device_locked(peerDevice);
+  if (e == cudaSuccess && (peerDevice == device || S.no_peer[device][peerDevice])) {
+    e = cudaErrorInvalidDevice;
+  }
+  if (e == cudaSuccess && S.peer_enabled[device][peerDevice]) e = cudaErrorPeerAccessAlreadyEnabled;
+  if (e == cudaSuccess) S.peer_enabled[device][peerDevice] = 1;
+  pthread_mutex_unlock(&lock);
+  return e == cudaSuccess ? cudaSuccess : fail(e);
+}
+
+cudaError_t cudaDeviceDisablePeerAccess(int peerDevice) {
+  ENTER(1);
+  int device = current_device;
+  pthread_mutex_lock(&lock);
+  cudaError_t e = check_device_locked(device);
+  if (e == cudaSuccess) e = check_device_locked(peerDevice);
+  if (e == cudaSuccess && !S.peer_enabled[device][peerDevice]) e = cudaErrorPeerAccessNotEnabled;
+  if (e == cudaSuccess) S.peer_enabled[device][peerDevice] = 0;
+  pthread_mutex_unlock(&lock);
+  return e == cudaSuccess ? cudaSuccess : fail(e);
+}
+
+/* True when [p, p + n) lies in one allocation on `device`. */
+static int is_range_on(const void *p, size_t n, int device) {
+  pthread_mutex_lock(&lock);
+  struct allocation *a = find_locked(p, n);
+  int ok = a != NULL && a->device == device;
+  pthread_mutex_unlock(&lock);
+  return ok;
+}
+
+/* Peer access from src to dst gives the pair's GB/s; without it the runtime stages the copy
+ * through host memory: device-to-host on src, then host-to-device on dst. */
+static double peer_seconds(int src, int dst, size_t count) {
+  pthread_mutex_lock(&lock);
+  double gbps = S.peer_enabled[src][dst]
+                    ? S.peer_gbps[src][dst]
+                    : 1.0 / (1.0 / S.dev[src].d2h + 1.0 / S.dev[dst].h2d);
+  pthread_mutex_unlock(&lock);
+  return (double)count / (gbps * 1e9);
+}
+
+cudaError_t cudaMemcpyPeerAsync(void *dst, int dstDevice, const void *src, int srcDevice,
+                                size_t count, cudaStream_t stream) {
+  ENTER(1);
+  (void)stream; /* everything runs in order, synchronously */
+  pthread_mutex_lock(&lock);
+  cudaError_t e = check_device_locked(current_device);
+  if (e == cudaSuccess) e = check_device_locked(srcDevice);
+  if (e == cudaSuccess) e = check_device_locked(dstDevice);
+  int code = e == cudaSuccess ? S.peer_fail[srcDevice][dstDevice] : 0;
+  pthread_mutex_unlock(&lock);
+  if (e != cudaSuccess) return fail(e);
+  if (count == 0) return cudaSuccess;
+  if (dst == NULL || src == NULL) return fail(cudaErrorInvalidValue);
+  if (!is_range_on(dst, count, dstDevice) || !is_range_on(src, count, srcDevice)) {
+    return fail(cudaErrorInvalidValue);
+  }
+  if (code != 0) return fail((cudaError_t)code);
+  hang();
+  memmove(dst, src, count);
+  advance(current_device, peer_seconds(srcDevice, dstDevice, count));
+  return cudaSuccess;
 }
 
 cudaError_t cudaMemset(void *devPtr, int value, size_t count) {
