@@ -13,6 +13,7 @@ import { gpucountModule } from './gpucount.js';
 import { gpumemModule } from './gpumem.js';
 import { gpupowerModule } from './gpupower.js';
 import { iperfModule } from './iperf.js';
+import { nvlinkModule } from './nvlink.js';
 import type { CheckExtras, CheckModule, CommonPorts } from './module.js';
 import { p2pbwModule } from './p2pbw.js';
 import { pciebwModule } from './pciebw.js';
@@ -30,6 +31,7 @@ export const CHECK_MODULES: readonly CheckModule[] = [
   gpucountModule,
   eccModule,
   xidModule,
+  nvlinkModule,
   gpumemModule,
   p2pbwModule,
   pingModule,

@@ -200,6 +200,26 @@ export const SAMPLE_METRICS = {
     help: '1 when memory pages wait to be retired at the next GPU reset, from the last conclusive ecc run.',
     labelNames: ['gpu', 'uuid'],
   },
+  autopilot_gpu_nvlink_up: {
+    type: 'gauge',
+    help: '1 when the NVLink is active, 0 when inactive, from the last conclusive nvlink run; only the links the GPU has.',
+    labelNames: ['gpu', 'uuid', 'link'],
+  },
+  autopilot_gpu_nvlink_errors_total: {
+    type: 'counter',
+    help: "NVML's raw count of one NVLink error counter (counter: replay, recovery, crc_flit, crc_data) of one link since the driver loaded or the counters were reset, from the last conclusive nvlink run.",
+    labelNames: ['gpu', 'uuid', 'link', 'counter'],
+  },
+  autopilot_gpu_fabric_ready: {
+    type: 'gauge',
+    help: '1 when the GPU completed its fabric registration (NVSwitch systems, through the Fabric Manager) with success, 0 otherwise, from the last conclusive nvlink run; absent where the GPU or driver has no fabric.',
+    labelNames: ['gpu', 'uuid'],
+  },
+  autopilot_gpu_fabric_state: {
+    type: 'gauge',
+    help: "NVML's fabric probe state of the GPU (0 not supported, 1 not started, 2 in progress, 3 completed), from the last conclusive nvlink run; absent where the GPU or driver has no fabric.",
+    labelNames: ['gpu', 'uuid'],
+  },
   autopilot_gpu_xid_events_total: {
     type: 'counter',
     help: 'XID events seen since the exporter started, by code, debounced (a repeat within 10 s counts once); updated when the xid check runs.',

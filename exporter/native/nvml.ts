@@ -17,11 +17,15 @@
 import koffi from 'koffi';
 import type { LibraryHandle } from 'koffi';
 import {
+  NVLINK_COUNTERS,
   NVML_ERROR_NOT_SUPPORTED,
   NVML_VALUE_TYPES,
   NvmlError,
   type EccState,
   type FieldValue,
+  type GpuFabric,
+  type NvLinks,
+  type NvLinkState,
   type NvmlValueType,
   type GpuDevice,
   type Nvml,
@@ -65,6 +69,7 @@ const NVML_ERROR_INVALID_ARGUMENT = 2;
 const NVML_ERROR_NO_PERMISSION = 4;
 const NVML_ERROR_INSUFFICIENT_SIZE = 7;
 const NVML_ERROR_TIMEOUT = 10;
+const NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25;
 const NVML_ERROR_UNKNOWN = 999;
 const NVML_FEATURE_ENABLED = 1;
 const NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1;
@@ -133,6 +138,12 @@ interface Functions {
   readonly memoryAffinity: Fn | undefined;
   /** Absent from drivers that predate it (and from the fake's old-driver build). */
   readonly migMode: Fn | undefined;
+  readonly nvLinkState: Fn | undefined;
+  readonly nvLinkErrorCounter: Fn | undefined;
+  /** nvml.h 12.x and later; absent from drivers before it (and the fake's old-driver build). */
+  readonly fabricInfoV: Fn | undefined;
+  /** The legacy fabric query, deprecated in nvml.h 13.0; absent from drivers before Hopper's. */
+  readonly fabricInfo: Fn | undefined;
   readonly eventSetCreate: Fn;
   readonly registerEvents: Fn;
   readonly eventSetWait: Fn;
@@ -184,6 +195,15 @@ function declare(lib: LibraryHandle): Functions {
     // unsigned long *nodeSet: 64-bit words on the LP64 hosts the driver runs on.
     memoryAffinity: optional('nvmlDeviceGetMemoryAffinity', [Device, 'uint', 'void *', 'uint']),
     migMode: optional('nvmlDeviceGetMigMode', [Device, outUint, outUint]),
+    nvLinkState: optional('nvmlDeviceGetNvLinkState', [Device, 'uint', outInt]),
+    nvLinkErrorCounter: optional('nvmlDeviceGetNvLinkErrorCounter', [
+      Device,
+      'uint',
+      'int',
+      outUint64,
+    ]),
+    fabricInfoV: optional('nvmlDeviceGetGpuFabricInfoV', [Device, 'void *']),
+    fabricInfo: optional('nvmlDeviceGetGpuFabricInfo', [Device, 'void *']),
     eventSetCreate: fn('nvmlEventSetCreate', [koffi.out(koffi.pointer(EventSet))]),
     registerEvents: fn('nvmlDeviceRegisterEvents', [Device, 'unsigned long long', EventSet]),
     eventSetWait: fn('nvmlEventSetWait_v2', [
@@ -287,6 +307,11 @@ class KoffiNvml implements Nvml {
   >();
   private waiting: Promise<unknown> | undefined;
   private closed: Promise<void> | undefined;
+  /**
+   * NVML index → how many links to read: a GPU's links cannot change before the next nvmlInit, so
+   * they are counted once (DCGM reads NVML_FI_DEV_NVLINK_LINK_COUNT once per GPU, likewise).
+   */
+  private readonly linkCounts = new Map<number, number>();
 
   constructor(
     private readonly fns: Functions,
@@ -545,6 +570,121 @@ class KoffiNvml implements Nvml {
     return current[0] === NVML_FEATURE_ENABLED;
   }
 
+  async nvLinks(index: number): Promise<NvLinks> {
+    const stateFn = this.fns.nvLinkState;
+    if (stateFn === undefined) {
+      return { supported: false, reason: 'this NVML has no nvmlDeviceGetNvLinkState' };
+    }
+    const device = await this.handle(index);
+    const counted = this.linkCounts.get(index) ?? (await this.linkCount(index));
+    const answers = await Promise.all(
+      Array.from({ length: counted }, (_, link) => this.nvLink(stateFn, device, link)),
+    );
+    const links = answers.filter((answer): answer is NvLinkState => typeof answer !== 'string');
+    // Probed links (no count from NVML) end at the last that answered, for the next reads.
+    if (!this.linkCounts.has(index)) this.linkCounts.set(index, (links.at(-1)?.link ?? -1) + 1);
+    if (links.length > 0) return { supported: true, links };
+    const refusal = answers.find((answer): answer is string => typeof answer === 'string');
+    return { supported: false, reason: refusal ?? 'NVML counts no NVLink on this GPU' };
+  }
+
+  /**
+   * NVML_FI_DEV_NVLINK_LINK_COUNT, cached; NVML_NVLINK_MAX_LINKS to probe where the field is not
+   * supported (drivers before it, or a GPU without NVLink, whose link 0 then says NOT_SUPPORTED).
+   */
+  private async linkCount(index: number): Promise<number> {
+    const [count] = await this.fieldValues(index, [NVML_FI_DEV_NVLINK_LINK_COUNT]);
+    if (count?.ok !== true) return NVML_NVLINK_MAX_LINKS;
+    const links = Math.min(Number(count.value), NVML_NVLINK_MAX_LINKS);
+    this.linkCounts.set(index, links);
+    return links;
+  }
+
+  /**
+   * One link's state and counters, or the error message of a link the GPU does not have
+   * (NOT_SUPPORTED, or INVALID_ARGUMENT past its last link: DCGM's DcgmTopology.cpp treats any
+   * error there as "not supported"; here only those two, the others reject).
+   */
+  private async nvLink(stateFn: Fn, device: unknown, link: number): Promise<NvLinkState | string> {
+    const active = [0];
+    const code = await this.code(stateFn, device, link, active);
+    if (code === NVML_ERROR_NOT_SUPPORTED || code === NVML_ERROR_INVALID_ARGUMENT) {
+      return (await this.error(stateFn.name, code)).message;
+    }
+    if (code !== NVML_SUCCESS) throw await this.error(stateFn.name, code);
+    const counts = await Promise.all(
+      NVLINK_COUNTERS.map((_, counter) => this.nvLinkErrors(device, link, counter)),
+    );
+    const errors: Partial<Record<(typeof NVLINK_COUNTERS)[number], number>> = {};
+    NVLINK_COUNTERS.forEach((name, counter) => {
+      const count = counts[counter];
+      if (count !== undefined) errors[name] = count;
+    });
+    return { link, active: active[0] === NVML_FEATURE_ENABLED, errors };
+  }
+
+  /** One nvmlNvLinkErrorCounter_t of a link; undefined where NOT_SUPPORTED or the driver lacks it. */
+  private async nvLinkErrors(
+    device: unknown,
+    link: number,
+    counter: number,
+  ): Promise<number | undefined> {
+    const fn = this.fns.nvLinkErrorCounter;
+    if (fn === undefined) return undefined;
+    const out: unknown[] = [0];
+    const code = await this.code(fn, device, link, counter, out);
+    if (code === NVML_ERROR_NOT_SUPPORTED) return undefined;
+    if (code !== NVML_SUCCESS) throw await this.error(fn.name, code);
+    return Number(toBigInt(out[0]));
+  }
+
+  async gpuFabric(index: number): Promise<GpuFabric> {
+    const { fabricInfoV, fabricInfo } = this.fns;
+    const device = await this.handle(index);
+    if (fabricInfoV !== undefined) {
+      for (const layout of [FABRIC_V3, FABRIC_V2]) {
+        const info = Buffer.alloc(layout.bytes);
+        info.writeUInt32LE(layout.version, 0);
+        const code = await this.code(fabricInfoV, device, info);
+        if (code === NVML_ERROR_ARGUMENT_VERSION_MISMATCH) continue;
+        return this.fabricAnswer(fabricInfoV, code, info, layout);
+      }
+    }
+    if (fabricInfo === undefined) {
+      return { supported: false, reason: 'this NVML has no nvmlDeviceGetGpuFabricInfo(V)' };
+    }
+    const info = Buffer.alloc(FABRIC_LEGACY.bytes);
+    return this.fabricAnswer(
+      fabricInfo,
+      await this.code(fabricInfo, device, info),
+      info,
+      FABRIC_LEGACY,
+    );
+  }
+
+  private async fabricAnswer(
+    fn: Fn,
+    code: number,
+    info: Buffer,
+    layout: FabricLayout,
+  ): Promise<GpuFabric> {
+    if (code === NVML_ERROR_NOT_SUPPORTED) {
+      return { supported: false, reason: (await this.error(fn.name, code)).message };
+    }
+    if (code !== NVML_SUCCESS) throw await this.error(fn.name, code);
+    const state = info.readUInt8(layout.state);
+    if (state === NVML_GPU_FABRIC_STATE_NOT_SUPPORTED) {
+      return { supported: false, reason: `${fn.name}: fabric probe state not supported` };
+    }
+    return {
+      supported: true,
+      state,
+      status: info.readInt32LE(layout.status),
+      healthSummary: layout.summary === undefined ? undefined : info.readUInt8(layout.summary),
+      source: layout.name === '' ? fn.name : `${fn.name} (${layout.name})`,
+    };
+  }
+
   listenXidEvents(): Promise<ReadonlyMap<number, string>> {
     const listening = this.listenXid();
     this.waiting = listening;
@@ -733,6 +873,53 @@ class KoffiNvml implements Nvml {
     await this.call(this.fns.shutdown);
   }
 }
+
+const NVML_FI_DEV_NVLINK_LINK_COUNT = 91;
+const NVML_NVLINK_MAX_LINKS = 36;
+const NVML_GPU_FABRIC_STATE_NOT_SUPPORTED = 0;
+
+/** Where the fields of one nvmlGpuFabricInfo structure lie (byte offsets), and its version word. */
+interface FabricLayout {
+  readonly name: string;
+  readonly bytes: number;
+  readonly version: number;
+  readonly status: number;
+  readonly state: number;
+  readonly summary: number | undefined;
+}
+
+/**
+ * nvml.h's layouts (x86_64 and aarch64): nvmlGpuFabricInfo_v3_t is version (u32) 0, clusterUuid
+ * (16 bytes) 4, status (nvmlReturn_t) 20, cliqueId (u32) 24, state (u8) 28, healthMask (u32) 32,
+ * healthSummary (u8) 36, 40 bytes in all; v2 the same without healthSummary, 36 bytes; the legacy
+ * nvmlGpuFabricInfo_t has no version: clusterUuid 0, status 16, cliqueId 20, state 24, 28 bytes.
+ * A version word is NVML_STRUCT_VERSION: the size | the version << 24. The fake NVML
+ * (test/fakes/native/nvml) asserts the same sizes at compile time.
+ */
+const FABRIC_V3: FabricLayout = {
+  name: 'v3',
+  bytes: 40,
+  version: (40 | (3 << 24)) >>> 0,
+  status: 20,
+  state: 28,
+  summary: 36,
+};
+const FABRIC_V2: FabricLayout = {
+  name: 'v2',
+  bytes: 36,
+  version: (36 | (2 << 24)) >>> 0,
+  status: 20,
+  state: 28,
+  summary: undefined,
+};
+const FABRIC_LEGACY: FabricLayout = {
+  name: '',
+  bytes: 28,
+  version: 0,
+  status: 16,
+  state: 24,
+  summary: undefined,
+};
 
 /**
  * nvmlFieldValue_t: fieldId (u32) at 0, scopeId (u32) 4, timestamp (i64) 8, latencyUsec (i64) 16,

@@ -83,6 +83,47 @@ export interface XidEvent {
   readonly xid: number;
 }
 
+/**
+ * nvmlNvLinkErrorCounter_t 0-3 (NVML_NVLINK_ERROR_DL_REPLAY, _RECOVERY, _CRC_FLIT, _CRC_DATA), in
+ * that order, by the names the metrics use.
+ */
+export const NVLINK_COUNTERS = ['replay', 'recovery', 'crc_flit', 'crc_data'] as const;
+export type NvLinkCounter = (typeof NVLINK_COUNTERS)[number];
+
+export interface NvLinkState {
+  readonly link: number;
+  /** nvmlDeviceGetNvLinkState answered NVML_FEATURE_ENABLED. */
+  readonly active: boolean;
+  /**
+   * NVML's raw counts since the driver loaded or the counters were last reset; a counter the link
+   * answers NOT_SUPPORTED for is absent.
+   */
+  readonly errors: Readonly<Partial<Record<NvLinkCounter, number>>>;
+}
+
+/** A GPU's NVLinks, or why it has none to read (NOT_SUPPORTED: no NVLink on this GPU). */
+export type NvLinks =
+  | { readonly supported: true; readonly links: readonly NvLinkState[] }
+  | { readonly supported: false; readonly reason: string };
+
+/**
+ * NVML's fabric probe of a GPU on an NVSwitch system (nvmlGpuFabricInfo_v3_t and its elders), or
+ * why there is none: the driver lacks the functions, or the GPU answers NOT_SUPPORTED.
+ */
+export type GpuFabric =
+  | { readonly supported: false; readonly reason: string }
+  | {
+      readonly supported: true;
+      /** NVML_GPU_FABRIC_STATE_*: 0 not supported, 1 not started, 2 in progress, 3 completed. */
+      readonly state: number;
+      /** The probe's nvmlReturn_t; meaningful only once state is completed (nvml.h). */
+      readonly status: number;
+      /** NVML_GPU_FABRIC_HEALTH_SUMMARY_* (v3 only); undefined from v2 and the legacy function. */
+      readonly healthSummary: number | undefined;
+      /** The function and structure version that answered, for the evidence. */
+      readonly source: string;
+    };
+
 /** NVML as the checks use it. Methods reject with NvmlError. */
 export interface Nvml {
   driverVersion(): Promise<string>;
@@ -119,6 +160,18 @@ export interface Nvml {
   numaNode(index: number): Promise<number | undefined>;
   /** MIG mode currently enabled; false when the GPU does not support MIG. */
   migEnabled(index: number): Promise<boolean>;
+  /**
+   * The GPU's NVLinks (as many as NVML_FI_DEV_NVLINK_LINK_COUNT says, else those of the
+   * NVML_NVLINK_MAX_LINKS that answer): the state of each and its four error counters. Unsupported
+   * where the GPU has no NVLink; rejects for other NVML errors.
+   */
+  nvLinks(index: number): Promise<NvLinks>;
+  /**
+   * The fabric probe: nvmlDeviceGetGpuFabricInfoV with a v3 structure, then v2, then the legacy
+   * nvmlDeviceGetGpuFabricInfo; unsupported where the driver has none of them or the GPU answers
+   * NOT_SUPPORTED. Rejects for other NVML errors.
+   */
+  gpuFabric(index: number): Promise<GpuFabric>;
   /**
    * Creates the XID event set when there is none, and registers for XID critical errors every GPU
    * not yet registered on it; resolves the GPUs still not registered, by NVML index, each with the

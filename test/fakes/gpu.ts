@@ -9,6 +9,8 @@ import type {
   PcieLinkState,
   ProcessCount,
   FieldValue,
+  GpuFabric,
+  NvLinks,
   RemappedRows,
   XidEvent,
 } from '../../exporter/native/ports.js';
@@ -29,6 +31,10 @@ export interface FakeGpu {
   /** The host NUMA node nearest the GPU; undefined: NVML cannot say. */
   numaNode: number | undefined;
   mig: boolean;
+  /** The NVLinks as nvLinks answers them (18 active links, counters 0, by default). */
+  nvlinks: NvLinks;
+  /** The fabric probe as gpuFabric answers it (completed, success, by default). */
+  fabric: GpuFabric;
   /** Per-method failures: the method rejects with this error. */
   failing: Partial<Record<keyof Nvml, Error>>;
   /** Why registering this GPU for XID events fails; undefined: it registers. */
@@ -71,6 +77,15 @@ export function h200(index: number): FakeGpu {
     processesUnknown: undefined,
     numaNode: index < 4 ? 0 : 1,
     mig: false,
+    nvlinks: {
+      supported: true,
+      links: Array.from({ length: 18 }, (_, link) => ({
+        link,
+        active: true,
+        errors: { replay: 0, recovery: 0, crc_flit: 0, crc_data: 0 },
+      })),
+    },
+    fabric: { supported: true, state: 3, status: 0, healthSummary: 1, source: 'fake' },
     failing: {},
     xidRegistration: undefined,
     cudaFailure: undefined,
@@ -149,6 +164,8 @@ export function fakeNvml(gpus: FakeGpu[]): FakeNvml {
       }),
     numaNode: (i) => Promise.resolve().then(() => gpu(i, 'numaNode').numaNode),
     migEnabled: (i) => Promise.resolve().then(() => gpu(i, 'migEnabled').mig),
+    nvLinks: (i) => Promise.resolve().then(() => gpu(i, 'nvLinks').nvlinks),
+    gpuFabric: (i) => Promise.resolve().then(() => gpu(i, 'gpuFabric').fabric),
     waitXidEvents: (timeoutMs) =>
       xids.length > 0
         ? Promise.resolve(xids.splice(0))

@@ -36,6 +36,16 @@
  *   nofields=1           every slowdown-duration field answers NOT_SUPPORTED (drivers before R575)
  *   driver=VERSION       nvmlSystemGetDriverVersion answers VERSION (default 580.159.04); from 590
  *                        on, the slowdown-duration field ids follow the CUDA 13.1 header (below)
+ *   nvlinks=N            every GPU has N NVLinks (default 18, as an H200 SXM; at most 36); 0: no
+ *                        NVLink, the NVLink and fabric functions answer NOT_SUPPORTED
+ *   linkdown=I:L         GPU I's link L is inactive (nvmlDeviceGetNvLinkState NVML_FEATURE_DISABLED)
+ *   nvlinkerr=I:L:COUNTER:N  every read of GPU I link L's COUNTER (replay, recovery, crc_flit,
+ *                        crc_data) adds N to it first: a counter that climbs between two rounds,
+ *                        by a known count per read (the first read answers N)
+ *   fabric=I:STATE:STATUS  GPU I's fabric probe: NVML_GPU_FABRIC_STATE_* 0-3 and the nvmlReturn_t
+ *                        status (default 3 completed, 0 success: Fabric Manager registered it)
+ *   fabricversion=2      nvmlDeviceGetGpuFabricInfoV takes only nvmlGpuFabricInfo_v2 and answers
+ *                        ARGUMENT_VERSION_MISMATCH (25) to v3, like a driver before v3
  * Defaults beyond the above: board serials 1654923001700, ...01701, ... by index (made up);
  * clock event reasons 0x1 (GPU idle, as the idle H200 capture shows);
  * nvmlDeviceGetRetiredPagesPendingStatus NOT_SUPPORTED (Hopper remaps rows; nvidia-smi shows N/A)
@@ -57,7 +67,14 @@
  *
  * Built twice by the Makefile: the default build, and one with -DFAKE_OLD_DRIVER that lacks
  * nvmlDeviceGetCurrentClocksEventReasons and nvmlDeviceGetMigMode, like a driver before R535, and
- * nvmlDeviceGetComputeRunningProcesses_v3, like one before R510 (both builds have _v2).
+ * nvmlDeviceGetComputeRunningProcesses_v3, like one before R510 (both builds have _v2), and both
+ * fabric functions (nvmlDeviceGetGpuFabricInfo and ...InfoV), like a driver before Hopper's.
+ *
+ * NVLink, by default: 18 links per GPU, all active, every error counter 0 (NVML_NVLINK_ERROR_DL_ECC_DATA
+ * answers NOT_SUPPORTED, as on NVLink 4); a link past the GPU's answers INVALID_ARGUMENT; the
+ * field NVML_FI_DEV_NVLINK_LINK_COUNT (91) answers the count (nofields=1 makes it NOT_SUPPORTED).
+ * Fabric, by default: completed with success on every GPU, as on an HGX H200 whose Fabric Manager
+ * runs (an HGX board is an NVSwitch system).
  *
  * The process query on a GPU in MIG mode answers NO_PERMISSION: nvml.h gives the whole GPU's
  * processes there "only if the caller has appropriate privileges", and the fake is unprivileged.
@@ -85,6 +102,7 @@ enum {
     NVML_ERROR_NO_PERMISSION = 4,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_TIMEOUT = 10,
+    NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
     NVML_ERROR_UNKNOWN = 999,
 };
 
@@ -118,6 +136,42 @@ _Static_assert(sizeof(nvmlPciInfo_t) == 68, "nvmlPciInfo_t is 68 bytes");
 _Static_assert(sizeof(nvmlProcessInfo_t) == 24, "nvmlProcessInfo_t is 24 bytes");
 _Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t is 32 bytes");
 
+/* nvml.h's fabric structures: the legacy one, v2 (version first, healthMask last) and v3
+ * (healthSummary after healthMask). */
+typedef struct {
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned char state;
+} nvmlGpuFabricInfo_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned char state;
+    unsigned int healthMask;
+} nvmlGpuFabricInfo_v2_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned char clusterUuid[16];
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    unsigned char state;
+    unsigned int healthMask;
+    unsigned char healthSummary;
+} nvmlGpuFabricInfo_v3_t;
+
+_Static_assert(sizeof(nvmlGpuFabricInfo_t) == 28, "nvmlGpuFabricInfo_t is 28 bytes");
+_Static_assert(sizeof(nvmlGpuFabricInfo_v2_t) == 36, "nvmlGpuFabricInfo_v2_t is 36 bytes");
+_Static_assert(sizeof(nvmlGpuFabricInfo_v3_t) == 40, "nvmlGpuFabricInfo_v3_t is 40 bytes");
+/* NVML_STRUCT_VERSION(GpuFabricInfo, N): sizeof | N << 24 */
+#define FABRIC_INFO_V2 (unsigned int)(sizeof(nvmlGpuFabricInfo_v2_t) | (2u << 24))
+#define FABRIC_INFO_V3 (unsigned int)(sizeof(nvmlGpuFabricInfo_v3_t) | (3u << 24))
+#define FABRIC_HEALTH_SUMMARY_HEALTHY 1
+
 #define DEFAULT_DRIVER_VERSION "580.159.04"
 #define DEFAULT_NAME "NVIDIA H200"
 #define DEFAULT_GPUS 8u
@@ -127,6 +181,10 @@ _Static_assert(sizeof(nvmlEventData_t) == 32, "nvmlEventData_t is 32 bytes");
 #define MAX_RULES 32u
 #define MAX_COUNTERS 64u
 #define FN_LEN 64u
+#define MAX_NVLINKS 36u /* NVML_NVLINK_MAX_LINKS */
+#define DEFAULT_NVLINKS 18u
+#define NVLINK_COUNTERS 4u /* replay, recovery, crc_flit, crc_data */
+#define FIELD_NVLINK_LINK_COUNT 91u
 
 #define REASON_GPU_IDLE 0x1ull
 #define REASON_SW_POWER_CAP 0x4ull
@@ -156,6 +214,12 @@ struct fake_gpu {
     /* % of wall time the HW thermal [0] and power brake [1] durations grow by since slowdown_since */
     unsigned int slowdown_pct[2];
     unsigned long long slowdown_since;
+    unsigned int nvlinks;
+    unsigned char link_down[MAX_NVLINKS];
+    unsigned long long nvlink_errors[MAX_NVLINKS][NVLINK_COUNTERS];
+    unsigned long long nvlink_error_step[MAX_NVLINKS][NVLINK_COUNTERS];
+    unsigned char fabric_state;
+    nvmlReturn_t fabric_status;
 };
 
 struct fake_event_set {
@@ -207,6 +271,7 @@ static struct counter counters[MAX_COUNTERS];
 static unsigned int counter_count;
 static char driver_version[80];
 static int no_fields;
+static unsigned int fabric_version_max;
 
 /* nvml.h nvmlFieldValue_t (x86_64 / aarch64 LP64); the value union is 8 bytes. */
 typedef struct {
@@ -241,6 +306,9 @@ static void default_gpu(unsigned int i) {
     g->ecc_enabled = 1;
     g->retire_supported = 0; /* Hopper retires rows, not pages: nvidia-smi shows N/A */
     g->numa_node = i < 4 ? 0 : 1;
+    g->nvlinks = DEFAULT_NVLINKS;
+    g->fabric_state = 3; /* NVML_GPU_FABRIC_STATE_COMPLETED */
+    g->fabric_status = NVML_SUCCESS;
 }
 
 static void reset_locked(void) {
@@ -257,6 +325,7 @@ static void reset_locked(void) {
     counter_count = 0;
     snprintf(driver_version, sizeof driver_version, "%s", DEFAULT_DRIVER_VERSION);
     no_fields = 0;
+    fabric_version_max = 3;
     countdown_count = 0;
 }
 
@@ -455,6 +524,69 @@ static int apply_slowdown(const char *value) {
     return 0;
 }
 
+/* Splits "A:B:C..." into at most `max` parts (the separators replaced in `copy`); the count. */
+static unsigned int split_colons(char *copy, char **parts, unsigned int max) {
+    unsigned int n = 0;
+    char *save = NULL;
+    for (char *p = strtok_r(copy, ":", &save); p && n < max; p = strtok_r(NULL, ":", &save))
+        parts[n++] = p;
+    return strtok_r(NULL, ":", &save) == NULL ? n : max + 1;
+}
+
+static int parse_part(const char *part, unsigned long long *out) {
+    return parse_uint(part, part + strlen(part), out);
+}
+
+/* The index of an nvmlNvLinkErrorCounter_t name, or -1. */
+static int nvlink_counter(const char *name) {
+    static const char *const names[NVLINK_COUNTERS] = {"replay", "recovery", "crc_flit", "crc_data"};
+    for (unsigned int i = 0; i < NVLINK_COUNTERS; i++)
+        if (strcmp(name, names[i]) == 0) return (int)i;
+    return -1;
+}
+
+/* nvlinks=, linkdown=, nvlinkerr=, fabric=, fabricversion=; the lock is held. Returns 0, -1 for a
+ * bad item, 1 for a key that is not one of these. */
+static int apply_nvlink_item(const char *key, const char *value) {
+    char copy[128];
+    char *parts[4];
+    unsigned long long a, b, c;
+    unsigned int gpu, n;
+    if (strlen(value) >= sizeof copy) return -1;
+    snprintf(copy, sizeof copy, "%s", value);
+    n = split_colons(copy, parts, 4);
+    if (strcmp(key, "nvlinks") == 0) {
+        if (n != 1 || parse_part(parts[0], &a) != 0 || a > MAX_NVLINKS) return -1;
+        for (unsigned int i = 0; i < MAX_GPUS; i++) gpus[i].nvlinks = (unsigned int)a;
+    } else if (strcmp(key, "fabricversion") == 0) {
+        if (n != 1 || parse_part(parts[0], &a) != 0 || a < 2 || a > 3) return -1;
+        fabric_version_max = (unsigned int)a;
+    } else if (strcmp(key, "linkdown") == 0 || strcmp(key, "nvlinkerr") == 0 ||
+               strcmp(key, "fabric") == 0) {
+        int err = key[0] == 'n', fabric = key[0] == 'f';
+        unsigned int want = err ? 4 : fabric ? 3 : 2;
+        if (n != want || parse_gpu(parts[0], parts[0] + strlen(parts[0]), &gpu) != 0) return -1;
+        if (parse_part(parts[1], &a) != 0) return -1;
+        if (fabric) {
+            if (parse_part(parts[2], &b) != 0 || a > 3) return -1;
+            gpus[gpu].fabric_state = (unsigned char)a;
+            gpus[gpu].fabric_status = (nvmlReturn_t)b;
+            return 0;
+        }
+        if (a >= MAX_NVLINKS) return -1;
+        if (!err) {
+            gpus[gpu].link_down[a] = 1;
+            return 0;
+        }
+        int counter = nvlink_counter(parts[2]);
+        if (counter < 0 || parse_part(parts[3], &c) != 0) return -1;
+        gpus[gpu].nvlink_error_step[a][counter] = c;
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
 /* One key=value item of a scenario; the lock is held. Returns 0, or -1 for a bad item. */
 static int apply_item(const char *key, const char *value) {
     const char *vend = value + strlen(value);
@@ -576,7 +708,8 @@ static int apply_item(const char *key, const char *value) {
     } else if (strcmp(key, "notsupported") == 0) {
         return set_rule(unsupported, &unsupported_count, value, 0);
     } else {
-        return -1;
+        int nvlink = apply_nvlink_item(key, value);
+        return nvlink == 1 ? -1 : nvlink;
     }
     return 0;
 }
@@ -881,6 +1014,15 @@ API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount,
             clock_gettime(CLOCK_REALTIME, &ts);
             for (int i = 0; i < valuesCount; i++) {
                 nvmlFieldValue_t *v = &values[i];
+                if (v->fieldId == FIELD_NVLINK_LINK_COUNT) {
+                    v->timestamp = (long long)ts.tv_sec * 1000000ll + ts.tv_nsec / 1000;
+                    v->latencyUsec = 0;
+                    v->nvmlReturn = no_fields || g->nvlinks == 0 ? NVML_ERROR_NOT_SUPPORTED
+                                                                 : NVML_SUCCESS;
+                    v->valueType = 1; /* NVML_VALUE_TYPE_UNSIGNED_INT */
+                    v->value = g->nvlinks;
+                    continue;
+                }
                 int kind = no_fields ? -1 : slowdown_kind_locked(v->fieldId);
                 v->timestamp = (long long)ts.tv_sec * 1000000ll + ts.tv_nsec / 1000;
                 v->latencyUsec = 0;
@@ -994,6 +1136,78 @@ API nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current
         } else {
             *currentMode = (unsigned int)g->mig_enabled;
             *pendingMode = (unsigned int)g->mig_enabled;
+        }
+    })
+}
+#endif
+
+/* NVML_FEATURE_ENABLED (1) when the link is active. */
+API nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t device, unsigned int link, int *isActive) {
+    WITH_GPU(device, {
+        if (g->nvlinks == 0) result = NVML_ERROR_NOT_SUPPORTED;
+        else if (isActive == NULL || link >= g->nvlinks) result = NVML_ERROR_INVALID_ARGUMENT;
+        else *isActive = g->link_down[link] ? 0 : 1;
+    })
+}
+
+API nvmlReturn_t nvmlDeviceGetNvLinkErrorCounter(nvmlDevice_t device, unsigned int link,
+                                                 int counter, unsigned long long *counterValue) {
+    WITH_GPU(device, {
+        if (g->nvlinks == 0) {
+            result = NVML_ERROR_NOT_SUPPORTED;
+        } else if (counterValue == NULL || link >= g->nvlinks || counter < 0 || counter > 4) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else if (counter == 4) {
+            result = NVML_ERROR_NOT_SUPPORTED; /* NVML_NVLINK_ERROR_DL_ECC_DATA */
+        } else {
+            g->nvlink_errors[link][counter] += g->nvlink_error_step[link][counter];
+            *counterValue = g->nvlink_errors[link][counter];
+        }
+    })
+}
+
+#ifndef FAKE_OLD_DRIVER
+/* The fake's cluster UUID: the same for every GPU of the node, as one NVSwitch fabric. */
+static void fabric_uuid(unsigned char *uuid) {
+    for (unsigned int i = 0; i < 16; i++) uuid[i] = (unsigned char)(0xa0 + i);
+}
+
+API nvmlReturn_t nvmlDeviceGetGpuFabricInfo(nvmlDevice_t device, nvmlGpuFabricInfo_t *info) {
+    WITH_GPU(device, {
+        if (info == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else if (g->nvlinks == 0) {
+            result = NVML_ERROR_NOT_SUPPORTED;
+        } else {
+            memset(info, 0, sizeof *info);
+            fabric_uuid(info->clusterUuid);
+            info->status = g->fabric_status;
+            info->cliqueId = 1;
+            info->state = g->fabric_state;
+        }
+    })
+}
+
+/* Fills v2 or v3 by the version the caller set, as nvml.h's versioned functions do. */
+API nvmlReturn_t nvmlDeviceGetGpuFabricInfoV(nvmlDevice_t device, nvmlGpuFabricInfo_v3_t *info) {
+    WITH_GPU(device, {
+        unsigned int version = info == NULL ? 0 : info->version;
+        int v3 = version == FABRIC_INFO_V3 && fabric_version_max >= 3;
+        if (info == NULL) {
+            result = NVML_ERROR_INVALID_ARGUMENT;
+        } else if (!v3 && version != FABRIC_INFO_V2) {
+            result = NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+        } else if (g->nvlinks == 0) {
+            result = NVML_ERROR_NOT_SUPPORTED;
+        } else {
+            memset(info, 0, v3 ? sizeof(nvmlGpuFabricInfo_v3_t) : sizeof(nvmlGpuFabricInfo_v2_t));
+            info->version = version;
+            fabric_uuid(info->clusterUuid);
+            info->status = g->fabric_status;
+            info->cliqueId = 1;
+            info->state = g->fabric_state;
+            info->healthMask = 0;
+            if (v3) info->healthSummary = FABRIC_HEALTH_SUMMARY_HEALTHY;
         }
     })
 }
