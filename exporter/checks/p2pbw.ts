@@ -59,8 +59,12 @@ import {
 } from './gpu-common.js';
 
 const MiB = 1024 * 1024;
-/** The copy size parameter (`mib`): large enough that launch overhead does not count. */
-export const P2P_MIB = { min: 64, max: 256, fallback: 256 } as const;
+/**
+ * The copy size parameter (`mib`). 64 MiB by default: at about 400 GB/s (NVLink 4) a copy lasts
+ * about 0.17 ms, far above launch overhead and event resolution, and 10 of them time well; larger
+ * copies add device memory and time (and host memmove on the fake runtime) for no better figure.
+ */
+export const P2P_MIB = { min: 64, max: 256, fallback: 64 } as const;
 /** Timed copies per pair, after one warm-up. */
 const REPETITIONS = 10;
 
@@ -394,7 +398,8 @@ export function createP2pBwCheck(deps: P2pBwCheckDeps): Check {
     usesGpu: true,
     exclusive: true,
     // 56 pairs on 8 GPUs, each two contexts created and destroyed (a few 100 ms) and 11 copies of
-    // at most 256 MiB (under 1 ms each over NVLink): about half a minute; PCIe pairs take longer.
+    // 64 MiB by default (0.17 ms each at 400 GB/s over NVLink, 2.7 ms at 25 GB/s over PCIe): under
+    // a minute; five minutes leave room for slow context creation.
     timeoutMs: 300_000,
     parseParams: parseP2pParams,
     run: (ctx) =>

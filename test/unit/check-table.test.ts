@@ -37,6 +37,7 @@ describe('the lists derived from the modules', () => {
       'ecc',
       'xid',
       'gpumem',
+      'p2pbw',
       'ping',
       'pvc',
       'iperf',
@@ -57,6 +58,7 @@ describe('the lists derived from the modules', () => {
     expect(CHECK_TIMEOUT_NAMES).toEqual([
       'pciebw',
       'gpumem',
+      'p2pbw',
       'dcgm.1',
       'dcgm.2',
       'dcgm.3',

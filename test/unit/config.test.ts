@@ -90,6 +90,13 @@ describe('parseConfig defaults', () => {
           },
         ],
         [
+          'p2pbw',
+          {
+            AUTOPILOT_P2PBW_FAIL_SHARE: 0.5,
+            AUTOPILOT_P2PBW_WARN_SHARE: 0.8,
+          },
+        ],
+        [
           'ping',
           {
             AUTOPILOT_PING_COUNT: 3,
@@ -449,7 +456,7 @@ describe('parseConfig settings', () => {
     (value) => {
       const error = configError({ env: { AUTOPILOT_CHECK_TIMEOUTS: value } });
       expect(error.message).toBe(
-        `invalid AUTOPILOT_CHECK_TIMEOUTS ${JSON.stringify(value)}: expected comma-separated name=duration pairs, names pciebw, gpumem, dcgm.1, dcgm.2, dcgm.3, dcgm.4, durations from 1s to 24h, such as pciebw=5m,dcgm.3=2h`,
+        `invalid AUTOPILOT_CHECK_TIMEOUTS ${JSON.stringify(value)}: expected comma-separated name=duration pairs, names pciebw, gpumem, p2pbw, dcgm.1, dcgm.2, dcgm.3, dcgm.4, durations from 1s to 24h, such as pciebw=5m,dcgm.3=2h`,
       );
     },
   );

@@ -300,9 +300,9 @@ describe('the p2pbw check on the in-memory fakes', () => {
     );
   });
 
-  test('the copy size parameter: 64 to 256 MiB, 256 by default', () => {
-    expect(parseP2pParams({})).toEqual({ mib: '256' });
-    expect(parseP2pParams({ mib: '64' })).toEqual({ mib: '64' });
+  test('the copy size parameter: 64 to 256 MiB, 64 by default', () => {
+    expect(parseP2pParams({})).toEqual({ mib: '64' });
+    expect(parseP2pParams({ mib: '256' })).toEqual({ mib: '256' });
     for (const bad of ['63', '257', '1e2', '-64', 'big']) {
       expect(() => parseP2pParams({ mib: bad })).toThrow(ParamError);
     }
