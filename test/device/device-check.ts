@@ -1,7 +1,8 @@
 /**
  * The GPU checks against the real libraries on a GPU host, one table per GPU: each check's verdict
  * and the figures the design targets (NVML cost ≤ 50 µs per GPU per check, pciebw ≤ 0.5 s per GPU
- * with allocation, pciebw ≥ 0.98 of a native copy loop in the same run), and gpumem's figures.
+ * with allocation, pciebw ≥ 0.98 of a native copy loop in the same run), gpumem's figures, and
+ * p2pbw's run time over every GPU pair with each GPU's slowest pair (SKIP on a one-GPU host).
  * Targets are printed beside the figures with the ratio, never asserted: this run exists to
  * measure them for the first time. Every step has a deadline, what timed out is printed, and the
  * process never waits on a driver call that hung.
@@ -25,6 +26,7 @@ import { createEccCheck } from '../../exporter/checks/ecc.js';
 import { cudaOrdinalOf } from '../../exporter/checks/gpu-common.js';
 import { createGpuMemCheck, expectedFigures } from '../../exporter/checks/gpumem.js';
 import { createGpuPowerCheck } from '../../exporter/checks/gpupower.js';
+import { createP2pBwCheck } from '../../exporter/checks/p2pbw.js';
 import { createPcieBwCheck } from '../../exporter/checks/pciebw.js';
 import { createRemappedCheck } from '../../exporter/checks/remapped.js';
 import { createXidCheck, createXidLedger, createXidWatcher } from '../../exporter/checks/xid.js';
@@ -469,6 +471,44 @@ async function gpuMemCheck(steps: Steps, nvml: Nvml, probe: CudaProbe, tables: T
   }
 }
 
+/**
+ * p2pbw on every GPU pair (the GPUs must be idle): its run time for n·(n-1) pairs and each GPU's
+ * slowest pair against the node's pair median. A host with one GPU says SKIP, nothing to pair.
+ */
+async function p2pCheck(steps: Steps, nvml: Nvml, probe: CudaProbe, tables: Tables) {
+  console.log('running p2pbw…');
+  const outcome = await steps.run('p2pbw: all GPU pairs', 120_000, (signal) =>
+    createP2pBwCheck({ nvml: { ok: true, nvml }, cuda: { ok: true, probe } }).run(
+      contextOf(signal),
+    ),
+  );
+  const pairs = outcome.ok ? (outcome.value.samples ?? []).length : 0;
+  const seconds = outcome.ok ? outcome.ms / 1000 : 0;
+  file(tables, 'p2pbw', 'run time', outcome, () => ({
+    measured: outcome.ok
+      ? `${seconds.toFixed(1)} s, ${pairs} pairs${pairs > 0 ? `, ${(seconds / pairs).toFixed(2)} s per pair` : ''}`
+      : '',
+  }));
+  if (!outcome.ok) return `p2pbw: ${outcome.problem}`;
+  for (const table of tables.values()) {
+    const device = outcome.value.devices.find((d) => d.id === String(table.gpu.index));
+    const median = numberIn(device, 'nodePairMedianGBps');
+    const figures = Object.entries(device?.evidence ?? {})
+      .filter(([key, value]) => /^(to|from)_\d+_GBps$/.test(key) && typeof value === 'number')
+      .map(([, value]) => value as number);
+    if (median === undefined || figures.length === 0) continue;
+    const slowest = Math.min(...figures);
+    table.rows.push(
+      row('p2pbw', 'slowest pair', {
+        measured: `${slowest} GB/s`,
+        target: `node pair median ${median} GB/s`,
+        ratio: ratioOf(slowest, median),
+      }),
+    );
+  }
+  return `p2pbw: ${pairs} GPU pairs measured in ${seconds.toFixed(1)} s (${outcome.value.reason ?? 'per GPU below'})`;
+}
+
 const COLUMNS: readonly (readonly [keyof Row, string])[] = [
   ['check', 'check'],
   ['item', 'item'],
@@ -540,8 +580,9 @@ async function main(settings: Settings, steps: Steps): Promise<number> {
   if (cuda.ok) {
     summary.push(await pcieCheck(steps, nvml, cuda.probe, tables, settings));
     await gpuMemCheck(steps, nvml, cuda.probe, tables);
+    summary.push(await p2pCheck(steps, nvml, cuda.probe, tables));
   } else {
-    summary.push(`pciebw, gpumem: not run, the CUDA probe is unavailable: ${cuda.reason}`);
+    summary.push(`pciebw, gpumem, p2pbw: not run, the CUDA probe is unavailable: ${cuda.reason}`);
   }
 
   console.log(`\n## Device check: ${gpus.value.length} GPUs\n`);
