@@ -64,7 +64,7 @@ describe('the strings the chart replaces in the rules', () => {
         'autopilot_check_last_run_timestamp_seconds > 3 * 3600',
         '[10800s]',
         'for: 7200s',
-        'check=~"pciebw|remapped|dcgm|ping|gpupower|gpucount"',
+        'check=~"pciebw|remapped|dcgm|ping|gpupower|nvlink|gpucount"',
       ]),
     );
   });
@@ -173,7 +173,7 @@ describe('repeat in every form the schema takes', () => {
     // gpucount runs every round whatever the list says, so it is watched too.
     expect(never('pciebw, ping')).toContain('check=~"pciebw|ping|gpucount"');
     expect(never('gpucount,ping')).toContain('check=~"gpucount|ping"');
-    expect(never('all')).toContain('check=~"pciebw|remapped|dcgm|ping|gpupower|gpucount"');
+    expect(never('all')).toContain('check=~"pciebw|remapped|dcgm|ping|gpupower|nvlink|gpucount"');
   });
 
   test('at the default values the rendered rules are rules/ itself', () => {

@@ -160,7 +160,7 @@ autopilot_check_interval_seconds does, and the staleness alert uses it first).
 {{- if not (has "gpucount" (splitList "|" $periodic)) -}}
 {{- $periodic = printf "%s|gpucount" $periodic -}}
 {{- end -}}
-{{- $pairs = append $pairs (list "check=~\"pciebw|remapped|dcgm|ping|gpupower|gpucount\"" (printf "check=~\"%s\"" $periodic)) -}}
+{{- $pairs = append $pairs (list "check=~\"pciebw|remapped|dcgm|ping|gpupower|nvlink|gpucount\"" (printf "check=~\"%s\"" $periodic)) -}}
 {{- end -}}
 {{- toJson $pairs -}}
 {{- end -}}
