@@ -393,8 +393,8 @@ export interface NvLinkCheckDeps {
   readonly nvml: NvmlLoad;
   readonly timeoutMs?: number;
   readonly now?: () => number;
-  readonly errorRate?: number;
-  readonly expectedLinks?: ExpectedLinks;
+  readonly errorRate?: number | undefined;
+  readonly expectedLinks?: ExpectedLinks | undefined;
 }
 
 export const NVLINK_SUMMARY =

@@ -312,6 +312,8 @@ class KoffiNvml implements Nvml {
    * they are counted once (DCGM reads NVML_FI_DEV_NVLINK_LINK_COUNT once per GPU, likewise).
    */
   private readonly linkCounts = new Map<number, number>();
+  /** NVML index → the GPU's error totals at the last per-link read, and what that read found. */
+  private readonly linkErrors = new Map<number, LinkErrorsRead>();
 
   constructor(
     private readonly fns: Functions,
@@ -577,10 +579,18 @@ class KoffiNvml implements Nvml {
     }
     const device = await this.handle(index);
     const counted = this.linkCounts.get(index) ?? (await this.linkCount(index));
+    const totals = await this.errorTotals(index);
+    const last = this.linkErrors.get(index);
+    const unchanged = totals !== undefined && last?.totals === totals ? last.counts : undefined;
     const answers = await Promise.all(
-      Array.from({ length: counted }, (_, link) => this.nvLink(stateFn, device, link)),
+      Array.from({ length: counted }, (_, link) =>
+        this.nvLink(stateFn, device, link, unchanged?.get(link)),
+      ),
     );
     const links = answers.filter((answer): answer is NvLinkState => typeof answer !== 'string');
+    if (totals === undefined) this.linkErrors.delete(index);
+    else
+      this.linkErrors.set(index, { totals, counts: new Map(links.map((l) => [l.link, l.errors])) });
     // Probed links (no count from NVML) end at the last that answered, for the next reads.
     if (!this.linkCounts.has(index)) this.linkCounts.set(index, (links.at(-1)?.link ?? -1) + 1);
     if (links.length > 0) return { supported: true, links };
@@ -601,17 +611,38 @@ class KoffiNvml implements Nvml {
   }
 
   /**
+   * The GPU's four error totals over all its links (NVML_FI_DEV_NVLINK_*_ERROR_COUNT_TOTAL), as one
+   * key, or undefined where a field is not supported. They gate the per-link reads, 72 calls on an
+   * 18-link GPU: while no total moved, no link's counter did, and the last per-link counts stand.
+   * DCGM's NVLink health watch judges these same four NVML totals (dcgm_fields.cpp maps its
+   * DCGM_FI_DEV_NVLINK_*_ERROR_TOTAL fields to them).
+   */
+  private async errorTotals(index: number): Promise<string | undefined> {
+    const values = await this.fieldValues(index, NVLINK_ERROR_TOTAL_FIELDS);
+    if (!values.every((value) => value.ok)) return undefined;
+    return values.map((value) => String(value.value)).join(',');
+  }
+
+  /**
    * One link's state and counters, or the error message of a link the GPU does not have
    * (NOT_SUPPORTED, or INVALID_ARGUMENT past its last link: DCGM's DcgmTopology.cpp treats any
    * error there as "not supported"; here only those two, the others reject).
    */
-  private async nvLink(stateFn: Fn, device: unknown, link: number): Promise<NvLinkState | string> {
+  private async nvLink(
+    stateFn: Fn,
+    device: unknown,
+    link: number,
+    unchanged: NvLinkState['errors'] | undefined,
+  ): Promise<NvLinkState | string> {
     const active = [0];
     const code = await this.code(stateFn, device, link, active);
     if (code === NVML_ERROR_NOT_SUPPORTED || code === NVML_ERROR_INVALID_ARGUMENT) {
       return (await this.error(stateFn.name, code)).message;
     }
     if (code !== NVML_SUCCESS) throw await this.error(stateFn.name, code);
+    if (unchanged !== undefined) {
+      return { link, active: active[0] === NVML_FEATURE_ENABLED, errors: unchanged };
+    }
     const counts = await Promise.all(
       NVLINK_COUNTERS.map((_, counter) => this.nvLinkErrors(device, link, counter)),
     );
@@ -875,6 +906,13 @@ class KoffiNvml implements Nvml {
 }
 
 const NVML_FI_DEV_NVLINK_LINK_COUNT = 91;
+/** NVML_FI_DEV_NVLINK_{CRC_FLIT,CRC_DATA,REPLAY,RECOVERY}_ERROR_COUNT_TOTAL (nvml.h). */
+const NVLINK_ERROR_TOTAL_FIELDS = [38, 45, 52, 59];
+
+interface LinkErrorsRead {
+  readonly totals: string;
+  readonly counts: ReadonlyMap<number, NvLinkState['errors']>;
+}
 const NVML_NVLINK_MAX_LINKS = 36;
 const NVML_GPU_FABRIC_STATE_NOT_SUPPORTED = 0;
 

@@ -116,6 +116,33 @@ describe('the NVLink binding over the fake NVML', () => {
     expect(current.calls('nvmlDeviceGetNvLinkState')).toBe(36 + 12);
   });
 
+  test("the per-link counters are read again only when one of the GPU's totals moved", async () => {
+    const counterCalls = (): number => current.calls('nvmlDeviceGetNvLinkErrorCounter') as number;
+    const nvml = await open(CURRENT, 'nvlinkerr=3:9:replay:2');
+    await nvml.nvLinks(0);
+    expect(counterCalls()).toBe(18 * 4);
+    const still = await nvml.nvLinks(0);
+    expect(counterCalls()).toBe(18 * 4); // totals unchanged: the last counts stand
+    expect(still.supported && still.links[0]!.errors).toEqual({
+      replay: 0,
+      recovery: 0,
+      crc_flit: 0,
+      crc_data: 0,
+    });
+    await nvml.nvLinks(3);
+    const moved = await nvml.nvLinks(3);
+    expect(counterCalls()).toBe(3 * 18 * 4); // GPU 3's replay total moved: all its links read
+    expect(moved.supported && moved.links[9]!.errors.replay).toBe(4);
+  });
+
+  test('without the total fields, every read reads every link, and the counters still climb', async () => {
+    const nvml = await open(CURRENT, 'nofields=1;nvlinkerr=3:9:replay:2');
+    await nvml.nvLinks(3);
+    const second = await nvml.nvLinks(3);
+    expect(current.calls('nvmlDeviceGetNvLinkErrorCounter')).toBe(2 * 18 * 4);
+    expect(second.supported && second.links[9]!.errors.replay).toBe(4);
+  });
+
   test('a GPU without NVLink says NOT_SUPPORTED for links and fabric', async () => {
     const nvml = await open(CURRENT, 'nvlinks=0');
     const links = await nvml.nvLinks(0);

@@ -39,9 +39,10 @@
  *   nvlinks=N            every GPU has N NVLinks (default 18, as an H200 SXM; at most 36); 0: no
  *                        NVLink, the NVLink and fabric functions answer NOT_SUPPORTED
  *   linkdown=I:L         GPU I's link L is inactive (nvmlDeviceGetNvLinkState NVML_FEATURE_DISABLED)
- *   nvlinkerr=I:L:COUNTER:N  every read of GPU I link L's COUNTER (replay, recovery, crc_flit,
- *                        crc_data) adds N to it first: a counter that climbs between two rounds,
- *                        by a known count per read (the first read answers N)
+ *   nvlinkerr=I:L:COUNTER:N  GPU I link L's COUNTER (replay, recovery, crc_flit, crc_data) grows
+ *                        by N at each read of the GPU's total of that counter (field 38, 45, 52
+ *                        or 59 below), or with nofields=1 at each read of the link's counter: a
+ *                        counter that climbs by a known count per round (the first round reads N)
  *   fabric=I:STATE:STATUS  GPU I's fabric probe: NVML_GPU_FABRIC_STATE_* 0-3 and the nvmlReturn_t
  *                        status (default 3 completed, 0 success: Fabric Manager registered it)
  *   fabricversion=2      nvmlDeviceGetGpuFabricInfoV takes only nvmlGpuFabricInfo_v2 and answers
@@ -72,7 +73,9 @@
  *
  * NVLink, by default: 18 links per GPU, all active, every error counter 0 (NVML_NVLINK_ERROR_DL_ECC_DATA
  * answers NOT_SUPPORTED, as on NVLink 4); a link past the GPU's answers INVALID_ARGUMENT; the
- * field NVML_FI_DEV_NVLINK_LINK_COUNT (91) answers the count (nofields=1 makes it NOT_SUPPORTED).
+ * field NVML_FI_DEV_NVLINK_LINK_COUNT (91) answers the count, and the fields
+ * NVML_FI_DEV_NVLINK_{CRC_FLIT,CRC_DATA,REPLAY,RECOVERY}_ERROR_COUNT_TOTAL (38, 45, 52, 59) the sum
+ * of that counter over the GPU's links (nofields=1 makes them all NOT_SUPPORTED).
  * Fabric, by default: completed with success on every GPU, as on an HGX H200 whose Fabric Manager
  * runs (an HGX board is an NVSwitch system).
  *
@@ -994,6 +997,28 @@ static unsigned long long slowdown_ns_locked(const struct fake_gpu *g, int kind)
     return (now_ms() - g->slowdown_since) * 1000000ull * g->slowdown_pct[kind] / 100ull;
 }
 
+/* The nvmlNvLinkErrorCounter_t whose total a field id is (38 CRC flit, 45 CRC data, 52 replay,
+ * 59 recovery), or -1. */
+static int nvlink_total_counter(unsigned int field) {
+    switch (field) {
+        case 38: return 2;
+        case 45: return 3;
+        case 52: return 0;
+        case 59: return 1;
+        default: return -1;
+    }
+}
+
+/* Grows the counter of every link by its step, and answers the GPU's total; the lock is held. */
+static unsigned long long nvlink_total_locked(struct fake_gpu *g, int counter) {
+    unsigned long long total = 0;
+    for (unsigned int link = 0; link < g->nvlinks; link++) {
+        g->nvlink_errors[link][counter] += g->nvlink_error_step[link][counter];
+        total += g->nvlink_errors[link][counter];
+    }
+    return total;
+}
+
 /* Which slowdown a field id names under this driver's numbering: 0 HW thermal, 1 power brake,
  * 2 SW thermal (always 0 here), -1 none; the lock is held. */
 static int slowdown_kind_locked(unsigned int field) {
@@ -1014,13 +1039,17 @@ API nvmlReturn_t nvmlDeviceGetFieldValues(nvmlDevice_t device, int valuesCount,
             clock_gettime(CLOCK_REALTIME, &ts);
             for (int i = 0; i < valuesCount; i++) {
                 nvmlFieldValue_t *v = &values[i];
-                if (v->fieldId == FIELD_NVLINK_LINK_COUNT) {
+                int total = nvlink_total_counter(v->fieldId);
+                if (v->fieldId == FIELD_NVLINK_LINK_COUNT || total >= 0) {
                     v->timestamp = (long long)ts.tv_sec * 1000000ll + ts.tv_nsec / 1000;
                     v->latencyUsec = 0;
                     v->nvmlReturn = no_fields || g->nvlinks == 0 ? NVML_ERROR_NOT_SUPPORTED
                                                                  : NVML_SUCCESS;
-                    v->valueType = 1; /* NVML_VALUE_TYPE_UNSIGNED_INT */
-                    v->value = g->nvlinks;
+                    /* NVML_VALUE_TYPE_UNSIGNED_INT for the count, _UNSIGNED_LONG_LONG for totals */
+                    v->valueType = total < 0 ? 1 : 3;
+                    v->value = v->nvmlReturn != NVML_SUCCESS ? 0
+                               : total < 0               ? g->nvlinks
+                                                         : nvlink_total_locked(g, total);
                     continue;
                 }
                 int kind = no_fields ? -1 : slowdown_kind_locked(v->fieldId);
@@ -1160,7 +1189,7 @@ API nvmlReturn_t nvmlDeviceGetNvLinkErrorCounter(nvmlDevice_t device, unsigned i
         } else if (counter == 4) {
             result = NVML_ERROR_NOT_SUPPORTED; /* NVML_NVLINK_ERROR_DL_ECC_DATA */
         } else {
-            g->nvlink_errors[link][counter] += g->nvlink_error_step[link][counter];
+            if (no_fields) g->nvlink_errors[link][counter] += g->nvlink_error_step[link][counter];
             *counterValue = g->nvlink_errors[link][counter];
         }
     })

@@ -1,0 +1,196 @@
+/** The nvlink check's pure parts: the verdicts, the rate maths and the expected-links rule. */
+import { describe, expect, test } from '@jest/globals';
+import {
+  counterRates,
+  downLinks,
+  expectedActiveLinks,
+  judgeNvLink,
+  nvmlReturnName,
+  type NvLinkJudgement,
+  type NvLinkReading,
+} from '../../exporter/checks/nvlink.js';
+import type { NvLinks } from '../../exporter/native/ports.js';
+
+const zero = { replay: 0, recovery: 0, crc_flit: 0, crc_data: 0 };
+function links(count: number, down: number[] = [], errors: Record<number, object> = {}): NvLinks {
+  return {
+    supported: true,
+    links: Array.from({ length: count }, (_, link) => ({
+      link,
+      active: !down.includes(link),
+      errors: { ...zero, ...errors[link] },
+    })),
+  };
+}
+const completed = { supported: true, state: 3, status: 0, healthSummary: 1, source: 'v3' } as const;
+const reading = (nvlinks: NvLinks, extra: Partial<NvLinkReading> = {}): NvLinkReading => ({
+  nvlinks,
+  fabric: completed,
+  mig: false,
+  ...extra,
+});
+const judge = (j: Partial<NvLinkJudgement> & { reading: NvLinkReading }) =>
+  judgeNvLink({
+    id: '0',
+    previous: undefined,
+    now: 0,
+    expected: 18,
+    seenBeforeRule: true,
+    errorRate: 100,
+    ...j,
+  });
+
+describe('judgeNvLink', () => {
+  test('all links up, fabric completed: PASS, compat 0', () => {
+    const { device } = judge({ reading: reading(links(18)) });
+    expect(device.verdict).toBe('PASS');
+    expect(device.compatValue).toBe(0);
+    expect(device.evidence['activeLinks']).toBe(18);
+  });
+
+  test('links down below the expected count: FAIL naming them, compat 1', () => {
+    const { device } = judge({ reading: reading(links(18, [3, 11])) });
+    expect(device.verdict).toBe('FAIL');
+    expect(device.reason).toBe('2 NVLinks down: link 3, link 11 (16 of 18 active, 18 expected)');
+    expect(device.compatValue).toBe(1);
+  });
+
+  test('no NVLink: SKIP with the reason', () => {
+    const nvlinks: NvLinks = {
+      supported: false,
+      reason: 'nvmlDeviceGetNvLinkState: Not Supported (3)',
+    };
+    const { device } = judge({ reading: reading(nvlinks) });
+    expect(device.verdict).toBe('SKIP');
+    expect(device.reason).toBe(
+      'no NVLink on this GPU (nvmlDeviceGetNvLinkState: Not Supported (3))',
+    );
+  });
+
+  test('fabric in progress, or completed with a failed status: FAIL with it', () => {
+    const inProgress = judge({
+      reading: reading(links(18), { fabric: { ...completed, state: 2 } }),
+    });
+    expect(inProgress.device.verdict).toBe('FAIL');
+    expect(inProgress.device.reason).toContain('fabric registration in progress, not completed');
+    const failed = judge({
+      reading: reading(links(18), { fabric: { ...completed, status: 999 } }),
+    });
+    expect(failed.device.reason).toBe('fabric registration failed: NVML_ERROR_UNKNOWN (999)');
+  });
+
+  test('no fabric to read: that part skipped, the links still judged', () => {
+    const fabric = {
+      supported: false,
+      reason: 'this NVML has no nvmlDeviceGetGpuFabricInfo(V)',
+    } as const;
+    expect(judge({ reading: reading(links(18), { fabric }) }).device.verdict).toBe('PASS');
+    expect(judge({ reading: reading(links(18, [0]), { fabric }) }).device.verdict).toBe('FAIL');
+  });
+
+  test('a counter rising faster than the rate between rounds: WARN naming link and counter', () => {
+    const first = judge({ reading: reading(links(18)), now: 1_000 });
+    const second = judge({
+      reading: reading(links(18, [], { 5: { recovery: 3_000 } })),
+      previous: first.memory,
+      now: 11_000,
+    });
+    expect(second.device.verdict).toBe('WARN');
+    expect(second.device.reason).toBe(
+      'NVLink error counters rising faster than 100/s: link 5 recovery +3000 (300.0/s)',
+    );
+  });
+
+  test('the first round has no rate, however high the counts', () => {
+    const { device } = judge({ reading: reading(links(18, [], { 1: { crc_flit: 1e9 } })) });
+    expect(device.verdict).toBe('PASS');
+    expect(device.reason).toContain('error rates from the next run on');
+  });
+
+  test('a MIG GPU is not judged on its links (NVML reports them down there)', () => {
+    const { device } = judge({ reading: reading(links(18, [0, 1, 2]), { mig: true }) });
+    expect(device.verdict).toBe('PASS');
+    expect(device.reason).toContain('MIG enabled');
+  });
+});
+
+describe('counterRates', () => {
+  test('rise over elapsed seconds; a counter that went down (driver reload) did not rise', () => {
+    const first = judge({
+      reading: reading(links(2, [], { 0: { replay: 50, crc_data: 10 } })),
+      now: 0,
+    });
+    const rates = counterRates(
+      links(2, [], { 0: { replay: 10, crc_data: 30 } }),
+      first.memory,
+      4_000,
+    );
+    expect(rates).toEqual([{ link: 0, counter: 'crc_data', rise: 20, perSecond: 5 }]);
+  });
+
+  test('none at the first round or with no time elapsed', () => {
+    expect(counterRates(links(2), undefined, 5)).toEqual([]);
+    const first = judge({ reading: reading(links(2)), now: 10 });
+    expect(counterRates(links(2, [], { 0: { replay: 5 } }), first.memory, 10)).toEqual([]);
+  });
+
+  test('a rate exactly at the threshold does not WARN; 0 warns on any rise', () => {
+    const first = judge({ reading: reading(links(1)), now: 0 });
+    const at = (errorRate: number, replay: number) =>
+      judge({
+        reading: reading(links(1, [], { 0: { replay } })),
+        previous: first.memory,
+        now: 1_000,
+        expected: 1,
+        errorRate,
+      }).device.verdict;
+    expect(at(100, 100)).toBe('PASS');
+    expect(at(100, 101)).toBe('WARN');
+    expect(at(0, 1)).toBe('WARN');
+  });
+});
+
+describe('the expected-links rule', () => {
+  test('auto: the most of the same model; a number: that many', () => {
+    expect(expectedActiveLinks('auto', 18)).toBe(18);
+    expect(expectedActiveLinks('auto', undefined)).toBeUndefined();
+    expect(expectedActiveLinks(12, 18)).toBe(12);
+  });
+
+  test('as many active as expected: the down links are by design, unless seen up before', () => {
+    // A board with 4 of 6 links bridged on every GPU: 4 expected, links 4 and 5 down by design.
+    expect(downLinks(links(6, [4, 5]), 4, undefined)).toEqual([]);
+    expect(downLinks(links(6, [4, 5]), 4, new Set([0, 1, 2, 3, 5]))).toEqual([5]);
+  });
+
+  test('every GPU losing the same link passes the count rule, and the seen-before rule catches it', () => {
+    const before = judge({ reading: reading(links(18)), now: 0 });
+    const after = judge({
+      reading: reading(links(18, [7])),
+      previous: before.memory,
+      expected: 17,
+      now: 1,
+    });
+    expect(after.device.verdict).toBe('FAIL');
+    expect(after.device.reason).toContain('link 7');
+    const numbered = judge({
+      reading: reading(links(18, [7])),
+      previous: before.memory,
+      expected: 17,
+      seenBeforeRule: false,
+      now: 1,
+    });
+    expect(numbered.device.verdict).toBe('PASS');
+  });
+
+  test('fewer links than expected and none inactive: FAIL saying so', () => {
+    const { device } = judge({ reading: reading(links(12)), expected: 18 });
+    expect(device.verdict).toBe('FAIL');
+    expect(device.reason).toBe('12 of 12 NVLinks active, 18 expected');
+  });
+
+  test('return code names come from nvml.h', () => {
+    expect(nvmlReturnName(27)).toBe('NVML_ERROR_NOT_READY (27)');
+    expect(nvmlReturnName(4242)).toBe('unknown nvmlReturn_t (4242)');
+  });
+});
