@@ -44,11 +44,14 @@ const UNREACHABLE_HOST_NUMBER = 200;
  * Faults that give every GPU panel data. On the GPU the node dashboard selects: an XID that only
  * warns (61) at start and again 15 s later (past the exporter's 10 s debounce, so the counter moves
  * while Prometheus scrapes and increase() sees it), and pages waiting for retirement (Hopper remaps
- * rows instead and has no such series, so a GPU that retires pages must stand in). On others: a power
- * brake, a pending row remap, a Gen3 x8 link.
+ * rows instead and has no such series, so a GPU that retires pages must stand in), and a CRC flit
+ * counter of its NVLink 2 that climbs by 3 at every read (every 5 s round: 0.6 per second, under
+ * the 100 per second nvlink warns at, so the panel has errors to draw and the GPU still passes).
+ * On others: a power brake, a pending row remap, a Gen3 x8 link.
  */
 const NVML_SCENARIO =
-  'xid=0:61;xidafter=0:61:15000;retirepending=0;powerbrake=1;pending=2;link=3:3x8';
+  'xid=0:61;xidafter=0:61:15000;retirepending=0;powerbrake=1;pending=2;link=3:3x8;' +
+  'nvlinkerr=0:2:crc_flit:3';
 
 /**
  * Panels that stay empty, with why. Compared exactly, so a panel that starts to show data (the
@@ -234,7 +237,7 @@ beforeAll(async () => {
   };
   const environments: Record<(typeof RUNNING)[number], Record<string, string>> = {
     'gpu-a': {
-      PERIODIC_CHECKS: 'pciebw,remapped,gpupower,ecc,xid,gpumem,dcgm,ping',
+      PERIODIC_CHECKS: 'pciebw,remapped,gpupower,ecc,xid,gpumem,dcgm,ping,nvlink',
       AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
       AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
       FAKE_NVML_SCENARIO: NVML_SCENARIO,
@@ -296,6 +299,12 @@ test('every dashboard panel shows data from the real exporter', async () => {
   const iperfBody = await iperf.text();
   expect({ status: iperf.status, body: iperfBody }).toMatchObject({ status: 200 });
   expect(iperfBody).toContain('"verdict":"PASS"');
+  // The P2P matrix needs a p2pbw run: exclusive, so on demand (in the round it would copy 56 pairs
+  // every 5 s), at 64 MiB (56 pairs of the fake in seconds).
+  const p2p = await get('gpu-a', '/p2pbw?mib=64&format=json', OPERATOR);
+  const p2pBody = await p2p.text();
+  expect({ status: p2p.status, body: p2pBody }).toMatchObject({ status: 200 });
+  expect(p2pBody).toContain('"check":"p2pbw","verdict":"PASS"');
 
   const values = {
     __rate_interval: '1m',
