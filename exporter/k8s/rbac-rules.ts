@@ -48,6 +48,13 @@ const PVC_RULE: PolicyRule = {
   verbs: ['create', 'get', 'delete'],
 };
 
+// The taint's breaker: a Lease held while counting the tainted nodes and tainting this one.
+const LEASES_RULE: PolicyRule = {
+  apiGroups: ['coordination.k8s.io'],
+  resources: ['leases'],
+  verbs: ['get', 'create', 'update'],
+};
+
 /**
  * What the exporter does only in its own namespace (NAMESPACE, the release's): the chart grants
  * these through a Role there, not cluster-wide, so the exporter cannot create Jobs or claims, or
@@ -57,11 +64,13 @@ export const EXPORTER_NAMESPACED_RBAC_RULES: readonly PolicyRule[] = [
   JOBS_RULE,
   ENDPOINTSLICES_RULE,
   PVC_RULE,
+  LEASES_RULE,
 ];
 
 /** Everything the exporter calls: a single ClusterRole granting it works too (docs/kubernetes.md). */
 export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
-  // Read its node, resolve nodelabel=, write the gpuhealth and dcgm labels.
+  // Read its node, resolve nodelabel=, write the gpuhealth and dcgm labels and the taint (a merge
+  // patch); list the nodes for the taint's breaker.
   { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'patch'] },
   // Resolve job=namespace:selector; this node's pods (GPU use, post-flight); the Autopilot pods'
   // interfaces; the deep-check Job's pod and its report.
@@ -69,6 +78,7 @@ export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
   JOBS_RULE,
   ENDPOINTSLICES_RULE,
   PVC_RULE,
+  LEASES_RULE,
   { apiGroups: ['storage.k8s.io'], resources: ['storageclasses'], verbs: ['get'] },
   ...EXPORTER_REVIEW_RBAC_RULES,
   // The iperf check starts servers and clients on other nodes through their APIs, as this exporter.

@@ -96,6 +96,11 @@ export const CORE_METRICS = {
     help: 'Autopilot pods the autopilot-healthchecks Service lists, by readiness (state="ready" or "not_ready"). Absent in standalone mode.',
     labelNames: ['state'],
   },
+  autopilot_isolation_breaker_open: {
+    type: 'gauge',
+    help: 'Whether the cluster-wide breaker refused this EVICT node the taint autopilot.ibm.com/gpuhealth=EVICT at its last count (1: max(1, floor(AUTOPILOT_TAINT_MAX_FRACTION x GPU nodes)) nodes carry it already; also in dry-run), 0 otherwise. Absent in standalone mode.',
+    labelNames: [],
+  },
   autopilot_build_info: {
     type: 'gauge',
     help: 'Always 1; the labels name the exporter version and the Node.js runtime.',

@@ -60,6 +60,8 @@ export interface KubernetesView {
   };
   /** Every known Autopilot pod, ready or not. */
   readonly peers: () => readonly { readonly ready: boolean }[];
+  /** The breaker refused this EVICT node its taint (cluster/node-taint.ts); absent: never. */
+  readonly isolationBreakerOpen?: () => boolean;
 }
 
 export function createMetricsRegistry(deps: MetricsDeps): Registry {
@@ -214,6 +216,11 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     const ready = peers.filter((peer) => peer.ready).length;
     g.set({ state: 'ready' }, ready);
     g.set({ state: 'not_ready' }, peers.length - ready);
+  });
+  gauge('autopilot_isolation_breaker_open', (g) => {
+    // As autopilot_kubernetes_api_up: no series standalone, where there is no taint.
+    if (kubernetes === undefined) g.remove();
+    else g.set(kubernetes.isolationBreakerOpen?.() === true ? 1 : 0);
   });
   gauge('autopilot_build_info', (g) => {
     g.set({ version: deps.build.version, nodejs: deps.build.nodejs }, 1);
