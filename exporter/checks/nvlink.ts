@@ -465,7 +465,7 @@ async function readAll(
 export const nvlinkModule: CheckModule<NvLinkSettingValues> = {
   name: 'nvlink',
   summary: NVLINK_SUMMARY,
-  policy: { periodic: 7, exclusive: false, nvmlOnly: true },
+  policy: { exclusive: false, nvmlOnly: true },
   metrics: [
     'autopilot_gpu_nvlink_up',
     'autopilot_gpu_nvlink_errors_total',

@@ -23,6 +23,7 @@ import type {
   DeviceResult,
 } from '../../exporter/checks/check.js';
 import { createEccCheck } from '../../exporter/checks/ecc.js';
+import { createNvLinkCheck } from '../../exporter/checks/nvlink.js';
 import { cudaOrdinalOf } from '../../exporter/checks/gpu-common.js';
 import { createGpuMemCheck, expectedFigures } from '../../exporter/checks/gpumem.js';
 import { createGpuPowerCheck } from '../../exporter/checks/gpupower.js';
@@ -247,6 +248,7 @@ const NVML_CHECKS: readonly (readonly [string, (nvml: NvmlLoad, wait: Sleep) => 
   ['remapped', (nvml) => createRemappedCheck({ nvml })],
   ['gpupower', (nvml, wait) => createGpuPowerCheck({ nvml, sleep: wait, now: () => clock.now() })],
   ['ecc', (nvml) => createEccCheck({ nvml })],
+  ['nvlink', (nvml) => createNvLinkCheck({ nvml, now: () => clock.now() })],
 ];
 
 /** The NVML-only checks: verdicts, then their cost per GPU (alone, and whole check ÷ GPUs). */

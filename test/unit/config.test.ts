@@ -81,6 +81,7 @@ describe('parseConfig defaults', () => {
             AUTOPILOT_XID_WARN: 'all',
           },
         ],
+        ['nvlink', { AUTOPILOT_NVLINK_ERROR_RATE: 100, AUTOPILOT_NVLINK_EXPECTED_LINKS: 'auto' }],
         [
           'gpumem',
           {
