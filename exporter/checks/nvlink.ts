@@ -465,7 +465,10 @@ async function readAll(
 export const nvlinkModule: CheckModule<NvLinkSettingValues> = {
   name: 'nvlink',
   summary: NVLINK_SUMMARY,
-  policy: { exclusive: false, nvmlOnly: true },
+  // In the default round (cheap: NVML reads only) so that a link lost between jobs is seen within a
+  // round, not at the next quarterly diagnostic. IBM's values set PERIODIC_CHECKS without it: the
+  // chart's default list adds it, docs/upgrading.md says so.
+  policy: { periodic: 7, exclusive: false, nvmlOnly: true },
   metrics: [
     'autopilot_gpu_nvlink_up',
     'autopilot_gpu_nvlink_errors_total',

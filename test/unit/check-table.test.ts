@@ -36,6 +36,7 @@ describe('the lists derived from the modules', () => {
       'gpucount',
       'ecc',
       'xid',
+      'nvlink',
       'gpumem',
       'p2pbw',
       'ping',
@@ -49,6 +50,7 @@ describe('the lists derived from the modules', () => {
       'ping',
       'gpupower',
       'gpucount',
+      'nvlink',
     ]);
     expect(CHECK_TABLE.alwaysPeriodic).toEqual(['gpucount']);
     expect(CHECK_TABLE.postflight).toEqual(['pciebw', 'remapped', 'gpupower', 'ecc', 'dcgm']);

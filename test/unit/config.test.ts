@@ -136,6 +136,9 @@ describe('parseConfig defaults', () => {
         acknowledge: 'kubernetes',
       },
       evictOn: 'all',
+      taint: { effect: 'none', maxFraction: 0.2, dryRun: false },
+      nodeCondition: 'GPUHealthy',
+      nodeConditionHeartbeatMs: 300_000,
       pvc: { accessMode: 'ReadWriteMany', size: '100Mi', bindTimeoutMs: 90_000 },
     };
     expect(parseConfig(inputs())).toEqual(expected);
@@ -157,7 +160,7 @@ describe('parseConfig defaults', () => {
     expect(parseConfig(inputs({ env }))).toEqual(parseConfig(inputs()));
   });
 
-  test('the default periodic list is Autopilot’s, in its order, limited to known checks', () => {
+  test('the default periodic list is Autopilot’s, in its order, then gpucount and nvlink, limited to known checks', () => {
     expect(AUTOPILOT_PERIODIC_CHECKS).toEqual([
       'pciebw',
       'remapped',
@@ -165,6 +168,7 @@ describe('parseConfig defaults', () => {
       'ping',
       'gpupower',
       'gpucount',
+      'nvlink',
     ]);
     expect(parseConfig(inputs({ knownChecks: ALL_CHECKS })).periodicChecks).toEqual([
       'pciebw',
