@@ -20,9 +20,10 @@ export type Command =
   | { readonly kind: 'version' }
   | { readonly kind: 'preflight'; readonly options: ReadonlyMap<string, string> }
   | { readonly kind: 'deepcheck'; readonly options: ReadonlyMap<string, string> }
+  | { readonly kind: 'ack'; readonly node: string; readonly options: ReadonlyMap<string, string> }
   | { readonly kind: 'help'; readonly topic: HelpTopic };
 
-export type HelpTopic = 'serve' | 'check' | 'preflight' | 'deepcheck' | 'main';
+export type HelpTopic = 'serve' | 'check' | 'preflight' | 'deepcheck' | 'ack' | 'main';
 
 /** Flags of one command, beside the exporter's own (which configure the checks it runs). */
 export const COMMAND_FLAGS = {
@@ -55,6 +56,24 @@ export const COMMAND_FLAGS = {
       name: 'on-unreachable',
       defaultValue: 'fail',
       help: 'when the exporters cannot be asked: fail blocks the job, pass lets it start (the reason is printed either way)',
+    },
+  ],
+  ack: [
+    {
+      name: 'kubeconfig',
+      defaultValue: '',
+      help: 'the kubeconfig to use (default: KUBECONFIG, then ~/.kube/config, as kubectl)',
+    },
+    {
+      name: 'context',
+      defaultValue: '',
+      help: "the kubeconfig's context (default: its current one)",
+    },
+    { name: 'reason', defaultValue: '', help: "why, for the exporter's audit line" },
+    {
+      name: 'timeout',
+      defaultValue: '2m',
+      help: "how long to wait for the node's exporter to lift the EVICT",
     },
   ],
   deepcheck: [
@@ -168,6 +187,10 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     }
     return { command: { kind: verb, options }, flags };
   }
+  if (verb === 'ack') {
+    if (help) return { command: { kind: 'help', topic: 'ack' }, flags };
+    return { command: ackCommand(rest, flags), flags };
+  }
   if (verb === 'check') {
     if (help) return { command: { kind: 'help', topic: 'check' }, flags };
     const checks = rest.flatMap((arg) => arg.split(',')).filter((name) => name !== '');
@@ -176,8 +199,29 @@ export function parseCommandLine(argv: readonly string[]): CommandLine {
     return { command: checkCommand(checks, flags), flags };
   }
   throw new UsageError(
-    `unknown command ${JSON.stringify(verb)}; commands: serve, check, preflight, deepcheck, help`,
+    `unknown command ${JSON.stringify(verb)}; commands: serve, check, preflight, deepcheck, ack, help`,
   );
+}
+
+/** ack's node and options; the exporter's flags mean nothing to it, so they are refused. */
+function ackCommand(rest: readonly string[], flags: Map<string, string>): Command {
+  if (rest.length !== 1) {
+    throw new UsageError(
+      `ack needs exactly one node name (autopilot ack <node>), got ${rest.length === 0 ? 'none' : rest.join(' ')}`,
+    );
+  }
+  const options = new Map<string, string>();
+  for (const flag of COMMAND_FLAGS.ack) {
+    options.set(flag.name, flags.get(flag.name) ?? flag.defaultValue);
+    flags.delete(flag.name);
+  }
+  const stray = [...flags.keys()];
+  if (stray.length > 0) {
+    throw new UsageError(
+      `ack takes only its own flags (autopilot ack --help), not --${stray.join(', --')}`,
+    );
+  }
+  return { kind: 'ack', node: rest[0]!, options };
 }
 
 /** check's own options, taken out of `flags` (which then holds the exporter's alone). */
@@ -232,18 +276,34 @@ function editDistance(a: string, b: string): number {
 
 /** The flags the command named in argv accepts beside the exporter's. */
 function commandFlagNames(argv: readonly string[]): ReadonlySet<string> {
-  const verb = argv.find((arg) => arg === 'preflight' || arg === 'deepcheck' || arg === 'check');
+  const verb = argv.find(
+    (arg) => arg === 'preflight' || arg === 'deepcheck' || arg === 'check' || arg === 'ack',
+  );
   return new Set(verb === undefined ? [] : COMMAND_FLAGS[verb].map((flag) => flag.name));
 }
 
 function topicOf(word: string | undefined): HelpTopic {
-  return word === 'serve' || word === 'check' || word === 'preflight' || word === 'deepcheck'
+  return word === 'serve' ||
+    word === 'check' ||
+    word === 'preflight' ||
+    word === 'deepcheck' ||
+    word === 'ack'
     ? word
     : 'main';
 }
 
 /** What preflight and deepcheck do, above their flags in their help. */
-const COMMAND_USAGE: Readonly<Record<'preflight' | 'deepcheck', readonly string[]>> = {
+const COMMAND_USAGE: Readonly<Record<'preflight' | 'deepcheck' | 'ack', readonly string[]>> = {
+  ack: [
+    'Usage: autopilot ack <node> [flags]',
+    '',
+    "Lifts the node's EVICT, from any machine with a kubeconfig: writes the annotation",
+    'autopilot.ibm.com/acknowledge on the Node with your own credentials (RBAC: patch nodes), and',
+    "waits until the node's exporter has taken it and the gpuhealth label has left EVICT.",
+    '',
+    'Exit status: 0 when the EVICT was lifted (or the node was not EVICT), 1 when it was not lifted',
+    'within --timeout, 2 on bad usage, 3 when the Kubernetes API refused or could not be reached.',
+  ],
   preflight: [
     'Usage: autopilot preflight [flags]',
     '',
@@ -294,6 +354,7 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         '  autopilot check <checks…> [flags] run checks once on this node and print a table',
         '  autopilot preflight [flags]      before a job: is this node healthy? (exit 0, 1 or 2)',
         '  autopilot deepcheck [flags]      inside the deep-check Job: DCGM level 3 and gpumem',
+        "  autopilot ack <node> [flags]     lift a node's EVICT with your kubeconfig (exit 0, 1, 2 or 3)",
         '  autopilot <command> --help       help for one command',
         '  autopilot --version              the version',
         '',
@@ -332,6 +393,8 @@ export function helpText(topic: HelpTopic, context: HelpContext): string {
         "The exporter's flags and environment variables are accepted too (autopilot serve --help).",
         '',
       ].join('\n');
+    case 'ack':
+      return [...COMMAND_USAGE.ack, '', 'Flags:', ...ownFlagLines('ack'), ''].join('\n');
     case 'check':
       return [
         'Usage: autopilot check <check>[,<check>…] [flags]',

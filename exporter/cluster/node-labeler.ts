@@ -8,12 +8,20 @@
  * shows while an exclusive check holds the GPUs and is not overwritten by a periodic round in the
  * meantime; a label is sent only when its value changes, as a merge patch; an API that refuses is
  * retried with backoff while the exporter goes on serving.
+ *
+ * Ownership (observe, fed by node-watch.ts): a change of the label that this exporter did not
+ * write is undone, except EVICT → PASS while the node is EVICT, which a person means as an
+ * acknowledgement and which is adopted; an autopilot.ibm.com/acknowledge annotation is adopted
+ * too, then replaced by autopilot.ibm.com/acknowledged. Writes of our own are told apart by the
+ * resourceVersion their answers carried, and events wait while a write is in flight, so a late
+ * event of our own write is never mistaken for someone else's.
  */
 
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { NodeHealth } from '../node-health.js';
-import type { KubeApi, NodeMetadataPatch } from '../k8s/ports.js';
+import type { KubeApi, NodeInfo, NodeMetadataPatch } from '../k8s/ports.js';
+import { ACK_ANNOTATION, ACKNOWLEDGED_ANNOTATION } from './node-watch.js';
 
 export const GPUHEALTH_LABEL = 'autopilot.ibm.com/gpuhealth';
 export const dcgmLevelLabel = (level: number): string => `autopilot.ibm.com/dcgm.level.${level}`;
@@ -93,6 +101,16 @@ export interface NodeLabeler {
   status(): NodeLabelerStatus;
   /** Resolves when no write is pending or in flight (tests, shutdown). */
   idle(): Promise<void>;
+  /** A state of the node as the watch saw it: restores the label or adopts an acknowledgement. */
+  observe(node: NodeInfo): void;
+}
+
+/** Someone asked on the node itself for the EVICT to be lifted. */
+export interface AcknowledgeRequest {
+  /** annotation: autopilot.ibm.com/acknowledge appeared; label: gpuhealth set EVICT → PASS. */
+  readonly via: 'annotation' | 'label';
+  /** The annotation's value (when, who, why, as `autopilot ack` wrote it); '' for a label. */
+  readonly request: string;
 }
 
 export interface NodeLabelerDeps {
@@ -102,6 +120,8 @@ export interface NodeLabelerDeps {
   readonly exclusiveRunning: () => boolean;
   /** dcgmFailedLevel: the highest level whose dcgm.level.N label says ERR (highestFailedDcgmLevel). */
   readonly onEvictFound: (reason: string, dcgmFailedLevel: number | undefined) => void;
+  /** Lifts the EVICT as POST /acknowledge does (the same function, so the same audit line). */
+  readonly onAcknowledgeRequest?: (request: AcknowledgeRequest) => void;
   readonly clock: Clock;
   readonly logger: Logger;
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
@@ -120,6 +140,12 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
   let beforeTesting: { readonly value: string | undefined } | undefined;
   const extraPatches: { patch: NodeMetadataPatch; done: () => void }[] = [];
   const idleWaiters: (() => void)[] = [];
+  const ownership = createOwnership(deps, {
+    applied: () => applied,
+    setApplied: (value) => (applied = value),
+    wanted: () => desired(),
+    queuePatch: (patch) => extraPatches.push({ patch, done: () => undefined }),
+  });
 
   /**
    * The value to write: a label value, null to remove the label, undefined to leave it. Without
@@ -169,6 +195,7 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
     inFlight = (async () => {
       try {
         const node = await deps.kube.patchNodeMetadata(deps.nodeName, work.patch);
+        ownership.wrote(node);
         applied = node.labels[GPUHEALTH_LABEL];
         lastError = undefined;
         delayMs = backoff.initialMs;
@@ -178,6 +205,7 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
       } finally {
         inFlight = undefined;
       }
+      ownership.drain();
       pump();
     })();
   };
@@ -211,20 +239,28 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
     };
   };
 
+  /** The node as found at start: an EVICT on it is taken over, then it is observed as any other. */
+  const firstRead = (node: NodeInfo): void => {
+    applied = node.labels[GPUHEALTH_LABEL];
+    known = true;
+    ownership.baseline(node);
+    if (applied === 'EVICT') {
+      deps.onEvictFound(
+        `node label ${GPUHEALTH_LABEL}=EVICT was set before this exporter started`,
+        highestFailedDcgmLevel(node.labels),
+      );
+    }
+    ownership.observe(node);
+    ownership.drain();
+    pump();
+  };
+
   const readNode = async (): Promise<void> => {
     try {
       const node = await deps.kube.getNode(deps.nodeName);
-      applied = node.labels[GPUHEALTH_LABEL];
-      known = true;
       lastError = undefined;
       delayMs = backoff.initialMs;
-      if (applied === 'EVICT') {
-        deps.onEvictFound(
-          `node label ${GPUHEALTH_LABEL}=EVICT was set before this exporter started`,
-          highestFailedDcgmLevel(node.labels),
-        );
-      }
-      pump();
+      firstRead(node);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       lastError = { message, at: deps.clock.now() };
@@ -267,6 +303,117 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
         idleWaiters.push(resolve);
         settleIdle();
       });
+    },
+    observe(node) {
+      if (!running) return;
+      if (!known) {
+        firstRead(node);
+        return;
+      }
+      ownership.observe(node);
+      if (inFlight === undefined) ownership.drain();
+      pump();
+    },
+  };
+}
+
+/** How many of our own writes are remembered until the watch shows them. */
+const OWN_VERSIONS_KEPT = 64;
+
+interface LabelAccess {
+  applied(): string | undefined;
+  setApplied(value: string | undefined): void;
+  /** What the label should say: a value, null for no label, undefined for no opinion. */
+  wanted(): string | null | undefined;
+  queuePatch(patch: NodeMetadataPatch): void;
+}
+
+/** Tells our own writes from others', and decides what someone else's change means. */
+function createOwnership(deps: NodeLabelerDeps, label: LabelAccess) {
+  const ownVersions = new Set<string>();
+  const queue: NodeInfo[] = [];
+  /** The label as the watch last showed it (not as our answers did). */
+  let watched: string | undefined;
+  /** The acknowledge request acted on, so that later events still carrying it do not repeat it. */
+  let handledRequest: string | undefined;
+
+  const acknowledgeFromAnnotation = (node: NodeInfo): void => {
+    const request = node.annotations[ACK_ANNOTATION];
+    if (request === undefined || request === handledRequest) {
+      if (request === undefined) handledRequest = undefined;
+      return;
+    }
+    handledRequest = request;
+    const before = deps.health().state;
+    deps.logger.warn('acknowledge requested on the node', {
+      annotation: ACK_ANNOTATION,
+      request,
+      state: before,
+    });
+    deps.onAcknowledgeRequest?.({ via: 'annotation', request });
+    const record = `${new Date(deps.clock.now()).toISOString()} ${before === 'EVICT' ? 'lifted EVICT' : `nothing to lift (${before})`}; request: ${request}`;
+    label.queuePatch({
+      annotations: { [ACK_ANNOTATION]: null, [ACKNOWLEDGED_ANNOTATION]: record },
+    });
+  };
+
+  const labelChanged = (previous: string | undefined, value: string | undefined): void => {
+    if (previous === 'EVICT' && value === 'PASS' && deps.health().state === 'EVICT') {
+      deps.logger.warn(
+        'gpuhealth label set EVICT → PASS by someone else: adopted as an acknowledge',
+        {
+          label: GPUHEALTH_LABEL,
+          previous,
+          value,
+        },
+      );
+      label.setApplied(value);
+      deps.onAcknowledgeRequest?.({ via: 'label', request: '' });
+      return;
+    }
+    const wanted = label.wanted();
+    const restoring = wanted !== undefined && wanted !== (value ?? null);
+    deps.logger.warn(
+      restoring
+        ? 'gpuhealth label changed by someone else; restoring it'
+        : 'gpuhealth label changed by someone else; it agrees with the health, kept',
+      {
+        label: GPUHEALTH_LABEL,
+        previous: previous ?? null,
+        value: value ?? null,
+        ...(restoring ? { restoring: wanted } : {}),
+        health: deps.health().state,
+      },
+    );
+    label.setApplied(value);
+  };
+
+  const process = (node: NodeInfo): void => {
+    const own = node.resourceVersion !== undefined && ownVersions.delete(node.resourceVersion);
+    const value = node.labels[GPUHEALTH_LABEL];
+    const previous = watched;
+    watched = value;
+    acknowledgeFromAnnotation(node);
+    if (!own && value !== previous) labelChanged(previous, value);
+  };
+
+  return {
+    baseline(node: NodeInfo): void {
+      watched = node.labels[GPUHEALTH_LABEL];
+    },
+    wrote(node: NodeInfo): void {
+      if (node.resourceVersion === undefined) return;
+      ownVersions.add(node.resourceVersion);
+      if (ownVersions.size > OWN_VERSIONS_KEPT) {
+        ownVersions.delete(ownVersions.values().next().value!);
+      }
+    },
+    observe(node: NodeInfo): void {
+      queue.push(node);
+    },
+    /** Called only while no write is in flight, so every answer's version is known. */
+    drain(): void {
+      for (const node of queue.splice(0)) process(node);
     },
   };
 }

@@ -259,12 +259,12 @@ describe('parseCommandLine errors', () => {
     [
       'unknown command',
       ['run'],
-      'unknown command "run"; commands: serve, check, preflight, deepcheck, help',
+      'unknown command "run"; commands: serve, check, preflight, deepcheck, ack, help',
     ],
     [
       'a lone dash',
       ['-'],
-      'unknown command "-"; commands: serve, check, preflight, deepcheck, help',
+      'unknown command "-"; commands: serve, check, preflight, deepcheck, ack, help',
     ],
     ['check with no names', ['check'], 'check needs the names of the checks to run, or all'],
     [
@@ -338,6 +338,8 @@ describe('helpText', () => {
       'AUTOPILOT_KUBE_TIMEOUT',
       'AUTOPILOT_LISTEN_ADDRESS',
       'AUTOPILOT_METRICS_PORT',
+      'AUTOPILOT_NODE_CONDITION',
+      'AUTOPILOT_NODE_CONDITION_HEARTBEAT',
       'AUTOPILOT_NVML_CHECK_TIMEOUT',
       'AUTOPILOT_NVML_LIBRARY',
       'AUTOPILOT_PCIEBW_SIBLING_SHARE',
@@ -405,5 +407,43 @@ describe('helpText', () => {
     expect(text).toContain('autopilot [serve] [flags]');
     expect(text).toContain('autopilot check <checks…> [flags]');
     expect(text).toContain('autopilot <command> --help');
+  });
+});
+
+describe('autopilot ack', () => {
+  test('one node and its own flags, with their defaults', () => {
+    const { command } = parseCommandLine(['ack', 'node-c', '--reason', 'GPU 0 replaced']);
+    expect(command).toEqual({
+      kind: 'ack',
+      node: 'node-c',
+      options: new Map([
+        ['kubeconfig', ''],
+        ['context', ''],
+        ['reason', 'GPU 0 replaced'],
+        ['timeout', '2m'],
+      ]),
+    });
+  });
+
+  test.each([
+    [['ack'], 'ack needs exactly one node name (autopilot ack <node>), got none'],
+    [['ack', 'a', 'b'], 'ack needs exactly one node name (autopilot ack <node>), got a b'],
+    [
+      ['ack', 'a', '--port', '1'],
+      'ack takes only its own flags (autopilot ack --help), not --port',
+    ],
+  ])('%j is refused: %s', (argv, message) => {
+    expect(() => parseCommandLine(argv)).toThrow(message);
+  });
+
+  test('--help is its own page, with the exit statuses and every flag', () => {
+    const { command } = parseCommandLine(['ack', '--help']);
+    expect(command).toEqual({ kind: 'help', topic: 'ack' });
+    const text = helpText('ack', { checks: [] });
+    expect(text).toContain('Exit status: 0 when the EVICT was lifted');
+    for (const flag of ['kubeconfig', 'context', 'reason', 'timeout']) {
+      expect(text).toContain(`--${flag}`);
+    }
+    expect(helpText('main', { checks: [] })).toContain('autopilot ack <node> [flags]');
   });
 });

@@ -1,0 +1,111 @@
+/**
+ * `autopilot ack <node>`: lifts a node's EVICT from any machine with a kubeconfig, in one step.
+ *
+ * How: the command writes the annotation autopilot.ibm.com/acknowledge on the Node with the
+ * caller's own credentials, then waits until the node's exporter, which watches its Node, has
+ * taken the request (the annotation is gone) and the gpuhealth label has left EVICT. The API
+ * server authenticates and authorises the caller (RBAC: patch nodes); nothing here holds or makes
+ * a token, and no port-forward is needed. Going through the API server's pod proxy to the
+ * exporter's POST /acknowledge was the alternative: the proxy does not pass the caller's identity
+ * on, so the exporter could not tell who asked, and pods/proxy is a far wider grant.
+ */
+
+import type { KubeApi, NodeInfo } from './k8s/ports.js';
+import { KubeError } from './k8s/ports.js';
+import { parseGoDuration } from './config/duration.js';
+
+const GPUHEALTH_LABEL = 'autopilot.ibm.com/gpuhealth';
+/** The same keys as cluster/node-watch.ts, which the CLI does not import (it runs off-cluster). */
+export const ACK_REQUEST_ANNOTATION = 'autopilot.ibm.com/acknowledge';
+const ACK_RECORD_ANNOTATION = 'autopilot.ibm.com/acknowledged';
+
+/** 0 lifted (or nothing to lift), 1 not lifted in time, 2 bad usage, 3 the API refused or failed. */
+export const ACK_EXIT = { lifted: 0, notLifted: 1, usage: 2, apiError: 3 } as const;
+
+export interface AckOptions {
+  readonly node: string;
+  readonly reason: string;
+  readonly timeoutMs: number;
+}
+
+/** Pure: the command's options, or an Error naming the bad one. */
+export function parseAckOptions(node: string, options: ReadonlyMap<string, string>): AckOptions {
+  const timeout = options.get('timeout') ?? '';
+  const timeoutMs = parseGoDuration(timeout);
+  if (timeoutMs === undefined || timeoutMs <= 0) {
+    throw new Error(`invalid --timeout ${JSON.stringify(timeout)}: expected a duration such as 2m`);
+  }
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(node) || node.length > 253) {
+    throw new Error(`invalid node name ${JSON.stringify(node)}: expected a DNS subdomain`);
+  }
+  return { node, reason: options.get('reason') ?? '', timeoutMs };
+}
+
+/** Pure: what the annotation says: when, who, and why, for the exporter's audit line. */
+export function ackRequest(at: number, who: string, reason: string): string {
+  const when = new Date(at).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  return `${when} by ${who}${reason === '' ? '' : `: ${reason}`}`;
+}
+
+export interface AckDeps {
+  readonly kube: KubeApi;
+  readonly whoAmI: () => Promise<string>;
+  readonly now: () => number;
+  readonly sleep: (ms: number) => Promise<void>;
+  /** One line of the report. */
+  readonly print: (line: string) => void;
+  readonly pollMs?: number;
+}
+
+/** Runs the command; resolves to its exit code (ACK_EXIT). */
+export async function acknowledgeNode(options: AckOptions, deps: AckDeps): Promise<number> {
+  const { node } = options;
+  try {
+    const before = await deps.kube.getNode(node);
+    const state = before.labels[GPUHEALTH_LABEL];
+    if (state !== 'EVICT') {
+      deps.print(`${node}: gpuhealth is ${state ?? 'not set'}, not EVICT; nothing to acknowledge`);
+      return ACK_EXIT.lifted;
+    }
+    const request = ackRequest(deps.now(), await deps.whoAmI(), options.reason);
+    await deps.kube.patchNodeMetadata(node, {
+      annotations: { [ACK_REQUEST_ANNOTATION]: request },
+    });
+    deps.print(
+      `${node}: asked its exporter to lift the EVICT (${ACK_REQUEST_ANNOTATION}: ${request})`,
+    );
+    return await waitForLift(options, deps, request);
+  } catch (error) {
+    const message = error instanceof KubeError ? error.message : String(error);
+    deps.print(`${node}: ${message}`);
+    return ACK_EXIT.apiError;
+  }
+}
+
+async function waitForLift(options: AckOptions, deps: AckDeps, request: string): Promise<number> {
+  const deadline = deps.now() + options.timeoutMs;
+  let node: NodeInfo;
+  for (;;) {
+    node = await deps.kube.getNode(options.node);
+    const taken = node.annotations[ACK_REQUEST_ANNOTATION] !== request;
+    const label = node.labels[GPUHEALTH_LABEL];
+    if (taken && label !== 'EVICT') {
+      deps.print(`${options.node}: EVICT lifted; gpuhealth is now ${label ?? 'not set'}`);
+      const record = node.annotations[ACK_RECORD_ANNOTATION];
+      if (record !== undefined) deps.print(`${options.node}: ${ACK_RECORD_ANNOTATION}: ${record}`);
+      return ACK_EXIT.lifted;
+    }
+    if (deps.now() >= deadline) {
+      deps.print(notLifted(options, taken));
+      return ACK_EXIT.notLifted;
+    }
+    await deps.sleep(deps.pollMs ?? 1000);
+  }
+}
+
+function notLifted(options: AckOptions, taken: boolean): string {
+  const seconds = Math.round(options.timeoutMs / 1000);
+  return taken
+    ? `${options.node}: the exporter took the request, but gpuhealth still says EVICT after ${seconds} s (a new fatal finding?); see its logs`
+    : `${options.node}: no exporter took the request within ${seconds} s (is Autopilot running on the node?); the annotation stays, and is acted on when it starts`;
+}
