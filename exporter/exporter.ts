@@ -18,6 +18,10 @@ import type { Clock } from './clock.js';
 import type { KubeHealth } from './cluster/kube-health.js';
 import { createHttpGet, type HttpGet } from './cluster/http-get.js';
 import type { NodeLabeler } from './cluster/node-labeler.js';
+import type { NodeWatch } from './cluster/node-watch.js';
+import type { NodeHealth } from './node-health.js';
+import { acknowledgeEvict } from './acknowledge.js';
+import type { NodeTainter } from './cluster/node-taint.js';
 import type { DeepCheck } from './cluster/deep-check.js';
 import type { Postflight } from './cluster/postflight.js';
 import type { PeerDirectory } from './cluster/peer-directory.js';
@@ -50,9 +54,12 @@ import {
   clusterCheckPorts,
   connectKubernetes,
   createLabeler,
+  createTainter,
+  watchOwnNode,
   peerList,
   type KubernetesSide,
 } from './wiring/kubernetes.js';
+import { wireNodeReporting, type NodeReporting } from './wiring/node-reporting.js';
 
 export interface ExporterPorts {
   readonly runCommand: RunCommand;
@@ -81,6 +88,12 @@ export interface ExporterPorts {
 export interface ClusterParts {
   readonly peers: PeerDirectory;
   readonly labeler: NodeLabeler;
+  /** This node's object, watched: label ownership and acknowledgements written on the node. */
+  readonly nodeWatch: NodeWatch;
+  /** The optional taint of an EVICT node; idle when AUTOPILOT_TAINT_EFFECT is none. */
+  readonly tainter: NodeTainter;
+  /** The node condition (GPUHealthy) and the Events on the node. */
+  readonly reporting: NodeReporting;
   readonly kubeHealth: KubeHealth;
   readonly deepCheck: DeepCheck;
   readonly postflight: Postflight | undefined;
@@ -148,7 +161,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
   const cluster =
     side === undefined
       ? undefined
-      : wireCluster(config, ports, side, { store, runner, testing, late });
+      : wireCluster(config, ports, side, { checks, store, runner, testing, late });
   const core: Core = { checks, store, runner, testing, late };
   const scheduler = periodicScheduler(config, ports, core);
   const registry = metricsRegistry(config, ports, side, core);
@@ -165,7 +178,7 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
       cachedExposition(registry, () =>
         side === undefined
           ? `${store.version()}/${testing()}`
-          : `${store.version()}/${testing()}/${side.health.version()}/${side.peers.version()}`,
+          : `${store.version()}/${testing()}/${side.health.version()}/${side.peers.version()}/${cluster?.tainter.version()}`,
       ),
       ports.logger,
     ),
@@ -186,6 +199,8 @@ interface Core {
 /** The cluster parts that the checks, the GPU lock and the scheduler call before they exist. */
 interface Late {
   labeler?: NodeLabeler;
+  tainter?: NodeTainter;
+  reporting?: NodeReporting;
   deepCheck?: DeepCheck;
 }
 
@@ -227,21 +242,65 @@ function wireCluster(
   config: Config,
   ports: ExporterPorts,
   side: KubernetesSide,
-  core: Omit<Core, 'checks'>,
+  core: Core,
 ): ClusterParts {
   const { clock, logger } = ports;
-  const labeler = createLabeler(config, side, { ...core, clock, logger });
+  const labeler = createLabeler(config, side, {
+    ...core,
+    clock,
+    logger,
+    // The same function as POST /acknowledge, with the same hook: one audit line, one Event.
+    acknowledge: (request) =>
+      acknowledgeEvict(
+        {
+          store: core.store,
+          logger: logger.child({ component: 'labels' }),
+          now: () => clock.now(),
+          onAcknowledged: acknowledgedHook(core.late),
+        },
+        request.via === 'annotation' ? `node annotation (${request.request})` : 'node label',
+        request.via === 'annotation' ? 'node-annotation' : 'node-label',
+      ),
+  });
+  const nodeWatch = watchOwnNode(config, side, labeler, { clock, logger });
   core.late.labeler = labeler;
+  const reporting = wireNodeReporting(config, side, {
+    store: core.store,
+    countsForHealth: (name) => core.checks.get(name)?.affectsNodeHealth !== false,
+    deepCheck: () => core.late.deepCheck,
+    clock,
+    logger,
+  });
+  core.late.reporting = reporting;
   const deep = wireDeepCheck(config, {
     ...core,
     kube: side.kube,
     nvml: ports.nvml,
     labeler,
+    onChanged: () => reporting.deepCheckChanged(),
     clock,
     logger,
   });
   core.late.deepCheck = deep.deepCheck;
-  return { peers: side.peers, labeler, kubeHealth: side.health, ...deep };
+  const tainter = createTainter(config, side, { store: core.store, clock, logger });
+  core.late.tainter = tainter;
+  return {
+    peers: side.peers,
+    labeler,
+    nodeWatch,
+    tainter,
+    reporting,
+    kubeHealth: side.health,
+    ...deep,
+  };
+}
+
+/** After any acknowledge (the API's or one written on the node). */
+function acknowledgedHook(late: Late): (health: NodeHealth, caller: string) => void {
+  return (_health, caller) => {
+    late.labeler?.sync();
+    late.reporting?.acknowledged(caller);
+  };
 }
 
 function periodicScheduler(config: Config, ports: ExporterPorts, core: Core): Scheduler {
@@ -284,7 +343,13 @@ function metricsRegistry(
       ),
     ...(side === undefined
       ? {}
-      : { kubernetes: { health: side.health, peers: () => side.peers.peers() } }),
+      : {
+          kubernetes: {
+            health: side.health,
+            peers: () => side.peers.peers(),
+            isolationBreakerOpen: () => core.late.tainter?.breakerOpen() === true,
+          },
+        }),
   });
 }
 
@@ -343,11 +408,12 @@ function apiApp(
         : clusterStatusDeps(config, side, {
             ...core,
             labeler: cluster.labeler,
+            tainter: cluster.tainter,
             fetch: httpGet,
             clock,
             logger,
           }),
-    onAcknowledged: () => late.labeler?.sync(),
+    onAcknowledged: acknowledgedHook(late),
     ...(cluster === undefined ? {} : { startDeepCheck: () => cluster.deepCheck.start() }),
     ...(iperf === undefined ? {} : { iperf }),
   });

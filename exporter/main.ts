@@ -70,6 +70,7 @@ async function main(argv: readonly string[], exit: ExitState): Promise<number> {
   if (command.kind === 'preflight') {
     return preflight(command.options, process.env.NODE_NAME ?? hostname());
   }
+  if (command.kind === 'ack') return ack(command.node, command.options);
   const logFile = openLogFileOf(config);
   if (typeof logFile === 'number') return logFile;
 
@@ -228,6 +229,7 @@ async function runCommandLine(
     case 'deepcheck':
       return deepCheck(exporter, command.options.get('report-file')!);
     case 'preflight':
+    case 'ack':
       // Answered before any exporter is built (see main).
       return EXIT_USAGE;
   }
@@ -344,7 +346,13 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
   if (exporter.cluster !== undefined) {
     logger.info('Kubernetes mode', { namespace: config.namespace, service: config.serviceName });
     exporter.cluster.peers.start();
-    void exporter.cluster.labeler.start();
+    const { labeler, nodeWatch, reporting } = exporter.cluster;
+    // The watch begins once the labeler has its first read, so an EVICT found at start is taken
+    // over before any change to it is judged (and the condition says False, not Unknown).
+    void labeler.start().then(() => {
+      nodeWatch.start();
+      void reporting.condition?.start();
+    });
     exporter.cluster.postflight?.start();
     stopDeepChecks = exporter.cluster.scheduleDeepChecks();
   }
@@ -357,7 +365,10 @@ async function serve(exporter: Exporter, config: Config, logger: Logger): Promis
   logger.info('shutting down', { signal });
   exporter.scheduler.stop();
   exporter.cluster?.peers.stop();
+  exporter.cluster?.nodeWatch.stop();
   exporter.cluster?.labeler.stop();
+  exporter.cluster?.tainter.stop();
+  exporter.cluster?.reporting.condition?.stop();
   exporter.cluster?.postflight?.stop();
   exporter.cluster?.deepCheck.stop();
   stopDeepChecks?.();
@@ -401,6 +412,39 @@ async function connectIfConfigured(
     }
   }
   return { kube, config: { ...config, namespace: namespace ?? 'default' } };
+}
+
+/** `autopilot ack <node>`: the caller's kubeconfig, an annotation on the Node, a bounded wait. */
+async function ack(node: string, options: ReadonlyMap<string, string>): Promise<number> {
+  const { ACK_EXIT, acknowledgeNode, parseAckOptions } = await import('./ack.js');
+  let parsed;
+  try {
+    parsed = parseAckOptions(node, options);
+  } catch (error) {
+    process.stderr.write(`autopilot: ${error instanceof Error ? error.message : String(error)}\n`);
+    return ACK_EXIT.usage;
+  }
+  const { connectAsCaller } = await import('./k8s/kube-api.js');
+  let connected;
+  try {
+    connected = connectAsCaller({
+      kubeconfigPath: options.get('kubeconfig') || undefined,
+      context: options.get('context') || undefined,
+      requestTimeoutMs: 30_000,
+    });
+  } catch (error) {
+    process.stderr.write(
+      `autopilot: cannot use the kubeconfig: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return ACK_EXIT.usage;
+  }
+  return acknowledgeNode(parsed, {
+    kube: connected.api,
+    whoAmI: () => connected.whoAmI(),
+    now: Date.now,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    print: (line) => process.stdout.write(`${line}\n`),
+  });
 }
 
 /** Before a job: one request to the exporters, a short report, 0 or 1. */

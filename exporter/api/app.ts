@@ -50,8 +50,11 @@ export interface ApiDeps {
   readonly now: () => number;
   /** Kubernetes mode; undefined in standalone mode, where only this node can be asked. */
   readonly cluster: ClusterDeps | undefined;
-  /** Called after an acknowledge changed the node health (the node label follows it). */
-  readonly onAcknowledged?: (health: NodeHealth) => void;
+  /**
+   * Called after an acknowledge changed the node health (the node label follows it); `caller`
+   * names who acknowledged, for the node's Event.
+   */
+  readonly onAcknowledged?: (health: NodeHealth, caller: string) => void;
   /** Starts a deep check (Kubernetes mode); absent, /invasive says it needs Kubernetes. */
   readonly startDeepCheck?: () => Promise<{ readonly started: boolean; readonly detail: string }>;
   /** The node-local iperf endpoints; absent, they answer 404. */

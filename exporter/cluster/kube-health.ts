@@ -28,6 +28,14 @@ const OPERATIONS = [
   'deletePvc',
   'reviewToken',
   'reviewAccess',
+  'patchNodeStatus',
+  'createEvent',
+  'patchEvent',
+  'patchNodeTaints',
+  'readLease',
+  'createLease',
+  'replaceLease',
+  'watchNode',
 ] as const satisfies readonly KubeOperation[];
 
 // Fails to compile when the port gains a method this list lacks.

@@ -95,11 +95,29 @@ export interface Config {
   readonly apiAccess: ApiAccess;
   /** AUTOPILOT_EVICT_ON: which fatal findings evict the node. */
   readonly evictOn: EvictOn;
+  /** AUTOPILOT_TAINT_*: the optional taint of an EVICT node and its cluster-wide breaker. */
+  readonly taint: TaintConfig;
+  /** AUTOPILOT_NODE_CONDITION: the NodeCondition type written; undefined: none is written. */
+  readonly nodeCondition: string | undefined;
+  /** AUTOPILOT_NODE_CONDITION_HEARTBEAT: how often an unchanged condition is re-sent. */
+  readonly nodeConditionHeartbeatMs: number;
   readonly pvc: {
     readonly accessMode: string;
     readonly size: string;
     readonly bindTimeoutMs: number;
   };
+}
+
+/** none: no taint (the default); otherwise the effect of autopilot.ibm.com/gpuhealth=EVICT. */
+export const TAINT_EFFECTS = ['none', 'NoSchedule', 'NoExecute'] as const;
+export type TaintEffectSetting = (typeof TAINT_EFFECTS)[number];
+
+export interface TaintConfig {
+  readonly effect: TaintEffectSetting;
+  /** Share of the GPU nodes that may carry the taint at once (the breaker), in (0, 1]. */
+  readonly maxFraction: number;
+  /** Log and report what would be done; write nothing. */
+  readonly dryRun: boolean;
 }
 
 /** The names AUTOPILOT_CHECK_TIMEOUTS accepts: each check module's timeoutSettings. */
@@ -179,6 +197,13 @@ export function parseConfig(inputs: ConfigInputs): Config {
     apiToken: v.AUTOPILOT_API_TOKEN,
     apiAccess: v.AUTOPILOT_API_ACCESS,
     evictOn: v.AUTOPILOT_EVICT_ON,
+    taint: {
+      effect: v.AUTOPILOT_TAINT_EFFECT,
+      maxFraction: v.AUTOPILOT_TAINT_MAX_FRACTION,
+      dryRun: v.AUTOPILOT_TAINT_DRY_RUN,
+    },
+    nodeCondition: v.AUTOPILOT_NODE_CONDITION,
+    nodeConditionHeartbeatMs: v.AUTOPILOT_NODE_CONDITION_HEARTBEAT,
     pvc: {
       accessMode: v.AUTOPILOT_PVC_ACCESS_MODE,
       size: v.AUTOPILOT_PVC_SIZE,
@@ -334,6 +359,13 @@ function parsePositiveNumber(name: string, value: string, accepted: string): num
   return number;
 }
 
+function parseFraction(name: string, value: string): number {
+  const accepted = 'a share of the GPU nodes above 0 and at most 1, such as 0.2';
+  const number = parsePositiveNumber(name, value, accepted);
+  if (number > 1) throw new ConfigError(name, value, accepted);
+  return number;
+}
+
 function parseScheduleSetting(name: string, value: string): Schedule {
   const schedule = parseSchedule(value);
   if (schedule === undefined) throw new ConfigError(name, value, SCHEDULE_ACCEPTED);
@@ -476,6 +508,19 @@ function parseStorageClass(value: string | undefined): string | undefined {
 }
 
 const optional = (value: string | undefined): string | undefined => value;
+
+/** A condition type: CamelCase as the kubelet's (Ready), optionally prefixed (example.com/Name). */
+function parseConditionType(value: string): string | undefined {
+  if (value === 'none') return undefined;
+  if (/^(?:[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\/)?[A-Za-z][A-Za-z0-9]{0,62}$/.test(value)) {
+    return value;
+  }
+  throw new ConfigError(
+    'AUTOPILOT_NODE_CONDITION',
+    value,
+    'a condition type such as GPUHealthy (letters and digits, optionally prefixed by a DNS name and /), or none',
+  );
+}
 
 /**
  * Every flag (Autopilot's, first) and environment variable, in the order of --help. parseConfig
@@ -662,6 +707,31 @@ export const SETTINGS = {
     fallback: DEFAULT_EVICT_ON,
     help: 'which fatal findings evict: all (every check) or dcgm (DCGM_FATAL_ERRORS tests only, IBM Autopilot)',
     parse: (value) => parseChoice('AUTOPILOT_EVICT_ON', value, EVICT_MODES),
+  }),
+  AUTOPILOT_TAINT_EFFECT: setting({
+    fallback: 'none',
+    help: 'taint an EVICT node autopilot.ibm.com/gpuhealth=EVICT with this effect: none, NoSchedule or NoExecute',
+    parse: (value) => parseChoice('AUTOPILOT_TAINT_EFFECT', value, TAINT_EFFECTS),
+  }),
+  AUTOPILOT_TAINT_MAX_FRACTION: setting({
+    fallback: '0.2',
+    help: 'breaker: no new taint once max(1, floor(this share x GPU nodes)) nodes carry it (0 to 1)',
+    parse: (value) => parseFraction('AUTOPILOT_TAINT_MAX_FRACTION', value),
+  }),
+  AUTOPILOT_TAINT_DRY_RUN: setting({
+    fallback: 'false',
+    help: 'true: log and report (/status) what the taint would do, and write nothing',
+    parse: (value) => parseChoice('AUTOPILOT_TAINT_DRY_RUN', value, ['true', 'false']) === 'true',
+  }),
+  AUTOPILOT_NODE_CONDITION: setting({
+    fallback: 'GPUHealthy',
+    help: 'Kubernetes mode: the NodeCondition type that carries the node health; none writes none',
+    parse: parseConditionType,
+  }),
+  AUTOPILOT_NODE_CONDITION_HEARTBEAT: setting({
+    fallback: '5m',
+    help: "how often an unchanged node condition's lastHeartbeatTime is renewed (10s to 1h)",
+    parse: duration('AUTOPILOT_NODE_CONDITION_HEARTBEAT', 10_000, 3_600_000),
   }),
   AUTOPILOT_PVC_ACCESS_MODE: setting({
     fallback: 'ReadWriteMany',

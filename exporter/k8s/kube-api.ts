@@ -10,17 +10,22 @@ import {
   AuthenticationV1Api,
   AuthorizationV1Api,
   BatchV1Api,
+  CoordinationV1Api,
   CoreV1Api,
   DiscoveryV1Api,
   KubeConfig,
   Observable,
   StorageV1Api,
+  V1MicroTime,
   Watch,
   type ConfigurationOptions,
   type V1Container,
   type V1EndpointSlice,
   type V1Job,
+  type V1Lease,
   type V1Node,
+  type V1NodeCondition,
+  type CoreV1Event,
   type V1PersistentVolumeClaim,
   type V1Pod,
 } from '@kubernetes/client-node';
@@ -29,8 +34,13 @@ import type {
   JobInfo,
   JobSpec,
   KubeApi,
+  LeaseInfo,
+  LeaseWrite,
+  NodeCondition,
+  NodeEventSpec,
   NodeInfo,
   PodInfo,
+  WatchEventType,
   WatchHandle,
 } from './ports.js';
 import { KubeError } from './ports.js';
@@ -60,6 +70,66 @@ export function connectKubernetes(connection: KubeConnection): KubeConnected {
   return { api: createKubeApi(kc, connection.requestTimeoutMs), token: () => bearerToken(kc) };
 }
 
+export interface CallerConnection {
+  /** A kubeconfig file; undefined: KUBECONFIG, then ~/.kube/config, then in-cluster, as kubectl. */
+  readonly kubeconfigPath: string | undefined;
+  /** A context of that kubeconfig; undefined: its current context. */
+  readonly context: string | undefined;
+  readonly requestTimeoutMs: number;
+}
+
+export interface CallerConnected {
+  readonly api: KubeApi;
+  /** The API server's address and the context used, for messages. */
+  readonly server: string;
+  readonly context: string;
+  /**
+   * Who the API server says the caller is (a SelfSubjectReview, Kubernetes 1.28+); the
+   * kubeconfig's user entry when the server cannot say.
+   */
+  whoAmI(): Promise<string>;
+}
+
+/**
+ * A person's own credentials, as kubectl finds them (`autopilot ack`): the API server, not this
+ * program, authenticates and authorises every call. Throws a plain Error naming the problem.
+ */
+export function connectAsCaller(connection: CallerConnection): CallerConnected {
+  const kc = new KubeConfig();
+  if (connection.kubeconfigPath === undefined) kc.loadFromDefault();
+  else kc.loadFromFile(connection.kubeconfigPath);
+  const where = connection.kubeconfigPath ?? 'the default kubeconfig';
+  if (connection.context !== undefined) {
+    if (kc.getContextObject(connection.context) === null) {
+      const known = kc.getContexts().map((context) => context.name);
+      throw new Error(
+        `${where} has no context ${JSON.stringify(connection.context)}; contexts: ${known.join(', ') || 'none'}`,
+      );
+    }
+    kc.setCurrentContext(connection.context);
+  }
+  const cluster = kc.getCurrentCluster();
+  if (cluster === null) throw new Error(`${where} names no current cluster`);
+  const authentication = kc.makeApiClient(AuthenticationV1Api);
+  const fallback = `kubeconfig user ${kc.getCurrentUser()?.name ?? 'unknown'}`;
+  return {
+    api: createKubeApi(kc, connection.requestTimeoutMs),
+    server: cluster.server,
+    context: kc.getCurrentContext(),
+    whoAmI: async () => {
+      try {
+        const review = await authentication.createSelfSubjectReview({
+          body: { apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' },
+        });
+        return review.status?.userInfo?.username ?? fallback;
+      } catch {
+        // Older servers (before 1.28) lack the review; the name is for the audit line only.
+        return fallback;
+      }
+    },
+  };
+}
+
 /** The token client-node would send (a projected service account token is re-read as it rotates). */
 export async function bearerToken(kc: KubeConfig): Promise<string | undefined> {
   const options = await kc.applyToFetchOptions({});
@@ -77,6 +147,7 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
   const storage = kc.makeApiClient(StorageV1Api);
   const authentication = kc.makeApiClient(AuthenticationV1Api);
   const authorization = kc.makeApiClient(AuthorizationV1Api);
+  const coordination = kc.makeApiClient(CoordinationV1Api);
   const watcher = new Watch(kc);
 
   const options = (contentType?: string): ConfigurationOptions => ({
@@ -319,6 +390,175 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
         );
         return { allowed: review.status?.allowed === true, reason: review.status?.reason ?? '' };
       }),
+
+    // The node condition and Events.
+    patchNodeStatus: (name, conditions) =>
+      call(`patch status of node ${name}`, async () =>
+        toNodeInfo(
+          await core.patchNodeStatus(
+            { name, body: { status: { conditions: conditions.map((c) => ({ ...c })) } } },
+            // Strategic: conditions merge by type (a merge patch would replace the whole list).
+            options('application/strategic-merge-patch+json'),
+          ),
+        ),
+      ),
+
+    createEvent: (event) =>
+      call(`create event ${event.namespace}/${event.name}`, async () => {
+        await core.createNamespacedEvent(
+          { namespace: event.namespace, body: toEventBody(event) },
+          options(),
+        );
+      }),
+
+    patchEvent: (namespace, name, repeat) =>
+      call(`patch event ${namespace}/${name}`, async () => {
+        await core.patchNamespacedEvent(
+          {
+            namespace,
+            name,
+            body: {
+              count: repeat.count,
+              lastTimestamp: repeat.lastTimestamp,
+              message: repeat.message,
+            },
+          },
+          options('application/strategic-merge-patch+json'),
+        );
+      }),
+
+    // The taint and its breaker.
+    patchNodeTaints: (name, update) =>
+      call(`patch taints of node ${name}`, async () =>
+        toNodeInfo(
+          await core.patchNode(
+            {
+              name,
+              body: {
+                // A merge patch carrying resourceVersion is a precondition: 409 if the node moved on.
+                metadata: { resourceVersion: update.resourceVersion, annotations: update.annotations },
+                spec: { taints: update.taints.map((taint) => ({ ...taint })) },
+              },
+            },
+            options('application/merge-patch+json'),
+          ),
+        ),
+      ),
+
+    readLease: (namespace, name) =>
+      absentOn404(`read lease ${namespace}/${name}`, async () =>
+        toLeaseInfo(await coordination.readNamespacedLease({ namespace, name }, options())),
+      ),
+
+    createLease: (namespace, lease) =>
+      call(`create lease ${namespace}/${lease.name}`, async () =>
+        toLeaseInfo(
+          await coordination.createNamespacedLease(
+            { namespace, body: toLeaseBody(namespace, lease) },
+            options(),
+          ),
+        ),
+      ),
+
+    replaceLease: (namespace, lease) =>
+      call(`update lease ${namespace}/${lease.name}`, async () =>
+        toLeaseInfo(
+          await coordination.replaceNamespacedLease(
+            { namespace, name: lease.name, body: toLeaseBody(namespace, lease) },
+            options(),
+          ),
+        ),
+      ),
+
+    // Label ownership and acknowledgements.
+    watchNode: (name, resourceVersion, onEvent) =>
+      openWatch(
+        watcher,
+        `watch node ${name}`,
+        '/api/v1/nodes',
+        { fieldSelector: `metadata.name=${name}`, resourceVersion },
+        requestTimeoutMs,
+        (type, object) => onEvent(type, toNodeInfo(object as V1Node)),
+      ),
+  };
+}
+
+/**
+ * One watch request: its events to `onEvent`, its end (normal, an ERROR event such as 410 Gone, or
+ * a failed connection) to the handle's `ended`.
+ */
+async function openWatch(
+  watcher: Watch,
+  operation: string,
+  path: string,
+  query: Readonly<Record<string, string>>,
+  requestTimeoutMs: number,
+  onEvent: (type: WatchEventType, object: unknown) => void,
+): Promise<WatchHandle> {
+  let settle: (error: KubeError | undefined) => void = () => undefined;
+  const ended = new Promise<KubeError | undefined>((resolve) => (settle = resolve));
+  let stopped = false;
+  const controller = await watcher.watch(
+    path,
+    // The server ends the watch after timeoutSeconds; the caller re-watches, which also proves the
+    // API alive.
+    { ...query, allowWatchBookmarks: false, timeoutSeconds: 300 },
+    (type: string, object: unknown) => {
+      if (type === 'ERROR') {
+        const status = object as { code?: number; message?: string };
+        settle(new KubeError(operation, status.code, status.message ?? 'watch error'));
+      } else if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
+        onEvent(type, object);
+      }
+    },
+    (error: unknown) => {
+      if (stopped || error === null || error === undefined) settle(undefined);
+      else settle(toKubeError(operation, error, requestTimeoutMs));
+    },
+  );
+  return {
+    ended,
+    stop() {
+      stopped = true;
+      controller.abort();
+      settle(undefined);
+    },
+  };
+}
+
+function toLeaseBody(namespace: string, lease: LeaseWrite): V1Lease {
+  // MicroTime: the API server parses exactly six fractional digits, which V1MicroTime writes.
+  return {
+    apiVersion: 'coordination.k8s.io/v1',
+    kind: 'Lease',
+    metadata: {
+      name: lease.name,
+      namespace,
+      ...(lease.resourceVersion === undefined ? {} : { resourceVersion: lease.resourceVersion }),
+    },
+    spec: {
+      holderIdentity: lease.holderIdentity ?? '',
+      leaseDurationSeconds: lease.leaseDurationSeconds,
+      ...(lease.acquireTime === undefined ? {} : { acquireTime: new V1MicroTime(lease.acquireTime) }),
+      ...(lease.renewTime === undefined ? {} : { renewTime: new V1MicroTime(lease.renewTime) }),
+    },
+  };
+}
+
+function toLeaseInfo(lease: V1Lease): LeaseInfo {
+  const time = (value: unknown): number | undefined => {
+    if (value instanceof Date) return value.getTime();
+    const parsed = typeof value === 'string' ? Date.parse(value) : NaN;
+    return Number.isNaN(parsed) ? undefined : parsed;
+  };
+  const holder = lease.spec?.holderIdentity;
+  return {
+    name: lease.metadata?.name ?? '',
+    holderIdentity: holder === undefined || holder === '' ? undefined : holder,
+    leaseDurationSeconds: lease.spec?.leaseDurationSeconds ?? 0,
+    acquireTime: time(lease.spec?.acquireTime),
+    renewTime: time(lease.spec?.renewTime),
+    resourceVersion: lease.metadata?.resourceVersion ?? '',
   };
 }
 
@@ -331,8 +571,64 @@ function toNodeInfo(node: V1Node): NodeInfo {
     labels: node.metadata?.labels ?? {},
     annotations: node.metadata?.annotations ?? {},
     allocatableGpus: gpus === undefined || !/^\d+$/.test(gpus) ? undefined : Number(gpus),
+    ...(node.metadata?.uid === undefined ? {} : { uid: node.metadata.uid }),
+    ...(node.status?.conditions === undefined
+      ? {}
+      : { conditions: node.status.conditions.map(toNodeCondition) }),
     ...(capacity === undefined ? {} : { capacityGpus: capacity }),
     ...(shared === undefined ? {} : { capacitySharedGpus: shared }),
+    ...(node.metadata?.resourceVersion === undefined
+      ? {}
+      : { resourceVersion: node.metadata.resourceVersion }),
+    taints: (node.spec?.taints ?? []).map((taint) => ({
+      key: taint.key,
+      ...(taint.value === undefined ? {} : { value: taint.value }),
+      effect: taint.effect,
+    })),
+    unschedulable: node.spec?.unschedulable === true,
+  };
+}
+
+/** Times as the API server writes them, RFC 3339 in whole seconds (client-node parses them to Date). */
+function toNodeCondition(condition: V1NodeCondition): NodeCondition {
+  const time = (value: Date | string | undefined): string =>
+    value === undefined ? '' : new Date(value).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const status = condition.status;
+  return {
+    type: condition.type,
+    status: status === 'True' || status === 'False' ? status : 'Unknown',
+    reason: condition.reason ?? '',
+    message: condition.message ?? '',
+    lastTransitionTime: time(condition.lastTransitionTime),
+    lastHeartbeatTime: time(condition.lastHeartbeatTime),
+  };
+}
+
+/**
+ * A core/v1 Event without eventTime (the series-less form kubectl and the kubelet's recorder
+ * use): count, firstTimestamp and lastTimestamp carry the repeats.
+ */
+function toEventBody(event: NodeEventSpec): CoreV1Event {
+  return {
+    apiVersion: 'v1',
+    kind: 'Event',
+    metadata: { name: event.name, namespace: event.namespace },
+    involvedObject: {
+      apiVersion: 'v1',
+      kind: 'Node',
+      name: event.nodeName,
+      ...(event.nodeUid === undefined ? {} : { uid: event.nodeUid }),
+    },
+    type: event.type,
+    reason: event.reason,
+    message: event.message,
+    action: event.action,
+    count: event.count,
+    firstTimestamp: new Date(event.firstTimestamp),
+    lastTimestamp: new Date(event.lastTimestamp),
+    source: { component: event.reportingController, host: event.nodeName },
+    reportingComponent: event.reportingController,
+    reportingInstance: event.reportingInstance,
   };
 }
 

@@ -14,7 +14,84 @@ export interface NodeInfo {
   readonly capacityGpus?: number;
   /** status.capacity["nvidia.com/gpu.shared"]: present when shared GPUs are renamed. */
   readonly capacitySharedGpus?: number;
+  /** metadata.resourceVersion: the precondition of a read-modify-write (patchNodeTaints). */
+  readonly resourceVersion?: string;
+  /** spec.taints, every one, whoever set it. */
+  readonly taints?: readonly Taint[];
+  /** spec.unschedulable: the node is cordoned. */
+  readonly unschedulable?: boolean;
+  /** metadata.uid: what an Event's involvedObject names the node by. */
+  readonly uid?: string;
+  /** status.conditions, the kubelet's and everyone else's. */
+  readonly conditions?: readonly NodeCondition[];
 }
+
+/** A NodeCondition as status.conditions holds it; times are RFC 3339 in whole seconds. */
+export interface NodeCondition {
+  readonly type: string;
+  readonly status: 'True' | 'False' | 'Unknown';
+  readonly reason: string;
+  readonly message: string;
+  readonly lastTransitionTime: string;
+  readonly lastHeartbeatTime: string;
+}
+
+/**
+ * A core/v1 Event about a Node. A Node is cluster-scoped, so Kubernetes files its Events in the
+ * default namespace; `kubectl describe node` finds them by involvedObject.
+ */
+export interface NodeEventSpec {
+  readonly namespace: string;
+  readonly name: string;
+  readonly nodeName: string;
+  /** The node's metadata.uid, when known. */
+  readonly nodeUid: string | undefined;
+  readonly type: 'Normal' | 'Warning';
+  readonly reason: string;
+  /** At most 1 KiB (the API server's limit for a note). */
+  readonly message: string;
+  readonly action: string;
+  readonly reportingController: string;
+  readonly reportingInstance: string;
+  /** RFC 3339. */
+  readonly firstTimestamp: string;
+  readonly lastTimestamp: string;
+  readonly count: number;
+}
+
+/** A node taint as Kubernetes spells it (core/v1 Taint, without timeAdded). */
+export interface Taint {
+  readonly key: string;
+  readonly value?: string;
+  readonly effect: string;
+}
+
+/**
+ * A read-modify-write of a node's taints: spec.taints replaced whole by `taints` and the
+ * annotations merged (null removes one), refused with 409 unless the node is still at
+ * `resourceVersion`.
+ */
+export interface NodeTaintUpdate {
+  readonly resourceVersion: string;
+  readonly taints: readonly Taint[];
+  readonly annotations: Readonly<Record<string, string | null>>;
+}
+
+/** A coordination.k8s.io/v1 Lease; times are epoch milliseconds. */
+export interface LeaseInfo {
+  readonly name: string;
+  /** Who holds it; undefined or '' when it is free. */
+  readonly holderIdentity: string | undefined;
+  readonly leaseDurationSeconds: number;
+  readonly acquireTime: number | undefined;
+  readonly renewTime: number | undefined;
+  readonly resourceVersion: string;
+}
+
+export type LeaseWrite = Omit<LeaseInfo, 'resourceVersion'> & {
+  /** The version being replaced; the update is refused with 409 when the Lease moved on. */
+  readonly resourceVersion?: string;
+};
 
 /** A merge patch of node metadata: a string sets a key, null removes it. */
 export interface NodeMetadataPatch {
@@ -176,6 +253,35 @@ export interface KubeApi {
   deletePvc(namespace: string, name: string): Promise<void>;
   reviewToken(token: string): Promise<TokenReview>;
   reviewAccess(user: ReviewedUser, attributes: ResourceAttributes): Promise<AccessReview>;
+  // The taint and its breaker (cluster/node-taint.ts).
+  /** A merge patch with metadata.resourceVersion, so it is refused (409) if the node changed. */
+  patchNodeTaints(name: string, update: NodeTaintUpdate): Promise<NodeInfo>;
+  /** undefined when there is no such Lease. */
+  readLease(namespace: string, name: string): Promise<LeaseInfo | undefined>;
+  /** Rejects with 409 when it already exists. */
+  createLease(namespace: string, lease: LeaseWrite): Promise<LeaseInfo>;
+  /** Rejects with 409 when `lease.resourceVersion` is no longer the Lease's. */
+  replaceLease(namespace: string, lease: LeaseWrite): Promise<LeaseInfo>;
+  // Label ownership and acknowledgements (cluster/node-watch.ts).
+  /** This one node (fieldSelector metadata.name), from `resourceVersion` on. */
+  watchNode(
+    name: string,
+    resourceVersion: string,
+    onEvent: (type: WatchEventType, node: NodeInfo) => void,
+  ): Promise<WatchHandle>;
+  // The node condition and Events (cluster/node-condition.ts, cluster/node-events.ts).
+  /**
+   * A strategic merge patch of nodes/status carrying these conditions: Kubernetes merges
+   * status.conditions by type, so the kubelet's own conditions stay. Resolves to the node.
+   */
+  patchNodeStatus(name: string, conditions: readonly NodeCondition[]): Promise<NodeInfo>;
+  createEvent(event: NodeEventSpec): Promise<void>;
+  /** Raises a repeated Event's count and lastTimestamp, with its latest message (strategic merge). */
+  patchEvent(
+    namespace: string,
+    name: string,
+    repeat: { readonly count: number; readonly lastTimestamp: string; readonly message: string },
+  ): Promise<void>;
 }
 
 /** A failed Kubernetes API call; the message names the operation and what the server said. */

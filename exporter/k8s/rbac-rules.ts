@@ -70,8 +70,13 @@ export const EXPORTER_NAMESPACED_RBAC_RULES: readonly PolicyRule[] = [
 /** Everything the exporter calls: a single ClusterRole granting it works too (docs/kubernetes.md). */
 export const EXPORTER_RBAC_RULES: readonly PolicyRule[] = [
   // Read its node, resolve nodelabel=, write the gpuhealth and dcgm labels and the taint (a merge
-  // patch); list the nodes for the taint's breaker.
-  { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'patch'] },
+  // patch); list the nodes for the taint's breaker; watch its node (label ownership, acknowledge).
+  { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch', 'patch'] },
+  // The node condition (GPUHealthy): a strategic merge patch of nodes/status.
+  { apiGroups: [''], resources: ['nodes/status'], verbs: ['patch'] },
+  // Events on the node and their repeats. Kubernetes files Events about a Node in the default
+  // namespace, which a Role in the release's namespace cannot grant.
+  { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
   // Resolve job=namespace:selector; this node's pods (GPU use, post-flight); the Autopilot pods'
   // interfaces; the deep-check Job's pod and its report.
   { apiGroups: [''], resources: ['pods'], verbs: ['list'] },

@@ -42,6 +42,8 @@ export interface DeepCheckWiring {
   readonly store: ResultStore;
   readonly runner: CheckRunner;
   readonly labeler: NodeLabeler;
+  /** Told when the deep check starts or ends (its Events). */
+  readonly onChanged?: () => void;
   readonly clock: Clock;
   readonly logger: Logger;
 }
@@ -80,7 +82,10 @@ export function wireDeepCheck(config: Config, wiring: DeepCheckWiring): DeepChec
     record: (run) => store.record(run),
     passed: (at) => store.acknowledge(at),
     dcgmResult: (result) => void labeler.recordDcgm(result),
-    changed: () => labeler.sync(),
+    changed: () => {
+      labeler.sync();
+      wiring.onChanged?.();
+    },
     clock,
     logger: logger.child({ component: 'deepcheck' }),
   });

@@ -3,7 +3,8 @@
  * objects, Status errors, chunked NDJSON watches), in-memory state, and hooks to inject faults.
  * It serves only what the exporter uses: nodes, pods, EndpointSlices (list and watch),
  * PersistentVolumeClaims with a simulated binder, StorageClasses, Jobs with a minimal Job
- * controller the test drives, TokenReview and SubjectAccessReview. Tests drive it with the real @kubernetes/client-node.
+ * controller the test drives, TokenReview and SubjectAccessReview, and Leases (updates conditional
+ * on resourceVersion). Tests drive it with the real @kubernetes/client-node.
  */
 
 import { randomInt, randomUUID } from 'node:crypto';
@@ -48,6 +49,16 @@ export interface RecordedRequest {
 export interface RecordedPatch {
   readonly node: string;
   readonly contentType: string;
+  readonly body: unknown;
+  /** 'status' for PATCH nodes/{name}/status; absent for the node itself. */
+  readonly subresource?: 'status';
+}
+
+/** An Event create (POST) or patch that reached the server, with its body as sent. */
+export interface RecordedEventWrite {
+  readonly method: 'POST' | 'PATCH';
+  readonly namespace: string;
+  readonly name?: string;
   readonly body: unknown;
 }
 
@@ -126,6 +137,24 @@ export interface NodeInput {
   readonly allocatableGpus?: number;
   /** More status.capacity entries, such as nvidia.com/gpu.shared. */
   readonly capacity?: Readonly<Record<string, string>>;
+  /** spec.taints, as someone else set them. */
+  readonly taints?: readonly FakeTaint[];
+  /** spec.unschedulable: cordoned. */
+  readonly unschedulable?: boolean;
+}
+
+export interface FakeTaint {
+  readonly key: string;
+  readonly value?: string;
+  readonly effect: string;
+}
+
+/** A Lease write that reached the server: create or update, accepted or refused with 409. */
+export interface RecordedLeaseWrite {
+  readonly method: 'POST' | 'PUT';
+  readonly name: string;
+  readonly holderIdentity: string;
+  readonly outcome: 'ok' | 'conflict';
 }
 
 export interface PodInput {
@@ -509,6 +538,8 @@ interface Route {
 
 interface WatchEvent {
   readonly revision: number;
+  /** Which collection changed: endpointslices or nodes. */
+  readonly resource: WatchedResource;
   readonly namespace: string;
   /** The object before the change; undefined for a creation. */
   readonly before: KubeObject | undefined;
@@ -518,9 +549,14 @@ interface WatchEvent {
   readonly object: KubeObject;
 }
 
+type WatchedResource = 'endpointslices' | 'nodes';
+
 interface OpenWatch {
+  readonly resource: WatchedResource;
   readonly namespace: string | undefined;
   readonly selector: readonly LabelRequirement[];
+  /** fieldSelector, such as metadata.name=node-c for one node. */
+  readonly fields: readonly FieldRequirement[];
   readonly res: ServerResponse;
 }
 
@@ -529,13 +565,130 @@ interface OpenWatch {
  * arrives as ADDED or DELETED, as from the real server.
  */
 function eventFor(watch: OpenWatch, event: WatchEvent): string | undefined {
+  if (watch.resource !== event.resource) return undefined;
   if (watch.namespace !== undefined && watch.namespace !== event.namespace) return undefined;
   const matches = (o: KubeObject | undefined) =>
-    o !== undefined && matchesLabelSelector(watch.selector, o.metadata.labels);
+    o !== undefined &&
+    matchesLabelSelector(watch.selector, o.metadata.labels) &&
+    watch.fields.every((f) => (fieldValue(o, f.path) === f.value) === f.equal);
   const was = matches(event.before);
   const is = matches(event.after);
   const type = is ? (was ? 'MODIFIED' : 'ADDED') : was ? 'DELETED' : undefined;
   return type === undefined ? undefined : JSON.stringify({ type, object: event.object }) + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation the real server does on what the exporter writes
+
+const TAINT_EFFECTS = ['NoSchedule', 'PreferNoSchedule', 'NoExecute'];
+
+/**
+ * The API server's validation of spec.taints: a known effect, and each key+effect pair at most
+ * once (https://kubernetes.io/docs/concepts/scheduling-eviction/taint-and-toleration/).
+ */
+function validateTaints(node: KubeObject): void {
+  const spec = isPlainObject(node.spec) ? node.spec : {};
+  const taints: unknown[] = Array.isArray(spec.taints) ? spec.taints : [];
+  const seen = new Set<string>();
+  taints.forEach((taint, index) => {
+    const t = isPlainObject(taint) ? taint : {};
+    const effect = typeof t.effect === 'string' ? t.effect : '';
+    if (!TAINT_EFFECTS.includes(effect)) {
+      throw new ApiError(
+        422,
+        `Node "${node.metadata.name}" is invalid: spec.taints[${index}].effect: Unsupported value: "${effect}"`,
+      );
+    }
+    const pair = `${String(t.key)}:${effect}`;
+    if (seen.has(pair)) {
+      throw new ApiError(
+        422,
+        `Node "${node.metadata.name}" is invalid: spec.taints[${index}]: Duplicate value: taints must be unique by key and effect pair`,
+      );
+    }
+    seen.add(pair);
+  });
+}
+
+function leaseBody(body: unknown): KubeObject {
+  if (!isPlainObject(body) || !isPlainObject(body.metadata)) {
+    throw new ApiError(400, 'a Lease needs metadata');
+  }
+  const name = body.metadata.name;
+  if (typeof name !== 'string' || name === '') {
+    throw new ApiError(422, 'Lease.coordination.k8s.io "" is invalid: metadata.name: Required value');
+  }
+  const lease = structuredClone(body) as KubeObject;
+  lease.apiVersion = 'coordination.k8s.io/v1';
+  lease.kind = 'Lease';
+  const spec = isPlainObject(lease.spec) ? lease.spec : {};
+  // MicroTime: the real server refuses any other number of fractional digits than six.
+  for (const field of ['acquireTime', 'renewTime']) {
+    const value = spec[field];
+    if (value !== undefined && (typeof value !== 'string' || !MICRO_TIME.test(value))) {
+      throw new ApiError(400, `Lease spec.${field}: ${JSON.stringify(value)} is not a MicroTime`);
+    }
+  }
+  return lease;
+}
+
+const MICRO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|[+-]\d{2}:\d{2})$/;
+
+function leaseHolder(lease: KubeObject): string {
+  const spec = isPlainObject(lease.spec) ? lease.spec : {};
+  return typeof spec.holderIdentity === 'string' ? spec.holderIdentity : '';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strategic merge of a node's status
+
+/** The lists of NodeStatus that a strategic merge patch merges by a key, not replaces. */
+const STATUS_MERGE_KEYS: Readonly<Record<string, string>> = {
+  conditions: 'type',
+  addresses: 'type',
+};
+
+/**
+ * Pure: a strategic merge patch of a node's status. As in Kubernetes, conditions (and addresses)
+ * merge element by element on their `type`, a patch element with `$patch: delete` removes its
+ * match, and every other field merges as in a JSON merge patch
+ * (https://kubernetes.io/docs/tasks/manage-kubernetes-objects/update-api-object-kubectl-patch/).
+ */
+export function applyStrategicStatus(status: unknown, patch: unknown): unknown {
+  if (patch === undefined) return structuredClone(status);
+  if (!isPlainObject(patch)) throw new ApiError(422, 'status must be an object');
+  const result: Record<string, unknown> = isPlainObject(status) ? structuredClone(status) : {};
+  for (const [field, value] of Object.entries(patch)) {
+    const mergeKey = STATUS_MERGE_KEYS[field];
+    if (mergeKey !== undefined && Array.isArray(value)) {
+      result[field] = mergeList(result[field], value, mergeKey);
+    } else if (value === null) {
+      delete result[field];
+    } else {
+      result[field] = applyMergePatch(result[field], value);
+    }
+  }
+  return result;
+}
+
+function mergeList(current: unknown, patch: readonly unknown[], mergeKey: string): unknown[] {
+  const list: unknown[] = Array.isArray(current) ? structuredClone(current) : [];
+  for (const element of patch) {
+    if (!isPlainObject(element) || typeof element[mergeKey] !== 'string') {
+      throw new ApiError(422, `each element must have a string ${mergeKey}`);
+    }
+    const at = list.findIndex(
+      (item) => isPlainObject(item) && item[mergeKey] === element[mergeKey],
+    );
+    if (element.$patch === 'delete') {
+      if (at >= 0) list.splice(at, 1);
+    } else if (at < 0) {
+      list.push(structuredClone(element));
+    } else {
+      list[at] = applyMergePatch(list[at], element);
+    }
+  }
+  return list;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,6 +749,10 @@ export class FakeKubeApi {
   private readonly tokenReviewLog: string[] = [];
   private readonly accessReviewLog: unknown[] = [];
   private readonly jobLog: unknown[] = [];
+  private readonly leaseObjects = new Map<string, KubeObject>();
+  private readonly leaseLog: RecordedLeaseWrite[] = [];
+  private readonly eventObjects = new Map<string, KubeObject>();
+  private readonly eventLog: RecordedEventWrite[] = [];
 
   private readonly routes: readonly Route[];
 
@@ -615,10 +772,19 @@ export class FakeKubeApi {
     const claims = `/api/v1/namespaces/${name}/persistentvolumeclaims`;
     const slices = `/apis/discovery.k8s.io/v1/namespaces/${name}/endpointslices`;
     const jobs = `/apis/batch/v1/namespaces/${name}/jobs`;
+    const leases = `/apis/coordination.k8s.io/v1/namespaces/${name}/leases`;
     this.routes = [
+      route('GET', `${leases}/${name}`, (c) => this.readLease(c)),
+      route('POST', leases, (c) => this.createLease(c)),
+      route('PUT', `${leases}/${name}`, (c) => this.replaceLease(c)),
       route('GET', '/api/v1/nodes', (c) => this.listNodes(c)),
       route('GET', `/api/v1/nodes/${name}`, (c) => this.readNode(c)),
       route('PATCH', `/api/v1/nodes/${name}`, (c) => this.patchNode(c)),
+      route('PATCH', `/api/v1/nodes/${name}/status`, (c) => this.patchNodeStatus(c)),
+      route('GET', '/api/v1/events', (c) => this.listEvents(c)),
+      route('GET', `/api/v1/namespaces/${name}/events`, (c) => this.listEvents(c)),
+      route('POST', `/api/v1/namespaces/${name}/events`, (c) => this.createEvent(c)),
+      route('PATCH', `/api/v1/namespaces/${name}/events/${name}`, (c) => this.patchEvent(c)),
       route('GET', '/api/v1/pods', (c) => this.listPods(c)),
       route('GET', `/api/v1/namespaces/${name}/pods`, (c) => this.listPods(c)),
       route('GET', `/api/v1/namespaces/${name}/pods/${name}`, (c) => this.readPod(c)),
@@ -638,6 +804,7 @@ export class FakeKubeApi {
         this.readStorageClass(c),
       ),
       route('POST', '/apis/authentication.k8s.io/v1/tokenreviews', (c) => this.reviewToken(c)),
+      route('POST', '/apis/authentication.k8s.io/v1/selfsubjectreviews', (c) => this.reviewSelf(c)),
       route('POST', '/apis/authorization.k8s.io/v1/subjectaccessreviews', (c) =>
         this.reviewAccess(c),
       ),
@@ -677,6 +844,53 @@ export class FakeKubeApi {
     return this.jobLog;
   }
 
+  /** Every Event create and patch that reached the server, as sent, in order. */
+  get eventWrites(): readonly RecordedEventWrite[] {
+    return this.eventLog;
+  }
+
+  /** The Events the server holds now (all namespaces unless given), oldest first. */
+  events(namespace?: string): KubeObject[] {
+    return [...this.eventObjects.values()]
+      .filter((event) => namespace === undefined || event.metadata.namespace === namespace)
+      .map((event) => structuredClone(event));
+  }
+
+  /** Every Lease create and update, accepted or refused, in order. */
+  get leaseWrites(): readonly RecordedLeaseWrite[] {
+    return this.leaseLog;
+  }
+
+  /** The Lease as the server has it now, or undefined. */
+  lease(namespace: string, name: string): KubeObject | undefined {
+    const lease = this.leaseObjects.get(key(namespace, name));
+    return lease === undefined ? undefined : structuredClone(lease);
+  }
+
+  /** Replaces a node's spec.taints as another controller or a person would (bumps its version). */
+  setNodeTaints(name: string, taints: readonly FakeTaint[]): void {
+    const node = this.nodes.get(name);
+    if (node === undefined) throw new Error(`no node ${name} in the fake`);
+    const updated = structuredClone(node);
+    updated.spec = { ...(isPlainObject(updated.spec) ? updated.spec : {}), taints: [...taints] };
+    this.bump(updated);
+    this.putNode(name, updated);
+  }
+
+  /**
+   * A change made by hand (kubectl edit, kubectl label): `edit` changes a copy of the node, which
+   * then replaces it with a new resourceVersion, and node watchers see MODIFIED.
+   */
+  editNode(name: string, edit: (node: KubeObject) => void): KubeObject {
+    const node = this.nodes.get(name);
+    if (node === undefined) throw new Error(`no node ${name} in the fake`);
+    const updated = structuredClone(node);
+    edit(updated);
+    this.bump(updated);
+    this.putNode(name, updated);
+    return structuredClone(updated);
+  }
+
   /** Watch requests received, including those refused as expired. */
   get watchRequests(): number {
     return this.watchCount;
@@ -707,7 +921,10 @@ export class FakeKubeApi {
         labels: { 'kubernetes.io/hostname': input.name, ...input.labels },
         annotations: { ...input.annotations },
       },
-      spec: {},
+      spec: {
+        ...(input.taints === undefined ? {} : { taints: input.taints.map((t) => ({ ...t })) }),
+        ...(input.unschedulable === undefined ? {} : { unschedulable: input.unschedulable }),
+      },
       status: {
         capacity: { cpu: '64', memory: '512Gi', ...gpus, ...input.capacity },
         allocatable: { cpu: '63', memory: '500Gi', ...gpus },
@@ -867,7 +1084,7 @@ export class FakeKubeApi {
     });
     this.bump(after);
     this.slices.set(id, after);
-    this.record({ namespace, before, after, object: after });
+    this.record({ resource: 'endpointslices', namespace, before, after, object: after });
     return structuredClone(after);
   }
 
@@ -879,7 +1096,7 @@ export class FakeKubeApi {
     this.slices.delete(id);
     const object = structuredClone(before);
     this.bump(object);
-    this.record({ namespace, before, after: undefined, object });
+    this.record({ resource: 'endpointslices', namespace, before, after: undefined, object });
     return true;
   }
 
@@ -1147,7 +1364,18 @@ export class FakeKubeApi {
 
   // ----- nodes -----
 
-  private listNodes(call: Call): Reply {
+  /** Every change of a node goes through here, so that node watchers see it. */
+  private putNode(name: string, after: KubeObject): void {
+    const before = this.nodes.get(name);
+    this.nodes.set(name, after);
+    if (before?.metadata.resourceVersion === after.metadata.resourceVersion) return;
+    this.record({ resource: 'nodes', namespace: '', before, after, object: after });
+  }
+
+  private listNodes(call: Call): Reply | 'streamed' {
+    if (call.query.get('watch') === 'true') {
+      return this.openWatch(call, 'nodes', this.nodes.values(), undefined);
+    }
     const items = this.list(this.nodes.values(), call.query);
     return { code: 200, body: listOf('NodeList', 'v1', items, this.revision) };
   }
@@ -1188,13 +1416,14 @@ export class FakeKubeApi {
       throw error;
     }
     const result = patched as KubeObject;
+    validateTaints(result);
     result.metadata = { ...result.metadata, name };
     if (node.metadata.resourceVersion !== undefined) {
       result.metadata.resourceVersion = node.metadata.resourceVersion;
     }
     // The real server keeps the resourceVersion when a patch changes nothing.
     if (JSON.stringify(result) !== JSON.stringify(node)) this.bump(result);
-    this.nodes.set(name, result);
+    this.putNode(name, result);
     return { code: 200, body: result };
   }
 
@@ -1207,6 +1436,150 @@ export class FakeKubeApi {
         `Operation cannot be fulfilled on nodes "${current.metadata.name}": the object has been modified; please apply your changes to the latest version and try again`,
       );
     }
+  }
+
+  // ----- nodes/status and Events (the node condition and Events) -----
+
+  /**
+   * PATCH nodes/{name}/status: only status changes (the status strategy keeps spec and metadata),
+   * and a strategic merge patch merges status.conditions by type, so a writer of one condition
+   * leaves the kubelet's in place.
+   */
+  private patchNodeStatus(call: Call): Reply {
+    const [name = ''] = call.params;
+    const contentType = call.contentType ?? '';
+    this.patchLog.push({ node: name, contentType, body: call.body, subresource: 'status' });
+    const node = this.nodes.get(name);
+    if (node === undefined) throw notFound('nodes', name);
+    if (contentType !== 'application/strategic-merge-patch+json') {
+      // A JSON merge patch would replace the whole conditions list: the exporter must not send one.
+      throw new ApiError(
+        415,
+        `nodes/status accepts only a strategic merge patch here: ${contentType}`,
+      );
+    }
+    if (!isPlainObject(call.body)) throw new ApiError(422, 'a merge patch must be an object');
+    const result = structuredClone(node);
+    result.status = applyStrategicStatus(node.status, call.body.status);
+    if (JSON.stringify(result) !== JSON.stringify(node)) this.bump(result);
+    this.putNode(name, result);
+    return { code: 200, body: result };
+  }
+
+  private listEvents(call: Call): Reply {
+    const items = this.list(this.eventObjects.values(), call.query, call.params[0]);
+    return { code: 200, body: listOf('EventList', 'v1', items, this.revision) };
+  }
+
+  /**
+   * core/v1 Event creation with the API server's validation of a series-less Event (no
+   * eventTime): an Event about a cluster-scoped object (a Node) lives in the default namespace
+   * (https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/event-v1/).
+   */
+  private createEvent(call: Call): Reply {
+    const [namespace = ''] = call.params;
+    this.eventLog.push({ method: 'POST', namespace, body: structuredClone(call.body) });
+    const body = call.body;
+    if (!isPlainObject(body) || !isPlainObject(body.metadata)) {
+      throw new ApiError(400, 'an Event needs metadata');
+    }
+    const name = body.metadata.name;
+    if (typeof name !== 'string' || name === '') {
+      throw new ApiError(422, 'Event "" is invalid: metadata.name: Required value');
+    }
+    const involved = isPlainObject(body.involvedObject) ? body.involvedObject : {};
+    const involvedNamespace = typeof involved.namespace === 'string' ? involved.namespace : '';
+    if (involvedNamespace === '' ? namespace !== 'default' : namespace !== involvedNamespace) {
+      throw new ApiError(
+        422,
+        `Event "${name}" is invalid: involvedObject.namespace: Invalid value: "${involvedNamespace}": does not match event.namespace`,
+      );
+    }
+    const id = key(namespace, name);
+    if (this.eventObjects.has(id)) {
+      throw new ApiError(409, `events "${name}" already exists`, 'AlreadyExists');
+    }
+    const event = structuredClone(body) as KubeObject;
+    event.apiVersion = 'v1';
+    event.kind = 'Event';
+    event.metadata = { ...event.metadata, namespace };
+    this.eventObjects.set(id, this.created(event));
+    return { code: 201, body: event };
+  }
+
+  private patchEvent(call: Call): Reply {
+    const [namespace = '', name = ''] = call.params;
+    this.eventLog.push({ method: 'PATCH', namespace, name, body: structuredClone(call.body) });
+    const id = key(namespace, name);
+    const event = this.eventObjects.get(id);
+    if (event === undefined) throw notFound('events', name);
+    const contentType = call.contentType ?? '';
+    if (
+      contentType !== 'application/strategic-merge-patch+json' &&
+      contentType !== 'application/merge-patch+json'
+    ) {
+      throw new ApiError(415, `the body of the request was in an unknown format: ${contentType}`);
+    }
+    // An Event's patchable fields (count, lastTimestamp, message) hold no lists: both merge alike.
+    const patched = applyMergePatch(event, call.body) as KubeObject;
+    patched.metadata = { ...patched.metadata, name, namespace };
+    this.bump(patched);
+    this.eventObjects.set(id, patched);
+    return { code: 200, body: patched };
+  }
+
+  // ----- Leases (coordination.k8s.io/v1) -----
+
+  private readLease(call: Call): Reply {
+    const [namespace = '', name = ''] = call.params;
+    const lease = this.leaseObjects.get(key(namespace, name));
+    if (lease === undefined) throw notFound('leases.coordination.k8s.io', name);
+    return { code: 200, body: lease };
+  }
+
+  private createLease(call: Call): Reply {
+    const [namespace = ''] = call.params;
+    const lease = leaseBody(call.body);
+    const name = lease.metadata.name;
+    const id = key(namespace, name);
+    const holderIdentity = leaseHolder(lease);
+    if (this.leaseObjects.has(id)) {
+      this.leaseLog.push({ method: 'POST', name, holderIdentity, outcome: 'conflict' });
+      throw new ApiError(409, `leases.coordination.k8s.io "${name}" already exists`, 'AlreadyExists');
+    }
+    // The server ignores a resourceVersion sent on create.
+    delete lease.metadata.resourceVersion;
+    lease.metadata = { ...lease.metadata, namespace };
+    this.leaseObjects.set(id, this.created(lease));
+    this.leaseLog.push({ method: 'POST', name, holderIdentity, outcome: 'ok' });
+    return { code: 201, body: lease };
+  }
+
+  /**
+   * An update is conditional on the resourceVersion it carries: a stale one is refused with 409
+   * Conflict, which is what makes a Lease a lock.
+   */
+  private replaceLease(call: Call): Reply {
+    const [namespace = '', name = ''] = call.params;
+    const lease = leaseBody(call.body);
+    const id = key(namespace, name);
+    const current = this.leaseObjects.get(id);
+    if (current === undefined) throw notFound('leases.coordination.k8s.io', name);
+    const holderIdentity = leaseHolder(lease);
+    const wanted = lease.metadata.resourceVersion;
+    if (wanted !== undefined && wanted !== current.metadata.resourceVersion) {
+      this.leaseLog.push({ method: 'PUT', name, holderIdentity, outcome: 'conflict' });
+      throw new ApiError(
+        409,
+        `Operation cannot be fulfilled on leases.coordination.k8s.io "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        'Conflict',
+      );
+    }
+    lease.metadata = { ...current.metadata, ...lease.metadata, name, namespace };
+    this.bump(lease);
+    this.leaseObjects.set(id, lease);
+    this.leaseLog.push({ method: 'PUT', name, holderIdentity, outcome: 'ok' });
+    return { code: 200, body: lease };
   }
 
   // ----- pods -----
@@ -1247,9 +1620,20 @@ export class FakeKubeApi {
    * as the real server does; with one it replays the kept events newer than it.
    */
   private watchSlices(call: Call, namespace: string | undefined): Reply | 'streamed' {
+    return this.openWatch(call, 'endpointslices', this.slices.values(), namespace);
+  }
+
+  private openWatch(
+    call: Call,
+    resource: WatchedResource,
+    current: Iterable<KubeObject>,
+    namespace: string | undefined,
+  ): Reply | 'streamed' {
     let selector: LabelRequirement[];
+    let fields: FieldRequirement[];
     try {
       selector = parseLabelSelector(call.query.get('labelSelector') ?? '');
+      fields = parseFieldSelector(call.query.get('fieldSelector') ?? '');
     } catch (error) {
       throw new ApiError(400, (error as Error).message);
     }
@@ -1271,13 +1655,14 @@ export class FakeKubeApi {
       return 'streamed';
     }
 
-    const watch: OpenWatch = { namespace, selector, res: call.res };
+    const watch: OpenWatch = { resource, namespace, selector, fields, res: call.res };
     call.res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     call.res.flushHeaders();
     const backlog: WatchEvent[] =
       since === undefined
-        ? this.list(this.slices.values(), new URLSearchParams(), namespace).map((object) => ({
+        ? this.list(current, new URLSearchParams(), namespace).map((object) => ({
             revision: this.revision,
+            resource,
             namespace: object.metadata.namespace ?? '',
             before: undefined,
             after: object,
@@ -1544,6 +1929,30 @@ export class FakeKubeApi {
   }
 
   // ----- reviews -----
+
+  /**
+   * Who the request's bearer token is (authentication.k8s.io/v1 SelfSubjectReview, GA in 1.28);
+   * 401 for a token addToken did not name, as the real server answers an unknown one.
+   */
+  private reviewSelf(call: Call): Reply {
+    const header = call.req.headers.authorization ?? '';
+    const user = this.tokens.get(header.replace(/^Bearer\s+/i, ''));
+    if (user === undefined) throw new ApiError(401, 'Unauthorized');
+    return {
+      code: 201,
+      body: {
+        apiVersion: 'authentication.k8s.io/v1',
+        kind: 'SelfSubjectReview',
+        metadata: { creationTimestamp: timestamp() },
+        status: {
+          userInfo: {
+            username: user.username,
+            groups: [...(user.groups ?? []), 'system:authenticated'],
+          },
+        },
+      },
+    };
+  }
 
   private reviewToken(call: Call): Reply {
     const spec = isPlainObject(call.body) && isPlainObject(call.body.spec) ? call.body.spec : {};

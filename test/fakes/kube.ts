@@ -13,6 +13,8 @@ import type {
   JobInfo,
   JobSpec,
   KubeApi,
+  NodeCondition,
+  NodeEventSpec,
   NodeInfo,
   NodeMetadataPatch,
   PodInfo,
@@ -64,6 +66,7 @@ interface NodeRecord {
   labels: Record<string, string>;
   annotations: Record<string, string>;
   allocatableGpus: number | undefined;
+  conditions: NodeCondition[];
 }
 
 export class FakeKube {
@@ -72,6 +75,8 @@ export class FakeKube {
   readonly calls: KubeCall[] = [];
   /** The merge patches the fake applied (failed attempts are only in `calls`). */
   readonly patches: { readonly node: string; readonly patch: NodeMetadataPatch }[] = [];
+  /** The Events created, as the API server keeps them (a patch raises count and lastTimestamp). */
+  readonly events: NodeEventSpec[] = [];
   /** Every watch opened, oldest first. */
   readonly watches: FakeWatch[] = [];
   /** Decides SubjectAccessReviews; denies everything unless a test sets it. */
@@ -109,6 +114,7 @@ export class FakeKube {
       labels: { ...init.labels },
       annotations: { ...init.annotations },
       allocatableGpus: init.allocatableGpus,
+      conditions: [],
     });
   }
 
@@ -121,6 +127,7 @@ export class FakeKube {
       labels: { ...record.labels },
       annotations: { ...record.annotations },
       allocatableGpus: record.allocatableGpus,
+      conditions: [...record.conditions],
     };
   }
 
@@ -270,6 +277,11 @@ export class FakeKube {
     this.calls.push({ method, args });
     const error = this.failures.get(method)?.shift();
     if (error !== undefined) throw error;
+  }
+
+  private notSimulated(method: KubeMethod, args: readonly unknown[]): Promise<never> {
+    this.enter(method, args);
+    return Promise.reject(new KubeError(method, 501, 'not simulated here: use the fake API server'));
   }
 
   private nodeRecord(method: KubeMethod, name: string): NodeRecord {
@@ -451,6 +463,48 @@ export class FakeKube {
         this.enter('reviewAccess', [user, attributes]);
         await Promise.resolve();
         return this.authorize(user, attributes);
+      },
+      // Conditions merge by type, as a strategic merge patch of nodes/status does.
+      patchNodeStatus: async (name, conditions) => {
+        this.enter('patchNodeStatus', [name, conditions]);
+        await Promise.resolve();
+        const record = this.nodeRecord('patchNodeStatus', name);
+        for (const condition of conditions) {
+          const at = record.conditions.findIndex((c) => c.type === condition.type);
+          if (at < 0) record.conditions.push({ ...condition });
+          else record.conditions[at] = { ...condition };
+        }
+        return this.node(name);
+      },
+      createEvent: async (event) => {
+        this.enter('createEvent', [event]);
+        await Promise.resolve();
+        if (this.events.some((e) => e.namespace === event.namespace && e.name === event.name)) {
+          throw new KubeError('createEvent', 409, `events "${event.name}" already exists`);
+        }
+        this.events.push({ ...event });
+      },
+      patchEvent: async (namespace, name, repeat) => {
+        this.enter('patchEvent', [namespace, name, repeat]);
+        await Promise.resolve();
+        const at = this.events.findIndex((e) => e.namespace === namespace && e.name === name);
+        if (at < 0) throw new KubeError('patchEvent', 404, `events "${name}" not found`);
+        this.events[at] = { ...this.events[at]!, ...repeat };
+      },
+      // The taint's read-modify-write and its Lease need resourceVersions and 409s: the fake API
+      // server (kube-api-server.ts) simulates them; this fake records the call and refuses it.
+      patchNodeTaints: (...args) => this.notSimulated('patchNodeTaints', args),
+      readLease: (...args) => this.notSimulated('readLease', args),
+      createLease: (...args) => this.notSimulated('createLease', args),
+      replaceLease: (...args) => this.notSimulated('replaceLease', args),
+      // Node watches are driven through the fake API server (test/integration); here one stays
+      // open, silent, until stopped.
+      watchNode: async (name, resourceVersion) => {
+        this.enter('watchNode', [name, resourceVersion]);
+        await Promise.resolve();
+        let stop: (error: undefined) => void = () => undefined;
+        const ended = new Promise<KubeError | undefined>((resolve) => (stop = resolve));
+        return { ended, stop: () => stop(undefined) };
       },
     };
   }

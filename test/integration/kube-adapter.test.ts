@@ -72,7 +72,28 @@ describe('nodes', () => {
       annotations: { b: '2' },
       allocatableGpus: 4,
       capacityGpus: 4,
+      resourceVersion: api.node('n1')?.metadata.resourceVersion,
+      taints: [],
+      unschedulable: false,
+      uid: api.node('n1')?.metadata.uid,
     });
+  });
+
+  test('reads status.conditions, times in whole seconds as the API server writes them', async () => {
+    const { api, kube } = await setup();
+    api.addNode({ name: 'n1' });
+    const ready = {
+      type: 'Ready',
+      status: 'True',
+      reason: 'KubeletReady',
+      message: 'kubelet is posting ready status',
+      lastHeartbeatTime: '2026-01-01T00:00:05Z',
+      lastTransitionTime: '2025-12-01T00:00:00Z',
+    };
+    api.editNode('n1', (node) => {
+      node.status = { ...(node.status as object), conditions: [ready] };
+    });
+    expect((await kube.getNode('n1')).conditions).toEqual([ready]);
   });
 
   test('reads the capacity of renamed shared GPUs (nvidia.com/gpu.shared)', async () => {

@@ -66,6 +66,14 @@ class FakeKube {
       createJob: unexpected('createJob'),
       readJob: unexpected('readJob'),
       deleteJob: unexpected('deleteJob'),
+      patchNodeTaints: unexpected('patchNodeTaints'),
+      readLease: unexpected('readLease'),
+      createLease: unexpected('createLease'),
+      replaceLease: unexpected('replaceLease'),
+      watchNode: unexpected('watchNode'),
+      patchNodeStatus: unexpected('patchNodeStatus'),
+      createEvent: unexpected('createEvent'),
+      patchEvent: unexpected('patchEvent'),
       reviewToken: (token) => {
         this.tokenCalls.push(token);
         return settle(this.tokenAnswer(token));

@@ -82,6 +82,14 @@ function fakeKube(options: FakeOptions = {}) {
     createJob: notUsed,
     readJob: notUsed,
     deleteJob: notUsed,
+    patchNodeTaints: notUsed,
+    readLease: notUsed,
+    createLease: notUsed,
+    replaceLease: notUsed,
+    watchNode: notUsed,
+    patchNodeStatus: notUsed,
+    createEvent: notUsed,
+    patchEvent: notUsed,
     readStorageClass(name) {
       calls.push(`readStorageClass ${name}`);
       return Promise.resolve(
