@@ -6,6 +6,7 @@
 
 import type Router from '@koa/router';
 import { ParamError } from '../checks/check.js';
+import { acknowledgeEvict } from '../acknowledge.js';
 import { healthToJson } from './render.js';
 import { formatOf, readQuery, type RouteKit } from './request.js';
 
@@ -34,17 +35,8 @@ export function addActionRoutes(router: Router, kit: RouteKit): void {
       );
     }
     const caller = await authorize(ctx, { kind: 'acknowledge', node: deps.nodeName });
-    const previous = deps.store.health();
-    const health = deps.store.acknowledge(deps.now());
-    // The audit line: who lifted what, and the evidence that stood at the time.
-    deps.logger.warn('EVICT acknowledged', {
-      audit: true,
-      caller,
-      previousState: previous.state,
-      previousReasons: previous.reasons,
-      state: health.state,
-    });
-    deps.onAcknowledged?.(health);
+    // Without a planned check, authorize always names the caller (or throws).
+    const { previous, health } = acknowledgeEvict(deps, caller ?? 'unknown', 'api');
     if (format === 'json') {
       ctx.body = {
         node: deps.nodeName,

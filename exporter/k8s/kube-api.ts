@@ -436,7 +436,10 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
               name,
               body: {
                 // A merge patch carrying resourceVersion is a precondition: 409 if the node moved on.
-                metadata: { resourceVersion: update.resourceVersion, annotations: update.annotations },
+                metadata: {
+                  resourceVersion: update.resourceVersion,
+                  annotations: update.annotations,
+                },
                 spec: { taints: update.taints.map((taint) => ({ ...taint })) },
               },
             },
@@ -539,7 +542,9 @@ function toLeaseBody(namespace: string, lease: LeaseWrite): V1Lease {
     spec: {
       holderIdentity: lease.holderIdentity ?? '',
       leaseDurationSeconds: lease.leaseDurationSeconds,
-      ...(lease.acquireTime === undefined ? {} : { acquireTime: new V1MicroTime(lease.acquireTime) }),
+      ...(lease.acquireTime === undefined
+        ? {}
+        : { acquireTime: new V1MicroTime(lease.acquireTime) }),
       ...(lease.renewTime === undefined ? {} : { renewTime: new V1MicroTime(lease.renewTime) }),
     },
   };

@@ -11,10 +11,11 @@ import type { Check } from '../checks/check.js';
 import type { Clock } from '../clock.js';
 import type { HttpGet } from '../cluster/http-get.js';
 import type { NodeLabeler } from '../cluster/node-labeler.js';
+import type { NodeTainter } from '../cluster/node-taint.js';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { ResultStore } from '../store.js';
-import { kubernetesStatus, type KubernetesSide } from './kubernetes.js';
+import { kubernetesStatus, taintStatus, type KubernetesSide } from './kubernetes.js';
 
 /** Slack for a node's HTTP answer on top of its checks' own deadlines. */
 const FANOUT_MARGIN_MS = 15_000;
@@ -24,6 +25,7 @@ export interface ClusterStatusWiring {
   readonly store: ResultStore;
   readonly runner: CheckRunner;
   readonly labeler: NodeLabeler;
+  readonly tainter?: NodeTainter;
   readonly fetch: HttpGet;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -64,7 +66,10 @@ export function clusterStatusDeps(
       const health = store.health();
       return { health: { state: health.state, reasons: health.reasons }, runs };
     },
-    status: () => kubernetesStatus(side.health, side.peers, wiring.labeler),
+    status: () => ({
+      ...kubernetesStatus(side.health, side.peers, wiring.labeler),
+      taint: taintStatus(wiring.tainter),
+    }),
     logger: wiring.logger.child({ component: 'fanout' }),
   };
 }

@@ -10,7 +10,13 @@ import type { ExpectedGpus } from '../checks/gpucount.js';
 import { expectedGpusOfNode } from '../cluster/expected-gpus.js';
 import { resolveTargets } from '../cluster/fanout.js';
 import { observeKubeApi, type KubeHealth } from '../cluster/kube-health.js';
-import { createNodeLabeler, type NodeLabeler } from '../cluster/node-labeler.js';
+import {
+  createNodeLabeler,
+  type AcknowledgeRequest,
+  type NodeLabeler,
+} from '../cluster/node-labeler.js';
+import { createNodeWatch, type NodeWatch } from '../cluster/node-watch.js';
+import { createNodeTainter, type NodeTainter } from '../cluster/node-taint.js';
 import { createPeerDirectory, type PeerDirectory } from '../cluster/peer-directory.js';
 import { createTopology, type Topology } from '../cluster/topology.js';
 import type { Config } from '../config/config.js';
@@ -119,6 +125,8 @@ export function createLabeler(
     readonly testing: () => boolean;
     readonly clock: Clock;
     readonly logger: Logger;
+    /** A request on the node to lift the EVICT; the same path as POST /acknowledge. */
+    readonly acknowledge?: (request: AcknowledgeRequest) => void;
   },
 ): NodeLabeler {
   const { store, clock } = parts;
@@ -129,11 +137,69 @@ export function createLabeler(
     exclusiveRunning: parts.testing,
     onEvictFound: (reason, dcgmFailedLevel) =>
       store.restoreEvict(reason, clock.now(), dcgmFailedLevel),
+    ...(parts.acknowledge === undefined ? {} : { onAcknowledgeRequest: parts.acknowledge }),
     clock,
     logger: parts.logger.child({ component: 'labels' }),
   });
   store.onHealthChange(() => labeler.sync());
   return labeler;
+}
+
+/** This node's object, watched, each state handed to the labeler (label ownership, acknowledge). */
+export function watchOwnNode(
+  config: Config,
+  side: KubernetesSide,
+  labeler: NodeLabeler,
+  parts: { readonly clock: Clock; readonly logger: Logger },
+): NodeWatch {
+  return createNodeWatch({
+    kube: side.kube,
+    nodeName: config.nodeName,
+    onNode: (node) => labeler.observe(node),
+    clock: parts.clock,
+    logger: parts.logger.child({ component: 'node-watch' }),
+  });
+}
+
+/** The optional taint of an EVICT node (AUTOPILOT_TAINT_*), following the node's health. */
+export function createTainter(
+  config: Config,
+  side: KubernetesSide,
+  parts: { readonly store: ResultStore; readonly clock: Clock; readonly logger: Logger },
+): NodeTainter {
+  const tainter = createNodeTainter({
+    kube: side.kube,
+    nodeName: config.nodeName,
+    config: config.taint,
+    lease: {
+      namespace: config.namespace ?? 'default',
+      identity: config.podName ?? config.nodeName,
+      requestTimeoutMs: config.kubeRequestTimeoutMs,
+    },
+    health: () => parts.store.health(),
+    clock: parts.clock,
+    logger: parts.logger.child({ component: 'taint' }),
+  });
+  parts.store.onHealthChange(() => tainter.sync());
+  return tainter;
+}
+
+/** /status JSON's view of the taint; dates as RFC 3339. */
+export function taintStatus(tainter: NodeTainter | undefined): Record<string, unknown> | null {
+  if (tainter === undefined) return null;
+  const status = tainter.status();
+  return {
+    effect: status.effect,
+    dryRun: status.dryRun,
+    state: status.state,
+    why: status.why ?? null,
+    wouldDo: status.wouldDo ?? null,
+    breaker: status.breaker ?? null,
+    lastError:
+      status.lastError === undefined
+        ? null
+        : { message: status.lastError.message, at: new Date(status.lastError.at).toISOString() },
+  };
 }
 
 /** The Kubernetes connection as /status JSON shows it: what works, and the last thing that did not. */

@@ -616,7 +616,10 @@ function leaseBody(body: unknown): KubeObject {
   }
   const name = body.metadata.name;
   if (typeof name !== 'string' || name === '') {
-    throw new ApiError(422, 'Lease.coordination.k8s.io "" is invalid: metadata.name: Required value');
+    throw new ApiError(
+      422,
+      'Lease.coordination.k8s.io "" is invalid: metadata.name: Required value',
+    );
   }
   const lease = structuredClone(body) as KubeObject;
   lease.apiVersion = 'coordination.k8s.io/v1';
@@ -1545,7 +1548,11 @@ export class FakeKubeApi {
     const holderIdentity = leaseHolder(lease);
     if (this.leaseObjects.has(id)) {
       this.leaseLog.push({ method: 'POST', name, holderIdentity, outcome: 'conflict' });
-      throw new ApiError(409, `leases.coordination.k8s.io "${name}" already exists`, 'AlreadyExists');
+      throw new ApiError(
+        409,
+        `leases.coordination.k8s.io "${name}" already exists`,
+        'AlreadyExists',
+      );
     }
     // The server ignores a resourceVersion sent on create.
     delete lease.metadata.resourceVersion;

@@ -281,7 +281,9 @@ export class FakeKube {
 
   private notSimulated(method: KubeMethod, args: readonly unknown[]): Promise<never> {
     this.enter(method, args);
-    return Promise.reject(new KubeError(method, 501, 'not simulated here: use the fake API server'));
+    return Promise.reject(
+      new KubeError(method, 501, 'not simulated here: use the fake API server'),
+    );
   }
 
   private nodeRecord(method: KubeMethod, name: string): NodeRecord {
