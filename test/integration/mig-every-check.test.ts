@@ -139,9 +139,13 @@ describe('every GPU check completes where the process count is unknown', () => {
       ecc: PASS4,
       xid: PASS4,
       gpumem: ['0:PASS', '1:PASS', '2:PASS', '3:SKIP'],
+      // NVLink state is read on a MIG GPU but not judged on links (as DCGM does); peer copies skip it.
+      nvlink: PASS4,
+      p2pbw: ['0:PASS', '1:PASS', '2:PASS', '3:SKIP'],
       'dcgm 3': ['check:SKIP'],
     });
     expect(outcomes.get('pciebw')?.devices[3]?.reason).toBe(MIG);
+    expect(outcomes.get('p2pbw')?.devices[3]?.reason).toBe(`${MIG} (no peer access)`);
     expect(outcomes.get('gpumem')?.devices[3]?.reason).toBe(MIG);
     expect(outcomes.get('dcgm 3')?.reason).toBe(
       `GPUs in use or not known to be idle, not tested: GPU 3 (${MIG_UNKNOWN})`,
@@ -165,6 +169,8 @@ describe('every GPU check completes where the process count is unknown', () => {
       ecc: PASS4,
       xid: PASS4,
       gpumem: ['check:SKIP'],
+      nvlink: PASS4,
+      p2pbw: ['check:SKIP'],
       'dcgm 3': ['check:SKIP'],
     });
     expect(outcomes.get('pciebw')?.devices.map((d) => d.reason)).toEqual(Array(4).fill(DENIED));
@@ -172,6 +178,7 @@ describe('every GPU check completes where the process count is unknown', () => {
       .map((i) => `GPU ${i} (${DENIED})`)
       .join(', ')}`;
     expect(outcomes.get('gpumem')?.reason).toBe(notIdle);
+    expect(outcomes.get('p2pbw')?.reason).toBe(notIdle);
     expect(outcomes.get('dcgm 3')?.reason).toBe(notIdle);
     expect(Number(callsOn('cudaSetDevice', -1))).toBe(0);
     for (let device = 0; device < 4; device++) expect(Number(callsOn(null, device))).toBe(0);

@@ -145,6 +145,7 @@ describe('observeKubeApi', () => {
       name: 'node-a',
       labels: { 'nvidia.com/gpu.product': 'H100', 'autopilot.ibm.com/gpuhealth': 'PASS' },
       annotations: {},
+      conditions: [],
       allocatableGpus: 8,
     };
     await expect(api.patchNodeMetadata('node-a', patch)).resolves.toEqual(expected);
