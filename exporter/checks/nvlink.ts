@@ -5,9 +5,12 @@
  * Verdicts, per GPU:
  * - no NVLink (NVML answers NOT_SUPPORTED, as on PCIe boards without a bridge) → SKIP;
  * - a link down where the GPU's links should be up → FAIL, naming the links;
- * - the fabric probe not completed, or completed with a failed status (Fabric Manager down: CUDA
- *   cannot start on an NVSwitch system) → FAIL with the status; where the driver lacks the fabric
- *   functions, or the GPU has no fabric (not an NVSwitch system), that part is skipped alone;
+ * - the fabric probe completed with a failed status, or still not completed at a second round in a
+ *   row (Fabric Manager down: CUDA cannot start on an NVSwitch system) → FAIL with the status; not
+ *   completed at one round only → WARN: registration takes a while after the driver loads, and the
+ *   exporter's first round runs right after a boot, so one reading in progress is not a fault;
+ *   where the driver lacks the fabric functions, or the GPU has no fabric (not an NVSwitch
+ *   system), that part is skipped alone;
  * - an error counter (replay, recovery, CRC flit, CRC data) of a link rising faster than
  *   AUTOPILOT_NVLINK_ERROR_RATE per second between two rounds → WARN, naming link and counter.
  *
@@ -152,6 +155,8 @@ export interface NvLinkMemory {
   readonly counts: ReadonlyMap<string, number>;
   /** Links seen active since the exporter started. */
   readonly seenUp: ReadonlySet<number>;
+  /** When the fabric was first seen not completed, in this spell; undefined when it was completed. */
+  readonly fabricPendingSince?: number;
 }
 
 export interface CounterRate {
@@ -208,15 +213,33 @@ export function downLinks(
   return inactive.filter((link) => short || seenUp?.has(link) === true);
 }
 
-/** Why the fabric is not ready, or undefined when it is or there is none to judge. */
-export function fabricProblem(fabric: GpuFabric): string | undefined {
+/** Whether the fabric probe has yet to finish (not started, in progress). */
+const fabricPending = (fabric: GpuFabric): boolean =>
+  fabric.supported && fabric.state !== NVML_GPU_FABRIC_STATE_COMPLETED;
+
+/**
+ * Why the fabric is not ready, or undefined when it is or there is none to judge. `pendingBefore`:
+ * the previous round also found it not completed, so it is no longer a registration under way.
+ */
+export function fabricProblem(
+  fabric: GpuFabric,
+  pendingBefore = true,
+): { readonly reason: string; readonly failed: boolean } | undefined {
   if (!fabric.supported) return undefined;
-  if (fabric.state !== NVML_GPU_FABRIC_STATE_COMPLETED) {
+  if (fabricPending(fabric)) {
     const state = FABRIC_STATES[fabric.state] ?? `state ${fabric.state}`;
-    return `fabric registration ${state}, not completed: is the NVIDIA Fabric Manager running?`;
+    return pendingBefore
+      ? {
+          reason: `fabric registration ${state}, not completed at two rounds in a row: is the NVIDIA Fabric Manager running?`,
+          failed: true,
+        }
+      : {
+          reason: `fabric registration ${state}, not completed yet: FAIL if it is still not at the next run`,
+          failed: false,
+        };
   }
   if (fabric.status !== 0) {
-    return `fabric registration failed: ${nvmlReturnName(fabric.status)}`;
+    return { reason: `fabric registration failed: ${nvmlReturnName(fabric.status)}`, failed: true };
   }
   return undefined;
 }
@@ -259,7 +282,15 @@ function remember(
       }
     }
   }
-  return { at: now, counts, seenUp };
+  const pendingSince = fabricPending(reading.fabric)
+    ? (previous?.fabricPendingSince ?? now)
+    : undefined;
+  return {
+    at: now,
+    counts,
+    seenUp,
+    ...(pendingSince === undefined ? {} : { fabricPendingSince: pendingSince }),
+  };
 }
 
 /** "link 2 crc_flit +500 (50.0/s)". */
@@ -308,17 +339,22 @@ export function judgeNvLink(j: NvLinkJudgement): {
   } else if (!reading.mig && j.expected !== undefined && active < j.expected) {
     failures.push(`${active} of ${nvlinks.links.length} NVLinks active, ${j.expected} expected`);
   }
-  const fabric = fabricProblem(reading.fabric);
-  if (fabric !== undefined) failures.push(fabric);
+  const fabric = fabricProblem(reading.fabric, j.previous?.fabricPendingSince !== undefined);
+  if (fabric?.failed === true) failures.push(fabric.reason);
   if (failures.length > 0) {
     return {
       device: { id, verdict: 'FAIL', reason: failures.join('; '), evidence, compatValue: 1 },
       memory,
     };
   }
+  const warnings: string[] = [];
+  if (fabric !== undefined) warnings.push(fabric.reason);
   if (fast.length > 0) {
     const named = fast.map(describeRate).join(', ');
-    const reason = `NVLink error counters rising faster than ${j.errorRate}/s: ${named}`;
+    warnings.push(`NVLink error counters rising faster than ${j.errorRate}/s: ${named}`);
+  }
+  if (warnings.length > 0) {
+    const reason = warnings.join('; ');
     return { device: { id, verdict: 'WARN', reason, evidence, compatValue: 0 }, memory };
   }
   const parts = [`${active} of ${nvlinks.links.length} NVLinks active`];

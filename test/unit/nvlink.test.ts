@@ -67,15 +67,32 @@ describe('judgeNvLink', () => {
     );
   });
 
-  test('fabric in progress, or completed with a failed status: FAIL with it', () => {
-    const inProgress = judge({
-      reading: reading(links(18), { fabric: { ...completed, state: 2 } }),
-    });
-    expect(inProgress.device.verdict).toBe('FAIL');
-    expect(inProgress.device.reason).toContain('fabric registration in progress, not completed');
+  test('fabric not completed: WARN at the first round, FAIL when the next round still finds it so', () => {
+    const pending = reading(links(18), { fabric: { ...completed, state: 2 } });
+    const first = judge({ reading: pending, now: 1000 });
+    expect(first.device.verdict).toBe('WARN');
+    expect(first.device.reason).toBe(
+      'fabric registration in progress, not completed yet: FAIL if it is still not at the next run',
+    );
+    expect(first.memory.fabricPendingSince).toBe(1000);
+    const second = judge({ reading: pending, previous: first.memory, now: 2000 });
+    expect(second.device.verdict).toBe('FAIL');
+    expect(second.device.reason).toContain('not completed at two rounds in a row');
+    expect(second.memory.fabricPendingSince).toBe(1000);
+    // Completed in between: the spell is over, and a later pending reading starts a new one.
+    const done = judge({ reading: reading(links(18)), previous: first.memory, now: 2000 });
+    expect(done.device.verdict).toBe('PASS');
+    expect(done.memory.fabricPendingSince).toBeUndefined();
+    expect(judge({ reading: pending, previous: done.memory, now: 3000 }).device.verdict).toBe(
+      'WARN',
+    );
+  });
+
+  test('fabric completed with a failed status: FAIL at once', () => {
     const failed = judge({
       reading: reading(links(18), { fabric: { ...completed, status: 999 } }),
     });
+    expect(failed.device.verdict).toBe('FAIL');
     expect(failed.device.reason).toBe('fabric registration failed: NVML_ERROR_UNKNOWN (999)');
   });
 
