@@ -409,6 +409,10 @@ function apiApp(
             ...core,
             labeler: cluster.labeler,
             tainter: cluster.tainter,
+            ...(cluster.reporting.condition === undefined
+              ? {}
+              : { condition: cluster.reporting.condition }),
+            nodeWatch: cluster.nodeWatch,
             fetch: httpGet,
             clock,
             logger,

@@ -236,6 +236,16 @@ export function conditionToWrite(
   };
 }
 
+/** What /status reports of the condition, as of the labeler: written, waiting, refused. */
+export interface NodeConditionStatus {
+  /** The condition as last read or written; undefined before the first read or when absent. */
+  readonly applied: NodeCondition | undefined;
+  /** A change of status or reason waiting to be written (a heartbeat alone is not one). */
+  readonly pending: Pick<NodeCondition, 'status' | 'reason'> | undefined;
+  /** The last refused read or write; cleared by the next that succeeds. */
+  readonly lastError: { readonly message: string; readonly at: number } | undefined;
+}
+
 export interface NodeConditionWriter {
   /** Reads the node's condition once (retried until it answers), then keeps it up to date. */
   start(): Promise<void>;
@@ -244,6 +254,7 @@ export interface NodeConditionWriter {
   sync(): void;
   /** The condition as last read or written; undefined before the first read. */
   applied(): NodeCondition | undefined;
+  status(): NodeConditionStatus;
   /** Resolves when no write is due, in flight or waiting for a retry (tests, shutdown). */
   idle(): Promise<void>;
 }
@@ -269,6 +280,7 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
   let running = false;
   let known = false;
   let applied: NodeCondition | undefined;
+  let lastError: NodeConditionStatus['lastError'];
   let delayMs = backoff.initialMs;
   let cancelRetry: (() => void) | undefined;
   let cancelTick: (() => void) | undefined;
@@ -290,6 +302,7 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
 
   const later = (action: () => void, error: unknown, what: string): void => {
     const message = error instanceof Error ? error.message : String(error);
+    lastError = { message, at: deps.clock.now() };
     deps.logger.warn(`cannot ${what}; retrying`, { error: message, retryInMs: delayMs });
     cancelRetry = deps.clock.setTimer(() => {
       cancelRetry = undefined;
@@ -303,6 +316,7 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
       const node = await deps.kube.patchNodeStatus(deps.nodeName, [condition]);
       const before = applied;
       applied = node.conditions?.find((c) => c.type === deps.type) ?? condition;
+      lastError = undefined;
       delayMs = backoff.initialMs;
       if (before?.status !== condition.status || before.reason !== condition.reason) {
         deps.logger.info('node condition written', {
@@ -339,6 +353,7 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
       const node = await deps.kube.getNode(deps.nodeName);
       applied = node.conditions?.find((c) => c.type === deps.type);
       known = true;
+      lastError = undefined;
       delayMs = backoff.initialMs;
       pump();
     } catch (error) {
@@ -373,6 +388,17 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
     },
     sync: pump,
     applied: () => applied,
+    status() {
+      // Before the first read nothing is known to be on the node: what would be written is pending.
+      const due = known ? next() : deps.desired();
+      const changes =
+        due !== undefined && (due.status !== applied?.status || due.reason !== applied.reason);
+      return {
+        applied,
+        pending: changes ? { status: due.status, reason: due.reason } : undefined,
+        lastError,
+      };
+    },
     idle() {
       return new Promise<void>((resolve) => {
         idleWaiters.push(resolve);

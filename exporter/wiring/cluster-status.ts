@@ -10,12 +10,20 @@ import type { CheckRunner } from '../check-runner.js';
 import type { Check } from '../checks/check.js';
 import type { Clock } from '../clock.js';
 import type { HttpGet } from '../cluster/http-get.js';
+import type { NodeConditionWriter } from '../cluster/node-condition.js';
 import type { NodeLabeler } from '../cluster/node-labeler.js';
 import type { NodeTainter } from '../cluster/node-taint.js';
+import type { NodeWatch } from '../cluster/node-watch.js';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../log.js';
 import type { ResultStore } from '../store.js';
-import { kubernetesStatus, taintStatus, type KubernetesSide } from './kubernetes.js';
+import {
+  kubernetesStatus,
+  nodeConditionStatus,
+  nodeWatchStatus,
+  taintStatus,
+  type KubernetesSide,
+} from './kubernetes.js';
 
 /** Slack for a node's HTTP answer on top of its checks' own deadlines. */
 const FANOUT_MARGIN_MS = 15_000;
@@ -26,6 +34,9 @@ export interface ClusterStatusWiring {
   readonly runner: CheckRunner;
   readonly labeler: NodeLabeler;
   readonly tainter?: NodeTainter;
+  /** undefined when AUTOPILOT_NODE_CONDITION is none. */
+  readonly condition?: NodeConditionWriter;
+  readonly nodeWatch?: NodeWatch;
   readonly fetch: HttpGet;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -66,8 +77,11 @@ export function clusterStatusDeps(
       const health = store.health();
       return { health: { state: health.state, reasons: health.reasons }, runs };
     },
+    // The label, the condition, the taint and the watch that keeps them true, side by side.
     status: () => ({
       ...kubernetesStatus(side.health, side.peers, wiring.labeler),
+      nodeCondition: nodeConditionStatus(wiring.condition, config.nodeCondition),
+      nodeWatch: nodeWatchStatus(wiring.nodeWatch),
       taint: taintStatus(wiring.tainter),
     }),
     logger: wiring.logger.child({ component: 'fanout' }),

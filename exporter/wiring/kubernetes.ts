@@ -15,6 +15,7 @@ import {
   type AcknowledgeRequest,
   type NodeLabeler,
 } from '../cluster/node-labeler.js';
+import type { NodeConditionWriter } from '../cluster/node-condition.js';
 import { createNodeWatch, type NodeWatch } from '../cluster/node-watch.js';
 import { createNodeTainter, type NodeTainter } from '../cluster/node-taint.js';
 import { createPeerDirectory, type PeerDirectory } from '../cluster/peer-directory.js';
@@ -184,6 +185,14 @@ export function createTainter(
   return tainter;
 }
 
+const isoOrNull = (at: number | undefined): string | null =>
+  at === undefined ? null : new Date(at).toISOString();
+
+const errorOrNull = (
+  error: { readonly message: string; readonly at: number } | undefined,
+): { message: string; at: string | null } | null =>
+  error === undefined ? null : { message: error.message, at: isoOrNull(error.at) };
+
 /** /status JSON's view of the taint; dates as RFC 3339. */
 export function taintStatus(tainter: NodeTainter | undefined): Record<string, unknown> | null {
   if (tainter === undefined) return null;
@@ -195,11 +204,35 @@ export function taintStatus(tainter: NodeTainter | undefined): Record<string, un
     why: status.why ?? null,
     wouldDo: status.wouldDo ?? null,
     breaker: status.breaker ?? null,
-    lastError:
-      status.lastError === undefined
-        ? null
-        : { message: status.lastError.message, at: new Date(status.lastError.at).toISOString() },
+    lastError: errorOrNull(status.lastError),
   };
+}
+
+/**
+ * /status JSON's view of the node condition; null when AUTOPILOT_NODE_CONDITION is none. `status`,
+ * `reason` and `lastTransitionTime` are the node's as last read or written (null before then).
+ */
+export function nodeConditionStatus(
+  writer: NodeConditionWriter | undefined,
+  type: string | undefined,
+): Record<string, unknown> | null {
+  if (writer === undefined || type === undefined) return null;
+  const { applied, pending, lastError } = writer.status();
+  return {
+    type,
+    status: applied?.status ?? null,
+    reason: applied?.reason ?? null,
+    lastTransitionTime: applied?.lastTransitionTime ?? null,
+    pending: pending ?? null,
+    lastError: errorOrNull(lastError),
+  };
+}
+
+/** /status JSON's view of this node's watch (label ownership, acknowledgements on the node). */
+export function nodeWatchStatus(watch: NodeWatch | undefined): Record<string, unknown> | null {
+  if (watch === undefined) return null;
+  const { watching, lastError } = watch.status();
+  return { watching, lastError: errorOrNull(lastError) };
 }
 
 /** The Kubernetes connection as /status JSON shows it: what works, and the last thing that did not. */
@@ -211,8 +244,6 @@ export function kubernetesStatus(
   const api = health.snapshot();
   const discovery = peers.status();
   const labels = labeler?.status();
-  const iso = (at: number | undefined): string | null =>
-    at === undefined ? null : new Date(at).toISOString();
   return {
     apiUp: api.up,
     lastApiError:
@@ -221,25 +252,19 @@ export function kubernetesStatus(
         : {
             operation: api.lastFailure.operation,
             message: api.lastFailure.message,
-            at: iso(api.lastFailure.at),
+            at: isoOrNull(api.lastFailure.at),
           },
     peers: {
       synced: discovery.synced,
       watching: discovery.watching,
       known: peers.peers().length,
       ready: peers.peers().filter((peer) => peer.ready).length,
-      lastError:
-        discovery.lastError === undefined
-          ? null
-          : { message: discovery.lastError.message, at: iso(discovery.lastError.at) },
+      lastError: errorOrNull(discovery.lastError),
     },
     nodeLabel: {
       applied: labels?.applied ?? null,
       pending: labels?.pending ?? null,
-      lastError:
-        labels?.lastError === undefined
-          ? null
-          : { message: labels.lastError.message, at: iso(labels.lastError.at) },
+      lastError: errorOrNull(labels?.lastError),
     },
   };
 }
