@@ -312,6 +312,8 @@ test('every dashboard panel shows data from the real exporter', async () => {
     job: 'autopilot-metrics-service',
     node: 'gpu-a',
     gpu: '0',
+    gpumodel: 'NVIDIA H200',
+    metric: 'hbm',
   };
   const queries = panelQueries().map((q) => ({ ...q, promql: substitute(q.expr, values) }));
   expect(queries.length).toBeGreaterThan(50);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
 
 const DASHBOARDS = join(import.meta.dirname, '..', '..', 'dashboards');
+const RULES = join(import.meta.dirname, '..', '..', 'rules', 'autopilot.rules.yaml');
 
 interface DatasourceRef {
   readonly type?: string;
@@ -26,6 +27,7 @@ interface GridPos {
 
 interface Panel {
   readonly id?: number;
+  readonly options?: { readonly sortBy?: readonly { displayName: string; desc: boolean }[] };
   readonly type: string;
   readonly title?: string;
   readonly description?: string;
@@ -40,6 +42,9 @@ interface Panel {
 interface Variable {
   readonly name: string;
   readonly type: string;
+  readonly multi?: boolean;
+  readonly includeAll?: boolean;
+  readonly allValue?: string;
   readonly query?: string | { readonly query?: string };
   readonly datasource?: DatasourceRef;
   readonly refresh?: number;
@@ -66,6 +71,8 @@ const SAMPLE_VALUES: Readonly<Record<string, string>> = {
   job: 'autopilot-metrics-service',
   node: 'gpu-a',
   gpu: '0',
+  gpumodel: 'NVIDIA H200',
+  metric: 'hbm',
 };
 const GRAFANA_BUILTINS = new Set(['__rate_interval', '__range']);
 
@@ -179,10 +186,31 @@ function balanced(expr: string): boolean {
  * (the pod's node).
  */
 const TARGET_LABELS = ['job', 'instance', 'node'];
+/**
+ * The autopilot-fleet recording rules the stragglers dashboard reads, with the labels each keeps
+ * (the names and labels issue 20 fixes; rules/tests/ check the rules compute them). Recorded series
+ * are aggregates: they carry none of the target labels.
+ */
+const RECORDED: Readonly<Record<string, readonly string[]>> = {
+  'gpu:autopilot_gpu_figure:latest': ['node', 'gpu', 'gpumodel', 'metric'],
+  'gpu:autopilot_gpu_figure:fleet_ratio': ['node', 'gpu', 'gpumodel', 'metric'],
+  'gpumodel:autopilot_gpu_figure:median': ['gpumodel', 'metric'],
+  'gpumodel:autopilot_gpu_figure:count': ['gpumodel', 'metric'],
+  'node:autopilot_gpu_figure:median': ['node', 'gpumodel', 'metric'],
+  'pair:autopilot_gpu_p2p_bandwidth:fleet_ratio': ['node', 'src', 'dst', 'gpumodel'],
+  'gpumodel:autopilot_gpu_p2p_bandwidth:median': ['gpumodel'],
+};
+/** The figures the fleet rules name in their `metric` label. */
+const FIGURES = ['pcie_h2d', 'pcie_d2h', 'hbm', 'fp32', 'fp64'];
 const KNOWN_METRICS: Readonly<Record<string, readonly string[]>> = {
   ...Object.fromEntries(Object.entries(ALL_METRICS).map(([name, spec]) => [name, spec.labelNames])),
   up: [],
+  ...RECORDED,
 };
+const labelsOf = (metric: string): readonly string[] =>
+  metric in RECORDED
+    ? (RECORDED[metric] ?? [])
+    : [...TARGET_LABELS, ...(KNOWN_METRICS[metric] ?? [])];
 
 describe('the expression helpers', () => {
   test('find metric names and skip functions, keywords, labels, strings and variables', () => {
@@ -259,14 +287,84 @@ describe('dashboards', () => {
     expect(p2p!.fieldConfig?.defaults).toEqual(expect.objectContaining({ unit: 'Bps' }));
   });
 
-  test('are the three the exporter ships, with distinct uids', () => {
+  test('are the four the exporter ships, with distinct uids', () => {
     expect(files.sort()).toEqual([
       'autopilot-cluster.json',
       'autopilot-network.json',
       'autopilot-node.json',
+      'autopilot-stragglers.json',
     ]);
     const uids = dashboards.map(([, dashboard]) => dashboard.uid);
-    expect(uids.sort()).toEqual(['autopilot-cluster', 'autopilot-network', 'autopilot-node']);
+    expect(uids.sort()).toEqual([
+      'autopilot-cluster',
+      'autopilot-network',
+      'autopilot-node',
+      'autopilot-stragglers',
+    ]);
+  });
+
+  test('read recorded series only where the shipped rules record them', () => {
+    const recorded = new Set(
+      [...readFileSync(RULES, 'utf8').matchAll(/^\s*-\s*record:\s*(\S+)\s*$/gm)].map((m) => m[1]),
+    );
+    const read = new Set(
+      dashboards.flatMap(([, dashboard]) => expressions(dashboard).flatMap(metricNames)),
+    );
+    const missing = [...read].filter((name) => name.includes(':') && !recorded.has(name));
+    expect(missing).toEqual([]);
+    for (const name of Object.keys(RECORDED)) expect(read.has(name) ? name : undefined).toBe(name);
+  });
+
+  describe('the stragglers dashboard', () => {
+    const stragglers = dashboards.find(([, d]) => d.uid === 'autopilot-stragglers')![1];
+    const variable = (name: string): Variable | undefined =>
+      stragglers.templating.list.find((v) => v.name === name);
+    const reading = (metric: string): Panel[] =>
+      dataPanels(stragglers).filter((panel) =>
+        (panel.targets ?? []).some((t) => (t.expr ?? '').includes(metric)),
+      );
+
+    test('offers the GPU model and the figure as variables, every figure the rules name', () => {
+      expect(variableQuery(variable('gpumodel')!)).toMatch(/^label_values\(.*,\s*gpumodel\)$/);
+      expect(variable('gpumodel')).toEqual(
+        expect.objectContaining({ multi: true, includeAll: true, allValue: '.+' }),
+      );
+      const metric = variable('metric')!;
+      expect(metric.type).toBe('custom');
+      expect(variableQuery(metric).split(',')).toEqual(FIGURES);
+      expect(metric).toEqual(expect.objectContaining({ includeAll: true, allValue: '.+' }));
+      const rules = readFileSync(RULES, 'utf8');
+      for (const figure of FIGURES) expect(rules).toContain(`"${figure}"`);
+    });
+
+    test('lists every GPU as a percentage of its fleet median, slowest first, by node and GPU', () => {
+      const ratios = reading('gpu:autopilot_gpu_figure:fleet_ratio');
+      expect(ratios.map((p) => p.type).sort()).toEqual(['bargauge', 'table', 'timeseries']);
+      for (const panel of ratios) {
+        for (const target of panel.targets ?? []) {
+          expect(target.expr).toMatch(/100 \* gpu:autopilot_gpu_figure:fleet_ratio\{/);
+          for (const name of ['$gpumodel', '$metric', '$node']) expect(target.expr).toContain(name);
+          if (target.legendFormat !== undefined)
+            expect(target.legendFormat).toMatch(/^\{\{node\}\} GPU \{\{gpu\}\}/);
+        }
+        expect(panel.fieldConfig?.defaults).toEqual(expect.objectContaining({ unit: 'percent' }));
+      }
+      const bars = ratios.find((p) => p.type === 'bargauge')!;
+      expect(bars.targets![0]!.expr).toMatch(/^sort\(bottomk\(\d+, /);
+      const table = ratios.find((p) => p.type === 'table')!;
+      expect(table.options?.sortBy).toEqual([{ displayName: '% of fleet median', desc: false }]);
+      expect(table.targets![0]!.expr).toMatch(/group_left \(UUID, serial, pci_bus_id\)/);
+    });
+
+    test('shows node medians and P2P pairs against the fleet, slowest first', () => {
+      const [nodes] = reading('node:autopilot_gpu_figure:median');
+      expect(nodes!.targets![0]!.expr).toMatch(
+        /^sort\(100 \* node:autopilot_gpu_figure:median\{.*\} \/ on \(gpumodel, metric\) group_left gpumodel:autopilot_gpu_figure:median\{/,
+      );
+      const [pairs] = reading('pair:autopilot_gpu_p2p_bandwidth:fleet_ratio');
+      expect(pairs!.targets![0]!.expr).toMatch(/^sort\(100 \* pair:/);
+      for (const panel of [nodes!, pairs!]) expect(panel.options?.sortBy?.[0]?.desc).toBe(false);
+    });
   });
 
   describe.each(dashboards)('%s', (_name, dashboard) => {
@@ -366,9 +464,7 @@ describe('dashboards', () => {
         .filter(({ metric }) => metric in KNOWN_METRICS)
         .flatMap(({ metric, labels }) =>
           labels
-            .filter(
-              (label) => ![...TARGET_LABELS, ...(KNOWN_METRICS[metric] ?? [])].includes(label),
-            )
+            .filter((label) => !labelsOf(metric).includes(label))
             .map((label) => `${metric}{${label}}`),
         );
       expect(wrong).toEqual([]);
