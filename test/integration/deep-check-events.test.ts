@@ -1,0 +1,168 @@
+/**
+ * The deep check's start and end as Events on the Node (issue 19 part 2), end to end: one exporter
+ * (buildExporter) starting its deep-check Job through the real client-node adapter on the fake API
+ * server, whose Job controller the test drives (the pod runs, the Job finishes or is deleted). Time
+ * moves by hand (FakeClock) for the deep check's polls; HTTP is real. The Events are read from the
+ * server as `kubectl describe node` finds them.
+ */
+
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { KubeConfig } from '@kubernetes/client-node';
+import type { CheckRun } from '../../exporter/checks/check.js';
+import { CHECK_NAMES } from '../../exporter/checks/index.js';
+import { EVENT_REASONS } from '../../exporter/cluster/node-events.js';
+import { parseConfig } from '../../exporter/config/config.js';
+import { deepCheckReport } from '../../exporter/deep-check-report.js';
+import { createRunCommand } from '../../exporter/exec/run-command.js';
+import { buildExporter, type Exporter } from '../../exporter/exporter.js';
+import { createKubeApi } from '../../exporter/k8s/kube-api.js';
+import { silentLogger } from '../../exporter/log.js';
+import { FakeClock, flushPromises } from '../fakes/clock.js';
+import { fakeNode, fakeNvml } from '../fakes/gpu.js';
+import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../fakes/kube-api-server.js';
+
+const NODE = 'node-c';
+const NS = 'autopilot';
+
+interface Rig {
+  readonly api: FakeKubeApi;
+  readonly exporter: Exporter;
+  readonly clock: FakeClock;
+}
+
+let rig: Rig | undefined;
+
+afterEach(async () => {
+  if (rig === undefined) return;
+  rig.exporter.cluster?.deepCheck.stop();
+  rig.exporter.cluster?.labeler.stop();
+  await rig.exporter.runner.shutdown(1000);
+  await rig.api.close();
+  rig = undefined;
+});
+
+async function setup(): Promise<Rig> {
+  const api = await startFakeKubeApi();
+  api.addNode({ name: NODE, allocatableGpus: 2 });
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
+    users: [{ name: 'autopilot', token: 'sa' }],
+    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
+    currentContext: 'fake',
+  });
+  const config = parseConfig({
+    flags: new Map([['w', '0']]),
+    env: {
+      NODE_NAME: NODE,
+      NAMESPACE: NS,
+      POD_NAME: 'autopilot-7xk2p',
+      PERIODIC_CHECKS: 'remapped',
+      AUTOPILOT_DEEPCHECK_IMAGE: 'registry.example/autopilot:test',
+    },
+    hostname: NODE,
+    knownChecks: CHECK_NAMES,
+  });
+  const clock = new FakeClock(Date.now());
+  const exporter = buildExporter(config, {
+    runCommand: createRunCommand({ baseEnv: { PATH: process.env.PATH } }),
+    nvml: { ok: true, nvml: fakeNvml(fakeNode(2)) },
+    cuda: { ok: false, reason: 'no CUDA in this test' },
+    clock,
+    logger: silentLogger,
+    cpuModel: 'test-cpu',
+    gpuModel: 'NVIDIA H100',
+    build: { version: 'test', nodejs: process.versions.node },
+    kube: createKubeApi(kc, 2000),
+  });
+  await exporter.cluster!.labeler.start();
+  rig = { api, exporter, clock };
+  return rig;
+}
+
+/** Moves the fake clock past the deep check's poll and lets the HTTP round-trips finish. */
+async function tick(r: Rig, ms: number): Promise<void> {
+  await r.clock.advance(ms);
+  for (let i = 0; i < 5; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await flushPromises();
+  }
+}
+
+/** The deep check's Events on node-c, by involvedObject, oldest first. */
+async function deepCheckEvents(r: Rig): Promise<KubeObject[]> {
+  await r.exporter.cluster!.reporting.events.idle();
+  return r.api
+    .events()
+    .filter((event) => {
+      const involved = event.involvedObject as { kind?: string; name?: string };
+      return involved.kind === 'Node' && involved.name === NODE;
+    })
+    .filter((event) => String(event.reason).startsWith('DeepCheck'));
+}
+
+const passing: CheckRun[] = ['dcgm', 'gpumem'].map((check) => ({
+  check,
+  trigger: 'cli',
+  params: {},
+  startedAt: 0,
+  finishedAt: 1,
+  verdict: 'PASS',
+  reason: '2 PASS',
+  devices: ['0', '1'].map((id) => ({ id, verdict: 'PASS', reason: 'ok', evidence: {} })),
+  samples: [],
+}));
+
+describe('deep check Events on the Node', () => {
+  test('started when its Job is created, ended (Normal, passed) when the Job reports a pass', async () => {
+    const r = await setup();
+    const start = await r.exporter.cluster!.deepCheck.start();
+    expect(start.started).toBe(true);
+    const started = await deepCheckEvents(r);
+    expect(started).toHaveLength(1);
+    expect(started[0]).toMatchObject({
+      type: 'Normal',
+      reason: EVENT_REASONS.deepCheckStarted,
+      action: 'DeepCheck',
+      involvedObject: { kind: 'Node', name: NODE, uid: r.api.node(NODE)?.metadata.uid },
+      reportingInstance: 'autopilot-7xk2p',
+      count: 1,
+    });
+    expect(started[0]!.message).toContain('deep check started');
+
+    r.api.runJobPod(NS, start.detail);
+    r.api.finishJob(NS, start.detail, { succeeded: true, message: deepCheckReport(passing) });
+    await tick(r, 10_000);
+    expect(await r.exporter.cluster!.deepCheck.settled()).toBe('passed');
+    const events = await deepCheckEvents(r);
+    expect(events.map((e) => [e.reason, e.type, e.message])).toEqual([
+      [EVENT_REASONS.deepCheckStarted, 'Normal', started[0]!.message],
+      [EVENT_REASONS.deepCheckEnded, 'Normal', 'deep check passed'],
+    ]);
+  });
+
+  test('a Job deleted mid-run ends it with a Warning that says so', async () => {
+    const r = await setup();
+    const start = await r.exporter.cluster!.deepCheck.start();
+    expect(start.started).toBe(true);
+    const response = await fetch(
+      `${r.api.url}/apis/batch/v1/namespaces/${NS}/jobs/${start.detail}`,
+      {
+        method: 'DELETE',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ propagationPolicy: 'Background' }),
+      },
+    );
+    expect(response.status).toBe(200);
+    await tick(r, 10_000);
+    expect(await r.exporter.cluster!.deepCheck.settled()).toBe('deleted');
+    const ended = (await deepCheckEvents(r)).filter(
+      (e) => e.reason === EVENT_REASONS.deepCheckEnded,
+    );
+    expect(ended).toHaveLength(1);
+    expect(ended[0]).toMatchObject({
+      type: 'Warning',
+      message: 'deep check ended without results: its Job was deleted',
+    });
+  });
+});
