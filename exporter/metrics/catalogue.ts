@@ -59,7 +59,7 @@ export const CORE_METRICS = {
   autopilot_gpu_verdict: {
     type: 'gauge',
     help: 'Verdict of the last conclusive run of a GPU check for one GPU, one series per verdict (1 for the current one). GPUs that vanished disappear.',
-    labelNames: ['check', 'gpu', 'verdict'],
+    labelNames: ['check', 'gpu', 'verdict', 'gpumodel'],
   },
   autopilot_check_peers: {
     type: 'gauge',
@@ -143,42 +143,42 @@ export const SAMPLE_METRICS = {
   autopilot_gpu_pcie_bandwidth_bytes_per_second: {
     type: 'gauge',
     help: 'Pinned copy bandwidth between host and GPU in the last conclusive pciebw run, by direction (h2d, d2h).',
-    labelNames: ['gpu', 'uuid', 'direction'],
+    labelNames: ['gpu', 'uuid', 'direction', 'gpumodel'],
   },
   autopilot_gpu_pcie_link_generation: {
     type: 'gauge',
     help: 'PCIe link generation of every GPU from NVML in the last conclusive pciebw run: state="current" read while pciebw copied, or at idle where it could not copy (an idle link trains down its generation), state="max" the most the GPU and slot allow.',
-    labelNames: ['gpu', 'uuid', 'state'],
+    labelNames: ['gpu', 'uuid', 'state', 'gpumodel'],
   },
   autopilot_gpu_pcie_link_width: {
     type: 'gauge',
     help: 'PCIe link width in lanes of every GPU from NVML in the last conclusive pciebw run, busy GPUs and GPUs without the CUDA probe included: state="current" (width does not drop at idle) and state="max", the most the GPU and slot allow.',
-    labelNames: ['gpu', 'uuid', 'state'],
+    labelNames: ['gpu', 'uuid', 'state', 'gpumodel'],
   },
   autopilot_gpu_remapped_rows: {
     type: 'gauge',
     help: 'HBM rows remapped after correctable or uncorrectable errors (state), from the last conclusive remapped run.',
-    labelNames: ['gpu', 'uuid', 'state'],
+    labelNames: ['gpu', 'uuid', 'state', 'gpumodel'],
   },
   autopilot_gpu_row_remap_pending: {
     type: 'gauge',
     help: '1 when a row remap waits for a GPU reset, from the last conclusive remapped run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_row_remap_failure: {
     type: 'gauge',
     help: '1 when a row remapping has failed on the GPU (an RMA criterion), from the last conclusive remapped run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_clock_event_reason: {
     type: 'gauge',
     help: '1 when the clock event reason is active on the GPU, 0 when not, from the last conclusive gpupower run.',
-    labelNames: ['gpu', 'uuid', 'reason'],
+    labelNames: ['gpu', 'uuid', 'reason', 'gpumodel'],
   },
   autopilot_gpu_slowdown_seconds_total: {
     type: 'counter',
     help: 'Time the GPU has spent in a hardware slowdown (reason: hw_thermal_slowdown, hw_power_brake_slowdown) since the driver loaded, as NVML accumulates it, from the last conclusive gpupower run; absent where the driver does not report it (before R575).',
-    labelNames: ['gpu', 'uuid', 'reason'],
+    labelNames: ['gpu', 'uuid', 'reason', 'gpumodel'],
   },
   autopilot_gpus_expected: {
     type: 'gauge',
@@ -193,72 +193,72 @@ export const SAMPLE_METRICS = {
   autopilot_gpu_ecc_volatile_uncorrected_errors: {
     type: 'gauge',
     help: 'Uncorrected (double-bit) ECC errors since the driver loaded, from the last conclusive ecc run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_ecc_aggregate_uncorrected_errors: {
     type: 'gauge',
     help: "Uncorrected (double-bit) ECC errors over the GPU's lifetime, from the last conclusive ecc run.",
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_retired_pages_pending: {
     type: 'gauge',
     help: '1 when memory pages wait to be retired at the next GPU reset, from the last conclusive ecc run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_nvlink_up: {
     type: 'gauge',
     help: '1 when the NVLink is active, 0 when inactive, from the last conclusive nvlink run; only the links the GPU has.',
-    labelNames: ['gpu', 'uuid', 'link'],
+    labelNames: ['gpu', 'uuid', 'link', 'gpumodel'],
   },
   autopilot_gpu_nvlink_errors_total: {
     type: 'counter',
     help: "NVML's raw count of one NVLink error counter (counter: replay, recovery, crc_flit, crc_data) of one link since the driver loaded or the counters were reset, from the last conclusive nvlink run.",
-    labelNames: ['gpu', 'uuid', 'link', 'counter'],
+    labelNames: ['gpu', 'uuid', 'link', 'counter', 'gpumodel'],
   },
   autopilot_gpu_fabric_ready: {
     type: 'gauge',
     help: '1 when the GPU completed its fabric registration (NVSwitch systems, through the Fabric Manager) with success, 0 otherwise, from the last conclusive nvlink run; absent where the GPU or driver has no fabric.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_fabric_state: {
     type: 'gauge',
     help: "NVML's fabric probe state of the GPU (0 not supported, 1 not started, 2 in progress, 3 completed), from the last conclusive nvlink run; absent where the GPU or driver has no fabric.",
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_xid_events_total: {
     type: 'counter',
     help: 'XID events seen since the exporter started, by code, debounced (a repeat within 10 s counts once); updated when the xid check runs.',
-    labelNames: ['gpu', 'uuid', 'xid'],
+    labelNames: ['gpu', 'uuid', 'xid', 'gpumodel'],
   },
   autopilot_gpu_memory_bandwidth_bytes_per_second: {
     type: 'gauge',
     help: 'HBM device-to-device copy bandwidth (bytes read plus written) in the last conclusive gpumem run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_memory_pattern_mismatches: {
     type: 'gauge',
     help: 'Mismatched 64-bit words in the memory pattern test of the last conclusive gpumem run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_fp32_flops: {
     type: 'gauge',
     help: 'FP32 arithmetic throughput in floating-point operations per second, from the last conclusive gpumem run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_fp64_flops: {
     type: 'gauge',
     help: 'FP64 arithmetic throughput in floating-point operations per second, from the last conclusive gpumem run.',
-    labelNames: ['gpu', 'uuid'],
+    labelNames: ['gpu', 'uuid', 'gpumodel'],
   },
   autopilot_gpu_p2p_bandwidth_bytes_per_second: {
     type: 'gauge',
     help: 'Unidirectional peer copy bandwidth from GPU index src to GPU index dst, in bytes per second, from the last conclusive p2pbw run; only pairs with P2P access.',
-    labelNames: ['src', 'dst'],
+    labelNames: ['src', 'dst', 'gpumodel'],
   },
   autopilot_dcgm_test_result: {
     type: 'gauge',
     help: 'Result of one DCGM diagnostic test (test, normalised as in Autopilot\'s failure string) on one GPU (gpu="" for results tied to no GPU), from the last conclusive dcgm run at any level (level); one series per test and GPU, always 1, the result label (pass, fail, warn, skip) says which.',
-    labelNames: ['level', 'test', 'gpu', 'result'],
+    labelNames: ['level', 'test', 'gpu', 'result', 'gpumodel'],
   },
 } as const satisfies Record<string, MetricSpec>;
 

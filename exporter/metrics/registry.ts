@@ -168,7 +168,10 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
     for (const check of checkList.filter((c) => c.deviceKind === 'gpu')) {
       for (const device of conclusive.get(check.name)?.devices ?? []) {
         for (const verdict of VERDICTS) {
-          g.set({ check: check.name, gpu: device.id, verdict }, device.verdict === verdict ? 1 : 0);
+          g.set(
+            { check: check.name, gpu: device.id, verdict, gpumodel: host.gpuModel },
+            device.verdict === verdict ? 1 : 0,
+          );
         }
       }
     }
@@ -228,8 +231,18 @@ export function createMetricsRegistry(deps: MetricsDeps): Registry {
 
   for (const name of Object.keys(SAMPLE_METRICS) as SampleMetricName[]) {
     const spec: MetricSpec = SAMPLE_METRICS[name];
+    // The model is added here, where samples become series, rather than by each check: every GPU
+    // family (pairs of GPUs included) gets the very value of autopilot_health_checks' gpumodel,
+    // and the catalogue alone says which families carry it. Fleet rules group by it (issue 20).
+    const model: Record<string, string> = spec.labelNames.includes('gpumodel')
+      ? { gpumodel: host.gpuModel }
+      : {};
     const samplesOf = (): Sample[] =>
-      [...conclusiveOf().values()].flatMap((run) => run.samples.filter((s) => s.metric === name));
+      [...conclusiveOf().values()].flatMap((run) =>
+        run.samples
+          .filter((s) => s.metric === name)
+          .map((s) => ({ ...s, labels: { ...s.labels, ...model } })),
+      );
     if (spec.type === 'counter') {
       counter(name, (c) => {
         for (const sample of samplesOf()) c.inc(sample.labels, sample.value);

@@ -146,10 +146,10 @@ describe('a check made from a copy of gpupower.ts, added to the table', () => {
     const metrics = await exporter.registry.metrics();
     expect(metrics).toContain('autopilot_check_success{check="gpupowercopy"} 1');
     expect(metrics).toContain(
-      'autopilot_gpu_verdict{check="gpupowercopy",gpu="0",verdict="PASS"} 1',
+      'autopilot_gpu_verdict{check="gpupowercopy",gpu="0",verdict="PASS",gpumodel="NVIDIA H200"} 1',
     );
     expect(metrics).toMatch(
-      /autopilot_gpu_clock_event_reason\{gpu="0",uuid="[^"]+",reason="gpu_idle"\}/,
+      /autopilot_gpu_clock_event_reason\{gpu="0",uuid="[^"]+",reason="gpu_idle",gpumodel="NVIDIA H200"\}/,
     );
   });
 });

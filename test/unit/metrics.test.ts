@@ -129,8 +129,47 @@ describe('metrics', () => {
     expect(text).not.toContain('deviceid="node-c"');
     expect(text).not.toContain('deviceid="1"');
     expect(text).not.toContain('gpu="1"');
-    expect(text).toContain('autopilot_gpu_verdict{check="gpupower",gpu="0",verdict="PASS"} 1');
+    expect(text).toContain(
+      'autopilot_gpu_verdict{check="gpupower",gpu="0",verdict="PASS",gpumodel="NVIDIA H200"} 1',
+    );
     expect(text).toContain('autopilot_check_peers{check="ping",verdict="FAIL"} 0');
+  });
+
+  test("every GPU family, pairs of GPUs included, carries the compatibility gauge's gpumodel", async () => {
+    const gpuFamilies = Object.entries(ALL_METRICS)
+      .filter(([, spec]) => spec.labelNames.some((l) => l === 'gpu' || l === 'src'))
+      .map(([name]) => name);
+    expect(gpuFamilies.length).toBeGreaterThan(20);
+    expect(
+      gpuFamilies.filter((name) => !ALL_METRICS[name]!.labelNames.includes('gpumodel')),
+    ).toEqual([]);
+    const { store, render } = setup();
+    recordScenario(store);
+    store.record(
+      makeRun('gpupower', T + 2000, [device('0', 'PASS', { compatValue: 0 })], {
+        samples: [
+          {
+            metric: 'autopilot_gpu_clock_event_reason',
+            labels: { gpu: '0', uuid: 'GPU-a', reason: 'sw_power_cap' },
+            value: 1,
+          },
+          {
+            metric: 'autopilot_gpu_p2p_bandwidth_bytes_per_second',
+            labels: { src: '0', dst: '1' },
+            value: 4e11,
+          },
+        ],
+      }),
+    );
+    const text = await render();
+    expect(text).toContain(
+      'autopilot_gpu_clock_event_reason{gpu="0",uuid="GPU-a",reason="sw_power_cap",gpumodel="NVIDIA H200"} 1',
+    );
+    expect(text).toContain(
+      'autopilot_gpu_p2p_bandwidth_bytes_per_second{src="0",dst="1",gpumodel="NVIDIA H200"} 400000000000',
+    );
+    // Node-level families stay without it: the compatibility gauge already names the node's model.
+    expect(text).toContain('autopilot_peer_loss_ratio{check="ping"} 0.5');
   });
 
   test('an ERROR run keeps the last conclusive values but reports itself', async () => {
