@@ -83,6 +83,8 @@ const ROUTES = [
   '/ecc',
   '/xid',
   '/gpumem',
+  '/nvlink',
+  '/p2pbw',
   '/ping',
   '/pvc',
   '/iperf',
@@ -119,6 +121,7 @@ const PARAM_NAMES = [
   'dstport',
   'numclients',
   'bindip',
+  'mib',
 ] as const;
 
 interface FuzzRequest {
@@ -735,7 +738,8 @@ function modelRoute(
         // /status hands ping only pingnodes; the message calls the peer list host.
         if (name === 'ping') badPingParams(q, q.get('pingnodes'), ['pingnodes', 'host'], bad);
         if (name === 'iperf') badIperfParams((n) => q.get(n), bad);
-        if (name === 'iperf' || name === 'pvc' || name === 'gpumem') needsToken = true;
+        if (name === 'p2pbw' && !numberOk(q.get('mib'), 64, 256, true)) bad.add('mib');
+        if (['iperf', 'pvc', 'gpumem', 'p2pbw'].includes(name)) needsToken = true;
       }
       if (splitList(q.get('host') ?? 'all').some((h) => h !== 'all' && h !== NODE)) bad.add('host');
       for (const name of ['job', 'nodelabel']) {
@@ -777,11 +781,16 @@ function modelRoute(
     case '/gpumem':
       if (!formatOk(q, false)) bad.add('format');
       return bad.any ? refuse() : authorised(true);
+    case '/p2pbw':
+      if (!formatOk(q, false)) bad.add('format');
+      if (!numberOk(q.get('mib'), 64, 256, true)) bad.add('mib');
+      return bad.any ? refuse() : authorised(true);
     case '/pciebw':
     case '/remapped':
     case '/gpupower':
     case '/ecc':
     case '/xid':
+    case '/nvlink':
       if (!formatOk(q, false)) bad.add('format');
       return bad.any ? refuse() : { status: 200 };
     case '/iperfservers': {
