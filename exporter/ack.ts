@@ -8,6 +8,12 @@
  * a token, and no port-forward is needed. Going through the API server's pod proxy to the
  * exporter's POST /acknowledge was the alternative: the proxy does not pass the caller's identity
  * on, so the exporter could not tell who asked, and pods/proxy is a far wider grant.
+ *
+ * A request no exporter takes within --timeout is withdrawn: left on the node, an exporter that
+ * starts hours later would lift an EVICT that nobody is waiting on any more, perhaps after a new
+ * fatal finding. It is removed only while it is still this command's own value, under a
+ * resourceVersion precondition, so an exporter taking it or a person's newer request is never
+ * undone.
  */
 
 import type { KubeApi, NodeInfo } from './k8s/ports.js';
@@ -96,6 +102,12 @@ async function waitForLift(options: AckOptions, deps: AckDeps, request: string):
       return ACK_EXIT.lifted;
     }
     if (deps.now() >= deadline) {
+      if (!taken) {
+        const withdrawn = await withdrawOnTimeout(options, deps, request);
+        // Taken at the last moment: one more look, since the label follows the exporter's take.
+        if (withdrawn === 'taken') continue;
+        if (withdrawn !== 'withdrawn') return withdrawn;
+      }
       deps.print(notLifted(options, taken));
       return ACK_EXIT.notLifted;
     }
@@ -103,9 +115,59 @@ async function waitForLift(options: AckOptions, deps: AckDeps, request: string):
   }
 }
 
+/** Conflicting writes tolerated before giving up on withdrawing the request. */
+const WITHDRAW_ATTEMPTS = 5;
+
+/**
+ * Removes the request annotation while it is still `request`: a merge patch carrying the
+ * resourceVersion read, so the API server refuses it (409) if the node moved on; then the node is
+ * read again. 'taken' when the annotation no longer holds this request.
+ */
+export async function withdraw(
+  kube: KubeApi,
+  node: string,
+  request: string,
+): Promise<'withdrawn' | 'taken'> {
+  for (let attempt = 1; ; attempt++) {
+    const current = await kube.getNode(node);
+    if (current.annotations[ACK_REQUEST_ANNOTATION] !== request) return 'taken';
+    if (current.resourceVersion === undefined) {
+      throw new Error(`cannot withdraw the request: node ${node} has no resourceVersion`);
+    }
+    try {
+      await kube.patchNodeMetadata(node, {
+        resourceVersion: current.resourceVersion,
+        annotations: { [ACK_REQUEST_ANNOTATION]: null },
+      });
+      return 'withdrawn';
+    } catch (error) {
+      if (!(error instanceof KubeError && error.status === 409) || attempt >= WITHDRAW_ATTEMPTS) {
+        throw error;
+      }
+    }
+  }
+}
+
+/** withdraw(), or the exit code after saying that the request is left on the node. */
+async function withdrawOnTimeout(
+  options: AckOptions,
+  deps: AckDeps,
+  request: string,
+): Promise<'withdrawn' | 'taken' | number> {
+  try {
+    return await withdraw(deps.kube, options.node, request);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    deps.print(
+      `${options.node}: no exporter took the request, and it could not be withdrawn (${message}); remove it with kubectl annotate node ${options.node} ${ACK_REQUEST_ANNOTATION}-`,
+    );
+    return ACK_EXIT.apiError;
+  }
+}
+
 function notLifted(options: AckOptions, taken: boolean): string {
   const seconds = Math.round(options.timeoutMs / 1000);
   return taken
     ? `${options.node}: the exporter took the request, but gpuhealth still says EVICT after ${seconds} s (a new fatal finding?); see its logs`
-    : `${options.node}: no exporter took the request within ${seconds} s (is Autopilot running on the node?); the annotation stays, and is acted on when it starts`;
+    : `${options.node}: no exporter took the request within ${seconds} s (is Autopilot running on the node?); the request is withdrawn`;
 }

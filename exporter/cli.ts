@@ -302,7 +302,8 @@ const COMMAND_USAGE: Readonly<Record<'preflight' | 'deepcheck' | 'ack', readonly
     "waits until the node's exporter has taken it and the gpuhealth label has left EVICT.",
     '',
     'Exit status: 0 when the EVICT was lifted (or the node was not EVICT), 1 when it was not lifted',
-    'within --timeout, 2 on bad usage, 3 when the Kubernetes API refused or could not be reached.',
+    'within --timeout (a request no exporter took is then withdrawn), 2 on bad usage, 3 when the',
+    'Kubernetes API refused or could not be reached.',
   ],
   preflight: [
     'Usage: autopilot preflight [flags]',

@@ -191,6 +191,7 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
     patchNodeMetadata: (name, patch) =>
       call(`patch node ${name}`, async () =>
         toNodeInfo(
+          // A resourceVersion in the patch is the server's precondition (409 if the node moved on).
           await core.patchNode(
             { name, body: { metadata: patch } },
             options('application/merge-patch+json'),

@@ -97,6 +97,8 @@ export type LeaseWrite = Omit<LeaseInfo, 'resourceVersion'> & {
 export interface NodeMetadataPatch {
   readonly labels?: Readonly<Record<string, string | null>>;
   readonly annotations?: Readonly<Record<string, string | null>>;
+  /** A precondition: the patch is refused with 409 unless the node is still at this version. */
+  readonly resourceVersion?: string;
 }
 
 export interface PodInfo {

@@ -344,6 +344,10 @@ export class FakeKube {
         return this.node(name);
       },
       patchNodeMetadata: async (name, patch) => {
+        // Nodes here have no versions: a precondition could only be ignored, which would be a lie.
+        if (patch.resourceVersion !== undefined) {
+          return this.notSimulated('patchNodeMetadata', [name, patch]);
+        }
         this.enter('patchNodeMetadata', [name, patch]);
         await Promise.resolve();
         const record = this.nodeRecord('patchNodeMetadata', name);

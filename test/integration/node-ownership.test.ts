@@ -16,7 +16,9 @@ import { parseConfig } from '../../exporter/config/config.js';
 import { CHECK_NAMES } from '../../exporter/checks/index.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { buildExporter, type Exporter } from '../../exporter/exporter.js';
+import { acknowledgeNode } from '../../exporter/ack.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
+import type { KubeApi } from '../../exporter/k8s/ports.js';
 import type { Logger } from '../../exporter/log.js';
 import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, writeKubeconfig, type FakeKubeApi } from '../fakes/kube-api-server.js';
@@ -295,7 +297,15 @@ describe('autopilot ack <node>', () => {
       const result = await runCli(['ack', NODE, '--kubeconfig', kubeconfig, '--timeout', '2s']);
       expect(result.code).toBe(1);
       expect(result.stdout).toContain('no exporter took the request within 2 s');
-      expect(api.node(NODE)?.metadata.annotations?.[ACK]).toMatch(/ by kubeconfig user autopilot$/);
+      expect(result.stdout).toContain('the request is withdrawn');
+      // Written, then taken back: an exporter starting later must not lift this EVICT.
+      const written = api.patches.filter((p) => JSON.stringify(p.body).includes(ACK));
+      expect(JSON.stringify(written[0]?.body)).toMatch(/ by kubeconfig user autopilot"/);
+      expect(written[1]?.body).toMatchObject({
+        metadata: { resourceVersion: expect.any(String), annotations: { [ACK]: null } },
+      });
+      expect(api.node(NODE)?.metadata.annotations?.[ACK]).toBeUndefined();
+      expect(api.node(NODE)?.metadata.labels?.[LABEL]).toBe('EVICT');
     } finally {
       await api.close();
     }
@@ -324,4 +334,93 @@ describe('autopilot ack <node>', () => {
     expect(help.stdout).toContain('Usage: autopilot ack <node> [flags]');
     expect(help.stdout).toContain('--kubeconfig');
   }, 60_000);
+});
+
+describe('a request no exporter took is withdrawn only while it is still its own', () => {
+  let api: FakeKubeApi | undefined;
+  afterEach(async () => {
+    await api?.close();
+    api = undefined;
+  });
+
+  /**
+   * `autopilot ack` in process against the fake API server, with `meanwhile` run once on the node
+   * between the command's last read and its withdrawal patch (the race the precondition covers).
+   */
+  async function ackRacing(meanwhile: (server: FakeKubeApi) => void) {
+    const server = (api = await startFakeKubeApi());
+    server.addNode({ name: NODE, labels: { [LABEL]: 'EVICT' } });
+    const kc = new KubeConfig();
+    kc.loadFromFile(writeKubeconfig(mkdtempSync(join(tmpdir(), 'ack-')), server.url));
+    const kube = createKubeApi(kc, 2000);
+    let raced = false;
+    const racing: KubeApi = {
+      ...kube,
+      patchNodeMetadata: (name, patch) => {
+        if (patch.resourceVersion !== undefined && !raced) {
+          raced = true;
+          meanwhile(server);
+        }
+        return kube.patchNodeMetadata(name, patch);
+      },
+    };
+    const lines: string[] = [];
+    const code = await acknowledgeNode(
+      { node: NODE, reason: 'GPU 0 replaced', timeoutMs: 100 },
+      {
+        kube: racing,
+        whoAmI: () => Promise.resolve('alice'),
+        now: () => Date.now(),
+        sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+        print: (line) => lines.push(line),
+        pollMs: 20,
+      },
+    );
+    const withdrawals = server.patches.filter((p) =>
+      JSON.stringify(p.body).includes('"resourceVersion"'),
+    );
+    return { server, code, lines, withdrawals, raced };
+  }
+
+  const annotations = (server: FakeKubeApi) => server.node(NODE)?.metadata.annotations ?? {};
+
+  test("a person's newer request written meanwhile: the withdrawal is refused (409) and theirs stays", async () => {
+    const theirs = '2025-05-01T13:50:00Z by bob: also replaced';
+    const { server, code, lines, withdrawals, raced } = await ackRacing((s) =>
+      s.editNode(NODE, (node) => {
+        node.metadata.annotations = { ...node.metadata.annotations, [ACK]: theirs };
+      }),
+    );
+    expect(raced).toBe(true);
+    expect(withdrawals).toHaveLength(1);
+    expect(annotations(server)[ACK]).toBe(theirs);
+    expect(code).toBe(1);
+    expect(lines.join('\n')).not.toContain('withdrawn');
+  });
+
+  test('the node changed otherwise meanwhile (409): read again, and the request withdrawn', async () => {
+    const { server, code, lines, withdrawals } = await ackRacing((s) =>
+      s.editNode(NODE, (node) => {
+        node.metadata.labels = { ...node.metadata.labels, 'example.com/rack': 'r7' };
+      }),
+    );
+    expect(withdrawals).toHaveLength(2);
+    expect(annotations(server)[ACK]).toBeUndefined();
+    expect(server.node(NODE)?.metadata.labels?.['example.com/rack']).toBe('r7');
+    expect(code).toBe(1);
+    expect(lines.at(-1)).toContain('the request is withdrawn');
+  });
+
+  test('an exporter takes the request at the last moment: nothing withdrawn, the lift reported', async () => {
+    const { server, code, lines } = await ackRacing((s) =>
+      s.editNode(NODE, (node) => {
+        const { [ACK]: request, ...rest } = node.metadata.annotations ?? {};
+        node.metadata.annotations = { ...rest, [ACKED]: `now lifted EVICT; request: ${request}` };
+        node.metadata.labels = { ...node.metadata.labels, [LABEL]: 'PASS' };
+      }),
+    );
+    expect(code).toBe(0);
+    expect(annotations(server)[ACKED]).toContain('by alice: GPU 0 replaced');
+    expect(lines).toContain(`${NODE}: EVICT lifted; gpuhealth is now PASS`);
+  });
 });
