@@ -131,7 +131,7 @@ describe('exporter process (serve)', () => {
     const response = await fetch(`http://127.0.0.1:${ports.api}/status?check=nope`);
     expect(response.status).toBe(400);
     expect(await response.text()).toBe(
-      'error: unknown check "nope"; known checks: pciebw, remapped, dcgm, gpupower, gpucount, ecc, xid, gpumem, ping, pvc, iperf, all\n',
+      'error: unknown check "nope"; known checks: pciebw, remapped, dcgm, gpupower, gpucount, ecc, xid, nvlink, gpumem, p2pbw, ping, pvc, iperf, all\n',
     );
     expect((await fetch(`http://127.0.0.1:${ports.readiness}/readinessprobe`)).status).toBe(201);
   });
