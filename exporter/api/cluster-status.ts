@@ -1,10 +1,12 @@
 /**
  * /status across nodes (Kubernetes mode): resolves the selection, asks every node, and answers in
- * one of three forms: Autopilot's text report and NDJSON, both streamed as nodes answer (a long
- * DCGM run shows progress), or one JSON document at the end.
+ * one of three forms, each streamed as nodes answer: Autopilot's text report, NDJSON, and one JSON
+ * document whose nodes array is written node by node. Nothing of a node's answer is kept once
+ * written but its statuses for the summary, so 10,000 nodes fit in a bounded memory, and the first
+ * byte leaves before any node is asked.
  */
 
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Writable } from 'node:stream';
 import type Koa from 'koa';
 import { ParamError, type RawParams } from '../checks/check.js';
 import {
@@ -22,7 +24,9 @@ import {
   renderNdjsonLine,
   renderNodeBlock,
   renderSummary,
+  StatusTally,
   summaryToJson,
+  type FanoutHeaderInput,
   type NodeReport,
 } from '../cluster/fanout-report.js';
 import type { HttpGet } from '../cluster/http-get.js';
@@ -30,15 +34,17 @@ import type { Peer } from '../cluster/peer-directory.js';
 import type { KubeApi } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 
-/** batch=0 means "all at once" in Autopilot; this bounds it so 5,000 nodes do not mean 5,000 sockets. */
-export const DEFAULT_FANOUT_CONCURRENCY = 256;
-
 export interface ClusterDeps {
   readonly kube: KubeApi;
   readonly peers: () => readonly Peer[];
   readonly fetch: HttpGet;
   readonly now: () => number;
   readonly nodeName: string;
+  /**
+   * AUTOPILOT_FANOUT_CONCURRENCY: the most nodes asked at once. Autopilot's batch=0 meant all at
+   * once; bounded, 10,000 nodes do not mean 10,000 sockets and 10,000 answers in memory.
+   */
+  readonly concurrency: number;
   /** The API port of peers whose EndpointSlice names none. */
   readonly defaultPort: number;
   /** How long one node may take for these checks, waiting behind its other runs included. */
@@ -106,89 +112,162 @@ export async function streamClusterStatus(
   ctx.req.once('close', () => {
     if (!ctx.res.writableFinished) aborted.abort(new Error('the caller closed the connection'));
   });
-  const run = (onReport: (report: NodeReport) => void): Promise<NodeReport[]> =>
-    askNodes(
-      planned,
-      {
-        fetch: deps.fetch,
-        now: deps.now,
-        nodeName: deps.nodeName,
-        askSelf: (signal) => deps.askSelf(request.checks, request.forwarded, signal),
-      },
-      {
-        deadlineMs: deps.deadlineMs(request.checks),
-        concurrency:
-          request.batch === undefined || request.batch === 0
-            ? DEFAULT_FANOUT_CONCURRENCY
-            : request.batch,
-        authorization: request.authorization,
-        signal: aborted.signal,
-        onReport,
-      },
-    );
-  const runtime = (): number => (deps.now() - started) / 1000;
-
-  if (request.format === 'json') {
-    const reports = await run(() => undefined);
-    ctx.body = {
-      ...(request.preamble === undefined ? {} : { iperf: request.preamble.json }),
-      notes: targets.notes,
-      nodes: sortByNode(reports).map(nodeReportToJson),
-      summary: summaryToJson(reports, runtime()),
-    };
-    return;
-  }
-
   const stream = new PassThrough();
   ctx.status = 200;
-  ctx.type = request.format === 'ndjson' ? 'application/x-ndjson' : 'text/plain';
+  ctx.type = CONTENT_TYPES[request.format];
   ctx.body = stream;
-  if (request.preamble !== undefined) {
-    stream.write(
-      request.format === 'text'
-        ? request.preamble.text
-        : `${JSON.stringify({ type: 'iperf', result: request.preamble.json })}\n`,
-    );
-  }
-  if (request.format === 'text') {
-    stream.write(
-      renderHeader({
-        host: request.query.host,
-        nodelabel: selection.nodelabel,
-        job: request.query.job === 'None' ? undefined : request.query.job,
-        // Only the nodes really asked: a not-ready pod gets its block, not a connection line.
-        urls: planned.flatMap((plan) =>
-          plan.url === undefined || plan.unasked !== undefined ? [] : [plan.url],
-        ),
-      }),
-    );
-    for (const note of targets.notes) stream.write(`${note}\n\n`);
-  } else {
-    for (const note of targets.notes) stream.write(`${JSON.stringify({ type: 'note', note })}\n`);
-  }
-  const write = (report: NodeReport): void => {
-    stream.write(
-      request.format === 'ndjson'
-        ? renderNdjsonLine(nodeReportToJson(report))
-        : renderNodeBlock(report),
-    );
-  };
-  // The answer streams; koa has already sent the headers when this settles.
-  void run(write).then(
-    (reports) => {
-      stream.end(
-        request.format === 'ndjson'
-          ? renderNdjsonLine(summaryToJson(reports, runtime()))
-          : renderSummary(reports, runtime()),
-      );
+  const writer = WRITERS[request.format](stream);
+  writer.begin({
+    preamble: request.preamble,
+    notes: targets.notes,
+    header: {
+      host: request.query.host,
+      nodelabel: selection.nodelabel,
+      job: request.query.job === 'None' ? undefined : request.query.job,
+      // Only the nodes really asked: a not-ready pod gets its block, not a connection line.
+      urls: planned.flatMap((plan) =>
+        plan.url === undefined || plan.unasked !== undefined ? [] : [plan.url],
+      ),
     },
+  });
+  const tally = new StatusTally();
+  const runtime = (): number => (deps.now() - started) / 1000;
+  // The answer streams; koa has already sent the headers when this settles.
+  void askNodes(
+    planned,
+    {
+      fetch: deps.fetch,
+      now: deps.now,
+      nodeName: deps.nodeName,
+      askSelf: (signal) => deps.askSelf(request.checks, request.forwarded, signal),
+    },
+    {
+      deadlineMs: deps.deadlineMs(request.checks),
+      concurrency: fanoutConcurrency(request.batch, deps.concurrency),
+      authorization: request.authorization,
+      signal: aborted.signal,
+      onReport: (report) => {
+        tally.add(report);
+        writer.node(report);
+      },
+      ready: () => drained(stream, aborted.signal),
+    },
+  ).then(
+    () => writer.end(tally, runtime(), undefined),
     (error: unknown) => {
       deps.logger.error('cluster status failed', { error });
-      stream.end(`\nerror: ${error instanceof Error ? error.message : String(error)}\n`);
+      writer.end(tally, runtime(), error instanceof Error ? error.message : String(error));
     },
   );
 }
 
-function sortByNode(reports: readonly NodeReport[]): NodeReport[] {
-  return [...reports].sort((a, b) => a.node.localeCompare(b.node));
+/** batch asks for fewer at once, never more than the node's own bound (0: the bound). */
+export function fanoutConcurrency(batch: number | undefined, bound: number): number {
+  return batch === undefined || batch === 0 ? bound : Math.min(batch, bound);
 }
+
+/**
+ * Resolves once the stream can take more, or when it never will (the caller left). While the
+ * caller reads slower than nodes answer, no more nodes are asked, so the unread part stays small.
+ */
+export function drained(stream: Writable, signal: AbortSignal): Promise<void> {
+  if (!stream.writableNeedDrain || stream.destroyed || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+    signal.addEventListener('abort', done);
+  });
+}
+
+const CONTENT_TYPES: Record<ClusterRequest['format'], string> = {
+  text: 'text/plain',
+  ndjson: 'application/x-ndjson',
+  json: 'application/json',
+};
+
+interface BeginInput {
+  readonly preamble: ClusterRequest['preamble'];
+  readonly notes: readonly string[];
+  readonly header: FanoutHeaderInput;
+}
+
+/** One of the three forms, written piece by piece as nodes finish. */
+interface ReportWriter {
+  begin(input: BeginInput): void;
+  node(report: NodeReport): void;
+  /** error: the fan-out itself failed; the nodes reported so far stand. */
+  end(tally: StatusTally, runtimeSeconds: number, error: string | undefined): void;
+}
+
+/** Writes nothing once the caller has gone: the rest of the answer has no reader. */
+function sink(stream: PassThrough): { write: (text: string) => void; end: (text: string) => void } {
+  return {
+    write: (text) => {
+      if (!stream.destroyed) stream.write(text);
+    },
+    end: (text) => {
+      if (!stream.destroyed) stream.end(text);
+    },
+  };
+}
+
+const WRITERS: Record<ClusterRequest['format'], (stream: PassThrough) => ReportWriter> = {
+  text: (stream) => {
+    const out = sink(stream);
+    return {
+      begin: ({ preamble, notes, header }) => {
+        if (preamble !== undefined) out.write(preamble.text);
+        out.write(renderHeader(header));
+        for (const note of notes) out.write(`${note}\n\n`);
+      },
+      node: (report) => out.write(renderNodeBlock(report)),
+      end: (tally, runtimeSeconds, error) =>
+        out.end(error === undefined ? renderSummary(tally, runtimeSeconds) : `\nerror: ${error}\n`),
+    };
+  },
+  ndjson: (stream) => {
+    const out = sink(stream);
+    return {
+      begin: ({ preamble, notes }) => {
+        if (preamble !== undefined) {
+          out.write(`${JSON.stringify({ type: 'iperf', result: preamble.json })}\n`);
+        }
+        for (const note of notes) out.write(`${JSON.stringify({ type: 'note', note })}\n`);
+      },
+      node: (report) => out.write(renderNdjsonLine(nodeReportToJson(report))),
+      end: (tally, runtimeSeconds, error) =>
+        out.end(
+          error === undefined
+            ? renderNdjsonLine(summaryToJson(tally, runtimeSeconds))
+            : `${JSON.stringify({ type: 'error', error })}\n`,
+        ),
+    };
+  },
+  // One JSON document as before, its nodes array written as they finish (in that order).
+  json: (stream) => {
+    const out = sink(stream);
+    let first = true;
+    return {
+      begin: ({ preamble, notes }) => {
+        const iperf = preamble === undefined ? '' : `"iperf":${JSON.stringify(preamble.json)},`;
+        out.write(`{${iperf}"notes":${JSON.stringify(notes)},"nodes":[`);
+      },
+      node: (report) => {
+        out.write(`${first ? '\n' : ',\n'}${JSON.stringify(nodeReportToJson(report))}`);
+        first = false;
+      },
+      end: (tally, runtimeSeconds, error) => {
+        const failed = error === undefined ? '' : `"error":${JSON.stringify(error)},`;
+        out.end(
+          `\n],${failed}"summary":${JSON.stringify(summaryToJson(tally, runtimeSeconds))}}\n`,
+        );
+      },
+    };
+  },
+};

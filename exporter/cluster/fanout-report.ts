@@ -178,15 +178,50 @@ export function renderNodeBlock(report: NodeReport): string {
   );
 }
 
-/** Each node once (the last report wins, as in the script's dict), in Python's sorted key order. */
-function summaryEntries(reports: readonly NodeReport[]): [string, string[]][] {
-  const byNode = new Map<string, string[]>();
-  for (const report of reports) byNode.set(report.node, nodeStatus(report));
-  return [...byNode.entries()].sort(([a], [b]) => compareCodePoints(a, b));
+/**
+ * What the summary needs of each node once its report is written: its name and statuses, nothing
+ * of its answer. A streamed fan-out keeps this instead of the reports; the common ['OK'] is one
+ * shared array, so 10,000 healthy nodes cost their names and a pointer each.
+ */
+export class StatusTally {
+  readonly #byNode = new Map<string, readonly string[]>();
+
+  static of(reports: Iterable<NodeReport>): StatusTally {
+    const tally = new StatusTally();
+    for (const report of reports) tally.add(report);
+    return tally;
+  }
+
+  add(report: NodeReport): void {
+    const statuses = nodeStatus(report);
+    this.#byNode.set(report.node, isOk(statuses) ? OK_STATUSES : statuses);
+  }
+
+  get size(): number {
+    return this.#byNode.size;
+  }
+
+  /** Each node once (the last report wins, as in the script's dict), in Python's sorted key order. */
+  entries(): [string, readonly string[]][] {
+    return [...this.#byNode.entries()].sort(([a], [b]) => compareCodePoints(a, b));
+  }
 }
 
-export function renderSummary(reports: readonly NodeReport[], runtimeSeconds: number): string {
-  return `Node Summary:\n\n${pformatStatusDict(summaryEntries(reports))}\n\nruntime: ${formatSeconds(runtimeSeconds)} sec\n`;
+const OK_STATUSES: readonly string[] = Object.freeze([OK]);
+
+function isOk(statuses: readonly string[]): boolean {
+  return statuses.length === 1 && statuses[0] === OK;
+}
+
+function tallyOf(reports: StatusTally | readonly NodeReport[]): StatusTally {
+  return reports instanceof StatusTally ? reports : StatusTally.of(reports);
+}
+
+export function renderSummary(
+  reports: StatusTally | readonly NodeReport[],
+  runtimeSeconds: number,
+): string {
+  return `Node Summary:\n\n${pformatStatusDict(tallyOf(reports).entries())}\n\nruntime: ${formatSeconds(runtimeSeconds)} sec\n`;
 }
 
 export function nodeReportToJson(report: NodeReport): NodeReportJson {
@@ -212,9 +247,12 @@ export function nodeReportToJson(report: NodeReport): NodeReportJson {
   };
 }
 
-export function summaryToJson(reports: readonly NodeReport[], runtimeSeconds: number): SummaryJson {
-  const entries = summaryEntries(reports);
-  const ok = entries.filter(([, statuses]) => statuses.length === 1 && statuses[0] === OK).length;
+export function summaryToJson(
+  reports: StatusTally | readonly NodeReport[],
+  runtimeSeconds: number,
+): SummaryJson {
+  const entries = tallyOf(reports).entries();
+  const ok = entries.filter(([, statuses]) => isOk(statuses)).length;
   return {
     type: 'summary',
     nodes: entries.length,

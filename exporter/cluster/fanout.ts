@@ -7,7 +7,6 @@
 
 import { urlHost } from '../net-names.js';
 import { ParamError } from '../checks/check.js';
-import { mapBounded } from '../concurrency.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
 import type { HttpGet } from './http-get.js';
 import type { Peer } from './peer-directory.js';
@@ -95,9 +94,15 @@ export function planNodes(
   query: RemoteQuery,
   defaultPort: number,
 ): PlannedNode[] {
+  // Indexed once: a scan of every peer for every node is 10^8 comparisons at 10,000 nodes.
+  const chosen = new Map<string, Peer>();
+  for (const peer of peers) {
+    if (peer.node === undefined) continue;
+    const held = chosen.get(peer.node);
+    if (held === undefined || (!held.ready && peer.ready)) chosen.set(peer.node, peer);
+  }
   return nodes.map((node) => {
-    const candidates = peers.filter((peer) => peer.node === node);
-    const peer = candidates.find((p) => p.ready) ?? candidates[0];
+    const peer = chosen.get(node);
     if (peer === undefined) {
       return {
         node,
@@ -160,18 +165,28 @@ export interface AskOptions {
   /** Forwarded, so each node can authorise the caller for protected checks. */
   readonly authorization: string | undefined;
   readonly signal: AbortSignal;
+  /** Takes each node's report as it finishes; the fan-out keeps nothing of it afterwards. */
   readonly onReport: (report: NodeReport) => void;
+  /**
+   * Resolves when the reader can take more. No further node is asked before it does, so a slow
+   * reader holds at most the answers already asked for, not the whole cluster's in a buffer.
+   */
+  readonly ready?: () => Promise<void>;
 }
 
-/** Asks every planned node, reporting each as it finishes; resolves with all reports. */
+/**
+ * Asks every planned node, at most `concurrency` at once, handing each report to onReport as it
+ * finishes. Resolves with the number of nodes reported: the reports themselves are not kept, so
+ * memory does not grow with the cluster (10,000 answers with their texts would).
+ */
 export async function askNodes(
   planned: readonly PlannedNode[],
   deps: AskDeps,
   options: AskOptions,
-): Promise<NodeReport[]> {
-  const reports: NodeReport[] = [];
+): Promise<number> {
+  let reported = 0;
   const report = (value: NodeReport): void => {
-    reports.push(value);
+    reported += 1;
     options.onReport(value);
   };
   const asked: PlannedNode[] = [];
@@ -191,11 +206,21 @@ export async function askNodes(
       });
     }
   }
-  await mapBounded(asked, options.concurrency, async (plan) => {
-    if (options.signal.aborted) return;
-    report(await askOne(plan, deps, options));
-  });
-  return reports;
+  let next = 0;
+  // Each worker asks one node at a time, so a dead node holds one worker for its deadline and
+  // the others go on through the list.
+  const worker = async (): Promise<void> => {
+    while (next < asked.length && !options.signal.aborted) {
+      if (options.ready !== undefined) await options.ready();
+      if (options.signal.aborted || next >= asked.length) return;
+      const plan = asked[next]!;
+      next += 1;
+      report(await askOne(plan, deps, options));
+    }
+  };
+  const workers = Math.max(1, Math.min(options.concurrency, asked.length));
+  await Promise.all(Array.from({ length: workers }, worker));
+  return reported;
 }
 
 async function askOne(plan: PlannedNode, deps: AskDeps, options: AskOptions): Promise<NodeReport> {

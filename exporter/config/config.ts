@@ -89,6 +89,8 @@ export interface Config {
   readonly serviceName: string;
   /** Deadline of each Kubernetes API call. */
   readonly kubeRequestTimeoutMs: number;
+  /** AUTOPILOT_FANOUT_CONCURRENCY: the most nodes a cluster-wide /status asks at once. */
+  readonly fanoutConcurrency: number;
   /** Standalone mode's bearer token for protected actions; undefined disables them. */
   readonly apiToken: string | undefined;
   /** AUTOPILOT_API_ACCESS and AUTOPILOT_API_ACCESS_<GROUP>: how each group of protected calls is let in. */
@@ -194,6 +196,7 @@ export function parseConfig(inputs: ConfigInputs): Config {
     kubeconfigPath: v.KUBECONFIG,
     serviceName: v.AUTOPILOT_SERVICE,
     kubeRequestTimeoutMs: v.AUTOPILOT_KUBE_TIMEOUT,
+    fanoutConcurrency: v.AUTOPILOT_FANOUT_CONCURRENCY,
     apiToken: v.AUTOPILOT_API_TOKEN,
     apiAccess: v.AUTOPILOT_API_ACCESS,
     evictOn: v.AUTOPILOT_EVICT_ON,
@@ -685,6 +688,11 @@ export const SETTINGS = {
     fallback: '10s',
     help: 'deadline of each Kubernetes API call (500ms to 5m)',
     parse: duration('AUTOPILOT_KUBE_TIMEOUT', 500, 300_000),
+  }),
+  AUTOPILOT_FANOUT_CONCURRENCY: setting({
+    fallback: '128',
+    help: 'cluster-wide /status: the most nodes asked at once (1 to 10000); batch may ask for fewer',
+    parse: integer('AUTOPILOT_FANOUT_CONCURRENCY', 1, 10_000),
   }),
   AUTOPILOT_API_TOKEN: setting({
     help: 'standalone mode: bearer token for protected actions (unset disables them)',

@@ -55,6 +55,7 @@ export function clusterStatusDeps(
     now: () => clock.now(),
     nodeName: config.nodeName,
     defaultPort: config.apiPort,
+    concurrency: config.fanoutConcurrency,
     deadlineMs: (names) =>
       names.reduce((sum, name) => sum + (checks.get(name)?.timeoutMs ?? 0), FANOUT_MARGIN_MS),
     askSelf: async (names, params) => {

@@ -128,6 +128,7 @@ describe('parseConfig defaults', () => {
       kubeconfigPath: undefined,
       serviceName: 'autopilot-healthchecks',
       kubeRequestTimeoutMs: 10_000,
+      fanoutConcurrency: 128,
       apiToken: undefined,
       apiAccess: {
         invasive: 'kubernetes',
