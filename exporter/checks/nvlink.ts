@@ -371,7 +371,17 @@ export function judgeNvLink(j: NvLinkJudgement): {
   };
 }
 
-/** The samples of one GPU: link state, raw counters, fabric readiness and state. */
+/**
+ * The samples of one GPU: link state, raw counters, fabric readiness and state.
+ *
+ * A counter at 0 has no series. Every link's state is kept (18 links × 8 GPUs = 144 series on an
+ * HGX H200 node), but a series per link and counter would be 576 more, a quarter of the node's
+ * 2,000-series budget (issue 21), and on a healthy node every one of them reads 0. The price: a
+ * counter's series appears at its first non-zero reading, so PromQL's increase() and changes()
+ * miss that first jump (there is no earlier sample); the check itself still sees it (it remembers
+ * the zeros), AutopilotGPUNVLinkErrors is gated on its WARN and also names a series that is new in
+ * its window, and the dashboard's increase() shows the rises after the first.
+ */
 export function nvLinkSamples(gpu: GpuDevice, reading: NvLinkReading): Sample[] {
   const samples: Sample[] = [];
   if (reading.nvlinks.supported) {
@@ -381,7 +391,7 @@ export function nvLinkSamples(gpu: GpuDevice, reading: NvLinkReading): Sample[] 
       );
       for (const counter of NVLINK_COUNTERS) {
         const count = errors[counter];
-        if (count === undefined) continue;
+        if (count === undefined || count === 0) continue;
         samples.push(
           gpuSample('autopilot_gpu_nvlink_errors_total', gpu, count, {
             link: String(link),

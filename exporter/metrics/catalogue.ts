@@ -212,7 +212,7 @@ export const SAMPLE_METRICS = {
   },
   autopilot_gpu_nvlink_errors_total: {
     type: 'counter',
-    help: "NVML's raw count of one NVLink error counter (counter: replay, recovery, crc_flit, crc_data) of one link since the driver loaded or the counters were reset, from the last conclusive nvlink run.",
+    help: "NVML's raw count of one NVLink error counter (counter: replay, recovery, crc_flit, crc_data) of one link since the driver loaded or the counters were reset, from the last conclusive nvlink run; a counter at 0 has no series.",
     labelNames: ['gpu', 'uuid', 'link', 'counter', 'gpumodel'],
   },
   autopilot_gpu_fabric_ready: {

@@ -56,10 +56,11 @@ const NODE = 'node-a';
  * The node: GPU 1 under a power brake (gpupower WARN), GPU 2 with uncorrectable remapped rows and a
  * remap waiting for a reset, GPU 3 on a Gen3 x8 link (pciebw FAIL) and with pages waiting for
  * retirement, GPU 0 with two lifetime double-bit errors from before the driver loaded; XIDs queued: 13 on GPU 0 (an application's,
- * counted but healthy) and 63 on GPU 2 (a row-remapping event: WARN).
+ * counted but healthy) and 63 on GPU 2 (a row-remapping event: WARN). GPU 1's NVLink 5 has 3
+ * replays: the one NVLink error counter not at 0, so the only one with a series.
  */
 const NVML_SCENARIO =
-  'gpus=4;powerbrake=1;uncorrectable=2:3;pending=2;link=3:3x8;aggdbe=0:2;retirepending=3;xid=0:13,2:63';
+  'gpus=4;powerbrake=1;uncorrectable=2:3;pending=2;link=3:3x8;aggdbe=0:2;retirepending=3;xid=0:13,2:63;nvlinkerr=1:5:replay:3';
 /** GPU 3's copies at the speed of its narrow link; GPU 1's HBM at half speed. */
 const CUDA_BANDWIDTHS: readonly (readonly [number, number, number])[] = [
   [3, 0, 6.5],

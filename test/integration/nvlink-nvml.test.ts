@@ -176,7 +176,9 @@ describe('the nvlink check over the fake NVML, 8 GPUs with 18 links', () => {
     const samples = outcome.samples ?? [];
     const of = (metric: string) => samples.filter((s) => s.metric === metric);
     expect(of('autopilot_gpu_nvlink_up')).toHaveLength(8 * 18);
-    expect(of('autopilot_gpu_nvlink_errors_total')).toHaveLength(8 * 18 * 4);
+    // Counters all at 0: no series for them (the series budget), the links' state for every one.
+    expect(of('autopilot_gpu_nvlink_errors_total')).toHaveLength(0);
+    expect(samples.filter((s) => s.metric.startsWith('autopilot_gpu_nvlink'))).toHaveLength(144);
     expect(of('autopilot_gpu_fabric_ready').map((s) => s.value)).toEqual(Array(8).fill(1));
     expect(of('autopilot_gpu_fabric_state').map((s) => s.value)).toEqual(Array(8).fill(3));
   });
@@ -233,6 +235,11 @@ describe('the nvlink check over the fake NVML, 8 GPUs with 18 links', () => {
         s.labels['counter'] === 'crc_flit',
     );
     expect(count?.value).toBe(10_000);
+    // Only that counter has a series: the other 575 of the node read 0.
+    const counters = (second.samples ?? []).filter(
+      (s) => s.metric === 'autopilot_gpu_nvlink_errors_total',
+    );
+    expect(counters).toHaveLength(1);
   });
 
   test('a counter climbing slower than the rate stays PASS', async () => {

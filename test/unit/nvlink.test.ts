@@ -5,6 +5,7 @@ import {
   downLinks,
   expectedActiveLinks,
   judgeNvLink,
+  nvLinkSamples,
   nvmlReturnName,
   type NvLinkJudgement,
   type NvLinkReading,
@@ -209,5 +210,53 @@ describe('the expected-links rule', () => {
   test('return code names come from nvml.h', () => {
     expect(nvmlReturnName(27)).toBe('NVML_ERROR_NOT_READY (27)');
     expect(nvmlReturnName(4242)).toBe('unknown nvmlReturn_t (4242)');
+  });
+});
+
+describe('nvLinkSamples: the series budget (issue 21)', () => {
+  const gpu = { index: 5, uuid: 'GPU-5', name: 'NVIDIA H200', pciBusId: '', serial: '' };
+  const seriesOf = (samples: ReturnType<typeof nvLinkSamples>, metric: string) =>
+    samples.filter((s) => s.metric === metric);
+
+  test('every link has its up series; a counter at 0 has none', () => {
+    const samples = nvLinkSamples(gpu, reading(links(18, [3])));
+    const up = seriesOf(samples, 'autopilot_gpu_nvlink_up');
+    expect(up.map((s) => s.labels['link'])).toEqual(Array.from({ length: 18 }, (_, l) => `${l}`));
+    expect(up.find((s) => s.labels['link'] === '3')?.value).toBe(0);
+    expect(seriesOf(samples, 'autopilot_gpu_nvlink_errors_total')).toEqual([]);
+    // 18 up, fabric ready and state: 20 per GPU, 160 on 8 GPUs, where 18 × 5 + 2 = 92 were.
+    expect(samples).toHaveLength(20);
+  });
+
+  test('a non-zero counter keeps its series with its raw count, named by link and counter', () => {
+    const samples = nvLinkSamples(
+      gpu,
+      reading(links(18, [], { 2: { crc_flit: 5000 }, 7: { replay: 1, recovery: 0 } })),
+    );
+    expect(seriesOf(samples, 'autopilot_gpu_nvlink_errors_total')).toEqual([
+      {
+        metric: 'autopilot_gpu_nvlink_errors_total',
+        labels: { gpu: '5', uuid: 'GPU-5', link: '2', counter: 'crc_flit' },
+        value: 5000,
+      },
+      {
+        metric: 'autopilot_gpu_nvlink_errors_total',
+        labels: { gpu: '5', uuid: 'GPU-5', link: '7', counter: 'replay' },
+        value: 1,
+      },
+    ]);
+  });
+
+  test('a counter back at 0 (driver reload) drops its series; the verdict still saw the first rise', () => {
+    const first = judge({ reading: reading(links(18)), now: 0 });
+    const rising = reading(links(18, [], { 4: { recovery: 9000 } }));
+    const second = judge({ reading: rising, previous: first.memory, now: 10_000 });
+    expect(second.device.verdict).toBe('WARN');
+    expect(second.device.reason).toContain('link 4 recovery +9000 (900.0/s)');
+    expect(seriesOf(nvLinkSamples(gpu, rising), 'autopilot_gpu_nvlink_errors_total')).toHaveLength(
+      1,
+    );
+    const reloaded = nvLinkSamples(gpu, reading(links(18)));
+    expect(seriesOf(reloaded, 'autopilot_gpu_nvlink_errors_total')).toEqual([]);
   });
 });

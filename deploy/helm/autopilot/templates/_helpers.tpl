@@ -147,6 +147,7 @@ autopilot_check_interval_seconds does, and the staleness alert uses it first).
   (list "in the last pciebw run, under 4 GB/s." (printf "in the last pciebw run, under %s GB/s." $bw))
   (list "autopilot_check_last_run_timestamp_seconds > 3 * 3600" (printf "autopilot_check_last_run_timestamp_seconds > 3 * %d" $round))
   (list "[10800s]" (printf "[%ds]" (mul 3 $round)))
+  (list "offset 10800s" (printf "offset %ds" (mul 3 $round)))
   (list "for: 7200s" (printf "for: %ds" (mul 2 $round)))
 -}}
 {{- $periodic := "" -}}
