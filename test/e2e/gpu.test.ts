@@ -109,15 +109,17 @@ describe('GPU checks end to end on the fake libraries', () => {
       );
     expect(metrics).toContain(`${compat('pciebw', '3')} 6.5\n`);
     expect(metrics).toMatch(
-      /^autopilot_gpu_pcie_link_width\{gpu="3",uuid="[^"]+",state="current"\} 8$/m,
+      /^autopilot_gpu_pcie_link_width\{gpu="3",uuid="[^"]+",state="current",gpumodel="NVIDIA H200"\} 8$/m,
     );
     expect(metrics).toMatch(
-      /^autopilot_gpu_pcie_link_width\{gpu="3",uuid="[^"]+",state="max"\} 16$/m,
+      /^autopilot_gpu_pcie_link_width\{gpu="3",uuid="[^"]+",state="max",gpumodel="NVIDIA H200"\} 16$/m,
     );
     expect(metrics).toMatch(
-      /^autopilot_gpu_pcie_link_generation\{gpu="3",uuid="[^"]+",state="current"\} 3$/m,
+      /^autopilot_gpu_pcie_link_generation\{gpu="3",uuid="[^"]+",state="current",gpumodel="NVIDIA H200"\} 3$/m,
     );
-    expect(metrics).toContain('autopilot_gpu_verdict{check="pciebw",gpu="3",verdict="FAIL"} 1\n');
+    expect(metrics).toContain(
+      'autopilot_gpu_verdict{check="pciebw",gpu="3",verdict="FAIL",gpumodel="NVIDIA H200"} 1\n',
+    );
     expect(metrics).toContain('autopilot_node_health_state{state="WARN"} 1\n');
     const pciebw = results.results.find((r) => r.check === 'pciebw');
     expect(pciebw?.devices[3]?.reason).toBe(
@@ -159,12 +161,14 @@ describe('GPU checks end to end on the fake libraries', () => {
     ] as const) {
       expect(metrics).toMatch(
         new RegExp(
-          `^autopilot_gpu_pcie_link_${metric}\\{gpu="3",uuid="[^"]+",state="${state}"\\} ${value}$`,
+          `^autopilot_gpu_pcie_link_${metric}\\{gpu="3",uuid="[^"]+",state="${state}",gpumodel="NVIDIA H200"\\} ${value}$`,
           'm',
         ),
       );
     }
-    expect(metrics).toContain('autopilot_gpu_verdict{check="pciebw",gpu="3",verdict="FAIL"} 1\n');
+    expect(metrics).toContain(
+      'autopilot_gpu_verdict{check="pciebw",gpu="3",verdict="FAIL",gpumodel="NVIDIA H200"} 1\n',
+    );
     expect(metrics).not.toContain('autopilot_gpu_pcie_bandwidth_bytes_per_second{');
   });
 
@@ -233,7 +237,7 @@ describe('GPU checks end to end on the fake libraries', () => {
     expect(xid?.devices[2]?.reason).toMatch(/^XID 79 \(GPU has fallen off the bus\) ×1, last /);
     expect(results.health.state).toBe('EVICT');
     expect(await metricsOf(ports.metrics)).toMatch(
-      /^autopilot_gpu_xid_events_total\{gpu="2",uuid="[^"]+",xid="79"\} 1$/m,
+      /^autopilot_gpu_xid_events_total\{gpu="2",uuid="[^"]+",xid="79",gpumodel="NVIDIA H200"\} 1$/m,
     );
   });
 
