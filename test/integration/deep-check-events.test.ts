@@ -7,18 +7,13 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import type { CheckRun } from '../../exporter/checks/check.js';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
 import { EVENT_REASONS } from '../../exporter/cluster/node-events.js';
-import { parseConfig } from '../../exporter/config/config.js';
 import { deepCheckReport } from '../../exporter/deep-check-report.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
-import { createKubeApi } from '../../exporter/k8s/kube-api.js';
-import { silentLogger } from '../../exporter/log.js';
+import type { Exporter } from '../../exporter/exporter.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
-import { fakeNode, fakeNvml } from '../fakes/gpu.js';
+import { exporterOnFakeApi } from '../fakes/fake-api-exporter.js';
+import { fakeNode } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../fakes/kube-api-server.js';
 
 const NODE = 'node-c';
@@ -44,36 +39,18 @@ afterEach(async () => {
 async function setup(): Promise<Rig> {
   const api = await startFakeKubeApi();
   api.addNode({ name: NODE, allocatableGpus: 2 });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'sa' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
+  const clock = new FakeClock(Date.now());
+  const exporter = exporterOnFakeApi({
+    url: api.url,
+    node: NODE,
+    gpus: fakeNode(2),
     env: {
-      NODE_NAME: NODE,
       NAMESPACE: NS,
       POD_NAME: 'autopilot-7xk2p',
       PERIODIC_CHECKS: 'remapped',
       AUTOPILOT_DEEPCHECK_IMAGE: 'registry.example/autopilot:test',
     },
-    hostname: NODE,
-    knownChecks: CHECK_NAMES,
-  });
-  const clock = new FakeClock(Date.now());
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: { PATH: process.env.PATH } }),
-    nvml: { ok: true, nvml: fakeNvml(fakeNode(2)) },
-    cuda: { ok: false, reason: 'no CUDA in this test' },
     clock,
-    logger: silentLogger,
-    cpuModel: 'test-cpu',
-    gpuModel: 'NVIDIA H100',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kc, 2000),
   });
   await exporter.cluster!.labeler.start();
   rig = { api, exporter, clock };

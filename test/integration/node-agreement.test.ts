@@ -7,16 +7,10 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import request from 'supertest';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
-import { createSystemClock } from '../../exporter/clock.js';
-import { parseConfig } from '../../exporter/config/config.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
-import { createKubeApi } from '../../exporter/k8s/kube-api.js';
-import { silentLogger } from '../../exporter/log.js';
-import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
+import type { Exporter } from '../../exporter/exporter.js';
+import { exporterOnFakeApi } from '../fakes/fake-api-exporter.js';
+import { fakeNode, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
 
 const NODE = 'node-c';
@@ -48,35 +42,16 @@ async function setup(): Promise<Rig> {
   api.editNode(NODE, (node) => {
     node.status = { ...(node.status as object), conditions: [READY] };
   });
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
+  const gpus = fakeNode(2);
+  const exporter = exporterOnFakeApi({
+    url: api.url,
+    node: NODE,
+    gpus,
     env: {
-      NODE_NAME: NODE,
       NAMESPACE: 'autopilot',
       PERIODIC_CHECKS: 'remapped,gpupower',
       AUTOPILOT_TAINT_EFFECT: 'NoSchedule',
     },
-    hostname: NODE,
-    knownChecks: CHECK_NAMES,
-  });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'exporter-sa-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  const gpus = fakeNode(2);
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: process.env }),
-    nvml: { ok: true, nvml: fakeNvml(gpus) },
-    cuda: { ok: false, reason: 'no CUDA in this test' },
-    clock: createSystemClock(),
-    logger: silentLogger,
-    cpuModel: 'test-cpu',
-    gpuModel: 'NVIDIA H100',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kc, 2000),
   });
   // As serve starts them (main.ts): the labeler's first read, then the watch and the condition.
   await exporter.cluster!.labeler.start();

@@ -5,16 +5,10 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import request from 'supertest';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
-import { createSystemClock } from '../../exporter/clock.js';
-import { parseConfig } from '../../exporter/config/config.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
-import { createKubeApi } from '../../exporter/k8s/kube-api.js';
-import { silentLogger } from '../../exporter/log.js';
-import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
+import type { Exporter } from '../../exporter/exporter.js';
+import { exporterOnFakeApi } from '../fakes/fake-api-exporter.js';
+import { fakeNode, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../fakes/kube-api-server.js';
 
 const NODE = 'node-c';
@@ -53,36 +47,17 @@ async function setup(env: Record<string, string> = {}): Promise<Rig> {
     resource: 'nodehealth',
     apiGroup: 'autopilot.ibm.com',
   });
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
+  const gpus = fakeNode(2);
+  const exporter = exporterOnFakeApi({
+    url: api.url,
+    node: NODE,
+    gpus,
     env: {
-      NODE_NAME: NODE,
       NAMESPACE: 'autopilot',
       POD_NAME: 'autopilot-7xk2p',
       PERIODIC_CHECKS: 'remapped,gpupower',
       ...env,
     },
-    hostname: NODE,
-    knownChecks: CHECK_NAMES,
-  });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'exporter-sa-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  const gpus = fakeNode(2);
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: process.env }),
-    nvml: { ok: true, nvml: fakeNvml(gpus) },
-    cuda: { ok: false, reason: 'no CUDA in this test' },
-    clock: createSystemClock(),
-    logger: silentLogger,
-    cpuModel: 'test-cpu',
-    gpuModel: 'NVIDIA H100',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kc, 2000),
   });
   await exporter.cluster!.labeler.start();
   await exporter.cluster!.reporting.condition?.start();

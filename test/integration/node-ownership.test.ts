@@ -11,24 +11,19 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createSystemClock } from '../../exporter/clock.js';
-import { parseConfig } from '../../exporter/config/config.js';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
+import type { Exporter } from '../../exporter/exporter.js';
 import { acknowledgeNode } from '../../exporter/ack.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import type { KubeApi } from '../../exporter/k8s/ports.js';
-import type { Logger } from '../../exporter/log.js';
-import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
+import { exporterOnFakeApi } from '../fakes/fake-api-exporter.js';
+import { fakeNode, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, writeKubeconfig, type FakeKubeApi } from '../fakes/kube-api-server.js';
+import { recordingLogger, type LogLine } from '../fakes/logger.js';
 
 const NODE = 'node-c';
 const LABEL = 'autopilot.ibm.com/gpuhealth';
 const ACK = 'autopilot.ibm.com/acknowledge';
 const ACKED = 'autopilot.ibm.com/acknowledged';
-
-type LogLine = { level: string; message: string; fields: Record<string, unknown> };
 
 export interface OwnershipRig {
   readonly api: FakeKubeApi;
@@ -39,53 +34,19 @@ export interface OwnershipRig {
   annotations(): Record<string, string>;
 }
 
-function recordingLogger(sink: LogLine[]): Logger {
-  const logger = (fields: Record<string, unknown>): Logger => {
-    const emit =
-      (level: string) =>
-      (message: string, extra: Record<string, unknown> = {}) =>
-        sink.push({ level, message, fields: { ...fields, ...extra } });
-    return {
-      error: emit('error'),
-      warn: emit('warn'),
-      info: emit('info'),
-      debug: emit('debug'),
-      child: (more) => logger({ ...fields, ...more }),
-    };
-  };
-  return logger({});
-}
-
 let rig: OwnershipRig | undefined;
 
 async function setup(api?: FakeKubeApi): Promise<OwnershipRig> {
   const server = api ?? (await startFakeKubeApi());
   server.addNode({ name: NODE, allocatableGpus: 2 });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: server.url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'exporter-sa-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
-    env: { NODE_NAME: NODE, NAMESPACE: 'autopilot', PERIODIC_CHECKS: 'remapped,gpupower' },
-    hostname: NODE,
-    knownChecks: CHECK_NAMES,
-  });
   const gpus = fakeNode(2);
-  const logs: LogLine[] = [];
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: process.env }),
-    nvml: { ok: true, nvml: fakeNvml(gpus) },
-    cuda: { ok: false, reason: 'no CUDA in this test' },
-    clock: createSystemClock(),
-    logger: recordingLogger(logs),
-    cpuModel: 'test-cpu',
-    gpuModel: 'NVIDIA H200',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kc, 2000),
+  const { logger, lines: logs } = recordingLogger();
+  const exporter = exporterOnFakeApi({
+    url: server.url,
+    node: NODE,
+    gpus,
+    env: { NAMESPACE: 'autopilot', PERIODIC_CHECKS: 'remapped,gpupower' },
+    logger,
   });
   // As serve does: the first read, then the watch.
   await exporter.cluster!.labeler.start();
@@ -286,7 +247,7 @@ describe('autopilot ack <node>', () => {
     const patch = r.api.patches.find((p) => JSON.stringify(p.body).includes(ACK));
     expect(patch?.contentType).toBe('application/merge-patch+json');
     const audit = r.logs.find((l) => l.message === 'EVICT acknowledged');
-    expect(String(audit?.fields.caller)).toMatch(/ by alice@example\.com: GPU 0 replaced\)$/);
+    expect(String(audit?.fields?.caller)).toMatch(/ by alice@example\.com: GPU 0 replaced\)$/);
   }, 60_000);
 
   test('no exporter to take the request: exit 1 after --timeout, saying so', async () => {

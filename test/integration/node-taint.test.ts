@@ -5,21 +5,19 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import request from 'supertest';
 import { createSystemClock } from '../../exporter/clock.js';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
 import { BREAKER_LEASE } from '../../exporter/cluster/isolation-breaker.js';
 import { createNodeTainter, TAINT_OWNER_ANNOTATION } from '../../exporter/cluster/node-taint.js';
-import { parseConfig } from '../../exporter/config/config.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
+import type { Exporter } from '../../exporter/exporter.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import type { KubeApi } from '../../exporter/k8s/ports.js';
-import type { Logger } from '../../exporter/log.js';
+import { silentLogger } from '../../exporter/log.js';
 import type { NodeHealth } from '../../exporter/node-health.js';
-import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
+import { exporterOnFakeApi, kubeConfigFor } from '../fakes/fake-api-exporter.js';
+import { fakeNode, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi, type FakeTaint } from '../fakes/kube-api-server.js';
+import { recordingLogger, type LogLine } from '../fakes/logger.js';
 
 const LABEL = 'autopilot.ibm.com/gpuhealth';
 const NAMESPACE = 'autopilot';
@@ -30,33 +28,6 @@ const MAINTENANCE: FakeTaint = {
   value: 'true',
   effect: 'NoExecute',
 };
-
-function kubeConfigFor(url: string): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'exporter-sa-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  return kc;
-}
-
-type LogLine = { level: string; message: string; fields: Record<string, unknown> };
-
-function recordingLogger(sink: LogLine[], fields: Record<string, unknown> = {}): Logger {
-  const emit =
-    (level: string) =>
-    (message: string, extra: Record<string, unknown> = {}) =>
-      sink.push({ level, message, fields: { ...fields, ...extra } });
-  return {
-    error: emit('error'),
-    warn: emit('warn'),
-    info: emit('info'),
-    debug: emit('debug'),
-    child: (more) => recordingLogger(sink, { ...fields, ...more }),
-  };
-}
 
 interface Node {
   readonly name: string;
@@ -110,24 +81,14 @@ async function exporterOn(
   name: string,
   env: Record<string, string>,
 ): Promise<Node> {
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
-    env: { NODE_NAME: name, NAMESPACE, PERIODIC_CHECKS: 'remapped', ...env },
-    hostname: name,
-    knownChecks: CHECK_NAMES,
-  });
   const gpus = fakeNode(2);
-  const logs: LogLine[] = [];
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: { ...process.env } }),
-    nvml: { ok: true, nvml: fakeNvml(gpus) },
-    cuda: { ok: false, reason: 'no CUDA in this test' },
-    clock: createSystemClock(),
-    logger: recordingLogger(logs),
-    cpuModel: 'test-cpu',
-    gpuModel: 'NVIDIA H200',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kubeConfigFor(server.url), 2000),
+  const { logger, lines: logs } = recordingLogger();
+  const exporter = exporterOnFakeApi({
+    url: server.url,
+    node: name,
+    gpus,
+    env: { NAMESPACE, PERIODIC_CHECKS: 'remapped', ...env },
+    logger,
   });
   exporters.push(exporter);
   await exporter.cluster!.labeler.start();
@@ -312,7 +273,7 @@ describe('the read-modify-write', () => {
       lease: { namespace: NAMESPACE, identity: 'node-a', requestTimeoutMs: 2000 },
       health: () => health,
       clock: createSystemClock(),
-      logger: recordingLogger([]),
+      logger: silentLogger,
     });
     tainter.sync();
     await tainter.idle();
