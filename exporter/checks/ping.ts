@@ -7,7 +7,15 @@
  */
 
 import { fnv1a, median } from '../math.js';
-import { duration, integer, setting, text, type SettingValues } from '../config/setting.js';
+import {
+  duration,
+  integer,
+  parseInteger,
+  setting,
+  text,
+  type SettingValues,
+} from '../config/setting.js';
+import { scheduleIntervalMs } from '../config/schedule.js';
 import { isHostOrAddress } from '../net-names.js';
 import { mapBounded } from '../concurrency.js';
 import { describeEnd, type CommandResult, type RunCommand } from '../exec/run-command.js';
@@ -25,6 +33,7 @@ import type {
 import { ParamError, summariseOutcome, worstVerdict } from './check.js';
 import { firstLine, formatCheckLevelText } from './text.js';
 import type { CheckExtras, CheckModule, Peer, PeerTarget } from './module.js';
+import type { SampleMetricName } from '../metrics/catalogue.js';
 
 export interface PingSummary {
   /** The numeric address ping resolved the target to. */
@@ -180,8 +189,36 @@ export interface PingSettings {
   readonly count: number;
   readonly replyTimeoutMs: number;
   readonly concurrency: number;
-  /** Peers pinged per round; 0 pings every peer every round. */
-  readonly sampleSize?: number;
+  /** Peers pinged per round; 0 (the default here) every peer; 'auto' enough for coverageMs. */
+  readonly sampleSize?: number | 'auto';
+  /** The stated period within which every peer is pinged; default DEFAULT_COVERAGE_MS. */
+  readonly coverageMs?: number;
+  /** Failing peers named in series (the top-K); default DEFAULT_TOPK. */
+  readonly topK?: number;
+  /** Above this many peers only failing ones keep a compatibility series; default 500. */
+  readonly compatMaxPeers?: number;
+}
+
+export const DEFAULT_COVERAGE_MS = 2 * 3600_000;
+export const DEFAULT_TOPK = 20;
+export const DEFAULT_COMPAT_MAX_PEERS = 500;
+
+/**
+ * 'auto' never samples fewer peers than this: up to 1,000 peers every round pings all of them, as
+ * Autopilot did (3,000 echo requests an hour, and the 1,000-peer round is the one benchmarked).
+ */
+export const AUTO_SAMPLE_FLOOR = 1000;
+
+/** 'auto', or a whole number of peers per round (0: every peer). */
+function parseSample(value: string): number | 'auto' {
+  if (value.trim() === 'auto') return 'auto';
+  return parseInteger(
+    'AUTOPILOT_PING_SAMPLE',
+    value,
+    0,
+    100_000,
+    'auto, or a whole number of peers from 0 (every peer) to 100000',
+  );
 }
 
 /**
@@ -210,9 +247,24 @@ const PING_SETTINGS = {
     parse: text,
   }),
   AUTOPILOT_PING_SAMPLE: setting({
-    fallback: '0',
-    help: 'peers pinged per round, in turns so each is reached every ceil(peers/sample) rounds; 0 = all',
-    parse: integer('AUTOPILOT_PING_SAMPLE', 0, 100_000),
+    fallback: 'auto',
+    help: 'peers pinged per round, the longest-unpinged first; auto = all up to 1000 peers, else enough to reach every peer within AUTOPILOT_PING_COVERAGE; 0 = all',
+    parse: parseSample,
+  }),
+  AUTOPILOT_PING_COVERAGE: setting({
+    fallback: '2h',
+    help: 'the stated period: every peer is pinged at least once within it (autopilot_ping_coverage_seconds; 1m to 7d)',
+    parse: duration('AUTOPILOT_PING_COVERAGE', 60_000, 7 * 24 * 3600_000),
+  }),
+  AUTOPILOT_PING_TOPK: setting({
+    fallback: String(DEFAULT_TOPK),
+    help: 'failing peers named in per-peer series, the worst by loss then round-trip time',
+    parse: integer('AUTOPILOT_PING_TOPK', 1, 1000),
+  }),
+  AUTOPILOT_PING_COMPAT_MAX_PEERS: setting({
+    fallback: String(DEFAULT_COMPAT_MAX_PEERS),
+    help: 'peers up to which autopilot_health_checks{health="ping"} has a series per peer; above, only failing peers (the top-K)',
+    parse: integer('AUTOPILOT_PING_COMPAT_MAX_PEERS', 0, 1_000_000),
   }),
 };
 
@@ -227,6 +279,9 @@ export function pingSettings(values: PingSettingValues): PingSettings {
     replyTimeoutMs: values.AUTOPILOT_PING_REPLY_TIMEOUT,
     concurrency: values.AUTOPILOT_PING_CONCURRENCY,
     sampleSize: values.AUTOPILOT_PING_SAMPLE,
+    coverageMs: values.AUTOPILOT_PING_COVERAGE,
+    topK: values.AUTOPILOT_PING_TOPK,
+    compatMaxPeers: values.AUTOPILOT_PING_COMPAT_MAX_PEERS,
   };
 }
 
@@ -249,8 +304,12 @@ export interface PingCheckDeps {
     readonly job: string | undefined;
     readonly nodelabel: string | undefined;
   }) => Promise<readonly string[]>;
-  /** Spreads the rotating sample: nodes with different seeds start at different peers. */
+  /** Spreads the sample: nodes with different seeds start at different peers. */
   readonly rotationSeed?: string;
+  /** Milliseconds between periodic rounds that run ping at this moment; undefined: none do. */
+  readonly roundIntervalMs?: (now: number) => number | undefined;
+  /** Epoch milliseconds; dates probes for the coverage figures. */
+  readonly now?: () => number;
   readonly run: RunCommand;
   /** Overrides the deadline derived from the peers and the settings. */
   readonly timeoutMs?: number;
@@ -265,20 +324,42 @@ const INTERVAL_SECONDS = 0.2;
 const INTERFACES_PER_PEER_BUDGET = 2;
 
 /**
- * Pure: the peers of one round. With no sample size, or as many peers as that, all of them; else
- * `size` consecutive peers in name order from a start that moves by `size` each round, so every
- * peer is pinged at least once every ceil(peers / size) rounds.
+ * Pure: how many peers an unnarrowed run pings. 'auto' takes every peer while there is no round
+ * (ping only on demand) or at most AUTO_SAMPLE_FLOOR peers, else the fewest that reach every peer in
+ * the rounds that fit in the coverage period: ceil(peers / floor(coverage / interval)).
  */
-export function rotatingSample(
+export function peersPerRound(
+  sample: number | 'auto',
+  peers: number,
+  coverageMs: number,
+  intervalMs: number | undefined,
+): number {
+  if (sample !== 'auto') return sample <= 0 ? peers : Math.min(sample, peers);
+  if (intervalMs === undefined) return peers;
+  const rounds = Math.max(1, Math.floor(coverageMs / intervalMs));
+  return Math.min(peers, Math.max(AUTO_SAMPLE_FLOOR, Math.ceil(peers / rounds)));
+}
+
+/**
+ * Pure: the `size` peers pinged longest ago (`since`: the last ping, or when a peer never pinged
+ * was first listed). With a steady peer list that is a rotation reaching every peer once every
+ * ceil(peers / size) runs; unlike an offset into the sorted names, peers joining or leaving never
+ * push a peer back, so none can starve. Ties (the first run) go in a per-node hash order, so the
+ * nodes of a cluster do not all start with the same peers.
+ */
+export function longestUnpinged(
   peers: readonly string[],
   size: number,
-  round: number,
-  seed: number,
+  since: (peer: string) => number,
+  seed: string,
 ): string[] {
-  const sorted = [...peers].sort();
-  if (size <= 0 || sorted.length <= size) return sorted;
-  const start = (seed + round * size) % sorted.length;
-  return Array.from({ length: size }, (_, i) => sorted[(start + i) % sorted.length]!);
+  const order = new Map(peers.map((peer) => [peer, fnv1a(`${seed}/${peer}`)]));
+  return [...peers]
+    .sort(
+      (a, b) =>
+        since(a) - since(b) || order.get(a)! - order.get(b)! || (a < b ? -1 : a > b ? 1 : 0),
+    )
+    .slice(0, Math.max(0, size));
 }
 
 /** Pure: one device per peer from its interfaces' results (a single interface is kept as it is). */
@@ -318,21 +399,226 @@ export function combineInterfaces(
   };
 }
 
-/** Pure: per-interface loss, only where some was lost, so series grow with faults, not with peers. */
+type TargetResult = { readonly target: PingTarget; readonly device: DeviceResult };
+
+/** Loss of one address: its measured share, or all of it when ping found no route. */
+function lossOf(device: DeviceResult): number | undefined {
+  const loss = device.evidence.lossRatio;
+  if (typeof loss === 'number') return loss;
+  return device.compatValue === 1 ? 1 : undefined;
+}
+
+/** Worst first: more loss, then a slower (or no) round trip, then by name for a stable order. */
+function worseFirst(
+  a: { loss: number; rtt: number | undefined; name: string },
+  b: { loss: number; rtt: number | undefined; name: string },
+): number {
+  const rtt = (x: typeof a) => x.rtt ?? Infinity;
+  return b.loss - a.loss || rtt(b) - rtt(a) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+}
+
+/**
+ * Pure: per-interface loss of the K worst addresses that lost some (by loss, then round-trip time),
+ * so the series grow with faults up to K, never with peers.
+ */
 export function degradedInterfaceSamples(
-  results: readonly { readonly target: PingTarget; readonly device: DeviceResult }[],
+  results: readonly TargetResult[],
+  topK: number = DEFAULT_TOPK,
 ): Sample[] {
-  return results.flatMap(({ target, device }) => {
-    const loss = device.evidence.lossRatio;
-    if (typeof loss !== 'number' || loss === 0) return [];
-    return [
+  return results
+    .flatMap(({ target, device }) => {
+      const loss = lossOf(device);
+      if (loss === undefined || loss === 0) return [];
+      const rtt = device.evidence.rttAvgSeconds;
+      return [{ target, loss, rtt: typeof rtt === 'number' ? rtt : undefined, name: target.peer }];
+    })
+    .sort((a, b) => worseFirst(a, b) || (a.target.interface < b.target.interface ? -1 : 1))
+    .slice(0, topK)
+    .map(({ target, loss }) => ({
+      metric: 'autopilot_peer_interface_loss_ratio' as const,
+      labels: { check: 'ping', peer: target.peer, interface: target.interface },
+      value: loss,
+    }));
+}
+
+/** The quantiles each per-interface distribution is exported at; 1 is the largest. */
+export const PING_QUANTILES = [0.5, 0.9, 0.99, 1] as const;
+
+/** Nearest rank: the smallest value with at least q of the values at or below it. */
+function nearestRank(sorted: readonly number[], q: number): number {
+  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)]!;
+}
+
+/**
+ * Pure: per interface, the addresses pinged and unreachable, and quantiles of their loss and of
+ * their average round-trip time: 2 + 4 + 4 series per interface whatever the number of peers.
+ */
+export function interfaceSamples(results: readonly TargetResult[]): Sample[] {
+  const byInterface = new Map<string, DeviceResult[]>();
+  for (const { target, device } of results) {
+    const list = byInterface.get(target.interface) ?? [];
+    list.push(device);
+    byInterface.set(target.interface, list);
+  }
+  const samples: Sample[] = [];
+  for (const [name, devices] of [...byInterface].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const labels = { check: 'ping', interface: name };
+    samples.push(
+      { metric: 'autopilot_ping_peers_probed', labels, value: devices.length },
       {
-        metric: 'autopilot_peer_interface_loss_ratio' as const,
-        labels: { check: 'ping', peer: target.peer, interface: target.interface },
-        value: loss,
+        metric: 'autopilot_ping_peers_unreachable',
+        labels,
+        value: devices.filter((d) => d.compatValue === 1).length,
       },
+    );
+    const distributions: readonly (readonly [SampleMetricName, readonly unknown[]])[] = [
+      ['autopilot_ping_loss_ratio', devices.map(lossOf)],
+      ['autopilot_ping_rtt_seconds', devices.map((d) => d.evidence.rttAvgSeconds)],
     ];
+    for (const [metric, values] of distributions) {
+      const sorted = values.filter((v): v is number => typeof v === 'number').sort((a, b) => a - b);
+      if (sorted.length === 0) continue;
+      for (const q of PING_QUANTILES) {
+        samples.push({
+          metric,
+          labels: { ...labels, quantile: String(q) },
+          value: nearestRank(sorted, q),
+        });
+      }
+    }
+  }
+  return samples;
+}
+
+/** Worst loss and round-trip time of a peer over its interfaces. */
+function peerSeverity(device: DeviceResult): { loss: number; rtt: number | undefined } {
+  const numbers = (suffix: string, single: string): number[] =>
+    Object.entries(device.evidence)
+      .filter(([key]) => key === single || key.endsWith(`.${suffix}`))
+      .map(([, value]) => value)
+      .filter((v): v is number => typeof v === 'number');
+  const losses = numbers('lossRatio', 'lossRatio');
+  const rtts = numbers('rttAvgSeconds', 'rttAvgSeconds');
+  // A failing peer without statistics found no route: as bad as no reply at all.
+  const loss = losses.length === 0 ? (device.compatValue === 1 ? 1 : 0) : Math.max(...losses);
+  return { loss, rtt: rtts.length === 0 ? undefined : Math.max(...rtts) };
+}
+
+/**
+ * Pure: the compatibility gauge's values within bounds. Up to `maxPeers` peers every peer keeps
+ * its value (a series, as in Autopilot); above, only failing peers do, the `topK` worst, so a
+ * cluster of any size costs a node at most K series there.
+ */
+export function capCompatSeries(
+  devices: readonly DeviceResult[],
+  peers: number,
+  maxPeers: number,
+  topK: number,
+): DeviceResult[] {
+  if (peers <= maxPeers) return [...devices];
+  const kept = new Set(
+    devices
+      .filter((d) => d.compatValue === 1)
+      .map((d) => ({ ...peerSeverity(d), name: d.id }))
+      .sort(worseFirst)
+      .slice(0, topK)
+      .map((d) => d.name),
+  );
+  return devices.map((device) => {
+    if (device.compatValue === undefined || kept.has(device.id)) return device;
+    const rest: DeviceResult = { ...device };
+    delete (rest as { compatValue?: number }).compatValue;
+    return rest;
   });
+}
+
+/**
+ * Pure: the coverage figures: the age of the oldest probe among the current peers (a peer never
+ * pinged counts from when it was first listed), and the stated period when rounds run ping.
+ */
+export function coverageSamples(
+  peers: readonly string[],
+  since: (peer: string) => number,
+  now: number,
+  statedMs: number | undefined,
+): Sample[] {
+  const labels = { check: 'ping' };
+  const oldest = Math.max(0, ...peers.map((peer) => now - since(peer)));
+  const samples: Sample[] = [
+    {
+      metric: 'autopilot_ping_oldest_probe_age_seconds',
+      labels,
+      value: Math.floor(oldest / 1000),
+    },
+  ];
+  if (statedMs !== undefined) {
+    samples.push({ metric: 'autopilot_ping_coverage_seconds', labels, value: statedMs / 1000 });
+  }
+  return samples;
+}
+
+/** One device per peer from its addresses' results; none means its pod has no address yet. */
+function peerDevice(peer: string, results: readonly TargetResult[]): DeviceResult {
+  const own = results.filter((r) => r.target.peer === peer);
+  if (own.length === 0) {
+    return {
+      id: peer,
+      verdict: 'ERROR',
+      reason: 'its Autopilot pod has no address yet',
+      evidence: {},
+    };
+  }
+  return combineInterfaces(peer, own);
+}
+
+/**
+ * What the check remembers between runs: each peer's last result and when it was pinged, and
+ * when peers never pinged were first listed. From these come the sample of a run, the results
+ * carried for the peers it left out, and the coverage figures.
+ */
+function createCoverage(deps: PingCheckDeps) {
+  const { settings } = deps;
+  const now = deps.now ?? Date.now;
+  const coverageMs = settings.coverageMs ?? DEFAULT_COVERAGE_MS;
+  const seed = deps.rotationSeed ?? '';
+  const lastByPeer = new Map<string, DeviceResult & { observedAt: number }>();
+  const firstListed = new Map<string, number>();
+  const since = (peer: string): number =>
+    lastByPeer.get(peer)?.observedAt ?? firstListed.get(peer) ?? now();
+  const intervalMs = (): number | undefined => deps.roundIntervalMs?.(now());
+  return {
+    perRound: (peers: number): number =>
+      peersPerRound(settings.sampleSize ?? 0, peers, coverageMs, intervalMs()),
+    pick(peers: readonly string[], size: number): string[] {
+      const at = now();
+      for (const peer of peers) if (!firstListed.has(peer)) firstListed.set(peer, at);
+      return longestUnpinged(peers, size, since, seed);
+    },
+    record(devices: readonly DeviceResult[]): void {
+      const at = now();
+      for (const device of devices) lastByPeer.set(device.id, { ...device, observedAt: at });
+    },
+    /** The last results of the peers a sampled run left out; a peer not pinged yet has none. */
+    carried(peers: readonly string[], pinged: readonly string[]): DeviceResult[] {
+      const fresh = new Set(pinged);
+      return peers.flatMap((peer) => {
+        const last = lastByPeer.get(peer);
+        return fresh.has(peer) || last === undefined ? [] : [last];
+      });
+    },
+    forgetOthers(known: readonly string[]): void {
+      const current = new Set(known);
+      for (const map of [lastByPeer, firstListed])
+        for (const peer of map.keys()) if (!current.has(peer)) map.delete(peer);
+    },
+    samples(known: readonly string[]): Sample[] {
+      const at = now();
+      for (const peer of known) if (!firstListed.has(peer)) firstListed.set(peer, at);
+      const interval = intervalMs();
+      const stated = interval === undefined ? undefined : Math.max(coverageMs, interval);
+      return coverageSamples(known, since, at, stated);
+    },
+  };
 }
 
 export function createPingCheck(deps: PingCheckDeps): Check {
@@ -340,11 +626,8 @@ export function createPingCheck(deps: PingCheckDeps): Check {
   const replyTimeoutSeconds = settings.replyTimeoutMs / 1000;
   // ping exits at the deadline even if replies are still missing, so a lost packet cannot hang it.
   const deadlineSeconds = Math.ceil(settings.count * INTERVAL_SECONDS + replyTimeoutSeconds) + 1;
-  const sampleSize = settings.sampleSize ?? 0;
-  const seed = fnv1a(deps.rotationSeed ?? '');
-  let round = 0;
-  /** The last result of each peer, carried into rounds whose sample leaves it out. */
-  const lastByPeer = new Map<string, DeviceResult & { observedAt: number }>();
+  const coverage = createCoverage(deps);
+  const topK = settings.topK ?? DEFAULT_TOPK;
   const noPeers =
     deps.clusterMode === true
       ? 'none (the Service lists no other Autopilot pod)'
@@ -391,8 +674,7 @@ export function createPingCheck(deps: PingCheckDeps): Check {
     // peers, low concurrency, many packets) can always finish.
     get timeoutMs() {
       if (deps.timeoutMs !== undefined) return deps.timeoutMs;
-      const peers = deps.peers().length;
-      const perRound = sampleSize > 0 ? Math.min(sampleSize, peers) : peers;
+      const perRound = coverage.perRound(deps.peers().length);
       const targets = perRound * (deps.targetsOf === undefined ? 1 : INTERFACES_PER_PEER_BUDGET);
       const waves = Math.ceil(targets / settings.concurrency);
       return Math.max(60_000, waves * (deadlineSeconds + 5) * 1000 + targets * 10);
@@ -462,9 +744,10 @@ export function createPingCheck(deps: PingCheckDeps): Check {
                 : 'no peers to ping (set AUTOPILOT_PEERS)',
         };
       }
-      // A round the caller did not narrow covers the peers in turns when a sample size is set.
-      const sampling = selected === undefined && sampleSize > 0 && names.length > sampleSize;
-      const pinged = sampling ? rotatingSample(names, sampleSize, round++, seed) : names;
+      // A run the caller did not narrow covers the peers in turns when it samples.
+      const size = coverage.perRound(names.length);
+      const sampling = selected === undefined && names.length > size;
+      const pinged = sampling ? coverage.pick(names, size) : names;
       const targets: readonly PingTarget[] =
         deps.targetsOf === undefined
           ? pinged.map((name) => {
@@ -478,39 +761,29 @@ export function createPingCheck(deps: PingCheckDeps): Check {
       if (results.some((r) => r.missing)) {
         return { devices: [], verdict: 'SKIP', reason: `${settings.command} is not installed` };
       }
-      const now = Date.now();
-      const devices: DeviceResult[] = pinged.map((peer) => {
-        const own = results.filter((r) => r.target.peer === peer);
-        if (own.length === 0) {
-          return {
-            id: peer,
-            verdict: 'ERROR',
-            reason: 'its Autopilot pod has no address yet',
-            evidence: {},
-          };
-        }
-        const device = combineInterfaces(peer, own);
-        lastByPeer.set(peer, { ...device, observedAt: now });
-        return device;
-      });
-      if (sampling) {
-        const fresh = new Set(pinged);
-        for (const name of names) {
-          const last = lastByPeer.get(name);
-          if (!fresh.has(name) && last !== undefined) devices.push(last);
-        }
-      }
-      for (const peer of lastByPeer.keys()) if (!knownNames.includes(peer)) lastByPeer.delete(peer);
+      const fresh = pinged.map((peer) => peerDevice(peer, results));
+      // A peer whose pod has no address was not pinged: it keeps its age.
+      const reached = new Set(results.map((r) => r.target.peer));
+      coverage.record(fresh.filter((device) => reached.has(device.id)));
+      const devices = sampling ? [...fresh, ...coverage.carried(names, pinged)] : fresh;
+      coverage.forgetOthers(knownNames);
       const outcome: CheckOutcome = {
-        devices,
+        devices: capCompatSeries(
+          devices,
+          knownNames.length,
+          settings.compatMaxPeers ?? DEFAULT_COMPAT_MAX_PEERS,
+          topK,
+        ),
         samples: [
           ...pingSamples(results.map((r) => r.device)),
-          ...degradedInterfaceSamples(results),
+          ...interfaceSamples(results),
+          ...degradedInterfaceSamples(results, topK),
+          ...coverage.samples(knownNames),
         ],
       };
       if (!sampling) return outcome;
       const { verdict, reason } = summariseOutcome(outcome);
-      const rounds = Math.ceil(names.length / sampleSize);
+      const rounds = Math.ceil(names.length / size);
       return {
         ...outcome,
         verdict,
@@ -584,6 +857,12 @@ export const pingModule: CheckModule<PingSettingValues> = {
     'autopilot_peer_rtt_max_seconds',
     'autopilot_peer_loss_ratio',
     'autopilot_peer_interface_loss_ratio',
+    'autopilot_ping_peers_probed',
+    'autopilot_ping_peers_unreachable',
+    'autopilot_ping_loss_ratio',
+    'autopilot_ping_rtt_seconds',
+    'autopilot_ping_coverage_seconds',
+    'autopilot_ping_oldest_probe_age_seconds',
   ],
   formatText: formatPingText,
   statusName: 'PING',
@@ -600,6 +879,12 @@ export const pingModule: CheckModule<PingSettingValues> = {
       run: ports.run,
       clusterMode: ports.kube !== undefined,
       rotationSeed: config.nodeName,
+      now: () => ports.clock.now(),
+      // Only rounds that run ping promise coverage; cron rounds are as far apart as their next two.
+      roundIntervalMs: (now) =>
+        config.periodicChecks.includes('ping')
+          ? scheduleIntervalMs(config.periodic, now)
+          : undefined,
       ...(extras.targetsOf === undefined ? {} : { targetsOf: extras.targetsOf }),
       ...(extras.selectNodes === undefined ? {} : { selectNodes: extras.selectNodes }),
     }),

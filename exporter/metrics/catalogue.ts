@@ -127,8 +127,38 @@ export const SAMPLE_METRICS = {
   },
   autopilot_peer_interface_loss_ratio: {
     type: 'gauge',
-    help: 'Share of echo requests without a reply to one interface of one peer, from the last run that pinged it; only interfaces that lost some appear.',
+    help: 'Share of echo requests without a reply to one interface of one peer, from the last run that pinged it; only interfaces that lost some appear, at most AUTOPILOT_PING_TOPK of them (the worst by loss, then round-trip time).',
     labelNames: ['check', 'peer', 'interface'],
+  },
+  autopilot_ping_peers_probed: {
+    type: 'gauge',
+    help: 'Peers pinged on one interface in the last conclusive run of the peer check.',
+    labelNames: ['check', 'interface'],
+  },
+  autopilot_ping_peers_unreachable: {
+    type: 'gauge',
+    help: 'Peers that answered none of the echo requests on one interface (or had no route) in the last conclusive run of the peer check.',
+    labelNames: ['check', 'interface'],
+  },
+  autopilot_ping_loss_ratio: {
+    type: 'gauge',
+    help: 'Quantile (0.5, 0.9, 0.99, 1: the largest) over the peers pinged on one interface of their share of echo requests without a reply, in the last conclusive run of the peer check; nearest rank.',
+    labelNames: ['check', 'interface', 'quantile'],
+  },
+  autopilot_ping_rtt_seconds: {
+    type: 'gauge',
+    help: 'Quantile (0.5, 0.9, 0.99, 1: the largest) over the peers that replied on one interface of their average ICMP round-trip time, in the last conclusive run of the peer check; nearest rank.',
+    labelNames: ['check', 'interface', 'quantile'],
+  },
+  autopilot_ping_coverage_seconds: {
+    type: 'gauge',
+    help: 'The stated period within which every peer is pinged at least once: AUTOPILOT_PING_COVERAGE, or the periodic round interval where that is longer. Absent when no periodic round runs ping.',
+    labelNames: ['check'],
+  },
+  autopilot_ping_oldest_probe_age_seconds: {
+    type: 'gauge',
+    help: 'Seconds since the peer pinged longest ago was last pinged (a peer never pinged: since it was first listed), among the current peers, at the end of the last conclusive run of the peer check.',
+    labelNames: ['check'],
   },
   autopilot_iperf_bandwidth_bytes_per_second: {
     type: 'gauge',

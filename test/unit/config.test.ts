@@ -104,7 +104,10 @@ describe('parseConfig defaults', () => {
             AUTOPILOT_PING_REPLY_TIMEOUT: 1000,
             AUTOPILOT_PING_CONCURRENCY: 64,
             AUTOPILOT_PING_COMMAND: 'ping',
-            AUTOPILOT_PING_SAMPLE: 0,
+            AUTOPILOT_PING_SAMPLE: 'auto',
+            AUTOPILOT_PING_COVERAGE: 7_200_000,
+            AUTOPILOT_PING_TOPK: 20,
+            AUTOPILOT_PING_COMPAT_MAX_PEERS: 500,
           },
         ],
       ]),
@@ -387,6 +390,10 @@ describe('parseConfig settings', () => {
           AUTOPILOT_PING_COUNT: '100',
           AUTOPILOT_PING_REPLY_TIMEOUT: '500ms',
           AUTOPILOT_PING_CONCURRENCY: '1024',
+          AUTOPILOT_PING_SAMPLE: '0',
+          AUTOPILOT_PING_COVERAGE: '30m',
+          AUTOPILOT_PING_TOPK: '5',
+          AUTOPILOT_PING_COMPAT_MAX_PEERS: '0',
         },
       }),
     );
@@ -396,7 +403,13 @@ describe('parseConfig settings', () => {
       replyTimeoutMs: 500,
       concurrency: 1024,
       sampleSize: 0,
+      coverageMs: 1_800_000,
+      topK: 5,
+      compatMaxPeers: 0,
     });
+    expect(() => parseConfig(inputs({ env: { AUTOPILOT_PING_SAMPLE: 'some' } }))).toThrow(
+      'invalid AUTOPILOT_PING_SAMPLE "some": expected auto, or a whole number of peers from 0 (every peer) to 100000',
+    );
   });
 
   test.each<[string, number]>([

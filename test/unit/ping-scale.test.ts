@@ -9,9 +9,14 @@ import { join } from 'node:path';
 import type { CheckContext, CheckParams, DeviceResult } from '../../exporter/checks/check.js';
 import { ParamError } from '../../exporter/checks/check.js';
 import {
+  capCompatSeries,
   combineInterfaces,
+  coverageSamples,
   createPingCheck,
-  rotatingSample,
+  degradedInterfaceSamples,
+  interfaceSamples,
+  longestUnpinged,
+  peersPerRound,
   type PingTarget,
 } from '../../exporter/checks/ping.js';
 import type { PingSettings } from '../../exporter/checks/ping.js';
@@ -149,22 +154,52 @@ describe('every interface of every peer', () => {
   });
 });
 
-describe('rotating sample', () => {
+describe('sample: the peers pinged longest ago', () => {
   const peers = Array.from({ length: 10 }, (_, i) => `p${i}`);
 
-  test('consecutive rounds cover every peer within ceil(peers / size) rounds', () => {
-    const covered = new Set<string>();
-    for (let round = 0; round < Math.ceil(10 / 3); round++) {
-      for (const peer of rotatingSample(peers, 3, round, 7)) covered.add(peer);
+  test('with a steady peer list every peer is pinged within ceil(peers / size) runs', () => {
+    const last = new Map<string, number>();
+    const since = (peer: string) => last.get(peer) ?? 0;
+    const runs: string[][] = [];
+    for (let run = 1; run <= 8; run++) {
+      const picked = longestUnpinged(peers, 3, since, 'node-a');
+      for (const peer of picked) last.set(peer, run);
+      runs.push(picked);
     }
-    expect([...covered].sort()).toEqual([...peers].sort());
-    expect(rotatingSample(peers, 3, 0, 7)).toEqual(['p7', 'p8', 'p9']);
-    expect(rotatingSample(peers, 3, 1, 7)).toEqual(['p0', 'p1', 'p2']);
+    // Any 4 consecutive runs (ceil(10 / 3)) reach all 10 peers.
+    for (let first = 0; first + 4 <= runs.length; first++) {
+      expect(new Set(runs.slice(first, first + 4).flat()).size).toBe(10);
+    }
   });
 
-  test('no sample size, or no more peers than it, is every peer', () => {
-    expect(rotatingSample(peers, 0, 5, 1)).toHaveLength(10);
-    expect(rotatingSample(peers, 10, 5, 1)).toHaveLength(10);
+  test('peers joining never push an old one back: the longest-unpinged goes first', () => {
+    const since = (peer: string) => ({ old: 5, joined: 9, fresh: 20 })[peer] ?? 0;
+    expect(longestUnpinged(['fresh', 'joined', 'old'], 2, since, 'x')).toEqual(['old', 'joined']);
+  });
+
+  test('ties go in a per-node order, so nodes start at different peers', () => {
+    const first = (seed: string) => longestUnpinged(peers, 3, () => 0, seed).join(',');
+    const starts = new Set(['node-a', 'node-b', 'node-c', 'node-d'].map(first));
+    expect(starts.size).toBeGreaterThan(1);
+    expect(first('node-a')).toBe(first('node-a'));
+  });
+
+  test('peers per round: a number, 0 for all, or auto sized to the coverage period', () => {
+    const hour = 3600_000;
+    expect(peersPerRound(0, 10_000, 2 * hour, hour)).toBe(10_000);
+    expect(peersPerRound(100, 10_000, 2 * hour, hour)).toBe(100);
+    expect(peersPerRound(100, 50, 2 * hour, hour)).toBe(50);
+    // 9,999 peers, 1h rounds, 2h stated: two rounds of 5,000 (the arithmetic of docs/checks.md).
+    expect(peersPerRound('auto', 9_999, 2 * hour, hour)).toBe(5_000);
+    expect(
+      Math.ceil(9_999 / peersPerRound('auto', 9_999, 2 * hour, hour)) * hour,
+    ).toBeLessThanOrEqual(2 * hour);
+    // Up to 1,000 peers, all of them, as Autopilot; no round (on demand only): all.
+    expect(peersPerRound('auto', 800, 2 * hour, hour)).toBe(800);
+    expect(peersPerRound('auto', 2_500, 2 * hour, hour)).toBe(1_250);
+    expect(peersPerRound('auto', 2_500, 2 * hour, undefined)).toBe(2_500);
+    // Rounds further apart than the period: every peer every round.
+    expect(peersPerRound('auto', 5_000, 2 * hour, 4 * hour)).toBe(5_000);
   });
 
   test('a round pings the sample and carries the other peers’ last results', async () => {
@@ -200,6 +235,169 @@ describe('rotating sample', () => {
     const outcome = await check.run(context(check.parseParams({ pingnodes: 'a,c' })));
     expect(outcome.devices.map((d) => d.id)).toEqual(['a', 'c']);
     expect(outcome.reason).toBeUndefined();
+  });
+});
+
+/** A reply of a given loss and average round trip, as judgePeer leaves it. */
+function answered(peer: string, loss: number, rtt: number | null): DeviceResult {
+  return {
+    id: peer,
+    verdict: loss === 1 ? 'FAIL' : loss > 0 ? 'WARN' : 'PASS',
+    reason: '',
+    evidence: { transmitted: 3, received: 3 - loss * 3, lossRatio: loss, rttAvgSeconds: rtt },
+    compatValue: loss === 1 ? 1 : 0,
+  };
+}
+
+const valuesOf = (
+  samples: readonly { metric: string; labels: object; value: number }[],
+  metric: string,
+) => samples.filter((s) => s.metric === metric).map((s) => [s.labels, s.value]);
+
+describe('series bounded at any cluster size (issue 21)', () => {
+  test('per interface: peers probed and unreachable, quantiles of loss and round trip', () => {
+    const results = [
+      ...Array.from({ length: 100 }, (_, i) => ({
+        target: { peer: `p${i}`, interface: 'eth0', address: `10.0.0.${i}` },
+        device: answered(`p${i}`, i === 7 ? 1 : i < 3 ? 1 / 3 : 0, i === 7 ? null : (i + 1) / 1e4),
+      })),
+      {
+        target: { peer: 'p0', interface: 'net1', address: '10.1.0.0' },
+        device: answered('p0', 0, 0.002),
+      },
+    ];
+    const samples = interfaceSamples(results);
+    // 2 counts + 4 loss + 4 round-trip quantiles per interface, whatever the number of peers.
+    expect(samples).toHaveLength(20);
+    expect(valuesOf(samples, 'autopilot_ping_peers_probed')).toEqual([
+      [{ check: 'ping', interface: 'eth0' }, 100],
+      [{ check: 'ping', interface: 'net1' }, 1],
+    ]);
+    expect(valuesOf(samples, 'autopilot_ping_peers_unreachable')[0]).toEqual([
+      { check: 'ping', interface: 'eth0' },
+      1,
+    ]);
+    const eth0 = (metric: string) =>
+      samples
+        .filter((s) => s.metric === metric && s.labels.interface === 'eth0')
+        .map((s) => [s.labels.quantile, s.value]);
+    // Nearest rank over 100 losses: 96 at 0, 3 at 1/3, 1 at 1.
+    expect(eth0('autopilot_ping_loss_ratio')).toEqual([
+      ['0.5', 0],
+      ['0.9', 0],
+      ['0.99', 1 / 3],
+      ['1', 1],
+    ]);
+    // 99 round trips, 0.1 ms to 10 ms without p7 (no reply): ranks 50, 90 and 99 of 99.
+    expect(eth0('autopilot_ping_rtt_seconds')).toEqual([
+      ['0.5', 0.0051],
+      ['0.9', 0.0091],
+      ['0.99', 0.01],
+      ['1', 0.01],
+    ]);
+  });
+
+  test('per-peer loss series: only the K worst, by loss then round trip', () => {
+    const results = Array.from({ length: 30 }, (_, i) => ({
+      target: { peer: `p${String(i).padStart(2, '0')}`, interface: 'eth0', address: `10.0.0.${i}` },
+      device: answered(`p${i}`, i < 5 ? 1 : 1 / 3, i < 5 ? null : i / 1000),
+    }));
+    const samples = degradedInterfaceSamples(results, 7);
+    expect(samples.map((s) => s.labels.peer)).toEqual([
+      // The 5 unreachable (no round trip to rank them by: by name), then the slowest lossy ones.
+      'p00',
+      'p01',
+      'p02',
+      'p03',
+      'p04',
+      'p29',
+      'p28',
+    ]);
+  });
+
+  test('compatibility series: every peer up to the cap, above it only the K worst failing', () => {
+    const devices = [answered('a', 0, 0.001), answered('b', 1, null), answered('c', 1 / 3, 0.002)];
+    expect(capCompatSeries(devices, 3, 3, 20)).toEqual(devices);
+    const capped = capCompatSeries(devices, 4, 3, 20);
+    expect(capped.map((d) => [d.id, d.verdict, d.compatValue])).toEqual([
+      ['a', 'PASS', undefined],
+      ['b', 'FAIL', 1],
+      ['c', 'WARN', undefined],
+    ]);
+    const many = Array.from({ length: 50 }, (_, i) => answered(`f${i}`, 1, null));
+    expect(capCompatSeries(many, 5000, 500, 20).filter((d) => d.compatValue === 1)).toHaveLength(
+      20,
+    );
+  });
+
+  test('a run over 600 peers with two unreachable: 2 compatibility series, the peers named', async () => {
+    const names = Array.from({ length: 600 }, (_, i) => `10.9.${Math.floor(i / 250)}.${i % 250}`);
+    const check = createPingCheck({
+      settings: { ...SETTINGS, concurrency: 64, compatMaxPeers: 500, topK: 20 },
+      peers: () => names,
+      run: network(['10.9.1.5', '10.9.2.9']).run,
+    });
+    const outcome = await check.run(context());
+    expect(outcome.devices).toHaveLength(600);
+    expect(
+      outcome.devices.filter((d) => d.compatValue !== undefined).map((d) => [d.id, d.compatValue]),
+    ).toEqual([
+      ['10.9.1.5', 1],
+      ['10.9.2.9', 1],
+    ]);
+    const perPeer = (outcome.samples ?? []).filter((s) => 'peer' in s.labels);
+    expect(perPeer.map((s) => s.labels.peer)).toEqual(['10.9.1.5', '10.9.2.9']);
+  });
+});
+
+describe('coverage: the stated period and the oldest probe', () => {
+  const HOUR = 3600_000;
+
+  /** Hourly runs of a check over 4 peers; the oldest-probe age after each. */
+  async function agesOver(runs: number, sampleSize: number | 'auto') {
+    let now = 1_000_000;
+    const net = network();
+    const check = createPingCheck({
+      settings: { ...SETTINGS, sampleSize, coverageMs: 2 * HOUR },
+      peers: () => ['n0', 'n1', 'n2', 'n3'],
+      run: net.run,
+      now: () => now,
+      roundIntervalMs: () => HOUR,
+    });
+    const ages: number[] = [];
+    let stated: number | undefined;
+    for (let run = 0; run < runs; run++) {
+      const outcome = await check.run(context());
+      const get = (metric: string) => outcome.samples?.find((s) => s.metric === metric)?.value;
+      ages.push(get('autopilot_ping_oldest_probe_age_seconds')!);
+      stated = get('autopilot_ping_coverage_seconds');
+      now += HOUR;
+    }
+    return { ages, stated, pinged: net.pinged.length };
+  }
+
+  test('auto at 4 peers pings all every round: nothing older than the run', async () => {
+    expect(await agesOver(3, 'auto')).toEqual({ ages: [0, 0, 0], stated: 7200, pinged: 12 });
+  });
+
+  test('a sample forced to 1 of 4 peers: a peer waits 3 rounds, past the stated 2 hours', async () => {
+    const { ages, stated } = await agesOver(5, 1);
+    expect(stated).toBe(7200);
+    // Peers never pinged count from when they were first listed (the first run).
+    expect(ages).toEqual([0, 3600, 7200, 10800, 10800]);
+    expect(Math.max(...ages)).toBeGreaterThan(stated!);
+  });
+
+  test('a sample of 2 of 4 meets the period: the oldest probe is one round old', async () => {
+    const { ages } = await agesOver(4, 2);
+    expect(ages).toEqual([0, 3600, 3600, 3600]);
+  });
+
+  test('no period without rounds that run ping; the age counts from the first listing', () => {
+    const since = (peer: string) => ({ a: 1000, b: 4000 })[peer] ?? 0;
+    expect(coverageSamples(['a', 'b'], since, 11_500, undefined)).toEqual([
+      { metric: 'autopilot_ping_oldest_probe_age_seconds', labels: { check: 'ping' }, value: 10 },
+    ]);
   });
 });
 

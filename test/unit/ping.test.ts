@@ -432,16 +432,35 @@ describe('createPingCheck: run', () => {
       { ...JUDGED['unknown-host'], id: 'c' },
     ]);
     expect(outcome.verdict).toBeUndefined();
-    // The aggregates, and the loss of the one peer that lost something (b, unreachable).
-    expect(outcome.samples).toStrictEqual([
-      ...pingSamples(outcome.devices),
+    // The aggregates, per node and per interface, the loss of the one peer that lost something
+    // (b, unreachable), and the coverage (no periodic round here: only the oldest probe's age).
+    const samples = outcome.samples ?? [];
+    const on = { check: 'ping', interface: 'default' };
+    expect(samples.slice(0, 3)).toStrictEqual(pingSamples(outcome.devices));
+    expect(samples.filter((s) => s.metric.startsWith('autopilot_ping_peers'))).toStrictEqual([
+      { metric: 'autopilot_ping_peers_probed', labels: on, value: 3 },
+      { metric: 'autopilot_ping_peers_unreachable', labels: on, value: 1 },
+    ]);
+    // c (unknown host) has no loss to rank: a at 0, b at 1.
+    expect(
+      samples
+        .filter((s) => s.metric === 'autopilot_ping_loss_ratio')
+        .map((s) => [s.labels.quantile, s.value]),
+    ).toStrictEqual([
+      ['0.5', 0],
+      ['0.9', 1],
+      ['0.99', 1],
+      ['1', 1],
+    ]);
+    expect(samples.slice(-2)).toStrictEqual([
       {
         metric: 'autopilot_peer_interface_loss_ratio',
         labels: { check: 'ping', peer: 'b', interface: 'default' },
         value: 1,
       },
+      { metric: 'autopilot_ping_oldest_probe_age_seconds', labels: { check: 'ping' }, value: 0 },
     ]);
-    expect(outcome.samples).toHaveLength(4);
+    expect(samples).toHaveLength(3 + 2 + 4 + 4 + 2);
   });
 
   test('pings only the hosts named in params', async () => {
