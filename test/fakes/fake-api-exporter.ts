@@ -13,6 +13,7 @@ import { buildExporter, type Exporter } from '../../exporter/exporter.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import { silentLogger, type Logger } from '../../exporter/log.js';
 import { fakeNvml, type FakeGpu } from './gpu.js';
+import type { FakeKubeApi } from './kube-api-server.js';
 
 /** A client configuration for the fake API server, as the exporter's service account has it. */
 export function kubeConfigFor(url: string, token = 'exporter-sa-token'): KubeConfig {
@@ -57,5 +58,32 @@ export function exporterOnFakeApi(options: FakeApiExporterOptions): Exporter {
     gpuModel: 'NVIDIA H100',
     build: { version: 'test', nodejs: process.versions.node },
     kube: createKubeApi(kubeConfigFor(options.url), 2000),
+  });
+}
+
+/** The condition the kubelet keeps on a node, which the exporter's own must never disturb. */
+export const KUBELET_READY = {
+  type: 'Ready',
+  status: 'True',
+  reason: 'KubeletReady',
+  message: 'kubelet is posting ready status',
+  lastHeartbeatTime: '2026-01-01T00:00:00Z',
+  lastTransitionTime: '2025-12-01T00:00:00Z',
+};
+
+export function addKubeletReady(api: FakeKubeApi, node: string): void {
+  api.editNode(node, (object) => {
+    object.status = { ...(object.status as object), conditions: [KUBELET_READY] };
+  });
+}
+
+/** A person (alice, group sre) allowed to acknowledge an EVICT through the API, with `token`. */
+export function addOperator(api: FakeKubeApi, token: string): void {
+  api.addToken(token, { username: 'alice', groups: ['sre'] });
+  api.allow({
+    group: 'sre',
+    verb: 'update',
+    resource: 'nodehealth',
+    apiGroup: 'autopilot.ibm.com',
   });
 }

@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import request from 'supertest';
 import type { Exporter } from '../../exporter/exporter.js';
-import { exporterOnFakeApi } from '../fakes/fake-api-exporter.js';
+import { addKubeletReady, exporterOnFakeApi, KUBELET_READY } from '../fakes/fake-api-exporter.js';
 import { fakeNode, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
 
@@ -17,14 +17,7 @@ const NODE = 'node-c';
 const LABEL = 'autopilot.ibm.com/gpuhealth';
 const ACK = 'autopilot.ibm.com/acknowledge';
 const OURS = { key: LABEL, value: 'EVICT', effect: 'NoSchedule' };
-const READY = {
-  type: 'Ready',
-  status: 'True',
-  reason: 'KubeletReady',
-  message: 'kubelet is posting ready status',
-  lastHeartbeatTime: '2026-01-01T00:00:00Z',
-  lastTransitionTime: '2025-12-01T00:00:00Z',
-};
+const READY = KUBELET_READY;
 const REMAP_FAILED = { correctable: 0, uncorrectable: 1, pending: false, failureOccurred: true };
 const REMAP_CLEAN = { correctable: 0, uncorrectable: 0, pending: false, failureOccurred: false };
 
@@ -39,9 +32,7 @@ let rig: Rig | undefined;
 async function setup(): Promise<Rig> {
   const api = await startFakeKubeApi();
   api.addNode({ name: NODE, allocatableGpus: 2 });
-  api.editNode(NODE, (node) => {
-    node.status = { ...(node.status as object), conditions: [READY] };
-  });
+  addKubeletReady(api, NODE);
   const gpus = fakeNode(2);
   const exporter = exporterOnFakeApi({
     url: api.url,

@@ -7,20 +7,18 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import request from 'supertest';
 import type { Exporter } from '../../exporter/exporter.js';
-import { exporterOnFakeApi } from '../fakes/fake-api-exporter.js';
+import {
+  addKubeletReady,
+  addOperator,
+  exporterOnFakeApi,
+  KUBELET_READY,
+} from '../fakes/fake-api-exporter.js';
 import { fakeNode, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../fakes/kube-api-server.js';
 
 const NODE = 'node-c';
 const OPERATOR_TOKEN = 'operator-token';
-const READY = {
-  type: 'Ready',
-  status: 'True',
-  reason: 'KubeletReady',
-  message: 'kubelet is posting ready status',
-  lastHeartbeatTime: '2026-01-01T00:00:00Z',
-  lastTransitionTime: '2025-12-01T00:00:00Z',
-};
+const READY = KUBELET_READY;
 const REMAP_FAILED = { correctable: 0, uncorrectable: 1, pending: false, failureOccurred: true };
 const REMAP_CLEAN = { correctable: 0, uncorrectable: 0, pending: false, failureOccurred: false };
 const POWER_BRAKE = 0x80n;
@@ -36,17 +34,8 @@ let rig: Rig | undefined;
 async function setup(env: Record<string, string> = {}): Promise<Rig> {
   const api = await startFakeKubeApi();
   api.addNode({ name: NODE, allocatableGpus: 2 });
-  // What the kubelet keeps there: the condition this exporter must never disturb.
-  api.editNode(NODE, (node) => {
-    node.status = { ...(node.status as object), conditions: [READY] };
-  });
-  api.addToken(OPERATOR_TOKEN, { username: 'alice', groups: ['sre'] });
-  api.allow({
-    group: 'sre',
-    verb: 'update',
-    resource: 'nodehealth',
-    apiGroup: 'autopilot.ibm.com',
-  });
+  addKubeletReady(api, NODE);
+  addOperator(api, OPERATOR_TOKEN);
   const gpus = fakeNode(2);
   const exporter = exporterOnFakeApi({
     url: api.url,

@@ -14,7 +14,7 @@ import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import type { KubeApi } from '../../exporter/k8s/ports.js';
 import { silentLogger } from '../../exporter/log.js';
 import type { NodeHealth } from '../../exporter/node-health.js';
-import { exporterOnFakeApi, kubeConfigFor } from '../fakes/fake-api-exporter.js';
+import { addOperator, exporterOnFakeApi, kubeConfigFor } from '../fakes/fake-api-exporter.js';
 import { fakeNode, type FakeGpu } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi, type FakeTaint } from '../fakes/kube-api-server.js';
 import { recordingLogger, type LogLine } from '../fakes/logger.js';
@@ -56,13 +56,7 @@ async function cluster(
   cordoned: readonly string[] = [],
 ) {
   api = await startFakeKubeApi();
-  api.addToken(OPERATOR_TOKEN, { username: 'alice', groups: ['sre'] });
-  api.allow({
-    group: 'sre',
-    verb: 'update',
-    resource: 'nodehealth',
-    apiGroup: 'autopilot.ibm.com',
-  });
+  addOperator(api, OPERATOR_TOKEN);
   const names = Array.from({ length: count }, (_, i) => `node-${String.fromCharCode(97 + i)}`);
   for (const name of names) {
     const own = taints[name];
