@@ -4,7 +4,8 @@
 #                               probe library where nvcc exists
 #   scripts/install.sh --test   also what the tests need: promtool (Debian's prometheus package)
 #                               and iproute2 (network namespaces); gcc and make build the C fakes;
-#                               helm for the chart tests (scripts/get-helm.sh, build/tools/helm)
+#                               helm for the chart tests (scripts/get-helm.sh, build/tools/helm);
+#                               chromium for the status page's browser tests (puppeteer-core drives it)
 #   scripts/install.sh --bench  the test set plus Debian's prometheus-node-exporter, the reference
 #                               bench/compare.ts scrapes beside the exporter
 # Debian packages are installed only when missing, so a prepared machine is not touched.
@@ -30,7 +31,7 @@ fi
 
 packages=(iputils-ping iperf3)
 if [ "$mode" != run ]; then
-  packages+=(iproute2 prometheus prometheus-alertmanager gcc make unzip openssl)
+  packages+=(iproute2 prometheus prometheus-alertmanager gcc make unzip openssl chromium)
 fi
 if [ "$mode" = bench ]; then
   packages+=(prometheus-node-exporter)
