@@ -19,15 +19,7 @@ import {
   type Nvml,
   type NvmlLoad,
 } from '../native/ports.js';
-import {
-  ConfigError,
-  givenEnv,
-  parseShare,
-  setting,
-  share,
-  type ConfigInputs,
-  type SettingValues,
-} from '../config/setting.js';
+import { failWarnShares, setting, type SettingValues, share } from '../config/setting.js';
 import type { Check, CheckOutcome, DeviceResult, Sample } from './check.js';
 import { withDeadline, type CheckModule } from './module.js';
 import {
@@ -285,40 +277,11 @@ function round(value: number): number {
   return Number(value.toFixed(2));
 }
 
-/**
- * AUTOPILOT_GPUMEM_WARN_SHARE, which must lie above AUTOPILOT_GPUMEM_FAIL_SHARE (parsed before it):
- * otherwise no figure could ever WARN. The error names the one the operator set.
- */
-function parseWarnShare(value: string, inputs: ConfigInputs): number {
-  const warn = parseShare('AUTOPILOT_GPUMEM_WARN_SHARE', value, String(DEFAULT_GPUMEM_SHARES.warn));
-  const failGiven = givenEnv(inputs, 'AUTOPILOT_GPUMEM_FAIL_SHARE');
-  const fail = failGiven === undefined ? DEFAULT_GPUMEM_SHARES.fail : Number(failGiven);
-  if (fail < warn) return warn;
-  if (givenEnv(inputs, 'AUTOPILOT_GPUMEM_WARN_SHARE') === undefined) {
-    throw new ConfigError(
-      'AUTOPILOT_GPUMEM_FAIL_SHARE',
-      failGiven ?? String(fail),
-      `a share below AUTOPILOT_GPUMEM_WARN_SHARE (${warn}, its default), or AUTOPILOT_GPUMEM_WARN_SHARE set above it`,
-    );
-  }
-  throw new ConfigError(
-    'AUTOPILOT_GPUMEM_WARN_SHARE',
-    value,
-    `a share above AUTOPILOT_GPUMEM_FAIL_SHARE (${fail}) and at most 1`,
-  );
-}
-
 /** gpumem's own settings, after pciebw's. */
 const GPUMEM_SETTINGS = {
-  AUTOPILOT_GPUMEM_FAIL_SHARE: setting({
-    fallback: String(DEFAULT_GPUMEM_SHARES.fail),
-    help: "gpumem FAIL when a figure is below this share of the GPU model's datasheet peak (above 0, below the WARN share)",
-    parse: share('AUTOPILOT_GPUMEM_FAIL_SHARE', String(DEFAULT_GPUMEM_SHARES.fail)),
-  }),
-  AUTOPILOT_GPUMEM_WARN_SHARE: setting({
-    fallback: String(DEFAULT_GPUMEM_SHARES.warn),
-    help: "gpumem WARN when a figure is below this share of the GPU model's datasheet peak (above the FAIL share, at most 1)",
-    parse: parseWarnShare,
+  ...failWarnShares('AUTOPILOT_GPUMEM', DEFAULT_GPUMEM_SHARES, {
+    fail: "gpumem FAIL when a figure is below this share of the GPU model's datasheet peak (above 0, below the WARN share)",
+    warn: "gpumem WARN when a figure is below this share of the GPU model's datasheet peak (above the FAIL share, at most 1)",
   }),
   AUTOPILOT_GPUMEM_SIBLING_SHARE: setting({
     fallback: String(DEFAULT_GPUMEM_SHARES.sibling),

@@ -26,15 +26,7 @@ import {
   type Nvml,
   type NvmlLoad,
 } from '../native/ports.js';
-import {
-  ConfigError,
-  givenEnv,
-  parseShare,
-  setting,
-  share,
-  type ConfigInputs,
-  type SettingValues,
-} from '../config/setting.js';
+import { failWarnShares, type SettingValues } from '../config/setting.js';
 import {
   wholeNumberParam,
   type Check,
@@ -407,41 +399,11 @@ export function createP2pBwCheck(deps: P2pBwCheckDeps): Check {
   };
 }
 
-/**
- * AUTOPILOT_P2PBW_WARN_SHARE, which must lie above AUTOPILOT_P2PBW_FAIL_SHARE (parsed before it):
- * otherwise no pair could ever WARN. The error names the one the operator set.
- */
-function parseWarnShare(value: string, inputs: ConfigInputs): number {
-  const fallback = String(DEFAULT_P2PBW_SHARES.warn);
-  const warn = parseShare('AUTOPILOT_P2PBW_WARN_SHARE', value, fallback);
-  const failGiven = givenEnv(inputs, 'AUTOPILOT_P2PBW_FAIL_SHARE');
-  const fail = failGiven === undefined ? DEFAULT_P2PBW_SHARES.fail : Number(failGiven);
-  if (fail < warn) return warn;
-  if (givenEnv(inputs, 'AUTOPILOT_P2PBW_WARN_SHARE') === undefined) {
-    throw new ConfigError(
-      'AUTOPILOT_P2PBW_FAIL_SHARE',
-      failGiven ?? String(fail),
-      `a share below AUTOPILOT_P2PBW_WARN_SHARE (${warn}, its default), or AUTOPILOT_P2PBW_WARN_SHARE set above it`,
-    );
-  }
-  throw new ConfigError(
-    'AUTOPILOT_P2PBW_WARN_SHARE',
-    value,
-    `a share above AUTOPILOT_P2PBW_FAIL_SHARE (${fail}) and at most 1`,
-  );
-}
-
 /** p2pbw's own settings, after gpumem's. */
 const P2PBW_SETTINGS = {
-  AUTOPILOT_P2PBW_FAIL_SHARE: setting({
-    fallback: String(DEFAULT_P2PBW_SHARES.fail),
-    help: "p2pbw FAIL for a GPU with a peer copy pair below this share of the node's pair median (above 0, below the WARN share)",
-    parse: share('AUTOPILOT_P2PBW_FAIL_SHARE', String(DEFAULT_P2PBW_SHARES.fail)),
-  }),
-  AUTOPILOT_P2PBW_WARN_SHARE: setting({
-    fallback: String(DEFAULT_P2PBW_SHARES.warn),
-    help: "p2pbw WARN for a GPU with a peer copy pair below this share of the node's pair median (above the FAIL share, at most 1)",
-    parse: parseWarnShare,
+  ...failWarnShares('AUTOPILOT_P2PBW', DEFAULT_P2PBW_SHARES, {
+    fail: "p2pbw FAIL for a GPU with a peer copy pair below this share of the node's pair median (above 0, below the WARN share)",
+    warn: "p2pbw WARN for a GPU with a peer copy pair below this share of the node's pair median (above the FAIL share, at most 1)",
   }),
 };
 

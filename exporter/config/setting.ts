@@ -131,3 +131,45 @@ export function givenEnv(inputs: ConfigInputs, name: string): string | undefined
   const value = inputs.env[name]?.trim();
   return value === undefined || value === '' ? undefined : value;
 }
+
+/**
+ * A FAIL share and a WARN share of one check, as two settings: the WARN share must lie above the
+ * FAIL share (parsed before it), otherwise nothing could ever WARN. The error names the one the
+ * operator set. `help` says what each share is of; the names are `${prefix}_FAIL_SHARE` and
+ * `${prefix}_WARN_SHARE`.
+ */
+export function failWarnShares<Prefix extends string>(
+  prefix: Prefix,
+  defaults: { readonly fail: number; readonly warn: number },
+  help: { readonly fail: string; readonly warn: string },
+): {
+  readonly [Name in `${Prefix}_FAIL_SHARE` | `${Prefix}_WARN_SHARE`]: Setting<number>;
+} {
+  const failName = `${prefix}_FAIL_SHARE` as const;
+  const warnName = `${prefix}_WARN_SHARE` as const;
+  const parseWarn = (value: string, inputs: ConfigInputs): number => {
+    const warn = parseShare(warnName, value, String(defaults.warn));
+    const failGiven = givenEnv(inputs, failName);
+    const fail = failGiven === undefined ? defaults.fail : Number(failGiven);
+    if (fail < warn) return warn;
+    if (givenEnv(inputs, warnName) === undefined) {
+      throw new ConfigError(
+        failName,
+        failGiven ?? String(fail),
+        `a share below ${warnName} (${warn}, its default), or ${warnName} set above it`,
+      );
+    }
+    throw new ConfigError(warnName, value, `a share above ${failName} (${fail}) and at most 1`);
+  };
+  const specs = {
+    [failName]: setting({
+      fallback: String(defaults.fail),
+      help: help.fail,
+      parse: share(failName, String(defaults.fail)),
+    }),
+    [warnName]: setting({ fallback: String(defaults.warn), help: help.warn, parse: parseWarn }),
+  };
+  return specs as {
+    readonly [Name in `${Prefix}_FAIL_SHARE` | `${Prefix}_WARN_SHARE`]: Setting<number>;
+  };
+}
