@@ -1,9 +1,13 @@
 /**
- * Benchmark of the cluster-wide /status fan-out: the real exporter process in Kubernetes mode, with
- * the fake API server listing 1,000 simulated nodes. One HTTP server in this process plays all of
- * them on distinct loopback addresses (127.0.x.y, which Linux answers for without any set-up) and
- * answers each /status after 100 ms. It measures the time to the last node's reply (target ≤ 5 s)
- * and the exporter's RSS while it fans out (target ≤ 100 MB). No assertions: it prints.
+ * Benchmark of the cluster-wide /status fan-out at 1,000 and 10,000 simulated nodes: the real
+ * exporter process in Kubernetes mode, the fake API server listing the nodes in EndpointSlices of
+ * 100 (as the peer directory reads them). One HTTP server in this process plays every node on
+ * its own loopback address (127.0.x.y, which Linux answers for without any set-up) and answers each
+ * /status after 100 ms. Per scale it measures the time to the first byte, the time to the last
+ * node's answer (targets at 10,000: ≤ 1 s and ≤ 60 s) and the exporter process's RSS while it
+ * fans out (target ≤ 256 MB), in the three streamed forms. No assertions: it prints.
+ *
+ *   node dist/bench/fanout.js [--nodes 1000,10000] [--runs 3]
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -21,15 +25,13 @@ import {
   type FakeKubeApi,
 } from '../test/fakes/kube-api-server.js';
 
-const NODES = 1_000;
 const REPLY_AFTER_MS = 100;
-const REPETITIONS = 5;
-const REALISTIC_REPETITIONS = 3;
 /** The EndpointSlice controller's default maximum of endpoints per slice. */
 const ENDPOINTS_PER_SLICE = 100;
 const RSS_EVERY_MS = 50;
-const TARGET_LAST_REPLY_S = 5;
-const TARGET_RSS_MB = 100;
+const TARGET_FIRST_BYTE_S = 1;
+const TARGET_ALL_ANSWERS_S = 60;
+const TARGET_RSS_MB = 256;
 const NAMESPACE = 'autopilot';
 const SERVICE = 'autopilot-healthchecks';
 const SELF = 'bench-node';
@@ -50,9 +52,9 @@ interface SimulatedNode {
   readonly address: string;
 }
 
-function simulatedNodes(): SimulatedNode[] {
-  return Array.from({ length: NODES }, (_, i) => ({
-    name: `sim-${String(i + 1).padStart(4, '0')}`,
+function simulatedNodes(count: number): SimulatedNode[] {
+  return Array.from({ length: count }, (_, i) => ({
+    name: `sim-${String(i + 1).padStart(5, '0')}`,
     address: `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`,
   }));
 }
@@ -191,7 +193,7 @@ interface Exporter {
   readonly complaints: Map<string, number>;
 }
 
-function startExporter(kubeconfig: string): Promise<Exporter> {
+function startExporter(kubeconfig: string, concurrency: number): Promise<Exporter> {
   const args = [...NODE_FLAGS, ...DIAGNOSTIC_FLAGS, MAIN, '--port', '0', '--w', '0'];
   const child = spawn(process.execPath, args, {
     env: {
@@ -208,6 +210,7 @@ function startExporter(kubeconfig: string): Promise<Exporter> {
       AUTOPILOT_READINESS_PORT: '0',
       AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
       AUTOPILOT_NVML_LIBRARY: '',
+      AUTOPILOT_FANOUT_CONCURRENCY: String(concurrency),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -281,36 +284,75 @@ function rssMB(pid: number): number {
   return line === null ? Number.NaN : Number(line[1]) / 1024;
 }
 
-/** A streamed answer, each complete line stamped with when it arrived. */
+/** A streamed answer: when its headers and first byte came, and each node's entry. */
 interface TimedAnswer {
   readonly status: number;
   readonly headersMs: number;
-  readonly lines: readonly { readonly text: string; readonly ms: number }[];
+  readonly firstByteMs: number;
+  /** When each node's entry arrived, in arrival order. */
+  readonly nodeMs: readonly number[];
+  readonly nodes: number;
+  readonly answered: number;
+  readonly otherOutcomes: ReadonlyMap<string, { count: number; detail: string }>;
   readonly endMs: number;
   readonly bytes: number;
 }
 
-function timedGet(url: string): Promise<TimedAnswer> {
+type Form = 'ndjson' | 'text' | 'json';
+
+/**
+ * Reads the answer as it streams, line by line, without keeping it (10,000 text blocks are tens
+ * of MB): a node entry is an NDJSON node line, a text `Node Status:` line, or a line of the JSON
+ * document's nodes array (the exporter writes one node per line).
+ */
+function timedGet(url: string, form: Form): Promise<TimedAnswer> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const request = get(url, (res) => {
       const headersMs = performance.now() - started;
-      const lines: { text: string; ms: number }[] = [];
+      let firstByteMs = Number.NaN;
+      const nodeMs: number[] = [];
+      let answered = 0;
+      const otherOutcomes = new Map<string, { count: number; detail: string }>();
       let pending = '';
       let bytes = 0;
+      const line = (text: string, ms: number): void => {
+        const entry = nodeEntry(text, form);
+        if (entry === undefined) return;
+        nodeMs.push(ms);
+        if (entry.outcome === 'answered') answered++;
+        else {
+          const seen = otherOutcomes.get(entry.outcome);
+          otherOutcomes.set(entry.outcome, {
+            count: (seen?.count ?? 0) + 1,
+            detail: seen?.detail ?? entry.detail,
+          });
+        }
+      };
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         const ms = performance.now() - started;
+        if (Number.isNaN(firstByteMs)) firstByteMs = ms;
         bytes += Buffer.byteLength(chunk);
         pending += chunk;
         const complete = pending.split('\n');
         pending = complete.pop() ?? '';
-        for (const text of complete) lines.push({ text, ms });
+        for (const text of complete) line(text, ms);
       });
       res.on('end', () => {
         const endMs = performance.now() - started;
-        if (pending !== '') lines.push({ text: pending, ms: endMs });
-        resolve({ status: res.statusCode ?? 0, headersMs, lines, endMs, bytes });
+        if (pending !== '') line(pending, endMs);
+        resolve({
+          status: res.statusCode ?? 0,
+          headersMs,
+          firstByteMs,
+          nodeMs,
+          nodes: nodeMs.length,
+          answered,
+          otherOutcomes,
+          endMs,
+          bytes,
+        });
       });
       res.on('error', reject);
     });
@@ -318,46 +360,35 @@ function timedGet(url: string): Promise<TimedAnswer> {
   });
 }
 
+function nodeEntry(text: string, form: Form): { outcome: string; detail: string } | undefined {
+  if (form === 'text') {
+    if (!text.startsWith('Node Status:')) return undefined;
+    return text === 'Node Status: OK'
+      ? { outcome: 'answered', detail: '' }
+      : { outcome: text.slice('Node Status: '.length), detail: '' };
+  }
+  // The JSON document's nodes array has one node a line, each but the last followed by a comma.
+  const json = form === 'json' ? text.replace(/,$/, '') : text;
+  if (!json.startsWith('{"type":"node"')) return undefined;
+  const node = JSON.parse(json) as { outcome: string; detail: string };
+  return { outcome: node.outcome, detail: node.detail };
+}
+
 /** Samples the process's RSS until stopped; the peak is what a memory limit would meet. */
-function sampleRss(pid: number): () => { peak: number; samples: number } {
+function sampleRss(pid: number): () => number {
   let peak = rssMB(pid);
-  let samples = 1;
   const timer = setInterval(() => {
     peak = Math.max(peak, rssMB(pid));
-    samples++;
   }, RSS_EVERY_MS);
   return () => {
     clearInterval(timer);
-    peak = Math.max(peak, rssMB(pid));
-    return { peak, samples: samples + 1 };
+    return Math.max(peak, rssMB(pid));
   };
-}
-
-interface NodeLine {
-  readonly type: string;
-  readonly node?: string;
-  readonly outcome?: string;
-  readonly detail?: string;
-  readonly runtimeSeconds?: number;
-  readonly ok?: number;
-  readonly notOk?: number;
 }
 
 interface FanoutFigures {
   readonly label: string;
-  readonly status: number;
-  readonly headersMs: number;
-  readonly firstNodeMs: number;
-  readonly medianNodeMs: number;
-  /** The last node line other than this exporter's own. */
-  readonly lastSimulatedMs: number;
-  readonly selfMs: number | undefined;
-  readonly endMs: number;
-  readonly runtimeSeconds: number;
-  readonly nodes: number;
-  readonly answered: number;
-  readonly otherOutcomes: ReadonlyMap<string, { count: number; detail: string }>;
-  readonly bytes: number;
+  readonly answer: TimedAnswer;
   readonly served: ServedCounts;
   readonly rssBefore: number;
   readonly rssPeak: number;
@@ -372,125 +403,31 @@ function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
-async function measureNdjson(
+async function measure(
   label: string,
   url: string,
+  form: Form,
   exporter: Exporter,
   served: { counts: ServedCounts; reset: () => void },
 ): Promise<FanoutFigures> {
-  const pid = exporter.pid;
   served.reset();
   exporter.gc.peakBefore = 0;
   const fullBefore = exporter.gc.fullCollections;
-  const rssBefore = rssMB(pid);
-  const stop = sampleRss(pid);
-  const answer = await timedGet(url);
-  const { peak } = stop();
-  const rssAfter = rssMB(pid);
-  const nodeTimes: number[] = [];
-  let lastSimulatedMs = Number.NaN;
-  let selfMs: number | undefined;
-  let answered = 0;
-  let summary: NodeLine | undefined;
-  const otherOutcomes = new Map<string, { count: number; detail: string }>();
-  for (const { text, ms } of answer.lines) {
-    if (text === '') continue;
-    const line = JSON.parse(text) as NodeLine;
-    if (line.type === 'summary') summary = line;
-    if (line.type !== 'node') continue;
-    nodeTimes.push(ms);
-    if (line.node === SELF) selfMs = ms;
-    else lastSimulatedMs = Number.isNaN(lastSimulatedMs) ? ms : Math.max(lastSimulatedMs, ms);
-    if (line.outcome === 'answered') answered++;
-    else {
-      const key = line.outcome ?? '?';
-      const seen = otherOutcomes.get(key);
-      otherOutcomes.set(key, {
-        count: (seen?.count ?? 0) + 1,
-        detail: seen?.detail ?? line.detail ?? '',
-      });
-    }
-  }
+  const rssBefore = rssMB(exporter.pid);
+  const stop = sampleRss(exporter.pid);
+  const answer = await timedGet(url, form);
+  const rssPeak = stop();
   return {
     label,
-    status: answer.status,
-    headersMs: answer.headersMs,
-    firstNodeMs: nodeTimes.length === 0 ? Number.NaN : Math.min(...nodeTimes),
-    medianNodeMs: percentile(nodeTimes, 50),
-    lastSimulatedMs,
-    selfMs,
-    endMs: answer.endMs,
-    runtimeSeconds: summary?.runtimeSeconds ?? Number.NaN,
-    nodes: nodeTimes.length,
-    answered,
-    otherOutcomes,
-    bytes: answer.bytes,
+    answer,
     served: { ...served.counts },
     rssBefore,
-    rssPeak: peak,
-    rssAfter,
+    rssPeak,
+    rssAfter: rssMB(exporter.pid),
     heapPeak: exporter.gc.peakBefore,
     fullCollections: exporter.gc.fullCollections - fullBefore,
     liveAfterFull: exporter.gc.liveAfterFull,
   };
-}
-
-interface TextFigures {
-  readonly status: number;
-  readonly firstByteMs: number;
-  readonly lastBlockMs: number;
-  readonly blocks: number;
-  readonly endMs: number;
-  readonly bytes: number;
-  readonly served: ServedCounts;
-  readonly rssBefore: number;
-  readonly rssPeak: number;
-  readonly heapPeak: number;
-}
-
-/** Autopilot's text report: one block per node, each ending in its `Node Status:` line. */
-async function measureText(
-  url: string,
-  exporter: Exporter,
-  served: { counts: ServedCounts; reset: () => void },
-): Promise<TextFigures> {
-  served.reset();
-  exporter.gc.peakBefore = 0;
-  const rssBefore = rssMB(exporter.pid);
-  const stop = sampleRss(exporter.pid);
-  const answer = await timedGet(url);
-  const { peak } = stop();
-  const blocks = answer.lines.filter((l) => l.text.startsWith('Node Status:'));
-  return {
-    status: answer.status,
-    firstByteMs: answer.headersMs,
-    lastBlockMs: blocks.at(-1)?.ms ?? Number.NaN,
-    blocks: blocks.length,
-    endMs: answer.endMs,
-    bytes: answer.bytes,
-    served: { ...served.counts },
-    rssBefore,
-    rssPeak: peak,
-    heapPeak: exporter.gc.peakBefore,
-  };
-}
-
-function reportText(label: string, f: TextFigures): void {
-  row(
-    `${label}: last node block`,
-    s(f.lastBlockMs),
-    against(f.lastBlockMs / 1000, TARGET_LAST_REPLY_S, ' s'),
-  );
-  row(
-    '',
-    '',
-    `HTTP ${f.status}, first byte ${ms(f.firstByteMs)}, ${f.blocks} node blocks, end ${ms(f.endMs)}, ${(f.bytes / 1024 / 1024).toFixed(1)} MiB; served ${f.served.requests}, max in flight ${f.served.maxInFlight}`,
-  );
-  row(
-    `${label}: exporter RSS peak`,
-    mb(f.rssPeak),
-    `before ${mb(f.rssBefore)}, V8 heap peak ${mb(f.heapPeak)}; ${against(f.rssPeak, TARGET_RSS_MB, ' MB')}`,
-  );
 }
 
 function row(label: string, value: string, note = ''): void {
@@ -499,29 +436,34 @@ function row(label: string, value: string, note = ''): void {
 
 function against(value: number, target: number, unit: string): string {
   const ratio = value / target;
-  return `target ≤ ${target}${unit}: ratio ${ratio.toFixed(2)}, ${ratio <= 1 ? 'within target' : 'OVER TARGET'}`;
+  return `target ≤ ${target}${unit}: ratio ${ratio.toFixed(3)}, ${ratio <= 1 ? 'within target' : 'OVER TARGET'}`;
 }
 
 const ms = (value: number): string => `${value.toFixed(0)} ms`;
 const s = (value: number): string => `${(value / 1000).toFixed(2)} s`;
 const mb = (value: number): string => `${value.toFixed(1)} MB`;
 
+function lastNodeMs(f: FanoutFigures): number {
+  return f.answer.nodeMs.length === 0 ? Number.NaN : Math.max(...f.answer.nodeMs);
+}
+
 function reportRun(f: FanoutFigures): void {
-  const others = [...f.otherOutcomes].map(([k, v]) => `${v.count} ${k} (${v.detail})`).join(', ');
+  const a = f.answer;
+  const others = [...a.otherOutcomes].map(([k, v]) => `${v.count} ${k} (${v.detail})`).join(', ');
   row(
     f.label,
-    s(f.lastSimulatedMs),
-    `first ${ms(f.firstNodeMs)}, median ${ms(f.medianNodeMs)}, end ${ms(f.endMs)}, exporter runtime ${f.runtimeSeconds.toFixed(2)} s`,
+    s(lastNodeMs(f)),
+    `first byte ${ms(a.firstByteMs)} (headers ${ms(a.headersMs)}), first node ${ms(a.nodeMs[0] ?? Number.NaN)}, median ${ms(percentile(a.nodeMs, 50))}, end ${ms(a.endMs)}`,
   );
   row(
     '',
     '',
-    `HTTP ${f.status}, headers at ${ms(f.headersMs)}, ${f.nodes} node lines, ${f.answered} answered${others === '' ? '' : `, ${others}`}`,
+    `HTTP ${a.status}, ${a.nodes} node entries, ${a.answered} answered${others === '' ? '' : `, ${others}`}, ${(a.bytes / 1024 / 1024).toFixed(1)} MiB`,
   );
   row(
     '',
     '',
-    `served ${f.served.requests} requests on ${f.served.connections} new connections, max in flight ${f.served.maxInFlight}, misrouted ${f.served.misrouted}, unmarked ${f.served.unmarked}`,
+    `served ${f.served.requests} requests on ${f.served.connections} connections, max in flight ${f.served.maxInFlight}, misrouted ${f.served.misrouted}, unmarked ${f.served.unmarked}`,
   );
   row(
     '',
@@ -530,31 +472,56 @@ function reportRun(f: FanoutFigures): void {
   );
 }
 
-function reportSeries(label: string, runs: readonly FanoutFigures[]): void {
-  const last = runs.map((r) => r.lastSimulatedMs);
-  const peaks = runs.map((r) => r.rssPeak);
-  row(
-    `${label}: last reply, median of ${runs.length}`,
-    s(percentile(last, 50)),
-    against(percentile(last, 50) / 1000, TARGET_LAST_REPLY_S, ' s'),
+function reportScale(scale: ScaleFigures): void {
+  // The targets are read on host=all; the nodelabel run adds the API server's list before it.
+  const all = scale.runs.filter((r) => r.label.startsWith('host=all'));
+  const firstBytes = all.map((r) => r.answer.firstByteMs);
+  const lasts = all.map(lastNodeMs);
+  const peaks = all.map((r) => r.rssPeak);
+  console.log('');
+  console.log(
+    `${scale.nodes.toLocaleString('en')} simulated nodes (${Math.ceil(scale.nodes / ENDPOINTS_PER_SLICE)} EndpointSlices), AUTOPILOT_FANOUT_CONCURRENCY=${scale.concurrency}`,
   );
   row(
-    `${label}: last reply, max of ${runs.length}`,
-    s(Math.max(...last)),
-    against(Math.max(...last) / 1000, TARGET_LAST_REPLY_S, ' s'),
+    'listening after spawn; peers known, ping round over',
+    `${ms(scale.listeningMs)}`,
+    s(scale.peersKnownMs),
   );
   row(
-    `${label}: max in flight at the nodes`,
-    String(Math.max(...runs.map((r) => r.served.maxInFlight))),
+    'RSS idle, peers known',
+    mb(scale.rssIdle),
+    `V8 live heap after the last full GC ${mb(scale.liveIdle)}`,
+  );
+  for (const run of scale.runs) reportRun(run);
+  row(
+    `time to first byte, max of ${all.length}`,
+    ms(Math.max(...firstBytes)),
+    against(Math.max(...firstBytes) / 1000, TARGET_FIRST_BYTE_S, ' s'),
   );
   row(
-    `${label}: exporter RSS peak, max of ${runs.length}`,
+    `time to all answers, median of ${all.length}`,
+    s(percentile(lasts, 50)),
+    against(percentile(lasts, 50) / 1000, TARGET_ALL_ANSWERS_S, ' s'),
+  );
+  row(
+    `time to all answers, max of ${all.length}`,
+    s(Math.max(...lasts)),
+    against(Math.max(...lasts) / 1000, TARGET_ALL_ANSWERS_S, ' s'),
+  );
+  row(
+    'most requests in flight at the nodes',
+    String(Math.max(...all.map((r) => r.served.maxInFlight))),
+    `bound ${scale.concurrency}`,
+  );
+  row(
+    `exporter RSS peak, max of ${all.length}`,
     mb(Math.max(...peaks)),
     against(Math.max(...peaks), TARGET_RSS_MB, ' MB'),
   );
   row(
-    `${label}: V8 heap peak, max of ${runs.length}`,
-    mb(Math.max(...runs.map((r) => r.heapPeak))),
+    'exporter warn/error log lines',
+    String([...scale.complaints.values()].reduce((a, b) => a + b, 0)),
+    [...scale.complaints].map(([msg, n]) => `${n}× ${msg}`).join('; '),
   );
 }
 
@@ -563,203 +530,145 @@ async function waitFor(what: string, condition: () => Promise<boolean>, withinMs
   while (!(await condition())) {
     if (performance.now() - started > withinMs)
       throw new Error(`${what}: not within ${withinMs} ms`);
-    await sleep(100);
+    await sleep(200);
   }
 }
 
-async function main(): Promise<void> {
-  const nodes = simulatedNodes();
+interface ScaleFigures {
+  readonly nodes: number;
+  readonly concurrency: number;
+  readonly listeningMs: number;
+  readonly peersKnownMs: number;
+  readonly rssIdle: number;
+  readonly liveIdle: number;
+  readonly runs: readonly FanoutFigures[];
+  readonly complaints: ReadonlyMap<string, number>;
+}
+
+/** The fake API server's view: the nodes, and the Service's EndpointSlices of 100 endpoints. */
+function listNodes(api: FakeKubeApi, nodes: readonly SimulatedNode[], port: number): void {
+  for (const node of nodes) api.addNode({ name: node.name, labels: { pool: 'sim' } });
+  for (let first = 0; first < nodes.length; first += ENDPOINTS_PER_SLICE) {
+    api.upsertEndpointSlice(
+      NAMESPACE,
+      endpointSlice({
+        name: `${SERVICE}-sim-${String(first / ENDPOINTS_PER_SLICE + 1).padStart(3, '0')}`,
+        service: SERVICE,
+        ports: [{ name: 'healthcheck', port }],
+        endpoints: nodes.slice(first, first + ENDPOINTS_PER_SLICE).map((n) => ({
+          address: n.address,
+          nodeName: n.name,
+          podName: `autopilot-${n.name}`,
+          ready: true,
+        })),
+      }),
+    );
+  }
+}
+
+/** One exporter process against `count` simulated nodes: NDJSON `runs` times, then text and JSON. */
+async function runScale(count: number, runs: number, concurrency: number): Promise<ScaleFigures> {
+  const nodes = simulatedNodes(count);
   const api: FakeKubeApi = await startFakeKubeApi();
   const simulated = await startSimulatedNodes(nodes);
   const workDir = mkdtempSync(join(tmpdir(), 'autopilot-fanout-bench-'));
   let exporter: Exporter | undefined;
   try {
-    for (const node of nodes) api.addNode({ name: node.name, labels: { pool: 'sim' } });
-    api.addNode({ name: SELF, labels: { pool: 'exporter' } });
-    for (let first = 0; first < nodes.length; first += ENDPOINTS_PER_SLICE) {
-      api.upsertEndpointSlice(
-        NAMESPACE,
-        endpointSlice({
-          name: `${SERVICE}-sim-${String(first / ENDPOINTS_PER_SLICE + 1).padStart(2, '0')}`,
-          service: SERVICE,
-          ports: [{ name: 'healthcheck', port: simulated.port }],
-          endpoints: nodes.slice(first, first + ENDPOINTS_PER_SLICE).map((n) => ({
-            address: n.address,
-            nodeName: n.name,
-            podName: `autopilot-${n.name}`,
-            ready: true,
-          })),
-        }),
-      );
-    }
+    listNodes(api, nodes, simulated.port);
     const spawned = performance.now();
-    exporter = await startExporter(writeKubeconfig(workDir, api.url));
+    exporter = await startExporter(writeKubeconfig(workDir, api.url), concurrency);
     const listeningMs = performance.now() - spawned;
-    api.upsertEndpointSlice(
-      NAMESPACE,
-      endpointSlice({
-        name: `${SERVICE}-${SELF}`,
-        service: SERVICE,
-        ports: [{ name: 'healthcheck', port: exporter.apiPort }],
-        endpoints: [{ address: '127.0.0.1', nodeName: SELF, podName: `autopilot-${SELF}` }],
-      }),
-    );
+    // No EndpointSlice names bench-node itself: host=all is then the simulated nodes alone, as
+    // the peer directory lists them (with itself in, it would ping 10,000 peers in process and
+    // measure the ping check rather than the fan-out).
     const base = `http://127.0.0.1:${exporter.apiPort}`;
     const running = exporter;
     await waitFor(
-      'the exporter knows 1,001 peers and its start-up ping round is over',
+      `the exporter knows ${count} peers and its start-up ping round is over`,
       async () => {
         const body = (await (await fetch(`${base}/results?format=json`)).json()) as {
           kubernetes?: { peers?: { known?: number } };
         };
-        return body.kubernetes?.peers?.known === NODES + 1 && running.pingSeconds.length >= 1;
+        return body.kubernetes?.peers?.known === count && running.pingSeconds.length >= 1;
       },
-      60_000,
+      180_000,
     );
     const peersKnownMs = performance.now() - spawned;
     await sleep(1000);
     const rssIdle = rssMB(exporter.pid);
     const liveIdle = exporter.gc.liveAfterFull;
-
-    const bySelector = `${base}/status?nodelabel=${encodeURIComponent(SIM_SELECTOR)}&check=ping`;
-    const bounded: FanoutFigures[] = [];
-    for (let i = 1; i <= REPETITIONS; i++) {
-      bounded.push(
-        await measureNdjson(
-          `batch=0 (256), run ${i}`,
-          `${bySelector}&format=ndjson`,
-          exporter,
-          simulated,
-        ),
-      );
+    // host=all, the default: the nodes come from the peer directory, no API call before the
+    // answer starts. nodelabel lists the nodes through the API server first.
+    const all = `${base}/status?check=ping`;
+    const bySelector = `${all}&nodelabel=${encodeURIComponent(SIM_SELECTOR)}`;
+    const figures: FanoutFigures[] = [];
+    const forms: [string, string, Form][] = [
+      ...Array.from({ length: runs }, (_, i): [string, string, Form] => [
+        `host=all, ndjson, run ${i + 1}`,
+        `${all}&format=ndjson`,
+        'ndjson',
+      ]),
+      ['host=all, text (Autopilot report)', all, 'text'],
+      ['host=all, json (one document)', `${all}&format=json`, 'json'],
+      [
+        `nodelabel=${SIM_SELECTOR} (API list first), ndjson`,
+        `${bySelector}&format=ndjson`,
+        'ndjson',
+      ],
+    ];
+    for (const [label, url, form] of forms) {
+      figures.push(await measure(label, url, form, exporter, simulated));
       await sleep(500);
     }
-    const unbounded: FanoutFigures[] = [];
-    for (let i = 1; i <= REPETITIONS; i++) {
-      unbounded.push(
-        await measureNdjson(
-          `batch=1000, run ${i}`,
-          `${bySelector}&format=ndjson&batch=1000`,
-          exporter,
-          simulated,
-        ),
-      );
-      await sleep(500);
-    }
-
-    const text = await measureText(bySelector, exporter, simulated);
-
-    const withSelf = await measureNdjson(
-      'host=all (bench-node pings 1,000 peers itself)',
-      `${base}/status?host=all&check=ping&format=ndjson`,
-      exporter,
-      simulated,
-    );
-
-    // A real node's ping answer in a 1,000-node cluster lists every peer it pinged in its text
-    // (and, unless asked by another node as here, in its devices): this exporter's own answer to a
-    // fanned-out request is one, so the simulated nodes send copies of it.
-    const own = await (
-      await fetch(`${base}/status?host=${SELF}&check=ping&format=json`, {
-        headers: { 'x-autopilot-fanout-from': 'bench' },
-      })
-    ).text();
-    const realistic = own.split(SELF);
-    simulated.answer.for = (node) => realistic.join(node);
-    await sleep(500);
-    const large: FanoutFigures[] = [];
-    for (let i = 1; i <= REALISTIC_REPETITIONS; i++) {
-      large.push(
-        await measureNdjson(
-          `batch=0, real-size answers, run ${i}`,
-          `${bySelector}&format=ndjson`,
-          exporter,
-          simulated,
-        ),
-      );
-      await sleep(500);
-    }
-    const largeText = await measureText(bySelector, exporter, simulated);
-
-    // Long enough for the idle keep-alive sockets to the 1,000 nodes to close (5 s on both sides).
-    await sleep(7000);
-    const rssSettled = rssMB(exporter.pid);
-    const liveSettled = exporter.gc.liveAfterFull;
-
-    console.log('Autopilot cluster-wide /status fan-out benchmark');
-    console.log('================================================');
-    row(
-      'load',
-      `${NODES} nodes`,
-      `simulated on 127.0.1.1–127.0.4.250, each answering after ${REPLY_AFTER_MS} ms; ${Math.ceil(NODES / ENDPOINTS_PER_SLICE)} EndpointSlices + 1 for the exporter`,
-    );
-    row(
-      'exporter',
-      `node ${NODE_FLAGS.join(' ')}`,
-      `UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE}, --w 0, ping count 1`,
-    );
-    row('listening after spawn', ms(listeningMs));
-    row('1,001 peers known, start-up ping round over', s(peersKnownMs));
-    row(
-      'RSS idle, peers known',
-      mb(rssIdle),
-      `V8 live heap after the last full GC ${mb(liveIdle)}; ${against(rssIdle, TARGET_RSS_MB, ' MB')}`,
-    );
-    console.log('');
-    console.log(`nodelabel=${SIM_SELECTOR}&check=ping&format=ndjson: time to the last node line`);
-    for (const run of [...bounded, ...unbounded]) reportRun(run);
-    console.log('');
-    reportSeries('batch=0 (256 at a time)', bounded);
-    reportSeries('batch=1000 (all at once)', unbounded);
-    console.log('');
-    console.log(`nodelabel=${SIM_SELECTOR}&check=ping (text), once`);
-    reportText('text', text);
-    console.log('');
-    console.log('host=all&check=ping&format=ndjson, once: includes bench-node running ping itself');
-    reportRun(withSelf);
-    row(
-      'host=all: bench-node own line (local ping of 1,000)',
-      s(withSelf.selfMs ?? Number.NaN),
-      against((withSelf.selfMs ?? Number.NaN) / 1000, TARGET_LAST_REPLY_S, ' s'),
-    );
-    row(
-      'host=all: end of the answer',
-      s(withSelf.endMs),
-      against(withSelf.endMs / 1000, TARGET_LAST_REPLY_S, ' s'),
-    );
-    console.log('');
-    console.log(
-      `real-size answers: each node sends a copy of bench-node's own ping answer (${(Buffer.byteLength(own) / 1024).toFixed(0)} KiB, 1,000 peers)`,
-    );
-    for (const run of large) reportRun(run);
-    reportSeries('real-size, batch=0', large);
-    reportText('real-size, text', largeText);
-    console.log('');
-    row(
-      'exporter RSS after everything, 7 s idle',
-      mb(rssSettled),
-      against(rssSettled, TARGET_RSS_MB, ' MB'),
-    );
-    row(
-      'V8 live heap after the last full GC',
-      mb(liveSettled),
-      `${exporter.gc.fullCollections} full GCs in all`,
-    );
-    row(
-      'local ping runs (start-up, host=all, own answer)',
-      exporter.pingSeconds.map((v) => `${v.toFixed(1)} s`).join(', '),
-    );
-    row(
-      'exporter warn/error log lines',
-      String([...exporter.complaints.values()].reduce((a, b) => a + b, 0)),
-      [...exporter.complaints].map(([msg, n]) => `${n}× ${msg}`).join('; '),
-    );
+    return {
+      nodes: count,
+      concurrency,
+      listeningMs,
+      peersKnownMs,
+      rssIdle,
+      liveIdle,
+      runs: figures,
+      complaints: exporter.complaints,
+    };
   } finally {
     if (exporter !== undefined) await stopExporter(exporter.child);
     await simulated.close();
     await api.close();
     rmSync(workDir, { recursive: true, force: true });
   }
+}
+
+function numbers(flag: string, fallback: string): number[] {
+  const at = process.argv.indexOf(flag);
+  const value = at < 0 ? fallback : (process.argv[at + 1] ?? '');
+  const parsed = value.split(',').map(Number);
+  if (parsed.some((n) => !Number.isInteger(n) || n < 1)) {
+    throw new Error(
+      `${flag} ${JSON.stringify(value)} is not positive whole numbers, comma-separated`,
+    );
+  }
+  return parsed;
+}
+
+async function main(): Promise<void> {
+  const scales = numbers('--nodes', '1000,10000');
+  const [runs] = numbers('--runs', '3');
+  const [concurrency] = numbers('--concurrency', '128');
+  const results: ScaleFigures[] = [];
+  for (const count of scales) results.push(await runScale(count, runs!, concurrency!));
+  console.log('Autopilot cluster-wide /status fan-out benchmark');
+  console.log('================================================');
+  row(
+    'simulated nodes',
+    scales.map((n) => n.toLocaleString('en')).join(', '),
+    `one server on 127.0.x.y, each /status answered after ${REPLY_AFTER_MS} ms; RSS is the exporter process's (VmRSS every ${RSS_EVERY_MS} ms)`,
+  );
+  row(
+    'exporter',
+    `node ${NODE_FLAGS.join(' ')}`,
+    `UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE}, --w 0, ping count 1`,
+  );
+  for (const scale of results) reportScale(scale);
 }
 
 await main();

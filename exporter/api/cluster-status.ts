@@ -150,7 +150,7 @@ export async function streamClusterStatus(
         tally.add(report);
         writer.node(report);
       },
-      ready: () => drained(stream, aborted.signal),
+      ready: drainGate(stream, aborted.signal),
     },
   ).then(
     () => writer.end(tally, runtime(), undefined),
@@ -183,6 +183,16 @@ export function drained(stream: Writable, signal: AbortSignal): Promise<void> {
     stream.on('close', done);
     signal.addEventListener('abort', done);
   });
+}
+
+/** One wait on the stream shared by every worker, instead of a listener each. */
+function drainGate(stream: Writable, signal: AbortSignal): () => Promise<void> {
+  let waiting: Promise<void> | undefined;
+  return () => {
+    if (!stream.writableNeedDrain || stream.destroyed || signal.aborted) return Promise.resolve();
+    waiting ??= drained(stream, signal).finally(() => (waiting = undefined));
+    return waiting;
+  };
 }
 
 const CONTENT_TYPES: Record<ClusterRequest['format'], string> = {
