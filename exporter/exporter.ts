@@ -418,6 +418,8 @@ function apiApp(
             logger,
           }),
     onAcknowledged: acknowledgedHook(late),
+    gpuModel: ports.gpuModel,
+    testing: core.testing,
     ...(cluster === undefined ? {} : { startDeepCheck: () => cluster.deepCheck.start() }),
     ...(iperf === undefined ? {} : { iperf }),
   });

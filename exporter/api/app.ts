@@ -8,7 +8,8 @@
  *
  * One module per route group: status-routes.ts, check-routes.ts (/results and one per check),
  * iperf-routes.ts, action-routes.ts (/invasive, /acknowledge), index-route.ts (/, the list of
- * endpoints); request.ts holds what they share.
+ * endpoints), status-page.ts (the HTML status page: / in a browser, /node/<name>, /run, /assets);
+ * request.ts holds what they share.
  */
 
 import Router from '@koa/router';
@@ -35,6 +36,7 @@ import {
   singleFormat,
   wantsJson,
 } from './request.js';
+import { addStatusPageRoutes } from './status-page.js';
 import { addStatusRoutes } from './status-routes.js';
 
 export interface ApiDeps {
@@ -59,6 +61,10 @@ export interface ApiDeps {
   readonly startDeepCheck?: () => Promise<{ readonly started: boolean; readonly detail: string }>;
   /** The node-local iperf endpoints; absent, they answer 404. */
   readonly iperf?: Omit<IperfRouteDeps, 'authorize' | 'readQuery' | 'wantsJson'>;
+  /** The GPU model (as autopilot_health_checks' gpumodel), for the status page; absent: N/A. */
+  readonly gpuModel?: string;
+  /** True while an exclusive check or the deep check holds the GPUs: the page shows TESTING. */
+  readonly testing?: () => boolean;
 }
 
 /** The route groups in one Koa app, behind the error answer every route shares. */
@@ -90,6 +96,7 @@ export function createApiApp(deps: ApiDeps): Koa {
   });
 
   addIndexRoute(router, kit);
+  addStatusPageRoutes(router, kit);
   addStatusRoutes(router, kit);
   addCheckRoutes(router, kit);
   if (deps.iperf !== undefined) {

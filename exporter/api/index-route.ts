@@ -1,12 +1,14 @@
 /**
- * `/`: a short index of the API's endpoints, so that an operator who opens :3333 in a browser or
- * with curl learns where to go instead of getting a 404. Text by default, JSON with
+ * `/`: a short index of the API's endpoints, so that an operator who opens :3333 with curl learns
+ * where to go instead of getting a 404; a browser (Accept: text/html) gets the status page
+ * instead (status-page.ts). Text by default, JSON with
  * `format=json` or `Accept: application/json`. Built from the routes this app serves (the checks
  * it has, the iperf endpoints only when they are on), so it cannot list a path that answers 404.
  */
 
 import type Router from '@koa/router';
 import { formatOf, readQuery, type RouteKit } from './request.js';
+import { serveStatusPage } from './status-page.js';
 
 export interface EndpointEntry {
   readonly path: string;
@@ -46,6 +48,17 @@ export function apiEndpoints(
       description: 'start a deep check on this node (Kubernetes mode)',
     },
     { path: '/acknowledge', methods: 'POST', description: 'lift a sticky EVICT' },
+    {
+      path: '/node/<name>',
+      methods: 'GET',
+      description: "a node's status page (JSON with format=json); / in a browser: the cluster's",
+    },
+    {
+      path: '/node/<name>/summary',
+      methods: 'GET',
+      description: "this node's state and each check's last verdict, as the page asks each node",
+    },
+    { path: '/run', methods: 'POST', description: "the status page's run form" },
   ];
 }
 
@@ -65,7 +78,9 @@ export function renderIndexText(nodeName: string, endpoints: readonly EndpointEn
 
 export function addIndexRoute(router: Router, kit: RouteKit): void {
   const { deps } = kit;
-  router.all('/', (ctx) => {
+  router.all('/', async (ctx) => {
+    // A browser gets the status page; curl, scripts and format= keep the index.
+    if (await serveStatusPage(ctx, kit)) return;
     const format = formatOf(ctx, readQuery(ctx.query));
     const endpoints = apiEndpoints([...deps.checks.keys()], deps.iperf !== undefined);
     if (format === 'json') {

@@ -6,6 +6,7 @@
  */
 
 import type Router from '@koa/router';
+import type Koa from 'koa';
 import type { Check, CheckParams, CheckRun, RawParams } from '../checks/check.js';
 import { ParamError } from '../checks/check.js';
 import { iperfRunningLine } from '../checks/iperf.js';
@@ -18,8 +19,13 @@ import { runToJson } from './render.js';
 import { formatOf, parseCheckNames, readQuery, type RouteKit } from './request.js';
 
 export function addStatusRoutes(router: Router, kit: RouteKit): void {
+  router.all('/status', statusHandler(kit));
+}
+
+/** /status itself; the status page's run form (status-page-run.ts) goes through it too. */
+export function statusHandler(kit: RouteKit): (ctx: Koa.Context) => Promise<void> {
   const { deps, authorize, respond } = kit;
-  router.all('/status', async (ctx) => {
+  return async (ctx) => {
     const query = readQuery(ctx.query);
     // ndjson streams one line per node as it answers; a single node's answer is plain JSON.
     const streamed = query.format === 'ndjson';
@@ -93,7 +99,7 @@ export function addStatusRoutes(router: Router, kit: RouteKit): void {
       runs.push({ check, run: recent ?? (await deps.runner.run(check.name, params, 'api')) });
     }
     respond(ctx, format, runs, false, iperf === undefined ? '' : iperfLine(query));
-  });
+  };
 }
 
 /**
