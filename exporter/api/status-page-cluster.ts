@@ -11,6 +11,7 @@
  * by the table head, not per cell.
  */
 
+import { setMaxListeners } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type Koa from 'koa';
 import { ParamError } from '../checks/check.js';
@@ -238,7 +239,7 @@ function streamClusterView(
   };
   void askSummaries(planned, deps, cluster, {
     signal: aborted.signal,
-    ready: () => drained(stream, aborted.signal),
+    ready: drainGate(stream, aborted.signal),
     onSummary: (summary) => {
       counts[summary.state] += 1;
       if (filter.state !== '' && summary.state !== filter.state) return;
@@ -248,6 +249,16 @@ function streamClusterView(
   }).finally(() => {
     if (!stream.destroyed) stream.end(renderClusterBottom(counts, filter, checkNames, shown));
   });
+}
+
+/** One wait on the stream shared by every worker, instead of a listener each. */
+function drainGate(stream: PassThrough, signal: AbortSignal): () => Promise<void> {
+  let waiting: Promise<void> | undefined;
+  return () => {
+    if (!stream.writableNeedDrain || stream.destroyed || signal.aborted) return Promise.resolve();
+    waiting ??= drained(stream, signal).finally(() => (waiting = undefined));
+    return waiting;
+  };
 }
 
 interface AskSummaryOptions {
@@ -284,6 +295,8 @@ export async function askSummaries(
     }
   };
   const workers = Math.max(1, Math.min(cluster.concurrency, asked.length));
+  // Each worker's request listens to the caller's signal: that many listeners are expected.
+  setMaxListeners(workers + 10, options.signal);
   await Promise.all(Array.from({ length: workers }, worker));
 }
 
