@@ -441,8 +441,16 @@ export function degradedInterfaceSamples(
     }));
 }
 
-/** The quantiles each per-interface distribution is exported at; 1 is the largest. */
-export const PING_QUANTILES = [0.5, 0.9, 0.99, 1] as const;
+/**
+ * The quantiles each per-interface distribution is exported at, by their `stat` label (iperf's
+ * label name: promtool refuses `quantile` outside a summary).
+ */
+export const PING_QUANTILES = [
+  ['p50', 0.5],
+  ['p90', 0.9],
+  ['p99', 0.99],
+  ['max', 1],
+] as const;
 
 /** Nearest rank: the smallest value with at least q of the values at or below it. */
 function nearestRank(sorted: readonly number[], q: number): number {
@@ -478,10 +486,10 @@ export function interfaceSamples(results: readonly TargetResult[]): Sample[] {
     for (const [metric, values] of distributions) {
       const sorted = values.filter((v): v is number => typeof v === 'number').sort((a, b) => a - b);
       if (sorted.length === 0) continue;
-      for (const q of PING_QUANTILES) {
+      for (const [stat, q] of PING_QUANTILES) {
         samples.push({
           metric,
-          labels: { ...labels, quantile: String(q) },
+          labels: { ...labels, stat },
           value: nearestRank(sorted, q),
         });
       }

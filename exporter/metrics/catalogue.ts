@@ -142,13 +142,13 @@ export const SAMPLE_METRICS = {
   },
   autopilot_ping_loss_ratio: {
     type: 'gauge',
-    help: 'Quantile (0.5, 0.9, 0.99, 1: the largest) over the peers pinged on one interface of their share of echo requests without a reply, in the last conclusive run of the peer check; nearest rank.',
-    labelNames: ['check', 'interface', 'quantile'],
+    help: 'Quantile (stat: p50, p90, p99, max) over the peers pinged on one interface of their share of echo requests without a reply, in the last conclusive run of the peer check; nearest rank.',
+    labelNames: ['check', 'interface', 'stat'],
   },
   autopilot_ping_rtt_seconds: {
     type: 'gauge',
-    help: 'Quantile (0.5, 0.9, 0.99, 1: the largest) over the peers that replied on one interface of their average ICMP round-trip time, in the last conclusive run of the peer check; nearest rank.',
-    labelNames: ['check', 'interface', 'quantile'],
+    help: 'Quantile (stat: p50, p90, p99, max) over the peers that replied on one interface of their average ICMP round-trip time, in the last conclusive run of the peer check; nearest rank.',
+    labelNames: ['check', 'interface', 'stat'],
   },
   autopilot_ping_coverage_seconds: {
     type: 'gauge',

@@ -280,20 +280,20 @@ describe('series bounded at any cluster size (issue 21)', () => {
     const eth0 = (metric: string) =>
       samples
         .filter((s) => s.metric === metric && s.labels.interface === 'eth0')
-        .map((s) => [s.labels.quantile, s.value]);
+        .map((s) => [s.labels.stat, s.value]);
     // Nearest rank over 100 losses: 96 at 0, 3 at 1/3, 1 at 1.
     expect(eth0('autopilot_ping_loss_ratio')).toEqual([
-      ['0.5', 0],
-      ['0.9', 0],
-      ['0.99', 1 / 3],
-      ['1', 1],
+      ['p50', 0],
+      ['p90', 0],
+      ['p99', 1 / 3],
+      ['max', 1],
     ]);
     // 99 round trips, 0.1 ms to 10 ms without p7 (no reply): ranks 50, 90 and 99 of 99.
     expect(eth0('autopilot_ping_rtt_seconds')).toEqual([
-      ['0.5', 0.0051],
-      ['0.9', 0.0091],
-      ['0.99', 0.01],
-      ['1', 0.01],
+      ['p50', 0.0051],
+      ['p90', 0.0091],
+      ['p99', 0.01],
+      ['max', 0.01],
     ]);
   });
 

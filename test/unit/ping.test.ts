@@ -445,12 +445,12 @@ describe('createPingCheck: run', () => {
     expect(
       samples
         .filter((s) => s.metric === 'autopilot_ping_loss_ratio')
-        .map((s) => [s.labels.quantile, s.value]),
+        .map((s) => [s.labels.stat, s.value]),
     ).toStrictEqual([
-      ['0.5', 0],
-      ['0.9', 1],
-      ['0.99', 1],
-      ['1', 1],
+      ['p50', 0],
+      ['p90', 1],
+      ['p99', 1],
+      ['max', 1],
     ]);
     expect(samples.slice(-2)).toStrictEqual([
       {
