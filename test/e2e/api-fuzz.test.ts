@@ -866,6 +866,12 @@ function expectationFor(req: FuzzRequest): Expectation {
     if (path.includes('%')) return { kind: 'generic' };
     return { kind: 'exact', status: ROUTER_METHODS.has(req.method) ? 404 : 405, json };
   }
+  // A browser's GET / is the status page (its own filters, an HTML answer): its tests are
+  // test/unit/status-page.test.ts and test/integration/status-page.test.ts; here the generic rules.
+  const page = (req.method === 'GET' || req.method === 'HEAD') && format === undefined;
+  if (route === '/' && page && (req.headers.accept ?? '').includes('text/html')) {
+    return { kind: 'generic' };
+  }
   const outcome = modelRoute(route, req.method, q, req.presentsToken);
   return {
     kind: 'exact',

@@ -554,6 +554,9 @@ describe('GET /: the index of endpoints', () => {
       ...rig.fakes.map((check) => `/${check.name}`),
       '/invasive',
       '/acknowledge',
+      '/node/<name>',
+      '/node/<name>/summary',
+      '/run',
     ]);
     expect(response.text).toContain('lift a sticky EVICT (POST only)');
     expect(rig.totalRuns()).toBe(0);
