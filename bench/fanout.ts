@@ -39,7 +39,7 @@ const SIM_SELECTOR = 'pool=sim';
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
 /** The flags and thread pool `npm start` gives node; keep them in step with package.json. */
-const NODE_FLAGS = ['--max-semi-space-size=2'];
+const NODE_FLAGS = ['--max-semi-space-size=2', '--optimize-for-size'];
 /**
  * V8 prints one line on stdout per collection, which says what RSS cannot: how much of the heap is
  * live after a full collection (a leak) and how much is garbage not yet collected.
@@ -548,6 +548,7 @@ interface ScaleFigures {
 /** The fake API server's view: the nodes, and the Service's EndpointSlices of 100 endpoints. */
 function listNodes(api: FakeKubeApi, nodes: readonly SimulatedNode[], port: number): void {
   for (const node of nodes) api.addNode({ name: node.name, labels: { pool: 'sim' } });
+  api.addNode({ name: SELF, labels: { pool: 'exporter' } });
   for (let first = 0; first < nodes.length; first += ENDPOINTS_PER_SLICE) {
     api.upsertEndpointSlice(
       NAMESPACE,

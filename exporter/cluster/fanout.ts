@@ -9,7 +9,7 @@ import { setMaxListeners } from 'node:events';
 import { urlHost } from '../net-names.js';
 import { ParamError } from '../checks/check.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
-import type { HttpGet } from './http-get.js';
+import type { HttpAnswer, HttpGet } from './http-get.js';
 import type { Peer } from './peer-directory.js';
 import type { KubeApi } from '../k8s/ports.js';
 import { KubeError } from '../k8s/ports.js';
@@ -288,7 +288,7 @@ async function askWithin(
     }
   }
 
-  let response: Response;
+  let response: HttpAnswer;
   let body: string;
   try {
     response = await deps.fetch(plan.url!, {
