@@ -18,7 +18,7 @@ const SCRAPE_EVERY_MS = 20;
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
 /** The flags `npm start` gives node; keep them in step with package.json. */
-const NODE_FLAGS = ['--max-semi-space-size=2'];
+const NODE_FLAGS = ['--max-semi-space-size=2', '--optimize-for-size'];
 
 function row(label: string, value: string, note = ''): void {
   console.log(`  ${label.padEnd(44)} ${value.padStart(12)}   ${note}`);

@@ -25,8 +25,13 @@ export const FAKE_DCGMI = join(ROOT, 'test', 'fakes', 'bin', 'fake-dcgmi');
 export const FAKE_PING = join(ROOT, 'test', 'fakes', 'bin', 'fake-ping');
 const PING_REPLY = join(ROOT, 'test', 'fixtures', 'ping', 'iputils-20221126', 'reply.txt');
 
-/** The flags and thread pool `npm start` gives node; keep them in step with package.json. */
-export const NODE_FLAGS = ['--max-semi-space-size=2'];
+/**
+ * The flags and thread pool `npm start` gives node; keep them in step with package.json and
+ * deploy/image/autopilot. --optimize-for-size: the live heap during 1,000-peer rounds is about
+ * 20 MB, but V8 let old space grow to 40 MB before collecting (RSS 103–125 MB); with it, 79–85 MB
+ * (bench/README.md, issue 21).
+ */
+export const NODE_FLAGS = ['--max-semi-space-size=2', '--optimize-for-size'];
 const THREADPOOL = '16';
 
 /** Peers for AUTOPILOT_PEERS: Linux answers for all of 127.0.0.0/8, so nothing leaves the machine. */
