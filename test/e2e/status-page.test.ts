@@ -4,6 +4,7 @@
  * own checks put them in PASS, WARN and EVICT (test/fakes/status-page-cluster.ts), then 1,000
  * nodes, 999 of them simulated (test/fakes/status-page-scale.ts), for the page's size and rows.
  *
+ * It runs the built exporter: `npm test` builds first; alone, run `npm run build` before it.
  * The screenshot in the README is this page: UPDATE_SCREENSHOT=1 writes it to
  * docs/status-page.png (otherwise it goes to build/, so a test run leaves the tree clean).
  */
@@ -193,6 +194,38 @@ describe('three nodes: PASS, WARN, EVICT', () => {
     await Promise.all([page.waitForNavigation(), page.click('form#filter button[type=submit]')]);
     expect(await rowStates(page)).toEqual({ 'node-a': 'PASS|PASS' });
     // The script was never fetched: this is the server's filtering, not status.js's.
+    expect(requests.some((url) => url.endsWith('/assets/status.js'))).toBe(false);
+    await page.close();
+  });
+
+  test('without JavaScript: the node view, and a run from the form answered by the server', async () => {
+    const { page, requests } = await openTab(false);
+    await page.goto(`${cluster.urls['node-a']}/node/node-b`, { waitUntil: 'load' });
+    const checks = await page.$$eval('table#checks tr[data-check]', (rows: DomElement[]) =>
+      rows.map((r) => `${r.getAttribute('data-check')} ${r.getAttribute('data-verdict')}`).sort(),
+    );
+    expect(checks).toEqual(expect.arrayContaining(['ping FAIL', 'remapped FAIL']));
+    const gpu5 = await page.$eval(
+      'table.devices[data-check=remapped] tr[data-device="5"]',
+      (r: DomElement) => `${r.getAttribute('data-verdict')} ${r.textContent}`,
+    );
+    expect(gpu5).toMatch(/^FAIL .*row remapping pending/);
+
+    await page.goto(home, { waitUntil: 'load' });
+    await page.click('tr[data-node="node-a"] input[type=checkbox][name=node]');
+    await page.click('form#run input[name=check][value=remapped]');
+    await Promise.all([page.waitForNavigation(), page.click('form#run #run-submit')]);
+    expect(new URL(page.url()).pathname).toBe('/run');
+    expect(await page.$eval('p#run-done', (p: DomElement) => p.getAttribute('data-run'))).toBe(
+      'done',
+    );
+    const results = await page.$$eval('#results tr[data-node]', (rows: DomElement[]) =>
+      rows.map(
+        (r) =>
+          `${r.getAttribute('data-node')} ${r.getAttribute('data-check')} ${r.getAttribute('data-verdict')}`,
+      ),
+    );
+    expect(results).toEqual(['node-a remapped PASS']);
     expect(requests.some((url) => url.endsWith('/assets/status.js'))).toBe(false);
     await page.close();
   });
