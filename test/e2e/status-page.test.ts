@@ -156,7 +156,7 @@ describe('three nodes: PASS, WARN, EVICT', () => {
     await page.close();
   });
 
-  test('every HTML answer carries the CSP; the script and stylesheet are its own', async () => {
+  test("every HTML view answers with the CSP default-src 'self'", async () => {
     for (const path of ['/', '/node/node-c', '/?state=EVICT']) {
       const answer = await fetch(`${cluster.urls['node-a']}${path}`, {
         headers: { accept: 'text/html' },
