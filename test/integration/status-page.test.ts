@@ -90,7 +90,7 @@ function clusterApp(nodes: number): { app: Koa; asked: string[] } {
     return Promise.resolve(new Response(fakeSummary(node, index)));
   };
   const cluster: ClusterDeps = {
-    kube: new FakeKube(),
+    kube: new FakeKube().api,
     peers: () => peers,
     fetch,
     now: () => Date.now(),
