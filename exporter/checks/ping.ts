@@ -352,12 +352,19 @@ export function longestUnpinged(
   size: number,
   since: (peer: string) => number,
   seed: string,
+  pinged: (peer: string) => boolean = () => false,
 ): string[] {
   const order = new Map(peers.map((peer) => [peer, fnv1a(`${seed}/${peer}`)]));
+  // A peer never pinged goes before one pinged in the same millisecond it was listed (two runs
+  // back to back): otherwise the hash order could pick the same peers twice and starve the rest.
+  const neverFirst = (a: string, b: string): number => Number(pinged(a)) - Number(pinged(b));
   return [...peers]
     .sort(
       (a, b) =>
-        since(a) - since(b) || order.get(a)! - order.get(b)! || (a < b ? -1 : a > b ? 1 : 0),
+        since(a) - since(b) ||
+        neverFirst(a, b) ||
+        order.get(a)! - order.get(b)! ||
+        (a < b ? -1 : a > b ? 1 : 0),
     )
     .slice(0, Math.max(0, size));
 }
@@ -600,7 +607,7 @@ function createCoverage(deps: PingCheckDeps) {
     pick(peers: readonly string[], size: number): string[] {
       const at = now();
       for (const peer of peers) if (!firstListed.has(peer)) firstListed.set(peer, at);
-      return longestUnpinged(peers, size, since, seed);
+      return longestUnpinged(peers, size, since, seed, (peer) => lastByPeer.has(peer));
     },
     record(devices: readonly DeviceResult[]): void {
       const at = now();

@@ -84,11 +84,16 @@ describe('ping check against the loopback address', () => {
     }
     expect(evidence.rttMinSeconds as number).toBeLessThanOrEqual(evidence.rttAvgSeconds as number);
     expect(evidence.rttAvgSeconds as number).toBeLessThanOrEqual(evidence.rttMaxSeconds as number);
-    expect(outcome.samples?.map((s) => s.metric)).toStrictEqual([
+    expect(outcome.samples?.map((s) => s.metric).slice(0, 3)).toStrictEqual([
       'autopilot_peer_loss_ratio',
       'autopilot_peer_rtt_median_seconds',
       'autopilot_peer_rtt_max_seconds',
     ]);
+    // The per-interface aggregates: one peer probed, none unreachable.
+    const value = (metric: string): number | undefined =>
+      outcome.samples?.find((s) => s.metric === metric)?.value;
+    expect(value('autopilot_ping_peers_probed')).toBe(1);
+    expect(value('autopilot_ping_peers_unreachable')).toBe(0);
     expect(outcome.samples?.[0]?.value).toBe(0);
     expect(outcome.samples?.[1]?.value).toBe(evidence.rttAvgSeconds);
     expect(outcome.samples?.[2]?.value).toBe(evidence.rttMaxSeconds);

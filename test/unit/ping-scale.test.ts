@@ -175,6 +175,15 @@ describe('sample: the peers pinged longest ago', () => {
   test('peers joining never push an old one back: the longest-unpinged goes first', () => {
     const since = (peer: string) => ({ old: 5, joined: 9, fresh: 20 })[peer] ?? 0;
     expect(longestUnpinged(['fresh', 'joined', 'old'], 2, since, 'x')).toEqual(['old', 'joined']);
+    // Two runs in the same millisecond: the peers never pinged go first, whatever the hash order.
+    const sameMs = longestUnpinged(
+      ['a', 'b', 'c', 'd'],
+      2,
+      () => 5,
+      'x',
+      (p) => 'ab'.includes(p),
+    );
+    expect(sameMs.sort()).toEqual(['c', 'd']);
   });
 
   test('ties go in a per-node order, so nodes start at different peers', () => {
