@@ -8,7 +8,8 @@
  * - the fabric probe completed with a failed status, or still not completed at a second round in a
  *   row (Fabric Manager down: CUDA cannot start on an NVSwitch system) → FAIL with the status; not
  *   completed at one round only → WARN: registration takes a while after the driver loads, and the
- *   exporter's first round runs right after a boot, so one reading in progress is not a fault;
+ *   exporter's first round runs right after a boot, so one reading in progress is not a fault,
+ *   nor are links down at that same reading (Fabric Manager trains them): both WARN until then;
  *   where the driver lacks the fabric functions, or the GPU has no fabric (not an NVSwitch
  *   system), that part is skipped alone;
  * - an error counter (replay, recovery, CRC flit, CRC data) of a link rising faster than
@@ -330,16 +331,20 @@ export function judgeNvLink(j: NvLinkJudgement): {
     errorRates: rates.map(describeRate).join(', '),
     ...fabricEvidence(reading.fabric),
   };
-  const failures: string[] = [];
+  const links: string[] = [];
   if (down.length > 0) {
     const expected = j.expected === undefined ? '' : `, ${j.expected} expected`;
-    failures.push(
+    links.push(
       `${plural(down.length, 'NVLink')} down: ${down.map((l) => `link ${l}`).join(', ')} (${active} of ${nvlinks.links.length} active${expected})`,
     );
   } else if (!reading.mig && j.expected !== undefined && active < j.expected) {
-    failures.push(`${active} of ${nvlinks.links.length} NVLinks active, ${j.expected} expected`);
+    links.push(`${active} of ${nvlinks.links.length} NVLinks active, ${j.expected} expected`);
   }
   const fabric = fabricProblem(reading.fabric, j.previous?.fabricPendingSince !== undefined);
+  // While the fabric registration is still under way at its first reading, Fabric Manager is
+  // training the links: links down then are part of the same start-up, judged at the next run.
+  const training = fabric !== undefined && !fabric.failed;
+  const failures = training ? [] : [...links];
   if (fabric?.failed === true) failures.push(fabric.reason);
   if (failures.length > 0) {
     return {
@@ -347,7 +352,7 @@ export function judgeNvLink(j: NvLinkJudgement): {
       memory,
     };
   }
-  const warnings: string[] = [];
+  const warnings: string[] = training ? [...links] : [];
   if (fabric !== undefined) warnings.push(fabric.reason);
   if (fast.length > 0) {
     const named = fast.map(describeRate).join(', ');

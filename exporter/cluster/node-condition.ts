@@ -75,7 +75,12 @@ const CAUSES: Readonly<Record<string, (finding: Finding) => string>> = {
         ? 'GpuMemoryFault'
         : 'GpuMemorySlow',
   ping: (finding) => (has(/unreachable/)(finding) ? 'PeerUnreachable' : 'PacketLoss'),
-  nvlink: () => 'NvlinkDown',
+  nvlink: (finding) =>
+    has(/fabric/)(finding)
+      ? 'FabricNotReady'
+      : has(/error counters rising/)(finding)
+        ? 'NvlinkErrors'
+        : 'NvlinkDown',
   p2pbw: () => 'P2pBandwidthLow',
   pvc: () => 'PvcFailure',
 };

@@ -85,6 +85,16 @@ describe('causeOf: a short CamelCase cause from the finding', () => {
       'PeerUnreachable',
     ],
     ['remapped', failing('remapped', '0', 'row remapping pending: reset the GPU'), 'RowsRemapped'],
+    [
+      'nvlink, a link',
+      failing('nvlink', '2', '1 NVLink down: link 3 (17 of 18 active, 18 expected)'),
+      'NvlinkDown',
+    ],
+    [
+      'nvlink, the fabric',
+      failing('nvlink', '5', 'fabric registration failed: NVML_ERROR_NOT_READY (27)'),
+      'FabricNotReady',
+    ],
   ])('WARN by %s', (_name, run, reason) => {
     const { health, runs } = after([run]);
     expect(health.state).toBe('WARN');

@@ -89,6 +89,16 @@ describe('judgeNvLink', () => {
     );
   });
 
+  test('links down while the fabric registration is still under way: WARN, FAIL at the next run', () => {
+    const pending = reading(links(18, [3]), { fabric: { ...completed, state: 2 } });
+    const first = judge({ reading: pending, now: 1000 });
+    expect(first.device.verdict).toBe('WARN');
+    expect(first.device.reason).toContain('1 NVLink down: link 3');
+    const second = judge({ reading: pending, previous: first.memory, now: 2000 });
+    expect(second.device.verdict).toBe('FAIL');
+    expect(second.device.reason).toContain('link 3');
+  });
+
   test('fabric completed with a failed status: FAIL at once', () => {
     const failed = judge({
       reading: reading(links(18), { fabric: { ...completed, status: 999 } }),
