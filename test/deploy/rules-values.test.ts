@@ -79,10 +79,46 @@ describe('the strings the chart replaces in the rules', () => {
         PCIeBW: 20,
         repeat: '6h',
         env: [{ name: 'PERIODIC_CHECKS', value: 'pciebw,ping' }],
+        fleet: { slowerPercent: 20, minGpus: 4, dropPercent: 30 },
       }),
       { lineWidth: 0 },
     );
     expect(strings.filter((text) => rendered.includes(text))).toEqual([]);
+  });
+});
+
+describe('the fleet thresholds follow fleet.*', () => {
+  const values = { fleet: { slowerPercent: 20, minGpus: 4, dropPercent: 30 } };
+
+  test('the recording rule, the drop alert and their texts carry the values', () => {
+    const groups = renderedGroups(values);
+    const below = groups
+      .flatMap((group) => group.rules)
+      .find((rule: Any) => rule.record === 'gpu:autopilot_gpu_figure:below_fleet');
+    expect(below.expr).toContain('gpu:autopilot_gpu_figure:fleet_ratio < 0.8\n');
+    expect(below.expr).toContain('(gpumodel:autopilot_gpu_figure:count >= 4)');
+    const slower = alertIn(groups, 'AutopilotGPUSlowerThanFleet');
+    expect(slower.annotations.summary).toContain('more than 20 % below');
+    const drop = alertIn(groups, 'AutopilotGPUPerformanceDrop');
+    expect(drop.expr).toContain('< 0.7 * quantile_over_time');
+    expect(drop.annotations.summary).toContain('more than 30 % below its own median');
+    expect(drop.annotations.description).toContain('under 70 % of its own median');
+  });
+
+  test('15 % renders as 0.85, and promtool accepts the rendered rules', () => {
+    const groups = renderedGroups({ fleet: { slowerPercent: 15, minGpus: 8, dropPercent: 15 } });
+    const text = stringify({ groups }, { lineWidth: 0 });
+    expect(text).toContain('fleet_ratio < 0.85\n');
+    expect(text).toContain('< 0.85 * quantile_over_time');
+    const dir = mkdtempSync(join(tmpdir(), 'autopilot-fleet-rules-'));
+    try {
+      writeFileSync(join(dir, 'rules.yaml'), text);
+      expect(
+        execFileSync('promtool', ['check', 'rules', join(dir, 'rules.yaml')], { encoding: 'utf8' }),
+      ).toContain('SUCCESS');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

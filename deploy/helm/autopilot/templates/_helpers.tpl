@@ -150,6 +150,17 @@ autopilot_check_interval_seconds does, and the staleness alert uses it first).
   (list "offset 10800s" (printf "offset %ds" (mul 3 $round)))
   (list "for: 7200s" (printf "for: %ds" (mul 2 $round)))
 -}}
+{{- /* Fleet baselines (issue 20), in whole percents as the alerts' texts say them. */ -}}
+{{- $slower := int .Values.fleet.slowerPercent -}}
+{{- $drop := int .Values.fleet.dropPercent -}}
+{{- $pairs = concat $pairs (list
+  (list "gpu:autopilot_gpu_figure:fleet_ratio < 0.9" (printf "gpu:autopilot_gpu_figure:fleet_ratio < %g" (divf (sub 100 $slower) 100)))
+  (list "(gpumodel:autopilot_gpu_figure:count >= 8)" (printf "(gpumodel:autopilot_gpu_figure:count >= %d)" (int .Values.fleet.minGpus)))
+  (list "more than 10 % below" (printf "more than %d %% below" $slower))
+  (list "< 0.85 * quantile_over_time" (printf "< %g * quantile_over_time" (divf (sub 100 $drop) 100)))
+  (list "more than 15 % below its own median" (printf "more than %d %% below its own median" $drop))
+  (list "under 85 % of its own median" (printf "under %d %% of its own median" (sub 100 $drop)))
+) -}}
 {{- $periodic := "" -}}
 {{- range .Values.env -}}
 {{- if and (eq (toString .name) "PERIODIC_CHECKS") (regexMatch "^[a-z0-9, ]+$" (toString .value)) -}}
