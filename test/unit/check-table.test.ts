@@ -1,7 +1,7 @@
 /**
  * The check table (exporter/checks/table.ts): every list of check names derives from the modules,
- * and a new check is its file plus one entry. The new check here is a renamed copy of gpupower.ts
- * (test/fakes/checks/gpupower-copy.ts, gpupower under another name); added to the table, and with no other file changed, it
+ * and a new check is its file plus one entry. The new check here is gpupower under another name
+ * (test/fakes/checks/gpupower-copy.ts); added to the table, and with no other file changed, it
  * appears in --help, in PERIODIC_CHECKS validation, in /status?check= and in /metrics.
  */
 
