@@ -47,9 +47,9 @@ import {
 } from './scheduler.js';
 import { createResultStore, type ResultStore } from './store.js';
 import { DEEP_CHECKS } from './deep-check-report.js';
-import { clusterStatusDeps } from './wiring/cluster-status.js';
-import { wireDeepCheck } from './wiring/deep-check.js';
-import { iperfCheckPorts, iperfRoutes } from './wiring/iperf.js';
+import { clusterStatusDeps } from './cluster/wiring/cluster-status.js';
+import { wireDeepCheck } from './cluster/wiring/deep-check.js';
+import { iperfCheckPorts, iperfRoutes } from './cluster/wiring/iperf.js';
 import {
   clusterCheckPorts,
   connectKubernetes,
@@ -58,8 +58,8 @@ import {
   watchOwnNode,
   peerList,
   type KubernetesSide,
-} from './wiring/kubernetes.js';
-import { wireNodeReporting, type NodeReporting } from './wiring/node-reporting.js';
+} from './cluster/wiring/kubernetes.js';
+import { wireNodeReporting, type NodeReporting } from './cluster/wiring/node-reporting.js';
 
 export interface ExporterPorts {
   readonly runCommand: RunCommand;

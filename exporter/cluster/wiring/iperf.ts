@@ -4,19 +4,19 @@
  * run the iperf3 servers and clients the other nodes ask for.
  */
 
-import type { ApiDeps } from '../api/app.js';
-import type { IperfNode, IperfPorts } from '../checks/iperf.js';
-import { FANOUT_HEADER } from '../cluster/fanout.js';
-import type { HttpGet } from '../cluster/http-get.js';
-import type { PeerDirectory } from '../cluster/peer-directory.js';
-import type { Topology } from '../cluster/topology.js';
-import type { Config } from '../config/config.js';
-import type { RunCommand } from '../exec/run-command.js';
-import type { StartProcess } from '../exec/start-process.js';
-import type { Logger } from '../log.js';
-import { urlHost } from '../net-names.js';
-import type { PodInterface } from '../network/interfaces.js';
-import { createIperfService } from '../network/iperf-service.js';
+import type { ApiDeps } from '../../api/app.js';
+import type { IperfNode, IperfPorts } from '../../checks/iperf.js';
+import { FANOUT_HEADER } from '../fanout.js';
+import type { HttpGet } from '../http-get.js';
+import type { PeerDirectory } from '../peer-directory.js';
+import type { Topology } from '../topology.js';
+import type { Config } from '../../config/config.js';
+import type { RunCommand } from '../../exec/run-command.js';
+import type { StartProcess } from '../../exec/start-process.js';
+import type { Logger } from '../../log.js';
+import { urlHost } from '../../net-names.js';
+import type { PodInterface } from '../../network/interfaces.js';
+import { createIperfService } from '../../network/iperf-service.js';
 
 /** How the iperf check reaches the nodes; without Kubernetes it lists none and says SKIP. */
 export function iperfCheckPorts(

@@ -4,24 +4,24 @@
  * after a pod that held GPUs ends. Both wait for GPUs that no one else's pod holds.
  */
 
-import type { CheckRunner } from '../check-runner.js';
-import { CHECK_TABLE } from '../checks/index.js';
-import type { Clock } from '../clock.js';
+import type { CheckRunner } from '../../check-runner.js';
+import { CHECK_TABLE } from '../../checks/index.js';
+import type { Clock } from '../../clock.js';
 import {
   DEEP_CHECK_JOB_PREFIX,
   createDeepCheck,
   scheduleDeepChecks,
   type DeepCheck,
-} from '../cluster/deep-check.js';
-import { gpusBusy } from '../cluster/gpu-idle.js';
-import type { NodeLabeler } from '../cluster/node-labeler.js';
-import { createPostflight, type Postflight } from '../cluster/postflight.js';
-import type { Config } from '../config/config.js';
-import { gpumemSettingsEnv, type GpumemSettingValues } from '../checks/gpumem.js';
-import type { KubeApi } from '../k8s/ports.js';
-import type { Logger } from '../log.js';
-import type { NvmlLoad } from '../native/ports.js';
-import type { ResultStore } from '../store.js';
+} from '../deep-check.js';
+import { gpusBusy } from '../gpu-idle.js';
+import type { NodeLabeler } from '../node-labeler.js';
+import { createPostflight, type Postflight } from '../postflight.js';
+import type { Config } from '../../config/config.js';
+import { gpumemSettingsEnv, type GpumemSettingValues } from '../../checks/gpumem.js';
+import type { KubeApi } from '../../k8s/ports.js';
+import type { Logger } from '../../log.js';
+import type { NvmlLoad } from '../../native/ports.js';
+import type { ResultStore } from '../../store.js';
 
 /** DCGM level 3 takes about 15 minutes on 8 GPUs, gpumem a few more. */
 const DEEP_CHECK_DEADLINE_S = 2 * 3600;

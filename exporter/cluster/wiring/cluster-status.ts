@@ -4,19 +4,19 @@
  * in process, honouring a forwarded maxage as every other node does.
  */
 
-import { parseMaxAge, recentAnswer } from '../api/status-routes.js';
-import type { ClusterDeps } from '../api/cluster-status.js';
-import type { CheckRunner } from '../check-runner.js';
-import type { Check } from '../checks/check.js';
-import type { Clock } from '../clock.js';
-import type { HttpGet } from '../cluster/http-get.js';
-import type { NodeConditionWriter } from '../cluster/node-condition.js';
-import type { NodeLabeler } from '../cluster/node-labeler.js';
-import type { NodeTainter } from '../cluster/node-taint.js';
-import type { NodeWatch } from '../cluster/node-watch.js';
-import type { Config } from '../config/config.js';
-import type { Logger } from '../log.js';
-import type { ResultStore } from '../store.js';
+import { parseMaxAge, recentAnswer } from '../../api/status-routes.js';
+import type { ClusterDeps } from '../../api/cluster-status.js';
+import type { CheckRunner } from '../../check-runner.js';
+import type { Check } from '../../checks/check.js';
+import type { Clock } from '../../clock.js';
+import type { HttpGet } from '../http-get.js';
+import type { NodeConditionWriter } from '../node-condition.js';
+import type { NodeLabeler } from '../node-labeler.js';
+import type { NodeTainter } from '../node-taint.js';
+import type { NodeWatch } from '../node-watch.js';
+import type { Config } from '../../config/config.js';
+import type { Logger } from '../../log.js';
+import type { ResultStore } from '../../store.js';
 import {
   kubernetesStatus,
   nodeConditionStatus,

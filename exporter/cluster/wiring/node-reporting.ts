@@ -4,28 +4,28 @@
  * the API's acknowledge (who lifted an EVICT) and the deep check's start and end.
  */
 
-import type { CheckRun } from '../checks/check.js';
-import type { Clock } from '../clock.js';
-import type { DeepCheck } from '../cluster/deep-check.js';
+import type { CheckRun } from '../../checks/check.js';
+import type { Clock } from '../../clock.js';
+import type { DeepCheck } from '../deep-check.js';
 import {
   STALE_ROUNDS,
   causeOf,
   createNodeConditionWriter,
   desiredCondition,
   type NodeConditionWriter,
-} from '../cluster/node-condition.js';
+} from '../node-condition.js';
 import {
   createNodeEventRecorder,
   deepCheckEvent,
   healthChangeEvent,
   liftEvent,
   type NodeEventRecorder,
-} from '../cluster/node-events.js';
-import type { Config } from '../config/config.js';
-import { scheduleIntervalMs } from '../config/schedule.js';
-import type { Logger } from '../log.js';
-import type { NodeHealth } from '../node-health.js';
-import type { ResultStore } from '../store.js';
+} from '../node-events.js';
+import type { Config } from '../../config/config.js';
+import { scheduleIntervalMs } from '../../config/schedule.js';
+import type { Logger } from '../../log.js';
+import type { NodeHealth } from '../../node-health.js';
+import type { ResultStore } from '../../store.js';
 import type { KubernetesSide } from './kubernetes.js';
 
 export interface NodeReporting {

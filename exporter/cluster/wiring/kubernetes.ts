@@ -4,27 +4,27 @@
  * node labeler, and the connection as /status JSON reports it. Standalone mode builds none of it.
  */
 
-import type { Clock } from '../clock.js';
-import type { Peer, PeerTarget } from '../checks/module.js';
-import type { ExpectedGpus } from '../checks/gpucount.js';
-import { expectedGpusOfNode } from '../cluster/expected-gpus.js';
-import { resolveTargets } from '../cluster/fanout.js';
-import { observeKubeApi, type KubeHealth } from '../cluster/kube-health.js';
+import type { Clock } from '../../clock.js';
+import type { Peer, PeerTarget } from '../../checks/module.js';
+import type { ExpectedGpus } from '../../checks/gpucount.js';
+import { expectedGpusOfNode } from '../expected-gpus.js';
+import { resolveTargets } from '../fanout.js';
+import { observeKubeApi, type KubeHealth } from '../kube-health.js';
 import {
   createNodeLabeler,
   type AcknowledgeRequest,
   type NodeLabeler,
-} from '../cluster/node-labeler.js';
-import type { NodeConditionWriter } from '../cluster/node-condition.js';
-import { createNodeWatch, type NodeWatch } from '../cluster/node-watch.js';
-import { createNodeTainter, type NodeTainter } from '../cluster/node-taint.js';
-import { createPeerDirectory, type PeerDirectory } from '../cluster/peer-directory.js';
-import { createTopology, type Topology } from '../cluster/topology.js';
-import type { Config } from '../config/config.js';
-import type { KubeApi } from '../k8s/ports.js';
-import type { Logger } from '../log.js';
-import { parseJob } from '../selectors.js';
-import type { ResultStore } from '../store.js';
+} from '../node-labeler.js';
+import type { NodeConditionWriter } from '../node-condition.js';
+import { createNodeWatch, type NodeWatch } from '../node-watch.js';
+import { createNodeTainter, type NodeTainter } from '../node-taint.js';
+import { createPeerDirectory, type PeerDirectory } from '../peer-directory.js';
+import { createTopology, type Topology } from '../topology.js';
+import type { Config } from '../../config/config.js';
+import type { KubeApi } from '../../k8s/ports.js';
+import type { Logger } from '../../log.js';
+import { parseJob } from '../../selectors.js';
+import type { ResultStore } from '../../store.js';
 
 export interface KubernetesSide {
   /** The API as every part calls it: observed, so kubeHealth sees each call. */
