@@ -264,44 +264,15 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
         };
       }),
 
-    async watchEndpointSlices(namespace, service, resourceVersion, onEvent): Promise<WatchHandle> {
-      const operation = `watch endpointslices of service ${namespace}/${service}`;
-      let settle: (error: KubeError | undefined) => void = () => undefined;
-      const ended = new Promise<KubeError | undefined>((resolve) => (settle = resolve));
-      let stopped = false;
-      const controller = await watcher.watch(
+    watchEndpointSlices: (namespace, service, resourceVersion, onEvent) =>
+      openWatch(
+        watcher,
+        `watch endpointslices of service ${namespace}/${service}`,
         `/apis/discovery.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/endpointslices`,
-        {
-          labelSelector: serviceSelector(service),
-          resourceVersion,
-          allowWatchBookmarks: false,
-          // The server ends the watch after this; the caller re-watches, which also proves the API alive.
-          timeoutSeconds: 300,
-        },
-        (type: string, object: unknown) => {
-          if (type === 'ERROR') {
-            const status = object as { code?: number; message?: string };
-            settle(new KubeError(operation, status.code, status.message ?? 'watch error'));
-            return;
-          }
-          if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
-            onEvent(type, toSliceInfo(object as V1EndpointSlice));
-          }
-        },
-        (error: unknown) => {
-          if (stopped || error === null || error === undefined) settle(undefined);
-          else settle(toKubeError(operation, error, requestTimeoutMs));
-        },
-      );
-      return {
-        ended,
-        stop() {
-          stopped = true;
-          controller.abort();
-          settle(undefined);
-        },
-      };
-    },
+        { labelSelector: serviceSelector(service), resourceVersion },
+        requestTimeoutMs,
+        (type, object) => onEvent(type, toSliceInfo(object as V1EndpointSlice)),
+      ),
 
     readStorageClass: (name) =>
       absentOn404(`read storageclass ${name}`, async () => {
