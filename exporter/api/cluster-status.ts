@@ -186,7 +186,7 @@ export function drained(stream: Writable, signal: AbortSignal): Promise<void> {
 }
 
 /** One wait on the stream shared by every worker, instead of a listener each. */
-function drainGate(stream: Writable, signal: AbortSignal): () => Promise<void> {
+export function drainGate(stream: Writable, signal: AbortSignal): () => Promise<void> {
   let waiting: Promise<void> | undefined;
   return () => {
     if (!stream.writableNeedDrain || stream.destroyed || signal.aborted) return Promise.resolve();

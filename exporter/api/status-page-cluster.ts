@@ -11,7 +11,6 @@
  * by the table head, not per cell.
  */
 
-import { setMaxListeners } from 'node:events';
 import { PassThrough } from 'node:stream';
 import type Koa from 'koa';
 import { ParamError } from '../checks/check.js';
@@ -19,7 +18,8 @@ import { FANOUT_HEADER, planNodes, type PlannedNode } from '../cluster/fanout.js
 import { urlHost } from '../net-names.js';
 import type { ApiDeps } from './app.js';
 import type { ClusterDeps } from './cluster-status.js';
-import { drained } from './cluster-status.js';
+import { drainGate } from './cluster-status.js';
+import { forEachBounded } from '../concurrency.js';
 import {
   localSummary,
   readSummary,
@@ -251,16 +251,6 @@ function streamClusterView(
   });
 }
 
-/** One wait on the stream shared by every worker, instead of a listener each. */
-function drainGate(stream: PassThrough, signal: AbortSignal): () => Promise<void> {
-  let waiting: Promise<void> | undefined;
-  return () => {
-    if (!stream.writableNeedDrain || stream.destroyed || signal.aborted) return Promise.resolve();
-    waiting ??= drained(stream, signal).finally(() => (waiting = undefined));
-    return waiting;
-  };
-}
-
 interface AskSummaryOptions {
   readonly signal: AbortSignal;
   readonly ready: () => Promise<void>;
@@ -280,24 +270,16 @@ export async function askSummaries(
       options.onSummary(unansweredSummary(plan.node, plan.unasked.detail));
     else asked.push(plan);
   }
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < asked.length && !options.signal.aborted) {
-      await options.ready();
-      if (options.signal.aborted || next >= asked.length) return;
-      const plan = asked[next]!;
-      next += 1;
+  await forEachBounded(
+    asked,
+    { limit: cluster.concurrency, signal: options.signal, ready: options.ready },
+    async (plan) =>
       options.onSummary(
         plan.node === deps.nodeName
           ? localSummary(deps)
           : await askSummary(plan, cluster, options.signal),
-      );
-    }
-  };
-  const workers = Math.max(1, Math.min(cluster.concurrency, asked.length));
-  // Each worker's request listens to the caller's signal: that many listeners are expected.
-  setMaxListeners(workers + 10, options.signal);
-  await Promise.all(Array.from({ length: workers }, worker));
+      ),
+  );
 }
 
 export function summaryUrl(plan: PlannedNode, defaultPort: number): string {

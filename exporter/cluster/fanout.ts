@@ -5,7 +5,7 @@
  * or without an Autopilot pod. None is skipped in silence (Autopilot dropped not-ready pods).
  */
 
-import { setMaxListeners } from 'node:events';
+import { forEachBounded } from '../concurrency.js';
 import { urlHost } from '../net-names.js';
 import { ParamError } from '../checks/check.js';
 import type { NodeReport, RemoteRun } from './fanout-report.js';
@@ -207,22 +207,13 @@ export async function askNodes(
       });
     }
   }
-  let next = 0;
   // Each worker asks one node at a time, so a dead node holds one worker for its deadline and
   // the others go on through the list.
-  const worker = async (): Promise<void> => {
-    while (next < asked.length && !options.signal.aborted) {
-      if (options.ready !== undefined) await options.ready();
-      if (options.signal.aborted || next >= asked.length) return;
-      const plan = asked[next]!;
-      next += 1;
-      report(await askOne(plan, deps, options));
-    }
-  };
-  const workers = Math.max(1, Math.min(options.concurrency, asked.length));
-  // Each worker's request listens to the caller's signal: that many listeners are expected.
-  setMaxListeners(workers + 10, options.signal);
-  await Promise.all(Array.from({ length: workers }, worker));
+  await forEachBounded(
+    asked,
+    { limit: options.concurrency, signal: options.signal, ready: options.ready },
+    async (plan) => report(await askOne(plan, deps, options)),
+  );
   return reported;
 }
 
