@@ -59,35 +59,26 @@ export function statusHandler(kit: RouteKit): (ctx: Koa.Context) => Promise<void
     }
     // iperf runs once, from here, between the nodes; it is not asked of every node in turn.
     const iperf = planned.find(({ check }) => check.name === 'iperf');
-    if (deps.cluster !== undefined && !local && iperf !== undefined) {
-      const run = await deps.runner.run('iperf', iperf.params, 'api');
-      const others = names.filter((name) => name !== 'iperf');
-      if (others.length === 0) {
-        respond(ctx, format, [{ check: iperf.check, run }], false, iperfLine(query));
-        return;
+    if (deps.cluster !== undefined && !local) {
+      const checks = names.filter((name) => name !== 'iperf');
+      let preamble: { text: string; json: unknown } | undefined;
+      if (iperf !== undefined) {
+        const run = await deps.runner.run('iperf', iperf.params, 'api');
+        if (checks.length === 0) {
+          respond(ctx, format, [{ check: iperf.check, run }], false, iperfLine(query));
+          return;
+        }
+        const text = iperf.check.formatText(run, deps.nodeName);
+        preamble = { text: `${iperfLine(query)}${text}\n`, json: { ...runToJson(run), text } };
       }
       await streamClusterStatus(ctx, deps.cluster, {
-        checks: others,
+        checks,
         forwarded: forwardedParams(query),
         query,
         batch,
         format: streamed ? 'ndjson' : format,
         authorization: ctx.get('Authorization') || undefined,
-        preamble: {
-          text: `${iperfLine(query)}${iperf.check.formatText(run, deps.nodeName)}\n`,
-          json: { ...runToJson(run), text: iperf.check.formatText(run, deps.nodeName) },
-        },
-      });
-      return;
-    }
-    if (deps.cluster !== undefined && !local) {
-      await streamClusterStatus(ctx, deps.cluster, {
-        checks: names,
-        forwarded: forwardedParams(query),
-        query,
-        batch,
-        format: streamed ? 'ndjson' : format,
-        authorization: ctx.get('Authorization') || undefined,
+        ...(preamble === undefined ? {} : { preamble }),
       });
       return;
     }
