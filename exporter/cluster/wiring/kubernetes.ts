@@ -10,11 +10,7 @@ import type { ExpectedGpus } from '../../checks/gpucount.js';
 import { expectedGpusOfNode } from '../expected-gpus.js';
 import { resolveTargets } from '../fanout.js';
 import { observeKubeApi, type KubeHealth } from '../kube-health.js';
-import {
-  createNodeLabeler,
-  type AcknowledgeRequest,
-  type NodeLabeler,
-} from '../node-labeler.js';
+import { createNodeLabeler, type AcknowledgeRequest, type NodeLabeler } from '../node-labeler.js';
 import type { NodeConditionWriter } from '../node-condition.js';
 import { createNodeWatch, type NodeWatch } from '../node-watch.js';
 import { createNodeTainter, type NodeTainter } from '../node-taint.js';
