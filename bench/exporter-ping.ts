@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cpuSeconds, freePort, percentile, rssMB } from './lib/measure.js';
+import { cpuSeconds, freePorts, percentile, rssMB } from './lib/measure.js';
 
 const PEERS = 1_000;
 const ROUNDS = 5;
@@ -40,7 +40,8 @@ async function scenario(title: string, sampleSize: number, rounds: number): Prom
     { length: PEERS },
     (_, i) => `127.0.${1 + Math.floor(i / 250)}.${1 + (i % 250)}`,
   );
-  const ports = { api: await freePort(), metrics: await freePort(), readiness: await freePort() };
+  const [api = 0, metrics = 0, readiness = 0] = await freePorts(3);
+  const ports = { api, metrics, readiness };
   const child = spawn(
     process.execPath,
     [...NODE_FLAGS, MAIN, '--port', String(ports.api), '--w', '1h'],

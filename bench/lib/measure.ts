@@ -1,20 +1,8 @@
-/** Small measuring tools the benchmarks share: ports, /proc readings, percentiles. */
+/** Small measuring tools the benchmarks share: /proc readings, percentiles. */
+
+export { freePort, freePorts } from '../../test/fakes/ports.js';
 
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        resolve(typeof address === 'object' && address !== null ? address.port : 0),
-      );
-    });
-  });
-}
 
 export function rssMB(pid: number): number {
   const line = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

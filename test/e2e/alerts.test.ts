@@ -16,12 +16,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
-import {
-  freePort,
-  startMonitoring,
-  type Monitoring,
-  type Notification,
-} from '../fakes/monitoring.js';
+import { freePorts } from '../fakes/ports.js';
+import { startMonitoring, type Monitoring, type Notification } from '../fakes/monitoring.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
@@ -158,11 +154,8 @@ async function waitFor<T>(
 
 beforeAll(async () => {
   execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-  Object.assign(ports, {
-    api: await freePort(),
-    metrics: await freePort(),
-    readiness: await freePort(),
-  });
+  const [api, metrics, readiness] = await freePorts(3);
+  Object.assign(ports, { api, metrics, readiness });
 }, 60_000);
 
 afterAll(async () => {

@@ -22,7 +22,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
-import { freePort, startMonitoring, type Monitoring } from '../fakes/monitoring.js';
+import { startMonitoring, type Monitoring } from '../fakes/monitoring.js';
+import { freePorts } from '../fakes/ports.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
@@ -105,7 +106,8 @@ function rulesWithShortFor(dir: string): string {
 }
 
 async function startExporter(node: Node): Promise<Exporter> {
-  const ports = { api: await freePort(), metrics: await freePort(), readiness: await freePort() };
+  const [api = 0, metrics = 0, readiness = 0] = await freePorts(3);
+  const ports = { api, metrics, readiness };
   // A round an hour long: the figures change only through the runs this test asks for.
   const child = spawn(process.execPath, [MAIN, '--port', String(ports.api), '--w', '1h'], {
     env: {

@@ -7,9 +7,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePorts } from './ports.js';
 
 export interface WebhookAlert {
   readonly status: 'firing' | 'resolved';
@@ -37,19 +37,6 @@ export interface Monitoring {
   /** Prometheus's view of the alerts (pending and firing). */
   alerts(): Promise<{ labels: Record<string, string>; state: string }[]>;
   stop(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        resolve(typeof address === 'object' && address !== null ? address.port : 0),
-      );
-    });
-  });
 }
 
 export async function startMonitoring(options: {
@@ -87,7 +74,7 @@ export async function startMonitoring(options: {
   });
   await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
   const hookPort = (hook.address() as { port: number }).port;
-  const [promPort, amPort] = [await freePort(), await freePort()];
+  const [promPort = 0, amPort = 0] = await freePorts(2);
 
   const receiverBaseUrl = `http://127.0.0.1:${hookPort}`;
   writeFileSync(
