@@ -4,7 +4,6 @@
  */
 
 import { execFileSync, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import {
   mkdirSync,
   mkdtempSync,
@@ -17,6 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from '@jest/globals';
+import { freePort } from '../fakes/ports.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
@@ -53,19 +53,11 @@ async function ran(
   return { code, out, err };
 }
 
-/** A loopback port nothing listens on (fetch refuses low ports such as 1 as "bad port"). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 describe('preflight against an exporter that cannot be reached', () => {
   let unreachable: string[] = [];
   beforeAll(async () => {
-    const url = `http://127.0.0.1:${await closedPort()}`;
+    // A loopback port nothing listens on (fetch refuses low ports such as 1 as "bad port").
+    const url = `http://127.0.0.1:${await freePort()}`;
     unreachable = ['preflight', '--url', url, '--checks', 'remapped'];
   });
 
