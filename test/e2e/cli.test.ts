@@ -238,19 +238,21 @@ describe('npm run build is incremental', () => {
     }
     symlinkSync(join(ROOT, 'node_modules'), join(tree, 'node_modules'));
     mkdirSync(join(tree, 'exporter'));
-    writeFileSync(join(tree, 'exporter', 'a.ts'), 'export const a: number = 1;\n');
+    // main.ts: the package's bin, which the build must leave executable for `npx autopilot`.
+    writeFileSync(join(tree, 'exporter', 'main.ts'), 'export const a: number = 1;\n');
     writeFileSync(join(tree, 'exporter', 'b.ts'), 'export const b: string = "b";\n');
 
     const fresh = await build(tree);
     expect(fresh).toMatchObject({ code: 0, err: '' });
-    const aJs = join(tree, 'dist', 'exporter', 'a.js');
+    const aJs = join(tree, 'dist', 'exporter', 'main.js');
     expect(readFileSync(aJs, 'utf8')).toContain('export const a = 1;');
+    expect(statSync(aJs).mode & 0o111).toBe(0o111);
     const first = mtimes(join(tree, 'dist'));
 
     expect((await build(tree)).code).toBe(0);
     expect(mtimes(join(tree, 'dist'))).toEqual(first);
 
-    writeFileSync(join(tree, 'exporter', 'a.ts'), 'export const a: number = 2;\n');
+    writeFileSync(join(tree, 'exporter', 'main.ts'), 'export const a: number = 2;\n');
     expect((await build(tree)).code).toBe(0);
     expect(readFileSync(aJs, 'utf8')).toContain('export const a = 2;');
     const after = mtimes(join(tree, 'dist'));
