@@ -133,22 +133,61 @@ function latest(rig: Rig, check: string): CheckRun {
   return run;
 }
 
-/** The JSON form of a PASS run of a fake check with its default outcome. */
-function passJson(run: CheckRun, params: Readonly<Record<string, string>> = {}): unknown {
+/** The JSON form of an API-triggered run: its times come from the stored run. */
+function runJson(
+  run: CheckRun,
+  outcome: { verdict: string; reason: string; devices: readonly unknown[]; params?: object },
+): unknown {
   return {
     check: run.check,
-    verdict: 'PASS',
-    reason: '1 PASS',
+    verdict: outcome.verdict,
+    reason: outcome.reason,
     trigger: 'api',
-    params,
+    params: outcome.params ?? {},
     startedAt: iso(run.startedAt),
     finishedAt: iso(run.finishedAt),
     durationSeconds: (run.finishedAt - run.startedAt) / 1000,
+    devices: outcome.devices,
+    text: `[[ ${run.check.toUpperCase()} ]] ${outcome.verdict}\n`,
+  };
+}
+
+/** The JSON form of a PASS run of a fake check with its default outcome. */
+function passJson(run: CheckRun, params: Readonly<Record<string, string>> = {}): unknown {
+  return runJson(run, {
+    verdict: 'PASS',
+    reason: '1 PASS',
+    params,
     devices: [
       { id: '0', verdict: 'PASS', reason: 'all good', fatal: false, evidence: { score: 1 } },
     ],
-    text: `[[ ${run.check.toUpperCase()} ]] PASS\n`,
+  });
+}
+
+/** The /status JSON answer for a single fresh PASS run. */
+function freshPassAnswer(run: CheckRun, params: Readonly<Record<string, string>> = {}): unknown {
+  return {
+    node: NODE,
+    cached: false,
+    health: { state: 'PASS', since: iso(run.finishedAt), reasons: [] },
+    results: [passJson(run, params)],
   };
+}
+
+/** Makes beta's next runs fail on device 1 with reason "broken". */
+function breakBeta(rig: Rig): void {
+  rig.beta.succeedWith({
+    devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', evidence: {} }],
+  });
+}
+
+/** The JSON form of a run of beta after breakBeta. */
+function brokenBetaJson(run: CheckRun): unknown {
+  return runJson(run, {
+    verdict: 'FAIL',
+    reason: '1 FAIL',
+    devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', fatal: false, evidence: {} }],
+  });
 }
 
 function body(response: Response): unknown {
@@ -238,32 +277,19 @@ describe('GET /status', () => {
     expect(latest(rig, 'alpha').trigger).toBe('api');
   });
 
-  test('format=json answers the node, its health and the fresh results', async () => {
+  test.each([
+    { asked: 'format=json', path: '/status?check=alpha&format=json', headers: {} },
+    {
+      asked: 'Accept: application/json',
+      path: '/status?check=alpha',
+      headers: { Accept: 'application/json' },
+    },
+  ])('$asked answers JSON: the node, its health and the fresh results', async (c) => {
     const rig = setup();
-    const response = await rig.get('/status?check=alpha&format=json');
+    const response = await rig.get(c.path, c.headers);
     expect(response.status).toBe(200);
     expect(response.headers['content-type']).toBe(JSON_TYPE);
-    const run = latest(rig, 'alpha');
-    expect(body(response)).toEqual({
-      node: NODE,
-      cached: false,
-      health: { state: 'PASS', since: iso(run.finishedAt), reasons: [] },
-      results: [passJson(run)],
-    });
-  });
-
-  test('Accept: application/json answers JSON', async () => {
-    const rig = setup();
-    const response = await rig.get('/status?check=alpha', { Accept: 'application/json' });
-    expect(response.status).toBe(200);
-    expect(response.headers['content-type']).toBe(JSON_TYPE);
-    const run = latest(rig, 'alpha');
-    expect(body(response)).toEqual({
-      node: NODE,
-      cached: false,
-      health: { state: 'PASS', since: iso(run.finishedAt), reasons: [] },
-      results: [passJson(run)],
-    });
+    expect(body(response)).toEqual(freshPassAnswer(latest(rig, 'alpha')));
   });
 
   test('format=text wins over Accept: application/json', async () => {
@@ -278,9 +304,7 @@ describe('GET /status', () => {
 
   test('a failing check is reported in the health and results', async () => {
     const rig = setup();
-    rig.beta.succeedWith({
-      devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', evidence: {} }],
-    });
+    breakBeta(rig);
     const response = await rig.get('/status?check=beta&format=json');
     expect(response.status).toBe(200);
     const run = latest(rig, 'beta');
@@ -288,20 +312,7 @@ describe('GET /status', () => {
       node: NODE,
       cached: false,
       health: { state: 'WARN', since: iso(run.finishedAt), reasons: ['beta 1: broken'] },
-      results: [
-        {
-          check: 'beta',
-          verdict: 'FAIL',
-          reason: '1 FAIL',
-          trigger: 'api',
-          params: {},
-          startedAt: iso(run.startedAt),
-          finishedAt: iso(run.finishedAt),
-          durationSeconds: (run.finishedAt - run.startedAt) / 1000,
-          devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', fatal: false, evidence: {} }],
-          text: '[[ BETA ]] FAIL\n',
-        },
-      ],
+      results: [brokenBetaJson(run)],
     });
   });
 
@@ -484,13 +495,7 @@ describe('per-check endpoint /<name>', () => {
     const response = await rig.get('/alpha?format=json&level=3');
     expect(response.status).toBe(200);
     expect(response.headers['content-type']).toBe(JSON_TYPE);
-    const run = latest(rig, 'alpha');
-    expect(body(response)).toEqual({
-      node: NODE,
-      cached: false,
-      health: { state: 'PASS', since: iso(run.finishedAt), reasons: [] },
-      results: [passJson(run, { level: '3' })],
-    });
+    expect(body(response)).toEqual(freshPassAnswer(latest(rig, 'alpha'), { level: '3' }));
     expect(rig.alpha.runParams).toEqual([{ level: '3' }]);
   });
 
@@ -624,9 +629,7 @@ describe('GET /results', () => {
     const rig = setup();
     await rig.get('/status?check=beta');
     await rig.get('/status?check=alpha');
-    rig.beta.succeedWith({
-      devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', evidence: {} }],
-    });
+    breakBeta(rig);
     await rig.get('/status?check=beta');
     expect(rig.totalRuns()).toBe(3);
 
@@ -642,30 +645,14 @@ describe('GET /results', () => {
       cached: true,
       health: { state: 'WARN', since: iso(beta.finishedAt), reasons: ['beta 1: broken'] },
       // In the order of the checks, not of the runs.
-      results: [
-        passJson(alpha),
-        {
-          check: 'beta',
-          verdict: 'FAIL',
-          reason: '1 FAIL',
-          trigger: 'api',
-          params: {},
-          startedAt: iso(beta.startedAt),
-          finishedAt: iso(beta.finishedAt),
-          durationSeconds: (beta.finishedAt - beta.startedAt) / 1000,
-          devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', fatal: false, evidence: {} }],
-          text: '[[ BETA ]] FAIL\n',
-        },
-      ],
+      results: [passJson(alpha), brokenBetaJson(beta)],
     });
   });
 
   test('answers the latest results in Autopilot-style text blocks', async () => {
     const rig = setup();
     await rig.get('/status?check=alpha');
-    rig.beta.succeedWith({
-      devices: [{ id: '1', verdict: 'FAIL', reason: 'broken', evidence: {} }],
-    });
+    breakBeta(rig);
     await rig.get('/status?check=beta');
     const response = await rig.get('/results');
     expect(response.status).toBe(200);
@@ -731,13 +718,7 @@ describe('concurrency', () => {
     expect(rig.runnerCalls).toEqual(['slow', 'slow']);
     expect(a.status).toBe(200);
     expect(b.status).toBe(200);
-    const run = latest(rig, 'slow');
-    const expected = {
-      node: NODE,
-      cached: false,
-      health: { state: 'PASS', since: iso(run.finishedAt), reasons: [] },
-      results: [passJson(run)],
-    };
+    const expected = freshPassAnswer(latest(rig, 'slow'));
     expect(body(a)).toEqual(expected);
     expect(body(b)).toEqual(expected);
     expect(rig.store.history('slow')).toHaveLength(1);
@@ -791,20 +772,7 @@ describe('errors', () => {
       node: NODE,
       cached: false,
       health: { state: 'UNKNOWN', since: null, reasons: [] },
-      results: [
-        {
-          check: 'crashy',
-          verdict: 'ERROR',
-          reason: 'check crashed: boom',
-          trigger: 'api',
-          params: {},
-          startedAt: iso(run.startedAt),
-          finishedAt: iso(run.finishedAt),
-          durationSeconds: (run.finishedAt - run.startedAt) / 1000,
-          devices: [],
-          text: '[[ CRASHY ]] ERROR\n',
-        },
-      ],
+      results: [runJson(run, { verdict: 'ERROR', reason: 'check crashed: boom', devices: [] })],
     });
     expect(rig.crashy.runCount).toBe(1);
   });
