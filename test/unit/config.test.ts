@@ -40,6 +40,8 @@ function configError(given: Inputs): ConfigError {
 }
 
 const ALL_CHECKS = ['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower', 'pvc'];
+/** Autopilot's default periodic list as ALL_CHECKS limits it: pvc is not periodic by default. */
+const DEFAULT_PERIODIC = ['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower'];
 
 describe('parseConfig port 0', () => {
   test('0 means any free port, and several listeners may all ask for it', () => {
@@ -117,6 +119,8 @@ describe('parseConfig defaults', () => {
       deepcheckImage: undefined,
       deepcheckCommand: ['autopilot', 'deepcheck'],
       deepcheckPriorityClass: undefined,
+      deepcheckRuntimeClass: undefined,
+      deepcheckPullSecrets: [],
       postflightChecks: [],
       historySize: 20,
       dcgmFatalErrors: ['PCIe', 'NVLink', 'ECC', 'GPU Memory'],
@@ -174,13 +178,9 @@ describe('parseConfig defaults', () => {
       'gpucount',
       'nvlink',
     ]);
-    expect(parseConfig(inputs({ knownChecks: ALL_CHECKS })).periodicChecks).toEqual([
-      'pciebw',
-      'remapped',
-      'dcgm',
-      'ping',
-      'gpupower',
-    ]);
+    expect(parseConfig(inputs({ knownChecks: ALL_CHECKS })).periodicChecks).toEqual(
+      DEFAULT_PERIODIC,
+    );
     expect(parseConfig(inputs({ knownChecks: ['pvc'] })).periodicChecks).toEqual([]);
     expect(parseConfig(inputs({ knownChecks: ['gpucount', 'ping'] })).periodicChecks).toEqual([
       'ping',
@@ -357,14 +357,7 @@ describe('parseConfig settings', () => {
     const known = [...ALL_CHECKS, 'gpucount'];
     const parse = (value: string): readonly string[] =>
       parseConfig(inputs({ env: { PERIODIC_CHECKS: value }, knownChecks: known })).periodicChecks;
-    expect(parse('pciebw,remapped,dcgm,ping,gpupower')).toEqual([
-      'pciebw',
-      'remapped',
-      'dcgm',
-      'ping',
-      'gpupower',
-      'gpucount',
-    ]);
+    expect(parse(DEFAULT_PERIODIC.join(','))).toEqual([...DEFAULT_PERIODIC, 'gpucount']);
     expect(parse('gpucount,ping')).toEqual(['gpucount', 'ping']);
   });
 
@@ -372,14 +365,14 @@ describe('parseConfig settings', () => {
     expect(
       parseConfig(inputs({ env: { PERIODIC_CHECKS: 'all' }, knownChecks: ALL_CHECKS }))
         .periodicChecks,
-    ).toEqual(['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower']);
+    ).toEqual(DEFAULT_PERIODIC);
     expect(parseConfig(inputs({ env: { PERIODIC_CHECKS: 'all' } })).periodicChecks).toEqual([
       'ping',
     ]);
     expect(
       parseConfig(inputs({ env: { PERIODIC_CHECKS: 'pvc,all,ping' }, knownChecks: ALL_CHECKS }))
         .periodicChecks,
-    ).toEqual(['pvc', 'pciebw', 'remapped', 'dcgm', 'ping', 'gpupower']);
+    ).toEqual(['pvc', ...DEFAULT_PERIODIC]);
   });
 
   test('ping settings', () => {
@@ -521,38 +514,34 @@ const NODE = 'a node name made of letters, digits, "-" and "."';
 const REPLY_TIMEOUT = 'a Go duration from 100ms to 1m, such as 1s or 500ms';
 const STORAGE_CLASS = 'a StorageClass name (lower-case DNS subdomain)';
 
+/** A flag given a bad value; the case is named "--flag value" unless `name` says more. */
+function badFlag(
+  flag: string,
+  value: string,
+  accepted: string,
+  name = `--${flag} ${value}`,
+): ErrorCase {
+  return { name, flags: { [flag]: value }, setting: `--${flag}`, value, accepted };
+}
+
+/** An environment variable given a bad value; named "VARIABLE value" unless `name` says more. */
+function badEnv(
+  variable: string,
+  value: string,
+  accepted: string,
+  name = `${variable} ${value}`,
+): ErrorCase {
+  return { name, env: { [variable]: value }, setting: variable, value, accepted };
+}
+
+const PEERS = (bad: string): string =>
+  `a comma-separated list of host names or IP addresses (${JSON.stringify(bad)} is neither)`;
+
 const ERROR_CASES: readonly ErrorCase[] = [
-  {
-    name: '--port 70000',
-    flags: { port: '70000' },
-    setting: '--port',
-    value: '70000',
-    accepted: PORT,
-  },
-  { name: '--port abc', flags: { port: 'abc' }, setting: '--port', value: 'abc', accepted: PORT },
-  { name: '--port -1', flags: { port: '-1' }, setting: '--port', value: '-1', accepted: PORT },
-  {
-    name: '--port 80.5',
-    flags: { port: '80.5' },
-    setting: '--port',
-    value: '80.5',
-    accepted: PORT,
-  },
-  { name: '--port empty', flags: { port: '' }, setting: '--port', value: '', accepted: PORT },
-  {
-    name: 'AUTOPILOT_METRICS_PORT http',
-    env: { AUTOPILOT_METRICS_PORT: 'http' },
-    setting: 'AUTOPILOT_METRICS_PORT',
-    value: 'http',
-    accepted: PORT,
-  },
-  {
-    name: 'AUTOPILOT_READINESS_PORT 65536',
-    env: { AUTOPILOT_READINESS_PORT: '65536' },
-    setting: 'AUTOPILOT_READINESS_PORT',
-    value: '65536',
-    accepted: PORT,
-  },
+  ...['70000', 'abc', '-1', '80.5'].map((value) => badFlag('port', value, PORT)),
+  badFlag('port', '', PORT, '--port empty'),
+  badEnv('AUTOPILOT_METRICS_PORT', 'http', PORT),
+  badEnv('AUTOPILOT_READINESS_PORT', '65536', PORT),
   {
     name: '--port equal to AUTOPILOT_METRICS_PORT',
     flags: { port: '9000' },
@@ -582,117 +571,31 @@ const ERROR_CASES: readonly ErrorCase[] = [
     value: '9100',
     accepted: 'a port different from AUTOPILOT_METRICS_PORT (9100)',
   },
-  { name: '--bw 0', flags: { bw: '0' }, setting: '--bw', value: '0', accepted: BW },
-  { name: '--bw -1', flags: { bw: '-1' }, setting: '--bw', value: '-1', accepted: BW },
-  { name: '--bw fast', flags: { bw: 'fast' }, setting: '--bw', value: 'fast', accepted: BW },
-  { name: '--bw 0.0', flags: { bw: '0.0' }, setting: '--bw', value: '0.0', accepted: BW },
-  { name: '--bw 1e3', flags: { bw: '1e3' }, setting: '--bw', value: '1e3', accepted: BW },
-  {
-    name: '--w 2562048, more hours than a Go duration holds',
-    flags: { w: '2562048' },
-    setting: '--w',
-    value: '2562048',
-    accepted: SCHEDULE_ACCEPTED,
-  },
-  {
-    name: '--w -1',
-    flags: { w: '-1' },
-    setting: '--w',
-    value: '-1',
-    accepted: SCHEDULE_ACCEPTED,
-  },
-  {
-    name: '--invasive-check-timer 1.5, hours that are not whole',
-    flags: { 'invasive-check-timer': '1.5' },
-    setting: '--invasive-check-timer',
-    value: '1.5',
-    accepted: SCHEDULE_ACCEPTED,
-  },
-  { name: '--w 1x', flags: { w: '1x' }, setting: '--w', value: '1x', accepted: SCHEDULE_ACCEPTED },
-  {
-    name: '--w -1h',
-    flags: { w: '-1h' },
-    setting: '--w',
-    value: '-1h',
-    accepted: SCHEDULE_ACCEPTED,
-  },
-  {
-    name: '--w with a bad cron expression',
-    flags: { w: '61 * * * *' },
-    setting: '--w',
-    value: '61 * * * *',
-    accepted: SCHEDULE_ACCEPTED,
-  },
-  {
-    name: '--invasive-check-timer 1d',
-    flags: { 'invasive-check-timer': '1d' },
-    setting: '--invasive-check-timer',
-    value: '1d',
-    accepted: SCHEDULE_ACCEPTED,
-  },
-  {
-    name: '--invasive-check-timer soon',
-    flags: { 'invasive-check-timer': 'soon' },
-    setting: '--invasive-check-timer',
-    value: 'soon',
-    accepted: SCHEDULE_ACCEPTED,
-  },
-  {
-    name: '--loglevel loud',
-    flags: { loglevel: 'loud' },
-    setting: '--loglevel',
-    value: 'loud',
-    accepted: LOGLEVEL,
-  },
-  {
-    name: '--loglevel 11',
-    flags: { loglevel: '11' },
-    setting: '--loglevel',
-    value: '11',
-    accepted: LOGLEVEL,
-  },
-  {
-    name: '--loglevel -1',
-    flags: { loglevel: '-1' },
-    setting: '--loglevel',
-    value: '-1',
-    accepted: LOGLEVEL,
-  },
-  {
-    name: 'PERIODIC_CHECKS with a check this build lacks',
-    env: { PERIODIC_CHECKS: 'ping,pciebw' },
-    setting: 'PERIODIC_CHECKS',
-    value: 'ping,pciebw',
-    accepted: 'a comma-separated list of ping, all (unknown check "pciebw")',
-  },
-  {
-    name: 'PERIODIC_CHECKS ,',
-    env: { PERIODIC_CHECKS: ',' },
-    setting: 'PERIODIC_CHECKS',
-    value: ',',
-    accepted: 'a comma-separated list of ping, all',
-  },
-  {
-    name: 'AUTOPILOT_PEERS -rf',
-    env: { AUTOPILOT_PEERS: '-rf' },
-    setting: 'AUTOPILOT_PEERS',
-    value: '-rf',
-    accepted: 'a comma-separated list of host names or IP addresses ("-rf" is neither)',
-  },
-  {
-    name: 'AUTOPILOT_PEERS a b;c',
-    env: { AUTOPILOT_PEERS: 'a b;c' },
-    setting: 'AUTOPILOT_PEERS',
-    value: 'a b;c',
-    accepted: 'a comma-separated list of host names or IP addresses ("b;c" is neither)',
-  },
-  {
-    name: 'NODE_NAME bad_name!',
-    env: { NODE_NAME: 'bad_name!' },
-    setting: 'NODE_NAME',
-    value: 'bad_name!',
-    accepted: NODE,
-  },
+  ...['0', '-1', 'fast', '0.0', '1e3'].map((value) => badFlag('bw', value, BW)),
+  badFlag('w', '2562048', SCHEDULE_ACCEPTED, '--w 2562048, more hours than a Go duration holds'),
+  badFlag('w', '-1', SCHEDULE_ACCEPTED),
+  badFlag(
+    'invasive-check-timer',
+    '1.5',
+    SCHEDULE_ACCEPTED,
+    '--invasive-check-timer 1.5, hours that are not whole',
+  ),
+  badFlag('w', '1x', SCHEDULE_ACCEPTED),
+  badFlag('w', '-1h', SCHEDULE_ACCEPTED),
+  badFlag('w', '61 * * * *', SCHEDULE_ACCEPTED, '--w with a bad cron expression'),
+  badFlag('invasive-check-timer', '1d', SCHEDULE_ACCEPTED),
+  badFlag('invasive-check-timer', 'soon', SCHEDULE_ACCEPTED),
+  ...['loud', '11', '-1'].map((value) => badFlag('loglevel', value, LOGLEVEL)),
+  badEnv(
+    'PERIODIC_CHECKS',
+    'ping,pciebw',
+    'a comma-separated list of ping, all (unknown check "pciebw")',
+    'PERIODIC_CHECKS with a check this build lacks',
+  ),
+  badEnv('PERIODIC_CHECKS', ',', 'a comma-separated list of ping, all'),
+  badEnv('AUTOPILOT_PEERS', '-rf', PEERS('-rf')),
+  badEnv('AUTOPILOT_PEERS', 'a b;c', PEERS('b;c')),
+  badEnv('NODE_NAME', 'bad_name!', NODE),
   {
     name: 'a host name that is no node name',
     hostname: 'bad_host',
@@ -700,104 +603,36 @@ const ERROR_CASES: readonly ErrorCase[] = [
     value: 'bad_host',
     accepted: NODE,
   },
-  {
-    name: 'AUTOPILOT_PING_COUNT 0',
-    env: { AUTOPILOT_PING_COUNT: '0' },
-    setting: 'AUTOPILOT_PING_COUNT',
-    value: '0',
-    accepted: 'a whole number from 1 to 100',
-  },
-  {
-    name: 'AUTOPILOT_PING_COUNT 101',
-    env: { AUTOPILOT_PING_COUNT: '101' },
-    setting: 'AUTOPILOT_PING_COUNT',
-    value: '101',
-    accepted: 'a whole number from 1 to 100',
-  },
-  {
-    name: 'AUTOPILOT_PING_REPLY_TIMEOUT 10ms',
-    env: { AUTOPILOT_PING_REPLY_TIMEOUT: '10ms' },
-    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
-    value: '10ms',
-    accepted: REPLY_TIMEOUT,
-  },
-  {
-    name: 'AUTOPILOT_PING_REPLY_TIMEOUT 2m',
-    env: { AUTOPILOT_PING_REPLY_TIMEOUT: '2m' },
-    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
-    value: '2m',
-    accepted: REPLY_TIMEOUT,
-  },
-  {
-    name: 'AUTOPILOT_PING_REPLY_TIMEOUT x',
-    env: { AUTOPILOT_PING_REPLY_TIMEOUT: 'x' },
-    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
-    value: 'x',
-    accepted: REPLY_TIMEOUT,
-  },
-  {
-    name: 'AUTOPILOT_PING_REPLY_TIMEOUT 1 (no unit)',
-    env: { AUTOPILOT_PING_REPLY_TIMEOUT: '1' },
-    setting: 'AUTOPILOT_PING_REPLY_TIMEOUT',
-    value: '1',
-    accepted: REPLY_TIMEOUT,
-  },
-  {
-    name: 'AUTOPILOT_PING_CONCURRENCY 0',
-    env: { AUTOPILOT_PING_CONCURRENCY: '0' },
-    setting: 'AUTOPILOT_PING_CONCURRENCY',
-    value: '0',
-    accepted: 'a whole number from 1 to 1024',
-  },
-  {
-    name: 'AUTOPILOT_PING_CONCURRENCY 1025',
-    env: { AUTOPILOT_PING_CONCURRENCY: '1025' },
-    setting: 'AUTOPILOT_PING_CONCURRENCY',
-    value: '1025',
-    accepted: 'a whole number from 1 to 1024',
-  },
-  {
-    name: 'AUTOPILOT_HISTORY_SIZE 0',
-    env: { AUTOPILOT_HISTORY_SIZE: '0' },
-    setting: 'AUTOPILOT_HISTORY_SIZE',
-    value: '0',
-    accepted: 'a whole number from 1 to 1000',
-  },
-  {
-    name: 'AUTOPILOT_HISTORY_SIZE 1001',
-    env: { AUTOPILOT_HISTORY_SIZE: '1001' },
-    setting: 'AUTOPILOT_HISTORY_SIZE',
-    value: '1001',
-    accepted: 'a whole number from 1 to 1000',
-  },
-  {
-    name: 'AUTOPILOT_HISTORY_SIZE many',
-    env: { AUTOPILOT_HISTORY_SIZE: 'many' },
-    setting: 'AUTOPILOT_HISTORY_SIZE',
-    value: 'many',
-    accepted: 'a whole number from 1 to 1000',
-  },
-  {
-    name: 'AUTOPILOT_LISTEN_ADDRESS localhost',
-    env: { AUTOPILOT_LISTEN_ADDRESS: 'localhost' },
-    setting: 'AUTOPILOT_LISTEN_ADDRESS',
-    value: 'localhost',
-    accepted: 'an IPv4 or IPv6 address such as 0.0.0.0 or ::',
-  },
-  {
-    name: 'DCGM_FATAL_ERRORS ,,',
-    env: { DCGM_FATAL_ERRORS: ',,' },
-    setting: 'DCGM_FATAL_ERRORS',
-    value: ',,',
-    accepted: 'a comma-separated list of DCGM test names, such as PCIe,NVLink',
-  },
-  {
-    name: 'DCGM_FATAL_ERRORS naming no test and no error kind',
-    env: { DCGM_FATAL_ERRORS: 'PCIe,NVLnik' },
-    setting: 'DCGM_FATAL_ERRORS',
-    value: 'PCIe,NVLnik',
-    accepted: `a comma-separated list of DCGM test names or error kinds ("NVLnik" is not): ${FATAL_ERROR_NAMES_HELP}`,
-  },
+  ...['0', '101'].map((value) =>
+    badEnv('AUTOPILOT_PING_COUNT', value, 'a whole number from 1 to 100'),
+  ),
+  ...['10ms', '2m', 'x'].map((value) =>
+    badEnv('AUTOPILOT_PING_REPLY_TIMEOUT', value, REPLY_TIMEOUT),
+  ),
+  badEnv(
+    'AUTOPILOT_PING_REPLY_TIMEOUT',
+    '1',
+    REPLY_TIMEOUT,
+    'AUTOPILOT_PING_REPLY_TIMEOUT 1 (no unit)',
+  ),
+  ...['0', '1025'].map((value) =>
+    badEnv('AUTOPILOT_PING_CONCURRENCY', value, 'a whole number from 1 to 1024'),
+  ),
+  ...['0', '1001', 'many'].map((value) =>
+    badEnv('AUTOPILOT_HISTORY_SIZE', value, 'a whole number from 1 to 1000'),
+  ),
+  badEnv('AUTOPILOT_LISTEN_ADDRESS', 'localhost', 'an IPv4 or IPv6 address such as 0.0.0.0 or ::'),
+  badEnv(
+    'DCGM_FATAL_ERRORS',
+    ',,',
+    'a comma-separated list of DCGM test names, such as PCIe,NVLink',
+  ),
+  badEnv(
+    'DCGM_FATAL_ERRORS',
+    'PCIe,NVLnik',
+    `a comma-separated list of DCGM test names or error kinds ("NVLnik" is not): ${FATAL_ERROR_NAMES_HELP}`,
+    'DCGM_FATAL_ERRORS naming no test and no error kind',
+  ),
   ...[
     [',,', ''],
     ['48,seventy-nine', ' ("seventy-nine" is not)'],
@@ -805,41 +640,23 @@ const ERROR_CASES: readonly ErrorCase[] = [
     ['1000', ' ("1000" is not)'],
     ['-1', ' ("-1" is not)'],
     ['7.5', ' ("7.5" is not)'],
-  ].map(([value, why]) => ({
-    name: `AUTOPILOT_XID_FATAL ${value}`,
-    env: { AUTOPILOT_XID_FATAL: value },
-    setting: 'AUTOPILOT_XID_FATAL',
-    value: value!,
-    accepted: `a comma-separated list of XID codes from 1 to 999, such as 48,79,95, or none${why}`,
-  })),
-  {
-    name: 'INVASIVE_JOB_TTLSEC -5',
-    env: { INVASIVE_JOB_TTLSEC: '-5' },
-    setting: 'INVASIVE_JOB_TTLSEC',
-    value: '-5',
-    accepted: 'a whole number from 0 to 604800',
-  },
-  {
-    name: 'INVASIVE_JOB_TTLSEC 604801',
-    env: { INVASIVE_JOB_TTLSEC: '604801' },
-    setting: 'INVASIVE_JOB_TTLSEC',
-    value: '604801',
-    accepted: 'a whole number from 0 to 604800',
-  },
-  {
-    name: 'PVC_TEST_STORAGE_CLASS Bad_Class',
-    env: { PVC_TEST_STORAGE_CLASS: 'Bad_Class' },
-    setting: 'PVC_TEST_STORAGE_CLASS',
-    value: 'Bad_Class',
-    accepted: STORAGE_CLASS,
-  },
-  {
-    name: 'PVC_TEST_STORAGE_CLASS with upper case (Kubernetes names are lower-case)',
-    env: { PVC_TEST_STORAGE_CLASS: 'Fast-SSD' },
-    setting: 'PVC_TEST_STORAGE_CLASS',
-    value: 'Fast-SSD',
-    accepted: STORAGE_CLASS,
-  },
+  ].map(([value, why]) =>
+    badEnv(
+      'AUTOPILOT_XID_FATAL',
+      value!,
+      `a comma-separated list of XID codes from 1 to 999, such as 48,79,95, or none${why}`,
+    ),
+  ),
+  ...['-5', '604801'].map((value) =>
+    badEnv('INVASIVE_JOB_TTLSEC', value, 'a whole number from 0 to 604800'),
+  ),
+  badEnv('PVC_TEST_STORAGE_CLASS', 'Bad_Class', STORAGE_CLASS),
+  badEnv(
+    'PVC_TEST_STORAGE_CLASS',
+    'Fast-SSD',
+    STORAGE_CLASS,
+    'PVC_TEST_STORAGE_CLASS with upper case (Kubernetes names are lower-case)',
+  ),
 ];
 
 describe('parseConfig errors', () => {
