@@ -17,6 +17,7 @@ import { jitterFor, nextTick } from '../scheduler.js';
 import type { Logger } from '../log.js';
 import { readDeepCheckReport, type DeepCheckRunReport } from '../deep-check-report.js';
 import type { KubeApi } from '../k8s/ports.js';
+import { TAINT_KEY } from './node-taint.js';
 
 /**
  * Autopilot's name for the deep-check Job, `dcgm-<6 hex>`: operators' scripts find it with
@@ -49,6 +50,8 @@ export interface DeepCheckSettings {
   readonly command: readonly string[];
   readonly priorityClassName: string | undefined;
   readonly serviceAccountName: string | undefined;
+  readonly runtimeClassName: string | undefined;
+  readonly imagePullSecrets: readonly string[];
   readonly ttlSeconds: number;
   /** The Job's activeDeadlineSeconds: DCGM level 3 takes about 15 minutes on 8 GPUs. */
   readonly activeDeadlineSeconds: number;
@@ -214,6 +217,11 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
         ttlSecondsAfterFinished: settings.ttlSeconds,
         activeDeadlineSeconds: settings.activeDeadlineSeconds,
         serviceAccountName: settings.serviceAccountName,
+        runtimeClassName: settings.runtimeClassName,
+        imagePullSecrets: settings.imagePullSecrets,
+        // The deep check is what judges a node that autopilot tainted: with NoExecute, the kubelet
+        // would refuse an untolerating pod and the node could never pass one.
+        toleratedTaintKeys: [TAINT_KEY],
         labels: {
           'app.kubernetes.io/managed-by': 'autopilot',
           'autopilot.ibm.com/check': 'deepcheck',

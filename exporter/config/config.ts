@@ -62,6 +62,8 @@ export interface Config {
   readonly deepcheckImage: string | undefined;
   readonly deepcheckCommand: readonly string[];
   readonly deepcheckPriorityClass: string | undefined;
+  readonly deepcheckRuntimeClass: string | undefined;
+  readonly deepcheckPullSecrets: readonly string[];
   /** Checks run after a pod that held GPUs ends; empty disables post-flight. */
   readonly postflightChecks: readonly string[];
   /** Label selector of the Autopilot pods in NAMESPACE (their interfaces are what ping and iperf reach). */
@@ -181,6 +183,8 @@ export function parseConfig(inputs: ConfigInputs): Config {
     deepcheckImage: v.AUTOPILOT_DEEPCHECK_IMAGE,
     deepcheckCommand: v.AUTOPILOT_DEEPCHECK_COMMAND,
     deepcheckPriorityClass: v.AUTOPILOT_DEEPCHECK_PRIORITY_CLASS,
+    deepcheckRuntimeClass: v.AUTOPILOT_DEEPCHECK_RUNTIME_CLASS,
+    deepcheckPullSecrets: v.AUTOPILOT_DEEPCHECK_PULL_SECRETS,
     postflightChecks: v.AUTOPILOT_POSTFLIGHT_CHECKS,
     podSelector: v.AUTOPILOT_POD_SELECTOR,
     historySize: v.AUTOPILOT_HISTORY_SIZE,
@@ -301,6 +305,15 @@ function parseOptionalName(name: string, value: string | undefined): string | un
     throw new ConfigError(name, value, 'a lower-case DNS name');
   }
   return value;
+}
+
+function parseNameList(name: string, value: string | undefined): string[] {
+  const names = (value ?? '')
+    .split(',')
+    .map((part) => part.trim())
+    .filter((part) => part !== '');
+  for (const part of names) parseOptionalName(name, part);
+  return names;
 }
 
 /** Default: the quick checks and DCGM level 1, those this build has; "none" disables post-flight. */
@@ -614,6 +627,17 @@ export const SETTINGS = {
   AUTOPILOT_DEEPCHECK_PRIORITY_CLASS: setting({
     help: 'PriorityClass of the deep-check Job (a low one)',
     parse: (value) => parseOptionalName('AUTOPILOT_DEEPCHECK_PRIORITY_CLASS', value),
+  }),
+  // The Job's pod must reach the GPUs and pull its image as the exporter's pod does; the chart
+  // sets both from its runtimeClassName and pullSecrets values.
+  AUTOPILOT_DEEPCHECK_RUNTIME_CLASS: setting({
+    help: "RuntimeClass of the deep-check Job (the exporter's own, e.g. nvidia)",
+    parse: (value) => parseOptionalName('AUTOPILOT_DEEPCHECK_RUNTIME_CLASS', value),
+  }),
+  AUTOPILOT_DEEPCHECK_PULL_SECRETS: setting({
+    shown: 'none',
+    help: 'comma-separated image pull Secrets of the deep-check Job',
+    parse: (value) => parseNameList('AUTOPILOT_DEEPCHECK_PULL_SECRETS', value),
   }),
   AUTOPILOT_POSTFLIGHT_CHECKS: setting({
     shown: `${CHECK_TABLE.postflight.join(',')} (those this build has)`,

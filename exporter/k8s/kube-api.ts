@@ -691,6 +691,17 @@ function toJobBody(spec: JobSpec): V1Job {
           ...(spec.serviceAccountName === undefined
             ? {}
             : { serviceAccountName: spec.serviceAccountName }),
+          ...(spec.runtimeClassName === undefined
+            ? {}
+            : { runtimeClassName: spec.runtimeClassName }),
+          ...(spec.imagePullSecrets.length === 0
+            ? {}
+            : { imagePullSecrets: spec.imagePullSecrets.map((name) => ({ name })) }),
+          ...(spec.toleratedTaintKeys.length === 0
+            ? {}
+            : {
+                tolerations: spec.toleratedTaintKeys.map((key) => ({ key, operator: 'Exists' })),
+              }),
           // It calls no API; with the settings below it passes the "restricted" Pod Security level.
           automountServiceAccountToken: false,
           securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },

@@ -131,6 +131,10 @@ export interface JobSpec {
   readonly ttlSecondsAfterFinished: number;
   readonly activeDeadlineSeconds: number;
   readonly serviceAccountName: string | undefined;
+  readonly runtimeClassName: string | undefined;
+  readonly imagePullSecrets: readonly string[];
+  /** Taint keys the pod tolerates, whatever their value and effect. */
+  readonly toleratedTaintKeys: readonly string[];
   readonly labels: Readonly<Record<string, string>>;
   readonly env: Readonly<Record<string, string>>;
 }

@@ -686,6 +686,26 @@ describe('chart: values', () => {
     expect(byKind(objects, 'PriorityClass')).toHaveLength(created);
   });
 
+  test.each([
+    [{}, undefined, undefined],
+    [
+      { runtimeClassName: 'nvidia', pullSecrets: { create: true, imagePullSecretData: 'e30=' } },
+      'nvidia',
+      'autopilot-pull-secret',
+    ],
+    [{ pullSecrets: { create: false, name: 'elsewhere' } }, undefined, undefined],
+  ])(
+    'values %j: the deep-check Job gets RuntimeClass %s and pull secret %s, as the exporter pods',
+    (values, runtimeClass, pullSecret) => {
+      const pod = one(renderChart({ values }), 'DaemonSet').spec.template.spec;
+      const env = new Map(pod.containers[0].env.map((entry: Any) => [entry.name, entry.value]));
+      expect(env.get('AUTOPILOT_DEEPCHECK_RUNTIME_CLASS')).toBe(runtimeClass);
+      expect(env.get('AUTOPILOT_DEEPCHECK_PULL_SECRETS')).toBe(pullSecret);
+      expect(pod.runtimeClassName).toBe(runtimeClass);
+      expect(pod.imagePullSecrets?.[0]?.name).toBe(pullSecret);
+    },
+  );
+
   test.each(IBM_VALUES_FILES)(
     "IBM's %s as it is, with IBM's image, fails saying which image to use",
     (file) => {

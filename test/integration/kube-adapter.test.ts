@@ -186,6 +186,9 @@ describe('deep-check Jobs', () => {
     ttlSecondsAfterFinished: 600,
     activeDeadlineSeconds: 1800,
     serviceAccountName: 'autopilot-deepcheck',
+    runtimeClassName: 'nvidia',
+    imagePullSecrets: ['registry-a', 'registry-b'],
+    toleratedTaintKeys: ['autopilot.ibm.com/gpuhealth'],
     labels: { 'app.kubernetes.io/name': 'autopilot-deepcheck' },
     env: { NODE_NAME: 'n1', DEEPCHECK_LEVEL: '3' },
   };
@@ -213,6 +216,9 @@ describe('deep-check Jobs', () => {
               nodeName: 'n1',
               priorityClassName: 'autopilot-preemptible',
               serviceAccountName: 'autopilot-deepcheck',
+              runtimeClassName: 'nvidia',
+              imagePullSecrets: [{ name: 'registry-a' }, { name: 'registry-b' }],
+              tolerations: [{ key: 'autopilot.ibm.com/gpuhealth', operator: 'Exists' }],
               automountServiceAccountToken: false,
               securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
               containers: [
@@ -242,9 +248,16 @@ describe('deep-check Jobs', () => {
     ]);
   });
 
-  test('without a priority class or service account the pod names neither', async () => {
+  test('without a priority class, service account, runtime class, pull secrets or tolerations the pod names none', async () => {
     const { api, kube } = await setup();
-    await kube.createJob({ ...JOB, priorityClassName: undefined, serviceAccountName: undefined });
+    await kube.createJob({
+      ...JOB,
+      priorityClassName: undefined,
+      serviceAccountName: undefined,
+      runtimeClassName: undefined,
+      imagePullSecrets: [],
+      toleratedTaintKeys: [],
+    });
     const podSpec = api.job(NS, JOB.name)?.spec as { template: { spec: Record<string, unknown> } };
     expect(Object.keys(podSpec.template.spec).sort()).toEqual([
       'automountServiceAccountToken',

@@ -30,6 +30,8 @@ const SETTINGS: DeepCheckSettings = {
   command: ['autopilot', 'deepcheck'],
   priorityClassName: 'autopilot-low',
   serviceAccountName: 'autopilot-deepcheck',
+  runtimeClassName: 'nvidia',
+  imagePullSecrets: ['registry-a'],
   ttlSeconds: 600,
   activeDeadlineSeconds: 1800,
   pendingTimeoutMs: PENDING_TIMEOUT_MS,
@@ -233,6 +235,10 @@ describe('deep check: started', () => {
       ttlSecondsAfterFinished: 600,
       activeDeadlineSeconds: 1800,
       serviceAccountName: 'autopilot-deepcheck',
+      runtimeClassName: 'nvidia',
+      imagePullSecrets: ['registry-a'],
+      // autopilot's own taint: with NoExecute the kubelet refuses a pod that does not tolerate it.
+      toleratedTaintKeys: ['autopilot.ibm.com/gpuhealth'],
       labels: {
         'app.kubernetes.io/managed-by': 'autopilot',
         'autopilot.ibm.com/check': 'deepcheck',

@@ -66,6 +66,8 @@ export function wireDeepCheck(config: Config, wiring: DeepCheckWiring): DeepChec
       command: config.deepcheckCommand,
       priorityClassName: config.deepcheckPriorityClass,
       serviceAccountName: undefined,
+      runtimeClassName: config.deepcheckRuntimeClass,
+      imagePullSecrets: config.deepcheckPullSecrets,
       ttlSeconds: config.deepCheckJobTtlSeconds,
       activeDeadlineSeconds: DEEP_CHECK_DEADLINE_S,
       pendingTimeoutMs: DEEP_CHECK_PENDING_MS,
