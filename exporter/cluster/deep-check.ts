@@ -219,8 +219,8 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
         serviceAccountName: settings.serviceAccountName,
         runtimeClassName: settings.runtimeClassName,
         imagePullSecrets: settings.imagePullSecrets,
-        // The deep check is what judges a node that autopilot tainted: with NoExecute, the kubelet
-        // would refuse an untolerating pod and the node could never pass one.
+        // The deep check is what judges a node that autopilot tainted: under NoExecute a pod that
+        // does not tolerate the taint is evicted, and the node could never pass one.
         toleratedTaintKeys: [TAINT_KEY],
         labels: {
           'app.kubernetes.io/managed-by': 'autopilot',

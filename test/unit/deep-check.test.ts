@@ -237,7 +237,7 @@ describe('deep check: started', () => {
       serviceAccountName: 'autopilot-deepcheck',
       runtimeClassName: 'nvidia',
       imagePullSecrets: ['registry-a'],
-      // autopilot's own taint: with NoExecute the kubelet refuses a pod that does not tolerate it.
+      // autopilot's own taint: under NoExecute a pod that does not tolerate it is evicted.
       toleratedTaintKeys: ['autopilot.ibm.com/gpuhealth'],
       labels: {
         'app.kubernetes.io/managed-by': 'autopilot',
