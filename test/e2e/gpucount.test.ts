@@ -5,42 +5,32 @@
  * builds the fake.
  */
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { waitForListening, type ExporterPorts } from '../fakes/exporter-ports.js';
+import type { ExporterPorts } from '../fakes/exporter-ports.js';
+import {
+  buildExporter,
+  FAKE_NVML,
+  killAllExporters,
+  startExporter as startBuiltExporter,
+} from '../fakes/exporter-process.js';
+import { waitFor } from '../fakes/wait-for.js';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
-const FAKE_NVML = join(ROOT, 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1');
 const CHECKS = ['remapped', 'gpupower', 'gpucount'];
 
-const running: ChildProcess[] = [];
+afterEach(killAllExporters);
 
-afterEach(() => {
-  for (const child of running.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
-});
-
-execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+buildExporter();
 
 async function startExporter(env: Record<string, string>): Promise<ExporterPorts> {
-  const child = spawn(process.execPath, [MAIN, '--port', '0', '--w', '1h'], {
+  const { ports } = await startBuiltExporter({
     env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
       NODE_NAME: 'gpu-node',
-      AUTOPILOT_METRICS_PORT: '0',
-      AUTOPILOT_READINESS_PORT: '0',
-      AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
       AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
       AUTOPILOT_KUBERNETES: 'off',
       PERIODIC_CHECKS: CHECKS.join(','),
       ...env,
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
   });
-  running.push(child);
-  const ports: ExporterPorts = { api: 0, metrics: 0, readiness: 0 };
-  await waitForListening(child, ports);
   return ports;
 }
 
@@ -50,15 +40,18 @@ interface Results {
 }
 
 /** The results once the start-up round has run every check. */
-async function startupRound(api: number): Promise<Results> {
-  for (let i = 0; i < 200; i++) {
-    const results = (await (
-      await fetch(`http://127.0.0.1:${api}/results?format=json`)
-    ).json()) as Results;
-    if (CHECKS.every((c) => results.results.some((r) => r.check === c))) return results;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error('the start-up round did not finish');
+function startupRound(api: number): Promise<Results> {
+  return waitFor(
+    'the start-up round',
+    async () => {
+      const results = (await (
+        await fetch(`http://127.0.0.1:${api}/results?format=json`)
+      ).json()) as Results;
+      return CHECKS.every((c) => results.results.some((r) => r.check === c)) ? results : undefined;
+    },
+    60_000,
+    50,
+  );
 }
 
 const verdictOf = (results: Results, check: string): string | undefined =>

@@ -211,7 +211,7 @@ describe('iperf service on 127.0.0.1', () => {
     });
     expect(server?.ok).toBe(true);
     expect(service.servers()).toHaveLength(1);
-    const deadline = performance.now() + 3000;
+    const deadline = performance.now() + 15_000;
     while (service.servers().length > 0 && performance.now() < deadline) await sleep(25);
     expect(service.servers()).toStrictEqual([]);
     expect(ourIperf3Pids()).toStrictEqual([]);
@@ -238,12 +238,18 @@ describe('iperf service on 127.0.0.1', () => {
       durationSeconds: 30,
       signal: controller.signal,
     });
+    // Both clients running (they start in parallel; a loaded machine may take a while).
+    const clientPids = (): number[] => ourIperf3Pids().filter((pid) => !serverPids.includes(pid));
+    const deadline = performance.now() + 10_000;
+    while (clientPids().length < 2 && performance.now() < deadline) await sleep(25);
+    expect(clientPids()).toHaveLength(2);
+    // Into their test, so that the servers are mid-test when the clients die.
     await sleep(400);
-    expect(ourIperf3Pids().filter((pid) => !serverPids.includes(pid))).toHaveLength(2);
     const began = performance.now();
     controller.abort();
     const aborted = await running;
-    expect(performance.now() - began).toBeLessThan(1000);
+    // At once, not at the end of the clients' 30 s, with room for a loaded machine.
+    expect(performance.now() - began).toBeLessThan(5000);
     expect(aborted.failed).toBe(2);
     expect(aborted.runs.map((r) => r.outcome)).toStrictEqual([
       { ok: false, error: 'aborted' },
