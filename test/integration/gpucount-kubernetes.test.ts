@@ -6,76 +6,39 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
-import { createSystemClock } from '../../exporter/clock.js';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
-import { parseConfig } from '../../exporter/config/config.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
-import { createKubeApi } from '../../exporter/k8s/kube-api.js';
-import { silentLogger } from '../../exporter/log.js';
 import type { NvmlLoad } from '../../exporter/native/ports.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';
-import { startFakeKubeApi, type FakeKubeApi, type NodeInput } from '../fakes/kube-api-server.js';
+import type { NodeInput } from '../fakes/kube-api-server.js';
+import { startKubeExporter, type KubeExporter } from '../fakes/kube-exporter.js';
 
 const NODE = 'gpu-node-1';
 const LABEL = 'autopilot.ibm.com/gpuhealth';
 
-interface Rig {
-  readonly api: FakeKubeApi;
-  readonly exporter: Exporter;
-}
-
-let rig: Rig | undefined;
+let rig: KubeExporter | undefined;
 
 afterEach(async () => {
-  if (rig === undefined) return;
-  rig.exporter.cluster?.labeler.stop();
-  await rig.exporter.runner.shutdown(1000);
-  await rig.api.close();
+  await rig?.close();
   rig = undefined;
 });
 
-async function setup(node: Omit<NodeInput, 'name'>, nvml: NvmlLoad): Promise<Rig> {
-  const api = await startFakeKubeApi();
-  api.addNode({ name: NODE, ...node });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'exporter-sa-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
-    env: { NODE_NAME: NODE, NAMESPACE: 'autopilot' },
-    hostname: NODE,
-    knownChecks: CHECK_NAMES,
-  });
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: process.env }),
+async function setup(node: Omit<NodeInput, 'name'>, nvml: NvmlLoad): Promise<KubeExporter> {
+  rig = await startKubeExporter({
+    node: { name: NODE, ...node },
+    env: { NAMESPACE: 'autopilot' },
     nvml,
-    cuda: { ok: false, reason: 'no CUDA in this test' },
-    clock: createSystemClock(),
-    logger: silentLogger,
-    cpuModel: 'test-cpu',
     gpuModel: 'NVIDIA H200',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kc, 2000),
   });
-  await exporter.cluster!.labeler.start();
-  rig = { api, exporter };
   return rig;
 }
 
 /** remapped and gpucount, as a periodic round would run them; the label the server then holds. */
-async function round(r: Rig): Promise<{ gpucount: string; label: string | undefined }> {
+async function round(r: KubeExporter): Promise<{ gpucount: string; label: string | undefined }> {
   await r.exporter.runner.run('remapped', {}, 'periodic');
   const run = await r.exporter.runner.run('gpucount', {}, 'periodic');
   await r.exporter.cluster!.labeler.idle();
   return {
     gpucount: `${run.verdict}: ${run.reason}`,
-    label: (r.api.node(NODE)?.metadata.labels ?? {})[LABEL],
+    label: r.node().labels[LABEL],
   };
 }
 

@@ -5,63 +5,55 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import koffi from 'koffi';
 import { join } from 'node:path';
 import request from 'supertest';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
-import { parseConfig } from '../../exporter/config/config.js';
 import { deepCheckReport } from '../../exporter/deep-check-report.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
-import { createKubeApi } from '../../exporter/k8s/kube-api.js';
-import { silentLogger } from '../../exporter/log.js';
-import { createSystemClock } from '../../exporter/clock.js';
+import type { Exporter } from '../../exporter/exporter.js';
 import { loadNvml } from '../../exporter/native/nvml.js';
-import type { Nvml } from '../../exporter/native/ports.js';
 import type { CheckRun } from '../../exporter/checks/check.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';
-import { startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+import type { FakeKubeApi } from '../fakes/kube-api-server.js';
+import {
+  startKubeExporter,
+  type KubeExporter,
+  type KubeExporterOptions,
+} from '../fakes/kube-exporter.js';
 
 const NODE = 'gpu-node-1';
 const NS = 'autopilot';
 const LABEL = 'autopilot.ibm.com/gpuhealth';
 const FAKE_DCGMI = join(import.meta.dirname, '..', 'fakes', 'bin', 'fake-dcgmi');
 
-interface Rig {
-  readonly api: FakeKubeApi;
-  readonly exporter: Exporter;
+interface Rig extends KubeExporter {
   readonly clock: FakeClock;
-  node(): { labels: Record<string, string>; annotations: Record<string, string> };
 }
 
-let rig: Rig | undefined;
+/** What a test set up, undone after it whatever happened: the last set up first. */
+const cleanups: (() => Promise<void> | void)[] = [];
 
 afterEach(async () => {
-  if (rig === undefined) return;
-  rig.exporter.cluster?.postflight?.stop();
-  rig.exporter.cluster?.deepCheck.stop();
-  rig.exporter.cluster?.labeler.stop();
-  await rig.exporter.runner.shutdown(1000);
-  await rig.api.close();
-  rig = undefined;
+  while (cleanups.length > 0) await cleanups.pop()!();
 });
 
+/** startKubeExporter for NODE with `allocatableGpus`, closed after the test. */
+async function start(
+  options: Omit<KubeExporterOptions, 'node'> & { allocatableGpus: number },
+): Promise<KubeExporter> {
+  const { allocatableGpus, ...rest } = options;
+  const exporter = await startKubeExporter({ ...rest, node: { name: NODE, allocatableGpus } });
+  cleanups.push(() => exporter.close());
+  return exporter;
+}
+
 async function setup(dcgmScenario: string, busyGpu?: number): Promise<Rig> {
-  const api = await startFakeKubeApi();
-  api.addNode({ name: NODE, allocatableGpus: 4 });
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'sa' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
+  const clock = new FakeClock(Date.now());
+  const gpus = fakeNode(4);
+  if (busyGpu !== undefined) gpus[busyGpu]!.processes = 2;
+  const exporter = await start({
+    allocatableGpus: 4,
     env: {
-      NODE_NAME: NODE,
       NAMESPACE: NS,
       PERIODIC_CHECKS: 'remapped',
       AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
@@ -69,37 +61,11 @@ async function setup(dcgmScenario: string, busyGpu?: number): Promise<Rig> {
       AUTOPILOT_DEEPCHECK_PRIORITY_CLASS: 'autopilot-low',
       AUTOPILOT_POSTFLIGHT_CHECKS: 'remapped,gpupower,dcgm',
     },
-    hostname: NODE,
-    knownChecks: CHECK_NAMES,
-  });
-  const clock = new FakeClock(Date.now());
-  const gpus = fakeNode(4);
-  if (busyGpu !== undefined) gpus[busyGpu]!.processes = 2;
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({
-      baseEnv: { PATH: process.env.PATH, FAKE_DCGMI_SCENARIO: dcgmScenario },
-    }),
     nvml: { ok: true, nvml: fakeNvml(gpus) },
-    cuda: { ok: false, reason: 'no CUDA in this test' },
+    commandEnv: { PATH: process.env.PATH, FAKE_DCGMI_SCENARIO: dcgmScenario },
     clock,
-    logger: silentLogger,
-    cpuModel: 'test-cpu',
-    gpuModel: 'NVIDIA H100',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kc, 2000),
   });
-  await exporter.cluster!.labeler.start();
-  const created: Rig = {
-    api,
-    exporter,
-    clock,
-    node: () => {
-      const metadata = api.node(NODE)!.metadata;
-      return { labels: metadata.labels ?? {}, annotations: metadata.annotations ?? {} };
-    },
-  };
-  rig = created;
-  return created;
+  return { ...exporter, clock };
 }
 
 describe('dcgm: GPU 2 fails PCIe (fatal), GPU 0 a non-fatal test', () => {
@@ -314,69 +280,36 @@ describe('what may evict, on the C fake NVML and the fake dcgmi', () => {
   interface EvictRig {
     readonly api: FakeKubeApi;
     readonly exporter: Exporter;
-    readonly nvml: Nvml;
     /** The fake dcgmi's scenario for the next run; read by each run, so it can change between. */
     readonly dcgmEnv: Record<string, string | undefined>;
     label(): string | undefined;
     dcgmStatus(): Promise<{ status: number; text: string }>;
   }
-  let evictRig: EvictRig | undefined;
-
-  afterEach(async () => {
-    if (evictRig === undefined) return;
-    await evictRig.exporter.checkListener.stop();
-    evictRig.exporter.cluster?.labeler.stop();
-    await evictRig.exporter.runner.shutdown(1000);
-    await evictRig.nvml.close();
-    await evictRig.api.close();
-    evictRig = undefined;
-    fakeReset();
-  });
-
   async function setupEvict(evictOn: 'dcgm' | 'all', scenario: string): Promise<EvictRig> {
     fakeReset();
+    cleanups.push(fakeReset);
     expect(fakeApply(scenario)).toBe(0);
     const load = await loadNvml(FAKE_NVML);
     if (!load.ok) throw new Error(`the fake NVML did not load: ${load.reason}`);
-    const api = await startFakeKubeApi();
-    api.addNode({ name: NODE, allocatableGpus: 8 });
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [{ name: 'fake', server: api.url, skipTLSVerify: true }],
-      users: [{ name: 'autopilot', token: 'sa' }],
-      contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-      currentContext: 'fake',
-    });
-    const config = parseConfig({
-      flags: new Map([['w', '0']]),
+    // Closed after the exporter that reads it, as cleanups undo the last first.
+    cleanups.push(() => load.nvml.close());
+    const dcgmEnv: Record<string, string | undefined> = { PATH: process.env.PATH };
+    const { api, exporter } = await start({
+      allocatableGpus: 8,
       env: {
-        NODE_NAME: NODE,
         NAMESPACE: NS,
         PERIODIC_CHECKS: 'remapped',
         AUTOPILOT_DCGMI_COMMAND: FAKE_DCGMI,
         AUTOPILOT_EVICT_ON: evictOn,
         AUTOPILOT_API_ACCESS_INVASIVE: 'open',
       },
-      hostname: NODE,
-      knownChecks: CHECK_NAMES,
-    });
-    const dcgmEnv: Record<string, string | undefined> = { PATH: process.env.PATH };
-    const exporter = buildExporter(config, {
-      runCommand: createRunCommand({ baseEnv: dcgmEnv }),
       nvml: load,
-      cuda: { ok: false, reason: 'no CUDA in this test' },
-      clock: createSystemClock(),
-      logger: silentLogger,
-      cpuModel: 'test-cpu',
+      commandEnv: dcgmEnv,
       gpuModel: 'NVIDIA H200',
-      build: { version: 'test', nodejs: process.versions.node },
-      kube: createKubeApi(kc, 2000),
     });
-    await exporter.cluster!.labeler.start();
-    evictRig = {
+    return {
       api,
       exporter,
-      nvml: load.nvml,
       dcgmEnv,
       label: () => (api.node(NODE)?.metadata.labels ?? {})[LABEL],
       dcgmStatus: async () => {
@@ -387,7 +320,6 @@ describe('what may evict, on the C fake NVML and the fake dcgmi', () => {
         return { status: response.status, text: response.text };
       },
     };
-    return evictRig;
   }
 
   /** The periodic round's remapped check, and the XID the watcher hears from the fake library. */
