@@ -80,10 +80,41 @@ describe('the strings the chart replaces in the rules', () => {
         repeat: '6h',
         env: [{ name: 'PERIODIC_CHECKS', value: 'pciebw,ping' }],
         fleet: { slowerPercent: 20, minGpus: 4, dropPercent: 30 },
+        serviceMonitor: { job: 'gpu-health' },
       }),
       { lineWidth: 0 },
     );
     expect(strings.filter((text) => rendered.includes(text))).toEqual([]);
+  });
+});
+
+describe("the exporter alerts select the job the chart's ServiceMonitor gives", () => {
+  const exporterAlerts = (options: RenderOptions): Any[] => {
+    const rule = renderChart(options).find((object) => object.kind === 'PrometheusRule') as Any;
+    return ['AutopilotExporterDown', 'AutopilotExporterAbsent'].map((name) =>
+      alertIn(rule.spec.groups, name),
+    );
+  };
+
+  test.each([
+    [{}, 'up{job=~"autopilot.*"}'],
+    [{ release: 'autopilot', values: { serviceMonitor: { job: '' } } }, 'up{job=~"autopilot.*"}'],
+    [
+      { release: 'gpu-health', values: { serviceMonitor: { job: '' } } },
+      'up{job="gpu-health-autopilot-metrics-service"}',
+    ],
+    [
+      { values: { fullnameOverride: 'gpu-health', serviceMonitor: { job: '' } } },
+      'up{job="gpu-health-metrics-service"}',
+    ],
+    [{ values: { serviceMonitor: { job: 'gpu-health' } } }, 'up{job="gpu-health"}'],
+  ])('%j: %s', (options, selector) => {
+    const [down, absent] = exporterAlerts(options);
+    expect(down.expr).toContain(selector);
+    expect(absent.expr).toContain(selector);
+    if (!selector.includes('=~')) {
+      expect(absent.annotations.description).toContain(`the job "${selector.split('"')[1]!}"`);
+    }
   });
 });
 

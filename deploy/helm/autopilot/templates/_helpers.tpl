@@ -174,5 +174,15 @@ autopilot_check_interval_seconds does, and the staleness alert uses it first).
 {{- end -}}
 {{- $pairs = append $pairs (list "check=~\"pciebw|remapped|dcgm|ping|gpupower|nvlink|gpucount\"" (printf "check=~\"%s\"" $periodic)) -}}
 {{- end -}}
+{{- /* The exporter alerts' job selector: autopilot.* covers IBM's job and this chart's default; a
+  release whose scraped job does not start with autopilot (serviceMonitor.job, else the metrics
+  Service's name) gets its own, or AutopilotExporterAbsent would fire for good. */ -}}
+{{- $job := default (printf "%s-metrics-service" (include "autopilot.fullname" .)) .Values.serviceMonitor.job -}}
+{{- if not (hasPrefix "autopilot" $job) -}}
+{{- $pairs = concat $pairs (list
+  (list "up{job=~\"autopilot.*\"}" (printf "up{job=%s}" (quote $job)))
+  (list "a job matching \"autopilot.*\"" (printf "the job %s" (quote $job)))
+) -}}
+{{- end -}}
 {{- toJson $pairs -}}
 {{- end -}}
