@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import type { CheckRun } from '../../exporter/checks/check.js';
+import type { CheckRun, Verdict } from '../../exporter/checks/check.js';
 import {
   DEEP_CHECK_JOB_PREFIX,
   runFromReport,
@@ -95,6 +95,19 @@ async function startRunning(ctx: ReturnType<typeof setup>): Promise<string> {
 
 const report = (runs: CheckRun[]): string => deepCheckReport(runs);
 
+/** The ERROR dcgm run the deep check records when it ends without a report. */
+const dcgmError = (startedAt: number, finishedAt: number, reason: string): CheckRun => ({
+  check: 'dcgm',
+  trigger: 'deepcheck',
+  params: { r: '3' },
+  startedAt,
+  finishedAt,
+  verdict: 'ERROR',
+  reason,
+  devices: [],
+  samples: [],
+});
+
 const passingReport = (at: number): string =>
   report([
     makeRun('dcgm', at, [device('0', 'PASS'), device('1', 'PASS')]),
@@ -171,19 +184,7 @@ describe('deep check: not started', () => {
     expect(start).toEqual({ started: false, detail: error.message });
     expect(ctx.deepCheck.running()).toBe(false);
     expect(ctx.changes()).toBe(0);
-    expect(ctx.recorded).toEqual([
-      {
-        check: 'dcgm',
-        trigger: 'deepcheck',
-        params: { r: '3' },
-        startedAt: ctx.t0,
-        finishedAt: ctx.t0,
-        verdict: 'ERROR',
-        reason: `deep check: ${error.message}`,
-        devices: [],
-        samples: [],
-      },
-    ]);
+    expect(ctx.recorded).toEqual([dcgmError(ctx.t0, ctx.t0, `deep check: ${error.message}`)]);
     expect(ctx.passed).toEqual([]);
     expect(ctx.dcgm).toEqual([]);
   });
@@ -446,17 +447,7 @@ describe('deep check: followed to its end', () => {
     const endedAt = ctx.clock.now();
     await expect(ended).resolves.toBe('deleted');
     expect(ctx.recorded).toEqual([
-      {
-        check: 'dcgm',
-        trigger: 'deepcheck',
-        params: { r: '3' },
-        startedAt: ctx.t0,
-        finishedAt: endedAt,
-        verdict: 'ERROR',
-        reason: 'deep check: the deep-check Job was deleted before it ended',
-        devices: [],
-        samples: [],
-      },
+      dcgmError(ctx.t0, endedAt, 'deep check: the deep-check Job was deleted before it ended'),
     ]);
     expect(ctx.passed).toEqual([]);
     expect(ctx.dcgm).toEqual([]);
@@ -649,38 +640,38 @@ describe('deep check: one at a time', () => {
 });
 
 describe('runFromReport', () => {
+  type ReportDevice = readonly [id: string, verdict: Verdict, reason: string, fatal: boolean];
+
+  /** [id, compatibility value] of each device of the run rebuilt from a report entry. */
+  function compatValues(
+    check: string,
+    verdict: Verdict,
+    reason: string,
+    devices: readonly ReportDevice[],
+  ): unknown[] {
+    const entry = {
+      check,
+      verdict,
+      reason,
+      devices: devices.map(([id, v, why, fatal]) => ({ id, verdict: v, reason: why, fatal })),
+    };
+    return runFromReport(entry, 0, 1).devices.map((d) => [d.id, d.compatValue]);
+  }
+
   test('the compatibility value is rebuilt: dcgm on its node device, others per GPU, none for ERROR', () => {
-    const dcgm = runFromReport(
-      {
-        check: 'dcgm',
-        verdict: 'FAIL',
-        reason: '1 FAIL',
-        devices: [
-          { id: '', verdict: 'FAIL', reason: 'pcie.2', fatal: false },
-          { id: '2', verdict: 'FAIL', reason: 'pcie', fatal: true },
-        ],
-      },
-      0,
-      1,
-    );
-    expect(dcgm.devices.map((d) => [d.id, d.compatValue])).toEqual([
+    const dcgm = compatValues('dcgm', 'FAIL', '1 FAIL', [
+      ['', 'FAIL', 'pcie.2', false],
+      ['2', 'FAIL', 'pcie', true],
+    ]);
+    expect(dcgm).toEqual([
       ['', 1],
       ['2', undefined],
     ]);
-    const gpumem = runFromReport(
-      {
-        check: 'gpumem',
-        verdict: 'ERROR',
-        reason: 'x',
-        devices: [
-          { id: '0', verdict: 'PASS', reason: '', fatal: false },
-          { id: '1', verdict: 'ERROR', reason: '', fatal: false },
-        ],
-      },
-      0,
-      1,
-    );
-    expect(gpumem.devices.map((d) => [d.id, d.compatValue])).toEqual([
+    const gpumem = compatValues('gpumem', 'ERROR', 'x', [
+      ['0', 'PASS', '', false],
+      ['1', 'ERROR', '', false],
+    ]);
+    expect(gpumem).toEqual([
       ['0', 0],
       ['1', undefined],
     ]);
