@@ -186,6 +186,16 @@ describe('createPostflight', () => {
       clock,
       kube,
       postflight,
+      /** Starts polling and waits for the first poll, which only learns the pods. */
+      start: async (): Promise<void> => {
+        postflight.start();
+        await postflight.idle();
+      },
+      /** Lets `polls` poll periods pass and waits for the poll under way. */
+      poll: async (polls = 1): Promise<void> => {
+        await clock.advance(POLL_MS * polls);
+        await postflight.idle();
+      },
       runs,
       lines: log.lines,
       addGpuPod,
@@ -204,19 +214,16 @@ describe('createPostflight', () => {
     const ctx = setup();
     ctx.addGpuPod('train');
     ctx.kube.setPodPhase('team-a', 'train', 'Succeeded');
-    ctx.postflight.start();
-    await ctx.postflight.idle();
+    await ctx.start();
     expect(ctx.kube.callsTo('listPodsOnNode')).toEqual([[NODE]]);
     expect(ctx.runs).toEqual([]);
 
     ctx.addGpuPod('train-2');
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.runs).toEqual([]);
 
     ctx.kube.setPodPhase('team-a', 'train-2', 'Failed');
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.runs).toEqual(ONE_POSTFLIGHT);
     ctx.postflight.stop();
   });
@@ -227,8 +234,7 @@ describe('createPostflight', () => {
     ctx.kube.addPod({ name: 'web', namespace: 'team-a', nodeName: NODE, gpus: 0 });
     ctx.postflight.start();
     ctx.kube.setPodPhase('team-a', 'web', 'Succeeded');
-    await ctx.clock.advance(POLL_MS * 5);
-    await ctx.postflight.idle();
+    await ctx.poll(5);
     expect(ctx.runs).toEqual([]);
     expect(ctx.kube.callsTo('listPodsOnNode')).toHaveLength(6);
     ctx.postflight.stop();
@@ -237,13 +243,11 @@ describe('createPostflight', () => {
   test('busy GPUs: the post-flight waits and runs once on the first poll that finds them idle', async () => {
     const ctx = setup();
     ctx.addGpuPod('train');
-    ctx.postflight.start();
-    await ctx.postflight.idle();
+    await ctx.start();
 
     ctx.kube.setPodPhase('team-a', 'train', 'Succeeded');
     ctx.setBusy('GPUs in use: GPU 0 (1 compute processes)');
-    await ctx.clock.advance(POLL_MS * 3);
-    await ctx.postflight.idle();
+    await ctx.poll(3);
     expect(ctx.runs).toEqual([]);
     expect(ctx.lines).toContainEqual({
       level: 'debug',
@@ -252,12 +256,10 @@ describe('createPostflight', () => {
     });
 
     ctx.setBusy(undefined);
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.runs).toEqual(ONE_POSTFLIGHT);
 
-    await ctx.clock.advance(POLL_MS * 3);
-    await ctx.postflight.idle();
+    await ctx.poll(3);
     expect(ctx.runs).toHaveLength(CHECKS.length);
     ctx.postflight.stop();
   });
@@ -266,17 +268,14 @@ describe('createPostflight', () => {
     const ctx = setup();
     ctx.addGpuPod('train-a');
     ctx.addGpuPod('train-b');
-    ctx.postflight.start();
-    await ctx.postflight.idle();
+    await ctx.start();
 
     ctx.kube.setPodPhase('team-a', 'train-a', 'Succeeded');
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.runs).toHaveLength(CHECKS.length);
 
     ctx.kube.setPodPhase('team-a', 'train-b', 'Failed');
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.runs).toEqual([...ONE_POSTFLIGHT, ...ONE_POSTFLIGHT]);
     ctx.postflight.stop();
   });
@@ -285,12 +284,10 @@ describe('createPostflight', () => {
     const ctx = setup();
     ctx.addGpuPod('train-a');
     ctx.addGpuPod('train-b');
-    ctx.postflight.start();
-    await ctx.postflight.idle();
+    await ctx.start();
     ctx.kube.setPodPhase('team-a', 'train-a', 'Succeeded');
     ctx.kube.setPodPhase('team-a', 'train-b', 'Succeeded');
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.checkNames()).toEqual(['dcgm', 'pciebw', 'remapped']);
     ctx.postflight.stop();
   });
@@ -303,11 +300,9 @@ describe('createPostflight', () => {
       nodeName: NODE,
       gpus: 8,
     });
-    ctx.postflight.start();
-    await ctx.postflight.idle();
+    await ctx.start();
     ctx.kube.setPodPhase('autopilot', `${DEEP_CHECK_JOB_PREFIX}abcdef-pod`, 'Succeeded');
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.runs).toEqual([]);
     ctx.postflight.stop();
   });
@@ -315,13 +310,11 @@ describe('createPostflight', () => {
   test('a failed list is logged, polling goes on, and the pod that ended meanwhile is not lost', async () => {
     const ctx = setup();
     ctx.addGpuPod('train');
-    ctx.postflight.start();
-    await ctx.postflight.idle();
+    await ctx.start();
 
     ctx.kube.setPodPhase('team-a', 'train', 'Succeeded');
     const error = ctx.kube.failNext('listPodsOnNode', 503, 'etcdserver: request timed out');
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.lines).toContainEqual({
       level: 'warn',
       message: 'post-flight poll failed',
@@ -329,8 +322,7 @@ describe('createPostflight', () => {
     });
     expect(ctx.runs).toEqual([]);
 
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.poll();
     expect(ctx.kube.callsTo('listPodsOnNode')).toHaveLength(3);
     expect(ctx.runs).toEqual(ONE_POSTFLIGHT);
     ctx.postflight.stop();
@@ -339,10 +331,8 @@ describe('createPostflight', () => {
   test('stop() stops polling', async () => {
     const ctx = setup();
     ctx.addGpuPod('train');
-    ctx.postflight.start();
-    await ctx.postflight.idle();
-    await ctx.clock.advance(POLL_MS);
-    await ctx.postflight.idle();
+    await ctx.start();
+    await ctx.poll();
     expect(ctx.kube.callsTo('listPodsOnNode')).toHaveLength(2);
 
     ctx.postflight.stop();
@@ -356,10 +346,8 @@ describe('createPostflight', () => {
   test('start() twice polls on one timer only', async () => {
     const ctx = setup();
     ctx.postflight.start();
-    ctx.postflight.start();
-    await ctx.postflight.idle();
-    await ctx.clock.advance(POLL_MS * 2);
-    await ctx.postflight.idle();
+    await ctx.start();
+    await ctx.poll(2);
     expect(ctx.kube.callsTo('listPodsOnNode')).toHaveLength(3);
     ctx.postflight.stop();
   });
