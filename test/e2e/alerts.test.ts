@@ -12,18 +12,22 @@
  * row remap, so their `for: 1m` runs alongside its own and they add only the p2pbw run's time.
  */
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
-import { freePorts } from '../fakes/ports.js';
+import {
+  buildExporter,
+  FAKE_NVML,
+  FAKE_PROBE,
+  startExporter as startBuiltExporter,
+  stopExporter as stopBuiltExporter,
+} from '../fakes/exporter-process.js';
 import { startMonitoring, type Monitoring, type Notification } from '../fakes/monitoring.js';
+import { waitFor } from '../fakes/wait-for.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const MAIN = join(ROOT, 'dist', 'exporter', 'main.js');
 const RULES = join(ROOT, 'rules', 'autopilot.rules.yaml');
-const FAKE_NVML = join(ROOT, 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1');
-const FAKE_PROBE = join(ROOT, 'build', 'fakes', 'cuda', 'libautopilot-probe.so');
 const ALERT = 'AutopilotNodeEvicted';
 /** GPU 4's failed row remap evicts the node; GPU 2's link 3 down and GPU 5's fabric state 1 (not
  * started, Fabric Manager down) are nvlink FAILs. */
@@ -96,67 +100,34 @@ function allSlackMessages(notifications: readonly Notification[]): SlackMessage[
 
 let monitoring: Monitoring | undefined;
 let exporter: ChildProcess | undefined;
+/** The first start's ports, read from its log; a restart keeps the metrics port Prometheus scrapes. */
 const ports = { api: 0, metrics: 0, readiness: 0 };
 
 async function startExporter(scenario: string, cudaScenario = ''): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [MAIN, '--port', String(ports.api), '--w', '5s'], {
+  const started = await startBuiltExporter({
     env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
       NODE_NAME: 'gpu-node-7',
       PERIODIC_CHECKS: 'remapped,nvlink',
-      AUTOPILOT_METRICS_PORT: String(ports.metrics),
-      AUTOPILOT_READINESS_PORT: String(ports.readiness),
-      AUTOPILOT_LISTEN_ADDRESS: '127.0.0.1',
       AUTOPILOT_NVML_LIBRARY: FAKE_NVML,
       FAKE_NVML_SCENARIO: scenario,
       AUTOPILOT_CUDA_PROBE_LIBRARY: FAKE_PROBE,
       FAKE_CUDA_SCENARIO: cudaScenario,
       AUTOPILOT_API_TOKEN: TOKEN,
     },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    every: '5s',
+    ...(ports.metrics === 0 ? {} : { ports: { metrics: ports.metrics } }),
   });
-  let stderr = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`exporter did not listen: ${stderr}`)), 15_000);
-    child.stderr?.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      if (stderr.includes('"exporter listening"')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-  return child;
+  Object.assign(ports, started.ports);
+  return started.child;
 }
 
 async function stopExporter(): Promise<void> {
   const child = exporter;
   exporter = undefined;
-  if (child === undefined || child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
+  if (child !== undefined) await stopBuiltExporter(child);
 }
 
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  withinMs: number,
-): Promise<T> {
-  const started = Date.now();
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() - started > withinMs) throw new Error(`${what} not within ${withinMs / 1000} s`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
-
-beforeAll(async () => {
-  execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
-  const [api, metrics, readiness] = await freePorts(3);
-  Object.assign(ports, { api, metrics, readiness });
-}, 60_000);
+beforeAll(buildExporter, 60_000);
 
 afterAll(async () => {
   await stopExporter();

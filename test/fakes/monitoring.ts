@@ -140,17 +140,26 @@ export async function startMonitoring(options: {
   ];
   const prometheusUrl = `http://127.0.0.1:${promPort}`;
   const alertmanagerUrl = `http://127.0.0.1:${amPort}`;
-  for (const url of [`${prometheusUrl}/-/ready`, `${alertmanagerUrl}/-/ready`]) {
-    const started = Date.now();
-    for (;;) {
-      try {
-        if ((await fetch(url)).ok) break;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() - started > 15_000) throw new Error(`${url} did not become ready`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+  const stop = async (): Promise<void> => {
+    for (const child of processes) if (child.exitCode === null) child.kill('SIGTERM');
+    await Promise.all(
+      processes.map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) resolve();
+            else child.once('exit', () => resolve());
+          }),
+      ),
+    );
+    await new Promise<void>((resolve) => hook.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await untilReady(processes, [`${prometheusUrl}/-/ready`, `${alertmanagerUrl}/-/ready`]);
+  } catch (error) {
+    // Neither process nor the hook may outlive a failed start: they would keep jest alive.
+    await stop();
+    throw error;
   }
 
   return {
@@ -175,19 +184,32 @@ export async function startMonitoring(options: {
       };
       return body.data.alerts;
     },
-    async stop() {
-      for (const child of processes) if (child.exitCode === null) child.kill('SIGTERM');
-      await Promise.all(
-        processes.map(
-          (child) =>
-            new Promise<void>((resolve) => {
-              if (child.exitCode !== null || child.signalCode !== null) resolve();
-              else child.once('exit', () => resolve());
-            }),
-        ),
-      );
-      await new Promise<void>((resolve) => hook.close(() => resolve()));
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop,
   };
+}
+
+/**
+ * Until every URL answers OK. The deadline allows for a loaded 2-CPU machine (Prometheus replays
+ * nothing here, but still starts its TSDB); a process that exits instead (its port taken) fails at
+ * once, with its exit code.
+ */
+async function untilReady(
+  processes: readonly ChildProcess[],
+  urls: readonly string[],
+): Promise<void> {
+  const started = performance.now();
+  for (const url of urls) {
+    for (;;) {
+      const dead = processes.find((child) => child.exitCode !== null || child.signalCode !== null);
+      if (dead !== undefined)
+        throw new Error(`${dead.spawnfile} exited (${dead.exitCode ?? dead.signalCode}) at start`);
+      try {
+        if ((await fetch(url)).ok) break;
+      } catch {
+        // not listening yet
+      }
+      if (performance.now() - started > 60_000) throw new Error(`${url} did not become ready`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
 }
