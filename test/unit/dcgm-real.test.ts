@@ -27,91 +27,65 @@ interface Reading {
   readonly failureString: string;
 }
 
+/** The devices of a one-GPU capture: GPU 0's verdict, then the node device's. */
+const gpuAndNode = (gpu: string, node: string): Reading['devices'] => [
+  ['0', gpu],
+  ['', node],
+];
+
+/** The GB10 captures all fail the software test on GPU 0, and dcgmi exits 226 for it. */
+const GB10_SOFTWARE_FAIL = {
+  exitCode: 226,
+  verdict: 'FAIL',
+  failed: ['software'],
+  failureString: 'software.0',
+} as const;
+
+/** The DCGM 3.1 captures pass, exit 0, and state no version. */
+const VC_PASS = {
+  exitCode: 0,
+  dcgmVersion: undefined,
+  verdict: 'PASS',
+  devices: gpuAndNode('PASS', 'PASS'),
+  failed: [],
+  failureString: '',
+} as const;
+
 const READINGS: readonly Reading[] = [
   {
     file: 'dcgm-4.2.3-gb10-r1-fail.json',
     level: 1,
-    exitCode: 226,
     dcgmVersion: '4.2.3',
-    verdict: 'FAIL',
-    devices: [
-      ['0', 'FAIL'],
-      ['', 'PASS'],
-    ],
-    failed: ['software'],
+    ...GB10_SOFTWARE_FAIL,
+    devices: gpuAndNode('FAIL', 'PASS'),
     skipped: [],
-    failureString: 'software.0',
   },
   {
     file: 'dcgm-4.2.3-gb10-r2-partial-skip-fail.json',
     level: 2,
-    exitCode: 226,
     dcgmVersion: '4.2.3',
-    verdict: 'FAIL',
-    devices: [
-      ['0', 'FAIL'],
-      ['', 'SKIP'],
-    ],
-    failed: ['software'],
+    ...GB10_SOFTWARE_FAIL,
+    devices: gpuAndNode('FAIL', 'SKIP'),
     skipped: ['gpu_memory', 'pcie'],
-    failureString: 'software.0',
   },
   {
     file: 'dcgm-4.5.2-gb10-r2-gated-fail.json',
     level: 2,
-    exitCode: 226,
     dcgmVersion: '4.5.2',
-    verdict: 'FAIL',
-    devices: [
-      ['0', 'FAIL'],
-      ['', 'SKIP'],
-    ],
-    failed: ['software'],
+    ...GB10_SOFTWARE_FAIL,
+    devices: gpuAndNode('FAIL', 'SKIP'),
     skipped: ['gpu_memory', 'pcie'],
-    failureString: 'software.0',
   },
   {
     file: 'dcgm-4.5.2-gb10-r2-allowed-fail.json',
     level: 2,
-    exitCode: 226,
     dcgmVersion: '4.5.2',
-    verdict: 'FAIL',
-    devices: [
-      ['0', 'FAIL'],
-      ['', 'PASS'],
-    ],
-    failed: ['software'],
+    ...GB10_SOFTWARE_FAIL,
+    devices: gpuAndNode('FAIL', 'PASS'),
     skipped: [],
-    failureString: 'software.0',
   },
-  {
-    file: 'dcgm-3.1-vc-r2-pass.json',
-    level: 2,
-    exitCode: 0,
-    dcgmVersion: undefined,
-    verdict: 'PASS',
-    devices: [
-      ['0', 'PASS'],
-      ['', 'PASS'],
-    ],
-    failed: [],
-    skipped: [],
-    failureString: '',
-  },
-  {
-    file: 'dcgm-3.1-vc-r3-pass.json',
-    level: 3,
-    exitCode: 0,
-    dcgmVersion: undefined,
-    verdict: 'PASS',
-    devices: [
-      ['0', 'PASS'],
-      ['', 'PASS'],
-    ],
-    failed: [],
-    skipped: ['eud_test'],
-    failureString: '',
-  },
+  { file: 'dcgm-3.1-vc-r2-pass.json', level: 2, ...VC_PASS, skipped: [] },
+  { file: 'dcgm-3.1-vc-r3-pass.json', level: 3, ...VC_PASS, skipped: ['eud_test'] },
 ];
 
 /** The tests whose evidence on any device says `status`, once each. */
