@@ -37,6 +37,20 @@ function report(overrides: Partial<NodeReport> = {}): NodeReport {
   };
 }
 
+/** A node that gave no answer: no HTTP status, no health, no runs. */
+function unanswered(overrides: Partial<NodeReport>): NodeReport {
+  return report({ httpStatus: undefined, health: undefined, runs: [], ...overrides });
+}
+
+/** node-c, which has no Autopilot pod and so no endpoint to ask. */
+const NO_ENDPOINT: Partial<NodeReport> = {
+  node: 'node-c',
+  endpoint: undefined,
+  url: undefined,
+  outcome: 'no-endpoint',
+  detail: 'no Autopilot pod on this node',
+};
+
 function failedOn(node: string, ...checks: string[]): NodeReport {
   return report({ node, runs: checks.map((check) => run(check, 'FAIL')) });
 }
@@ -206,15 +220,12 @@ describe('renderNodeBlock', () => {
 
   test('an unreachable node explains itself in one line, without a blank line after it', () => {
     const block = renderNodeBlock(
-      report({
+      unanswered({
         node: 'node-b',
         endpoint: '10.0.0.5:3333',
         url: 'http://10.0.0.5:3333/status?host=node-b',
         outcome: 'unreachable',
-        httpStatus: undefined,
         detail: 'connect ECONNREFUSED 10.0.0.5:3333',
-        health: undefined,
-        runs: [],
       }),
     );
     expect(block).toBe(
@@ -230,18 +241,7 @@ describe('renderNodeBlock', () => {
   });
 
   test('a node without an endpoint prints None for the endpoint and the URL', () => {
-    const block = renderNodeBlock(
-      report({
-        node: 'node-c',
-        endpoint: undefined,
-        url: undefined,
-        outcome: 'no-endpoint',
-        httpStatus: undefined,
-        detail: 'no Autopilot pod on this node',
-        health: undefined,
-        runs: [],
-      }),
-    );
+    const block = renderNodeBlock(unanswered(NO_ENDPOINT));
     expect(block).toBe(
       'Autopilot Endpoint: None\n' +
         'Node: node-c\n' +
@@ -437,19 +437,7 @@ describe('JSON and NDJSON', () => {
 
   test('absent values are null, so every node line has the same keys', () => {
     const line = renderNdjsonLine(
-      nodeReportToJson(
-        report({
-          node: 'node-c',
-          endpoint: undefined,
-          url: undefined,
-          outcome: 'no-endpoint',
-          httpStatus: undefined,
-          detail: 'no Autopilot pod on this node',
-          health: undefined,
-          runs: [],
-          durationSeconds: 0,
-        }),
-      ),
+      nodeReportToJson(unanswered({ ...NO_ENDPOINT, durationSeconds: 0 })),
     );
     expect(line).toBe(
       '{"type":"node","node":"node-c","endpoint":null,"url":null,"outcome":"no-endpoint",' +
