@@ -14,6 +14,7 @@ import { parseConfig } from '../../exporter/config/config.js';
 import { silentLogger } from '../../exporter/log.js';
 import { CudaError, type NvmlLoad } from '../../exporter/native/ports.js';
 import { fakeCuda, fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
+import { gpuVerdicts } from '../fakes/verdicts.js';
 
 const ctx = (params: Record<string, string> = {}) => ({
   signal: new AbortController().signal,
@@ -53,16 +54,7 @@ describe('judgeP2p: verdict maths', () => {
   test('the pair (1, 6) at a third of the others flags GPUs 1 and 6, names the pair, and no other GPU', () => {
     const { devices, median } = judgeP2p(indexes(8), pairs(8, 390, { '1>6': 130, '6>1': 130 }));
     expect(median).toBe(390);
-    expect(verdicts(devices)).toEqual([
-      '0:PASS',
-      '1:FAIL',
-      '2:PASS',
-      '3:PASS',
-      '4:PASS',
-      '5:PASS',
-      '6:FAIL',
-      '7:PASS',
-    ]);
+    expect(verdicts(devices)).toEqual(gpuVerdicts(8, { 1: 'FAIL', 6: 'FAIL' }));
     expect(devices[1]!.reason).toContain('1→6 130 GB/s (0.33 of the median)');
     expect(devices[1]!.reason).toContain('6→1 130 GB/s');
     expect(devices[1]!.reason).toContain('node pair median 390 GB/s');
@@ -83,12 +75,9 @@ describe('judgeP2p: verdict maths', () => {
 
   test('the shares are configurable', () => {
     const all = pairs(4, 100, { '0>1': 70 });
-    expect(verdicts(judgeP2p(indexes(4), all, { warn: 0.6, fail: 0.3 }).devices)).toEqual([
-      '0:PASS',
-      '1:PASS',
-      '2:PASS',
-      '3:PASS',
-    ]);
+    expect(verdicts(judgeP2p(indexes(4), all, { warn: 0.6, fail: 0.3 }).devices)).toEqual(
+      gpuVerdicts(4),
+    );
     expect(verdicts(judgeP2p(indexes(4), all, { warn: 0.9, fail: 0.75 }).devices)[0]).toBe(
       '0:FAIL',
     );
@@ -177,16 +166,7 @@ describe('the p2pbw check on the in-memory fakes', () => {
     slowLink(gpus, 1, 6, 130);
     const { cuda, outcome } = run(gpus);
     const result = await outcome;
-    expect(verdicts(result.devices)).toEqual([
-      '0:PASS',
-      '1:FAIL',
-      '2:PASS',
-      '3:PASS',
-      '4:PASS',
-      '5:PASS',
-      '6:FAIL',
-      '7:PASS',
-    ]);
+    expect(verdicts(result.devices)).toEqual(gpuVerdicts(8, { 1: 'FAIL', 6: 'FAIL' }));
     expect(cuda.calls.filter((c) => c.startsWith('p2p '))).toHaveLength(56);
     expect(result.samples).toHaveLength(56);
     // The fake's CUDA ordinals run in reverse NVML order; the labels are NVML indexes.
