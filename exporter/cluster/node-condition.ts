@@ -17,6 +17,7 @@ import type { Clock } from '../clock.js';
 import type { KubeApi, NodeCondition } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 import type { NodeHealth } from '../node-health.js';
+import { createRetryingWriter, type WriterJob } from './retrying-writer.js';
 
 export const DEFAULT_NODE_CONDITION = 'GPUHealthy';
 /** The API server refuses longer messages in Events; conditions keep to the same size. */
@@ -281,48 +282,32 @@ export interface NodeConditionDeps {
 const MAX_TICK_MS = 60_000;
 
 export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditionWriter {
-  const backoff = deps.backoff ?? { initialMs: 1000, maxMs: 60_000 };
-  let running = false;
   let known = false;
   let applied: NodeCondition | undefined;
-  let lastError: NodeConditionStatus['lastError'];
-  let delayMs = backoff.initialMs;
-  let cancelRetry: (() => void) | undefined;
   let cancelTick: (() => void) | undefined;
-  let inFlight: Promise<void> | undefined;
-  const idleWaiters: (() => void)[] = [];
 
-  const next = (): NodeCondition | undefined =>
+  const due = (): NodeCondition | undefined =>
     conditionToWrite(deps.type, applied, deps.desired(), {
       now: deps.clock.now(),
       heartbeatMs: deps.heartbeatMs,
       keepUnprovenMs: deps.keepUnprovenMs,
     });
 
-  const settleIdle = (): void => {
-    if (inFlight !== undefined || cancelRetry !== undefined) return;
-    if (running && (!known || next() !== undefined)) return;
-    for (const resolve of idleWaiters.splice(0)) resolve();
+  const read: WriterJob = {
+    what: `read node ${deps.nodeName} for its conditions`,
+    run: async () => {
+      const node = await deps.kube.getNode(deps.nodeName);
+      applied = node.conditions?.find((c) => c.type === deps.type);
+      known = true;
+    },
   };
 
-  const later = (action: () => void, error: unknown, what: string): void => {
-    const message = error instanceof Error ? error.message : String(error);
-    lastError = { message, at: deps.clock.now() };
-    deps.logger.warn(`cannot ${what}; retrying`, { error: message, retryInMs: delayMs });
-    cancelRetry = deps.clock.setTimer(() => {
-      cancelRetry = undefined;
-      if (running) action();
-    }, delayMs);
-    delayMs = Math.min(backoff.maxMs, delayMs * 2);
-  };
-
-  const write = async (condition: NodeCondition): Promise<void> => {
-    try {
+  const write = (condition: NodeCondition): WriterJob => ({
+    what: `write the node condition ${deps.type}`,
+    run: async () => {
       const node = await deps.kube.patchNodeStatus(deps.nodeName, [condition]);
       const before = applied;
       applied = node.conditions?.find((c) => c.type === deps.type) ?? condition;
-      lastError = undefined;
-      delayMs = backoff.initialMs;
       if (before?.status !== condition.status || before.reason !== condition.reason) {
         deps.logger.info('node condition written', {
           type: deps.type,
@@ -331,46 +316,27 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
           previous: before === undefined ? null : `${before.status} (${before.reason})`,
         });
       }
-    } catch (error) {
-      later(pump, error, `write the node condition ${deps.type}`);
-    }
-  };
+    },
+  });
 
-  /** One write at a time, always of the newest desired condition. */
-  const pump = (): void => {
-    if (!running || !known || inFlight !== undefined || cancelRetry !== undefined) {
-      settleIdle();
-      return;
-    }
-    const condition = next();
-    if (condition === undefined) {
-      settleIdle();
-      return;
-    }
-    inFlight = write(condition).finally(() => {
-      inFlight = undefined;
-      pump();
-    });
-  };
-
-  const read = async (): Promise<void> => {
-    try {
-      const node = await deps.kube.getNode(deps.nodeName);
-      applied = node.conditions?.find((c) => c.type === deps.type);
-      known = true;
-      lastError = undefined;
-      delayMs = backoff.initialMs;
-      pump();
-    } catch (error) {
-      later(() => void read(), error, `read node ${deps.nodeName} for its conditions`);
-    }
-  };
+  /** One write at a time, always of the newest desired condition, once the node was read. */
+  const writer = createRetryingWriter({
+    next: () => {
+      if (!known) return read;
+      const condition = due();
+      return condition === undefined ? undefined : write(condition);
+    },
+    pending: () => !known || due() !== undefined,
+    clock: deps.clock,
+    logger: deps.logger,
+    backoff: deps.backoff,
+  });
 
   const tick = (): void => {
     cancelTick = deps.clock.setTimer(
       () => {
-        if (!running) return;
-        pump();
+        if (!writer.running()) return;
+        writer.sync();
         tick();
       },
       Math.min(deps.heartbeatMs, MAX_TICK_MS),
@@ -379,36 +345,30 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
 
   return {
     async start() {
-      if (running) return;
-      running = true;
+      if (writer.running()) return;
+      known = false;
+      writer.start();
       tick();
-      await read();
+      writer.sync();
+      await writer.flight();
     },
     stop() {
-      running = false;
-      cancelRetry?.();
-      cancelRetry = undefined;
+      writer.stop();
       cancelTick?.();
-      settleIdle();
     },
-    sync: pump,
+    sync: () => writer.sync(),
     applied: () => applied,
     status() {
       // Before the first read nothing is known to be on the node: what would be written is pending.
-      const due = known ? next() : deps.desired();
+      const next = known ? due() : deps.desired();
       const changes =
-        due !== undefined && (due.status !== applied?.status || due.reason !== applied.reason);
+        next !== undefined && (next.status !== applied?.status || next.reason !== applied.reason);
       return {
         applied,
-        pending: changes ? { status: due.status, reason: due.reason } : undefined,
-        lastError,
+        pending: changes ? { status: next.status, reason: next.reason } : undefined,
+        lastError: writer.lastError(),
       };
     },
-    idle() {
-      return new Promise<void>((resolve) => {
-        idleWaiters.push(resolve);
-        settleIdle();
-      });
-    },
+    idle: () => writer.idle(),
   };
 }

@@ -22,6 +22,7 @@ import type { Logger } from '../log.js';
 import type { NodeHealth } from '../node-health.js';
 import type { KubeApi, NodeInfo, NodeMetadataPatch } from '../k8s/ports.js';
 import { ACK_ANNOTATION, ACKNOWLEDGED_ANNOTATION } from './node-watch.js';
+import { createRetryingWriter, type WriterJob } from './retrying-writer.js';
 
 export const GPUHEALTH_LABEL = 'autopilot.ibm.com/gpuhealth';
 export const dcgmLevelLabel = (level: number): string => `autopilot.ibm.com/dcgm.level.${level}`;
@@ -128,18 +129,11 @@ export interface NodeLabelerDeps {
 }
 
 export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
-  const backoff = deps.backoff ?? { initialMs: 1000, maxMs: 60_000 };
-  let running = false;
   let applied: string | undefined;
   let known = false;
-  let lastError: NodeLabelerStatus['lastError'];
-  let delayMs = backoff.initialMs;
-  let cancelRetry: (() => void) | undefined;
-  let inFlight: Promise<void> | undefined;
   /** The value TESTING replaced, while the TESTING on the node is ours. */
   let beforeTesting: { readonly value: string | undefined } | undefined;
   const extraPatches: { patch: NodeMetadataPatch; done: () => void }[] = [];
-  const idleWaiters: (() => void)[] = [];
   const ownership = createOwnership(deps, {
     applied: () => applied,
     setApplied: (value) => (applied = value),
@@ -163,82 +157,6 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
   const differs = (value: string | null | undefined): boolean =>
     value !== undefined && value !== (applied ?? null);
 
-  const pendingWork = (): boolean => known && (extraPatches.length > 0 || differs(desired()));
-
-  const settleIdle = (): void => {
-    if (inFlight !== undefined || cancelRetry !== undefined || pendingWork()) return;
-    for (const resolve of idleWaiters.splice(0)) resolve();
-  };
-
-  const retryLater = (error: unknown): void => {
-    const message = error instanceof Error ? error.message : String(error);
-    lastError = { message, at: deps.clock.now() };
-    deps.logger.warn('cannot write node labels; retrying', { error: message, retryInMs: delayMs });
-    cancelRetry = deps.clock.setTimer(() => {
-      cancelRetry = undefined;
-      pump();
-    }, delayMs);
-    delayMs = Math.min(backoff.maxMs, delayMs * 2);
-  };
-
-  /** One write at a time, newest desired value; a failure waits for the retry timer. */
-  const pump = (): void => {
-    if (!running || inFlight !== undefined || cancelRetry !== undefined) {
-      settleIdle();
-      return;
-    }
-    const work = nextWrite();
-    if (work === undefined) {
-      settleIdle();
-      return;
-    }
-    inFlight = (async () => {
-      try {
-        const node = await deps.kube.patchNodeMetadata(deps.nodeName, work.patch);
-        ownership.wrote(node);
-        applied = node.labels[GPUHEALTH_LABEL];
-        lastError = undefined;
-        delayMs = backoff.initialMs;
-        work.onSuccess();
-      } catch (error) {
-        retryLater(error);
-      } finally {
-        inFlight = undefined;
-      }
-      ownership.drain();
-      pump();
-    })();
-  };
-
-  const nextWrite = (): { patch: NodeMetadataPatch; onSuccess: () => void } | undefined => {
-    if (!known) return undefined;
-    const extra = extraPatches[0];
-    if (extra !== undefined) {
-      return {
-        patch: extra.patch,
-        onSuccess: () => {
-          extraPatches.shift();
-          extra.done();
-        },
-      };
-    }
-    const value = desired();
-    if (value === undefined || !differs(value)) return undefined;
-    const previous = applied;
-    return {
-      patch: { labels: { [GPUHEALTH_LABEL]: value } },
-      onSuccess: () => {
-        if (value === 'TESTING') beforeTesting ??= { value: previous };
-        else beforeTesting = undefined;
-        deps.logger.info('Node patched with label', {
-          label: GPUHEALTH_LABEL,
-          value,
-          previous: previous ?? null,
-        });
-      },
-    };
-  };
-
   /** The node as found at start: an EVICT on it is taken over, then it is observed as any other. */
   const firstRead = (node: NodeInfo): void => {
     applied = node.labels[GPUHEALTH_LABEL];
@@ -252,67 +170,95 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
     }
     ownership.observe(node);
     ownership.drain();
-    pump();
   };
 
-  const readNode = async (): Promise<void> => {
-    try {
-      const node = await deps.kube.getNode(deps.nodeName);
-      lastError = undefined;
-      delayMs = backoff.initialMs;
-      firstRead(node);
-    } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      lastError = { message, at: deps.clock.now() };
-      deps.logger.warn('cannot read this node; retrying', { error: message, retryInMs: delayMs });
-      cancelRetry = deps.clock.setTimer(() => {
-        cancelRetry = undefined;
-        if (running) void readNode();
-      }, delayMs);
-      delayMs = Math.min(backoff.maxMs, delayMs * 2);
+  const readNode: WriterJob = {
+    what: 'read this node',
+    run: async () => firstRead(await deps.kube.getNode(deps.nodeName)),
+  };
+
+  /** One write at a time, of the newest desired value; nothing is written before the first read. */
+  const writer = createRetryingWriter({
+    next: () => (known ? nextWrite() : readNode),
+    pending: () => known && (extraPatches.length > 0 || differs(desired())),
+    clock: deps.clock,
+    logger: deps.logger,
+    backoff: deps.backoff,
+  });
+
+  const patch = (patch: NodeMetadataPatch, onSuccess: () => void): WriterJob => ({
+    what: 'write node labels',
+    run: async () => {
+      try {
+        const node = await deps.kube.patchNodeMetadata(deps.nodeName, patch);
+        ownership.wrote(node);
+        applied = node.labels[GPUHEALTH_LABEL];
+        onSuccess();
+      } finally {
+        // The answer (or the failure) is in: every version of ours is known, so events can be judged.
+        ownership.drain();
+      }
+    },
+  });
+
+  const nextWrite = (): WriterJob | undefined => {
+    const extra = extraPatches[0];
+    if (extra !== undefined) {
+      return patch(extra.patch, () => {
+        extraPatches.shift();
+        extra.done();
+      });
     }
+    const value = desired();
+    if (value === undefined || !differs(value)) return undefined;
+    const previous = applied;
+    return patch({ labels: { [GPUHEALTH_LABEL]: value } }, () => {
+      if (value === 'TESTING') beforeTesting ??= { value: previous };
+      else beforeTesting = undefined;
+      deps.logger.info('Node patched with label', {
+        label: GPUHEALTH_LABEL,
+        value,
+        previous: previous ?? null,
+      });
+    });
   };
 
   return {
     async start() {
-      if (running) return;
-      running = true;
-      await readNode();
+      if (writer.running()) return;
+      // Each start reads the node afresh before anything is written.
+      known = false;
+      writer.start();
+      writer.sync();
+      await writer.flight();
     },
     stop() {
-      running = false;
-      cancelRetry?.();
-      cancelRetry = undefined;
       for (const extra of extraPatches.splice(0)) extra.done();
-      settleIdle();
+      writer.stop();
     },
-    sync: pump,
+    sync: () => writer.sync(),
     recordDcgm(result) {
-      if (!running) return Promise.resolve();
+      if (!writer.running()) return Promise.resolve();
       return new Promise<void>((resolve) => {
         extraPatches.push({ patch: dcgmPatch(result), done: resolve });
-        pump();
+        writer.sync();
       });
     },
     status: () => {
       const value = desired();
-      return { applied, pending: differs(value) ? (value ?? 'removal') : undefined, lastError };
+      const pending = differs(value) ? (value ?? 'removal') : undefined;
+      return { applied, pending, lastError: writer.lastError() };
     },
-    idle() {
-      return new Promise<void>((resolve) => {
-        idleWaiters.push(resolve);
-        settleIdle();
-      });
-    },
+    idle: () => writer.idle(),
     observe(node) {
-      if (!running) return;
+      if (!writer.running()) return;
       if (!known) {
         firstRead(node);
-        return;
+      } else {
+        ownership.observe(node);
+        if (!writer.writing()) ownership.drain();
       }
-      ownership.observe(node);
-      if (inFlight === undefined) ownership.drain();
-      pump();
+      writer.sync();
     },
   };
 }

@@ -30,6 +30,7 @@ import {
   type BreakerLeaseDeps,
 } from './isolation-breaker.js';
 import { GPUHEALTH_LABEL } from './node-labeler.js';
+import { createRetryingWriter, type WriterJob } from './retrying-writer.js';
 
 export const TAINT_KEY = GPUHEALTH_LABEL;
 export const TAINT_VALUE = 'EVICT';
@@ -179,29 +180,21 @@ export function createNodeTainter(deps: NodeTainterDeps): NodeTainter {
   const timing = deps.timing ?? DEFAULT_TIMING;
   const wanted = taintFor(deps.config.effect);
   const log = deps.logger;
-  let status: NodeTaintStatus = {
+  let status: Omit<NodeTaintStatus, 'lastError'> = {
     effect: deps.config.effect,
     dryRun: deps.config.dryRun,
     state: wanted === undefined ? 'off' : 'idle',
     why: undefined,
     wouldDo: undefined,
     breaker: undefined,
-    lastError: undefined,
   };
   let version = 0;
   let sawEvict = false;
   let settled: Want;
-  let running = true;
-  let inFlight: Promise<void> | undefined;
-  let cancelRetry: (() => void) | undefined;
-  /** What the waiting retry is for: a change of goal does not wait for it. */
-  let retryGoal: Want;
-  /** The retry waits for the breaker to close: a decision taken, not work in progress. */
-  let waitingForRoom = false;
-  let backoffMs = timing.leaseBusyMs;
-  const idleWaiters: (() => void)[] = [];
+  /** The goal of the latest attempt: a waiting retry is for it, and a change of goal does not wait. */
+  let tried: Want;
 
-  const update = (change: Partial<NodeTaintStatus>): void => {
+  const update = (change: Partial<typeof status>): void => {
     status = { ...status, ...change };
     version += 1;
   };
@@ -214,59 +207,39 @@ export function createNodeTainter(deps: NodeTainterDeps): NodeTainter {
     return state !== 'UNKNOWN' || sawEvict ? 'untaint' : undefined;
   };
 
-  const settleIdle = (): void => {
-    if (inFlight !== undefined || (cancelRetry !== undefined && !waitingForRoom)) return;
-    for (const resolve of idleWaiters.splice(0)) resolve();
-  };
+  const job = (goal: Want): WriterJob => ({
+    what: 'write the node taint',
+    run: async () => {
+      const outcome = await reconcile(goal === 'taint' ? wanted : undefined);
+      if (outcome !== 'done') return outcome;
+      settled = goal;
+    },
+  });
 
-  const pump = (): void => {
-    if (!running || wanted === undefined || inFlight !== undefined || cancelRetry !== undefined) {
-      settleIdle();
-      return;
-    }
-    const goal = want();
-    if (goal === undefined || goal === settled) {
-      settleIdle();
-      return;
-    }
-    inFlight = (async () => {
-      let outcome: Outcome;
-      try {
-        outcome = await reconcile(goal === 'taint' ? wanted : undefined);
-        if (outcome === 'done') backoffMs = timing.leaseBusyMs;
-      } catch (error) {
-        const message = error instanceof Error ? error.message : String(error);
-        update({ lastError: { message, at: deps.clock.now() } });
-        log.warn('cannot write the node taint; retrying', { error: message, retryInMs: backoffMs });
-        outcome = { retryInMs: backoffMs };
-        backoffMs = Math.min(timing.maxBackoffMs, backoffMs * 2);
-      }
-      waitingForRoom = status.state === 'refused';
-      if (outcome === 'done') settled = goal;
-      else retryIn(goal, outcome.retryInMs);
-      inFlight = undefined;
-      pump();
-    })();
-  };
-
-  const retryIn = (goal: Want, ms: number): void => {
-    retryGoal = goal;
-    cancelRetry = deps.clock.setTimer(() => {
-      cancelRetry = undefined;
-      pump();
-    }, ms);
-  };
+  const writer = createRetryingWriter({
+    next: () => {
+      const goal = wanted === undefined ? undefined : want();
+      if (goal === undefined || goal === settled) return undefined;
+      tried = goal;
+      return job(goal);
+    },
+    // Waiting for the breaker to close is a decision taken, not work in progress.
+    quietWait: () => status.state === 'refused',
+    onErrorChange: () => {
+      version += 1;
+    },
+    clock: deps.clock,
+    logger: log,
+    backoff: { initialMs: timing.leaseBusyMs, maxMs: timing.maxBackoffMs },
+  });
+  writer.start();
 
   const reconcile = async (taint: Taint | undefined): Promise<Outcome> => {
     for (let attempt = 1; attempt <= MAX_CONFLICTS; attempt++) {
       const node = await deps.kube.getNode(deps.nodeName);
       const plan = planTaint(node, taint);
       if (plan.action === 'none') {
-        update({
-          state: plan.state,
-          why: 'why' in plan ? plan.why : undefined,
-          lastError: undefined,
-        });
+        update({ state: plan.state, why: 'why' in plan ? plan.why : undefined });
         return 'done';
       }
       const result =
@@ -347,36 +320,19 @@ export function createNodeTainter(deps: NodeTainterDeps): NodeTainter {
       throw error;
     }
     log.info('Node taints changed', fields);
-    update({
-      state: plan.action === 'add' ? 'tainted' : 'untainted',
-      why: undefined,
-      lastError: undefined,
-    });
+    update({ state: plan.action === 'add' ? 'tainted' : 'untainted', why: undefined });
     return 'done';
   };
 
   return {
     sync() {
-      if (cancelRetry !== undefined && want() !== retryGoal) {
-        cancelRetry();
-        cancelRetry = undefined;
-      }
-      pump();
+      // A retry waiting for another goal is not waited for.
+      writer.sync(want() !== tried);
     },
-    stop() {
-      running = false;
-      cancelRetry?.();
-      cancelRetry = undefined;
-      settleIdle();
-    },
-    status: () => status,
+    stop: () => writer.stop(),
+    status: () => ({ ...status, lastError: writer.lastError() }),
     breakerOpen: () => status.state === 'refused',
     version: () => version,
-    idle() {
-      return new Promise<void>((resolve) => {
-        idleWaiters.push(resolve);
-        settleIdle();
-      });
-    },
+    idle: () => writer.idle(),
   };
 }

@@ -1,0 +1,153 @@
+/**
+ * One write to the API server at a time, retried with backoff while the exporter goes on serving:
+ * the loop the node labeler, the condition writer and the tainter share, as watch-loop.ts is for
+ * the watchers. Each module keeps what to write and when (`next`); the writer runs one job at a
+ * time, waits after a failure (initialMs doubling up to maxMs, back to initialMs after a success),
+ * keeps the error visible until a job succeeds, and cancels its timer on stop().
+ */
+
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+
+export interface WriterError {
+  readonly message: string;
+  readonly at: number;
+}
+
+export interface WriterJob {
+  /** What failed, for the warning `cannot <what>; retrying`, e.g. 'write node labels'. */
+  readonly what: string;
+  /**
+   * Throws on failure. Answers `{ retryInMs }` to be run again later without it being a failure
+   * (the tainter's busy Lease or open breaker): the backoff and the last error stay as they are.
+   */
+  readonly run: () => Promise<void | { readonly retryInMs: number }>;
+}
+
+export interface RetryingWriterDeps {
+  /** The job due now, or undefined; asked each time the writer is free to start one. */
+  readonly next: () => WriterJob | undefined;
+  /** Work due that `next` does not offer yet: idle() waits for it while the writer runs. */
+  readonly pending?: () => boolean;
+  /** True while a waiting retry is a decision taken rather than work under way: idle() ignores it. */
+  readonly quietWait?: () => boolean;
+  /** Called when lastError() changes (the tainter's /metrics cache key). */
+  readonly onErrorChange?: () => void;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** 1 s doubling up to 60 s unless given. */
+  readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
+}
+
+export interface RetryingWriter {
+  /** Lets sync() start jobs; it starts none itself (the tainter runs from creation, idle). */
+  start(): void;
+  /** Cancels a waiting retry; a job in flight ends, and nothing starts after it. */
+  stop(): void;
+  running(): boolean;
+  /**
+   * Starts the job due unless one is in flight or a retry is waiting. `dropWait` cancels a waiting
+   * retry first, when what it was for is no longer wanted.
+   */
+  sync(dropWait?: boolean): void;
+  writing(): boolean;
+  /** Resolves when the job in flight now, if any, has ended (the next may have started). */
+  flight(): Promise<void>;
+  lastError(): WriterError | undefined;
+  /** Resolves when nothing is in flight, waiting for a retry (but a quiet wait) or pending. */
+  idle(): Promise<void>;
+}
+
+export function createRetryingWriter(deps: RetryingWriterDeps): RetryingWriter {
+  const backoff = deps.backoff ?? { initialMs: 1000, maxMs: 60_000 };
+  let running = false;
+  let inFlight: Promise<void> | undefined;
+  let cancelRetry: (() => void) | undefined;
+  let delayMs = backoff.initialMs;
+  let lastError: WriterError | undefined;
+  const idleWaiters: (() => void)[] = [];
+
+  const setError = (error: WriterError | undefined): void => {
+    if (error === lastError) return;
+    lastError = error;
+    deps.onErrorChange?.();
+  };
+
+  const settleIdle = (): void => {
+    if (inFlight !== undefined) return;
+    if (cancelRetry !== undefined && deps.quietWait?.() !== true) return;
+    if (running && deps.pending?.() === true) return;
+    for (const resolve of idleWaiters.splice(0)) resolve();
+  };
+
+  const cancelWait = (): void => {
+    cancelRetry?.();
+    cancelRetry = undefined;
+  };
+
+  const retryIn = (ms: number): void => {
+    // A job that ends after stop() arms nothing: no timer outlives the writer.
+    if (!running) return;
+    cancelRetry = deps.clock.setTimer(() => {
+      cancelRetry = undefined;
+      sync();
+    }, ms);
+  };
+
+  const attempt = async (job: WriterJob): Promise<void> => {
+    try {
+      const outcome = await job.run();
+      if (outcome !== undefined) {
+        retryIn(outcome.retryInMs);
+        return;
+      }
+      setError(undefined);
+      delayMs = backoff.initialMs;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      setError({ message, at: deps.clock.now() });
+      deps.logger.warn(`cannot ${job.what}; retrying`, { error: message, retryInMs: delayMs });
+      retryIn(delayMs);
+      delayMs = Math.min(backoff.maxMs, delayMs * 2);
+    }
+  };
+
+  const sync = (dropWait = false): void => {
+    if (dropWait) cancelWait();
+    const job = running && inFlight === undefined && cancelRetry === undefined && deps.next();
+    if (!job) {
+      settleIdle();
+      return;
+    }
+    // Marked in flight before the job starts, so a sync() from inside its first step waits.
+    let ended!: () => void;
+    inFlight = new Promise<void>((resolve) => (ended = resolve));
+    void attempt(job).then(() => {
+      inFlight = undefined;
+      ended();
+      sync();
+    });
+  };
+
+  return {
+    start() {
+      running = true;
+    },
+    stop() {
+      running = false;
+      cancelWait();
+      settleIdle();
+    },
+    running: () => running,
+    sync,
+    writing: () => inFlight !== undefined,
+    flight: () => inFlight ?? Promise.resolve(),
+    lastError: () => lastError,
+    idle() {
+      return new Promise<void>((resolve) => {
+        idleWaiters.push(resolve);
+        settleIdle();
+      });
+    },
+  };
+}
