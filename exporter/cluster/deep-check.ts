@@ -25,6 +25,12 @@ import { TAINT_KEY } from './node-taint.js';
  */
 export const DEEP_CHECK_JOB_PREFIX = 'dcgm-';
 
+/** The labels of every deep-check Job, which a restarted exporter lists its predecessor's by. */
+const DEEP_CHECK_JOB_LABELS = {
+  'app.kubernetes.io/managed-by': 'autopilot',
+  'autopilot.ibm.com/check': 'deepcheck',
+};
+
 export type DeepCheckEnd = 'passed' | 'failed' | 'deleted' | 'stuck' | 'error';
 
 export interface DeepCheckStart {
@@ -40,6 +46,11 @@ export interface DeepCheck {
   running(): boolean;
   /** How the running deep check ends (or the last one ended); undefined before any has run. */
   settled(): Promise<DeepCheckEnd | undefined>;
+  /**
+   * At start-up: follows the deep-check Job a previous exporter on this node left running, so its
+   * result is recorded (and a pass lifts EVICT) and no second Job is started beside it.
+   */
+  resume(): Promise<void>;
   stop(): void;
 }
 
@@ -222,10 +233,7 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
         // The deep check is what judges a node that autopilot tainted: under NoExecute a pod that
         // does not tolerate the taint is evicted, and the node could never pass one.
         toleratedTaintKeys: [TAINT_KEY],
-        labels: {
-          'app.kubernetes.io/managed-by': 'autopilot',
-          'autopilot.ibm.com/check': 'deepcheck',
-        },
+        labels: DEEP_CHECK_JOB_LABELS,
         env: { ...settings.env, NODE_NAME: settings.nodeName },
       });
     } catch (error) {
@@ -241,6 +249,12 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
       );
       return { started: false, detail: error instanceof Error ? error.message : String(error) };
     }
+    followJob(job, startedAt);
+    deps.logger.info('deep check started', { job, gpus: node.allocatableGpus });
+    return { started: true, detail: job };
+  };
+
+  const followJob = (job: string, startedAt: number): void => {
     const ended = follow(job, startedAt).finally(() => {
       current = undefined;
       deps.changed();
@@ -248,8 +262,24 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
     current = { job, ended };
     last = ended;
     deps.changed();
-    deps.logger.info('deep check started', { job, gpus: node.allocatableGpus });
-    return { started: true, detail: job };
+  };
+
+  const resumeJob = async (): Promise<void> => {
+    const selector = Object.entries(DEEP_CHECK_JOB_LABELS)
+      .map(([key, value]) => `${key}=${value}`)
+      .join(',');
+    const jobs = await deps.kube.listJobs(settings.namespace, selector);
+    const alive = jobs
+      .filter((job) => job.nodeName === settings.nodeName && job.state === 'Active')
+      .sort((a, b) => (b.createdAt ?? 0) - (a.createdAt ?? 0));
+    const [newest] = alive;
+    if (newest === undefined) return;
+    followJob(newest.name, newest.createdAt ?? deps.clock.now());
+    deps.logger.info('deep check resumed', {
+      job: newest.name,
+      // Two alive at once cannot come from one exporter; the older ones' GPUs free at their deadline.
+      ...(alive.length > 1 ? { alsoAlive: alive.slice(1).map((job) => job.name) } : {}),
+    });
   };
 
   return {
@@ -261,6 +291,20 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
       starting = true;
       try {
         return await startJob();
+      } finally {
+        starting = false;
+      }
+    },
+    async resume() {
+      if (current !== undefined || starting || stopped) return;
+      // A timer or /invasive meanwhile answers "already starting" rather than making a second Job.
+      starting = true;
+      try {
+        await resumeJob();
+      } catch (error) {
+        deps.logger.warn('cannot list the deep-check Jobs; one left running is not followed', {
+          error,
+        });
       } finally {
         starting = false;
       }

@@ -20,6 +20,7 @@ const OPERATIONS = [
   'listPodsOnNode',
   'listJobPods',
   'createJob',
+  'listJobs',
   'readJob',
   'deleteJob',
   'readStorageClass',

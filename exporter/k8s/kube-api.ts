@@ -239,6 +239,17 @@ export function createKubeApi(kc: KubeConfig, requestTimeoutMs: number): KubeApi
         );
       }),
 
+    listJobs: (namespace, labelSelector) =>
+      call(`list jobs in ${namespace} (${labelSelector})`, async () =>
+        (await batch.listNamespacedJob({ namespace, labelSelector }, options())).items.map(
+          (job) => ({
+            ...toJobInfo(job),
+            nodeName: job.spec?.template.spec?.nodeName,
+            createdAt: job.metadata?.creationTimestamp?.getTime(),
+          }),
+        ),
+      ),
+
     readJob: (namespace, name) =>
       absentOn404(`read job ${namespace}/${name}`, async () =>
         toJobInfo(await batch.readNamespacedJob({ namespace, name }, options())),

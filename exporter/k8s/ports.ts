@@ -147,6 +147,14 @@ export interface JobInfo {
   readonly failure: string | undefined;
 }
 
+/** A Job as a list shows it: its state, and where and when it was made. */
+export interface ListedJob extends JobInfo {
+  /** The pod template's nodeName, when it pins one. */
+  readonly nodeName: string | undefined;
+  /** metadata.creationTimestamp, in ms since the epoch. */
+  readonly createdAt: number | undefined;
+}
+
 export interface SliceEndpoint {
   readonly addresses: readonly string[];
   /** conditions.ready; Kubernetes says an absent condition means ready. */
@@ -247,6 +255,8 @@ export interface KubeApi {
   /** The pods of a Job (label job-name). */
   listJobPods(namespace: string, jobName: string): Promise<PodInfo[]>;
   createJob(spec: JobSpec): Promise<void>;
+  /** The Jobs of a namespace that match a label selector. */
+  listJobs(namespace: string, labelSelector: string): Promise<ListedJob[]>;
   /** undefined when there is no such Job (deleted, or cleaned up by its TTL). */
   readJob(namespace: string, name: string): Promise<JobInfo | undefined>;
   /** Deletes the Job and its pods (propagation Background); resolves also when it is gone. */

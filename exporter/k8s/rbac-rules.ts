@@ -33,7 +33,8 @@ export const EXPORTER_REVIEW_RBAC_RULES: readonly PolicyRule[] = [
 const JOBS_RULE: PolicyRule = {
   apiGroups: ['batch'],
   resources: ['jobs'],
-  verbs: ['create', 'get', 'delete'],
+  // list: a restarted exporter finds the Job its predecessor left running and follows it.
+  verbs: ['create', 'get', 'list', 'delete'],
 };
 // Peers: the EndpointSlices of the exporters' own Service.
 const ENDPOINTSLICES_RULE: PolicyRule = {

@@ -60,6 +60,8 @@ export interface FakeJob {
   readonly spec: JobSpec;
   readonly state: JobInfo['state'];
   readonly failure: string | undefined;
+  /** The Job's creationTimestamp in a list; undefined as for jobs made by createJob here. */
+  readonly createdAt?: number | undefined;
 }
 
 interface NodeRecord {
@@ -158,6 +160,24 @@ export class FakeKube {
 
   setPodPhase(namespace: string, name: string, phase: string): void {
     this.updatePods((pod) => pod.namespace === namespace && pod.name === name, { phase });
+  }
+
+  /** A Job (and its running pod) as another process made it, e.g. an exporter before a restart. */
+  addJob(spec: JobSpec, options: { state?: JobInfo['state']; createdAt?: number } = {}): void {
+    this.jobRecords.set(`${spec.namespace}/${spec.name}`, {
+      spec,
+      state: options.state ?? 'Active',
+      failure: undefined,
+      createdAt: options.createdAt,
+    });
+    this.addPod({
+      name: `${spec.name}-pod`,
+      namespace: spec.namespace,
+      nodeName: spec.nodeName,
+      phase: options.state === undefined || options.state === 'Active' ? 'Running' : 'Succeeded',
+      labels: { ...spec.labels, [JOB_NAME_LABEL]: spec.name },
+      gpus: spec.gpus,
+    });
   }
 
   /** Jobs that exist now, by `namespace/name`. */
@@ -401,6 +421,20 @@ export class FakeKube {
           labels: { ...spec.labels, [JOB_NAME_LABEL]: spec.name },
           gpus: spec.gpus,
         });
+      },
+      listJobs: async (namespace, labelSelector) => {
+        this.enter('listJobs', [namespace, labelSelector]);
+        await Promise.resolve();
+        const matches = selectorMatcher('listJobs', labelSelector);
+        return [...this.jobRecords.values()]
+          .filter((job) => job.spec.namespace === namespace && matches(job.spec.labels))
+          .map((job) => ({
+            name: job.spec.name,
+            state: job.state,
+            failure: job.failure,
+            nodeName: job.spec.nodeName,
+            createdAt: job.createdAt,
+          }));
       },
       readJob: async (namespace, name) => {
         this.enter('readJob', [namespace, name]);

@@ -268,6 +268,28 @@ describe('deep-check Jobs', () => {
     ]);
   });
 
+  test('listJobs: the Jobs matching the selector, with their node and creation time', async () => {
+    const { kube } = await setup();
+    const before = Date.now() - 1000;
+    await kube.createJob(JOB);
+    await kube.createJob({
+      ...JOB,
+      name: 'other-job',
+      labels: { 'app.kubernetes.io/name': 'other' },
+    });
+    const listed = await kube.listJobs(NS, 'app.kubernetes.io/name=autopilot-deepcheck');
+    expect(listed).toEqual([
+      {
+        name: JOB.name,
+        state: 'Active',
+        failure: undefined,
+        nodeName: 'n1',
+        createdAt: expect.any(Number),
+      },
+    ]);
+    expect(listed[0]?.createdAt).toBeGreaterThanOrEqual(before);
+  });
+
   test('Active, then Succeeded, with the report in the pod termination message', async () => {
     const { api, kube } = await setup();
     await kube.createJob(JOB);

@@ -63,6 +63,7 @@ class FakeKube {
       deletePvc: unexpected('deletePvc'),
       listPodsOnNode: unexpected('listPodsOnNode'),
       listJobPods: unexpected('listJobPods'),
+      listJobs: unexpected('listJobs'),
       createJob: unexpected('createJob'),
       readJob: unexpected('readJob'),
       deleteJob: unexpected('deleteJob'),

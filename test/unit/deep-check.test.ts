@@ -548,6 +548,86 @@ describe('deep check: followed to its end', () => {
   });
 });
 
+describe('deep check: resumed after the exporter restarts', () => {
+  /** A deep-check Job as an exporter before the restart made it. */
+  const leftJob = (name: string, nodeName = NODE): JobSpec => ({
+    name,
+    namespace: NAMESPACE,
+    nodeName,
+    image: SETTINGS.image ?? '',
+    command: [...SETTINGS.command],
+    gpus: 8,
+    priorityClassName: undefined,
+    ttlSecondsAfterFinished: 600,
+    activeDeadlineSeconds: 1800,
+    serviceAccountName: undefined,
+    runtimeClassName: undefined,
+    imagePullSecrets: [],
+    toleratedTaintKeys: [],
+    labels: { 'app.kubernetes.io/managed-by': 'autopilot', 'autopilot.ibm.com/check': 'deepcheck' },
+    env: {},
+  });
+
+  test('the Job left running on this node is followed: no second Job, and its pass lifts EVICT', async () => {
+    const ctx = setup();
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}0ld001`), { createdAt: ctx.t0 - 60_000 });
+    await ctx.deepCheck.resume();
+    expect(ctx.kube.callsTo('listJobs')).toEqual([
+      [NAMESPACE, 'app.kubernetes.io/managed-by=autopilot,autopilot.ibm.com/check=deepcheck'],
+    ]);
+    expect(ctx.deepCheck.running()).toBe(true);
+    expect(ctx.changes()).toBe(1);
+    await expect(ctx.deepCheck.start()).resolves.toEqual({
+      started: false,
+      detail: `already running (${DEEP_CHECK_JOB_PREFIX}0ld001)`,
+    });
+    expect(ctx.kube.callsTo('createJob')).toEqual([]);
+
+    const ended = ctx.deepCheck.settled();
+    ctx.kube.finishJob(NAMESPACE, `${DEEP_CHECK_JOB_PREFIX}0ld001`, {
+      succeeded: true,
+      message: passingReport(ctx.t0),
+    });
+    await ctx.clock.advance(POLL_MS);
+    await expect(ended).resolves.toBe('passed');
+    expect(ctx.recorded.map((run) => [run.check, run.verdict, run.startedAt])).toEqual([
+      ['dcgm', 'PASS', ctx.t0 - 60_000],
+      ['gpumem', 'PASS', ctx.t0 - 60_000],
+    ]);
+    expect(ctx.passed).toEqual([ctx.clock.now()]);
+    expect(ctx.deepCheck.running()).toBe(false);
+  });
+
+  test('of two alive, the newest is followed', async () => {
+    const ctx = setup();
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}0ld001`), { createdAt: ctx.t0 - 90_000 });
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}0ld002`), { createdAt: ctx.t0 - 30_000 });
+    await ctx.deepCheck.resume();
+    await expect(ctx.deepCheck.start()).resolves.toMatchObject({
+      detail: `already running (${DEEP_CHECK_JOB_PREFIX}0ld002)`,
+    });
+  });
+
+  test("another node's Job and a finished one are not followed; a new deep check starts", async () => {
+    const ctx = setup();
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}0the01`, 'gpu-node-2'));
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}d0ne01`), { state: 'Succeeded' });
+    await ctx.deepCheck.resume();
+    expect(ctx.deepCheck.running()).toBe(false);
+    expect(ctx.changes()).toBe(0);
+    await expect(ctx.deepCheck.start()).resolves.toMatchObject({ started: true });
+    expect(ctx.kube.callsTo('createJob')).toHaveLength(1);
+  });
+
+  test('a list the API refuses leaves nothing followed, and start works after it', async () => {
+    const ctx = setup();
+    ctx.kube.failNext('listJobs', 403, 'jobs.batch is forbidden');
+    await expect(ctx.deepCheck.resume()).resolves.toBeUndefined();
+    expect(ctx.deepCheck.running()).toBe(false);
+    await expect(ctx.deepCheck.start()).resolves.toMatchObject({ started: true });
+  });
+});
+
 describe('scheduleDeepChecks', () => {
   const HOUR = 3_600_000;
 
@@ -561,6 +641,7 @@ describe('scheduleDeepChecks', () => {
       },
       running: () => false,
       settled: () => Promise.resolve(undefined),
+      resume: () => Promise.resolve(),
       stop: () => undefined,
     };
     const stop = scheduleDeepChecks({
@@ -618,6 +699,7 @@ describe('scheduleDeepChecks', () => {
         },
         running: () => false,
         settled: () => Promise.resolve(undefined),
+        resume: () => Promise.resolve(),
         stop: () => undefined,
       },
       clock,

@@ -79,6 +79,7 @@ function fakeKube(options: FakeOptions = {}) {
     reviewAccess: notUsed,
     listPodsOnNode: notUsed,
     listJobPods: notUsed,
+    listJobs: notUsed,
     createJob: notUsed,
     readJob: notUsed,
     deleteJob: notUsed,

@@ -32,7 +32,10 @@ const POSTFLIGHT_POLL_MS = 15_000;
 export interface DeepCheckParts {
   readonly deepCheck: DeepCheck;
   readonly postflight: Postflight | undefined;
-  /** Starts the --invasive-check-timer schedule; returns its stop. */
+  /**
+   * Follows a deep-check Job a previous exporter left running, and starts the
+   * --invasive-check-timer schedule; returns its stop.
+   */
   readonly scheduleDeepChecks: () => () => void;
 }
 
@@ -108,13 +111,15 @@ export function wireDeepCheck(config: Config, wiring: DeepCheckWiring): DeepChec
   return {
     deepCheck,
     postflight,
-    scheduleDeepChecks: () =>
-      scheduleDeepChecks({
+    scheduleDeepChecks: () => {
+      void deepCheck.resume();
+      return scheduleDeepChecks({
         schedule: config.deepCheckSchedule,
         deepCheck,
         clock,
         nodeName: config.nodeName,
         logger: logger.child({ component: 'deepcheck' }),
-      }),
+      });
+    },
   };
 }
