@@ -1,23 +1,13 @@
 import { describe, expect, test } from '@jest/globals';
 import {
   COMMAND_FLAGS,
-  UsageError,
   helpText,
   parseCommandLine,
   type HelpContext,
   type HelpTopic,
 } from '../../exporter/cli.js';
 import { FLAGS } from '../../exporter/config/config.js';
-
-function usageError(argv: readonly string[]): UsageError {
-  try {
-    parseCommandLine(argv);
-  } catch (error) {
-    if (error instanceof UsageError) return error;
-    throw error;
-  }
-  throw new Error(`parseCommandLine accepted ${JSON.stringify(argv)}`);
-}
+import { usageError } from '../fakes/usage-error.js';
 
 const PREFLIGHT_DEFAULTS = new Map([
   ['url', 'http://autopilot-healthchecks.autopilot.svc:3333'],

@@ -9,16 +9,7 @@ import {
   type HelpContext,
 } from '../../exporter/cli.js';
 import { ENV_SETTINGS, FLAGS } from '../../exporter/config/config.js';
-
-function usageError(argv: readonly string[]): UsageError {
-  try {
-    parseCommandLine(argv);
-  } catch (error) {
-    if (error instanceof UsageError) return error;
-    throw error;
-  }
-  throw new Error(`parseCommandLine accepted ${JSON.stringify(argv)}`);
-}
+import { usageError } from '../fakes/usage-error.js';
 
 const FLAG_LIST = '--port, --bw, --w, --invasive-check-timer, --loglevel, --logfile';
 

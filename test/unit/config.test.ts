@@ -12,6 +12,7 @@ import {
 import { SCHEDULE_ACCEPTED } from '../../exporter/config/schedule.js';
 import { FATAL_ERROR_NAMES_HELP } from '../../exporter/checks/dcgm-report.js';
 import { pingSettings, type PingSettingValues } from '../../exporter/checks/ping.js';
+import { thrownBy } from '../fakes/errors.js';
 
 interface Inputs {
   readonly flags?: Readonly<Record<string, string>>;
@@ -29,15 +30,8 @@ function inputs(given: Inputs = {}): ConfigInputs {
   };
 }
 
-function configError(given: Inputs): ConfigError {
-  try {
-    parseConfig(inputs(given));
-  } catch (error) {
-    if (error instanceof ConfigError) return error;
-    throw error;
-  }
-  throw new Error('parseConfig accepted the configuration');
-}
+const configError = (given: Inputs): ConfigError =>
+  thrownBy(ConfigError, () => parseConfig(inputs(given)), 'parseConfig accepted the configuration');
 
 const ALL_CHECKS = ['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower', 'pvc'];
 /** Autopilot's default periodic list as ALL_CHECKS limits it: pvc is not periodic by default. */
@@ -169,15 +163,7 @@ describe('parseConfig defaults', () => {
   });
 
   test('the default periodic list is Autopilot’s, in its order, then gpucount and nvlink, limited to known checks', () => {
-    expect(AUTOPILOT_PERIODIC_CHECKS).toEqual([
-      'pciebw',
-      'remapped',
-      'dcgm',
-      'ping',
-      'gpupower',
-      'gpucount',
-      'nvlink',
-    ]);
+    expect(AUTOPILOT_PERIODIC_CHECKS).toEqual([...DEFAULT_PERIODIC, 'gpucount', 'nvlink']);
     expect(parseConfig(inputs({ knownChecks: ALL_CHECKS })).periodicChecks).toEqual(
       DEFAULT_PERIODIC,
     );
