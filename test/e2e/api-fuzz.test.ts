@@ -30,6 +30,7 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { isRunning, waitUntilGone } from '../fakes/processes.js';
 import { waitForListening } from '../fakes/exporter-ports.js';
+import { waitFor } from '../fakes/wait-for.js';
 import { CHECK_NAMES } from '../../exporter/checks/index.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -1183,12 +1184,20 @@ describe('API fuzzing against the exporter process', () => {
     );
     await waitForListening(exporter, ports);
     // The start-up round first, so that its ping and dcgmi calls are recorded before the fuzzing.
-    for (let i = 0; i < 200; i++) {
-      const text = await (await fetch(`http://127.0.0.1:${ports.api}/results?format=json`)).text();
-      if (PERIODIC_CHECKS.every((check) => text.includes(`"check":"${check}"`))) break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }, 30_000);
+    await waitFor(
+      'the start-up round',
+      async () => {
+        const text = await (
+          await fetch(`http://127.0.0.1:${ports.api}/results?format=json`)
+        ).text();
+        return PERIODIC_CHECKS.every((check) => text.includes(`"check":"${check}"`))
+          ? true
+          : undefined;
+      },
+      60_000,
+      50,
+    );
+  }, 120_000);
 
   afterAll(() => {
     if (exporter.exitCode === null && exporter.signalCode === null) exporter.kill('SIGKILL');
@@ -1304,7 +1313,7 @@ describe('API fuzzing against the exporter process', () => {
     exporter.kill('SIGTERM');
     expect(await exited).toBe(0);
     const left = processesWith(marker);
-    const stillThere = await Promise.all(left.map((pid) => waitUntilGone(pid, 2000)));
+    const stillThere = await Promise.all(left.map((pid) => waitUntilGone(pid)));
     expect(left.filter((_, i) => stillThere[i] === false)).toEqual([]);
   }, 30_000);
 });

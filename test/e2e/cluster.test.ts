@@ -123,7 +123,7 @@ beforeAll(async () => {
       };
       return body.kubernetes.peers.known === 3;
     },
-    10_000,
+    30_000,
   );
 }, 90_000);
 
@@ -218,7 +218,7 @@ describe('cluster-wide /status over three exporters', () => {
     await waitUntil(
       'node-a sees node-d',
       async () => (await get('node-a', '/status?host=node-d&check=ping')).status === 200,
-      5000,
+      20_000,
     );
     const text = await (await get('node-a', '/status?host=node-d&check=ping')).text();
     expect(text).toContain('Node: node-d\n');
