@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import { createApiApp } from './api/app.js';
 import { createKubernetesAuthorizer, createStaticTokenAuthorizer } from './api/auth.js';
 import { createMetricsApp, createReadinessApp } from './api/side-apps.js';
-import type { Check, CheckRun, Trigger } from './checks/check.js';
+import type { Check } from './checks/check.js';
 import { CHECK_TABLE } from './checks/index.js';
 import type { CheckExtras, CommonPorts, Listener } from './checks/module.js';
 import type { CheckTable } from './checks/table.js';
@@ -150,13 +150,12 @@ export function buildExporter(config: Config, ports: ExporterPorts): Exporter {
     evictOn: config.evictOn,
   });
   const gpuLock = createGpuLock({ onExclusiveChange: () => late.labeler?.sync() });
-  const runner = createCheckRunner({
+  const runner = heldDuringDeepCheck(
+    createCheckRunner({ checks, store, clock: ports.clock, gpuLock, logger: ports.logger }),
     checks,
-    store,
-    clock: ports.clock,
-    gpuLock,
-    logger: ports.logger,
-  });
+    late,
+    ports.clock,
+  );
   const testing = (): boolean => gpuLock.holders().exclusive || late.deepCheck?.running() === true;
   const cluster =
     side === undefined
@@ -304,14 +303,11 @@ function acknowledgedHook(late: Late): (health: NodeHealth, caller: string) => v
 }
 
 function periodicScheduler(config: Config, ports: ExporterPorts, core: Core): Scheduler {
-  const { checks, runner, late } = core;
+  const { runner } = core;
   return createScheduler({
     schedule: config.periodic,
     checks: config.periodicChecks,
-    run: (check, trigger) =>
-      late.deepCheck?.running() === true && checks.get(check)?.usesGpu === true
-        ? Promise.resolve(heldByDeepCheck(check, trigger, ports.clock.now()))
-        : runner.run(check, {}, trigger),
+    run: (check, trigger) => runner.run(check, {}, trigger),
     clock: ports.clock,
     nodeName: config.nodeName,
     logger: ports.logger.child({ component: 'scheduler' }),
@@ -426,20 +422,36 @@ function apiApp(
 }
 
 /**
- * A periodic GPU check while the deep-check Job holds the GPUs: not run, so it neither disturbs
- * DCGM level 3 nor fails against it ("another diagnostic is running"). Not recorded either, so the
- * last results stand.
+ * A GPU check while the deep-check Job holds the GPUs, from any trigger (the periodic round, the
+ * API, post-flight): not run, so it neither disturbs DCGM level 3 (whose failure would evict the
+ * node) nor fails against it ("another diagnostic is running"). Answered SKIP with the reason and
+ * not recorded, so the last results stand.
  */
-function heldByDeepCheck(check: string, trigger: Trigger, now: number): CheckRun {
+function heldDuringDeepCheck(
+  runner: CheckRunner,
+  checks: ReadonlyMap<string, Check>,
+  late: Late,
+  clock: Clock,
+): CheckRunner {
   return {
-    check,
-    trigger,
-    params: {},
-    startedAt: now,
-    finishedAt: now,
-    verdict: 'SKIP',
-    reason: 'the deep-check Job holds the GPUs',
-    devices: [],
-    samples: [],
+    run: (check, params, trigger) => {
+      if (late.deepCheck?.running() !== true || checks.get(check)?.usesGpu !== true) {
+        return runner.run(check, params, trigger);
+      }
+      const now = clock.now();
+      return Promise.resolve({
+        check,
+        trigger,
+        params,
+        startedAt: now,
+        finishedAt: now,
+        verdict: 'SKIP',
+        reason: 'the deep-check Job holds the GPUs',
+        devices: [],
+        samples: [],
+      });
+    },
+    active: () => runner.active(),
+    shutdown: (graceMs) => runner.shutdown(graceMs),
   };
 }
