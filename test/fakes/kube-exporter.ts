@@ -11,7 +11,7 @@ import { parseConfig } from '../../exporter/config/config.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { buildExporter, type Exporter } from '../../exporter/exporter.js';
 import { createKubeApi } from '../../exporter/k8s/kube-api.js';
-import { silentLogger } from '../../exporter/log.js';
+import { silentLogger, type Logger } from '../../exporter/log.js';
 import type { NvmlLoad } from '../../exporter/native/ports.js';
 import { kubeConfigFor } from './fake-api-exporter.js';
 import { startFakeKubeApi, type FakeKubeApi, type NodeInput } from './kube-api-server.js';
@@ -28,6 +28,7 @@ export interface KubeExporterOptions {
    */
   readonly commandEnv?: NodeJS.ProcessEnv;
   readonly clock?: Clock;
+  readonly logger?: Logger;
   readonly gpuModel?: string;
 }
 
@@ -55,7 +56,7 @@ export async function startKubeExporter(options: KubeExporterOptions): Promise<K
     nvml: options.nvml,
     cuda: { ok: false, reason: 'no CUDA in this test' },
     clock: options.clock ?? createSystemClock(),
-    logger: silentLogger,
+    logger: options.logger ?? silentLogger,
     cpuModel: 'test-cpu',
     gpuModel: options.gpuModel ?? 'NVIDIA H100',
     build: { version: 'test', nodejs: process.versions.node },
@@ -64,6 +65,7 @@ export async function startKubeExporter(options: KubeExporterOptions): Promise<K
   const close = async (): Promise<void> => {
     await exporter.checkListener.stop();
     exporter.scheduler.stop();
+    exporter.cluster?.peers.stop();
     exporter.cluster?.postflight?.stop();
     exporter.cluster?.deepCheck.stop();
     exporter.cluster?.labeler.stop();

@@ -5,20 +5,14 @@
  */
 
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
-import { KubeConfig } from '@kubernetes/client-node';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
-import { createSystemClock } from '../../exporter/clock.js';
-import { parseConfig } from '../../exporter/config/config.js';
-import { CHECK_NAMES } from '../../exporter/checks/index.js';
-import { createRunCommand } from '../../exporter/exec/run-command.js';
-import { buildExporter, type Exporter } from '../../exporter/exporter.js';
-import { createKubeApi } from '../../exporter/k8s/kube-api.js';
 import type { Logger } from '../../exporter/log.js';
 import { fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
-import { endpointSlice, startFakeKubeApi, type FakeKubeApi } from '../fakes/kube-api-server.js';
+import { endpointSlice } from '../fakes/kube-api-server.js';
+import { startKubeExporter, type KubeExporter } from '../fakes/kube-exporter.js';
 
 const NODE = 'gpu-node-1';
 const LABEL = 'autopilot.ibm.com/gpuhealth';
@@ -26,20 +20,7 @@ const POWER_BRAKE = 0x80n;
 const OPERATOR_TOKEN = 'operator-token';
 const VIEWER_TOKEN = 'viewer-token';
 
-function kubeConfigFor(url: string): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server: url, skipTLSVerify: true }],
-    users: [{ name: 'autopilot', token: 'exporter-sa-token' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'autopilot' }],
-    currentContext: 'fake',
-  });
-  return kc;
-}
-
-interface Rig {
-  readonly api: FakeKubeApi;
-  readonly exporter: Exporter;
+interface Rig extends KubeExporter {
   readonly gpus: FakeGpu[];
   readonly logs: { level: string; message: string; fields: Record<string, unknown> }[];
   /** The gpuhealth label the fake API server holds for the node. */
@@ -71,8 +52,29 @@ async function setup(
   nodeLabels: Record<string, string> = {},
   extraEnv: Record<string, string> = {},
 ): Promise<Rig> {
-  const api = await startFakeKubeApi();
-  api.addNode({ name: NODE, labels: nodeLabels, allocatableGpus: 2 });
+  const gpus = fakeNode(2);
+  const logs: Rig['logs'] = [];
+  const started = await startKubeExporter({
+    node: { name: NODE, labels: nodeLabels, allocatableGpus: 2 },
+    env: { NAMESPACE: 'autopilot', PERIODIC_CHECKS: 'remapped,gpupower', ...extraEnv },
+    nvml: { ok: true, nvml: fakeNvml(gpus) },
+    commandEnv: { ...process.env, ...extraEnv },
+    logger: recordingLogger(logs),
+    gpuModel: 'NVIDIA H200',
+  });
+  const { api, exporter } = started;
+  const created: Rig = {
+    ...started,
+    gpus,
+    logs,
+    label: () => (api.node(NODE)?.metadata.labels ?? {})[LABEL],
+    labelPatches: () =>
+      api.patches
+        .filter((patch) => JSON.stringify(patch.body).includes(LABEL))
+        .map((patch) => ({ contentType: patch.contentType, body: patch.body })),
+  };
+  // Set before the rest of the set-up, so that afterEach closes the exporter whatever fails.
+  rig = created;
   api.addToken(OPERATOR_TOKEN, { username: 'alice', groups: ['sre'] });
   api.addToken(VIEWER_TOKEN, { username: 'bob', groups: ['dev'] });
   api.allow({
@@ -96,53 +98,12 @@ async function setup(
       endpoints: [{ address: '10.0.0.1', nodeName: NODE, podName: 'autopilot-x1' }],
     }),
   );
-  const config = parseConfig({
-    flags: new Map([['w', '0']]),
-    env: {
-      NODE_NAME: NODE,
-      NAMESPACE: 'autopilot',
-      PERIODIC_CHECKS: 'remapped,gpupower',
-      ...extraEnv,
-    },
-    hostname: NODE,
-    knownChecks: CHECK_NAMES,
-  });
-  const gpus = fakeNode(2);
-  const logs: Rig['logs'] = [];
-  const exporter = buildExporter(config, {
-    runCommand: createRunCommand({ baseEnv: { ...process.env, ...extraEnv } }),
-    nvml: { ok: true, nvml: fakeNvml(gpus) },
-    cuda: { ok: false, reason: 'no CUDA in this test' },
-    clock: createSystemClock(),
-    logger: recordingLogger(logs),
-    cpuModel: 'test-cpu',
-    gpuModel: 'NVIDIA H200',
-    build: { version: 'test', nodejs: process.versions.node },
-    kube: createKubeApi(kubeConfigFor(api.url), 2000),
-  });
-  await exporter.cluster!.labeler.start();
   exporter.cluster!.peers.start();
-  const created: Rig = {
-    api,
-    exporter,
-    gpus,
-    logs,
-    label: () => (api.node(NODE)?.metadata.labels ?? {})[LABEL],
-    labelPatches: () =>
-      api.patches
-        .filter((patch) => JSON.stringify(patch.body).includes(LABEL))
-        .map((patch) => ({ contentType: patch.contentType, body: patch.body })),
-  };
-  rig = created;
   return created;
 }
 
 afterEach(async () => {
-  if (rig === undefined) return;
-  rig.exporter.cluster?.peers.stop();
-  rig.exporter.cluster?.labeler.stop();
-  await rig.exporter.runner.shutdown(1000);
-  await rig.api.close();
+  await rig?.close();
   rig = undefined;
 });
 
