@@ -192,6 +192,18 @@ describe('deep check and post-flight', () => {
     r.exporter.scheduler.stop();
   });
 
+  test('while the deep-check Job holds the GPUs, an API run of a GPU check answers SKIP and runs nothing', async () => {
+    const r = await setup('pass-4x');
+    const start = await r.exporter.cluster!.deepCheck.start();
+    expect(start.started).toBe(true);
+    const response = await request(r.exporter.apiApp.callback()).get(
+      '/status?check=remapped&format=json',
+    );
+    expect(response.status).toBe(200);
+    expect(JSON.stringify(response.body)).toContain('the deep-check Job holds the GPUs');
+    expect(r.exporter.store.latest('remapped')).toBeUndefined();
+  });
+
   test('a passing deep check lifts a sticky EVICT', async () => {
     const r = await setup('fail-4x');
     await r.exporter.runner.run('dcgm', { r: '1' }, 'api');
