@@ -197,7 +197,7 @@ describe('deep check and post-flight', () => {
     const start = await r.exporter.cluster!.deepCheck.start();
     expect(start.started).toBe(true);
     const response = await request(r.exporter.apiApp.callback()).get(
-      '/status?check=remapped&format=json',
+      `/status?check=remapped&host=${NODE}&format=json`,
     );
     expect(response.status).toBe(200);
     expect(JSON.stringify(response.body)).toContain('the deep-check Job holds the GPUs');
