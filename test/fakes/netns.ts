@@ -69,8 +69,9 @@ const HOST_NUMBER = 254;
 const MAX_NODES = HOST_NUMBER - 1;
 const OWNER_ALIAS = 'autopilot-netns-lab pid=';
 const owner = (): string => `${OWNER_ALIAS}${process.pid}`;
-const READY_TIMEOUT_MS = 5000;
-const EXIT_TIMEOUT_MS = 5000;
+// Guards against a hang, reached only on failure: room for a loaded 2-CPU machine.
+const READY_TIMEOUT_MS = 15_000;
+const EXIT_TIMEOUT_MS = 15_000;
 
 let labsCreated = 0;
 

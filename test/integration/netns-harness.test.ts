@@ -105,7 +105,7 @@ async function measureMbit(lab: Lab, client: NetNode, server: NetNode, iface: st
   try {
     await new Promise<void>((resolve, reject) => {
       let output = '';
-      const timer = setTimeout(() => reject(new Error(`iperf3 server: ${output}`)), 5000);
+      const timer = setTimeout(() => reject(new Error(`iperf3 server: ${output}`)), 15_000);
       listener.stdout?.on('data', (chunk: Buffer) => {
         output += chunk.toString();
         if (output.includes('Server listening')) {
@@ -388,7 +388,7 @@ describe('clean-up', () => {
       const victim = await killedVictim('apk', false);
       expect(victim.names).toHaveLength(2);
       expect(victim.veths).toHaveLength(2);
-      const deadline = Date.now() + 5000;
+      const deadline = Date.now() + 15_000;
       while (isRunning(victim.watchdog) && Date.now() < deadline) await sleep(20);
       expect(leftovers(victim)).toStrictEqual(nothingLeft);
     });
