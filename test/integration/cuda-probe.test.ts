@@ -7,24 +7,17 @@ import { describe, test, expect, beforeEach } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import koffi from 'koffi';
 import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
-import { CudaError } from '../../exporter/native/ports.js';
 import type { CudaProbe } from '../../exporter/native/ports.js';
+import { FAKE_CUDART, FAKE_PROBE, cudaRejection, fakeCudaControl } from '../fakes/native-fakes.js';
 
-const FAKES = join(import.meta.dirname, '..', '..', 'build', 'fakes', 'cuda');
-const PROBE_PATH = join(FAKES, 'libautopilot-probe.so');
-const RUNTIME_PATH = join(FAKES, 'libcudart.so.13');
-
-const loaded = loadCudaProbe(PROBE_PATH);
+const loaded = loadCudaProbe(FAKE_PROBE);
 if (!loaded.ok) throw new Error(loaded.reason);
 const probe: CudaProbe = loaded.probe;
 
-const runtime = koffi.load(RUNTIME_PATH);
+const { lib: runtime, ...cudaControl } = fakeCudaControl();
 const native = {
-  reset: runtime.func('void fakecuda_reset(void)'),
-  resets: runtime.func('int fakecuda_resets(int device)'),
-  setDevices: runtime.func('int fakecuda_set_devices(int n)'),
+  ...cudaControl,
   setError: runtime.func('void fakecuda_set_error(int code)'),
   setBandwidth: runtime.func('int fakecuda_set_bandwidth(int device, int direction, double gbps)'),
   setTflops: runtime.func('int fakecuda_set_tflops(int device, int precision, double tflops)'),
@@ -32,13 +25,7 @@ const native = {
   corrupt: runtime.func('int fakecuda_corrupt(int device, unsigned long long words)'),
   setHang: runtime.func('void fakecuda_set_hang(int ms)'),
   fail: runtime.func('int fakecuda_fail(const char *function, int code)'),
-  liveAllocations: runtime.func('int fakecuda_live_allocations(void)'),
-  liveEvents: runtime.func('int fakecuda_live_events(void)'),
   launches: runtime.func('unsigned long long fakecuda_launches(const char *kernel)'),
-  setUnavailable: runtime.func('int fakecuda_set_unavailable(int device, int on)'),
-  callsOn: runtime.func('int fakecuda_calls_on(const char *function, int device)'),
-  contexts: runtime.func('int fakecuda_contexts(int device)'),
-  liveContexts: runtime.func('int fakecuda_live_contexts(void)'),
 };
 
 /** Calls a control that returns 0 on success, failing the test otherwise. */
@@ -65,15 +52,6 @@ function expectNothingLeft(): void {
 /** Within 1% of the configured figure. */
 function expectFigure(measured: number, configured: number): void {
   expect(Math.abs(measured / configured - 1)).toBeLessThan(0.01);
-}
-
-async function rejection(promise: Promise<unknown>): Promise<CudaError> {
-  const error = await promise.then(
-    () => undefined,
-    (reason: unknown) => reason,
-  );
-  expect(error).toBeInstanceOf(CudaError);
-  return error as CudaError;
 }
 
 const MiB = 1 << 20;
@@ -131,7 +109,7 @@ describe('context lifetime', () => {
     '%s on a GPU another process holds (error 46) resets no device and leaves no context',
     async (_, measure) => {
       control(native.setUnavailable, 3, 1);
-      const error = await rejection(measure());
+      const error = await cudaRejection(measure());
       expect([error.code, error.description]).toStrictEqual([
         46,
         'CUDA-capable device(s) is/are busy or unavailable',
@@ -218,15 +196,15 @@ describe('loadCudaProbe', () => {
   });
 
   test('a library without the probe functions gives a reason naming the missing one', () => {
-    const result = loadCudaProbe(RUNTIME_PATH);
+    const result = loadCudaProbe(FAKE_CUDART);
     expect(result.ok).toBe(false);
     if (result.ok) return;
-    expect(result.reason).toContain(`cannot load ${RUNTIME_PATH}: `);
+    expect(result.reason).toContain(`cannot load ${FAKE_CUDART}: `);
     expect(result.reason).toContain('ap_device_count');
   });
 
   test('loading the same probe twice works (no koffi type is declared twice)', async () => {
-    const again = loadCudaProbe(PROBE_PATH);
+    const again = loadCudaProbe(FAKE_PROBE);
     expect(again.ok).toBe(true);
     if (!again.ok) return;
     expect(await again.probe.deviceCount()).toBe(8);
@@ -258,7 +236,7 @@ describe('deviceCount', () => {
 
   test('any other error rejects with CudaError', async () => {
     native.setError(3);
-    const error = await rejection(probe.deviceCount());
+    const error = await cudaRejection(probe.deviceCount());
     expect(error.fn).toBe('ap_device_count');
     expect(error.code).toBe(3);
     expect(error.description).toBe('initialization error');
@@ -288,7 +266,7 @@ describe('pciBusId', () => {
   });
 
   test('a device past the last rejects with cudaErrorInvalidDevice', async () => {
-    const error = await rejection(probe.pciBusId(8));
+    const error = await cudaRejection(probe.pciBusId(8));
     expect([error.fn, error.code, error.description]).toStrictEqual([
       'ap_pci_bus_id',
       101,
@@ -324,13 +302,13 @@ describe('deviceByBusId', () => {
 
   test('other errors reject with the CUDA error', async () => {
     native.setError(3);
-    const error = await rejection(probe.deviceByBusId('0000:1B:00.0'));
+    const error = await cudaRejection(probe.deviceByBusId('0000:1B:00.0'));
     expect([error.fn, error.code]).toStrictEqual(['ap_device_by_bus_id', 3]);
   });
 
   test('a malformed bus id rejects with cudaErrorInvalidValue without a call', async () => {
     for (const busId of ['', 'GPU-0', '1B', '0000:1B:00.0;', ':1B:00.0']) {
-      const error = await rejection(probe.deviceByBusId(busId));
+      const error = await cudaRejection(probe.deviceByBusId(busId));
       expect([error.fn, error.code]).toStrictEqual(['ap_device_by_bus_id', 1]);
     }
     expect(callsOn('cudaDeviceGetByPCIBusId', -1)).toBe(0);
@@ -395,13 +373,13 @@ describe('copyBandwidth', () => {
   });
 
   test('a device past the last rejects with cudaErrorInvalidDevice', async () => {
-    const error = await rejection(probe.copyBandwidth(8, 'h2d', MiB, 1));
+    const error = await cudaRejection(probe.copyBandwidth(8, 'h2d', MiB, 1));
     expect([error.fn, error.code]).toStrictEqual(['ap_copy_bandwidth', 101]);
   });
 
   test('no driver rejects with the runtime error 35 and its description', async () => {
     native.setError(35);
-    const error = await rejection(probe.copyBandwidth(0, 'd2h', MiB, 1));
+    const error = await cudaRejection(probe.copyBandwidth(0, 'd2h', MiB, 1));
     expect(error.fn).toBe('ap_copy_bandwidth');
     expect(error.code).toBe(35);
     expect(error.description).toBe('CUDA driver version is insufficient for CUDA runtime version');
@@ -409,7 +387,7 @@ describe('copyBandwidth', () => {
 
   test('a failed pinned allocation rejects with out of memory and leaves nothing behind', async () => {
     control(native.fail, 'cudaMallocHost', 2);
-    const error = await rejection(probe.copyBandwidth(0, 'h2d', MiB, 1));
+    const error = await cudaRejection(probe.copyBandwidth(0, 'h2d', MiB, 1));
     expect([error.fn, error.code, error.description]).toStrictEqual([
       'ap_copy_bandwidth',
       2,
@@ -420,7 +398,7 @@ describe('copyBandwidth', () => {
 
   test('a copy that fails midway frees what was allocated', async () => {
     control(native.fail, 'cudaMemcpyAsync', 719);
-    const error = await rejection(probe.copyBandwidth(0, 'd2h', MiB, 3));
+    const error = await cudaRejection(probe.copyBandwidth(0, 'd2h', MiB, 3));
     expect([error.fn, error.code, error.description]).toStrictEqual([
       'ap_copy_bandwidth',
       719,
@@ -438,7 +416,7 @@ describe('copyBandwidth', () => {
       () => probe.copyBandwidth(0, 'd2h', MiB, 1, -1),
       () => probe.copyBandwidth(0, 'd2h', MiB, 1, 1.5),
     ]) {
-      const error = await rejection(call());
+      const error = await cudaRejection(call());
       expect([error.fn, error.code, error.description]).toStrictEqual([
         'ap_copy_bandwidth',
         1,
@@ -458,7 +436,7 @@ describe('hbmBandwidth', () => {
 
   test('more than the device holds rejects with out of memory', async () => {
     control(native.setMemory, 0, 16 * MiB);
-    const error = await rejection(probe.hbmBandwidth(0, 12 * MiB, 1));
+    const error = await cudaRejection(probe.hbmBandwidth(0, 12 * MiB, 1));
     expect([error.fn, error.code]).toStrictEqual(['ap_hbm_bandwidth', 2]);
     expectNothingLeft();
   });
@@ -516,14 +494,14 @@ describe('memoryPattern', () => {
 
   test('a failing kernel launch rejects and frees every chunk', async () => {
     control(native.fail, 'cudaLaunchKernel', 719);
-    const error = await rejection(probe.memoryPattern(0, 0.5));
+    const error = await cudaRejection(probe.memoryPattern(0, 0.5));
     expect([error.fn, error.code]).toStrictEqual(['ap_memory_pattern', 719]);
     expectNothingLeft();
   });
 
   test('an uncorrectable ECC error at the final synchronisation rejects with it', async () => {
     control(native.fail, 'cudaDeviceSynchronize', 214);
-    const error = await rejection(probe.memoryPattern(0, 0.1));
+    const error = await cudaRejection(probe.memoryPattern(0, 0.1));
     expect([error.fn, error.code, error.description]).toStrictEqual([
       'ap_memory_pattern',
       214,
@@ -534,7 +512,7 @@ describe('memoryPattern', () => {
 
   test('a fraction outside (0, 1] rejects with cudaErrorInvalidValue', async () => {
     for (const fraction of [0, -0.1, 1.5, Number.NaN]) {
-      const error = await rejection(probe.memoryPattern(0, fraction));
+      const error = await cudaRejection(probe.memoryPattern(0, fraction));
       expect([error.fn, error.code]).toStrictEqual(['ap_memory_pattern', 1]);
     }
   });
@@ -545,8 +523,8 @@ describe('errors do not outlive their call', () => {
   // not make the next one, on the same thread, see a launch failure that did not happen.
   test('measurements after failed calls succeed', async () => {
     for (let round = 0; round < 4; round += 1) {
-      await rejection(probe.flops(99, 32));
-      await rejection(probe.memoryPattern(99, 0.5));
+      await cudaRejection(probe.flops(99, 32));
+      await cudaRejection(probe.memoryPattern(99, 0.5));
       expectFigure(await probe.flops(0, 32), 60);
       expect((await probe.memoryPattern(0, 0.01)).mismatches).toBe(0);
     }
@@ -568,7 +546,7 @@ describe('flops', () => {
 
   test('a failing kernel launch rejects with CudaError', async () => {
     control(native.fail, 'cudaLaunchKernel', 98);
-    const error = await rejection(probe.flops(0, 64));
+    const error = await cudaRejection(probe.flops(0, 64));
     expect([error.fn, error.code, error.description]).toStrictEqual([
       'ap_flops',
       98,
@@ -579,7 +557,7 @@ describe('flops', () => {
 
   test('a device past the last rejects with cudaErrorInvalidDevice', async () => {
     control(native.setDevices, 2);
-    const error = await rejection(probe.flops(2, 32));
+    const error = await cudaRejection(probe.flops(2, 32));
     expect([error.fn, error.code]).toStrictEqual(['ap_flops', 101]);
   });
 });
@@ -603,7 +581,7 @@ describe('FAKE_CUDA_SCENARIO', () => {
   test('configures devices, bandwidth, corruption and TFLOPS in another process', async () => {
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ['--input-type=module', '-e', script, PROBE_PATH],
+      ['--input-type=module', '-e', script, FAKE_PROBE],
       {
         cwd: join(import.meta.dirname, '..', '..'),
         env: {

@@ -10,7 +10,6 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } fr
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import koffi from 'koffi';
 import type { Check, CheckOutcome } from '../../exporter/checks/check.js';
 import { CHECK_NAMES, createChecks } from '../../exporter/checks/index.js';
 import { createSystemClock } from '../../exporter/clock.js';
@@ -20,21 +19,14 @@ import { silentLogger } from '../../exporter/log.js';
 import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
 import { loadNvml } from '../../exporter/native/nvml.js';
 import type { Nvml } from '../../exporter/native/ports.js';
+import { FAKE_NVML, FAKE_PROBE, fakeCudaControl, fakeNvmlControl } from '../fakes/native-fakes.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const BUILD = join(ROOT, 'build', 'fakes');
-const NVML = join(BUILD, 'nvml', 'libnvidia-ml.so.1');
 const FAKE_DCGMI = join(ROOT, 'test', 'fakes', 'bin', 'fake-dcgmi');
 const NODE = 'gpu-node-1';
 
-const nvmlControl = koffi.load(NVML);
-const nvmlReset = nvmlControl.func('void fakenvml_reset(void)');
-const nvmlApply = nvmlControl.func('int fakenvml_apply(const char *scenario)');
-const cudart = koffi.load(join(BUILD, 'cuda', 'libcudart.so.13'));
-const cudaReset = cudart.func('void fakecuda_reset(void)');
-const cudaSetDevices = cudart.func('int fakecuda_set_devices(int n)');
-const contexts = cudart.func('int fakecuda_contexts(int device)');
-const callsOn = cudart.func('int fakecuda_calls_on(const char *function, int device)');
+const { reset: nvmlReset, apply: nvmlApply } = fakeNvmlControl();
+const { reset: cudaReset, setDevices: cudaSetDevices, contexts, callsOn } = fakeCudaControl();
 
 let bin: string;
 let nvml: Nvml | undefined;
@@ -59,7 +51,7 @@ afterEach(async () => {
 async function gpuChecks(scenario: string): Promise<ReadonlyMap<string, Check>> {
   expect(nvmlApply(scenario)).toBe(0);
   expect(Number(cudaSetDevices(4))).toBe(0);
-  const load = await loadNvml(NVML);
+  const load = await loadNvml(FAKE_NVML);
   if (!load.ok) throw new Error(load.reason);
   nvml = load.nvml;
   const config = parseConfig({
@@ -78,7 +70,7 @@ async function gpuChecks(scenario: string): Promise<ReadonlyMap<string, Check>> 
         },
       }),
       nvml: load,
-      cuda: loadCudaProbe(join(BUILD, 'cuda', 'libautopilot-probe.so')),
+      cuda: loadCudaProbe(FAKE_PROBE),
       clock: createSystemClock(),
       logger: silentLogger,
       kube: undefined,

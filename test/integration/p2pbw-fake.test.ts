@@ -9,41 +9,34 @@ import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import koffi from 'koffi';
 import { createP2pBwCheck } from '../../exporter/checks/p2pbw.js';
 import { silentLogger } from '../../exporter/log.js';
 import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
 import { loadNvml } from '../../exporter/native/nvml.js';
-import { CudaError, type CudaProbe, type Nvml } from '../../exporter/native/ports.js';
+import type { CudaProbe, Nvml } from '../../exporter/native/ports.js';
+import {
+  FAKE_NVML,
+  FAKE_PROBE,
+  cudaRejection,
+  fakeCudaControl,
+  fakeNvmlControl,
+} from '../fakes/native-fakes.js';
 import { gpuVerdicts } from '../fakes/verdicts.js';
 
-const BUILD = join(import.meta.dirname, '..', '..', 'build', 'fakes');
-const NVML = join(BUILD, 'nvml', 'libnvidia-ml.so.1');
-const PROBE = join(BUILD, 'cuda', 'libautopilot-probe.so');
-const RUNTIME = join(BUILD, 'cuda', 'libcudart.so.13');
-
-const nvmlControl = koffi.load(NVML);
-const nvmlReset = nvmlControl.func('void fakenvml_reset(void)');
-const nvmlApply = nvmlControl.func('int fakenvml_apply(const char *scenario)');
-const cudart = koffi.load(RUNTIME);
+const { reset: nvmlReset, apply: nvmlApply } = fakeNvmlControl();
+const { lib: cudart, ...cudaControl } = fakeCudaControl();
 const fake = {
-  reset: cudart.func('void fakecuda_reset(void)'),
+  ...cudaControl,
   setPeerBandwidth: cudart.func('int fakecuda_set_peer_bandwidth(int src, int dst, double gbps)'),
   setPeerAccess: cudart.func('int fakecuda_set_peer_access(int src, int dst, int can)'),
   failPeerCopy: cudart.func('int fakecuda_fail_peer_copy(int src, int dst, int code)'),
   peerEnabled: cudart.func('int fakecuda_peer_enabled(int src, int dst)'),
-  liveAllocations: cudart.func('int fakecuda_live_allocations(void)'),
-  liveEvents: cudart.func('int fakecuda_live_events(void)'),
-  liveContexts: cudart.func('int fakecuda_live_contexts(void)'),
-  contexts: cudart.func('int fakecuda_contexts(int device)'),
-  resets: cudart.func('int fakecuda_resets(int device)'),
-  callsOn: cudart.func('int fakecuda_calls_on(const char *function, int device)'),
   setDevice: cudart.func('int cudaSetDevice(int device)'),
   enablePeerAccess: cudart.func('int cudaDeviceEnablePeerAccess(int peer, unsigned int flags)'),
   deviceReset: cudart.func('int cudaDeviceReset(void)'),
 };
 
-const loaded = loadCudaProbe(PROBE);
+const loaded = loadCudaProbe(FAKE_PROBE);
 if (!loaded.ok) throw new Error(loaded.reason);
 const probe: CudaProbe = loaded.probe;
 const MiB = 1 << 20;
@@ -60,15 +53,6 @@ function expectNothingLeft(): void {
   for (let src = 0; src < 8; src++) {
     for (let dst = 0; dst < 8; dst++) expect(Number(fake.peerEnabled(src, dst))).toBe(0);
   }
-}
-
-async function rejection(promise: Promise<unknown>): Promise<CudaError> {
-  const error = await promise.then(
-    () => undefined,
-    (reason: unknown) => reason,
-  );
-  expect(error).toBeInstanceOf(CudaError);
-  return error as CudaError;
 }
 
 let nvml: Nvml | undefined;
@@ -121,7 +105,7 @@ describe('the probe: ap_can_access_peer and ap_p2p_bandwidth over the fake runti
 
   test('a failing copy rejects with its CUDA error and frees both buffers and both contexts', async () => {
     control(fake.failPeerCopy(0, 7, 214));
-    const error = await rejection(probe.p2pBandwidth(0, 7, MiB, 2));
+    const error = await cudaRejection(probe.p2pBandwidth(0, 7, MiB, 2));
     expect(error.code).toBe(214);
     expect(error.message).toBe('ap_p2p_bandwidth: uncorrectable ECC error encountered (214)');
     expect(Number(fake.resets(0))).toBe(1);
@@ -132,7 +116,7 @@ describe('the probe: ap_can_access_peer and ap_p2p_bandwidth over the fake runti
   });
 
   test('more than the destination holds: out of memory, nothing left', async () => {
-    const error = await rejection(probe.p2pBandwidth(0, 1, 512 * MiB, 1));
+    const error = await cudaRejection(probe.p2pBandwidth(0, 1, 512 * MiB, 1));
     expect(error.code).toBe(2);
     expectNothingLeft();
   });
@@ -145,14 +129,14 @@ describe('the probe: ap_can_access_peer and ap_p2p_bandwidth over the fake runti
       () => probe.p2pBandwidth(-1, 1, MiB, 1),
       () => probe.canAccessPeer(2, 2),
     ]) {
-      expect((await rejection(call())).code).toBe(1);
+      expect((await cudaRejection(call())).code).toBe(1);
     }
     expect(Number(fake.callsOn(null, 3))).toBe(0);
   });
 
   test('a device past the last rejects with cudaErrorInvalidDevice', async () => {
-    expect((await rejection(probe.canAccessPeer(0, 9))).code).toBe(101);
-    expect((await rejection(probe.p2pBandwidth(9, 0, MiB, 1))).code).toBe(101);
+    expect((await cudaRejection(probe.canAccessPeer(0, 9))).code).toBe(101);
+    expect((await cudaRejection(probe.p2pBandwidth(9, 0, MiB, 1))).code).toBe(101);
     expectNothingLeft();
   });
 });
@@ -162,7 +146,7 @@ describe('FAKE_CUDA_SCENARIO peer keys, in a process of their own', () => {
     // The scenario is read once per process, at the first call: a child process reads this one.
     const script = `
       import koffi from 'koffi';
-      const lib = koffi.load(${JSON.stringify(PROBE)});
+      const lib = koffi.load(${JSON.stringify(FAKE_PROBE)});
       const bw = lib.func('int ap_p2p_bandwidth(int, int, size_t, int, _Out_ double *gbps)');
       const out = [];
       for (const [s, d] of [[1, 6], [6, 1], [2, 3], [4, 5], [0, 1]]) {
@@ -192,7 +176,7 @@ describe('FAKE_CUDA_SCENARIO peer keys, in a process of their own', () => {
 describe('the p2pbw check over the fake NVML and the real probe on the fake runtime', () => {
   async function run(scenario: string) {
     expect(nvmlApply(scenario)).toBe(0);
-    const load = await loadNvml(NVML);
+    const load = await loadNvml(FAKE_NVML);
     if (!load.ok) throw new Error(load.reason);
     nvml = load.nvml;
     const check = createP2pBwCheck({ nvml: load, cuda: loaded, copyBytes: MiB, repetitions: 2 });

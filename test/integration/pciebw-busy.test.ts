@@ -5,29 +5,23 @@
  * builds both.
  */
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
-import { join } from 'node:path';
-import koffi from 'koffi';
 import { createPcieBwCheck } from '../../exporter/checks/pciebw.js';
 import { silentLogger } from '../../exporter/log.js';
 import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
 import { loadNvml } from '../../exporter/native/nvml.js';
 import type { Nvml } from '../../exporter/native/ports.js';
+import { FAKE_NVML, FAKE_PROBE, fakeCudaControl, fakeNvmlControl } from '../fakes/native-fakes.js';
 
-const BUILD = join(import.meta.dirname, '..', '..', 'build', 'fakes');
-const NVML = join(BUILD, 'nvml', 'libnvidia-ml.so.1');
-const PROBE = join(BUILD, 'cuda', 'libautopilot-probe.so');
+const { reset: nvmlReset, apply: nvmlApply } = fakeNvmlControl();
+const {
+  reset: cudaReset,
+  setUnavailable: cudaUnavailable,
+  setDevices: cudaDevices,
+  callsOn,
+  contexts,
+} = fakeCudaControl();
 
-const nvmlControl = koffi.load(NVML);
-const nvmlReset = nvmlControl.func('void fakenvml_reset(void)');
-const nvmlApply = nvmlControl.func('int fakenvml_apply(const char *scenario)');
-const cudart = koffi.load(join(BUILD, 'cuda', 'libcudart.so.13'));
-const cudaReset = cudart.func('void fakecuda_reset(void)');
-const cudaUnavailable = cudart.func('int fakecuda_set_unavailable(int device, int on)');
-const cudaDevices = cudart.func('int fakecuda_set_devices(int n)');
-const callsOn = cudart.func('int fakecuda_calls_on(const char *function, int device)');
-const contexts = cudart.func('int fakecuda_contexts(int device)');
-
-const probe = loadCudaProbe(PROBE);
+const probe = loadCudaProbe(FAKE_PROBE);
 const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
 let nvml: Nvml | undefined;
 
@@ -43,7 +37,7 @@ afterEach(async () => {
 
 async function run(scenario: string) {
   expect(nvmlApply(scenario)).toBe(0);
-  const load = await loadNvml(NVML);
+  const load = await loadNvml(FAKE_NVML);
   if (!load.ok) throw new Error(load.reason);
   nvml = load.nvml;
   return createPcieBwCheck({
