@@ -286,7 +286,7 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
   let applied: NodeCondition | undefined;
   let cancelTick: (() => void) | undefined;
 
-  const due = (): NodeCondition | undefined =>
+  const toWrite = (): NodeCondition | undefined =>
     conditionToWrite(deps.type, applied, deps.desired(), {
       now: deps.clock.now(),
       heartbeatMs: deps.heartbeatMs,
@@ -323,10 +323,10 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
   const writer = createRetryingWriter({
     next: () => {
       if (!known) return read;
-      const condition = due();
+      const condition = toWrite();
       return condition === undefined ? undefined : write(condition);
     },
-    pending: () => !known || due() !== undefined,
+    pending: () => !known || toWrite() !== undefined,
     clock: deps.clock,
     logger: deps.logger,
     backoff: deps.backoff,
@@ -347,10 +347,8 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
     async start() {
       if (writer.running()) return;
       known = false;
-      writer.start();
       tick();
-      writer.sync();
-      await writer.flight();
+      await writer.start();
     },
     stop() {
       writer.stop();
@@ -360,12 +358,12 @@ export function createNodeConditionWriter(deps: NodeConditionDeps): NodeConditio
     applied: () => applied,
     status() {
       // Before the first read nothing is known to be on the node: what would be written is pending.
-      const next = known ? due() : deps.desired();
+      const due = known ? toWrite() : deps.desired();
       const changes =
-        next !== undefined && (next.status !== applied?.status || next.reason !== applied.reason);
+        due !== undefined && (due.status !== applied?.status || due.reason !== applied.reason);
       return {
         applied,
-        pending: changes ? { status: next.status, reason: next.reason } : undefined,
+        pending: changes ? { status: due.status, reason: due.reason } : undefined,
         lastError: writer.lastError(),
       };
     },

@@ -186,11 +186,11 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
     backoff: deps.backoff,
   });
 
-  const patch = (patch: NodeMetadataPatch, onSuccess: () => void): WriterJob => ({
+  const patch = (body: NodeMetadataPatch, onSuccess: () => void): WriterJob => ({
     what: 'write node labels',
     run: async () => {
       try {
-        const node = await deps.kube.patchNodeMetadata(deps.nodeName, patch);
+        const node = await deps.kube.patchNodeMetadata(deps.nodeName, body);
         ownership.wrote(node);
         applied = node.labels[GPUHEALTH_LABEL];
         onSuccess();
@@ -228,9 +228,7 @@ export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {
       if (writer.running()) return;
       // Each start reads the node afresh before anything is written.
       known = false;
-      writer.start();
-      writer.sync();
-      await writer.flight();
+      await writer.start();
     },
     stop() {
       for (const extra of extraPatches.splice(0)) extra.done();

@@ -30,7 +30,7 @@ import {
   type BreakerLeaseDeps,
 } from './isolation-breaker.js';
 import { GPUHEALTH_LABEL } from './node-labeler.js';
-import { createRetryingWriter, type WriterJob } from './retrying-writer.js';
+import { createRetryingWriter } from './retrying-writer.js';
 
 export const TAINT_KEY = GPUHEALTH_LABEL;
 export const TAINT_VALUE = 'EVICT';
@@ -207,32 +207,28 @@ export function createNodeTainter(deps: NodeTainterDeps): NodeTainter {
     return state !== 'UNKNOWN' || sawEvict ? 'untaint' : undefined;
   };
 
-  const job = (goal: Want): WriterJob => ({
-    what: 'write the node taint',
-    run: async () => {
-      const outcome = await reconcile(goal === 'taint' ? wanted : undefined);
-      if (outcome !== 'done') return outcome;
-      settled = goal;
-    },
-  });
-
   const writer = createRetryingWriter({
     next: () => {
       const goal = wanted === undefined ? undefined : want();
       if (goal === undefined || goal === settled) return undefined;
       tried = goal;
-      return job(goal);
+      return {
+        what: 'write the node taint',
+        run: async () => {
+          const outcome = await reconcile(goal === 'taint' ? wanted : undefined);
+          if (outcome !== 'done') return outcome;
+          settled = goal;
+        },
+      };
     },
     // Waiting for the breaker to close is a decision taken, not work in progress.
     quietWait: () => status.state === 'refused',
-    onErrorChange: () => {
-      version += 1;
-    },
+    onErrorChange: () => update({}),
+    started: true,
     clock: deps.clock,
     logger: log,
     backoff: { initialMs: timing.leaseBusyMs, maxMs: timing.maxBackoffMs },
   });
-  writer.start();
 
   const reconcile = async (taint: Taint | undefined): Promise<Outcome> => {
     for (let attempt = 1; attempt <= MAX_CONFLICTS; attempt++) {

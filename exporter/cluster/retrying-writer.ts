@@ -33,34 +33,17 @@ export interface RetryingWriterDeps {
   readonly quietWait?: () => boolean;
   /** Called when lastError() changes (the tainter's /metrics cache key). */
   readonly onErrorChange?: () => void;
+  /** Running from creation, without a start() (the tainter): the first job waits for a sync(). */
+  readonly started?: boolean;
   readonly clock: Clock;
   readonly logger: Logger;
   /** 1 s doubling up to 60 s unless given. */
   readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
 }
 
-export interface RetryingWriter {
-  /** Lets sync() start jobs; it starts none itself (the tainter runs from creation, idle). */
-  start(): void;
-  /** Cancels a waiting retry; a job in flight ends, and nothing starts after it. */
-  stop(): void;
-  running(): boolean;
-  /**
-   * Starts the job due unless one is in flight or a retry is waiting. `dropWait` cancels a waiting
-   * retry first, when what it was for is no longer wanted.
-   */
-  sync(dropWait?: boolean): void;
-  writing(): boolean;
-  /** Resolves when the job in flight now, if any, has ended (the next may have started). */
-  flight(): Promise<void>;
-  lastError(): WriterError | undefined;
-  /** Resolves when nothing is in flight, waiting for a retry (but a quiet wait) or pending. */
-  idle(): Promise<void>;
-}
-
-export function createRetryingWriter(deps: RetryingWriterDeps): RetryingWriter {
+export function createRetryingWriter(deps: RetryingWriterDeps) {
   const backoff = deps.backoff ?? { initialMs: 1000, maxMs: 60_000 };
-  let running = false;
+  let running = deps.started === true;
   let inFlight: Promise<void> | undefined;
   let cancelRetry: (() => void) | undefined;
   let delayMs = backoff.initialMs;
@@ -80,7 +63,7 @@ export function createRetryingWriter(deps: RetryingWriterDeps): RetryingWriter {
     for (const resolve of idleWaiters.splice(0)) resolve();
   };
 
-  const cancelWait = (): void => {
+  const stopWaiting = (): void => {
     cancelRetry?.();
     cancelRetry = undefined;
   };
@@ -97,12 +80,11 @@ export function createRetryingWriter(deps: RetryingWriterDeps): RetryingWriter {
   const attempt = async (job: WriterJob): Promise<void> => {
     try {
       const outcome = await job.run();
-      if (outcome !== undefined) {
-        retryIn(outcome.retryInMs);
-        return;
+      if (outcome !== undefined) retryIn(outcome.retryInMs);
+      else {
+        setError(undefined);
+        delayMs = backoff.initialMs;
       }
-      setError(undefined);
-      delayMs = backoff.initialMs;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       setError({ message, at: deps.clock.now() });
@@ -112,8 +94,12 @@ export function createRetryingWriter(deps: RetryingWriterDeps): RetryingWriter {
     }
   };
 
+  /**
+   * Starts the job due unless one is in flight or a retry is waiting. `dropWait` cancels a waiting
+   * retry first, when what it was for is no longer wanted.
+   */
   const sync = (dropWait = false): void => {
-    if (dropWait) cancelWait();
+    if (dropWait) stopWaiting();
     const job = running && inFlight === undefined && cancelRetry === undefined && deps.next();
     if (!job) {
       settleIdle();
@@ -130,19 +116,23 @@ export function createRetryingWriter(deps: RetryingWriterDeps): RetryingWriter {
   };
 
   return {
-    start() {
+    /** Starts the job due; resolves once it has been tried (the next may have started). */
+    start(): Promise<void> {
       running = true;
+      sync();
+      return inFlight ?? Promise.resolve();
     },
+    /** Cancels a waiting retry; a job in flight ends, and nothing starts after it. */
     stop() {
       running = false;
-      cancelWait();
+      stopWaiting();
       settleIdle();
     },
     running: () => running,
     sync,
     writing: () => inFlight !== undefined,
-    flight: () => inFlight ?? Promise.resolve(),
     lastError: () => lastError,
+    /** Resolves when nothing is in flight, waiting for a retry (but a quiet wait) or pending. */
     idle() {
       return new Promise<void>((resolve) => {
         idleWaiters.push(resolve);

@@ -16,7 +16,9 @@ type Step = 'ok' | 'fail' | { readonly retryInMs: number };
  * A writer with `due` writes to do. Each run takes the next scripted step (success when the script
  * is spent) and, while `hold` is set, stays in flight until the test releases it.
  */
-function setup(options: Partial<Pick<RetryingWriterDeps, 'pending' | 'quietWait'>> = {}) {
+function setup(
+  options: Partial<Pick<RetryingWriterDeps, 'pending' | 'quietWait' | 'started'>> = {},
+) {
   const clock = new FakeClock();
   const t0 = clock.now();
   const { logger, lines } = recordingLogger();
@@ -44,6 +46,7 @@ function setup(options: Partial<Pick<RetryingWriterDeps, 'pending' | 'quietWait'
   };
   const writer = createRetryingWriter({
     next: () => (state.due > 0 ? job : undefined),
+    started: true,
     ...options,
     onErrorChange: () => {
       state.errorChanges += 1;
@@ -52,7 +55,6 @@ function setup(options: Partial<Pick<RetryingWriterDeps, 'pending' | 'quietWait'
     logger,
     backoff: { initialMs: 1000, maxMs: 4000 },
   });
-  writer.start();
   const warnings = () => lines.filter((line) => line.level === 'warn');
   const release = () => held.splice(0).forEach((resolve) => resolve());
   /** Gives the writer `due` writes to do and a script for its runs, and looks. */
@@ -164,23 +166,18 @@ describe('the retrying writer', () => {
     expect(writer.lastError()?.message).toBe('refused 1');
   });
 
-  test('nothing runs before start()', async () => {
-    const clock = new FakeClock();
-    let asked = 0;
-    const writer = createRetryingWriter({
-      next: () => {
-        asked += 1;
-        return undefined;
-      },
-      clock,
-      logger: recordingLogger().logger,
-    });
-    writer.sync();
-    expect(asked).toBe(0);
-    writer.start();
-    writer.sync();
-    expect(asked).toBe(1);
-    await expect(writer.flight()).resolves.toBeUndefined();
+  test('not started, it runs nothing until start(), which resolves once that job was tried', async () => {
+    const { writer, state, runs, kick } = setup({ started: false });
+    kick(1, 'fail');
+    await flushPromises();
+    expect(runs).toEqual([]);
+    const started = writer.start();
+    expect(writer.writing()).toBe(true);
+    await started;
+    expect(writer.writing()).toBe(false);
+    expect(runs).toEqual([0]);
+    expect(writer.lastError()?.message).toBe('refused 1');
+    expect(state.due).toBe(1);
   });
 
   test('lastError is set by a failure and cleared by the next success, each change told once', async () => {
@@ -207,16 +204,6 @@ describe('the retrying writer', () => {
     await clock.advance(500);
     expect(runs).toEqual([0, 1000, 1500]);
     expect(warnings().map((line) => line.fields?.retryInMs)).toEqual([1000, 2000]);
-  });
-
-  test('start-up: flight() resolves once the job started has been tried', async () => {
-    const { writer, state, kick } = setup();
-    kick(1, 'fail');
-    expect(writer.writing()).toBe(true);
-    await writer.flight();
-    expect(writer.writing()).toBe(false);
-    expect(writer.lastError()?.message).toBe('refused 1');
-    expect(state.due).toBe(1);
   });
 });
 
