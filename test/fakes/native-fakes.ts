@@ -5,10 +5,11 @@
  * under test, so it gets the very same handle, and so the same state.
  */
 
-import { expect } from '@jest/globals';
+import { afterEach, beforeEach, expect } from '@jest/globals';
 import koffi from 'koffi';
 import { join } from 'node:path';
-import { CudaError } from '../../exporter/native/ports.js';
+import { loadNvml } from '../../exporter/native/nvml.js';
+import { CudaError, type Nvml, type NvmlLoad } from '../../exporter/native/ports.js';
 
 export const FAKES_BUILD = join(import.meta.dirname, '..', '..', 'build', 'fakes');
 export const FAKE_NVML = join(FAKES_BUILD, 'nvml', 'libnvidia-ml.so.1');
@@ -54,4 +55,32 @@ export async function cudaRejection(promise: Promise<unknown>): Promise<CudaErro
   );
   expect(error).toBeInstanceOf(CudaError);
   return error as CudaError;
+}
+
+/**
+ * For a test file over both fakes: resets them before each test, and after each closes the NVML
+ * the returned function loaded. That function steers the fake libnvidia-ml with `scenario` and
+ * loads it through the real binding.
+ */
+export function openFakeNvmlEachTest(): (
+  scenario: string,
+) => Promise<Extract<NvmlLoad, { ok: true }>> {
+  const nvml = fakeNvmlControl();
+  const cuda = fakeCudaControl();
+  let opened: Nvml | undefined;
+  beforeEach(() => {
+    nvml.reset();
+    cuda.reset();
+  });
+  afterEach(async () => {
+    await opened?.close();
+    opened = undefined;
+  });
+  return async (scenario) => {
+    expect(nvml.apply(scenario)).toBe(0);
+    const load = await loadNvml(FAKE_NVML);
+    if (!load.ok) throw new Error(`the fake NVML did not load: ${load.reason}`);
+    opened = load.nvml;
+    return load;
+  };
 }

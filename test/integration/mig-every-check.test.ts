@@ -6,7 +6,7 @@
  * (the fake would answer NO_PERMISSION there, as NVML does to an unprivileged caller); and a process
  * query answering NO_PERMISSION on every GPU. Jest's globalSetup builds the fakes.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from '@jest/globals';
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,19 +17,16 @@ import { parseConfig } from '../../exporter/config/config.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { silentLogger } from '../../exporter/log.js';
 import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
-import { loadNvml } from '../../exporter/native/nvml.js';
-import type { Nvml } from '../../exporter/native/ports.js';
-import { FAKE_NVML, FAKE_PROBE, fakeCudaControl, fakeNvmlControl } from '../fakes/native-fakes.js';
+import { FAKE_PROBE, fakeCudaControl, openFakeNvmlEachTest } from '../fakes/native-fakes.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FAKE_DCGMI = join(ROOT, 'test', 'fakes', 'bin', 'fake-dcgmi');
 const NODE = 'gpu-node-1';
 
-const { reset: nvmlReset, apply: nvmlApply } = fakeNvmlControl();
-const { reset: cudaReset, setDevices: cudaSetDevices, contexts, callsOn } = fakeCudaControl();
+const openNvml = openFakeNvmlEachTest();
+const { setDevices: cudaSetDevices, contexts, callsOn } = fakeCudaControl();
 
 let bin: string;
-let nvml: Nvml | undefined;
 
 beforeAll(() => {
   bin = mkdtempSync(join(tmpdir(), 'autopilot-mig-'));
@@ -38,22 +35,11 @@ beforeAll(() => {
 afterAll(() => {
   rmSync(bin, { recursive: true, force: true });
 });
-beforeEach(() => {
-  nvmlReset();
-  cudaReset();
-});
-afterEach(async () => {
-  await nvml?.close();
-  nvml = undefined;
-});
 
 /** The catalogue's GPU checks over the fakes, NVML steered by `scenario`. */
 async function gpuChecks(scenario: string): Promise<ReadonlyMap<string, Check>> {
-  expect(nvmlApply(scenario)).toBe(0);
   expect(Number(cudaSetDevices(4))).toBe(0);
-  const load = await loadNvml(FAKE_NVML);
-  if (!load.ok) throw new Error(load.reason);
-  nvml = load.nvml;
+  const load = await openNvml(scenario);
   const config = parseConfig({
     flags: new Map(),
     env: { NODE_NAME: NODE, AUTOPILOT_EXPECTED_GPUS: '4' },

@@ -5,25 +5,23 @@
  * source's clock by bytes / the pair's GB/s only while peer access is enabled, and at the staged
  * rate through host memory otherwise, so a figure equal to the pair's shows the probe enabled it.
  */
-import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { describe, expect, test } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createP2pBwCheck } from '../../exporter/checks/p2pbw.js';
 import { silentLogger } from '../../exporter/log.js';
 import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
-import { loadNvml } from '../../exporter/native/nvml.js';
-import type { CudaProbe, Nvml } from '../../exporter/native/ports.js';
+import type { CudaProbe } from '../../exporter/native/ports.js';
 import {
-  FAKE_NVML,
   FAKE_PROBE,
   cudaRejection,
   fakeCudaControl,
-  fakeNvmlControl,
+  openFakeNvmlEachTest,
 } from '../fakes/native-fakes.js';
 import { gpuVerdicts } from '../fakes/verdicts.js';
 
-const { reset: nvmlReset, apply: nvmlApply } = fakeNvmlControl();
+const openNvml = openFakeNvmlEachTest();
 const { lib: cudart, ...cudaControl } = fakeCudaControl();
 const fake = {
   ...cudaControl,
@@ -54,18 +52,6 @@ function expectNothingLeft(): void {
     for (let dst = 0; dst < 8; dst++) expect(Number(fake.peerEnabled(src, dst))).toBe(0);
   }
 }
-
-let nvml: Nvml | undefined;
-
-beforeEach(() => {
-  fake.reset();
-  nvmlReset();
-});
-
-afterEach(async () => {
-  await nvml?.close();
-  nvml = undefined;
-});
 
 describe('the probe: ap_can_access_peer and ap_p2p_bandwidth over the fake runtime', () => {
   test('a pair gives its configured GB/s: peer access was enabled, and both contexts are released', async () => {
@@ -175,10 +161,7 @@ describe('FAKE_CUDA_SCENARIO peer keys, in a process of their own', () => {
 
 describe('the p2pbw check over the fake NVML and the real probe on the fake runtime', () => {
   async function run(scenario: string) {
-    expect(nvmlApply(scenario)).toBe(0);
-    const load = await loadNvml(FAKE_NVML);
-    if (!load.ok) throw new Error(load.reason);
-    nvml = load.nvml;
+    const load = await openNvml(scenario);
     const check = createP2pBwCheck({ nvml: load, cuda: loaded, copyBytes: MiB, repetitions: 2 });
     const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
     return check.run(ctx);

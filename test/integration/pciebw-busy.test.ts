@@ -4,17 +4,14 @@
  * The fakes number GPUs alike (CUDA ordinal i has NVML index i's bus id). Jest's globalSetup
  * builds both.
  */
-import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
+import { describe, expect, test } from '@jest/globals';
 import { createPcieBwCheck } from '../../exporter/checks/pciebw.js';
 import { silentLogger } from '../../exporter/log.js';
 import { loadCudaProbe } from '../../exporter/native/cuda-probe.js';
-import { loadNvml } from '../../exporter/native/nvml.js';
-import type { Nvml } from '../../exporter/native/ports.js';
-import { FAKE_NVML, FAKE_PROBE, fakeCudaControl, fakeNvmlControl } from '../fakes/native-fakes.js';
+import { FAKE_PROBE, fakeCudaControl, openFakeNvmlEachTest } from '../fakes/native-fakes.js';
 
-const { reset: nvmlReset, apply: nvmlApply } = fakeNvmlControl();
+const openNvml = openFakeNvmlEachTest();
 const {
-  reset: cudaReset,
   setUnavailable: cudaUnavailable,
   setDevices: cudaDevices,
   callsOn,
@@ -23,25 +20,10 @@ const {
 
 const probe = loadCudaProbe(FAKE_PROBE);
 const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
-let nvml: Nvml | undefined;
-
-beforeEach(() => {
-  nvmlReset();
-  cudaReset();
-});
-
-afterEach(async () => {
-  await nvml?.close();
-  nvml = undefined;
-});
 
 async function run(scenario: string) {
-  expect(nvmlApply(scenario)).toBe(0);
-  const load = await loadNvml(FAKE_NVML);
-  if (!load.ok) throw new Error(load.reason);
-  nvml = load.nvml;
   return createPcieBwCheck({
-    nvml: load,
+    nvml: await openNvml(scenario),
     cuda: probe,
     thresholdGBps: 4,
     copyBytes: 1 << 20,
