@@ -5,27 +5,19 @@
  * build (build/fakes/nvml-old) lacks both fabric functions.
  */
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
-import { join } from 'node:path';
-import koffi from 'koffi';
 import type { CheckOutcome } from '../../exporter/checks/check.js';
 import { createNvLinkCheck, type ExpectedLinks } from '../../exporter/checks/nvlink.js';
 import { silentLogger } from '../../exporter/log.js';
 import { loadNvml } from '../../exporter/native/nvml.js';
 import type { Nvml } from '../../exporter/native/ports.js';
+import { FAKE_NVML, FAKE_NVML_OLD, fakeNvmlControl } from '../fakes/native-fakes.js';
 
-const BUILD = join(import.meta.dirname, '..', '..', 'build', 'fakes');
-const CURRENT = join(BUILD, 'nvml', 'libnvidia-ml.so.1');
-const OLD = join(BUILD, 'nvml-old', 'libnvidia-ml.so.1');
+const CURRENT = FAKE_NVML;
+const OLD = FAKE_NVML_OLD;
 
-const controls = [CURRENT, OLD].map((path) => {
-  const lib = koffi.load(path);
-  return {
-    reset: lib.func('void fakenvml_reset(void)'),
-    apply: lib.func('int fakenvml_apply(const char *scenario)'),
-    calls: lib.func('unsigned long fakenvml_calls(const char *fn)'),
-  };
-});
-const [current, old] = controls as [(typeof controls)[0], (typeof controls)[0]];
+const current = fakeNvmlControl(CURRENT);
+const old = fakeNvmlControl(OLD);
+const controls = [current, old];
 
 let opened: Nvml[] = [];
 

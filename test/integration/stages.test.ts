@@ -5,7 +5,6 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import koffi from 'koffi';
 import { join } from 'node:path';
 import request from 'supertest';
 import { deepCheckReport } from '../../exporter/deep-check-report.js';
@@ -15,6 +14,7 @@ import type { CheckRun } from '../../exporter/checks/check.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';
 import type { FakeKubeApi } from '../fakes/kube-api-server.js';
+import { FAKE_NVML, fakeNvmlControl } from '../fakes/native-fakes.js';
 import {
   startKubeExporter,
   type KubeExporter,
@@ -276,18 +276,7 @@ describe('maxage answers only with a result of the same parameters', () => {
  * the fake dcgmi behind the API, the node label on the fake API server.
  */
 describe('what may evict, on the C fake NVML and the fake dcgmi', () => {
-  const FAKE_NVML = join(
-    import.meta.dirname,
-    '..',
-    '..',
-    'build',
-    'fakes',
-    'nvml',
-    'libnvidia-ml.so.1',
-  );
-  const control = koffi.load(FAKE_NVML);
-  const fakeReset = control.func('void fakenvml_reset(void)');
-  const fakeApply = control.func('int fakenvml_apply(const char *scenario)');
+  const { reset: fakeReset, apply: fakeApply } = fakeNvmlControl();
 
   interface EvictRig {
     readonly api: FakeKubeApi;
