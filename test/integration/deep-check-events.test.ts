@@ -7,11 +7,10 @@
  */
 
 import { afterEach, describe, expect, test } from '@jest/globals';
-import type { CheckRun } from '../../exporter/checks/check.js';
 import { EVENT_REASONS } from '../../exporter/cluster/node-events.js';
-import { deepCheckReport } from '../../exporter/deep-check-report.js';
 import type { Exporter } from '../../exporter/exporter.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
+import { passingDeepCheckReport } from '../fakes/deep-check-reports.js';
 import { exporterOnFakeApi } from '../fakes/fake-api-exporter.js';
 import { fakeNode } from '../fakes/gpu.js';
 import { startFakeKubeApi, type FakeKubeApi, type KubeObject } from '../fakes/kube-api-server.js';
@@ -78,18 +77,6 @@ async function deepCheckEvents(r: Rig): Promise<KubeObject[]> {
     .filter((event) => String(event.reason).startsWith('DeepCheck'));
 }
 
-const passing: CheckRun[] = ['dcgm', 'gpumem'].map((check) => ({
-  check,
-  trigger: 'cli',
-  params: {},
-  startedAt: 0,
-  finishedAt: 1,
-  verdict: 'PASS',
-  reason: '2 PASS',
-  devices: ['0', '1'].map((id) => ({ id, verdict: 'PASS', reason: 'ok', evidence: {} })),
-  samples: [],
-}));
-
 describe('deep check Events on the Node', () => {
   test('started when its Job is created, ended (Normal, passed) when the Job reports a pass', async () => {
     const r = await setup();
@@ -108,7 +95,7 @@ describe('deep check Events on the Node', () => {
     expect(started[0]!.message).toContain('deep check started');
 
     r.api.runJobPod(NS, start.detail);
-    r.api.finishJob(NS, start.detail, { succeeded: true, message: deepCheckReport(passing) });
+    r.api.finishJob(NS, start.detail, { succeeded: true, message: passingDeepCheckReport(2) });
     await tick(r, 10_000);
     expect(await r.exporter.cluster!.deepCheck.settled()).toBe('passed');
     const events = await deepCheckEvents(r);

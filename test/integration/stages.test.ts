@@ -7,11 +7,10 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { join } from 'node:path';
 import request from 'supertest';
-import { deepCheckReport } from '../../exporter/deep-check-report.js';
 import type { Exporter } from '../../exporter/exporter.js';
 import { loadNvml } from '../../exporter/native/nvml.js';
-import type { CheckRun } from '../../exporter/checks/check.js';
 import { FakeClock, flushPromises } from '../fakes/clock.js';
+import { passingDeepCheckReport } from '../fakes/deep-check-reports.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';
 import type { FakeKubeApi } from '../fakes/kube-api-server.js';
 import { FAKE_NVML, fakeNvmlControl } from '../fakes/native-fakes.js';
@@ -210,24 +209,8 @@ describe('deep check and post-flight', () => {
     expect(r.exporter.store.health().state).toBe('EVICT');
     const start = await r.exporter.cluster!.deepCheck.start();
     expect(start.started).toBe(true);
-    const passing: CheckRun[] = ['dcgm', 'gpumem'].map((check) => ({
-      check,
-      trigger: 'cli',
-      params: {},
-      startedAt: 0,
-      finishedAt: 1,
-      verdict: 'PASS',
-      reason: '4 PASS',
-      devices: ['0', '1', '2', '3'].map((id) => ({
-        id,
-        verdict: 'PASS',
-        reason: 'ok',
-        evidence: {},
-      })),
-      samples: [],
-    }));
     r.api.runJobPod(NS, start.detail);
-    r.api.finishJob(NS, start.detail, { succeeded: true, message: deepCheckReport(passing) });
+    r.api.finishJob(NS, start.detail, { succeeded: true, message: passingDeepCheckReport(4) });
     await tick(r, 10_000);
     expect(await r.exporter.cluster!.deepCheck.settled()).toBe('passed');
     expect(r.exporter.store.health().state).toBe('PASS');
