@@ -84,16 +84,22 @@ async function freePorts(count: number): Promise<number> {
 
 const never = new AbortController().signal;
 
+/** A new service that has started `numservers` servers on loopback, from a free port up. */
+async function serversOnLoopback(numservers: number, lifetimeMs = 60_000) {
+  const service = newService();
+  const port = await freePorts(numservers);
+  const starts = await service.startServers({
+    addresses: [LOOPBACK],
+    numservers,
+    startport: port,
+    lifetimeMs,
+  });
+  return { service, port, starts };
+}
+
 describe('iperf service on 127.0.0.1', () => {
   test('two servers, two clients for 1 s, then stopServers leaves no iperf3 of ours', async () => {
-    const service = newService();
-    const port = await freePorts(2);
-    const starts = await service.startServers({
-      addresses: [LOOPBACK],
-      numservers: 2,
-      startport: port,
-      lifetimeMs: 60_000,
-    });
+    const { service, port, starts } = await serversOnLoopback(2);
     expect(starts).toStrictEqual([
       {
         interface: 'lo',
@@ -201,14 +207,10 @@ describe('iperf service on 127.0.0.1', () => {
   });
 
   test('a server stops by itself when its lifetime ends', async () => {
-    const service = newService();
-    const port = await freePorts(1);
-    const [server] = await service.startServers({
-      addresses: [LOOPBACK],
-      numservers: 1,
-      startport: port,
-      lifetimeMs: 400,
-    });
+    const {
+      service,
+      starts: [server],
+    } = await serversOnLoopback(1, 400);
     expect(server?.ok).toBe(true);
     expect(service.servers()).toHaveLength(1);
     const deadline = performance.now() + 15_000;
@@ -219,14 +221,7 @@ describe('iperf service on 127.0.0.1', () => {
   });
 
   test('abort kills running clients at once, and the servers serve the next client', async () => {
-    const service = newService();
-    const port = await freePorts(2);
-    const starts = await service.startServers({
-      addresses: [LOOPBACK],
-      numservers: 2,
-      startport: port,
-      lifetimeMs: 60_000,
-    });
+    const { service, port, starts } = await serversOnLoopback(2);
     expect(starts.every((s) => s.ok)).toBe(true);
     const serverPids = starts.map((s) => s.pid);
 
