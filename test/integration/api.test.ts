@@ -7,13 +7,12 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import type Koa from 'koa';
 import request from 'supertest';
 import type { Response } from 'supertest';
-import { createApiApp } from '../../exporter/api/app.js';
-import { createStaticTokenAuthorizer } from '../../exporter/api/auth.js';
 import { createMetricsApp, createReadinessApp } from '../../exporter/api/side-apps.js';
 import type { CheckRunner } from '../../exporter/check-runner.js';
 import type { CheckRun } from '../../exporter/checks/check.js';
 import { silentLogger } from '../../exporter/log.js';
 import { createMetricsRegistry } from '../../exporter/metrics/registry.js';
+import { apiAppOver } from '../fakes/api-app.js';
 import {
   createFakeCheck,
   createRealRunner,
@@ -78,17 +77,7 @@ function setup(periodicChecks: readonly string[] = ['alpha', 'beta']): Rig {
     active: () => real.runner.active(),
     shutdown: (graceMs) => real.runner.shutdown(graceMs),
   };
-  const app = createApiApp({
-    nodeName: NODE,
-    checks: real.checks,
-    periodicChecks,
-    runner,
-    store: real.store,
-    logger: silentLogger,
-    authorizer: createStaticTokenAuthorizer(TOKEN),
-    now: () => Date.now(),
-    cluster: undefined,
-  });
+  const app = apiAppOver(real, { nodeName: NODE, token: TOKEN, periodicChecks }, { runner });
 
   const holds: Hold[] = [];
   cleanups.push(async () => {

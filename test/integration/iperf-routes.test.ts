@@ -11,13 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type Koa from 'koa';
 import request from 'supertest';
 import type { Response } from 'supertest';
-import { createApiApp } from '../../exporter/api/app.js';
-import {
-  createStaticTokenAuthorizer,
-  MISSING_TOKEN_MESSAGE,
-  openAccessHint,
-} from '../../exporter/api/auth.js';
-import { silentLogger } from '../../exporter/log.js';
+import { MISSING_TOKEN_MESSAGE, openAccessHint } from '../../exporter/api/auth.js';
 import type {
   ClientRun,
   ClientsOutcome,
@@ -28,6 +22,7 @@ import type {
 } from '../../exporter/network/iperf-service.js';
 import { clientsToAutopilotJson, summariseClients } from '../../exporter/network/iperf-service.js';
 import type { PodInterface } from '../../exporter/network/interfaces.js';
+import { apiAppOver } from '../fakes/api-app.js';
 import { createRealRunner } from '../fakes/checks.js';
 
 const NODE = 'node-a';
@@ -119,20 +114,13 @@ interface Rig {
 function setup(options: { service?: FakeService; withIperf?: boolean } = {}): Rig {
   const service = options.service ?? fakeService();
   const real = createRealRunner([]);
-  const app = createApiApp({
-    nodeName: NODE,
-    checks: real.checks,
-    periodicChecks: [],
-    runner: real.runner,
-    store: real.store,
-    logger: silentLogger,
-    authorizer: createStaticTokenAuthorizer(TOKEN),
-    now: () => Date.now(),
-    cluster: undefined,
-    ...(options.withIperf === false
+  const app = apiAppOver(
+    real,
+    { nodeName: NODE, token: TOKEN, periodicChecks: [] },
+    options.withIperf === false
       ? {}
-      : { iperf: { service, localAddresses: () => LOCAL, podName: POD, nodeName: NODE } }),
-  });
+      : { iperf: { service, localAddresses: () => LOCAL, podName: POD, nodeName: NODE } },
+  );
   return {
     app,
     service,

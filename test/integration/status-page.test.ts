@@ -8,12 +8,11 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import type Koa from 'koa';
 import request from 'supertest';
-import { createApiApp } from '../../exporter/api/app.js';
-import { createStaticTokenAuthorizer } from '../../exporter/api/auth.js';
 import type { ClusterDeps } from '../../exporter/api/cluster-status.js';
 import type { HttpGet } from '../../exporter/cluster/http-get.js';
 import type { Peer } from '../../exporter/cluster/peer-directory.js';
 import { silentLogger } from '../../exporter/log.js';
+import { apiAppOver } from '../fakes/api-app.js';
 import { FakeKube } from '../fakes/kube.js';
 import { createFakeCheck, createRealRunner, type RealRunner } from '../fakes/checks.js';
 
@@ -22,6 +21,8 @@ const TOKEN = 'page-secret';
 const CSP = "default-src 'self'";
 const BROWSER = { Accept: 'text/html,application/xhtml+xml,*/*;q=0.8' };
 const PERIODIC = ['pciebw', 'remapped', 'dcgm', 'ping', 'gpupower', 'gpucount', 'nvlink'];
+const PAGE_NODE = { nodeName: NODE, token: TOKEN, periodicChecks: PERIODIC };
+const GPU_MODEL = 'NVIDIA H100 80GB HBM3';
 
 const closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -38,18 +39,7 @@ function checksRig(): RealRunner {
 
 function standalone(): { app: Koa; real: RealRunner } {
   const real = checksRig();
-  const app = createApiApp({
-    nodeName: NODE,
-    checks: real.checks,
-    periodicChecks: PERIODIC,
-    runner: real.runner,
-    store: real.store,
-    logger: silentLogger,
-    authorizer: createStaticTokenAuthorizer(TOKEN),
-    now: () => Date.now(),
-    cluster: undefined,
-    gpuModel: 'NVIDIA H100 80GB HBM3',
-  });
+  const app = apiAppOver(real, PAGE_NODE, { gpuModel: GPU_MODEL });
   return { app, real };
 }
 
@@ -102,18 +92,7 @@ function clusterApp(nodes: number): { app: Koa; asked: string[] } {
     status: () => ({ apiUp: true }),
     logger: silentLogger,
   };
-  const app = createApiApp({
-    nodeName: NODE,
-    checks: real.checks,
-    periodicChecks: PERIODIC,
-    runner: real.runner,
-    store: real.store,
-    logger: silentLogger,
-    authorizer: createStaticTokenAuthorizer(TOKEN),
-    now: () => Date.now(),
-    cluster,
-    gpuModel: 'NVIDIA H100 80GB HBM3',
-  });
+  const app = apiAppOver(real, PAGE_NODE, { cluster, gpuModel: GPU_MODEL });
   return { app, asked };
 }
 
