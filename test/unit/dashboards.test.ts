@@ -2,6 +2,7 @@ import { describe, expect, test } from '@jest/globals';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
+import { PROMQL_KEYWORDS } from '../fakes/promql.js';
 
 const DASHBOARDS = join(import.meta.dirname, '..', '..', 'dashboards');
 const RULES = join(import.meta.dirname, '..', '..', 'rules', 'autopilot.rules.yaml');
@@ -76,24 +77,8 @@ const SAMPLE_VALUES: Readonly<Record<string, string>> = {
 };
 const GRAFANA_BUILTINS = new Set(['__rate_interval', '__range']);
 
-/** Names that can stand in PromQL without being a metric: keywords, aggregators and constants. */
-const NOT_METRICS = new Set([
-  'and',
-  'or',
-  'unless',
-  'by',
-  'without',
-  'on',
-  'ignoring',
-  'group_left',
-  'group_right',
-  'bool',
-  'offset',
-  'Inf',
-  'NaN',
-  'inf',
-  'nan',
-]);
+/** Names that can stand in PromQL without being a metric: keywords and constants, any case. */
+const NOT_METRICS = new Set([...PROMQL_KEYWORDS, 'Inf', 'NaN']);
 
 const files = readdirSync(DASHBOARDS).filter((name) => name.endsWith('.json'));
 const dashboards: ReadonlyArray<readonly [string, Dashboard]> = files.map((name) => [

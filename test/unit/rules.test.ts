@@ -7,6 +7,7 @@ import { loadAllYaml } from '@kubernetes/client-node';
 import { CHECK_TABLE } from '../../exporter/checks/index.js';
 import { DEFAULT_XID_FATAL } from '../../exporter/checks/xid.js';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
+import { PROMQL_KEYWORDS } from '../fakes/promql.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 /** IBM's Alertmanager example, verbatim (test/fixtures/ibm/README.md). */
@@ -61,23 +62,6 @@ function githubAnchor(heading: string): string {
 const runbook = readFileSync(join(RULES_DIR, 'RUNBOOK.md'), 'utf8');
 const runbookHeadings = [...runbook.matchAll(/^#{1,6} (.+)$/gm)].map((m) => m[1]!);
 const runbookSections = [...runbook.matchAll(/^## (.+)$/gm)].map((m) => m[1]!);
-
-/** PromQL words that are not series names: operators, modifiers and literals. */
-const PROMQL_KEYWORDS = new Set([
-  'and',
-  'or',
-  'unless',
-  'by',
-  'without',
-  'on',
-  'ignoring',
-  'group_left',
-  'group_right',
-  'bool',
-  'offset',
-  'inf',
-  'nan',
-]);
 
 /** The aggregations and functions of Prometheus 2.42 these rules may call. */
 const PROMQL_FUNCTIONS = new Set([
