@@ -143,8 +143,8 @@ const SUCCESS = `{
 }
 `;
 
-/** The same with no server on the port: exit code 0 all the same. */
-const CONNECT_REFUSED = `{
+/** What iperf3 3.12 prints with -J when the client never got to run a test: only the error differs. */
+const notStarted = (error: string): string => `{
 	"start":	{
 		"connected":	[],
 		"version":	"iperf 3.12",
@@ -153,23 +153,15 @@ const CONNECT_REFUSED = `{
 	"intervals":	[],
 	"end":	{
 	},
-	"error":	"unable to connect to server: Connection refused"
+	"error":	"${error}"
 }
 `;
 
+/** The same command with no server on the port: exit code 0 all the same. */
+const CONNECT_REFUSED = notStarted('unable to connect to server: Connection refused');
+
 /** A second client while the one-client server runs a test: exit code 0 too. */
-const SERVER_BUSY = `{
-	"start":	{
-		"connected":	[],
-		"version":	"iperf 3.12",
-		"system_info":	"Linux vm 6.18.44-fc-v782 #1 SMP PREEMPT_DYNAMIC @0 x86_64"
-	},
-	"intervals":	[],
-	"end":	{
-	},
-	"error":	"the server is busy running a test. try again later"
-}
-`;
+const SERVER_BUSY = notStarted('the server is busy running a test. try again later');
 
 describe('iperfServerArgs', () => {
   test('a foreground server on one address and port that flushes its banner', () => {
