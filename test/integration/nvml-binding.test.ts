@@ -11,11 +11,11 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import koffi from 'koffi';
 import { createEccCheck } from '../../exporter/checks/ecc.js';
-import { createXidCheck, createXidLedger, createXidWatcher } from '../../exporter/checks/xid.js';
-import { createSystemClock } from '../../exporter/clock.js';
+import { createXidCheck, createXidLedger } from '../../exporter/checks/xid.js';
 import { silentLogger } from '../../exporter/log.js';
 import { loadNvml, type NvmlOptions } from '../../exporter/native/nvml.js';
 import { NvmlError, type Nvml } from '../../exporter/native/ports.js';
+import { countingXidWatcher } from '../fakes/xid-watcher.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const FAKE = join(ROOT, 'build', 'fakes', 'nvml', 'libnvidia-ml.so.1');
@@ -707,21 +707,14 @@ describe('XID registration and recovery', () => {
     apply('gpus=4;registerfail=3:15');
     const nvml = await open();
     const ledger = createXidLedger({ debounceMs: 0 });
-    let changes = 0;
-    const watcher = createXidWatcher({
-      nvml: { ok: true, nvml },
-      ledger,
-      clock: createSystemClock(),
-      logger: silentLogger,
-      onChange: () => (changes += 1),
-      waitMs: 20,
-    });
+    const { watcher, changes } = countingXidWatcher(nvml, ledger, 20);
     const check = createXidCheck({ nvml: { ok: true, nvml }, ledger, now: () => Date.now() });
     const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
     const verdicts = async () => (await check.run(ctx)).devices.map((d) => d.verdict);
     const until = async (count: number) => {
-      for (let i = 0; i < 200 && changes < count; i++) await new Promise((r) => setTimeout(r, 10));
-      expect(changes).toBe(count);
+      for (let i = 0; i < 200 && changes() < count; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      expect(changes()).toBe(count);
     };
     watcher.start();
     try {

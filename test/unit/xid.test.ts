@@ -11,15 +11,14 @@ import {
   classifyXid,
   createXidCheck,
   createXidLedger,
-  createXidWatcher,
   type XidLedger,
 } from '../../exporter/checks/xid.js';
-import { createSystemClock } from '../../exporter/clock.js';
 import { silentLogger } from '../../exporter/log.js';
 import { NvmlError } from '../../exporter/native/ports.js';
 import { INITIAL_NODE_HEALTH, evaluateNodeHealth } from '../../exporter/node-health.js';
 import { fakeNode, fakeNvml, type FakeNvml } from '../fakes/gpu.js';
 import { makeRun } from '../fakes/runs.js';
+import { countingXidWatcher } from '../fakes/xid-watcher.js';
 
 const T = Date.UTC(2026, 0, 1);
 const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
@@ -114,19 +113,11 @@ describe('GPUs the listener could not register', () => {
     ledger: XidLedger,
     done: (changes: number) => boolean,
   ): Promise<number> {
-    let changes = 0;
-    const watcher = createXidWatcher({
-      nvml: { ok: true, nvml },
-      ledger,
-      clock: createSystemClock(),
-      logger: silentLogger,
-      onChange: () => (changes += 1),
-      waitMs: 5,
-    });
+    const { watcher, changes } = countingXidWatcher(nvml, ledger, 5);
     watcher.start();
-    for (let i = 0; i < 200 && !done(changes); i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 200 && !done(changes()); i++) await new Promise((r) => setTimeout(r, 5));
     await watcher.stop();
-    return changes;
+    return changes();
   }
 
   test('GPU 3 alone is ERROR while its registration fails, and PASS once it registers', async () => {
