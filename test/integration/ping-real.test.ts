@@ -7,10 +7,11 @@ import { describe, test, expect, beforeAll, afterAll } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createPingCheck } from '../../exporter/checks/ping.js';
-import type { CheckContext, CheckRun, CheckOutcome } from '../../exporter/checks/check.js';
+import type { CheckContext } from '../../exporter/checks/check.js';
 import type { PingSettings } from '../../exporter/checks/ping.js';
 import { createRunCommand } from '../../exporter/exec/run-command.js';
 import { silentLogger } from '../../exporter/log.js';
+import { apiRun } from '../fakes/api-run.js';
 
 const PATH = process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 const PING_IN_NETNS = join(import.meta.dirname, '..', 'fakes', 'bin', 'ping-in-netns');
@@ -39,20 +40,6 @@ function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function record(outcome: CheckOutcome): CheckRun {
-  return {
-    check: 'ping',
-    trigger: 'api',
-    params: {},
-    startedAt: 0,
-    finishedAt: 1,
-    verdict: 'FAIL',
-    reason: '',
-    devices: outcome.devices,
-    samples: outcome.samples ?? [],
-  };
 }
 
 describe('ping check against the loopback address', () => {
@@ -160,7 +147,7 @@ describe('ping check inside a network namespace', () => {
     expect(loopback?.verdict).toBe('PASS');
     expect(loopback?.compatValue).toBe(0);
 
-    const text = ping.formatText(record(outcome), 'node-x');
+    const text = ping.formatText(apiRun('ping', outcome), 'node-x');
     expect(text).toContain('Node 198.18.0.2 198.18.0.2 default 1\n');
     expect(text).toContain('Node 198.19.5.5 198.19.5.5 default 1\n');
     expect(text).toContain('Node 127.0.0.1 127.0.0.1 default 0\n');

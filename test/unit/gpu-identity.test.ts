@@ -5,32 +5,17 @@
  */
 
 import { describe, expect, test } from '@jest/globals';
-import type { Check, CheckContext, DeviceKind } from '../../exporter/checks/check.js';
+import type { CheckContext } from '../../exporter/checks/check.js';
 import { createRemappedCheck } from '../../exporter/checks/remapped.js';
 import { createMetricsRegistry, stateSinceTracker } from '../../exporter/metrics/registry.js';
 import type { NodeHealth } from '../../exporter/node-health.js';
 import { createResultStore, type ResultStore } from '../../exporter/store.js';
 import { fakeNode, fakeNvml } from '../fakes/gpu.js';
 import { device, makeRun } from '../fakes/runs.js';
+import { checkStub } from '../fakes/check-stub.js';
 
 const T = Date.UTC(2026, 0, 1, 12);
 const ctx = { params: {}, signal: new AbortController().signal } as unknown as CheckContext;
-
-function fakeCheck(name: string, deviceKind: DeviceKind): Check {
-  return {
-    name,
-    summary: name,
-    banner: name,
-    compatHealth: name,
-    deviceKind,
-    usesGpu: deviceKind === 'gpu',
-    exclusive: false,
-    timeoutMs: 1000,
-    parseParams: () => ({}),
-    run: () => Promise.reject(new Error('not run in this test')),
-    formatText: () => '',
-  };
-}
 
 describe('GPU identity in the device evidence', () => {
   test('every GPU result of a GPU check carries uuid, serial and pciBusId', async () => {
@@ -63,8 +48,8 @@ function registry(now?: () => number): { store: ResultStore; render: () => Promi
   const metrics = createMetricsRegistry({
     store,
     checks: new Map([
-      ['remapped', fakeCheck('remapped', 'gpu')],
-      ['ping', fakeCheck('ping', 'peer')],
+      ['remapped', checkStub('remapped', 'gpu')],
+      ['ping', checkStub('ping', 'peer')],
     ]),
     host: { nodeName: 'node-a', cpuModel: 'cpu', gpuModel: 'NVIDIA H200' },
     build: { version: '1', nodejs: '20' },

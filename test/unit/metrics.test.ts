@@ -2,34 +2,19 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, jest, test } from '@jest/globals';
-import type { Check, DeviceKind } from '../../exporter/checks/check.js';
+import type { Check } from '../../exporter/checks/check.js';
 import { ALL_METRICS } from '../../exporter/metrics/catalogue.js';
 import { cachedExposition, createMetricsRegistry } from '../../exporter/metrics/registry.js';
 import { createResultStore, type ResultStore } from '../../exporter/store.js';
 import { device, makeRun } from '../fakes/runs.js';
+import { checkStub } from '../fakes/check-stub.js';
 
 const T = Date.UTC(2026, 0, 1, 12);
 const GOLDEN_DIR = join(import.meta.dirname, '..', 'golden');
 
-function fakeCheck(name: string, deviceKind: DeviceKind, compatHealth = name): Check {
-  return {
-    name,
-    summary: name,
-    banner: name,
-    compatHealth,
-    deviceKind,
-    usesGpu: deviceKind === 'gpu',
-    exclusive: false,
-    timeoutMs: 1000,
-    parseParams: () => ({}),
-    run: () => Promise.reject(new Error('not run in this test')),
-    formatText: () => '',
-  };
-}
-
 const CHECKS = new Map<string, Check>([
-  ['ping', fakeCheck('ping', 'peer')],
-  ['gpupower', fakeCheck('gpupower', 'gpu', 'power-slowdown')],
+  ['ping', checkStub('ping', 'peer')],
+  ['gpupower', checkStub('gpupower', 'gpu', 'power-slowdown')],
 ]);
 
 function setup(testing?: () => boolean): { store: ResultStore; render: () => Promise<string> } {

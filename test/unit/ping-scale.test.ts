@@ -23,6 +23,7 @@ import type { PingSettings } from '../../exporter/checks/ping.js';
 import type { CommandResult, RunCommand } from '../../exporter/exec/run-command.js';
 import { silentLogger } from '../../exporter/log.js';
 import { parseNetworkStatus, podInterfaces } from '../../exporter/network/interfaces.js';
+import { apiRun } from '../fakes/api-run.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'ping', 'iputils-20221126');
 
@@ -89,20 +90,7 @@ describe('every interface of every peer', () => {
     expect(outcome.devices[1]!.reason).toBe(
       'net1 198.19.0.3: unreachable: no reply to 12 echo requests',
     );
-    const text = check.formatText(
-      {
-        check: 'ping',
-        trigger: 'api',
-        params: {},
-        startedAt: 0,
-        finishedAt: 1,
-        verdict: 'FAIL',
-        reason: '',
-        devices: outcome.devices,
-        samples: [],
-      },
-      'node-a',
-    );
+    const text = check.formatText(apiRun('ping', outcome, []), 'node-a');
     expect(text.split('\n').filter((line) => line.startsWith('Node '))).toEqual([
       'Node node-b 198.18.0.2 eth0 0',
       'Node node-b 198.19.0.2 net1 0',
