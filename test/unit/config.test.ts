@@ -330,6 +330,19 @@ describe('parseConfig settings', () => {
     expect(parseConfig(inputs({ env: { AUTOPILOT_PEERS: value } })).peers).toEqual(peers);
   });
 
+  test("the deep-check Job's RuntimeClass and pull Secrets: names, trimmed, empty items dropped", () => {
+    const config = parseConfig(
+      inputs({
+        env: {
+          AUTOPILOT_DEEPCHECK_RUNTIME_CLASS: 'nvidia',
+          AUTOPILOT_DEEPCHECK_PULL_SECRETS: ' registry-a, ,registry-b ',
+        },
+      }),
+    );
+    expect(config.deepcheckRuntimeClass).toBe('nvidia');
+    expect(config.deepcheckPullSecrets).toEqual(['registry-a', 'registry-b']);
+  });
+
   test('PERIODIC_CHECKS picks checks, trims, drops empty items and duplicates', () => {
     const parse = (value: string): readonly string[] =>
       parseConfig(inputs({ env: { PERIODIC_CHECKS: value }, knownChecks: ALL_CHECKS }))
@@ -582,6 +595,14 @@ const ERROR_CASES: readonly ErrorCase[] = [
   badEnv('AUTOPILOT_PEERS', '-rf', PEERS('-rf')),
   badEnv('AUTOPILOT_PEERS', 'a b;c', PEERS('b;c')),
   badEnv('NODE_NAME', 'bad_name!', NODE),
+  badEnv('AUTOPILOT_DEEPCHECK_RUNTIME_CLASS', 'Nvidia', 'a lower-case DNS name'),
+  {
+    name: 'AUTOPILOT_DEEPCHECK_PULL_SECRETS with one bad name, which the error names',
+    env: { AUTOPILOT_DEEPCHECK_PULL_SECRETS: 'registry-a, bad_secret' },
+    setting: 'AUTOPILOT_DEEPCHECK_PULL_SECRETS',
+    value: 'bad_secret',
+    accepted: 'a lower-case DNS name',
+  },
   {
     name: 'a host name that is no node name',
     hostname: 'bad_host',
