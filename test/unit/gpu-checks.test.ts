@@ -24,12 +24,10 @@ import {
   classifyXid,
   createXidCheck,
   createXidLedger,
-  createXidWatcher,
   judgeXids,
   XID_WAIT_STUCK_MS,
   XID_WARN_WINDOW_MS,
 } from '../../exporter/checks/xid.js';
-import { createSystemClock } from '../../exporter/clock.js';
 import { silentLogger } from '../../exporter/log.js';
 import {
   CudaError,
@@ -40,6 +38,7 @@ import {
   type NvmlLoad,
 } from '../../exporter/native/ports.js';
 import { fakeCuda, fakeNode, fakeNvml, type FakeGpu } from '../fakes/gpu.js';
+import { countingXidWatcher } from '../fakes/xid-watcher.js';
 
 const T = Date.UTC(2026, 0, 1);
 const ctx = { signal: new AbortController().signal, logger: silentLogger, params: {} };
@@ -567,20 +566,12 @@ describe('xid', () => {
     const gpus = fakeNode(2);
     const nvml = fakeNvml(gpus);
     const ledger = createXidLedger({ debounceMs: 10_000 });
-    let runs = 0;
-    const watcher = createXidWatcher({
-      nvml: { ok: true, nvml },
-      ledger,
-      clock: createSystemClock(),
-      logger: silentLogger,
-      onChange: () => (runs += 1),
-      waitMs: 10,
-    });
+    const { watcher, changes } = countingXidWatcher(nvml, ledger, 10);
     watcher.start();
     nvml.xids.push({ gpuIndex: 1, xid: 79 }, { gpuIndex: 1, xid: 79 });
-    for (let i = 0; i < 50 && runs === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    for (let i = 0; i < 50 && changes() === 0; i++) await new Promise((r) => setTimeout(r, 5));
     await watcher.stop();
-    expect(runs).toBe(1);
+    expect(changes()).toBe(1);
     expect(ledger.tallies(1)).toMatchObject([{ xid: 79, count: 1 }]);
     const outcome = await createXidCheck({
       nvml: { ok: true, nvml },
