@@ -97,7 +97,7 @@ export interface ClusterParts {
   readonly kubeHealth: KubeHealth;
   readonly deepCheck: DeepCheck;
   readonly postflight: Postflight | undefined;
-  /** Starts the --invasive-check-timer schedule; returns its stop. */
+  /** Follows a Job a previous exporter left running, starts the timer schedule; returns its stop. */
   readonly scheduleDeepChecks: () => () => void;
 }
 
@@ -435,7 +435,7 @@ function heldDuringDeepCheck(
 ): CheckRunner {
   return {
     run: (check, params, trigger) => {
-      if (late.deepCheck?.running() !== true || checks.get(check)?.usesGpu !== true) {
+      if (late.deepCheck?.holdsGpus() !== true || checks.get(check)?.usesGpu !== true) {
         return runner.run(check, params, trigger);
       }
       const now = clock.now();

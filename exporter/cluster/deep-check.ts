@@ -44,6 +44,8 @@ export interface DeepCheck {
   start(): Promise<DeepCheckStart>;
   /** A deep check's Job is alive: the node label shows TESTING. */
   running(): boolean;
+  /** No GPU check may run: a Job is alive, or resume() has yet to learn whether one is. */
+  holdsGpus(): boolean;
   /** How the running deep check ends (or the last one ended); undefined before any has run. */
   settled(): Promise<DeepCheckEnd | undefined>;
   /**
@@ -101,6 +103,8 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
   let last: Promise<DeepCheckEnd> | undefined;
   /** Set from the first await of start() on, so a timer and /invasive at once make one Job. */
   let starting = false;
+  /** Set while resume() lists the Jobs: one may hold the GPUs, and nothing may start beside it. */
+  let resuming = false;
   let stopped = false;
 
   const wait = (ms: number): Promise<void> =>
@@ -208,6 +212,10 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
     if (settings.image === undefined) {
       return { started: false, detail: 'no image for the Job (set AUTOPILOT_DEEPCHECK_IMAGE)' };
     }
+    // Also here, not only at start-up: a resume whose list failed must not lead to a second Job,
+    // which would sit Pending beside the first (its pods do not count as busy GPUs).
+    const left = await adoptAlive();
+    if (left !== undefined) return { started: false, detail: `already running (${left})` };
     const busy = await deps.gpusBusy();
     if (busy !== undefined) return { started: false, detail: `${busy}; not started` };
     const node = await deps.kube.getNode(settings.nodeName);
@@ -264,22 +272,35 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
     deps.changed();
   };
 
-  const resumeJob = async (): Promise<void> => {
+  /**
+   * Follows the newest deep-check Job alive on this node that this process did not start (an
+   * exporter before a restart did); its name, or undefined when there is none or the list failed.
+   */
+  const adoptAlive = async (): Promise<string | undefined> => {
     const selector = Object.entries(DEEP_CHECK_JOB_LABELS)
       .map(([key, value]) => `${key}=${value}`)
       .join(',');
-    const jobs = await deps.kube.listJobs(settings.namespace, selector);
+    let jobs;
+    try {
+      jobs = await deps.kube.listJobs(settings.namespace, selector);
+    } catch (error) {
+      deps.logger.warn('cannot list the deep-check Jobs; one left running is not followed', {
+        error,
+      });
+      return undefined;
+    }
     const alive = jobs
       .filter((job) => job.nodeName === settings.nodeName && job.state === 'Active')
       .sort((a, b) => (b.createdAt ?? 0) - (a.createdAt ?? 0));
     const [newest] = alive;
-    if (newest === undefined) return;
+    if (newest === undefined || stopped || current !== undefined) return undefined;
     followJob(newest.name, newest.createdAt ?? deps.clock.now());
     deps.logger.info('deep check resumed', {
       job: newest.name,
       // Two alive at once cannot come from one exporter; the older ones' GPUs free at their deadline.
       ...(alive.length > 1 ? { alsoAlive: alive.slice(1).map((job) => job.name) } : {}),
     });
+    return newest.name;
   };
 
   return {
@@ -297,19 +318,19 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
     },
     async resume() {
       if (current !== undefined || starting || stopped) return;
-      // A timer or /invasive meanwhile answers "already starting" rather than making a second Job.
+      // A timer or /invasive meanwhile answers "already starting" rather than making a second Job,
+      // and GPU checks wait (holdsGpus) until the list says whether a Job runs.
       starting = true;
+      resuming = true;
       try {
-        await resumeJob();
-      } catch (error) {
-        deps.logger.warn('cannot list the deep-check Jobs; one left running is not followed', {
-          error,
-        });
+        await adoptAlive();
       } finally {
         starting = false;
+        resuming = false;
       }
     },
     running: () => current !== undefined,
+    holdsGpus: () => current !== undefined || resuming,
     settled: () => current?.ended ?? last ?? Promise.resolve(undefined),
     stop() {
       stopped = true;

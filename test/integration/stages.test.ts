@@ -144,6 +144,26 @@ describe('deep check and post-flight', () => {
     expect(r.exporter.store.latest('dcgm')?.params).toEqual({ r: '1' });
   });
 
+  test('a pod that ends while a deep-check Job runs gets its post-flight once the Job is gone', async () => {
+    const r = await setup('pass-4x');
+    r.api.addPod({ namespace: 'ml', name: 'trainer-0', nodeName: NODE, gpus: 4, phase: 'Running' });
+    r.exporter.cluster!.postflight!.start();
+    await r.exporter.cluster!.postflight!.idle();
+    r.api.setPodPhase('ml', 'trainer-0', 'Succeeded');
+    const start = await r.exporter.cluster!.deepCheck.start();
+    expect(start.started).toBe(true);
+
+    await tick(r, 15_000);
+    await r.exporter.cluster!.postflight!.idle();
+    expect(r.exporter.store.latest('remapped')).toBeUndefined();
+
+    await deleteJob(r, start.detail);
+    await tick(r, 10_000);
+    expect(await r.exporter.cluster!.deepCheck.settled()).toBe('deleted');
+    await tick(r, 15_000);
+    await waitFor(() => r.exporter.store.latest('remapped')?.trigger === 'postflight');
+  });
+
   test('a deep-check Job deleted mid-run leaves the node out of TESTING', async () => {
     const r = await setup('pass-4x');
     await r.exporter.runner.run('remapped', {}, 'periodic');

@@ -619,6 +619,40 @@ describe('deep check: resumed after the exporter restarts', () => {
     expect(ctx.kube.callsTo('createJob')).toHaveLength(1);
   });
 
+  test('GPU checks are held while resume lists the Jobs, and free once none is found', async () => {
+    const ctx = setup();
+    const resumed = ctx.deepCheck.resume();
+    expect(ctx.deepCheck.holdsGpus()).toBe(true);
+    expect(ctx.deepCheck.running()).toBe(false);
+    await resumed;
+    expect(ctx.deepCheck.holdsGpus()).toBe(false);
+  });
+
+  test('after a resume whose list failed, start follows the Job left running instead of making a second', async () => {
+    const ctx = setup();
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}0ld001`));
+    ctx.kube.failNext('listJobs', 503, 'etcd timeout');
+    await ctx.deepCheck.resume();
+    expect(ctx.deepCheck.running()).toBe(false);
+    await expect(ctx.deepCheck.start()).resolves.toEqual({
+      started: false,
+      detail: `already running (${DEEP_CHECK_JOB_PREFIX}0ld001)`,
+    });
+    expect(ctx.deepCheck.running()).toBe(true);
+    expect(ctx.deepCheck.holdsGpus()).toBe(true);
+    expect(ctx.kube.callsTo('createJob')).toEqual([]);
+  });
+
+  test('a resume stopped before its list answers follows nothing', async () => {
+    const ctx = setup();
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}0ld001`));
+    const resumed = ctx.deepCheck.resume();
+    ctx.deepCheck.stop();
+    await resumed;
+    expect(ctx.deepCheck.running()).toBe(false);
+    expect(ctx.changes()).toBe(0);
+  });
+
   test('a list the API refuses leaves nothing followed, and start works after it', async () => {
     const ctx = setup();
     ctx.kube.failNext('listJobs', 403, 'jobs.batch is forbidden');
@@ -640,6 +674,7 @@ describe('scheduleDeepChecks', () => {
         return Promise.resolve({ started: true, detail: `${DEEP_CHECK_JOB_PREFIX}abc` });
       },
       running: () => false,
+      holdsGpus: () => false,
       settled: () => Promise.resolve(undefined),
       resume: () => Promise.resolve(),
       stop: () => undefined,
@@ -698,6 +733,7 @@ describe('scheduleDeepChecks', () => {
           return Promise.reject(new Error('getNode: 500 etcd timeout'));
         },
         running: () => false,
+        holdsGpus: () => false,
         settled: () => Promise.resolve(undefined),
         resume: () => Promise.resolve(),
         stop: () => undefined,
