@@ -108,6 +108,10 @@ describe("the exporter alerts select the job the chart's ServiceMonitor gives", 
       'up{job="gpu-health-metrics-service"}',
     ],
     [{ values: { serviceMonitor: { job: 'gpu-health' } } }, 'up{job="gpu-health"}'],
+    [
+      { values: { fullnameOverride: 'gpu-health', serviceMonitor: { enabled: false, job: '' } } },
+      'up{job=~"autopilot.*"}',
+    ],
   ])('%j: %s', (options, selector) => {
     const [down, absent] = exporterAlerts(options);
     expect(down.expr).toContain(selector);

@@ -176,9 +176,10 @@ autopilot_check_interval_seconds does, and the staleness alert uses it first).
 {{- end -}}
 {{- /* The exporter alerts' job selector: autopilot.* covers IBM's job and this chart's default; a
   release whose scraped job does not start with autopilot (serviceMonitor.job, else the metrics
-  Service's name) gets its own, or AutopilotExporterAbsent would fire for good. */ -}}
+  Service's name) gets its own, or AutopilotExporterAbsent would fire for good. Without the
+  chart's ServiceMonitor the job is the operator's own scrape config's: left as written. */ -}}
 {{- $job := default (printf "%s-metrics-service" (include "autopilot.fullname" .)) .Values.serviceMonitor.job -}}
-{{- if not (hasPrefix "autopilot" $job) -}}
+{{- if and .Values.serviceMonitor.enabled (not (hasPrefix "autopilot" $job)) -}}
 {{- $pairs = concat $pairs (list
   (list "up{job=~\"autopilot.*\"}" (printf "up{job=%s}" (quote $job)))
   (list "a job matching \"autopilot.*\"" (printf "the job %s" (quote $job)))
