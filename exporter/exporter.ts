@@ -434,12 +434,14 @@ function heldDuringDeepCheck(
   clock: Clock,
 ): CheckRunner {
   return {
-    run: (check, params, trigger) => {
-      if (late.deepCheck?.holdsGpus() !== true || checks.get(check)?.usesGpu !== true) {
-        return runner.run(check, params, trigger);
-      }
+    run: async (check, params, trigger) => {
+      if (checks.get(check)?.usesGpu !== true) return runner.run(check, params, trigger);
+      // At start-up the round waits (bounded by the kube timeout) to learn whether a Job left
+      // running by the previous exporter holds the GPUs; skipping instead would lose the round.
+      await late.deepCheck?.resumed();
+      if (late.deepCheck?.running() !== true) return runner.run(check, params, trigger);
       const now = clock.now();
-      return Promise.resolve({
+      return {
         check,
         trigger,
         params,
@@ -449,7 +451,7 @@ function heldDuringDeepCheck(
         reason: 'the deep-check Job holds the GPUs',
         devices: [],
         samples: [],
-      });
+      };
     },
     active: () => runner.active(),
     shutdown: (graceMs) => runner.shutdown(graceMs),

@@ -44,8 +44,11 @@ export interface DeepCheck {
   start(): Promise<DeepCheckStart>;
   /** A deep check's Job is alive: the node label shows TESTING. */
   running(): boolean;
-  /** No GPU check may run: a Job is alive, or resume() has yet to learn whether one is. */
-  holdsGpus(): boolean;
+  /**
+   * Resolves once resume() has learnt whether a Job runs (at once when no resume is under way): a
+   * GPU check waits for it rather than start beside a Job not yet followed.
+   */
+  resumed(): Promise<void>;
   /** How the running deep check ends (or the last one ended); undefined before any has run. */
   settled(): Promise<DeepCheckEnd | undefined>;
   /**
@@ -103,8 +106,8 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
   let last: Promise<DeepCheckEnd> | undefined;
   /** Set from the first await of start() on, so a timer and /invasive at once make one Job. */
   let starting = false;
-  /** Set while resume() lists the Jobs: one may hold the GPUs, and nothing may start beside it. */
-  let resuming = false;
+  /** resume()'s list, while under way. */
+  let resuming: Promise<void> | undefined;
   let stopped = false;
 
   const wait = (ms: number): Promise<void> =>
@@ -319,18 +322,18 @@ export function createDeepCheck(deps: DeepCheckDeps): DeepCheck {
     async resume() {
       if (current !== undefined || starting || stopped) return;
       // A timer or /invasive meanwhile answers "already starting" rather than making a second Job,
-      // and GPU checks wait (holdsGpus) until the list says whether a Job runs.
+      // and GPU checks wait (resumed) until the list says whether a Job runs.
       starting = true;
-      resuming = true;
+      resuming = adoptAlive().then(() => undefined);
       try {
-        await adoptAlive();
+        await resuming;
       } finally {
         starting = false;
-        resuming = false;
+        resuming = undefined;
       }
     },
     running: () => current !== undefined,
-    holdsGpus: () => current !== undefined || resuming,
+    resumed: () => resuming ?? Promise.resolve(),
     settled: () => current?.ended ?? last ?? Promise.resolve(undefined),
     stop() {
       stopped = true;

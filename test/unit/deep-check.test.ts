@@ -619,13 +619,17 @@ describe('deep check: resumed after the exporter restarts', () => {
     expect(ctx.kube.callsTo('createJob')).toHaveLength(1);
   });
 
-  test('GPU checks are held while resume lists the Jobs, and free once none is found', async () => {
+  test('resumed() resolves once the list has answered: running() then tells whether a Job holds the GPUs', async () => {
     const ctx = setup();
+    ctx.kube.addJob(leftJob(`${DEEP_CHECK_JOB_PREFIX}0ld001`));
     const resumed = ctx.deepCheck.resume();
-    expect(ctx.deepCheck.holdsGpus()).toBe(true);
-    expect(ctx.deepCheck.running()).toBe(false);
+    await ctx.deepCheck.resumed();
+    expect(ctx.deepCheck.running()).toBe(true);
     await resumed;
-    expect(ctx.deepCheck.holdsGpus()).toBe(false);
+    await expect(ctx.deepCheck.resumed()).resolves.toBeUndefined();
+
+    const none = setup();
+    await expect(none.deepCheck.resumed()).resolves.toBeUndefined();
   });
 
   test('after a resume whose list failed, start follows the Job left running instead of making a second', async () => {
@@ -639,7 +643,6 @@ describe('deep check: resumed after the exporter restarts', () => {
       detail: `already running (${DEEP_CHECK_JOB_PREFIX}0ld001)`,
     });
     expect(ctx.deepCheck.running()).toBe(true);
-    expect(ctx.deepCheck.holdsGpus()).toBe(true);
     expect(ctx.kube.callsTo('createJob')).toEqual([]);
   });
 
@@ -674,7 +677,7 @@ describe('scheduleDeepChecks', () => {
         return Promise.resolve({ started: true, detail: `${DEEP_CHECK_JOB_PREFIX}abc` });
       },
       running: () => false,
-      holdsGpus: () => false,
+      resumed: () => Promise.resolve(),
       settled: () => Promise.resolve(undefined),
       resume: () => Promise.resolve(),
       stop: () => undefined,
@@ -733,7 +736,7 @@ describe('scheduleDeepChecks', () => {
           return Promise.reject(new Error('getNode: 500 etcd timeout'));
         },
         running: () => false,
-        holdsGpus: () => false,
+        resumed: () => Promise.resolve(),
         settled: () => Promise.resolve(undefined),
         resume: () => Promise.resolve(),
         stop: () => undefined,

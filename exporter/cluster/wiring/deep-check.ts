@@ -104,8 +104,10 @@ export function wireDeepCheck(config: Config, wiring: DeepCheckWiring): DeepChec
           run: (name, params, trigger) => wiring.runner.run(name, params, trigger),
           // The Job's own pods do not count as busy (busy() leaves them out), but post-flight's
           // checks would be held beside it and their results lost: they wait for its end.
-          gpusBusy: () =>
-            deepCheck.holdsGpus() ? Promise.resolve('the deep-check Job holds the GPUs') : busy(),
+          gpusBusy: async () => {
+            await deepCheck.resumed();
+            return deepCheck.running() ? 'the deep-check Job holds the GPUs' : busy();
+          },
           ownJobPrefix: DEEP_CHECK_JOB_PREFIX,
           clock,
           logger: logger.child({ component: 'postflight' }),
