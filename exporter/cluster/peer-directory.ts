@@ -1,8 +1,10 @@
 /**
  * The Autopilot pods of the cluster, from the EndpointSlices of the autopilot-healthchecks Service,
- * kept current with a watch: a list, then a watch from its resourceVersion, again and again with
- * backoff (watch-loop.ts); errors stay visible in status() until the next successful list. Unlike Autopilot, not-ready pods are kept
- * (marked) so that the fan-out reports them instead of silently skipping their nodes.
+ * kept current with a watch: a list, then a watch from its resourceVersion, resumed from the last
+ * version seen when the server ends it, listed again only when that version is too old or on
+ * errors, with backoff (watch-loop.ts); errors stay visible in status() until the next success.
+ * Unlike Autopilot, not-ready pods are kept (marked) so that the fan-out reports them instead of
+ * silently skipping their nodes.
  */
 
 import type { Clock } from '../clock.js';
@@ -83,6 +85,13 @@ export function createPeerDirectory(deps: PeerDirectoryDeps): PeerDirectory {
     version += 1;
   };
 
+  const watchFrom = (resourceVersion: string) =>
+    deps.kube.watchEndpointSlices(deps.namespace, deps.service, resourceVersion, (type, slice) => {
+      if (type === 'DELETED') slices.delete(slice.name);
+      else slices.set(slice.name, slice);
+      refresh();
+    });
+
   const loop = createWatchLoop({
     failMessage: 'peer discovery failed; retrying',
     expiredMessage: 'peer watch expired (410 Gone); listing again',
@@ -97,17 +106,9 @@ export function createPeerDirectory(deps: PeerDirectoryDeps): PeerDirectory {
       refresh();
       synced = true;
       ok();
-      return deps.kube.watchEndpointSlices(
-        deps.namespace,
-        deps.service,
-        list.resourceVersion,
-        (type, slice) => {
-          if (type === 'DELETED') slices.delete(slice.name);
-          else slices.set(slice.name, slice);
-          refresh();
-        },
-      );
+      return watchFrom(list.resourceVersion);
     },
+    resume: (resourceVersion) => watchFrom(resourceVersion),
   });
 
   return {

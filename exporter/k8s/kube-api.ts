@@ -484,17 +484,27 @@ async function openWatch(
   let settle: (error: KubeError | undefined) => void = () => undefined;
   const ended = new Promise<KubeError | undefined>((resolve) => (settle = resolve));
   let stopped = false;
+  let version = query.resourceVersion ?? '';
   const controller = await watcher.watch(
     path,
-    // The server ends the watch after timeoutSeconds; the caller re-watches, which also proves the
-    // API alive.
-    { ...query, allowWatchBookmarks: false, timeoutSeconds: 300 },
+    // The server ends the watch after timeoutSeconds; the caller re-watches from the last version
+    // seen, which also proves the API alive. Bookmarks keep that version fresh while nothing
+    // changes, so the re-watch is rarely too old (410) and rarely needs a list.
+    { ...query, allowWatchBookmarks: true, timeoutSeconds: 300 },
     (type: string, object: unknown) => {
       if (type === 'ERROR') {
         const status = object as { code?: number; message?: string };
         settle(new KubeError(operation, status.code, status.message ?? 'watch error'));
-      } else if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') {
-        onEvent(type, object);
+        return;
+      }
+      const seen = (object as { metadata?: { resourceVersion?: string } }).metadata
+        ?.resourceVersion;
+      if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') onEvent(type, object);
+      if (
+        (type === 'BOOKMARK' || type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') &&
+        seen
+      ) {
+        version = seen;
       }
     },
     (error: unknown) => {
@@ -504,6 +514,7 @@ async function openWatch(
   );
   return {
     ended,
+    resourceVersion: () => version,
     stop() {
       stopped = true;
       controller.abort();

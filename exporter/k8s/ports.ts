@@ -182,6 +182,12 @@ export interface WatchHandle {
    * (a KubeError with status 410 when the resource version is too old).
    */
   readonly ended: Promise<KubeError | undefined>;
+  /**
+   * The newest resourceVersion the watch has seen: the one it was opened from, then each event's
+   * (and each bookmark's). A new watch from it misses nothing, so a watch the server ended can be
+   * resumed without a list.
+   */
+  resourceVersion(): string;
   stop(): void;
 }
 

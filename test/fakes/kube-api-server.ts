@@ -1109,6 +1109,12 @@ export class FakeKubeApi {
     this.compactedThrough = this.revision;
   }
 
+  /** Ends every open watch properly, as the server does when a watch's timeoutSeconds is up. */
+  endWatches(): void {
+    for (const watch of this.watches) watch.res.end();
+    this.watches.clear();
+  }
+
   /** Destroys every open watch connection without a proper end, like a dropped connection. */
   dropWatches(): void {
     for (const watch of this.watches) watch.res.socket?.destroy();

@@ -320,7 +320,7 @@ export class FakeKube {
   ): WatchHandle {
     let settle: (error: KubeError | undefined) => void = () => undefined;
     const ended = new Promise<KubeError | undefined>((resolve) => (settle = resolve));
-    const state = { stopped: false, ended: false };
+    const state = { stopped: false, ended: false, version: resourceVersion };
     const finish = (error: KubeError | undefined): void => {
       if (state.ended) return;
       state.ended = true;
@@ -337,7 +337,9 @@ export class FakeKube {
         return state.ended;
       },
       push: (type, slice) => {
-        if (!state.ended) onEvent(type, slice);
+        if (state.ended) return;
+        onEvent(type, slice);
+        state.version = String(this.resourceVersion);
       },
       end: () => finish(undefined),
       fail: (status, detail = 'watch failed') => {
@@ -348,6 +350,7 @@ export class FakeKube {
     });
     return {
       ended,
+      resourceVersion: () => state.version,
       stop: () => {
         state.stopped = true;
         finish(undefined);
@@ -544,7 +547,7 @@ export class FakeKube {
         await Promise.resolve();
         let stop: (error: undefined) => void = () => undefined;
         const ended = new Promise<KubeError | undefined>((resolve) => (stop = resolve));
-        return { ended, stop: () => stop(undefined) };
+        return { ended, resourceVersion: () => resourceVersion, stop: () => stop(undefined) };
       },
     };
   }

@@ -549,6 +549,37 @@ describe('EndpointSlice watch', () => {
     );
   });
 
+  test('the peer directory resumes a watch the server ended from the last version it saw: no list, no change missed', async () => {
+    const { api, kube } = await setup();
+    api.upsertEndpointSlice(NS, slice('s1', 'n1'));
+    const directory = createPeerDirectory({
+      kube,
+      namespace: NS,
+      service: SERVICE,
+      portName: 'healthcheck',
+      clock: createSystemClock(),
+      logger: silentLogger,
+      backoff: { initialMs: 20, maxMs: 100 },
+    });
+    directory.start();
+    cleanups.push(() => directory.stop());
+    await waitUntil(() => directory.peers().length === 1, 2000);
+    await api.waitForOpenWatches(1);
+    api.upsertEndpointSlice(NS, slice('s22', 'n2'));
+    await waitUntil(() => directory.peers().length === 2, 2000);
+    // The watch has served more than the loop's 1 s minimum: its end is the server's timeout.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+
+    api.endWatches();
+    api.upsertEndpointSlice(NS, slice('s333', 'n3'));
+    await waitUntil(() => directory.peers().length === 3, 3000);
+    await api.waitForOpenWatches(1);
+    const slices = api.requests.filter((r) => r.path.endsWith('/endpointslices'));
+    expect(slices.map((r) => r.query.watch === 'true')).toEqual([false, true, true]);
+    expect(slices[2]?.query.resourceVersion).not.toBe(slices[1]?.query.resourceVersion);
+    expect(slices[2]?.query.allowWatchBookmarks).toBe('true');
+  });
+
   test('the peer directory survives a dropped watch and a 410, and relists', async () => {
     const { api, kube } = await setup();
     api.upsertEndpointSlice(NS, slice('s1', 'n1'));

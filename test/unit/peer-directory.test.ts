@@ -162,19 +162,49 @@ describe('peer directory', () => {
     expect(kube.callsTo('listEndpointSlices')).toHaveLength(1);
   });
 
-  test('a watch the server ends normally after serving a while is followed by a list at once', async () => {
+  test('a watch the server ends normally after serving a while is resumed at once from the last version it saw, without a list', async () => {
     const { clock, kube, directory } = setup();
     directory.start();
     await flushPromises();
     await clock.advance(1000);
     kube.putSlice(NS, SERVICE, slice('s1', [endpoint('10.0.0.1', 'node-a')]));
+    kube.putSlice(NS, SERVICE, slice('s2', [endpoint('10.0.0.2', 'node-b')]));
     kube.openWatch()!.end();
     await flushPromises();
 
-    expect(kube.callsTo('listEndpointSlices')).toHaveLength(2);
+    expect(kube.callsTo('listEndpointSlices')).toHaveLength(1);
     expect(kube.watches).toHaveLength(2);
-    expect(kube.callsTo('watchEndpointSlices')[1]).toEqual([NS, SERVICE, '2']);
+    expect(kube.callsTo('watchEndpointSlices')).toEqual([
+      [NS, SERVICE, '1'],
+      [NS, SERVICE, '3'],
+    ]);
+    expect(directory.peers().map((peer) => peer.node)).toEqual(['node-a', 'node-b']);
     expect(clock.pending()).toEqual([]);
+    expect(directory.status()).toEqual({ synced: true, watching: true, lastError: undefined });
+  });
+
+  test('a resumed watch whose version is too old (410) lists again; a resume that fails backs off, then lists', async () => {
+    const { clock, kube, directory, start } = setup();
+    directory.start();
+    await flushPromises();
+    await clock.advance(1000);
+    kube.openWatch()!.end();
+    await flushPromises();
+    expect(kube.callsTo('listEndpointSlices')).toHaveLength(1);
+    kube.openWatch()!.fail(410, 'too old resource version: 1 (5)');
+    await flushPromises();
+    expect(kube.callsTo('listEndpointSlices')).toHaveLength(2);
+
+    await clock.advance(1000);
+    kube.failNext('watchEndpointSlices', 503, 'unavailable');
+    kube.openWatch()!.end();
+    await flushPromises();
+    expect(directory.status().lastError).toEqual({
+      message: 'watchEndpointSlices: 503 unavailable',
+      at: start + 2000,
+    });
+    await clock.advance(1000);
+    expect(kube.callsTo('listEndpointSlices')).toHaveLength(3);
     expect(directory.status()).toEqual({ synced: true, watching: true, lastError: undefined });
   });
 
