@@ -108,6 +108,12 @@ export interface InjectedDelay {
   readonly ms: number;
   /** How many matching requests are delayed; all of them unless given. */
   readonly times?: number;
+  /**
+   * Hold the `times` matching requests until all of them have arrived, then answer them together
+   * (`ms` is then the longest any waits): a race between clients made certain, however loaded the
+   * machine is.
+   */
+  readonly together?: boolean;
 }
 
 export interface FakeKubeApiOptions {
@@ -740,6 +746,8 @@ export class FakeKubeApi {
 
   private failures: { rule: InjectedFailure; left: number }[] = [];
   private delays: { rule: InjectedDelay; left: number }[] = [];
+  /** The requests a `together` delay holds until all of them have come. */
+  private readonly meetings = new Map<InjectedDelay, (() => void)[]>();
   private down = false;
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly sockets = new Set<Socket>();
@@ -1239,7 +1247,8 @@ export class FakeKubeApi {
     const isWatch = url.searchParams.get('watch') === 'true';
     const failure = this.take(this.failures, method, url.pathname, isWatch);
     const delay = this.take(this.delays, method, url.pathname, isWatch);
-    if (delay !== undefined) await this.sleep(delay.ms);
+    if (delay?.together === true) await this.meet(delay);
+    else if (delay !== undefined) await this.sleep(delay.ms);
     if (res.destroyed || req.socket.destroyed) return;
     if (failure !== undefined) {
       const message = failure.message ?? `injected failure ${failure.status}`;
@@ -1310,6 +1319,20 @@ export class FakeKubeApi {
     if (entry === undefined) return undefined;
     entry.left--;
     return entry.rule;
+  }
+
+  /** Waits until `delay.times` requests of this rule have arrived, or `delay.ms` have passed. */
+  private meet(delay: InjectedDelay): Promise<void> {
+    const waiting = this.meetings.get(delay) ?? [];
+    this.meetings.set(delay, waiting);
+    return new Promise((resolve) => {
+      waiting.push(resolve);
+      if (waiting.length >= (delay.times ?? Infinity)) {
+        for (const release of waiting.splice(0)) release();
+      } else {
+        this.after(delay.ms, resolve);
+      }
+    });
   }
 
   private sleep(ms: number): Promise<void> {

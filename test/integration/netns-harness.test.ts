@@ -8,6 +8,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import ts from 'typescript';
 import { WATCHDOG_NAME, createLab, labSupported, withLab } from '../fakes/netns.js';
 import type { Lab, NetNode } from '../fakes/netns.js';
@@ -388,8 +389,12 @@ describe('clean-up', () => {
       const victim = await killedVictim('apk', false);
       expect(victim.names).toHaveLength(2);
       expect(victim.veths).toHaveLength(2);
+      // The watchdog may exit before the kernel has finished the SIGKILLed sleeper on a loaded
+      // machine: wait for both, within the deadline, then require nothing left.
       const deadline = Date.now() + 15_000;
-      while (isRunning(victim.watchdog) && Date.now() < deadline) await sleep(20);
+      const done = () =>
+        !isRunning(victim.watchdog) && isDeepStrictEqual(leftovers(victim), nothingLeft);
+      while (!done() && Date.now() < deadline) await sleep(20);
       expect(leftovers(victim)).toStrictEqual(nothingLeft);
     });
 

@@ -232,8 +232,15 @@ describe('the breaker', () => {
     const pair = await Promise.all(
       ['node-a', 'node-b'].map((name) => exporterOn(server, name, env)),
     );
-    // Both read the Lease before either writes it: the race the Lease must settle.
-    server.delay({ method: 'GET', pathPrefix: '/apis/coordination.k8s.io/', ms: 300, times: 2 });
+    // Both read the Lease before either writes it: the race the Lease must settle. The two reads
+    // are answered together, however far apart a loaded machine lets them come.
+    server.delay({
+      method: 'GET',
+      pathPrefix: '/apis/coordination.k8s.io/',
+      ms: 10_000,
+      times: 2,
+      together: true,
+    });
     await Promise.all(pair.map(evict));
     await settle(...pair);
 
