@@ -97,6 +97,16 @@ async function serversOnLoopback(numservers: number, lifetimeMs = 60_000) {
   return { service, port, starts };
 }
 
+/** One 1-second client against the first server of `port`. */
+const runOne = (service: ReturnType<typeof newService>, port: number) =>
+  service.runClients({
+    dstip: '127.0.0.1',
+    dstport: port,
+    numclients: 1,
+    durationSeconds: 1,
+    signal: never,
+  });
+
 describe('iperf service on 127.0.0.1', () => {
   test('two servers, two clients for 1 s, then stopServers leaves no iperf3 of ours', async () => {
     const { service, port, starts } = await serversOnLoopback(2);
@@ -252,14 +262,15 @@ describe('iperf service on 127.0.0.1', () => {
     ]);
     expect(ourIperf3Pids().sort()).toStrictEqual([...serverPids].sort());
 
-    // A server whose client was killed mid-test must not stay "busy running a test".
-    const next = await service.runClients({
-      dstip: '127.0.0.1',
-      dstport: port,
-      numclients: 1,
-      durationSeconds: 1,
-      signal: never,
-    });
+    // A server whose client was killed mid-test must not stay "busy running a test". It sees the
+    // killed client's connections close at once on an idle machine; under load that may take a
+    // moment, and the server's --rcv-timeout (10 s) bounds it: a client within it must succeed.
+    const until = performance.now() + 12_000;
+    let next = await runOne(service, port);
+    while (next.failed > 0 && performance.now() < until) {
+      await sleep(500);
+      next = await runOne(service, port);
+    }
     expect(next.failed).toBe(0);
   });
 
