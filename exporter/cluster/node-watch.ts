@@ -40,6 +40,11 @@ export interface NodeWatchDeps {
 }
 
 export function createNodeWatch(deps: NodeWatchDeps): NodeWatch {
+  const watchFrom = (resourceVersion: string, current: () => boolean) =>
+    deps.kube.watchNode(deps.nodeName, resourceVersion, (type, next) => {
+      // A deleted node is gone with its labels; the next read says so (404) and backs off.
+      if (type !== 'DELETED' && current()) deps.onNode(next);
+    });
   const loop = createWatchLoop({
     failMessage: 'cannot watch this node; retrying',
     expiredMessage: 'node watch expired (410 Gone); reading the node again',
@@ -50,11 +55,9 @@ export function createNodeWatch(deps: NodeWatchDeps): NodeWatch {
       const node = await deps.kube.getNode(deps.nodeName);
       if (!current()) throw new Error('stopped');
       deps.onNode(node);
-      return deps.kube.watchNode(deps.nodeName, node.resourceVersion ?? '', (type, next) => {
-        // A deleted node is gone with its labels; the next read says so (404) and backs off.
-        if (type !== 'DELETED' && current()) deps.onNode(next);
-      });
+      return watchFrom(node.resourceVersion ?? '', current);
     },
+    resume: watchFrom,
   });
   return {
     start: () => loop.start(),

@@ -32,7 +32,7 @@ export interface WatchLoopDeps {
    */
   readonly open: (current: () => boolean, ok: () => void) => Promise<WatchHandle>;
   /** Opens the watch again from `resourceVersion` without reading; absent: every end reads again. */
-  readonly resume?: (resourceVersion: string) => Promise<WatchHandle>;
+  readonly resume?: (resourceVersion: string, current: () => boolean) => Promise<WatchHandle>;
   /** Logged at warn with the error and the retry delay, e.g. 'peer discovery failed; retrying'. */
   readonly failMessage: string;
   /** Logged at info when the watch expired (410 Gone) and the loop reads again. */
@@ -71,7 +71,7 @@ export function createWatchLoop(deps: WatchLoopDeps): WatchLoop {
     try {
       handle =
         from !== undefined && from !== '' && deps.resume !== undefined
-          ? await deps.resume(from)
+          ? await deps.resume(from, current)
           : await deps.open(current, () => {
               lastError = undefined;
             });

@@ -173,6 +173,25 @@ describe('the gpuhealth label belongs to the exporter', () => {
     expect(r.logs.filter((l) => l.message.includes('someone else'))).toEqual([]);
   });
 
+  test('a watch the server ends is resumed from the last version seen: no read, no change missed', async () => {
+    const r = await setup();
+    await evict(r);
+    const nodeReads = () => r.api.requests.filter((q) => q.path === `/api/v1/nodes/${NODE}`);
+    const readsBefore = nodeReads().length;
+    // The watch has served more than the loop's 1 s minimum: its end is the server's timeout.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    r.api.endWatches();
+    // A change made while no watch is open: the resumed watch replays it.
+    editLabels(r, (labels) => delete labels[LABEL]);
+    await waitUntil(() => r.label() === 'EVICT', 5000, 'the label restored');
+    await r.api.waitForOpenWatches(1, 3000);
+    expect(nodeReads().filter((q) => q.method === 'GET').length).toBe(
+      nodeReads()
+        .slice(0, readsBefore)
+        .filter((q) => q.method === 'GET').length,
+    );
+  });
+
   test('a 410 Gone on the watch: the node is read again and the watch resumes', async () => {
     const r = await setup();
     await evict(r);
