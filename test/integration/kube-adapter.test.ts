@@ -549,7 +549,8 @@ describe('EndpointSlice watch', () => {
     );
   });
 
-  test('the peer directory resumes a watch the server ended from the last version it saw: no list, no change missed', async () => {
+  /** A peer directory on the fake API server, synced to one slice, its watch open. */
+  async function directoryWithOnePeer() {
     const { api, kube } = await setup();
     api.upsertEndpointSlice(NS, slice('s1', 'n1'));
     const directory = createPeerDirectory({
@@ -565,6 +566,11 @@ describe('EndpointSlice watch', () => {
     cleanups.push(() => directory.stop());
     await waitUntil(() => directory.peers().length === 1, 2000);
     await api.waitForOpenWatches(1);
+    return { api, directory };
+  }
+
+  test('the peer directory resumes a watch the server ended from the last version it saw: no list, no change missed', async () => {
+    const { api, directory } = await directoryWithOnePeer();
     api.upsertEndpointSlice(NS, slice('s22', 'n2'));
     await waitUntil(() => directory.peers().length === 2, 2000);
     // The watch has served more than the loop's 1 s minimum: its end is the server's timeout.
@@ -581,21 +587,7 @@ describe('EndpointSlice watch', () => {
   });
 
   test('the peer directory survives a dropped watch and a 410, and relists', async () => {
-    const { api, kube } = await setup();
-    api.upsertEndpointSlice(NS, slice('s1', 'n1'));
-    const directory = createPeerDirectory({
-      kube,
-      namespace: NS,
-      service: SERVICE,
-      portName: 'healthcheck',
-      clock: createSystemClock(),
-      logger: silentLogger,
-      backoff: { initialMs: 20, maxMs: 100 },
-    });
-    directory.start();
-    cleanups.push(() => directory.stop());
-    await waitUntil(() => directory.peers().length === 1, 2000);
-    await api.waitForOpenWatches(1);
+    const { api, directory } = await directoryWithOnePeer();
 
     // Changes made while no watch is open are picked up by the relist.
     api.dropWatches();
