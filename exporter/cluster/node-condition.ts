@@ -18,6 +18,7 @@ import type { KubeApi, NodeCondition } from '../k8s/ports.js';
 import type { Logger } from '../log.js';
 import type { NodeHealth } from '../node-health.js';
 import { createRetryingWriter, type WriterJob } from './retrying-writer.js';
+import type { BackoffSettings } from './backoff.js';
 
 export const DEFAULT_NODE_CONDITION = 'GPUHealthy';
 /** The API server refuses longer messages in Events; conditions keep to the same size. */
@@ -275,7 +276,7 @@ export interface NodeConditionDeps {
   readonly keepUnprovenMs: number;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly backoff?: BackoffSettings;
 }
 
 /** How often the writer looks again without a change of health: heartbeats and staleness. */

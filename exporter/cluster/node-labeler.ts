@@ -23,6 +23,7 @@ import type { NodeHealth } from '../node-health.js';
 import type { KubeApi, NodeInfo, NodeMetadataPatch } from '../k8s/ports.js';
 import { ACK_ANNOTATION, ACKNOWLEDGED_ANNOTATION } from './node-watch.js';
 import { createRetryingWriter, type WriterJob } from './retrying-writer.js';
+import type { BackoffSettings } from './backoff.js';
 
 export const GPUHEALTH_LABEL = 'autopilot.ibm.com/gpuhealth';
 export const dcgmLevelLabel = (level: number): string => `autopilot.ibm.com/dcgm.level.${level}`;
@@ -125,7 +126,7 @@ export interface NodeLabelerDeps {
   readonly onAcknowledgeRequest?: (request: AcknowledgeRequest) => void;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly backoff?: BackoffSettings;
 }
 
 export function createNodeLabeler(deps: NodeLabelerDeps): NodeLabeler {

@@ -13,6 +13,7 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { KubeApi, NodeInfo } from '../k8s/ports.js';
 import { createWatchLoop } from './watch-loop.js';
+import type { BackoffSettings } from './backoff.js';
 
 /** A person asks for the EVICT to be lifted by setting this (`autopilot ack` does). */
 export const ACK_ANNOTATION = 'autopilot.ibm.com/acknowledge';
@@ -36,7 +37,7 @@ export interface NodeWatchDeps {
   readonly onNode: (node: NodeInfo) => void;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly backoff?: BackoffSettings;
 }
 
 export function createNodeWatch(deps: NodeWatchDeps): NodeWatch {

@@ -11,6 +11,7 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { EndpointSliceInfo, KubeApi } from '../k8s/ports.js';
 import { createWatchLoop } from './watch-loop.js';
+import type { BackoffSettings } from './backoff.js';
 
 export interface Peer {
   /** The node the pod runs on; undefined when the EndpointSlice does not say. */
@@ -47,7 +48,7 @@ export interface PeerDirectoryDeps {
   readonly portName: string;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly backoff?: BackoffSettings;
 }
 
 /** Pure: the peers that a set of slices describes. */

@@ -8,6 +8,7 @@
 
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
+import { createBackoff, type BackoffSettings } from './backoff.js';
 
 export interface WriterError {
   readonly message: string;
@@ -38,15 +39,14 @@ export interface RetryingWriterDeps {
   readonly clock: Clock;
   readonly logger: Logger;
   /** 1 s doubling up to 60 s unless given. */
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number } | undefined;
+  readonly backoff?: BackoffSettings | undefined;
 }
 
 export function createRetryingWriter(deps: RetryingWriterDeps) {
-  const backoff = deps.backoff ?? { initialMs: 1000, maxMs: 60_000 };
+  const backoff = createBackoff(deps.backoff);
   let running = deps.started === true;
   let inFlight: Promise<void> | undefined;
   let cancelRetry: (() => void) | undefined;
-  let delayMs = backoff.initialMs;
   let lastError: WriterError | undefined;
   const idleWaiters: (() => void)[] = [];
 
@@ -83,14 +83,14 @@ export function createRetryingWriter(deps: RetryingWriterDeps) {
       if (outcome !== undefined) retryIn(outcome.retryInMs);
       else {
         setError(undefined);
-        delayMs = backoff.initialMs;
+        backoff.reset();
       }
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       setError({ message, at: deps.clock.now() });
+      const delayMs = backoff.next();
       deps.logger.warn(`cannot ${job.what}; retrying`, { error: message, retryInMs: delayMs });
       retryIn(delayMs);
-      delayMs = Math.min(backoff.maxMs, delayMs * 2);
     }
   };
 

@@ -11,6 +11,7 @@
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { KubeError, WatchHandle } from '../k8s/ports.js';
+import { createBackoff, type BackoffSettings } from './backoff.js';
 
 export interface WatchLoopError {
   readonly message: string;
@@ -39,27 +40,26 @@ export interface WatchLoopDeps {
   readonly expiredMessage: string;
   readonly clock: Clock;
   readonly logger: Logger;
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
+  readonly backoff?: BackoffSettings;
 }
 
 /** A watch that ends sooner than this counts as a failure, so the next read backs off. */
 const MIN_HEALTHY_WATCH_MS = 1000;
 
 export function createWatchLoop(deps: WatchLoopDeps): WatchLoop {
-  const backoff = deps.backoff ?? { initialMs: 1000, maxMs: 60_000 };
+  const backoff = createBackoff(deps.backoff);
   let running = false;
   /** Each start() begins a new generation; a loop from an earlier one ends at its next step. */
   let generation = 0;
   let watch: WatchHandle | undefined;
   let lastError: WatchLoopError | undefined;
-  let delayMs = backoff.initialMs;
   let cancelRetry: (() => void) | undefined;
 
   const fail = (message: string): void => {
     lastError = { message, at: deps.clock.now() };
+    const delayMs = backoff.next();
     deps.logger.warn(deps.failMessage, { error: message, retryInMs: delayMs });
     cancelRetry = deps.clock.setTimer(() => void cycle(), delayMs);
-    delayMs = Math.min(backoff.maxMs, delayMs * 2);
   };
 
   const cycle = async (from?: string): Promise<void> => {
@@ -94,7 +94,7 @@ export function createWatchLoop(deps: WatchLoopDeps): WatchLoop {
 
   const afterWatch = (ended: KubeError | undefined, served: boolean, seen: string): void => {
     // A watch that served a while proves the API well: its end starts the backoff afresh.
-    if (served) delayMs = backoff.initialMs;
+    if (served) backoff.reset();
     if (ended === undefined && !served) {
       // Closed as soon as it opened (a proxy, a flapping server): back off, do not spin.
       fail('the watch was closed by the server right after it opened');
@@ -102,7 +102,7 @@ export function createWatchLoop(deps: WatchLoopDeps): WatchLoop {
       void cycle(seen);
     } else if (ended.status === 410) {
       deps.logger.info(deps.expiredMessage, { error: ended.message });
-      delayMs = backoff.initialMs;
+      backoff.reset();
       void cycle();
     } else {
       fail(ended.message);
