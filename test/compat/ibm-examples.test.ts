@@ -329,13 +329,7 @@ describe('Kubernetes mode: the API examples and labels against two nodes', () =>
       allocatableGpus: 8,
       labels: node === 'hostname' ? { label1: '' } : {},
     });
-    api.addPod({
-      namespace: NAMESPACE,
-      name: `autopilot-${node}`,
-      labels: { app: 'autopilot' },
-      nodeName: node,
-      podIP: '127.0.0.1',
-    });
+    api.addExporterPod(NAMESPACE, node);
     const started = await startExporter(node, {
       KUBECONFIG: kubeconfig,
       NAMESPACE,

@@ -96,13 +96,7 @@ beforeAll(async () => {
   });
   for (const node of NODES) {
     // The DaemonSet's pod on the node: ping reaches its addresses (all loopback here).
-    api.addPod({
-      namespace: NAMESPACE,
-      name: `autopilot-${node}`,
-      labels: { app: 'autopilot' },
-      nodeName: node,
-      podIP: '127.0.0.1',
-    });
+    api.addExporterPod(NAMESPACE, node);
     const running = await start(node, kubeconfig);
     exporters.set(node, running);
     api.upsertEndpointSlice(

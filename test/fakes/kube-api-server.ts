@@ -951,6 +951,17 @@ export class FakeKubeApi {
     return node === undefined ? undefined : structuredClone(node);
   }
 
+  /** The DaemonSet's pod on `node` (label app=autopilot), on loopback unless given an address. */
+  addExporterPod(namespace: string, node: string, podIP = '127.0.0.1'): KubeObject {
+    return this.addPod({
+      namespace,
+      name: `autopilot-${node}`,
+      labels: { app: 'autopilot' },
+      nodeName: node,
+      podIP,
+    });
+  }
+
   addPod(input: PodInput): KubeObject {
     const pod: KubeObject = {
       apiVersion: 'v1',

@@ -110,13 +110,7 @@ async function startNode(
   kubeconfig: string,
 ): Promise<ExporterProcess> {
   api.addNode({ name: node, labels: { pool: 'page-test' }, allocatableGpus: 8 });
-  api.addPod({
-    namespace: NAMESPACE,
-    name: `autopilot-${node}`,
-    labels: { app: 'autopilot' },
-    nodeName: node,
-    podIP: '127.0.0.1',
-  });
+  api.addExporterPod(NAMESPACE, node);
   const exporter = await startExporter({
     NODE_NAME: node,
     NAMESPACE,
